@@ -1,0 +1,1 @@
+//! Mapping engine (see SPEC.md section 5).
