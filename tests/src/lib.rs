@@ -1,1 +1,174 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts real services on `127.0.0.1:0` against a fresh
+//! database per test and hands out real gRPC clients.
+//!
+//! Every test body runs once per backend from [`journeys_store::testing::each_backend`]
+//! (SQLite always, MariaDB when `JOURNEYS_TEST_MYSQL_URL` is set).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use journeys_proto::v1::audience_service_client::AudienceServiceClient;
+use journeys_proto::v1::catalog_service_client::CatalogServiceClient;
+use journeys_proto::v1::destination_service_client::DestinationServiceClient;
+use journeys_proto::v1::instance_service_client::InstanceServiceClient;
+use journeys_proto::v1::journey_service_client::JourneyServiceClient;
+use journeys_proto::v1::profile_service_client::ProfileServiceClient;
+use journeys_proto::v1::source_service_client::SourceServiceClient;
+use journeys_runtime::config::{Config, Service};
+use journeys_runtime::shutdown::Shutdown;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A control plane running in this process.
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), journeys_control_plane::Error>>,
+}
+
+/// How to start a control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub admin_token: Option<String>,
+    pub allow_short_durations: bool,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on `127.0.0.1:0` over the database at `database_url`.
+    pub async fn start(database_url: &str, options: Options) -> anyhow::Result<Self> {
+        let mut config = Config::defaults_for(Service::ControlPlane);
+        config.database_url = database_url.to_owned();
+        config.admin_token = options.admin_token;
+        config.allow_short_durations = options.allow_short_durations;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(journeys_control_plane::serve(
+            config,
+            listener,
+            shutdown.wait(),
+        ));
+        let cp = Self {
+            addr,
+            shutdown,
+            task,
+        };
+        cp.wait_ready().await?;
+        Ok(cp)
+    }
+
+    /// Waits until health reports SERVING (migrations done, listening).
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        for _ in 0..200 {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))?
+                .connect()
+                .await
+            {
+                let mut health = HealthClient::new(channel);
+                if let Ok(r) = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    && r.into_inner().status == 1
+                {
+                    return Ok(());
+                }
+            }
+            if self.task.is_finished() {
+                anyhow::bail!("control plane exited during start-up");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("control plane did not become ready")
+    }
+
+    /// A channel to this control plane.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    /// Clients for every control-plane service on one channel.
+    pub async fn clients(&self) -> anyhow::Result<Clients> {
+        Ok(Clients::new(self.channel().await?))
+    }
+
+    /// Triggers a graceful shutdown and waits for the server to stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// One client per control-plane service.
+pub struct Clients {
+    pub journeys: JourneyServiceClient<Channel>,
+    pub destinations: DestinationServiceClient<Channel>,
+    pub audiences: AudienceServiceClient<Channel>,
+    pub sources: SourceServiceClient<Channel>,
+    pub catalog: CatalogServiceClient<Channel>,
+    pub profiles: ProfileServiceClient<Channel>,
+    pub instances: InstanceServiceClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            journeys: JourneyServiceClient::new(channel.clone()),
+            destinations: DestinationServiceClient::new(channel.clone()),
+            audiences: AudienceServiceClient::new(channel.clone()),
+            sources: SourceServiceClient::new(channel.clone()),
+            catalog: CatalogServiceClient::new(channel.clone()),
+            profiles: ProfileServiceClient::new(channel.clone()),
+            instances: InstanceServiceClient::new(channel),
+        }
+    }
+}
+
+/// The repository root (for `examples/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// An example definition from `examples/`, decoded from its grpcurl JSON into a request.
+pub fn example(name: &str) -> anyhow::Result<journeys_proto::v1::CreateJourneyRequest> {
+    let text = std::fs::read_to_string(repo_root().join("examples").join(name))?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    journey_request_from_json(&json)
+}
+
+/// Builds a `CreateJourneyRequest` from grpcurl-style JSON (the proto3 JSON mapping), using
+/// the descriptor set so that the test reads exactly what grpcurl would send.
+pub fn journey_request_from_json(
+    json: &serde_json::Value,
+) -> anyhow::Result<journeys_proto::v1::CreateJourneyRequest> {
+    json_codec::decode(json, "journeys.v1.CreateJourneyRequest")
+}
+
+mod json_codec;
+
+/// Runs `body` once per configured backend with a fresh database URL, removing the database
+/// afterwards. The backend's name is attached to any failure.
+pub async fn on_each_backend<F, Fut>(body: F) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use anyhow::Context;
+    for db in journeys_store::testing::each_backend().await {
+        let backend = db.backend();
+        body(db.url().to_owned())
+            .await
+            .with_context(|| format!("on {backend:?}"))?;
+        db.close().await?;
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! `now` included, so the data plane, the scheduler and `SimulateJourney` agree by construction.
 
 pub mod eval;
+pub mod index;
 pub mod machine;
 pub mod mapping;
 pub mod model;

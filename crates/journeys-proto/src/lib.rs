@@ -26,13 +26,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// Fully qualified names of every service in the contract, for health
 /// reporting and for listing what a process serves.
 pub const SERVICE_NAMES: &[&str] = &[
-    "journeys.v1.JourneyService",
-    "journeys.v1.DestinationService",
-    "journeys.v1.AudienceService",
-    "journeys.v1.SourceService",
-    "journeys.v1.CatalogService",
-    "journeys.v1.ProfileService",
-    "journeys.v1.InstanceService",
-    "journeys.v1.IngestService",
-    "journeys.v1.SchedulerService",
+    v1::journey_service_server::SERVICE_NAME,
+    v1::destination_service_server::SERVICE_NAME,
+    v1::audience_service_server::SERVICE_NAME,
+    v1::source_service_server::SERVICE_NAME,
+    v1::catalog_service_server::SERVICE_NAME,
+    v1::profile_service_server::SERVICE_NAME,
+    v1::instance_service_server::SERVICE_NAME,
+    v1::ingest_service_server::SERVICE_NAME,
+    v1::scheduler_service_server::SERVICE_NAME,
 ];

@@ -1,1 +1,21 @@
-//! placeholder
+//! Plumbing shared by the Journeys services: configuration loading, telemetry, graceful
+//! shutdown, serving gRPC with health and reflection, admin authentication, and the mapping of
+//! errors to gRPC statuses.
+//!
+//! A service binary does, in order: [`config::load`], [`telemetry::init`],
+//! [`auth::check_bind`], then [`grpc::serve`] with [`shutdown::Shutdown::wait`] as its shutdown
+//! future.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
+
+pub use auth::{AdminAuth, check_bind};
+pub use config::{Config, ConfigArgs, ConfigError, LogFormat, Service};
+pub use error::{ApiError, FieldViolation};
+pub use shutdown::Shutdown;
+pub use telemetry::TelemetryGuard;

@@ -1,1 +1,40 @@
-//! placeholder
+//! Relational store for journeys: migrations, entities and repositories over SQLite and
+//! MySQL/MariaDB behind one API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), journeys_store::StoreError> {
+//! let store = journeys_store::Store::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//! let names = store.catalog().contains_all(&["Order Completed".to_owned()]).await?;
+//! # let _ = names; Ok(()) }
+//! ```
+//!
+//! Records are plain structs; sea-orm models stay private. Timestamps are UTC with microsecond
+//! precision (finer parts are truncated on write). Ids are `UUIDv7` text from [`new_id`].
+
+mod entity;
+mod error;
+mod migration;
+mod page;
+mod repo;
+mod store;
+pub mod testing;
+
+pub use error::StoreError;
+pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
+pub use repo::{
+    AudienceRecord, Audiences, BranchCounts, Catalog, CatalogEventRecord, Changes,
+    DestinationKind, DestinationRecord, Destinations, InstanceDetail, InstanceFilter,
+    InstanceRecord, InstanceState, Instances, JourneyChanges, JourneyRecord, JourneyState,
+    JourneyStats, Journeys, Outbox, OutboxRecord, OutboxStatus, ProfileRecord, ProfileState,
+    Profiles, Runtime, SendCounts, SourceRecord, Sources, StepCounts, TimelineEntry,
+    TimelineRecord, TimerRecord, TimerStats, Timers,
+};
+pub use store::{Backend, Store};
+
+/// A new time-ordered id (`UUIDv7`, hyphenated, 36 characters). Keyset paging by id therefore
+/// lists rows in creation order.
+#[must_use]
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

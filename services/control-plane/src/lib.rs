@@ -1,1 +1,123 @@
-//! placeholder
+//! The Journeys control plane: journey CRUD, validation and publishing, destinations,
+//! audiences, sources, the event catalog, profiles and instances, over gRPC.
+//!
+//! [`serve`] runs it as a process would; [`routes`] gives the services alone so that
+//! `journeys dev` can serve them beside the other planes in one process.
+
+mod audiences;
+mod catalog;
+pub mod convert;
+mod destinations;
+mod errors;
+mod fields;
+mod instances;
+mod journeys;
+mod profiles;
+mod references;
+mod simulate;
+mod sources;
+
+use std::future::Future;
+
+use journeys_core::validate::ValidationOptions;
+use journeys_proto::v1::audience_service_server::AudienceServiceServer;
+use journeys_proto::v1::catalog_service_server::CatalogServiceServer;
+use journeys_proto::v1::destination_service_server::DestinationServiceServer;
+use journeys_proto::v1::instance_service_server::InstanceServiceServer;
+use journeys_proto::v1::journey_service_server::JourneyServiceServer;
+use journeys_proto::v1::profile_service_server::ProfileServiceServer;
+use journeys_proto::v1::source_service_server::SourceServiceServer;
+use journeys_runtime::auth::{AdminAuth, check_bind};
+use journeys_runtime::config::{Config, ConfigError};
+use journeys_runtime::grpc::ServeError;
+use journeys_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use destinations::WebhookSettings;
+pub use sources::hash_write_key;
+
+/// Fully qualified names of the services the control plane serves.
+pub const SERVICE_NAMES: &[&str] = &[
+    "journeys.v1.JourneyService",
+    "journeys.v1.DestinationService",
+    "journeys.v1.AudienceService",
+    "journeys.v1.SourceService",
+    "journeys.v1.CatalogService",
+    "journeys.v1.ProfileService",
+    "journeys.v1.InstanceService",
+];
+
+/// Why the control plane could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The control-plane services over `store`, each behind the admin-token check.
+pub fn routes(store: &Store, config: &Config) -> Routes {
+    let auth = AdminAuth::new(config.admin_token.clone());
+    let validation = ValidationOptions {
+        allow_short_durations: config.allow_short_durations,
+        ..ValidationOptions::default()
+    };
+    Routes::new(JourneyServiceServer::with_interceptor(
+        journeys::Journeys::new(store.clone(), validation),
+        auth.clone(),
+    ))
+    .add_service(DestinationServiceServer::with_interceptor(
+        destinations::Destinations::new(store.clone()),
+        auth.clone(),
+    ))
+    .add_service(AudienceServiceServer::with_interceptor(
+        audiences::Audiences::new(store.clone()),
+        auth.clone(),
+    ))
+    .add_service(SourceServiceServer::with_interceptor(
+        sources::Sources::new(store.clone()),
+        auth.clone(),
+    ))
+    .add_service(CatalogServiceServer::with_interceptor(
+        catalog::CatalogApi::new(store.clone()),
+        auth.clone(),
+    ))
+    .add_service(ProfileServiceServer::with_interceptor(
+        profiles::Profiles::new(store.clone()),
+        auth.clone(),
+    ))
+    .add_service(InstanceServiceServer::with_interceptor(
+        instances::Instances::new(store.clone()),
+        auth,
+    ))
+}
+
+/// Connects to the configured store, runs pending migrations and serves the control plane on
+/// `listener` until `shutdown` completes.
+///
+/// # Errors
+/// An unsafe bind (non-loopback without an admin token), an unreachable store, a failed
+/// migration or a transport error.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    check_bind(&listener.local_addr().map_err(ServeError::from)?, &config.admin_token)?;
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    let routes = routes(&store, &config);
+    journeys_runtime::grpc::serve(
+        listener,
+        routes,
+        SERVICE_NAMES,
+        &[journeys_proto::FILE_DESCRIPTOR_SET],
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,667 @@
+//! Journey validation: every rule of SPEC.md sections 2, 3 and 5 that a definition can be checked
+//! against on its own, without the store (catalog events, destinations and audiences are checked
+//! at publish time by the control plane).
+//!
+//! [`validate`] never stops at the first fault: it returns every problem, each located by the
+//! path of the offending field in the gRPC naming of API.md (`steps[3].hold_until.branches[1].next`),
+//! so one round trip is enough for a user to fix a draft. Problems come in definition order,
+//! except that references between steps, reachability and cycles follow the per-step checks.
+
+mod filters;
+mod graph;
+mod send;
+mod steps;
+#[cfg(test)]
+mod testkit;
+
+use std::time::Duration;
+
+use crate::model::{EntryRule, ExitRule, JourneyDefinition};
+use crate::problem::Problem;
+
+pub use filters::{filters_overlap, validate_hold_branches_exclusive};
+
+/// How strict validation is. Operators set these in configuration; the defaults are the
+/// numbers of SPEC.md.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidationOptions {
+    /// Accept second-scale delays and holds (`JOURNEYS_ALLOW_SHORT_DURATIONS`), for tests and
+    /// demos that cannot wait minutes.
+    pub allow_short_durations: bool,
+    pub limits: Limits,
+}
+
+/// Size and duration limits. Public so that operators can raise or lower them; the runtime
+/// reads the ones that only matter while instances run (`max_return_to_start_passes`,
+/// `max_unique_identifier_value_len`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_steps: usize,
+    pub max_hold_branches: usize,
+    pub max_split_branches: usize,
+    pub max_random_branches: usize,
+    pub max_exit_rules: usize,
+    /// Journey names, step names and send event names, counted in characters (not bytes).
+    pub max_name_chars: usize,
+    pub max_description_chars: usize,
+    pub max_step_key_len: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub min_hold: Duration,
+    pub max_hold: Duration,
+    /// Lower bound of delays and holds when short durations are allowed.
+    pub min_short_duration: Duration,
+    pub max_mapped_fields: usize,
+    /// Passes through a hold branch with `return_to_start` before it continues onward.
+    pub max_return_to_start_passes: u32,
+    /// Longest unique-identifier value an entry event may carry (checked at entry).
+    pub max_unique_identifier_value_len: usize,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_steps: 50,
+            max_hold_branches: 9,
+            max_split_branches: 9,
+            max_random_branches: 5,
+            max_exit_rules: 10,
+            max_name_chars: 73,
+            max_description_chars: 1000,
+            max_step_key_len: 64,
+            min_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(182 * DAY),
+            min_hold: Duration::from_secs(5 * 60),
+            max_hold: Duration::from_secs(182 * DAY),
+            min_short_duration: Duration::from_secs(1),
+            max_mapped_fields: 100,
+            max_return_to_start_passes: 100,
+            max_unique_identifier_value_len: 255,
+        }
+    }
+}
+
+/// Every problem with `def`, in definition order; empty when the definition is valid.
+pub fn validate(def: &JourneyDefinition, opts: &ValidationOptions) -> Vec<Problem> {
+    let mut r = Report::default();
+    let limits = &opts.limits;
+
+    check_text(&mut r, "name", "name", &def.name, limits.max_name_chars);
+    let description_chars = def.description.chars().count();
+    if description_chars > limits.max_description_chars {
+        r.push(
+            "description",
+            format!(
+                "description is {description_chars} characters long, at most {} allowed",
+                limits.max_description_chars
+            ),
+        );
+    }
+
+    if def.entry.event.trim().is_empty() {
+        r.push("entry.event", "entry event is required");
+    }
+    if def
+        .entry
+        .audience_key
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        r.push(
+            "entry.audience_key",
+            "audience key is empty; leave it unset to admit every profile",
+        );
+    }
+    filters::check_filters(&mut r, "entry.filters", &def.entry.filters);
+
+    if let EntryRule::ReenterEveryTime { unique_identifier } = &def.entry_rule {
+        check_property_path(
+            &mut r,
+            "unique_identifier",
+            "unique_identifier",
+            unique_identifier,
+            " with REENTER_EVERY_TIME",
+        );
+    }
+
+    if def.steps.is_empty() {
+        r.push("steps", "a journey needs at least one step");
+    } else if def.steps.len() > limits.max_steps {
+        r.push(
+            "steps",
+            format!(
+                "{} steps, at most {} allowed",
+                def.steps.len(),
+                limits.max_steps
+            ),
+        );
+    }
+    graph::check_keys_and_start(&mut r, def, limits);
+    for (i, step) in def.steps.iter().enumerate() {
+        steps::check_step(&mut r, &format!("steps[{i}]"), step, opts);
+    }
+    graph::check_graph(&mut r, def);
+
+    if def.exit_rules.len() > limits.max_exit_rules {
+        r.push(
+            "exit_rules",
+            format!(
+                "{} exit rules, at most {} allowed",
+                def.exit_rules.len(),
+                limits.max_exit_rules
+            ),
+        );
+    }
+    for (i, rule) in def.exit_rules.iter().enumerate() {
+        check_exit_rule(&mut r, &format!("exit_rules[{i}]"), rule, def, limits);
+    }
+
+    r.problems
+}
+
+/// Whether `key` is a well-formed step key: `[a-z0-9_]{1,64}`.
+pub fn is_valid_step_key(key: &str) -> bool {
+    is_valid_step_key_within(key, Limits::default().max_step_key_len)
+}
+
+fn is_valid_step_key_within(key: &str, max_len: usize) -> bool {
+    !key.is_empty()
+        && key.len() <= max_len
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn check_exit_rule(
+    r: &mut Report,
+    path: &str,
+    rule: &ExitRule,
+    def: &JourneyDefinition,
+    limits: &Limits,
+) {
+    if rule.event.trim().is_empty() {
+        r.push(format!("{path}.event"), "exit event is required");
+    }
+    filters::check_filters(r, &format!("{path}.filters"), &rule.filters);
+    if rule.match_unique_identifier && def.unique_identifier().is_none() {
+        r.push(
+            format!("{path}.match_unique_identifier"),
+            "match_unique_identifier needs entry_rule REENTER_EVERY_TIME, which defines the unique identifier",
+        );
+    }
+    if let Some(spec) = &rule.send {
+        send::check_send_spec(r, &format!("{path}.send"), spec, false, limits);
+    }
+}
+
+/// Collects problems; paths and messages are built by the checks.
+#[derive(Default)]
+struct Report {
+    problems: Vec<Problem>,
+}
+
+impl Report {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+}
+
+/// A required, length-limited display text (`what` names it in messages).
+fn check_text(r: &mut Report, path: &str, what: &str, value: &str, max_chars: usize) {
+    let chars = value.chars().count();
+    if value.trim().is_empty() {
+        r.push(path, format!("{what} is required"));
+    } else if chars > max_chars {
+        r.push(
+            path,
+            format!("{what} is {chars} characters long, at most {max_chars} allowed"),
+        );
+    }
+}
+
+/// A required dot path into JSON (`cart.total`, `items[0].sku`).
+fn check_property_path(r: &mut Report, path: &str, what: &str, value: &str, required_note: &str) {
+    if value.trim().is_empty() {
+        r.push(path, format!("{what} is required{required_note}"));
+    } else if !crate::path::is_valid(value) {
+        r.push(
+            path,
+            format!(
+                "'{value}' is not a valid property path (expected dot-separated keys with optional [n] indexes, e.g. 'cart.items[0].sku')"
+            ),
+        );
+    }
+}
+
+/// `90s` → `1m 30s`; durations in messages read like the ones users typed.
+fn human_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    let mut parts = Vec::new();
+    for (unit, len) in [("d", DAY), ("h", 3600), ("m", 60)] {
+        if secs >= len {
+            parts.push(format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        parts.push(format!("{secs}.{}s", frac.trim_end_matches('0')));
+    } else if secs > 0 || parts.is_empty() {
+        parts.push(format!("{secs}s"));
+    }
+    parts.join(" ")
+}
+
+/// A duration within `[min, max]`, where `min` drops to `min_short_duration` under the dev setting.
+fn check_duration(
+    r: &mut Report,
+    path: &str,
+    what: &str,
+    d: Duration,
+    (min, max): (Duration, Duration),
+    opts: &ValidationOptions,
+) {
+    let effective_min = if opts.allow_short_durations {
+        opts.limits.min_short_duration.min(min)
+    } else {
+        min
+    };
+    if d < effective_min {
+        let hint = if !opts.allow_short_durations && d >= opts.limits.min_short_duration {
+            " (shorter durations need the allow-short-durations setting)"
+        } else {
+            ""
+        };
+        r.push(
+            path,
+            format!(
+                "{what} of {} is shorter than the minimum of {}{hint}",
+                human_duration(d),
+                human_duration(effective_min)
+            ),
+        );
+    } else if d > max {
+        r.push(
+            path,
+            format!(
+                "{what} of {} is longer than the maximum of {}",
+                human_duration(d),
+                human_duration(max)
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::testkit::{
+        WithFilters, any_of, branch, delay, eq, hold, journey, paths, problems, send, send_spec,
+    };
+    use super::*;
+    use crate::model::{
+        Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, EntryTrigger,
+        RandomBranch, RandomSplitStep, SendSpec, Step, StepKind,
+    };
+
+    #[test]
+    fn a_minimal_journey_is_valid() {
+        let def = journey(vec![send("notify", None)]);
+        assert_eq!(problems(&def), Vec::<Problem>::new());
+    }
+
+    #[test]
+    fn name_is_required_and_limited_in_characters_not_bytes() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.name = "  ".into();
+        assert_eq!(paths(&def), ["name"]);
+        assert_eq!(problems(&def)[0].message, "name is required");
+
+        // 73 two-byte characters are fine; 74 are not.
+        def.name = "é".repeat(73);
+        assert!(problems(&def).is_empty());
+        def.name = "é".repeat(74);
+        assert_eq!(
+            problems(&def)[0],
+            Problem::new("name", "name is 74 characters long, at most 73 allowed")
+        );
+    }
+
+    #[test]
+    fn description_is_limited_to_1000_characters() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.description = "x".repeat(1000);
+        assert!(problems(&def).is_empty());
+        def.description.push('x');
+        assert_eq!(paths(&def), ["description"]);
+    }
+
+    #[test]
+    fn entry_event_is_required_and_audience_key_not_blank() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.entry = EntryTrigger {
+            event: String::new(),
+            audience_key: Some(String::new()),
+            filters: vec![eq("plan", json!("pro"))],
+        };
+        assert_eq!(paths(&def), ["entry.event", "entry.audience_key"]);
+        assert_eq!(problems(&def)[0].message, "entry event is required");
+    }
+
+    #[test]
+    fn entry_filters_need_valid_paths_and_non_empty_lists() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.entry.filters = vec![
+            eq("cart.total", json!(10)),
+            eq("cart..total", json!(10)),
+            any_of("plan", vec![]),
+            eq("", json!(1)),
+        ];
+        assert_eq!(
+            paths(&def),
+            [
+                "entry.filters[1].property",
+                "entry.filters[2].any_of",
+                "entry.filters[3].property"
+            ]
+        );
+    }
+
+    #[test]
+    fn unique_identifier_is_required_and_a_valid_path_with_reentry() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.entry_rule = EntryRule::ReenterEveryTime {
+            unique_identifier: String::new(),
+        };
+        assert_eq!(
+            problems(&def),
+            [Problem::new(
+                "unique_identifier",
+                "unique_identifier is required with REENTER_EVERY_TIME"
+            )]
+        );
+        def.entry_rule = EntryRule::ReenterEveryTime {
+            unique_identifier: "order[x]".into(),
+        };
+        assert_eq!(paths(&def), ["unique_identifier"]);
+        def.entry_rule = EntryRule::ReenterEveryTime {
+            unique_identifier: "order.id".into(),
+        };
+        assert!(problems(&def).is_empty());
+        def.entry_rule = EntryRule::EnterOnce;
+        assert!(problems(&def).is_empty());
+    }
+
+    #[test]
+    fn step_count_is_between_one_and_the_limit() {
+        let mut def = journey(vec![]);
+        def.start_step = String::new();
+        assert!(paths(&def).contains(&"steps".to_owned()));
+
+        let steps: Vec<Step> = (0..51)
+            .map(|i| {
+                let next = (i < 50).then(|| format!("s{}", i + 1));
+                send(&format!("s{i}"), next.as_deref())
+            })
+            .collect();
+        let mut def = journey(steps);
+        assert_eq!(
+            problems(&def),
+            [Problem::new("steps", "51 steps, at most 50 allowed")]
+        );
+        // Operators can raise the limit.
+        let mut opts = ValidationOptions::default();
+        opts.limits.max_steps = 60;
+        assert!(validate(&def, &opts).is_empty());
+        def.steps.truncate(50);
+        def.steps[49] = send("s49", None);
+        assert!(problems(&def).is_empty());
+    }
+
+    #[test]
+    fn exit_rules_are_limited_and_checked() {
+        let mut def = journey(vec![send("notify", None)]);
+        def.exit_rules = (0..11)
+            .map(|i| ExitRule {
+                event: format!("cancelled_{i}"),
+                filters: Vec::new(),
+                match_unique_identifier: true,
+                send: None,
+            })
+            .collect();
+        assert_eq!(
+            problems(&def),
+            [Problem::new(
+                "exit_rules",
+                "11 exit rules, at most 10 allowed"
+            )]
+        );
+
+        def.exit_rules.truncate(1);
+        def.exit_rules[0].event = String::new();
+        def.exit_rules[0].filters = vec![eq("a.", json!(1))];
+        def.exit_rules[0].send = Some(send_spec(""));
+        def.entry_rule = EntryRule::EnterOnce;
+        assert_eq!(
+            paths(&def),
+            [
+                "exit_rules[0].event",
+                "exit_rules[0].filters[0].property",
+                "exit_rules[0].match_unique_identifier",
+                "exit_rules[0].send.destination_id",
+            ]
+        );
+    }
+
+    #[test]
+    fn step_keys_are_lowercase_words_of_at_most_64_bytes() {
+        for good in ["a", "nudge", "step_2", &"x".repeat(64)] {
+            assert!(is_valid_step_key(good), "{good}");
+        }
+        for bad in ["", "Nudge", "step-2", "step 2", "é", &"x".repeat(65)] {
+            assert!(!is_valid_step_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_are_written_like_users_write_them() {
+        assert_eq!(human_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(human_duration(Duration::from_secs(183 * DAY)), "183d");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    /// A definition with many independent faults reports each of them, at its own path.
+    #[test]
+    fn reports_every_problem_of_a_broken_definition() {
+        let mut def = journey(vec![
+            // 0: hold with a dangling timeout, a nameless branch and overlapping branches.
+            hold(
+                "wait",
+                vec![
+                    branch("bought", "purchase_completed", Some("thanks")),
+                    branch("", "purchase_completed", Some("thanks"))
+                        .with_filters(vec![eq("plan", json!("pro"))]),
+                ],
+                Duration::from_secs(60),
+                Some("nudge"),
+            ),
+            // 1: fine.
+            send("thanks", None),
+            // 2: bad key, empty display name, unreachable.
+            Step {
+                key: "Bad-Key".into(),
+                name: String::new(),
+                kind: StepKind::End,
+            },
+            // 3: random split that does not add up; unreachable.
+            Step {
+                key: "split".into(),
+                name: "Split".into(),
+                kind: StepKind::RandomSplit(RandomSplitStep {
+                    branches: vec![
+                        RandomBranch {
+                            name: "a".into(),
+                            percent: 50,
+                            next: None,
+                        },
+                        RandomBranch {
+                            name: "b".into(),
+                            percent: 40,
+                            next: None,
+                        },
+                    ],
+                    same_branch_on_reentry: false,
+                }),
+            },
+            // 4: data split with an audience condition using a trait operator; unreachable.
+            Step {
+                key: "segment".into(),
+                name: "Segment".into(),
+                kind: StepKind::DataSplit(DataSplitStep {
+                    branches: vec![DataSplitBranch {
+                        name: "vip".into(),
+                        conditions: vec![Condition {
+                            subject: ConditionSubject::Audience("vip".into()),
+                            op: ConditionOp::Equals,
+                            value: Some(json!(true)),
+                        }],
+                        next: None,
+                    }],
+                    else_next: None,
+                }),
+            },
+            // 5: a delay that is too short and a send with a bad method, in a cycle.
+            delay("loop_a", 10, Some("loop_b")),
+            send("loop_b", Some("loop_a")),
+        ]);
+        def.name = String::new();
+        def.entry.event = String::new();
+        if let StepKind::Send(s) = &mut def.steps[6].kind {
+            s.spec.action.method = "FETCH".into();
+            s.spec.mapping = Some(json!(["not", "an", "object"]));
+        }
+        def.exit_rules = vec![ExitRule {
+            event: "unsubscribed".into(),
+            filters: vec![any_of("reason", vec![])],
+            match_unique_identifier: false,
+            send: Some(SendSpec {
+                mapping: Some(json!({"properties": {"total": {"@path": 42}}})),
+                ..send_spec("webhook_1")
+            }),
+        }];
+
+        let got: BTreeSet<String> = paths(&def).into_iter().collect();
+        let want: BTreeSet<String> = [
+            "name",
+            "entry.event",
+            "steps[0].hold_until.max_duration",
+            "steps[0].hold_until.branches[1].name",
+            "steps[0].hold_until.branches[1].filters",
+            "steps[0].hold_until.timeout_next",
+            "steps[2].key",
+            "steps[2].name",
+            "steps[2]",
+            "steps[3].random_split.branches",
+            "steps[3]",
+            "steps[4].data_split.branches[0].conditions[0].op",
+            "steps[4]",
+            "steps[5].delay.duration",
+            "steps[5]",
+            "steps[6].send.action.method",
+            "steps[6].send.mapping",
+            "steps[6]",
+            "steps[6].send.next",
+            "exit_rules[0].filters[0].any_of",
+            "exit_rules[0].send.mapping.properties.total.@path",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(got, want, "{:#?}", problems(&def));
+    }
+
+    /// The three use cases of the product description, written as definitions.
+    mod use_cases {
+        use super::*;
+
+        #[test]
+        fn real_time_forwarding_of_form_submissions() {
+            let mut def = journey(vec![send("forward", None)]);
+            def.name = "Forward form submissions".into();
+            def.entry.event = "form_submitted".into();
+            def.entry_rule = EntryRule::ReenterEveryTime {
+                unique_identifier: "form_id".into(),
+            };
+            assert_eq!(problems(&def), Vec::<Problem>::new());
+        }
+
+        #[test]
+        fn abandoned_checkout() {
+            let mut nudge = send("nudge", None);
+            if let StepKind::Send(s) = &mut nudge.kind {
+                s.spec.event_name = Some("Checkout Abandoned".into());
+                s.spec.traits = vec!["email".into(), "first_name".into()];
+                s.spec.mapping = None;
+            }
+            let mut def = journey(vec![
+                hold(
+                    "wait_for_purchase",
+                    vec![branch("purchased", "purchase_completed", None)],
+                    Duration::from_secs(3600),
+                    Some("nudge"),
+                ),
+                nudge,
+            ]);
+            def.name = "Abandoned checkout".into();
+            def.entry.event = "checkout_started".into();
+            def.entry_rule = EntryRule::ReenterEveryTime {
+                unique_identifier: "session_id".into(),
+            };
+            def.exit_rules = vec![ExitRule {
+                event: "order_cancelled".into(),
+                filters: Vec::new(),
+                match_unique_identifier: true,
+                send: None,
+            }];
+            assert_eq!(problems(&def), Vec::<Problem>::new());
+        }
+
+        #[test]
+        fn follow_up_after_a_download() {
+            let mut def = journey(vec![
+                delay("wait_a_day", DAY, Some("check_interest")),
+                Step {
+                    key: "check_interest".into(),
+                    name: "Pricing visitor?".into(),
+                    kind: StepKind::DataSplit(DataSplitStep {
+                        branches: vec![DataSplitBranch {
+                            name: "saw pricing".into(),
+                            conditions: vec![Condition {
+                                subject: ConditionSubject::Trait("visited_pricing".into()),
+                                op: ConditionOp::Equals,
+                                value: Some(json!(true)),
+                            }],
+                            next: Some("sales_follow_up".into()),
+                        }],
+                        else_next: Some("nurture".into()),
+                    }),
+                },
+                send("sales_follow_up", None),
+                send("nurture", None),
+            ]);
+            def.name = "Content download follow-up".into();
+            def.entry.event = "content_downloaded".into();
+            def.entry.filters = vec![any_of("format", vec![json!("pdf"), json!("ebook")])];
+            def.entry_rule = EntryRule::EnterOnce;
+            assert_eq!(problems(&def), Vec::<Problem>::new());
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Outbox dispatcher and webhook client (in progress).

@@ -1,0 +1,53 @@
+//! What ingestion front ends and the engine agree on: events in, one acknowledgement out per
+//! event, after commit.
+
+use std::future::Future;
+
+use journeys_core::model::Event;
+
+/// The outcome for one event, sent to the client only once it is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub message_id: String,
+    pub status: AckStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Stored, and its effects (instances, timers, sends) committed.
+    Accepted,
+    /// A `messageId` seen within the dedupe window: acknowledged and ignored.
+    Duplicate,
+    /// Not stored. `code` is stable and machine-readable (`rate_limited`,
+    /// `too_many_instances`, `unavailable`, `invalid`…); `message` is for people.
+    Rejected { code: String, message: String },
+}
+
+impl Ack {
+    pub fn accepted(message_id: impl Into<String>) -> Self {
+        Self {
+            message_id: message_id.into(),
+            status: AckStatus::Accepted,
+        }
+    }
+
+    pub fn rejected(
+        message_id: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            message_id: message_id.into(),
+            status: AckStatus::Rejected {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// Where validated events go. Returns exactly one [`Ack`] per event, in input order, each
+/// only after the event's effects are durably committed (or it was rejected).
+pub trait EventSink: Clone + Send + Sync + 'static {
+    fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send;
+}

@@ -1,0 +1,342 @@
+//! Service configuration: one [`Config`] struct shared by every Journeys process.
+//!
+//! Values are layered, later layers winning: built-in defaults for the [`Service`] → an optional
+//! TOML file (`--config` / `JOURNEYS_CONFIG`) → `JOURNEYS_*` environment variables → command-line
+//! flags ([`ConfigArgs`]). [`load`] does the layering; `--print-config` shows the result through
+//! [`Config::to_toml`], with secrets masked.
+
+mod args;
+mod layering;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use args::ConfigArgs;
+pub use layering::{ENV_VARS, load, load_with_env};
+
+/// Database used when nothing else is configured: a SQLite file in the working directory, created
+/// on first use, so `journeys dev` works on a fresh machine.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./journeys-dev.db?mode=rwc";
+
+/// How long a `messageId` is remembered for de-duplication when not configured: one day.
+pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 86_400;
+
+/// What replaces secrets in [`Config::to_toml`] and `Debug` output.
+const MASK: &str = "********";
+
+/// Which process is being configured; decides the defaults (mainly the gRPC port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// `journeys-control-plane`: journeys, destinations, audiences, sources, catalog, profiles.
+    ControlPlane,
+    /// `journeys-data-plane`: ingestion over gRPC and the Segment-compatible HTTP API.
+    DataPlane,
+    /// `journeys-scheduler`: durable timers and housekeeping.
+    Scheduler,
+    /// `journeys dev`: everything in one process on SQLite.
+    Dev,
+}
+
+impl Service {
+    /// The process name, used as the OpenTelemetry `service.name` and in logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::ControlPlane => "journeys-control-plane",
+            Service::DataPlane => "journeys-data-plane",
+            Service::Scheduler => "journeys-scheduler",
+            Service::Dev => "journeys-dev",
+        }
+    }
+
+    /// Default gRPC port of the process (API.md, "Ports and processes").
+    #[must_use]
+    pub fn default_grpc_port(self) -> u16 {
+        match self {
+            Service::ControlPlane | Service::Dev => 50051,
+            Service::DataPlane => 50052,
+            Service::Scheduler => 50053,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for terminals.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "invalid log format '{s}' (expected 'text' or 'json')"
+            )),
+        }
+    }
+}
+
+/// The effective configuration of one process.
+///
+/// The TOML keys are the field names; unknown keys are rejected so a typo cannot silently fall
+/// back to a default. Add new settings here, in [`ConfigArgs`] and in the environment table of
+/// the loader; `Config::defaults_for` gives every field a value, so the TOML file stays optional.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `mysql://…` or `sqlite://…`; may carry a password, so it is masked when printed.
+    pub database_url: String,
+    /// gRPC listen address. A non-loopback address requires `admin_token` (see `auth::check_bind`).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address of the Segment-compatible API (data plane and `journeys dev` only).
+    pub http_addr: SocketAddr,
+    /// Bearer token required on control-plane and scheduler calls; `None` means loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Allow second-scale delays and holds, which production journeys should not need.
+    pub allow_short_durations: bool,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector endpoint (e.g. `http://otel-collector:4317`); unset disables export.
+    /// Read from the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, not a `JOURNEYS_*` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// How long an event `messageId` is remembered to drop duplicates, in seconds.
+    pub dedupe_window_secs: u64,
+}
+
+impl Config {
+    /// Built-in defaults of `service`: loopback addresses only, SQLite, no token, text logs.
+    #[must_use]
+    pub fn defaults_for(service: Service) -> Config {
+        Config {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            grpc_addr: loopback(service.default_grpc_port()),
+            http_addr: loopback(8088),
+            admin_token: None,
+            allow_short_durations: false,
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
+        }
+    }
+
+    /// The configuration as TOML, ready to be saved as a `--config` file, with the admin token
+    /// and any database password replaced by `********`.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        let masked = self.masked();
+        match toml::to_string_pretty(&masked) {
+            Ok(text) => text,
+            // Every field is a plain scalar, so serialisation cannot fail in practice; still, a
+            // diagnostic tool must not panic.
+            Err(error) => format!("# cannot render the configuration as TOML: {error}\n"),
+        }
+    }
+
+    /// A copy safe to show: secrets replaced by [`MASK`].
+    fn masked(&self) -> Config {
+        Config {
+            database_url: mask_url_password(&self.database_url),
+            admin_token: self.admin_token.as_ref().map(|_| MASK.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Empty strings in optional settings mean "unset" (as in `JOURNEYS_ADMIN_TOKEN=` in a
+    /// compose file): an empty admin token must never count as a token.
+    fn normalized(mut self) -> Config {
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            self.admin_token = None;
+        }
+        if self
+            .otlp_endpoint
+            .as_deref()
+            .is_some_and(|e| e.trim().is_empty())
+        {
+            self.otlp_endpoint = None;
+        }
+        self
+    }
+}
+
+/// Secrets are masked so that `tracing::debug!(?config)` cannot leak them.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = self.masked();
+        f.debug_struct("Config")
+            .field("database_url", &masked.database_url)
+            .field("grpc_addr", &masked.grpc_addr)
+            .field("http_addr", &masked.http_addr)
+            .field("admin_token", &masked.admin_token)
+            .field("allow_short_durations", &masked.allow_short_durations)
+            .field("log_format", &masked.log_format)
+            .field("otlp_endpoint", &masked.otlp_endpoint)
+            .field("dedupe_window_secs", &masked.dedupe_window_secs)
+            .finish()
+    }
+}
+
+/// A configuration value was rejected; the message names the setting and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable holds a value that does not parse.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable name, e.g. `JOURNEYS_GRPC_ADDR`.
+        var: &'static str,
+        /// What is wrong with the value.
+        message: String,
+    },
+    /// The TOML file cannot be read or holds a bad key or value.
+    #[error("config file {}: {message}", path.display())]
+    File {
+        /// The file given by `--config` or `JOURNEYS_CONFIG`.
+        path: PathBuf,
+        /// What is wrong, naming the key where there is one.
+        message: String,
+    },
+    /// The configuration is valid value by value but unsafe as a whole.
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+/// Replaces the password of `scheme://user:password@host/...` by [`MASK`]; other URLs unchanged.
+fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.to_owned();
+    };
+    let password_start = authority_start + colon + 1;
+    let password_end = authority_start + at;
+    format!("{}{MASK}{}", &url[..password_start], &url[password_end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_port_table() {
+        assert_eq!(
+            Config::defaults_for(Service::ControlPlane)
+                .grpc_addr
+                .to_string(),
+            "127.0.0.1:50051"
+        );
+        assert_eq!(
+            Config::defaults_for(Service::DataPlane)
+                .grpc_addr
+                .to_string(),
+            "127.0.0.1:50052"
+        );
+        assert_eq!(
+            Config::defaults_for(Service::Scheduler)
+                .grpc_addr
+                .to_string(),
+            "127.0.0.1:50053"
+        );
+        let dev = Config::defaults_for(Service::Dev);
+        assert_eq!(dev.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(dev.http_addr.to_string(), "127.0.0.1:8088");
+        assert_eq!(dev.database_url, "sqlite://./journeys-dev.db?mode=rwc");
+        assert_eq!(dev.dedupe_window_secs, 86_400);
+        assert_eq!(dev.admin_token, None);
+        assert_eq!(dev.log_format, LogFormat::Text);
+        assert!(!dev.allow_short_durations);
+    }
+
+    #[test]
+    fn print_config_masks_the_token_and_database_password() {
+        let mut config = Config::defaults_for(Service::ControlPlane);
+        config.admin_token = Some("s3cret-token".to_owned());
+        config.database_url = "mysql://journeys:db-pass@mysql:3306/journeys".to_owned();
+        let text = config.to_toml();
+        assert!(!text.contains("s3cret-token"), "{text}");
+        assert!(!text.contains("db-pass"), "{text}");
+        assert!(text.contains("admin_token = \"********\""), "{text}");
+        assert!(
+            text.contains("mysql://journeys:********@mysql:3306/journeys"),
+            "{text}"
+        );
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret-token") && !debug.contains("db-pass"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back_as_a_config_file() {
+        let mut config = Config::defaults_for(Service::DataPlane);
+        config.otlp_endpoint = Some("http://collector:4317".to_owned());
+        config.log_format = LogFormat::Json;
+        let parsed: Config = toml::from_str(&config.to_toml()).expect("printed config parses");
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn url_password_masking_leaves_other_urls_alone() {
+        assert_eq!(
+            mask_url_password("sqlite://./journeys-dev.db?mode=rwc"),
+            "sqlite://./journeys-dev.db?mode=rwc"
+        );
+        assert_eq!(mask_url_password("mysql://root@db/j"), "mysql://root@db/j");
+        assert_eq!(
+            mask_url_password("mysql://u:p@ss@db/j"),
+            "mysql://u:********@db/j"
+        );
+    }
+
+    #[test]
+    fn log_format_parses_case_insensitively() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!(" text ".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("xml".parse::<LogFormat>().unwrap_err().contains("'xml'"));
+    }
+}

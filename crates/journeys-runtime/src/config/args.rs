@@ -1,0 +1,56 @@
+//! Command-line flags for the configuration, flattened into each binary's clap parser.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::LogFormat;
+
+/// Configuration flags shared by every Journeys binary (`#[command(flatten)]`).
+///
+/// Every field is optional: a flag given on the command line wins over the environment, the
+/// config file and the defaults; an absent flag leaves the lower layers alone. The environment is
+/// read by [`super::load`], not by clap, so that its errors name the variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file, applied over the defaults and under the environment [env: JOURNEYS_CONFIG]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (secrets masked) as TOML and exit
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Database URL, `mysql://…` or `sqlite://…` [env: JOURNEYS_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// gRPC listen address [env: JOURNEYS_GRPC_ADDR]
+    #[arg(long, value_name = "IP:PORT")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// HTTP listen address of the Segment-compatible API [env: JOURNEYS_HTTP_ADDR]
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Bearer token for the control plane and scheduler; prefer the environment, flags are
+    /// visible to other local users [env: JOURNEYS_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// Allow second-scale delays and holds (tests, demos) [env: JOURNEYS_ALLOW_SHORT_DURATIONS]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_short_durations: Option<bool>,
+
+    /// Log format [env: JOURNEYS_LOG_FORMAT]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// OTLP/gRPC endpoint for traces and metrics [env: OTEL_EXPORTER_OTLP_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How long event messageIds are remembered for de-duplication, in seconds
+    /// [env: JOURNEYS_DEDUPE_WINDOW_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub dedupe_window_secs: Option<u64>,
+}

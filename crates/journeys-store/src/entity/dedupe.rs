@@ -1,0 +1,18 @@
+//! `dedupe`: recently seen ingestion `messageId`s.
+
+// The entity derives expand to code that names many prelude items unqualified.
+#[allow(clippy::wildcard_imports)]
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "dedupe")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub message_id: String,
+    pub seen_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,219 @@
+//! Destinations: where send steps deliver (webhooks today).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde_json::Value;
+
+use crate::entity::destination::{self, Column};
+use crate::error::StoreError;
+use crate::page::{self, Page};
+use crate::repo::micros;
+
+const ENTITY: &str = "destination";
+
+/// What kind of endpoint a destination is; decides how `settings` are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    /// An HTTP endpoint ("Actions"-style webhook).
+    Webhook,
+}
+
+impl DestinationKind {
+    /// The stored form (`webhook`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "webhook" => Ok(Self::Webhook),
+            other => Err(StoreError::Internal(format!(
+                "unknown destination kind {other:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for DestinationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationRecord {
+    /// `UUIDv7` text.
+    pub id: String,
+    /// Unique among destinations.
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Kind-specific settings (URL, headers, signing secret), opaque to the store.
+    pub settings: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DestinationRecord {
+    /// A new destination with a fresh `UUIDv7` id.
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        kind: DestinationKind,
+        settings: Value,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let now = micros(now);
+        Self {
+            id: crate::new_id(),
+            name: name.into(),
+            kind,
+            settings,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+impl TryFrom<destination::Model> for DestinationRecord {
+    type Error = StoreError;
+
+    fn try_from(m: destination::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            kind: DestinationKind::parse(&m.kind)?,
+            id: m.id,
+            name: m.name,
+            settings: m.settings,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+/// Repository of destinations; obtained from [`crate::Store::destinations`].
+#[derive(Debug, Clone, Copy)]
+pub struct Destinations<'a> {
+    db: &'a DatabaseConnection,
+}
+
+impl<'a> Destinations<'a> {
+    pub(crate) fn new(db: &'a DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Stores a new destination and returns it as stored.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] when the id or the name is taken.
+    pub async fn insert(
+        &self,
+        destination: &DestinationRecord,
+    ) -> Result<DestinationRecord, StoreError> {
+        let mut stored = destination.clone();
+        stored.created_at = micros(stored.created_at);
+        stored.updated_at = micros(stored.updated_at);
+        let model = destination::ActiveModel {
+            id: Set(stored.id.clone()),
+            name: Set(stored.name.clone()),
+            kind: Set(stored.kind.as_str().to_owned()),
+            settings: Set(stored.settings.clone()),
+            created_at: Set(stored.created_at),
+            updated_at: Set(stored.updated_at),
+        };
+        destination::Entity::insert(model)
+            .exec_without_returning(self.db)
+            .await
+            .map_err(|e| StoreError::from_write(ENTITY, e))?;
+        Ok(stored)
+    }
+
+    /// The destination with `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub async fn get(&self, id: &str) -> Result<DestinationRecord, StoreError> {
+        find(self.db, id).await
+    }
+
+    /// Destinations in id order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<DestinationRecord>, StoreError> {
+        let size = page::effective_size(page_size);
+        let mut query = destination::Entity::find()
+            .order_by_asc(Column::Id)
+            .limit(size + 1);
+        if let Some(after) = page::token(page_token) {
+            query = query.filter(Column::Id.gt(after));
+        }
+        let rows = query
+            .all(self.db)
+            .await?
+            .into_iter()
+            .map(DestinationRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page::finish(rows, size, |d| d.id.clone()))
+    }
+
+    /// Replaces name and settings; the kind is fixed at creation.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::AlreadyExists`] when the new name is taken.
+    pub async fn update(
+        &self,
+        id: &str,
+        name: &str,
+        settings: Value,
+        now: DateTime<Utc>,
+    ) -> Result<DestinationRecord, StoreError> {
+        let txn = self.db.begin().await?;
+        let result = destination::Entity::update_many()
+            .col_expr(Column::Name, Expr::value(name))
+            .col_expr(Column::Settings, Expr::value(settings))
+            .col_expr(Column::UpdatedAt, Expr::value(micros(now)))
+            .filter(Column::Id.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(|e| StoreError::from_write(ENTITY, e))?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::not_found(ENTITY, id));
+        }
+        let updated = find(&txn, id).await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+
+    /// Deletes the destination.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let result = destination::Entity::delete_by_id(id).exec(self.db).await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::not_found(ENTITY, id));
+        }
+        Ok(())
+    }
+}
+
+async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<DestinationRecord, StoreError> {
+    destination::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found(ENTITY, id))?
+        .try_into()
+}

@@ -1,0 +1,262 @@
+//! Throw-away databases for tests: each [`TestDb`] is a fresh, migrated, uniquely named
+//! database that is removed again when the test ends, so tests never see each other's rows.
+//!
+//! SQLite always runs; MySQL/MariaDB runs when `JOURNEYS_TEST_MYSQL_URL` names a server
+//! (`mysql://root@127.0.0.1:3306`). Use [`each_backend`] to run one test body on every
+//! configured backend.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use sea_orm::{ConnectionTrait, Database};
+
+use crate::error::StoreError;
+use crate::store::{Backend, Store};
+
+/// Environment variable naming a MySQL/MariaDB server for tests (no database in the path).
+pub const MYSQL_URL_ENV: &str = "JOURNEYS_TEST_MYSQL_URL";
+
+/// What has to be removed when the test database goes away.
+#[derive(Debug, Clone)]
+enum Location {
+    SqliteFile(PathBuf),
+    MySql {
+        server_url: String,
+        database: String,
+    },
+}
+
+/// A fresh, migrated database with a [`Store`] connected to it. Dereferences to the store.
+///
+/// Call [`TestDb::close`] at the end of a test to remove the database; if the test panics
+/// first, `Drop` removes it on a best-effort basis.
+#[derive(Debug)]
+pub struct TestDb {
+    store: Option<Store>,
+    url: String,
+    location: Location,
+    removed: bool,
+}
+
+impl TestDb {
+    /// A SQLite database in a uniquely named file under the system temp directory.
+    ///
+    /// # Errors
+    /// When the file cannot be created or migrated.
+    pub async fn sqlite() -> Result<Self, StoreError> {
+        let path = std::env::temp_dir().join(format!("journeys-test-{}.db", unique_suffix()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let location = Location::SqliteFile(path);
+        Self::open(url, location).await
+    }
+
+    /// A MySQL/MariaDB database `journeys_test_<random>` on the server named by
+    /// `JOURNEYS_TEST_MYSQL_URL`, or `None` when that variable is unset or empty.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or the database cannot be created or migrated.
+    pub async fn mysql() -> Result<Option<Self>, StoreError> {
+        let Some(server_url) = std::env::var(MYSQL_URL_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let database = format!("journeys_test_{}", unique_suffix());
+        let server = Database::connect(server_url.as_str()).await?;
+        server
+            .execute_unprepared(&format!(
+                "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            ))
+            .await?;
+        server.close().await?;
+        let url = database_url(&server_url, &database);
+        let location = Location::MySql {
+            server_url,
+            database,
+        };
+        Self::open(url, location).await.map(Some)
+    }
+
+    async fn open(url: String, location: Location) -> Result<Self, StoreError> {
+        // Built before connecting so that a failed connect or migration still cleans up.
+        let mut db = Self {
+            store: None,
+            url,
+            location,
+            removed: false,
+        };
+        let store = Store::connect(&db.url).await?;
+        store.migrate().await?;
+        db.store = Some(store);
+        Ok(db)
+    }
+
+    /// The store connected to this database.
+    ///
+    /// # Panics
+    /// Never in practice: the store is set from construction until `close`, which consumes
+    /// the `TestDb`.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        match &self.store {
+            Some(store) => store,
+            None => unreachable!("TestDb without a store"),
+        }
+    }
+
+    /// URL of this database, for starting services on it.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Which backend this database runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.store().backend()
+    }
+
+    /// Closes the store and removes the database.
+    ///
+    /// # Errors
+    /// When the database could not be dropped (the store is closed regardless).
+    pub async fn close(mut self) -> Result<(), StoreError> {
+        if let Some(store) = self.store.take() {
+            store.close().await?;
+        }
+        self.removed = true;
+        remove(&self.location).await
+    }
+}
+
+impl Deref for TestDb {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        self.store()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let location = self.location.clone();
+        // The caller may be inside a runtime (where blocking on a future is not allowed) or
+        // not; a short-lived thread with its own runtime works in both cases.
+        let cleanup =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        if let Err(err) = runtime.block_on(remove(&location)) {
+                            tracing::warn!(error = %err, "could not remove test database");
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "could not remove test database"),
+                }
+            });
+        if cleanup.join().is_err() {
+            tracing::warn!("test database cleanup panicked");
+        }
+    }
+}
+
+/// A fresh database on every configured backend: SQLite always, MySQL when
+/// `JOURNEYS_TEST_MYSQL_URL` is set.
+///
+/// # Panics
+/// When a configured backend cannot provide a database: the test cannot run, and saying so
+/// loudly beats skipping it.
+pub async fn each_backend() -> Vec<TestDb> {
+    let mut dbs = Vec::with_capacity(2);
+    match TestDb::sqlite().await {
+        Ok(db) => dbs.push(db),
+        Err(err) => panic!("cannot create a SQLite test database: {err}"),
+    }
+    match TestDb::mysql().await {
+        Ok(Some(db)) => dbs.push(db),
+        Ok(None) => {}
+        Err(err) => panic!("cannot create a MySQL test database ({MYSQL_URL_ENV}): {err}"),
+    }
+    dbs
+}
+
+/// Deletes the database file(s) or drops the MySQL database.
+async fn remove(location: &Location) -> Result<(), StoreError> {
+    match location {
+        Location::SqliteFile(path) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                match std::fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(StoreError::Internal(err.to_string())),
+                }
+            }
+            Ok(())
+        }
+        Location::MySql {
+            server_url,
+            database,
+        } => {
+            let server = Database::connect(server_url.as_str()).await?;
+            server
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{database}`"))
+                .await?;
+            server.close().await?;
+            Ok(())
+        }
+    }
+}
+
+/// 16 random hex digits: unique enough for concurrently running test processes.
+fn unique_suffix() -> String {
+    let mut hex = uuid::Uuid::new_v4().simple().to_string();
+    hex.truncate(16);
+    hex
+}
+
+/// `server_url` with its path replaced by `/database` (query parameters kept).
+fn database_url(server_url: &str, database: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server_url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut url = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn database_url_replaces_path_and_keeps_query() {
+        assert_eq!(
+            database_url("mysql://root@127.0.0.1:3306", "t1"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            database_url("mysql://root@127.0.0.1:3306/", "t1"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            database_url("mysql://u:p@h:3306/other?ssl-mode=disabled", "t1"),
+            "mysql://u:p@h:3306/t1?ssl-mode=disabled"
+        );
+    }
+}

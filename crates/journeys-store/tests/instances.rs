@@ -1,0 +1,211 @@
+//! Instances and timelines on every configured backend.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use serde_json::json;
+
+use journeys_store::testing::each_backend;
+use journeys_store::{InstanceFilter, InstanceRecord, InstanceState, StoreError, TimelineEntry};
+
+fn instance(
+    journey: &str,
+    profile: &str,
+    state: InstanceState,
+    at: DateTime<Utc>,
+) -> InstanceRecord {
+    InstanceRecord {
+        id: journeys_store::new_id(),
+        journey_id: journey.into(),
+        journey_revision: 3,
+        profile_id: profile.into(),
+        unique_value: Some("app-1".into()),
+        state,
+        current_step: Some("wait_for_purchase".into()),
+        waiting_event: Some("Order Completed".into()),
+        context: json!({"Signed Up": {"plan": "pro"}}),
+        state_blob: json!({"step": "wait_for_purchase", "passes": 0}),
+        passes: 0,
+        version: 1,
+        entered_at: at,
+        updated_at: at,
+        ended_at: (state != InstanceState::Active).then_some(at),
+    }
+}
+
+fn entry(instance: &InstanceRecord, at: DateTime<Utc>, step: &str) -> TimelineEntry {
+    TimelineEntry {
+        instance_id: instance.id.clone(),
+        profile_id: instance.profile_id.clone(),
+        at,
+        step_key: step.into(),
+        kind: "step".into(),
+        cause: "msg-1".into(),
+        detail: json!({"step": step}),
+    }
+}
+
+#[tokio::test]
+async fn get_returns_instance_with_timeline_in_time_then_insert_order() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t0 = Utc::now().trunc_subsecs(6);
+        let i = db
+            .instances()
+            .insert_instance(&instance("j1", "u1", InstanceState::Active, t0))
+            .await
+            .unwrap();
+        let other = db
+            .instances()
+            .insert_instance(&instance("j1", "u2", InstanceState::Active, t0))
+            .await
+            .unwrap();
+        let t1 = t0 + Duration::milliseconds(1);
+        let t2 = t0 + Duration::seconds(2);
+        db.instances()
+            .insert_timeline(&[
+                entry(&i, t2, "late"),
+                entry(&i, t1, "first_at_t1"),
+                entry(&other, t0, "not_mine"),
+                entry(&i, t1, "second_at_t1"),
+                entry(&i, t0, "entered"),
+            ])
+            .await
+            .unwrap();
+        let detail = db.instances().get(&i.id).await.unwrap();
+        assert_eq!(detail.instance, i, "{b}");
+        let steps: Vec<_> = detail
+            .timeline
+            .iter()
+            .map(|t| t.step_key.as_str())
+            .collect();
+        assert_eq!(
+            steps,
+            ["entered", "first_at_t1", "second_at_t1", "late"],
+            "{b}"
+        );
+        assert_eq!(detail.timeline[0].at, t0);
+        assert_eq!(detail.timeline[3].detail, json!({"step": "late"}));
+        assert!(matches!(
+            db.instances().get("missing").await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        let err = db.instances().insert_instance(&i).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::AlreadyExists {
+                    entity: "instance",
+                    ..
+                }
+            ),
+            "{b}: {err:?}"
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_filters_and_pages_and_counts_active() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let now = Utc::now();
+        let mut all = Vec::new();
+        for (journey, profile, state) in [
+            ("j1", "u1", InstanceState::Active),
+            ("j1", "u1", InstanceState::Completed),
+            ("j1", "u2", InstanceState::Active),
+            ("j2", "u1", InstanceState::Active),
+            ("j2", "u1", InstanceState::Exited),
+            ("j2", "u3", InstanceState::Failed),
+        ] {
+            all.push(
+                db.instances()
+                    .insert_instance(&instance(journey, profile, state, now))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let list = |filter: InstanceFilter| {
+            let store = db.store().clone();
+            async move {
+                let mut ids = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let page = store
+                        .instances()
+                        .list(&filter, 2, token.as_deref())
+                        .await
+                        .unwrap();
+                    ids.extend(page.items.into_iter().map(|i| i.id));
+                    match page.next_token {
+                        Some(t) => token = Some(t),
+                        None => break ids,
+                    }
+                }
+            }
+        };
+        let expect = |pred: &dyn Fn(&InstanceRecord) -> bool| {
+            let mut ids: Vec<_> = all
+                .iter()
+                .filter(|i| pred(i))
+                .map(|i| i.id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+
+        assert_eq!(
+            list(InstanceFilter::default()).await,
+            expect(&|_| true),
+            "{b}"
+        );
+        assert_eq!(
+            list(InstanceFilter {
+                journey_id: Some("j1".into()),
+                ..Default::default()
+            })
+            .await,
+            expect(&|i| i.journey_id == "j1"),
+            "{b}"
+        );
+        assert_eq!(
+            list(InstanceFilter {
+                profile_id: Some("u1".into()),
+                state: Some(InstanceState::Active),
+                ..Default::default()
+            })
+            .await,
+            expect(&|i| i.profile_id == "u1" && i.state == InstanceState::Active),
+            "{b}"
+        );
+        assert_eq!(
+            list(InstanceFilter {
+                journey_id: Some("j2".into()),
+                profile_id: Some("u3".into()),
+                state: Some(InstanceState::Failed),
+            })
+            .await
+            .len(),
+            1
+        );
+
+        assert_eq!(
+            db.instances().count_active_by_profile("u1").await.unwrap(),
+            2,
+            "{b}"
+        );
+        assert_eq!(
+            db.instances().count_active_by_profile("u3").await.unwrap(),
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            db.instances()
+                .count_active_by_profile("nobody")
+                .await
+                .unwrap(),
+            0
+        );
+        db.close().await.unwrap();
+    }
+}

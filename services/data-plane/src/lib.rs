@@ -1,0 +1,1 @@
+//! journeys-data-plane (in progress).

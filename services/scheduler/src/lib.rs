@@ -1,0 +1,1 @@
+//! journeys-scheduler (in progress).

@@ -1,0 +1,165 @@
+//! `SimulateJourney` and `PreviewPayload` over gRPC on the shipped examples: the documented
+//! paths on a virtual clock, and payloads exactly as they would be sent.
+
+use journeys_proto::v1 as pb;
+use journeys_tests::{ControlPlane, Options, example, on_each_backend};
+use serde_json::json;
+
+fn ts(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: 1_800_000_000 + secs,
+        nanos: 0,
+    }
+}
+
+fn track(id: &str, user: &str, name: &str, props: serde_json::Value) -> pb::Event {
+    pb::Event {
+        r#type: pb::EventType::Track as i32,
+        message_id: id.to_owned(),
+        user_id: user.to_owned(),
+        event: name.to_owned(),
+        properties: Some(journeys_control_plane::convert::json::json_to_struct(&props)),
+        ..Default::default()
+    }
+}
+
+fn at(event: pb::Event, secs: i64) -> pb::SimulatedEvent {
+    pb::SimulatedEvent {
+        event: Some(event),
+        at: Some(ts(secs)),
+    }
+}
+
+fn to_json(s: Option<&prost_types::Struct>) -> serde_json::Value {
+    journeys_control_plane::convert::json::opt_struct_to_json(s)
+}
+
+#[tokio::test]
+async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let cp = ControlPlane::start(&url, Options::default()).await?;
+        let mut c = cp.clients().await?;
+        let journey = example("abandoned-checkout.json")?.journey;
+        let events = vec![
+            at(track("m1", "u1", "checkout_started", json!({"session_id": "s1", "total": 42})), 0),
+            at(track("m2", "u2", "checkout_started", json!({"session_id": "s2", "total": 7})), 10),
+            // u1 buys within the hour, for the same session.
+            at(track("m3", "u1", "purchase_completed", json!({"session_id": "s1"})), 1200),
+            // u2 buys too, but for another session: that must not end s2's hold.
+            at(track("m4", "u2", "purchase_completed", json!({"session_id": "other"})), 1300),
+        ];
+        let response = c
+            .journeys
+            .simulate_journey(pb::SimulateJourneyRequest {
+                target: journey.map(pb::simulate_journey_request::Target::Journey),
+                events,
+                profile: Some(pb::SimulatedProfile {
+                    traits: Some(journeys_control_plane::convert::json::json_to_struct(
+                        &json!({"email": "shopper@example.com", "first_name": "Ada"}),
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(response.instances.len(), 2, "{response:?}");
+        let s1 = response
+            .instances
+            .iter()
+            .find(|i| i.unique_value == "s1")
+            .ok_or_else(|| anyhow::anyhow!("no instance for s1"))?;
+        let s2 = response
+            .instances
+            .iter()
+            .find(|i| i.unique_value == "s2")
+            .ok_or_else(|| anyhow::anyhow!("no instance for s2"))?;
+
+        assert_eq!(s1.final_state, "COMPLETED");
+        assert_eq!(s1.final_step, "purchased");
+        assert!(s1.sends.is_empty(), "a buyer gets no nudge: {:?}", s1.sends);
+
+        assert_eq!(s2.final_state, "COMPLETED");
+        assert_eq!(s2.final_step, "done");
+        assert_eq!(s2.sends.len(), 1, "exactly one nudge");
+        let nudge = &s2.sends[0];
+        assert_eq!(nudge.step_key, "nudge");
+        assert_eq!(nudge.destination_id, "webhook");
+        assert_eq!(
+            nudge.at.as_ref().map(|t| t.seconds),
+            Some(ts(10 + 3600).seconds),
+            "the nudge goes out when the hour of virtual time has passed"
+        );
+        let payload = to_json(nudge.payload.as_ref());
+        assert_eq!(payload["type"], "track");
+        assert_eq!(payload["event"], "Checkout Abandoned");
+        assert_eq!(payload["userId"], "u2");
+        assert_eq!(
+            payload["properties"]["journey_context"]["checkout_started"],
+            json!({"session_id": "s2", "total": 7})
+        );
+        assert_eq!(payload["properties"]["email"], "shopper@example.com");
+        assert_eq!(payload["properties"]["journey_metadata"]["journey_id"], "abandoned-checkout");
+        assert!(
+            s2.path.iter().any(|p| p.step_key == "nudge"),
+            "the path shows the nudge step: {:?}",
+            s2.path
+        );
+        cp.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn preview_renders_the_mapped_payload_of_a_stored_journey() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let cp = ControlPlane::start(&url, Options::default()).await?;
+        let mut c = cp.clients().await?;
+        let created = c
+            .journeys
+            .create_journey(example("content-follow-up.json")?)
+            .await?
+            .into_inner();
+        let preview = c
+            .journeys
+            .preview_payload(pb::PreviewPayloadRequest {
+                journey_id: created.id.clone(),
+                step_key: "follow_up".to_owned(),
+                sample_event: Some(track(
+                    "sample-1",
+                    "u9",
+                    "content_downloaded",
+                    json!({"content_id": "c1", "title": "The Rust Book"}),
+                )),
+                traits: Some(journeys_control_plane::convert::json::json_to_struct(
+                    &json!({"email": "reader@example.com", "first_name": "Grace"}),
+                )),
+            })
+            .await?
+            .into_inner();
+        let payload = to_json(preview.payload.as_ref());
+        assert_eq!(
+            payload,
+            json!({
+                "to": "reader@example.com",
+                "subject": "Thanks for reading The Rust Book",
+                "content_title": "The Rust Book",
+                "first_name": "Grace"
+            })
+        );
+
+        let err = c
+            .journeys
+            .preview_payload(pb::PreviewPayloadRequest {
+                journey_id: created.id,
+                step_key: "wait_a_day".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a delay step has no payload");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("step_key"));
+        cp.stop().await
+    })
+    .await
+}
