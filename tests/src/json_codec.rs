@@ -4,7 +4,10 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
 /// Decodes `json` as the message `full_name` and re-encodes it as `T`.
-pub fn decode<T: Message + Default>(json: &serde_json::Value, full_name: &str) -> anyhow::Result<T> {
+pub fn decode<T: Message + Default>(
+    json: &serde_json::Value,
+    full_name: &str,
+) -> anyhow::Result<T> {
     let pool = DescriptorPool::decode(journeys_proto::FILE_DESCRIPTOR_SET)?;
     let descriptor = pool
         .get_message_by_name(full_name)

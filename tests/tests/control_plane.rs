@@ -99,9 +99,17 @@ async fn journey_lifecycle_from_draft_to_archive() -> anyhow::Result<()> {
             .await
             .expect_err("publish without catalog events must fail");
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(err.message().contains("checkout_started"), "{}", err.message());
+        assert!(
+            err.message().contains("checkout_started"),
+            "{}",
+            err.message()
+        );
         assert_eq!(
-            c.journeys.get_journey(get(&created.id)).await?.into_inner().state,
+            c.journeys
+                .get_journey(get(&created.id))
+                .await?
+                .into_inner()
+                .state,
             pb::JourneyState::Draft as i32,
             "a refused publish changes nothing"
         );
@@ -307,8 +315,12 @@ async fn names_ids_and_tokens_get_precise_codes() -> anyhow::Result<()> {
         let mut wrong = pb::journey_service_client::JourneyServiceClient::with_interceptor(
             channel.clone(),
             |mut req: tonic::Request<()>| {
-                req.metadata_mut()
-                    .insert("authorization", "Bearer not-the-token".parse().map_err(|_| tonic::Status::internal("header"))?);
+                req.metadata_mut().insert(
+                    "authorization",
+                    "Bearer not-the-token"
+                        .parse()
+                        .map_err(|_| tonic::Status::internal("header"))?,
+                );
                 Ok(req)
             },
         );
@@ -323,7 +335,9 @@ async fn names_ids_and_tokens_get_precise_codes() -> anyhow::Result<()> {
             move |mut req: tonic::Request<()>| {
                 req.metadata_mut().insert(
                     "authorization",
-                    format!("Bearer {token}").parse().map_err(|_| tonic::Status::internal("header"))?,
+                    format!("Bearer {token}")
+                        .parse()
+                        .map_err(|_| tonic::Status::internal("header"))?,
                 );
                 Ok(req)
             },
@@ -349,7 +363,11 @@ async fn names_ids_and_tokens_get_precise_codes() -> anyhow::Result<()> {
             .await
             .expect_err("a duplicate name must fail");
         assert_eq!(err.code(), Code::AlreadyExists);
-        assert!(err.message().contains("Forward form submissions"), "{}", err.message());
+        assert!(
+            err.message().contains("Forward form submissions"),
+            "{}",
+            err.message()
+        );
 
         // Unknown id → NOT_FOUND.
         let err = authed
@@ -393,7 +411,11 @@ async fn examples_validate_once_their_references_exist() -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             assert!(v.valid, "{file}: {:?}", v.problems);
-            let created = c.journeys.create_journey(example(file)?).await?.into_inner();
+            let created = c
+                .journeys
+                .create_journey(example(file)?)
+                .await?
+                .into_inner();
             c.journeys
                 .publish_journey(pb::PublishJourneyRequest { id: created.id })
                 .await?;
@@ -404,14 +426,17 @@ async fn examples_validate_once_their_references_exist() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn destinations_hide_secrets_and_stay_while_published_journeys_use_them(
-) -> anyhow::Result<()> {
+async fn destinations_hide_secrets_and_stay_while_published_journeys_use_them() -> anyhow::Result<()>
+{
     on_each_backend(|url| async move {
         let cp = ControlPlane::start(&url, Options::default()).await?;
         let mut c = cp.clients().await?;
         let d = webhook_destination(&mut c, "webhook").await?;
         let hook = d.webhook.clone().unwrap_or_default();
-        assert_eq!(hook.signing_secret, "********", "the secret is never returned");
+        assert_eq!(
+            hook.signing_secret, "********",
+            "the secret is never returned"
+        );
         assert_eq!(hook.timeout.map(|t| t.seconds), Some(10));
 
         // Bad settings are refused with the field named.
@@ -515,7 +540,11 @@ async fn snapshot(c: &mut Clients) -> anyhow::Result<String> {
         .list_sources(pb::ListSourcesRequest {})
         .await?
         .into_inner();
-    let events = c.catalog.list_events(pb::ListEventsRequest {}).await?.into_inner();
+    let events = c
+        .catalog
+        .list_events(pb::ListEventsRequest {})
+        .await?
+        .into_inner();
     Ok(format!(
         "{journeys:?}\n{destinations:?}\n{audiences:?}\n{members:?}\n{sources:?}\n{events:?}"
     ))
@@ -550,7 +579,10 @@ async fn everything_survives_a_restart_unchanged() -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        assert!(source.write_key.len() >= 40, "write keys are long and random");
+        assert!(
+            source.write_key.len() >= 40,
+            "write keys are long and random"
+        );
         c.sources
             .revoke_source(pb::RevokeSourceRequest {
                 id: source.id.clone(),
@@ -575,7 +607,10 @@ async fn everything_survives_a_restart_unchanged() -> anyhow::Result<()> {
         let mut c = cp.clients().await?;
         let after = snapshot(&mut c).await?;
         assert_eq!(before, after);
-        assert!(!before.contains(&source.write_key), "the write key is never stored or shown again");
+        assert!(
+            !before.contains(&source.write_key),
+            "the write key is never stored or shown again"
+        );
         let member = c
             .audiences
             .check_membership(pb::CheckMembershipRequest {

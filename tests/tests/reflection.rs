@@ -5,8 +5,8 @@
 use journeys_tests::{ControlPlane, Options, on_each_backend};
 use prost::Message;
 use tokio_stream::StreamExt;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as refl_v1;
 use tonic_reflection::pb::v1alpha as refl_v1alpha;
 
@@ -27,8 +27,7 @@ async fn v1alpha(
     channel: tonic::transport::Channel,
     request: refl_v1alpha::server_reflection_request::MessageRequest,
 ) -> anyhow::Result<refl_v1alpha::server_reflection_response::MessageResponse> {
-    let mut client =
-        refl_v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut client = refl_v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let req = refl_v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(request),
@@ -87,7 +86,8 @@ async fn reflection_lists_and_describes_every_service_and_health_is_serving() ->
 
         use refl_v1::server_reflection_request::MessageRequest as B;
         use refl_v1::server_reflection_response::MessageResponse as BR;
-        let BR::ListServicesResponse(list) = v1(channel.clone(), B::ListServices(String::new())).await?
+        let BR::ListServicesResponse(list) =
+            v1(channel.clone(), B::ListServices(String::new())).await?
         else {
             anyhow::bail!("unexpected v1 reply to list");
         };

@@ -18,7 +18,9 @@ fn track(id: &str, user: &str, name: &str, props: serde_json::Value) -> pb::Even
         message_id: id.to_owned(),
         user_id: user.to_owned(),
         event: name.to_owned(),
-        properties: Some(journeys_control_plane::convert::json::json_to_struct(&props)),
+        properties: Some(journeys_control_plane::convert::json::json_to_struct(
+            &props,
+        )),
         ..Default::default()
     }
 }
@@ -41,12 +43,44 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
         let mut c = cp.clients().await?;
         let journey = example("abandoned-checkout.json")?.journey;
         let events = vec![
-            at(track("m1", "u1", "checkout_started", json!({"session_id": "s1", "total": 42})), 0),
-            at(track("m2", "u2", "checkout_started", json!({"session_id": "s2", "total": 7})), 10),
+            at(
+                track(
+                    "m1",
+                    "u1",
+                    "checkout_started",
+                    json!({"session_id": "s1", "total": 42}),
+                ),
+                0,
+            ),
+            at(
+                track(
+                    "m2",
+                    "u2",
+                    "checkout_started",
+                    json!({"session_id": "s2", "total": 7}),
+                ),
+                10,
+            ),
             // u1 buys within the hour, for the same session.
-            at(track("m3", "u1", "purchase_completed", json!({"session_id": "s1"})), 1200),
+            at(
+                track(
+                    "m3",
+                    "u1",
+                    "purchase_completed",
+                    json!({"session_id": "s1"}),
+                ),
+                1200,
+            ),
             // u2 buys too, but for another session: that must not end s2's hold.
-            at(track("m4", "u2", "purchase_completed", json!({"session_id": "other"})), 1300),
+            at(
+                track(
+                    "m4",
+                    "u2",
+                    "purchase_completed",
+                    json!({"session_id": "other"}),
+                ),
+                1300,
+            ),
         ];
         let response = c
             .journeys
@@ -99,7 +133,10 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
             json!({"session_id": "s2", "total": 7})
         );
         assert_eq!(payload["properties"]["email"], "shopper@example.com");
-        assert_eq!(payload["properties"]["journey_metadata"]["journey_id"], "abandoned-checkout");
+        assert_eq!(
+            payload["properties"]["journey_metadata"]["journey_id"],
+            "abandoned-checkout"
+        );
         assert!(
             s2.path.iter().any(|p| p.step_key == "nudge"),
             "the path shows the nudge step: {:?}",

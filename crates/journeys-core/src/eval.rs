@@ -289,7 +289,10 @@ mod tests {
             &props
         ));
         assert!(filter_matches(
-            &filter("plan", FilterMatch::AnyOf(vec![json!("free"), json!("pro")])),
+            &filter(
+                "plan",
+                FilterMatch::AnyOf(vec![json!("free"), json!("pro")])
+            ),
             &props
         ));
         assert!(!filter_matches(
@@ -323,9 +326,17 @@ mod tests {
         assert!(compare(NotEquals, v(json!(2)).as_ref(), Some(&json!(3))));
         assert!(compare(NotEquals, None, Some(&json!(3))));
         assert!(!compare(NotEquals, v(json!(3)).as_ref(), Some(&json!(3.0))));
-        assert!(compare(AnyOf, v(json!("b")).as_ref(), Some(&json!(["a", "b"]))));
+        assert!(compare(
+            AnyOf,
+            v(json!("b")).as_ref(),
+            Some(&json!(["a", "b"]))
+        ));
         assert!(compare(AnyOf, v(json!("b")).as_ref(), Some(&json!("b"))));
-        assert!(!compare(AnyOf, v(json!("c")).as_ref(), Some(&json!(["a", "b"]))));
+        assert!(!compare(
+            AnyOf,
+            v(json!("c")).as_ref(),
+            Some(&json!(["a", "b"]))
+        ));
         assert!(compare(Exists, v(json!(0)).as_ref(), None));
         assert!(!compare(Exists, v(Json::Null).as_ref(), None));
         assert!(!compare(Exists, None, None));
@@ -350,10 +361,26 @@ mod tests {
             v(json!("2025-01-01T09:00:00.000Z")).as_ref(),
             Some(&json!("2025-01-01T09:00:00Z"))
         ));
-        assert!(compare(Contains, v(json!("hello world")).as_ref(), Some(&json!("o w"))));
-        assert!(!compare(Contains, v(json!("hello")).as_ref(), Some(&json!("H"))));
-        assert!(compare(Contains, v(json!([1, "a"])).as_ref(), Some(&json!(1.0))));
-        assert!(!compare(Contains, v(json!([1, "a"])).as_ref(), Some(&json!("1"))));
+        assert!(compare(
+            Contains,
+            v(json!("hello world")).as_ref(),
+            Some(&json!("o w"))
+        ));
+        assert!(!compare(
+            Contains,
+            v(json!("hello")).as_ref(),
+            Some(&json!("H"))
+        ));
+        assert!(compare(
+            Contains,
+            v(json!([1, "a"])).as_ref(),
+            Some(&json!(1.0))
+        ));
+        assert!(!compare(
+            Contains,
+            v(json!([1, "a"])).as_ref(),
+            Some(&json!("1"))
+        ));
         assert!(!compare(Contains, v(json!(12)).as_ref(), Some(&json!(1))));
         assert!(!compare(InAudience, v(json!(true)).as_ref(), None));
     }
@@ -363,7 +390,10 @@ mod tests {
         let traits = json!({"plan": "pro", "address": {"country": "DE"}, "orders": 3});
         let audiences = vec!["vip".to_owned()];
         let mut context = Map::new();
-        context.insert("checkout_started".into(), json!({"total": 99, "items": ["a"]}));
+        context.insert(
+            "checkout_started".into(),
+            json!({"total": 99, "items": ["a"]}),
+        );
         context.insert("Order Completed - Big".into(), json!({"total": 500}));
         let input = ConditionInput {
             traits: &traits,
@@ -373,7 +403,11 @@ mod tests {
         let cond = |subject, op, value: Option<Json>| Condition { subject, op, value };
         use ConditionSubject::{Audience, Context, Trait};
         assert!(condition_holds(
-            &cond(Trait("address.country".into()), ConditionOp::Equals, Some(json!("DE"))),
+            &cond(
+                Trait("address.country".into()),
+                ConditionOp::Equals,
+                Some(json!("DE"))
+            ),
             &input
         ));
         assert!(condition_holds(
@@ -393,7 +427,11 @@ mod tests {
             &input
         ));
         assert!(condition_holds(
-            &cond(Context("checkout_started.total".into()), ConditionOp::Gte, Some(json!(99))),
+            &cond(
+                Context("checkout_started.total".into()),
+                ConditionOp::Gte,
+                Some(json!(99))
+            ),
             &input
         ));
         assert!(condition_holds(
@@ -414,7 +452,11 @@ mod tests {
         ));
         let both = [
             cond(Trait("orders".into()), ConditionOp::Gt, Some(json!(2))),
-            cond(Trait("plan".into()), ConditionOp::Equals, Some(json!("free"))),
+            cond(
+                Trait("plan".into()),
+                ConditionOp::Equals,
+                Some(json!("free")),
+            ),
         ];
         assert!(!conditions_hold(&both, &input));
         assert!(conditions_hold(&both[..1], &input));

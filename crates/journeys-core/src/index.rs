@@ -30,6 +30,7 @@ pub struct JourneyIndex {
 }
 
 impl JourneyIndex {
+    /// Indexes `journeys`; positions in [`EventRoutes`] refer to this order.
     pub fn new(journeys: impl IntoIterator<Item = Journey>) -> Self {
         let journeys: Vec<Journey> = journeys.into_iter().collect();
         let mut by_event: HashMap<String, EventRoutes> = HashMap::new();
@@ -37,16 +38,25 @@ impl JourneyIndex {
         for (i, journey) in journeys.iter().enumerate() {
             by_id.insert(journey.id().to_owned(), i);
             let def = journey.definition();
-            push_unique(&mut by_event.entry(def.entry.event.clone()).or_default().entries, i);
+            push_unique(
+                &mut by_event.entry(def.entry.event.clone()).or_default().entries,
+                i,
+            );
             for step in &def.steps {
                 if let StepKind::HoldUntil(hold) = &step.kind {
                     for branch in &hold.branches {
-                        push_unique(&mut by_event.entry(branch.event.clone()).or_default().holds, i);
+                        push_unique(
+                            &mut by_event.entry(branch.event.clone()).or_default().holds,
+                            i,
+                        );
                     }
                 }
             }
             for rule in &def.exit_rules {
-                push_unique(&mut by_event.entry(rule.event.clone()).or_default().exits, i);
+                push_unique(
+                    &mut by_event.entry(rule.event.clone()).or_default().exits,
+                    i,
+                );
             }
         }
         Self {
@@ -67,18 +77,22 @@ impl JourneyIndex {
         self.journeys.get(position)
     }
 
+    /// The journey with this id (a timer or a stored instance names its journey by id).
     pub fn by_id(&self, journey_id: &str) -> Option<&Journey> {
         self.by_id.get(journey_id).map(|&i| &self.journeys[i])
     }
 
+    /// Every indexed journey, in position order.
     pub fn journeys(&self) -> &[Journey] {
         &self.journeys
     }
 
+    /// Number of indexed journeys.
     pub fn len(&self) -> usize {
         self.journeys.len()
     }
 
+    /// Whether no journey is published.
     pub fn is_empty(&self) -> bool {
         self.journeys.is_empty()
     }
@@ -100,6 +114,7 @@ pub struct WaitingIndex {
 }
 
 impl WaitingIndex {
+    /// An empty index.
     pub fn new() -> Self {
         Self::default()
     }
@@ -158,7 +173,92 @@ impl WaitingIndex {
         self.len
     }
 
+    /// Whether no instance waits in a hold-until.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::eval::NoAudiences;
+    use crate::machine::tests::{event, journey_with, t0};
+    use crate::machine::{EntryFacts, StepContext, decide_entry, enter};
+    use crate::model::{EntryRule, JourneyMeta};
+
+    fn journeys() -> Vec<Journey> {
+        let base = journey_with(EntryRule::EnterOnce, vec![]);
+        (0..3)
+            .map(|n| {
+                let mut def = base.definition().clone();
+                def.entry.event = format!("start_{n}");
+                Journey::new(
+                    JourneyMeta {
+                        id: format!("j{n}"),
+                        version: 1,
+                        name: format!("J {n}"),
+                    },
+                    def,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn routes_by_trigger_hold_and_exit_event() {
+        let index = JourneyIndex::new(journeys());
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.routes("page_viewed"), None);
+        let start = index.routes("start_1").unwrap();
+        assert_eq!(start.entries, [1]);
+        assert!(start.holds.is_empty());
+        let bought = index.routes("purchase_completed").unwrap();
+        assert_eq!(bought.holds, [0, 1, 2]);
+        assert_eq!(index.journey(2).unwrap().id(), "j2");
+        assert_eq!(
+            index.by_id("j1").unwrap().definition().entry.event,
+            "start_1"
+        );
+    }
+
+    #[test]
+    fn waiting_index_finds_only_that_profile_and_event() {
+        let j = journey_with(EntryRule::EnterOnce, vec![]);
+        let ctx = StepContext {
+            traits: &json!({}),
+            audiences: &NoAudiences,
+            now: t0(),
+        };
+        let facts = EntryFacts {
+            audiences: &NoAudiences,
+            already_entered: false,
+            active_unique_values: &[],
+        };
+        let mut index = WaitingIndex::new();
+        let mut ids = Vec::new();
+        for user in ["u1", "u2"] {
+            let mut e = event("checkout_started", json!({}));
+            e.user_id = Some(user.into());
+            e.message_id = format!("m-{user}");
+            let admission = decide_entry(&j, &e, &facts).unwrap();
+            let t = enter(&j, format!("i-{user}"), &e, admission, &ctx);
+            index.insert(&t.instance);
+            ids.push(t.instance);
+        }
+        assert_eq!(index.len(), 2);
+        let found: Vec<&str> = index.waiting_for("u1", "purchase_completed").collect();
+        assert_eq!(found, ["i-u1"]);
+        assert_eq!(index.waiting_for("u1", "other").count(), 0);
+        assert_eq!(index.waiting_for("u3", "purchase_completed").count(), 0);
+        let mut done = ids[0].clone();
+        done.state = crate::machine::InstanceState::Completed;
+        index.update(&done);
+        assert_eq!(index.waiting_for("u1", "purchase_completed").count(), 0);
+        assert_eq!(index.len(), 1);
+        index.remove("u2", "i-u2");
+        assert!(index.is_empty());
     }
 }

@@ -170,10 +170,7 @@ pub fn default_payload(
     body.insert("messageId".to_owned(), Json::from(message_id));
     body.insert(
         "timestamp".to_owned(),
-        Json::from(
-            sc.now
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ),
+        Json::from(sc.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     );
     body.insert("properties".to_owned(), Json::Object(properties));
     body.insert(
@@ -201,7 +198,9 @@ pub fn message_id(instance_id: &str, step_key: &str, pass: u32) -> String {
     let d = h.finalize();
     let mut out = String::with_capacity(35);
     out.push_str("jm_");
-    out.push_str(&hex::encode(&d[..16]));
+    for byte in &d[..16] {
+        crate::machine::push_hex(&mut out, *byte);
+    }
     out
 }
 
@@ -331,7 +330,10 @@ pub fn preview(
             .ok_or_else(|| PreviewError::NotASendStep(step_key.to_owned()))?,
     };
     let admission = Admission {
-        profile_id: sample_event.profile_id().unwrap_or("preview-user").to_owned(),
+        profile_id: sample_event
+            .profile_id()
+            .unwrap_or("preview-user")
+            .to_owned(),
         unique_value: def
             .unique_identifier()
             .and_then(|p| sample_event.property(p))
@@ -353,4 +355,88 @@ pub fn preview(
         pass: 0,
     })?;
     Ok(request.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::machine::tests::{event, journey_with, t0};
+    use crate::model::EntryRule;
+
+    #[test]
+    fn message_ids_are_deterministic_and_distinct() {
+        let id = message_id("i1", "nudge", 0);
+        assert_eq!(id, message_id("i1", "nudge", 0));
+        assert!(id.starts_with("jm_"));
+        assert_eq!(id.len(), 35);
+        assert!(id[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(id, message_id("i2", "nudge", 0));
+        assert_ne!(id, message_id("i1", "other", 0));
+        assert_ne!(id, message_id("i1", "nudge", 1));
+        // The separator keeps (ab, c) and (a, bc) apart.
+        assert_ne!(message_id("ab", "c", 0), message_id("a", "bc", 0));
+    }
+
+    #[test]
+    fn send_keys_are_readable_and_unique_per_journey() {
+        assert_eq!(
+            slug("Abandoned Checkout — EU (v2)"),
+            "abandoned_checkout_eu_v2"
+        );
+        assert_eq!(slug("¡¿!"), "journey");
+        let a = send_key("Abandoned checkout", "j1", "nudge");
+        assert!(a.starts_with("abandoned_checkout__nudge__"));
+        assert_eq!(a.len(), "abandoned_checkout__nudge__".len() + 8);
+        assert_ne!(a, send_key("Abandoned checkout", "j2", "nudge"));
+        assert_eq!(
+            send_key("X", "j1", "exit_rules[0]"),
+            format!("x__exit_rules_0__{}", &a[a.len() - 8..])
+        );
+    }
+
+    #[test]
+    fn size_is_the_compact_json_length() {
+        let v = json!({"a": [1, "é", null], "b": {"c": true}});
+        assert_eq!(json_size(&v), serde_json::to_vec(&v).unwrap().len());
+    }
+
+    #[test]
+    fn path_placeholders_are_filled_and_encoded() {
+        let p = json!({"id": "a b/c", "n": 7, "nested": {"k": "ü"}});
+        assert_eq!(fill_path("/x/{{id}}", &p), "/x/a%20b%2Fc");
+        assert_eq!(fill_path("/{{ n }}/{{nested.k}}", &p), "/7/%C3%BC");
+        assert_eq!(fill_path("/{{missing}}/y", &p), "//y");
+        assert_eq!(fill_path("/plain", &p), "/plain");
+        assert_eq!(fill_path("/open/{{id", &p), "/open/{{id");
+    }
+
+    #[test]
+    fn preview_renders_a_send_step_for_a_sample_event() {
+        let j = journey_with(
+            EntryRule::ReenterEveryTime {
+                unique_identifier: "session_id".into(),
+            },
+            vec![],
+        );
+        let sample = event("checkout_started", json!({"session_id": "s9", "total": 3}));
+        let traits = json!({"email": "x@example.com"});
+        let payload = preview(&j, "nudge", &sample, &traits, t0()).unwrap();
+        assert_eq!(payload["type"], "track");
+        assert_eq!(payload["userId"], "u1");
+        assert_eq!(
+            payload["properties"]["journey_context"]["checkout_started"],
+            json!({"session_id": "s9", "total": 3})
+        );
+        assert_eq!(
+            payload["properties"]["journey_metadata"]["journey_name"],
+            "Abandoned checkout"
+        );
+        assert_eq!(payload["context"]["journeys"]["step_name"], "Step nudge");
+        assert_eq!(
+            preview(&j, "wait_purchase", &sample, &traits, t0()),
+            Err(PreviewError::NotASendStep("wait_purchase".into()))
+        );
+    }
 }

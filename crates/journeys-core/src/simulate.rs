@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use crate::machine::{
-    Effect, EntryFacts, Input, Instance, InstanceState, Journey, SkipReason, StepContext, Timer,
-    TimelineKind, decide_entry, instance_id, matching_exit_rule, step,
+    Effect, EntryFacts, Input, Instance, InstanceState, Journey, SkipReason, StepContext,
+    TimelineKind, Timer, decide_entry, instance_id, matching_exit_rule, step,
 };
 use crate::model::{Event, EventType, Json, Timestamp};
 
@@ -228,9 +228,14 @@ impl World<'_> {
         if event.kind == EventType::Identify {
             self.merge_traits(&profile_id, &event.traits);
         }
-        let mine = self.by_profile.get(&profile_id).cloned().unwrap_or_default();
+        let mine = self
+            .by_profile
+            .get(&profile_id)
+            .cloned()
+            .unwrap_or_default();
         for &position in &mine {
-            if let Some(rule) = matching_exit_rule(journey, event, &self.instances[position].instance)
+            if let Some(rule) =
+                matching_exit_rule(journey, event, &self.instances[position].instance)
             {
                 self.step_instance(position, Input::Exit { event, rule }, at);
             }

@@ -13,8 +13,8 @@ use journeys_core::machine::{
     Transition, matching_exit_rule, random_branch, step,
 };
 use journeys_core::model::{
-    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep,
-    EntryRule, EntryTrigger, Event, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep,
+    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep, EntryRule,
+    EntryTrigger, Event, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep,
     JourneyDefinition, JourneyMeta, PropertyFilter, RandomBranch, RandomSplitStep, SendAction,
     SendSpec, SendStep, Step, StepKind, Timestamp,
 };
@@ -45,7 +45,11 @@ fn build_step(i: usize, n: usize, b: &[u8; 16]) -> Step {
         let later = n - i - 1;
         // Ending early is rare (1 in 8) and half the edges go to the very next step, so that
         // paths are long and instances live long enough to be interesting.
-        let target = if b[k] % 2 == 0 { 0 } else { usize::from(b[k] / 16) % later.max(1) };
+        let target = if b[k].is_multiple_of(2) {
+            0
+        } else {
+            usize::from(b[k] / 16) % later.max(1)
+        };
         (later > 0 && b[k] % 8 != 1).then(|| format!("s{}", i + 1 + target))
     };
     // Waiting steps are weighted up so that random event sequences find instances waiting.
@@ -60,7 +64,7 @@ fn build_step(i: usize, n: usize, b: &[u8; 16]) -> Step {
                 .map(|j| HoldBranch {
                     name: format!("branch {j}"),
                     event: EVENTS[usize::from(b[2 + j] % 3)].into(),
-                    filters: if b[5 + j] % 2 == 0 {
+                    filters: if b[5 + j].is_multiple_of(2) {
                         vec![PropertyFilter {
                             property: "v".into(),
                             matcher: FilterMatch::Equals(json!((b[5 + j] / 2) % 3)),
@@ -69,7 +73,7 @@ fn build_step(i: usize, n: usize, b: &[u8; 16]) -> Step {
                         Vec::new()
                     },
                     next: next(11 + j),
-                    return_to_start: b[8 + j] % 3 == 0,
+                    return_to_start: b[8 + j].is_multiple_of(3),
                 })
                 .collect();
             StepKind::HoldUntil(HoldUntilStep {
@@ -80,12 +84,17 @@ fn build_step(i: usize, n: usize, b: &[u8; 16]) -> Step {
         }
         5 => {
             let count = 1 + usize::from(b[1] % 3);
-            let ops = [ConditionOp::Equals, ConditionOp::Gt, ConditionOp::Exists, ConditionOp::NotEquals];
+            let ops = [
+                ConditionOp::Equals,
+                ConditionOp::Gt,
+                ConditionOp::Exists,
+                ConditionOp::NotEquals,
+            ];
             let branches = (0..count)
                 .map(|j| DataSplitBranch {
                     name: format!("branch {j}"),
                     conditions: vec![Condition {
-                        subject: if b[2 + j] % 2 == 0 {
+                        subject: if b[2 + j].is_multiple_of(2) {
                             ConditionSubject::Context("start.v".into())
                         } else {
                             ConditionSubject::Trait("t".into())
@@ -118,7 +127,7 @@ fn build_step(i: usize, n: usize, b: &[u8; 16]) -> Step {
                         next: next(7 + j),
                     })
                     .collect(),
-                same_branch_on_reentry: b[12] % 2 == 0,
+                same_branch_on_reentry: b[12].is_multiple_of(2),
             })
         }
         7 | 8 => StepKind::Send(SendStep {
@@ -224,15 +233,17 @@ fn event(message_id: String, name: &str, v: u8, sid: &str, at: Timestamp) -> Eve
 
 /// Live timers as the runtime would keep them from the effects.
 fn apply_timers(live: &mut HashSet<String>, input_timer: Option<&str>, t: &Transition) {
-    if !t.is_noop() {
-        if let Some(fired) = input_timer {
-            live.remove(fired);
-        }
+    if let (false, Some(fired)) = (t.is_noop(), input_timer) {
+        live.remove(fired);
     }
     for effect in &t.effects {
         match effect {
             Effect::SetTimer(timer) => {
-                assert!(live.insert(timer.id.clone()), "timer set twice: {}", timer.id);
+                assert!(
+                    live.insert(timer.id.clone()),
+                    "timer set twice: {}",
+                    timer.id
+                );
             }
             Effect::CancelTimer { id } => {
                 assert!(live.remove(id), "cancelled a timer that is not live: {id}");
@@ -248,7 +259,9 @@ fn check_invariants(before: &Instance, t: &Transition, live: &HashSet<String>) {
         assert_eq!(inst, before, "a no-op changed the instance");
     }
     if inst.state == InstanceState::Active {
-        let timer = inst.waiting_timer().expect("an active instance waits on a timer");
+        let timer = inst
+            .waiting_timer()
+            .expect("an active instance waits on a timer");
         assert_eq!(live.len(), 1, "live timers: {live:?}");
         assert!(live.contains(&timer.id));
     } else {
@@ -293,7 +306,10 @@ fn drive(case: &Case, round_trip: bool) -> Vec<Transition> {
                 let sid = if arg % 4 == 0 { "s2" } else { "s1" };
                 let e = event(format!("m{n}"), EVENTS[usize::from(op)], arg, sid, now);
                 match matching_exit_rule(&j, &e, &inst) {
-                    Some(rule) => (step(&j, &inst, Input::Exit { event: &e, rule }, &ctx(now)), None),
+                    Some(rule) => (
+                        step(&j, &inst, Input::Exit { event: &e, rule }, &ctx(now)),
+                        None,
+                    ),
                     None => (step(&j, &inst, Input::Event(&e), &ctx(now)), None),
                 }
             }
@@ -424,7 +440,7 @@ proptest! {
             steps: vec![Step { key: "ab".into(), name: "AB".into(), kind: StepKind::RandomSplit(split.clone()) }],
             exit_rules: Vec::new(),
         };
-        let j = Journey::new(JourneyMeta { id: journey_id.clone(), version: 1, name: "Split".into() }, def);
+        let j = Journey::new(JourneyMeta { id: journey_id, version: 1, name: "Split".into() }, def);
         let entry = event("m".into(), "start", 0, "s", t0());
         let mut counts = vec![0u32; percents.len()];
         const DRAWS: u32 = 10_000;

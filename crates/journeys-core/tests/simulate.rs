@@ -29,16 +29,22 @@ fn journey(id: &str, definition: Value) -> Journey {
     )
 }
 
-fn track(message_id: &str, user: &str, name: &str, properties: Value, at: Timestamp) -> SimulatedEvent {
-    let event: Event = serde_json::from_value(json!({
+fn track(
+    message_id: &str,
+    user: &str,
+    name: &str,
+    properties: Value,
+    at: Timestamp,
+) -> SimulatedEvent {
+    let mut event: Event = serde_json::from_value(json!({
         "type": "track",
         "message_id": message_id,
         "user_id": user,
         "event": name,
-        "properties": properties,
         "timestamp": at,
     }))
     .expect("event");
+    event.properties = properties;
     SimulatedEvent { event, at: None }
 }
 
@@ -79,13 +85,43 @@ fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() {
     );
     let sim = Simulation {
         events: vec![
-            track("m1", "u1", "checkout_started", json!({"session_id": "s1", "total": 40}), t0()),
-            track("m2", "u2", "checkout_started", json!({"session_id": "s2", "total": 99}), t0() + mins(5)),
+            track(
+                "m1",
+                "u1",
+                "checkout_started",
+                json!({"session_id": "s1", "total": 40}),
+                t0(),
+            ),
+            track(
+                "m2",
+                "u2",
+                "checkout_started",
+                json!({"session_id": "s2", "total": 99}),
+                t0() + mins(5),
+            ),
             // Same session again while its instance is active: not a second instance.
-            track("m3", "u1", "checkout_started", json!({"session_id": "s1"}), t0() + mins(10)),
+            track(
+                "m3",
+                "u1",
+                "checkout_started",
+                json!({"session_id": "s1"}),
+                t0() + mins(10),
+            ),
             // A purchase of another session does not complete s1.
-            track("m4", "u1", "purchase_completed", json!({"session_id": "other"}), t0() + mins(15)),
-            track("m5", "u1", "purchase_completed", json!({"session_id": "s1"}), t0() + mins(20)),
+            track(
+                "m4",
+                "u1",
+                "purchase_completed",
+                json!({"session_id": "other"}),
+                t0() + mins(15),
+            ),
+            track(
+                "m5",
+                "u1",
+                "purchase_completed",
+                json!({"session_id": "s1"}),
+                t0() + mins(20),
+            ),
         ],
         profiles,
         ..Simulation::default()
@@ -147,8 +183,20 @@ fn a_purchase_at_the_deadline_is_in_time_and_until_stops_the_clock() {
     let j = abandoned_checkout();
     let at_deadline = Simulation {
         events: vec![
-            track("m1", "u1", "checkout_started", json!({"session_id": "s1"}), t0()),
-            track("m2", "u1", "purchase_completed", json!({"session_id": "s1"}), t0() + mins(60)),
+            track(
+                "m1",
+                "u1",
+                "checkout_started",
+                json!({"session_id": "s1"}),
+                t0(),
+            ),
+            track(
+                "m2",
+                "u1",
+                "purchase_completed",
+                json!({"session_id": "s1"}),
+                t0() + mins(60),
+            ),
         ],
         ..Simulation::default()
     };
@@ -157,7 +205,13 @@ fn a_purchase_at_the_deadline_is_in_time_and_until_stops_the_clock() {
     assert_eq!(result.instances[0].final_state, InstanceState::Completed);
 
     let stopped = Simulation {
-        events: vec![track("m1", "u1", "checkout_started", json!({"session_id": "s1"}), t0())],
+        events: vec![track(
+            "m1",
+            "u1",
+            "checkout_started",
+            json!({"session_id": "s1"}),
+            t0(),
+        )],
         until: Some(t0() + mins(59)),
         ..Simulation::default()
     };
@@ -189,10 +243,34 @@ fn real_time_forwarding_sends_every_order_at_once() {
     );
     let sim = Simulation {
         events: vec![
-            track("m1", "u1", "order_completed", json!({"order_id": "o1", "total": 10}), t0()),
-            track("m2", "u2", "order_completed", json!({"order_id": "o2", "total": 20.0}), t0() + mins(1)),
-            track("m3", "u1", "order_completed", json!({"order_id": "o3", "total": "10"}), t0() + mins(2)),
-            track("m4", "u1", "order_completed", json!({"total": 10}), t0() + mins(3)),
+            track(
+                "m1",
+                "u1",
+                "order_completed",
+                json!({"order_id": "o1", "total": 10}),
+                t0(),
+            ),
+            track(
+                "m2",
+                "u2",
+                "order_completed",
+                json!({"order_id": "o2", "total": 20.0}),
+                t0() + mins(1),
+            ),
+            track(
+                "m3",
+                "u1",
+                "order_completed",
+                json!({"order_id": "o3", "total": "10"}),
+                t0() + mins(2),
+            ),
+            track(
+                "m4",
+                "u1",
+                "order_completed",
+                json!({"total": 10}),
+                t0() + mins(3),
+            ),
         ],
         ..Simulation::default()
     };
@@ -211,7 +289,11 @@ fn real_time_forwarding_sends_every_order_at_once() {
         ]
     );
     let mut message_ids = Vec::new();
-    for (inst, (order, at)) in result.instances.iter().zip([("o1", t0()), ("o2", t0() + mins(1))]) {
+    for (inst, (order, at)) in result
+        .instances
+        .iter()
+        .zip([("o1", t0()), ("o2", t0() + mins(1))])
+    {
         assert_eq!(inst.final_state, InstanceState::Completed);
         assert_eq!(inst.sends.len(), 1);
         let send = &inst.sends[0];
@@ -277,10 +359,34 @@ fn follow_up_maps_the_content_title_into_the_payload() {
     let sim = Simulation {
         events: vec![
             identify,
-            track("m1", "u1", "article_viewed", json!({"title": "Rust in production"}), t0()),
-            track("m2", "u1", "article_viewed", json!({"title": "Second read"}), t0() + mins(1)),
-            track("m3", "u2", "article_viewed", json!({"title": "Not a subscriber"}), t0()),
-            track("m4", "u3", "article_viewed", json!({"title": "Unsubscribes"}), t0()),
+            track(
+                "m1",
+                "u1",
+                "article_viewed",
+                json!({"title": "Rust in production"}),
+                t0(),
+            ),
+            track(
+                "m2",
+                "u1",
+                "article_viewed",
+                json!({"title": "Second read"}),
+                t0() + mins(1),
+            ),
+            track(
+                "m3",
+                "u2",
+                "article_viewed",
+                json!({"title": "Not a subscriber"}),
+                t0(),
+            ),
+            track(
+                "m4",
+                "u3",
+                "article_viewed",
+                json!({"title": "Unsubscribes"}),
+                t0(),
+            ),
             track("m5", "u3", "unsubscribed", json!({}), t0() + mins(30)),
         ],
         profiles,
@@ -289,7 +395,10 @@ fn follow_up_maps_the_content_title_into_the_payload() {
     let result = simulate(&j, &sim);
     let reasons: Vec<SkipReason> = result.skipped.iter().map(|s| s.reason).collect();
     // In time order: m3 (at t0) before m2 (one minute later).
-    assert_eq!(reasons, [SkipReason::NotInAudience, SkipReason::AlreadyEntered]);
+    assert_eq!(
+        reasons,
+        [SkipReason::NotInAudience, SkipReason::AlreadyEntered]
+    );
 
     let ada = &result.instances[0];
     assert_eq!(ada.final_state, InstanceState::Completed);

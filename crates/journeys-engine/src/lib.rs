@@ -3,7 +3,53 @@
 //! Ingestion front ends (gRPC stream, unary calls, the Segment-compatible HTTP API) hand
 //! validated events to an [`EventSink`]; the engine applies them per profile, in order, in
 //! micro-batched transactions, and acknowledges each event only after its effects committed.
+//! The scheduler fires due timers through [`Engine::apply_timers`], which uses the same lanes
+//! and the same transaction shape, so an event and a timer of one instance never both apply.
+//!
+//! Decisions where SPEC.md is silent (details in the modules):
+//! - The per-profile instance limit counts instances that stay active after their entry
+//!   transition; an event whose entry is skipped for the limit is still accepted, and the skip
+//!   is logged and counted (`too_many_instances`). See `plan`.
+//! - Rate-limited and otherwise rejected events are not stored (no dedupe key), so a client
+//!   may resend them; duplicates do not use up the rate limit.
+//! - Beyond [`EngineConfig::max_in_flight_events`] submitted-but-uncommitted events, new
+//!   events are rejected with `overloaded` rather than queued without bound.
+//! - Catalog `last_seen` and dedupe `seen_at` are the processing time, not the client's
+//!   `timestamp`.
+//! - Timer rows are keyed by a UUID-shaped hash of the core's deterministic timer id (the
+//!   store's id column holds 36 characters).
+//!
+//! ```no_run
+//! # async fn demo(store: journeys_store::Store, events: Vec<journeys_core::model::Event>) {
+//! use journeys_engine::{Engine, EngineConfig};
+//!
+//! let engine = Engine::start(store, EngineConfig::default());
+//! let acks = engine.submit(events).await;
+//! # let _ = acks;
+//! engine.shutdown().await;
+//! # }
+//! ```
 
 mod ack;
+mod cache;
+mod changes;
+mod config;
+#[cfg(test)]
+mod conflict_tests;
+mod engine;
+mod error;
+mod job;
+mod lane;
+mod plan;
+mod profile;
+mod rate_limit;
+mod stats;
+mod watermark;
 
 pub use ack::{Ack, AckStatus, EventSink};
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use error::EngineError;
+pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};
+pub use lane::OnCommit;
+pub use stats::EngineStats;

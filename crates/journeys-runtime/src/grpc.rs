@@ -214,7 +214,10 @@ fn with_health_and_reflection(
         for set in descriptor_sets {
             builder = builder.register_encoded_file_descriptor_set(set);
         }
-        let served = service_names.iter().map(String::as_str).filter(|n| !n.is_empty());
+        let served = service_names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty());
         for name in served.chain([
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",

@@ -23,12 +23,12 @@ pub mod testing;
 pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
 pub use repo::{
-    AudienceRecord, Audiences, BranchCounts, Catalog, CatalogEventRecord, Changes,
-    DestinationKind, DestinationRecord, Destinations, InstanceDetail, InstanceFilter,
-    InstanceRecord, InstanceState, Instances, JourneyChanges, JourneyRecord, JourneyState,
-    JourneyStats, Journeys, Outbox, OutboxRecord, OutboxStatus, ProfileRecord, ProfileState,
-    Profiles, Runtime, SendCounts, SourceRecord, Sources, StepCounts, TimelineEntry,
-    TimelineRecord, TimerRecord, TimerStats, Timers,
+    AudienceRecord, Audiences, BranchCounts, Catalog, CatalogEventRecord, Changes, DestinationKind,
+    DestinationRecord, Destinations, InstanceDetail, InstanceFilter, InstanceRecord, InstanceState,
+    Instances, JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Journeys, Outbox,
+    OutboxRecord, OutboxStatus, ProfileRecord, ProfileState, Profiles, Runtime, SendCounts,
+    SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
+    Timers,
 };
 pub use store::{Backend, Store};
 

@@ -28,6 +28,8 @@ fn instance(
         entered_at: at,
         updated_at: at,
         ended_at: (state != InstanceState::Active).then_some(at),
+        active_key: None,
+        expires_at: at + Duration::days(365),
     }
 }
 

@@ -95,7 +95,12 @@ impl AudienceService for Audiences {
         check_key(&req.key, &mut problems);
         fields::check_name("name", &req.name, &mut problems);
         errors::check("audience", &problems)?;
-        match self.store.audiences().insert(&req.key, &req.name, Utc::now()).await {
+        match self
+            .store
+            .audiences()
+            .insert(&req.key, &req.name, Utc::now())
+            .await
+        {
             Ok(a) => Ok(Response::new(to_proto(&a))),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::AlreadyExists(format!(
                 "an audience with key '{}' already exists",
@@ -107,7 +112,9 @@ impl AudienceService for Audiences {
     }
 
     async fn get_audience(&self, req: Request<pb::GetAudienceRequest>) -> Reply<pb::Audience> {
-        Ok(Response::new(to_proto(&self.get(&req.into_inner().key).await?)))
+        Ok(Response::new(to_proto(
+            &self.get(&req.into_inner().key).await?,
+        )))
     }
 
     async fn list_audiences(
@@ -115,7 +122,8 @@ impl AudienceService for Audiences {
         req: Request<pb::ListAudiencesRequest>,
     ) -> Reply<pb::ListAudiencesResponse> {
         let req = req.into_inner();
-        let size = fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
         let page = self
             .store
             .audiences()
@@ -185,7 +193,8 @@ impl AudienceService for Audiences {
     ) -> Reply<pb::ListMembersResponse> {
         let req = req.into_inner();
         self.get(&req.key).await?;
-        let size = fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
         let page = self
             .store
             .audiences()

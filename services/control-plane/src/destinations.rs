@@ -80,7 +80,12 @@ impl Destinations {
         if id.is_empty() {
             return Err(ApiError::invalid_field("id", "required"));
         }
-        let record = self.store.destinations().get(id).await.map_err(errors::store)?;
+        let record = self
+            .store
+            .destinations()
+            .get(id)
+            .await
+            .map_err(errors::store)?;
         let settings = from_json(&record)?;
         Ok((record, settings))
     }
@@ -120,7 +125,11 @@ impl Destinations {
                  journey first"
             )));
         }
-        self.store.destinations().delete(id).await.map_err(errors::store)
+        self.store
+            .destinations()
+            .delete(id)
+            .await
+            .map_err(errors::store)
     }
 
     /// The id of a published journey that sends to destination `id`, if any.
@@ -162,8 +171,7 @@ fn webhook(
         };
     };
     match w.url.parse::<http::Uri>() {
-        Ok(uri)
-            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
         _ => problems.push(Problem::new(
             "destination.webhook.url",
             format!("'{}' is not an absolute http:// or https:// URL", w.url),
@@ -211,7 +219,11 @@ fn webhook(
     };
     WebhookSettings {
         url: w.url.clone(),
-        headers: w.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: w
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         signing_secret,
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     }
@@ -224,7 +236,10 @@ fn to_json(s: &WebhookSettings) -> Result<serde_json::Value, ApiError> {
 /// The stored settings of a destination row.
 pub fn from_json(record: &DestinationRecord) -> Result<WebhookSettings, ApiError> {
     serde_json::from_value(record.settings.clone()).map_err(|e| {
-        ApiError::internal(format!("destination {} has unreadable settings: {e}", record.id))
+        ApiError::internal(format!(
+            "destination {} has unreadable settings: {e}",
+            record.id
+        ))
     })
 }
 
@@ -234,7 +249,11 @@ fn to_proto(record: &DestinationRecord, s: &WebhookSettings) -> pb::Destination 
         name: record.name.clone(),
         webhook: Some(pb::WebhookSettings {
             url: s.url.clone(),
-            headers: s.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: s
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             signing_secret: if s.signing_secret.is_empty() {
                 String::new()
             } else {
@@ -253,7 +272,9 @@ impl DestinationService for Destinations {
         &self,
         req: Request<pb::CreateDestinationRequest>,
     ) -> Reply<pb::Destination> {
-        Ok(Response::new(self.create(req.into_inner().destination).await?))
+        Ok(Response::new(
+            self.create(req.into_inner().destination).await?,
+        ))
     }
 
     async fn get_destination(
@@ -269,8 +290,8 @@ impl DestinationService for Destinations {
         req: Request<pb::ListDestinationsRequest>,
     ) -> Reply<pb::ListDestinationsResponse> {
         let req = req.into_inner();
-        let size = fields::page_size(req.page_size)
-            .map_err(|p| errors::invalid("request", &[p]))?;
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
         let page = self
             .store
             .destinations()
@@ -292,7 +313,9 @@ impl DestinationService for Destinations {
         &self,
         req: Request<pb::UpdateDestinationRequest>,
     ) -> Reply<pb::Destination> {
-        Ok(Response::new(self.update(req.into_inner().destination).await?))
+        Ok(Response::new(
+            self.update(req.into_inner().destination).await?,
+        ))
     }
 
     async fn delete_destination(

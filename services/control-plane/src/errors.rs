@@ -11,7 +11,9 @@ use journeys_store::StoreError;
 /// (e.g. "a journey named 'Welcome'").
 pub fn store(err: StoreError) -> ApiError {
     match err {
-        StoreError::NotFound { entity, id } => ApiError::NotFound(format!("{entity} '{id}' not found")),
+        StoreError::NotFound { entity, id } => {
+            ApiError::NotFound(format!("{entity} '{id}' not found"))
+        }
         StoreError::AlreadyExists { entity, .. } => {
             ApiError::AlreadyExists(format!("{entity} already exists"))
         }

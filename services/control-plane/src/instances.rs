@@ -75,7 +75,8 @@ impl InstanceService for Instances {
             Ok(pb::InstanceState::Failed) => Some(InstanceState::Failed),
             Err(_) => return Err(ApiError::invalid_field("state", "unknown instance state").into()),
         };
-        let size = fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
         let filter = InstanceFilter {
             journey_id: Some(req.journey_id).filter(|s| !s.is_empty()),
             profile_id: Some(req.user_id).filter(|s| !s.is_empty()),
@@ -98,7 +99,12 @@ impl InstanceService for Instances {
         if id.is_empty() {
             return Err(ApiError::invalid_field("id", "required").into());
         }
-        let detail = self.store.instances().get(&id).await.map_err(errors::store)?;
+        let detail = self
+            .store
+            .instances()
+            .get(&id)
+            .await
+            .map_err(errors::store)?;
         let mut out = to_proto(&detail.instance);
         out.timeline = detail.timeline.iter().map(timeline_entry).collect();
         Ok(Response::new(out))

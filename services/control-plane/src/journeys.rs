@@ -89,7 +89,9 @@ impl Journeys {
     ) -> Result<pb::Journey, ApiError> {
         match self.store.journeys().insert(&record).await {
             Ok(stored) => Ok(journey_out::journey(&stored, def)),
-            Err(StoreError::AlreadyExists { .. }) => Err(self.taken(&record.id, &record.name).await),
+            Err(StoreError::AlreadyExists { .. }) => {
+                Err(self.taken(&record.id, &record.name).await)
+            }
             Err(e) => Err(errors::store(e)),
         }
     }
@@ -218,7 +220,10 @@ impl Journeys {
         if mode == pb::ArchiveMode::Exit {
             // Instances are only created by the data plane; ending them at once is its job
             // (it applies an operator exit to each active instance of an archived journey).
-            tracing::info!(journey_id = id, "archived with EXIT: active instances will exit");
+            tracing::info!(
+                journey_id = id,
+                "archived with EXIT: active instances will exit"
+            );
         }
         let stored = self
             .store
@@ -269,7 +274,10 @@ impl Journeys {
         ))
     }
 
-    async fn list(&self, req: pb::ListJourneysRequest) -> Result<pb::ListJourneysResponse, ApiError> {
+    async fn list(
+        &self,
+        req: pb::ListJourneysRequest,
+    ) -> Result<pb::ListJourneysResponse, ApiError> {
         let state = match pb::JourneyState::try_from(req.state) {
             Ok(pb::JourneyState::Unspecified) => None,
             Ok(pb::JourneyState::Draft) => Some(JourneyState::Draft),
@@ -277,8 +285,8 @@ impl Journeys {
             Ok(pb::JourneyState::Archived) => Some(JourneyState::Archived),
             Err(_) => return Err(ApiError::invalid_field("state", "unknown journey state")),
         };
-        let size = fields::page_size(req.page_size)
-            .map_err(|p| errors::invalid("request", &[p]))?;
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
         let page = self
             .store
             .journeys()
@@ -299,7 +307,11 @@ impl Journeys {
     async fn delete(&self, id: &str) -> Result<(), ApiError> {
         let (record, _) = self.load(id).await?;
         require_draft(&record, "deleted")?;
-        self.store.journeys().delete(id).await.map_err(errors::store)
+        self.store
+            .journeys()
+            .delete(id)
+            .await
+            .map_err(errors::store)
     }
 }
 
@@ -337,7 +349,10 @@ fn encode(def: &JourneyDefinition) -> Result<serde_json::Value, ApiError> {
 /// Decodes a stored definition. Failure means a corrupt row or an incompatible upgrade.
 pub fn decode(record: &JourneyRecord) -> Result<JourneyDefinition, ApiError> {
     serde_json::from_value(record.definition.clone()).map_err(|e| {
-        ApiError::internal(format!("journey {} has an unreadable definition: {e}", record.id))
+        ApiError::internal(format!(
+            "journey {} has an unreadable definition: {e}",
+            record.id
+        ))
     })
 }
 

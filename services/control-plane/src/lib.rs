@@ -107,7 +107,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    check_bind(&listener.local_addr().map_err(ServeError::from)?, &config.admin_token)?;
+    check_bind(
+        &listener.local_addr().map_err(ServeError::from)?,
+        &config.admin_token,
+    )?;
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     let routes = routes(&store, &config);

@@ -22,7 +22,10 @@ pub async fn check(store: &Store, def: &JourneyDefinition) -> Result<Vec<Problem
     for (i, step) in def.steps.iter().enumerate() {
         if let StepKind::HoldUntil(h) = &step.kind {
             for (j, b) in h.branches.iter().enumerate() {
-                note(&b.event, format!("steps[{i}].hold_until.branches[{j}].event"));
+                note(
+                    &b.event,
+                    format!("steps[{i}].hold_until.branches[{j}].event"),
+                );
             }
         }
     }
@@ -46,12 +49,18 @@ pub async fn check(store: &Store, def: &JourneyDefinition) -> Result<Vec<Problem
     let mut sends: Vec<(String, &str)> = Vec::new();
     for (i, step) in def.steps.iter().enumerate() {
         if let StepKind::Send(s) = &step.kind {
-            sends.push((format!("steps[{i}].send.destination_id"), &s.spec.destination_id));
+            sends.push((
+                format!("steps[{i}].send.destination_id"),
+                &s.spec.destination_id,
+            ));
         }
     }
     for (i, rule) in def.exit_rules.iter().enumerate() {
         if let Some(s) = &rule.send {
-            sends.push((format!("exit_rules[{i}].send.destination_id"), &s.destination_id));
+            sends.push((
+                format!("exit_rules[{i}].send.destination_id"),
+                &s.destination_id,
+            ));
         }
     }
     for (path, id) in sends {
@@ -61,7 +70,10 @@ pub async fn check(store: &Store, def: &JourneyDefinition) -> Result<Vec<Problem
         match store.destinations().get(id).await {
             Ok(_) => {}
             Err(StoreError::NotFound { .. }) => {
-                problems.push(Problem::new(path, format!("destination '{id}' does not exist")));
+                problems.push(Problem::new(
+                    path,
+                    format!("destination '{id}' does not exist"),
+                ));
             }
             Err(e) => return Err(e),
         }
@@ -78,7 +90,9 @@ pub async fn check(store: &Store, def: &JourneyDefinition) -> Result<Vec<Problem
                 for (k, c) in b.conditions.iter().enumerate() {
                     if let ConditionSubject::Audience(key) = &c.subject {
                         audiences.push((
-                            format!("steps[{i}].data_split.branches[{j}].conditions[{k}].path_or_key"),
+                            format!(
+                                "steps[{i}].data_split.branches[{j}].conditions[{k}].path_or_key"
+                            ),
                             key,
                         ));
                     }
@@ -94,7 +108,10 @@ pub async fn check(store: &Store, def: &JourneyDefinition) -> Result<Vec<Problem
             Ok(a) if a.active => {}
             Ok(_) => problems.push(Problem::new(path, format!("audience '{key}' is archived"))),
             Err(StoreError::NotFound { .. }) => {
-                problems.push(Problem::new(path, format!("audience '{key}' does not exist")));
+                problems.push(Problem::new(
+                    path,
+                    format!("audience '{key}' does not exist"),
+                ));
             }
             Err(e) => return Err(e),
         }

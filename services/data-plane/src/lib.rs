@@ -1,1 +1,242 @@
-//! journeys-data-plane (in progress).
+//! The Journeys data plane: event ingestion over gRPC (`journeys.v1.IngestService`) and the
+//! Segment-compatible HTTP API, authenticated by source write keys, handing validated events to
+//! an [`EventSink`] (the engine) and answering each client only after the sink acknowledged.
+//!
+//! [`DataPlane::serve`] (or [`serve_with`]) runs both servers as the process does;
+//! [`http_router`] and [`grpc_routes`] give the bare services so that `journeys dev` can mount
+//! them beside the other planes in one process.
+//!
+//! Limits (SPEC.md section 8): [`MAX_EVENT_BYTES`] per event, [`MAX_REQUEST_BYTES`] per HTTP
+//! request after decompression, [`MAX_BATCH_EVENTS`] events per batch.
+
+mod acks;
+pub mod auth;
+mod convert;
+mod draft;
+mod error;
+mod grpc;
+mod http;
+mod segment;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::serve::ListenerExt as _;
+use journeys_engine::EventSink;
+use journeys_proto::v1::ingest_service_server::IngestServiceServer;
+use journeys_runtime::grpc::{GrpcServer, ServeError};
+use journeys_store::Store;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use acks::{INTERNAL, RATE_LIMITED, UNAVAILABLE};
+pub use auth::{AuthError, WriteKeys, hash_write_key};
+pub use draft::MAX_ID_CHARS;
+pub use error::{ErrorCode, EventError};
+pub use grpc::{IngestApi, MAX_IN_FLIGHT};
+
+/// Fully qualified name of the gRPC service the data plane serves.
+pub const SERVICE_NAME: &str = "journeys.v1.IngestService";
+
+/// Largest accepted event: 32 KB (Segment's limit), as JSON on HTTP, encoded on gRPC.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+
+/// Largest accepted HTTP request body, after gzip decompression: 500 KB.
+pub const MAX_REQUEST_BYTES: usize = 500 * 1024;
+
+/// Most events in one batch (HTTP `/v1/batch`, gRPC batches).
+pub const MAX_BATCH_EVENTS: usize = 2500;
+
+/// `Retry-After` (seconds) when an event was rate limited: the per-profile limit is per second.
+pub const RATE_LIMITED_RETRY_AFTER_SECS: u64 = 1;
+
+/// `Retry-After` (seconds) when the engine or the store cannot take events right now.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// How long open HTTP connections get to finish after shutdown starts.
+pub const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the data plane could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Grpc(#[from] ServeError),
+    /// The HTTP listener or server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// The ingestion front ends over one sink and one write-key cache. Cheap to clone.
+///
+/// Ordering contract with the sink: on a gRPC stream, the `submit` futures of successive
+/// requests are created and first polled in request order, possibly before earlier ones
+/// completed (pipelining). A sink that keeps per-profile order should therefore take its place
+/// in line synchronously on the first poll (e.g. by sending to its lane channels), before any
+/// `.await` that could let a later request overtake.
+pub struct DataPlane<S> {
+    sink: S,
+    keys: WriteKeys,
+}
+
+impl<S: Clone> Clone for DataPlane<S> {
+    fn clone(&self) -> Self {
+        DataPlane {
+            sink: self.sink.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+impl<S: EventSink> DataPlane<S> {
+    /// Events go to `sink`; write keys are resolved through `store` with the default cache
+    /// lifetimes.
+    #[must_use]
+    pub fn new(sink: S, store: Store) -> DataPlane<S> {
+        DataPlane::with_write_keys(sink, WriteKeys::new(store))
+    }
+
+    /// Like [`DataPlane::new`] with a write-key resolver of your own (e.g. other cache
+    /// lifetimes).
+    #[must_use]
+    pub fn with_write_keys(sink: S, keys: WriteKeys) -> DataPlane<S> {
+        DataPlane { sink, keys }
+    }
+
+    /// Where validated events go.
+    #[must_use]
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The write-key resolver.
+    #[must_use]
+    pub fn write_keys(&self) -> &WriteKeys {
+        &self.keys
+    }
+
+    /// The Segment-compatible HTTP API; see [`http_router`].
+    pub fn http_router(&self) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// `IngestService` alone (without health and reflection); see [`grpc_routes`].
+    #[must_use]
+    pub fn grpc_routes(&self) -> Routes {
+        Routes::new(self.ingest_service())
+    }
+
+    /// The tonic service, for adding to a `Routes` built elsewhere (`journeys dev`).
+    #[must_use]
+    pub fn ingest_service(&self) -> IngestServiceServer<IngestApi<S>> {
+        IngestServiceServer::new(IngestApi::new(self.clone()))
+    }
+
+    /// Serves gRPC (`IngestService` with health and reflection) on `grpc_listener` and the
+    /// HTTP API on `http_listener` until `shutdown` completes, then drains both (each for at
+    /// most about ten seconds).
+    ///
+    /// # Errors
+    /// A listener or transport failure of either server; the other is stopped then.
+    pub async fn serve(
+        self,
+        grpc_listener: TcpListener,
+        http_listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                // An error means the sender is gone, which also means stop.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        let grpc = GrpcServer::new(self.grpc_routes())
+            .service(SERVICE_NAME)
+            .descriptor_set(journeys_proto::FILE_DESCRIPTOR_SET)
+            .serve(grpc_listener, stopped());
+        let http = serve_http(http_listener, self.http_router(), stopped());
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("data plane shutting down");
+            let _ = stop.send(true);
+            Ok::<(), Error>(())
+        };
+        tokio::try_join!(async { grpc.await.map_err(Error::from) }, http, signal)?;
+        Ok(())
+    }
+}
+
+/// The Segment-compatible HTTP API over `plane`: `POST /v1/track`, `/v1/identify`, `/v1/page`,
+/// `/v1/screen`, `/v1/group`, `/v1/alias`, `/v1/batch` (and analytics.js's `/v1/t`, `/v1/i`,
+/// `/v1/p`, `/v1/s`, `/v1/g`, `/v1/a`, `/v1/b`), and `GET /health`.
+pub fn http_router<S: EventSink>(plane: &DataPlane<S>) -> axum::Router {
+    plane.http_router()
+}
+
+/// `journeys.v1.IngestService` over `plane`, without health and reflection (the server that
+/// mounts it adds those, naming [`SERVICE_NAME`]).
+#[must_use]
+pub fn grpc_routes<S: EventSink>(plane: &DataPlane<S>) -> Routes {
+    plane.grpc_routes()
+}
+
+/// Serves the data plane over `sink`, resolving write keys through `store`, on the two
+/// listeners until `shutdown` completes; see [`DataPlane::serve`].
+///
+/// # Errors
+/// See [`DataPlane::serve`].
+pub async fn serve_with<S: EventSink>(
+    sink: S,
+    store: Store,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    DataPlane::new(sink, store)
+        .serve(grpc_listener, http_listener, shutdown)
+        .await
+}
+
+/// Serves `router` on `listener` until `stop` completes, then drains for at most
+/// [`HTTP_DRAIN_TIMEOUT`].
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener.local_addr()?;
+    let (drain_started, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        stop.await;
+        tracing::info!(%addr, "HTTP server draining");
+        let _ = drain_started.send(());
+    };
+    // Small requests would otherwise wait for delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    tracing::info!(%addr, "HTTP server listening");
+    tokio::select! {
+        biased;
+        result = &mut server => return result.map_err(Error::Http),
+        _ = drain_started_rx => {}
+    }
+    match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut server).await {
+        Ok(result) => {
+            tracing::info!(%addr, "HTTP server stopped");
+            result.map_err(Error::Http)
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "HTTP connections still open after the drain timeout; stopping");
+            Ok(())
+        }
+    }
+}

@@ -59,6 +59,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// The stable snake_case name (what `SkippedEntry.reason` and counters carry).
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::NotTriggered => "not_triggered",
@@ -248,12 +249,18 @@ mod tests {
             decide_entry(&j, &missing, &facts(&[], false)),
             Err(SkipReason::MissingUniqueIdentifier)
         );
-        let long = event("checkout_started", json!({"session": {"id": "x".repeat(256)}}));
+        let long = event(
+            "checkout_started",
+            json!({"session": {"id": "x".repeat(256)}}),
+        );
         assert_eq!(
             decide_entry(&j, &long, &facts(&[], false)),
             Err(SkipReason::UniqueIdentifierTooLong)
         );
-        let just_fits = event("checkout_started", json!({"session": {"id": "é".repeat(255)}}));
+        let just_fits = event(
+            "checkout_started",
+            json!({"session": {"id": "é".repeat(255)}}),
+        );
         assert!(decide_entry(&j, &just_fits, &facts(&[], false)).is_ok());
     }
 
@@ -262,7 +269,9 @@ mod tests {
         let j = journey_with(EntryRule::EnterOnce, vec![]);
         let e = event("checkout_started", json!({}));
         assert_eq!(
-            decide_entry(&j, &e, &facts(&[], false)).unwrap().unique_value,
+            decide_entry(&j, &e, &facts(&[], false))
+                .unwrap()
+                .unique_value,
             None
         );
         assert_eq!(
@@ -286,14 +295,20 @@ mod tests {
             Err(SkipReason::NotTriggered)
         );
         assert_eq!(
-            decide_entry(&j, &event("checkout_started", json!({"total": "10"})), &facts(&[], false)),
+            decide_entry(
+                &j,
+                &event("checkout_started", json!({"total": "10"})),
+                &facts(&[], false)
+            ),
             Err(SkipReason::FiltersNotMatched)
         );
         let mut anonymous = e.clone();
         anonymous.user_id = None;
         anonymous.anonymous_id = Some("a1".into());
         assert_eq!(
-            decide_entry(&j, &anonymous, &facts(&[], false)).unwrap().profile_id,
+            decide_entry(&j, &anonymous, &facts(&[], false))
+                .unwrap()
+                .profile_id,
             "a1"
         );
         anonymous.anonymous_id = None;

@@ -20,7 +20,12 @@ pub fn matching_exit_rule(journey: &Journey, event: &Event, instance: &Instance)
 /// matches, and — when the rule asks for it and the journey re-enters — the event's value of
 /// the unique identifier equals the instance's. For an `ENTER_ONCE` journey (one instance per
 /// profile) `match_unique_identifier` has nothing to compare and is satisfied.
-pub fn exit_rule_matches(journey: &Journey, index: usize, event: &Event, instance: &Instance) -> bool {
+pub fn exit_rule_matches(
+    journey: &Journey,
+    index: usize,
+    event: &Event,
+    instance: &Instance,
+) -> bool {
     let Some(rule) = journey.definition().exit_rules.get(index) else {
         return false;
     };

@@ -22,6 +22,7 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// The API name (`ACTIVE`, `COMPLETED`…), as `SimulatedInstance.final_state` shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceState::Active => "ACTIVE",
@@ -48,6 +49,7 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// The stable name stored in the timers table.
     pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::Delay => "delay",
@@ -80,6 +82,7 @@ pub enum Waiting {
 }
 
 impl Waiting {
+    /// The one timer every kind of waiting has.
     pub fn timer(&self) -> &Timer {
         match self {
             Waiting::Timer(t) | Waiting::Hold { timer: t, .. } => t,
@@ -152,6 +155,7 @@ impl Instance {
         }
     }
 
+    /// Whether the instance can still react to inputs.
     pub fn is_active(&self) -> bool {
         self.state == InstanceState::Active
     }
@@ -186,13 +190,19 @@ pub fn instance_id(journey_id: &str, entry_message_id: &str) -> String {
     h.update([0]);
     h.update(entry_message_id.as_bytes());
     let d = h.finalize();
-    let x = hex::encode(&d[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
+    let mut out = String::with_capacity(36);
+    for (i, byte) in d[..16].iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        push_hex(&mut out, *byte);
+    }
+    out
+}
+
+/// Appends the two lower-case hex digits of `byte` (no intermediate allocation).
+pub(crate) fn push_hex(out: &mut String, byte: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+    out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
 }

@@ -19,8 +19,11 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use entry::{Admission, EntryFacts, MAX_UNIQUE_VALUE_CHARS, SkipReason, canonical_value, decide_entry};
+pub use entry::{
+    Admission, EntryFacts, MAX_UNIQUE_VALUE_CHARS, SkipReason, canonical_value, decide_entry,
+};
 pub use exit::{exit_rule_matches, matching_exit_rule};
+pub(crate) use instance::push_hex;
 pub use instance::{Instance, InstanceState, Timer, TimerKind, Waiting, instance_id};
 pub use random::{random_branch, random_bucket};
 pub use run::{MAX_HOLD_PASSES, enter, step, step_owned};
@@ -28,7 +31,7 @@ pub use run::{MAX_HOLD_PASSES, enter, step, step_owned};
 use crate::eval::AudienceMembership;
 use crate::mapping::CompiledMapping;
 use crate::model::{
-    Event, Json, JourneyDefinition, JourneyMeta, SendSpec, Step, StepKind, Timestamp,
+    Event, JourneyDefinition, JourneyMeta, Json, SendSpec, Step, StepKind, Timestamp,
 };
 
 /// A published (or simulated) journey with the lookups the state machine needs, computed once
@@ -96,14 +99,17 @@ impl Journey {
         }
     }
 
+    /// Identity and version, stamped into payloads and instances.
     pub fn meta(&self) -> &JourneyMeta {
         &self.meta
     }
 
+    /// The definition as authored (read-only: the precomputed lookups depend on it).
     pub fn definition(&self) -> &JourneyDefinition {
         &self.definition
     }
 
+    /// The journey id; the input of deterministic ids and random draws.
     pub fn id(&self) -> &str {
         &self.meta.id
     }
@@ -256,6 +262,7 @@ pub enum TimelineKind {
 }
 
 impl TimelineKind {
+    /// The stable name stored in timeline rows.
     pub fn as_str(self) -> &'static str {
         match self {
             TimelineKind::Entered => "entered",
@@ -311,7 +318,11 @@ pub enum ExitReason {
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum FailReason {
     /// The rendered payload is over the limit; it is never cut to fit.
-    PayloadTooLarge { step_key: String, size: usize, limit: usize },
+    PayloadTooLarge {
+        step_key: String,
+        size: usize,
+        limit: usize,
+    },
     /// The mapping could not be evaluated against the default payload.
     MappingFailed { step_key: String, message: String },
     /// The definition names a step that does not exist (validation prevents this).
@@ -324,6 +335,7 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// The stable snake_case code, for counters and the API.
     pub fn code(&self) -> &'static str {
         match self {
             FailReason::PayloadTooLarge { .. } => "payload_too_large",

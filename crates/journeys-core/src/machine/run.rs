@@ -68,7 +68,12 @@ pub fn enter(
     run(journey, instance, Input::Enter(event), ctx)
 }
 
-fn run(journey: &Journey, instance: Instance, input: Input<'_>, ctx: &StepContext<'_>) -> Transition {
+fn run(
+    journey: &Journey,
+    instance: Instance,
+    input: Input<'_>,
+    ctx: &StepContext<'_>,
+) -> Transition {
     let mut run = Run {
         journey,
         ctx,
@@ -97,9 +102,7 @@ fn applies(journey: &Journey, instance: &Instance, input: &Input<'_>) -> bool {
     match input {
         Input::Enter(_) => instance.is_fresh(),
         Input::Event(event) => hold_branch(journey, instance, event).is_some(),
-        Input::TimerFired(timer) => instance
-            .waiting_timer()
-            .is_some_and(|t| t.id == timer.id),
+        Input::TimerFired(timer) => instance.waiting_timer().is_some_and(|t| t.id == timer.id),
         Input::Exit { event, rule } => {
             !instance.is_fresh() && exit_rule_matches(journey, *rule, event, instance)
         }

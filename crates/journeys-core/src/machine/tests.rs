@@ -9,9 +9,9 @@ use serde_json::json;
 use super::*;
 use crate::eval::NoAudiences;
 use crate::model::{
-    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep,
-    EntryRule, EntryTrigger, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep,
-    PropertyFilter, RandomBranch, RandomSplitStep, SendAction, SendStep,
+    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep, EntryRule,
+    EntryTrigger, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep, PropertyFilter,
+    RandomBranch, RandomSplitStep, SendAction, SendStep,
 };
 
 pub(crate) fn t0() -> Timestamp {
@@ -90,7 +90,11 @@ fn hold(key: &str, branches: Vec<HoldBranch>, secs: u64, timeout: Option<String>
     )
 }
 
-fn definition(rule: EntryRule, filters: Vec<PropertyFilter>, steps: Vec<Step>) -> JourneyDefinition {
+fn definition(
+    rule: EntryRule,
+    filters: Vec<PropertyFilter>,
+    steps: Vec<Step>,
+) -> JourneyDefinition {
     JourneyDefinition {
         name: "Abandoned checkout".into(),
         description: String::new(),
@@ -194,7 +198,10 @@ fn secs(n: i64) -> chrono::TimeDelta {
 #[test]
 fn entering_waits_in_the_hold_with_one_timer() {
     let j = journey_with(session_rule(), vec![]);
-    let t = enter(&j, &event("checkout_started", json!({"session_id": "s1", "total": 5})));
+    let t = enter(
+        &j,
+        &event("checkout_started", json!({"session_id": "s1", "total": 5})),
+    );
     assert_eq!(kinds(&t), ["entered", "step", "set_timer"]);
     let inst = &t.instance;
     assert_eq!(inst.state, InstanceState::Active);
@@ -216,13 +223,27 @@ fn a_matching_hold_event_takes_its_branch_and_cancels_the_timer() {
     let j = journey_with(session_rule(), vec![]);
     let entered = enter(&j, &event("checkout_started", json!({"session_id": "s1"})));
     let timer_id = entered.instance.waiting_timer().unwrap().id.clone();
-    let bought = event("purchase_completed", json!({"session_id": "s1", "order": 9}));
-    let t = step(&j, &entered.instance, Input::Event(&bought), &ctx(t0() + secs(60)));
-    assert_eq!(kinds(&t), ["branch", "cancel_timer", "completed", "completed"]);
+    let bought = event(
+        "purchase_completed",
+        json!({"session_id": "s1", "order": 9}),
+    );
+    let t = step(
+        &j,
+        &entered.instance,
+        Input::Event(&bought),
+        &ctx(t0() + secs(60)),
+    );
+    assert_eq!(
+        kinds(&t),
+        ["branch", "cancel_timer", "completed", "completed"]
+    );
     assert!(matches!(&t.effects[1], Effect::CancelTimer { id } if *id == timer_id));
     assert_eq!(t.instance.state, InstanceState::Completed);
     assert_eq!(t.instance.ended_at, Some(t0() + secs(60)));
-    assert_eq!(t.instance.context["purchase_completed"], json!({"session_id": "s1", "order": 9}));
+    assert_eq!(
+        t.instance.context["purchase_completed"],
+        json!({"session_id": "s1", "order": 9})
+    );
     assert!(t.sends().next().is_none());
     // The old timer, should it still fire, changes nothing.
     let late = step(
@@ -239,7 +260,11 @@ fn a_matching_hold_event_takes_its_branch_and_cancels_the_timer() {
 fn under_reentry_a_hold_event_needs_the_same_unique_value() {
     let j = journey_with(session_rule(), vec![]);
     let entered = enter(&j, &event("checkout_started", json!({"session_id": "s1"})));
-    for props in [json!({"session_id": "s2"}), json!({}), json!({"session_id": null})] {
+    for props in [
+        json!({"session_id": "s2"}),
+        json!({}),
+        json!({"session_id": null}),
+    ] {
         let other = event("purchase_completed", props);
         let t = step(&j, &entered.instance, Input::Event(&other), &ctx(t0()));
         assert!(t.is_noop());
@@ -258,11 +283,25 @@ fn under_reentry_a_hold_event_needs_the_same_unique_value() {
 #[test]
 fn the_timeout_branch_sends_the_nudge_with_the_entry_event_in_context() {
     let j = journey_with(session_rule(), vec![]);
-    let entered = enter(&j, &event("checkout_started", json!({"session_id": "s1", "cart": ["a"]})));
+    let entered = enter(
+        &j,
+        &event(
+            "checkout_started",
+            json!({"session_id": "s1", "cart": ["a"]}),
+        ),
+    );
     let t = fire(&j, &entered.instance, t0() + secs(3600));
     assert_eq!(
         kinds(&t),
-        ["timed_out", "step", "send", "send", "step", "completed", "completed"]
+        [
+            "timed_out",
+            "step",
+            "send",
+            "send",
+            "step",
+            "completed",
+            "completed"
+        ]
     );
     let sends: Vec<_> = t.sends().collect();
     assert_eq!(sends.len(), 1);
@@ -282,7 +321,10 @@ fn the_timeout_branch_sends_the_nudge_with_the_entry_event_in_context() {
     );
     assert_eq!(p["properties"]["journey_metadata"]["journey_id"], "j1");
     assert_eq!(p["properties"]["journey_metadata"]["journey_version"], 3);
-    assert_eq!(p["properties"]["journey_metadata"]["instance_id"], json!(t.instance.id));
+    assert_eq!(
+        p["properties"]["journey_metadata"]["instance_id"],
+        json!(t.instance.id)
+    );
     assert_eq!(p["context"]["journeys"]["step_key"], json!(send.send_key));
     assert!(send.send_key.starts_with("abandoned_checkout__nudge__"));
     // Deterministic: the same transition again gives the same message id.
@@ -295,7 +337,12 @@ fn a_stale_or_unknown_timer_is_ignored() {
     let entered = enter(&j, &event("checkout_started", json!({"session_id": "s1"})));
     let mut stale = entered.instance.waiting_timer().unwrap().clone();
     stale.id.push_str("-old");
-    let t = step(&j, &entered.instance, Input::TimerFired(&stale), &ctx(t0() + secs(7200)));
+    let t = step(
+        &j,
+        &entered.instance,
+        Input::TimerFired(&stale),
+        &ctx(t0() + secs(7200)),
+    );
     assert!(t.is_noop());
     assert_eq!(t.instance, entered.instance);
 }
@@ -336,7 +383,10 @@ fn delay_waits_then_continues() {
     let other = event("purchase_completed", json!({}));
     assert!(step(&j, &entered.instance, Input::Event(&other), &ctx(t0())).is_noop());
     let t = fire(&j, &entered.instance, t0() + secs(86_400));
-    assert_eq!(kinds(&t), ["step", "send", "send", "completed", "completed"]);
+    assert_eq!(
+        kinds(&t),
+        ["step", "send", "send", "completed", "completed"]
+    );
     assert_eq!(t.instance.current_step, "follow_up");
 }
 
@@ -375,13 +425,19 @@ fn two_branch_hold(return_to_start: bool) -> Journey {
 fn branches_sharing_an_event_use_aliased_context_keys() {
     let j = two_branch_hold(false);
     let entered = enter(&j, &event("checkout_started", json!({})));
-    assert_eq!(entered.instance.waiting_events(), ["order_completed", "left"]);
+    assert_eq!(
+        entered.instance.waiting_events(),
+        ["order_completed", "left"]
+    );
     let miss = event("order_completed", json!({"total": 50}));
     assert!(step(&j, &entered.instance, Input::Event(&miss), &ctx(t0())).is_noop());
     let big = event("order_completed", json!({"total": 100.0}));
     let t = step(&j, &entered.instance, Input::Event(&big), &ctx(t0()));
     assert_eq!(t.instance.current_step, "big_send");
-    assert_eq!(t.instance.context["order_completed - Big"], json!({"total": 100.0}));
+    assert_eq!(
+        t.instance.context["order_completed - Big"],
+        json!({"total": 100.0})
+    );
     assert!(!t.instance.context.contains_key("order_completed"));
     let left = step(
         &j,
@@ -401,7 +457,10 @@ fn return_to_start_restarts_the_hold_then_continues_after_100_passes() {
     let mut now = t0();
     for pass in 1..=MAX_HOLD_PASSES {
         now += secs(10);
-        let e = with_id(event("order_completed", json!({"total": pass % 2 + 1})), &format!("m{pass}"));
+        let e = with_id(
+            event("order_completed", json!({"total": pass % 2 + 1})),
+            &format!("m{pass}"),
+        );
         let t = step(&j, &inst, Input::Event(&e), &ctx(now));
         assert_eq!(
             kinds(&t),
@@ -412,7 +471,10 @@ fn return_to_start_restarts_the_hold_then_continues_after_100_passes() {
         assert_eq!(inst.passes["wait"], pass);
         assert_eq!(inst.current_step, "wait");
         // The newest event replaces the older one under the same key.
-        assert_eq!(inst.context["order_completed - Small"], json!({"total": pass % 2 + 1}));
+        assert_eq!(
+            inst.context["order_completed - Small"],
+            json!({"total": pass % 2 + 1})
+        );
         assert_eq!(inst.waiting_timer().unwrap().due_at, now + secs(600));
     }
     // The first pass's timer is stale now.
@@ -510,7 +572,10 @@ fn data_split_first_match_wins_else_everyone_else() {
         )
     };
     assert_eq!(run(&vip, &traits, &e).instance.current_step, "vip_send");
-    assert_eq!(run(&NoAudiences, &traits, &e).instance.current_step, "big_send");
+    assert_eq!(
+        run(&NoAudiences, &traits, &e).instance.current_step,
+        "big_send"
+    );
     let everyone_else = run(&NoAudiences, &json!({}), &e);
     assert_eq!(everyone_else.instance.current_step, "split");
     assert_eq!(everyone_else.instance.state, InstanceState::Completed);
@@ -599,11 +664,17 @@ fn exit_journey(send_before_exit: bool, match_unique: bool) -> Journey {
                     next: nx("hold"),
                 }),
             ),
-            hold("hold", vec![hold_branch("Bought", "purchase_completed", None)], 600, None),
+            hold(
+                "hold",
+                vec![hold_branch("Bought", "purchase_completed", None)],
+                600,
+                None,
+            ),
         ],
     );
     let mut exit_spec = spec("dest_exit");
-    exit_spec.mapping = Some(json!({"reason": {"@path": "$.properties.journey_context.unsubscribed.why"}}));
+    exit_spec.mapping =
+        Some(json!({"reason": {"@path": "$.properties.journey_context.unsubscribed.why"}}));
     def.exit_rules = vec![ExitRule {
         event: "unsubscribed".into(),
         filters: vec![],
@@ -622,18 +693,36 @@ fn exit_rules_end_the_instance_from_a_delay_and_from_a_hold() {
     let unsub = event("unsubscribed", json!({}));
     for inst in [&in_delay, &in_hold] {
         let rule = matching_exit_rule(&j, &unsub, inst).expect("matches");
-        let t = step(&j, inst, Input::Exit { event: &unsub, rule }, &ctx(t0() + secs(90)));
+        let t = step(
+            &j,
+            inst,
+            Input::Exit {
+                event: &unsub,
+                rule,
+            },
+            &ctx(t0() + secs(90)),
+        );
         assert_eq!(kinds(&t), ["cancel_timer", "exited", "exited"]);
         assert_eq!(t.instance.state, InstanceState::Exited);
         assert!(t.instance.waiting.is_none());
         assert!(t.instance.waiting_events().is_empty());
         assert!(matches!(
             &t.effects[2],
-            Effect::Exited { reason: ExitReason::ExitRule { index: 0, .. } }
+            Effect::Exited {
+                reason: ExitReason::ExitRule { index: 0, .. }
+            }
         ));
         // Nothing applies to an ended instance.
         assert_eq!(matching_exit_rule(&j, &unsub, &t.instance), None);
-        let again = step(&j, &t.instance, Input::Exit { event: &unsub, rule }, &ctx(t0()));
+        let again = step(
+            &j,
+            &t.instance,
+            Input::Exit {
+                event: &unsub,
+                rule,
+            },
+            &ctx(t0()),
+        );
         assert!(again.is_noop());
     }
 }
@@ -642,15 +731,40 @@ fn exit_rules_end_the_instance_from_a_delay_and_from_a_hold() {
 fn exit_can_require_the_same_unique_value() {
     let j = exit_journey(false, true);
     let inst = enter(&j, &event("checkout_started", json!({"session_id": "s1"}))).instance;
-    assert_eq!(matching_exit_rule(&j, &event("unsubscribed", json!({"session_id": "s2"})), &inst), None);
-    assert_eq!(matching_exit_rule(&j, &event("unsubscribed", json!({})), &inst), None);
     assert_eq!(
-        matching_exit_rule(&j, &event("unsubscribed", json!({"session_id": "s1"})), &inst),
+        matching_exit_rule(
+            &j,
+            &event("unsubscribed", json!({"session_id": "s2"})),
+            &inst
+        ),
+        None
+    );
+    assert_eq!(
+        matching_exit_rule(&j, &event("unsubscribed", json!({})), &inst),
+        None
+    );
+    assert_eq!(
+        matching_exit_rule(
+            &j,
+            &event("unsubscribed", json!({"session_id": "s1"})),
+            &inst
+        ),
         Some(0)
     );
     // A caller passing a rule that does not match gets no transition.
     let wrong = event("unsubscribed", json!({"session_id": "s2"}));
-    assert!(step(&j, &inst, Input::Exit { event: &wrong, rule: 0 }, &ctx(t0())).is_noop());
+    assert!(
+        step(
+            &j,
+            &inst,
+            Input::Exit {
+                event: &wrong,
+                rule: 0
+            },
+            &ctx(t0())
+        )
+        .is_noop()
+    );
 }
 
 #[test]
@@ -658,8 +772,19 @@ fn send_before_exit_sees_the_exit_event_in_context() {
     let j = exit_journey(true, false);
     let inst = enter(&j, &event("checkout_started", json!({"session_id": "s1"}))).instance;
     let unsub = event("unsubscribed", json!({"why": "too many mails"}));
-    let t = step(&j, &inst, Input::Exit { event: &unsub, rule: 0 }, &ctx(t0()));
-    assert_eq!(kinds(&t), ["cancel_timer", "send", "send", "exited", "exited"]);
+    let t = step(
+        &j,
+        &inst,
+        Input::Exit {
+            event: &unsub,
+            rule: 0,
+        },
+        &ctx(t0()),
+    );
+    assert_eq!(
+        kinds(&t),
+        ["cancel_timer", "send", "send", "exited", "exited"]
+    );
     let send = t.sends().next().unwrap();
     assert_eq!(send.step_key, "exit_rules[0]");
     assert_eq!(send.destination_id, "dest_exit");
@@ -670,11 +795,18 @@ fn send_before_exit_sees_the_exit_event_in_context() {
 fn terminate_ends_any_active_instance() {
     let j = exit_journey(false, false);
     let inst = enter(&j, &event("checkout_started", json!({"session_id": "s1"}))).instance;
-    let t = step(&j, &inst, Input::Terminate(ExitReason::JourneyArchived), &ctx(t0()));
+    let t = step(
+        &j,
+        &inst,
+        Input::Terminate(ExitReason::JourneyArchived),
+        &ctx(t0()),
+    );
     assert_eq!(t.instance.state, InstanceState::Exited);
     assert!(matches!(
         t.effects.last(),
-        Some(Effect::Exited { reason: ExitReason::JourneyArchived })
+        Some(Effect::Exited {
+            reason: ExitReason::JourneyArchived
+        })
     ));
 }
 
@@ -684,14 +816,22 @@ fn a_payload_over_32_kb_fails_the_instance() {
         meta(),
         definition(EntryRule::EnterOnce, vec![], vec![send("big", None)]),
     );
-    let t = enter(&j, &event("checkout_started", json!({"blob": "x".repeat(33 * 1024)})));
+    let t = enter(
+        &j,
+        &event("checkout_started", json!({"blob": "x".repeat(33 * 1024)})),
+    );
     assert_eq!(t.instance.state, InstanceState::Failed);
     assert!(t.sends().next().is_none());
     assert!(matches!(
         t.effects.last(),
-        Some(Effect::Failed { reason: FailReason::PayloadTooLarge { limit: 32768, .. } })
+        Some(Effect::Failed {
+            reason: FailReason::PayloadTooLarge { limit: 32768, .. }
+        })
     ));
-    let fits = enter(&j, &event("checkout_started", json!({"blob": "x".repeat(30 * 1024)})));
+    let fits = enter(
+        &j,
+        &event("checkout_started", json!({"blob": "x".repeat(30 * 1024)})),
+    );
     assert_eq!(fits.instance.state, InstanceState::Completed);
 }
 
@@ -713,12 +853,21 @@ fn a_mapping_replaces_the_body_and_fills_the_action_path() {
         definition(
             EntryRule::EnterOnce,
             vec![],
-            vec![st("s", StepKind::Send(SendStep { spec: s, next: None }))],
+            vec![st(
+                "s",
+                StepKind::Send(SendStep {
+                    spec: s,
+                    next: None,
+                }),
+            )],
         ),
     );
     let t = enter(&j, &event("checkout_started", json!({"cart_id": "c/1 2"})));
     let send = t.sends().next().unwrap();
-    assert_eq!(send.payload, json!({"cart": "c/1 2", "email": "a@example.com"}));
+    assert_eq!(
+        send.payload,
+        json!({"cart": "c/1 2", "email": "a@example.com"})
+    );
     assert_eq!(send.method, "PUT");
     assert_eq!(send.path, "/carts/c%2F1%202");
 }
@@ -737,7 +886,9 @@ fn broken_graphs_fail_instead_of_looping_or_sticking() {
     assert_eq!(t.instance.state, InstanceState::Failed);
     assert!(matches!(
         t.effects.last(),
-        Some(Effect::Failed { reason: FailReason::TooManySteps { .. } })
+        Some(Effect::Failed {
+            reason: FailReason::TooManySteps { .. }
+        })
     ));
     let dangling = Journey::new(
         meta(),
@@ -781,4 +932,18 @@ fn every_transition_is_stamped_with_now_and_its_cause() {
             assert_eq!(entry.cause.label(), "msg-checkout_started");
         }
     }
+}
+
+#[test]
+fn instance_ids_are_deterministic_uuid_shaped() {
+    let id = instance_id("j1", "m1");
+    assert_eq!(id, instance_id("j1", "m1"));
+    assert_ne!(id, instance_id("j2", "m1"));
+    assert_ne!(id, instance_id("j1", "m2"));
+    let groups: Vec<usize> = id.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12]);
+    assert!(
+        id.chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
 }

@@ -7,6 +7,7 @@
 
 mod m20261129_000001_create_catalog_tables;
 mod m20261129_000002_create_runtime_tables;
+mod m20261129_000003_runtime_columns;
 
 use sea_orm::DbBackend;
 use sea_orm_migration::sea_query::{
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_create_catalog_tables::Migration),
             Box::new(m20261129_000002_create_runtime_tables::Migration),
+            Box::new(m20261129_000003_runtime_columns::Migration),
         ]
     }
 }

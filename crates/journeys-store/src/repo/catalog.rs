@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::entity::catalog_event::{self, Column};
@@ -107,38 +107,7 @@ impl<'a> Catalog<'a> {
     /// # Errors
     /// Database errors.
     pub async fn record_seen(&self, seen: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
-        // name -> (first, last, count) within this batch
-        let mut batch: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
-        for (name, at) in seen {
-            let at = micros(*at);
-            batch
-                .entry(name.as_str())
-                .and_modify(|(first, last, count)| {
-                    *first = (*first).min(at);
-                    *last = (*last).max(at);
-                    *count += 1;
-                })
-                .or_insert((at, at, 1));
-        }
-        let rows: Vec<_> = batch.into_iter().collect();
-        let on_conflict = upsert_counts(self.db.get_database_backend());
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let models =
-                chunk
-                    .iter()
-                    .map(|(name, (first, last, count))| catalog_event::ActiveModel {
-                        name: Set((*name).to_owned()),
-                        first_seen: Set(Some(*first)),
-                        last_seen: Set(Some(*last)),
-                        count: Set(*count),
-                        registered: Set(false),
-                    });
-            catalog_event::Entity::insert_many(models)
-                .on_conflict(on_conflict.clone())
-                .exec_without_returning(self.db)
-                .await?;
-        }
-        Ok(())
+        record_seen(self.db, seen).await
     }
 
     /// Whether `name` is in the catalog (seen or registered).
@@ -178,6 +147,44 @@ impl<'a> Catalog<'a> {
             .cloned()
             .collect())
     }
+}
+
+/// [`Catalog::record_seen`] on `db` (a connection or a transaction).
+pub(crate) async fn record_seen<C: ConnectionTrait>(
+    db: &C,
+    seen: &[(String, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    // name -> (first, last, count) within this batch
+    let mut batch: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
+    for (name, at) in seen {
+        let at = micros(*at);
+        batch
+            .entry(name.as_str())
+            .and_modify(|(first, last, count)| {
+                *first = (*first).min(at);
+                *last = (*last).max(at);
+                *count += 1;
+            })
+            .or_insert((at, at, 1));
+    }
+    let rows: Vec<_> = batch.into_iter().collect();
+    let on_conflict = upsert_counts(db.get_database_backend());
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let models = chunk
+            .iter()
+            .map(|(name, (first, last, count))| catalog_event::ActiveModel {
+                name: Set((*name).to_owned()),
+                first_seen: Set(Some(*first)),
+                last_seen: Set(Some(*last)),
+                count: Set(*count),
+                registered: Set(false),
+            });
+        catalog_event::Entity::insert_many(models)
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `ON CONFLICT` clause that merges a batch's `(first, last, count)` into an existing entry.

@@ -291,6 +291,24 @@ impl<'a> Journeys<'a> {
         Ok(updated)
     }
 
+    /// A cheap stamp of the non-draft journeys: `(how many, latest updated_at)`. It changes
+    /// whenever a journey is published, archived or deleted, so the data plane polls it to know
+    /// when to reload its cache.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn published_stamp(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row: Option<(i64, Option<DateTime<Utc>>)> = journey::Entity::find()
+            .select_only()
+            .column_as(Expr::col(Column::Id).count(), "n")
+            .column_as(Expr::col(Column::UpdatedAt).max(), "latest")
+            .filter(Column::State.ne(JourneyState::Draft.as_str()))
+            .into_tuple()
+            .one(self.db)
+            .await?;
+        Ok(row.unwrap_or((0, None)))
+    }
+
     /// Deletes the journey.
     ///
     /// # Errors

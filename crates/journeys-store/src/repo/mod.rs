@@ -13,6 +13,12 @@ mod sources;
 mod timers;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqlErr,
+    TransactionTrait,
+};
+
+use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
 pub use catalog::{Catalog, CatalogEventRecord};
@@ -37,4 +43,76 @@ pub(crate) const INSERT_CHUNK: usize = 500;
 /// writing makes a record read back equal to the one written, on both backends.
 pub(crate) fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
+}
+
+/// Commits `txn` when `result` is `Ok`, rolls it back otherwise, and returns `result`.
+///
+/// The rollback is explicit (not left to `Drop`) so that the connection is clean before the
+/// next caller gets it; with SQLite's single pooled connection that caller is everyone.
+pub(crate) async fn finish<T>(
+    txn: DatabaseTransaction,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            rollback(txn).await;
+            Err(err)
+        }
+    }
+}
+
+/// Rolls `txn` back; a failure is only logged, as the caller is already reporting an error.
+pub(crate) async fn rollback(txn: DatabaseTransaction) {
+    if let Err(err) = txn.rollback().await {
+        tracing::warn!(error = %err, "rollback failed");
+    }
+}
+
+/// Begins a transaction for claiming rows with `FOR UPDATE SKIP LOCKED`.
+///
+/// On MySQL it runs at `READ COMMITTED`: no gap locks (which would block concurrent inserts of
+/// new timers and sends into the scanned range) and locks on scanned rows that do not match are
+/// released at once. SQLite has one writer anyway.
+pub(crate) async fn begin_claim(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == DbBackend::MySql {
+        db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await
+    } else {
+        db.begin().await
+    }
+}
+
+/// Maps a write error inside a runtime transaction: a unique-key violation becomes a
+/// [`StoreError::Conflict`] naming `what` collided.
+pub(crate) fn conflict_on_unique(what: &str, err: DbErr) -> StoreError {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) => {
+            StoreError::Conflict(format!("{what}: {detail}"))
+        }
+        _ => StoreError::from(err),
+    }
+}
+
+/// Quotes an identifier for raw SQL on `backend`.
+pub(crate) fn quoted(backend: DbBackend, ident: &str) -> String {
+    match backend {
+        DbBackend::MySql => format!("`{ident}`"),
+        _ => format!("\"{ident}\""),
+    }
+}
+
+/// `?, ?, ...` with `n` placeholders.
+pub(crate) fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
 }

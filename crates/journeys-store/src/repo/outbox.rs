@@ -5,11 +5,19 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, UpdateMany,
+};
 use serde_json::Value;
 
+use crate::entity::outbox::{self, Column, Entity};
 use crate::error::StoreError;
-use crate::page::Page;
+use crate::page::{self, Page};
+use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros};
+
+const ENTITY: &str = "outbox row";
 
 /// Delivery state of an outbox row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +38,17 @@ impl OutboxStatus {
             Self::Pending => "PENDING",
             Self::Sent => "SENT",
             Self::Dead => "DEAD",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "PENDING" => Ok(Self::Pending),
+            "SENT" => Ok(Self::Sent),
+            "DEAD" => Ok(Self::Dead),
+            other => Err(StoreError::Internal(format!(
+                "unknown outbox status {other:?}"
+            ))),
         }
     }
 }
@@ -70,7 +89,37 @@ pub struct OutboxRecord {
     pub dead_at: Option<DateTime<Utc>>,
 }
 
+impl TryFrom<outbox::Model> for OutboxRecord {
+    type Error = StoreError;
+
+    fn try_from(m: outbox::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            status: OutboxStatus::parse(&m.status)?,
+            id: m.id,
+            instance_id: m.instance_id,
+            profile_id: m.profile_id,
+            journey_id: m.journey_id,
+            step_key: m.step_key,
+            destination_id: m.destination_id,
+            message_id: m.message_id,
+            method: m.method,
+            path: m.path,
+            payload: m.payload,
+            attempts: m.attempts,
+            next_attempt_at: m.next_attempt_at,
+            last_error: m.last_error,
+            traceparent: m.traceparent,
+            created_at: m.created_at,
+            sent_at: m.sent_at,
+            dead_at: m.dead_at,
+        })
+    }
+}
+
 /// Repository of outbox rows; obtained from [`crate::Store::outbox`].
+///
+/// Rows are created by [`crate::Runtime::commit`] together with the transition that queued
+/// them (the transactional outbox); this repository only moves them through their life.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbox<'a> {
     db: &'a DatabaseConnection,
@@ -84,6 +133,11 @@ impl<'a> Outbox<'a> {
     /// Claims up to `limit` pending rows due at `now` whose claim is free or expired, earliest
     /// first, leasing them to the caller until `lease_until`.
     ///
+    /// While the lease holds no other dispatcher gets these rows: on MySQL they are picked with
+    /// `FOR UPDATE SKIP LOCKED` and stamped in the same transaction. The outcome is recorded
+    /// with [`Outbox::mark_sent`], [`Outbox::schedule_retry`] or [`Outbox::mark_dead`]; a row
+    /// whose dispatcher died is claimed again once its lease expired.
+    ///
     /// # Errors
     /// Database errors.
     pub async fn claim_due(
@@ -92,20 +146,55 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let _ = (self.db, now, limit, lease_until);
-        unimplemented!()
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let lease_until = micros(lease_until);
+        let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
+        let txn = begin_claim(self.db).await?;
+        let result = async {
+            let mut query = Entity::find()
+                .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+                .filter(Column::NextAttemptAt.lte(now))
+                .filter(
+                    Condition::any()
+                        .add(Column::ClaimedUntil.is_null())
+                        .add(Column::ClaimedUntil.lt(now)),
+                )
+                .order_by_asc(Column::NextAttemptAt)
+                .limit(u64::from(limit));
+            if skip_locked {
+                query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            }
+            let rows = query.all(&txn).await?;
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                Entity::update_many()
+                    .col_expr(Column::ClaimedUntil, Expr::value(Some(lease_until)))
+                    .filter(Column::Id.is_in(chunk.iter().copied()))
+                    .exec(&txn)
+                    .await?;
+            }
+            rows.into_iter().map(OutboxRecord::try_from).collect()
+        }
+        .await;
+        finish(txn, result).await
     }
 
-    /// Marks the row delivered.
+    /// Marks the row delivered and clears its claim.
     ///
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn mark_sent(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let _ = (id, now);
-        unimplemented!()
+        let update = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(OutboxStatus::Sent.as_str()))
+            .col_expr(Column::SentAt, Expr::value(Some(micros(now))));
+        self.update_one(id, update).await
     }
 
-    /// Records a failed attempt to be retried at `next_attempt_at`, and clears the claim.
+    /// Records a failed attempt (`attempts` made so far, the error) to be retried at
+    /// `next_attempt_at`, and clears the claim. The row stays pending.
     ///
     /// # Errors
     /// [`StoreError::NotFound`].
@@ -116,11 +205,14 @@ impl<'a> Outbox<'a> {
         next_attempt_at: DateTime<Utc>,
         last_error: &str,
     ) -> Result<(), StoreError> {
-        let _ = (id, attempts, next_attempt_at, last_error);
-        unimplemented!()
+        let update = Entity::update_many()
+            .col_expr(Column::Attempts, Expr::value(attempts))
+            .col_expr(Column::NextAttemptAt, Expr::value(micros(next_attempt_at)))
+            .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())));
+        self.update_one(id, update).await
     }
 
-    /// Dead-letters the row with its last error.
+    /// Dead-letters the row with its attempts and last error, and clears its claim.
     ///
     /// # Errors
     /// [`StoreError::NotFound`].
@@ -131,19 +223,45 @@ impl<'a> Outbox<'a> {
         last_error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _ = (id, attempts, last_error, now);
-        unimplemented!()
+        let update = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(OutboxStatus::Dead.as_str()))
+            .col_expr(Column::Attempts, Expr::value(attempts))
+            .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
+            .col_expr(Column::DeadAt, Expr::value(Some(micros(now))));
+        self.update_one(id, update).await
     }
 
-    /// The earliest `next_attempt_at` of pending rows (claimed or not).
+    /// Runs `update` on row `id`, clearing its claim as well.
+    async fn update_one(&self, id: &str, update: UpdateMany<Entity>) -> Result<(), StoreError> {
+        let result = update
+            .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+            .filter(Column::Id.eq(id))
+            .exec(self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::not_found(ENTITY, id));
+        }
+        Ok(())
+    }
+
+    /// The earliest `next_attempt_at` of pending rows, claimed or not: how long a dispatcher
+    /// with nothing to do may sleep.
     ///
     /// # Errors
     /// Database errors.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        unimplemented!()
+        Ok(Entity::find()
+            .select_only()
+            .column(Column::NextAttemptAt)
+            .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .order_by_asc(Column::NextAttemptAt)
+            .into_tuple::<DateTime<Utc>>()
+            .one(self.db)
+            .await?)
     }
 
-    /// Dead letters in id order, optionally of one destination and/or journey.
+    /// Dead letters in id order (creation order), optionally of one destination and/or
+    /// journey.
     ///
     /// # Errors
     /// Database errors.
@@ -154,18 +272,52 @@ impl<'a> Outbox<'a> {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<Page<OutboxRecord>, StoreError> {
-        let _ = (destination_id, journey_id, page_size, page_token);
-        unimplemented!()
+        let size = page::effective_size(page_size);
+        let mut query = Entity::find()
+            .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
+            .order_by_asc(Column::Id)
+            .limit(size + 1);
+        if let Some(destination_id) = destination_id {
+            query = query.filter(Column::DestinationId.eq(destination_id));
+        }
+        if let Some(journey_id) = journey_id {
+            query = query.filter(Column::JourneyId.eq(journey_id));
+        }
+        if let Some(after) = page::token(page_token) {
+            query = query.filter(Column::Id.gt(after));
+        }
+        let rows = query
+            .all(self.db)
+            .await?
+            .into_iter()
+            .map(OutboxRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page::finish(rows, size, |r| r.id.clone()))
     }
 
-    /// Moves dead rows among `ids` back to pending, due at `now` with no attempts; returns how
-    /// many rows changed.
+    /// Moves the dead rows among `ids` back to pending: due at `now`, no attempts, unclaimed
+    /// (the last error is kept for reference). Rows that are not dead are left alone. Returns
+    /// how many rows changed.
     ///
     /// # Errors
     /// Database errors.
     pub async fn replay(&self, ids: &[String], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let _ = (ids, now);
-        unimplemented!()
+        let now = micros(now);
+        let mut changed = 0;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let result = Entity::update_many()
+                .col_expr(Column::Status, Expr::value(OutboxStatus::Pending.as_str()))
+                .col_expr(Column::Attempts, Expr::value(0))
+                .col_expr(Column::NextAttemptAt, Expr::value(now))
+                .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(Column::DeadAt, Expr::value(None::<DateTime<Utc>>))
+                .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
+                .exec(self.db)
+                .await?;
+            changed += result.rows_affected;
+        }
+        Ok(changed)
     }
 
     /// The row with `id`.
@@ -173,7 +325,35 @@ impl<'a> Outbox<'a> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn get(&self, id: &str) -> Result<OutboxRecord, StoreError> {
-        let _ = id;
-        unimplemented!()
+        Entity::find_by_id(id)
+            .one(self.db)
+            .await?
+            .ok_or_else(|| StoreError::not_found(ENTITY, id))?
+            .try_into()
+    }
+}
+
+/// The row for `record`, unclaimed.
+pub(crate) fn to_active_model(record: &OutboxRecord) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        id: Set(record.id.clone()),
+        instance_id: Set(record.instance_id.clone()),
+        profile_id: Set(record.profile_id.clone()),
+        journey_id: Set(record.journey_id.clone()),
+        step_key: Set(record.step_key.clone()),
+        destination_id: Set(record.destination_id.clone()),
+        message_id: Set(record.message_id.clone()),
+        method: Set(record.method.clone()),
+        path: Set(record.path.clone()),
+        payload: Set(record.payload.clone()),
+        status: Set(record.status.as_str().to_owned()),
+        attempts: Set(record.attempts),
+        next_attempt_at: Set(micros(record.next_attempt_at)),
+        last_error: Set(record.last_error.clone()),
+        created_at: Set(micros(record.created_at)),
+        claimed_until: Set(None),
+        traceparent: Set(record.traceparent.clone()),
+        sent_at: Set(record.sent_at.map(micros)),
+        dead_at: Set(record.dead_at.map(micros)),
     }
 }

@@ -37,7 +37,7 @@ impl From<profile::Model> for ProfileRecord {
 }
 
 /// Traits are always written as an object; anything else reads as no traits.
-fn into_object(value: Value) -> Map<String, Value> {
+pub(crate) fn into_object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),

@@ -2,9 +2,15 @@
 //! number of scheduler replicas can run, releasing claims, and reads for tests and health.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
+use crate::entity::timer::{self, Column};
 use crate::error::StoreError;
+use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros};
 
 /// A stored timer. Created and deleted through [`crate::Changes`]; claimed through
 /// [`Timers::claim_due`].
@@ -21,6 +27,20 @@ pub struct TimerRecord {
     pub kind: String,
     /// The step that set the timer.
     pub step_key: String,
+}
+
+impl From<timer::Model> for TimerRecord {
+    fn from(m: timer::Model) -> Self {
+        Self {
+            id: m.id,
+            instance_id: m.instance_id,
+            profile_id: m.profile_id,
+            journey_id: m.journey_id,
+            due_at: m.due_at,
+            kind: m.kind,
+            step_key: m.step_key,
+        }
+    }
 }
 
 /// Health figures of the timer table.
@@ -45,8 +65,14 @@ impl<'a> Timers<'a> {
         Self { db }
     }
 
-    /// Claims up to `limit` timers due at or before `until` whose claim is free or expired,
-    /// earliest first, leasing them to the caller until `lease_until`.
+    /// Claims up to `limit` timers due at or before `until` (which may lie ahead of now, for a
+    /// scheduler that fires from memory) whose claim is free or expired (`claimed_until` before
+    /// the current time), earliest first, and leases them to the caller until `lease_until`.
+    ///
+    /// While the lease holds no other caller gets these timers, in this process or another: on
+    /// MySQL the rows are picked with `FOR UPDATE SKIP LOCKED` and stamped in the same
+    /// transaction. A fired timer is deleted through [`crate::Changes::timers_deleted`]; one
+    /// that will not be fired should be [`Timers::release`]d.
     ///
     /// # Errors
     /// Database errors.
@@ -56,17 +82,42 @@ impl<'a> Timers<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<TimerRecord>, StoreError> {
-        let _ = (self.db, until, limit, lease_until);
-        unimplemented!()
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(Utc::now());
+        let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
+        let txn = begin_claim(self.db).await?;
+        let result = async {
+            let mut query = timer::Entity::find()
+                .filter(Column::DueAt.lte(micros(until)))
+                .filter(
+                    Condition::any()
+                        .add(Column::ClaimedUntil.is_null())
+                        .add(Column::ClaimedUntil.lt(now)),
+                )
+                .order_by_asc(Column::DueAt)
+                .limit(u64::from(limit));
+            if skip_locked {
+                query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            }
+            let rows = query.all(&txn).await?;
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            set_claim(&txn, &ids, Some(micros(lease_until))).await?;
+            Ok(rows.into_iter().map(TimerRecord::from).collect())
+        }
+        .await;
+        finish(txn, result).await
     }
 
-    /// Clears the claims of `ids` (claimed timers that were not fired).
+    /// Clears the claims of `ids` (claimed timers that were not fired), so the next claim
+    /// takes them at once. Missing ids are ignored.
     ///
     /// # Errors
     /// Database errors.
     pub async fn release(&self, ids: &[String]) -> Result<(), StoreError> {
-        let _ = ids;
-        unimplemented!()
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        set_claim(self.db, &ids, None).await
     }
 
     /// The timer with `id`, if it still exists.
@@ -74,8 +125,10 @@ impl<'a> Timers<'a> {
     /// # Errors
     /// Database errors.
     pub async fn get(&self, id: &str) -> Result<Option<TimerRecord>, StoreError> {
-        let _ = id;
-        unimplemented!()
+        Ok(timer::Entity::find_by_id(id)
+            .one(self.db)
+            .await?
+            .map(TimerRecord::from))
     }
 
     /// The timers of one instance, earliest first.
@@ -86,16 +139,67 @@ impl<'a> Timers<'a> {
         &self,
         instance_id: &str,
     ) -> Result<Vec<TimerRecord>, StoreError> {
-        let _ = instance_id;
-        unimplemented!()
+        let rows = timer::Entity::find()
+            .filter(Column::InstanceId.eq(instance_id))
+            .order_by_asc(Column::DueAt)
+            .order_by_asc(Column::Id)
+            .all(self.db)
+            .await?;
+        Ok(rows.into_iter().map(TimerRecord::from).collect())
     }
 
-    /// Counts for health and metrics.
+    /// Counts for health and metrics. `pending` counts the whole table, so this is meant for
+    /// occasional calls, not for every tick.
     ///
     /// # Errors
     /// Database errors.
     pub async fn stats(&self, now: DateTime<Utc>) -> Result<TimerStats, StoreError> {
-        let _ = now;
-        unimplemented!()
+        let pending = timer::Entity::find().count(self.db).await?;
+        let overdue = timer::Entity::find()
+            .filter(Column::DueAt.lt(micros(now)))
+            .count(self.db)
+            .await?;
+        let next_due_at = timer::Entity::find()
+            .select_only()
+            .column(Column::DueAt)
+            .order_by_asc(Column::DueAt)
+            .into_tuple::<DateTime<Utc>>()
+            .one(self.db)
+            .await?;
+        Ok(TimerStats {
+            pending: i64::try_from(pending).unwrap_or(i64::MAX),
+            overdue: i64::try_from(overdue).unwrap_or(i64::MAX),
+            next_due_at,
+        })
+    }
+}
+
+/// Sets (or clears) `claimed_until` of `ids`.
+async fn set_claim<C: ConnectionTrait>(
+    db: &C,
+    ids: &[&str],
+    claimed_until: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        timer::Entity::update_many()
+            .col_expr(Column::ClaimedUntil, Expr::value(claimed_until))
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The row for `timer`, unclaimed.
+pub(crate) fn to_active_model(timer: &TimerRecord) -> timer::ActiveModel {
+    timer::ActiveModel {
+        id: Set(timer.id.clone()),
+        instance_id: Set(timer.instance_id.clone()),
+        profile_id: Set(timer.profile_id.clone()),
+        journey_id: Set(timer.journey_id.clone()),
+        due_at: Set(micros(timer.due_at)),
+        kind: Set(timer.kind.clone()),
+        step_key: Set(timer.step_key.clone()),
+        claimed_until: Set(None),
     }
 }

@@ -47,10 +47,7 @@ pub fn event(e: &pb::Event, now: DateTime<Utc>, path: &str) -> Result<Event, Vec
     };
     let timestamp = match &e.timestamp {
         Some(t) => from_timestamp(t).unwrap_or_else(|| {
-            problems.push(Problem::new(
-                format!("{path}.timestamp"),
-                "out of range",
-            ));
+            problems.push(Problem::new(format!("{path}.timestamp"), "out of range"));
             now
         }),
         None => now,

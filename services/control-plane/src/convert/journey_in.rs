@@ -2,8 +2,8 @@
 
 use journeys_core::Problem;
 use journeys_core::model::{
-    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep,
-    EntryRule, EntryTrigger, ExitRule, FilterMatch, HoldBranch, HoldUntilStep, JourneyDefinition,
+    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep, EntryRule,
+    EntryTrigger, ExitRule, FilterMatch, HoldBranch, HoldUntilStep, JourneyDefinition,
     PropertyFilter, RandomBranch, RandomSplitStep, SendAction, SendSpec, SendStep, Step, StepKind,
 };
 use journeys_proto::v1 as pb;
@@ -17,13 +17,11 @@ pub fn definition(journey: &pb::Journey, problems: &mut Vec<Problem>) -> Journey
     let entry = match &journey.entry {
         Some(e) => entry(e, problems),
         // Validation reports the empty `entry.event`.
-        None => {
-            EntryTrigger {
-                event: String::new(),
-                audience_key: None,
-                filters: Vec::new(),
-            }
-        }
+        None => EntryTrigger {
+            event: String::new(),
+            audience_key: None,
+            filters: Vec::new(),
+        },
     };
     let rule = pb::EntryRule::try_from(journey.entry_rule).unwrap_or(pb::EntryRule::Unspecified);
     let entry_rule = match rule {
@@ -146,7 +144,11 @@ fn step(s: &pb::Step, path: &str, problems: &mut Vec<Problem>) -> Step {
                     .map(|(i, b)| HoldBranch {
                         name: b.name.clone(),
                         event: b.event.clone(),
-                        filters: filters(&b.filters, &format!("{p}.branches[{i}].filters"), problems),
+                        filters: filters(
+                            &b.filters,
+                            &format!("{p}.branches[{i}].filters"),
+                            problems,
+                        ),
                         next: next(&b.next),
                         return_to_start: b.return_to_start,
                     })
@@ -173,7 +175,11 @@ fn step(s: &pb::Step, path: &str, problems: &mut Vec<Problem>) -> Step {
                             .iter()
                             .enumerate()
                             .map(|(j, c)| {
-                                condition(c, &format!("{p}.branches[{i}].conditions[{j}]"), problems)
+                                condition(
+                                    c,
+                                    &format!("{p}.branches[{i}].conditions[{j}]"),
+                                    problems,
+                                )
                             })
                             .collect(),
                         next: next(&b.next),

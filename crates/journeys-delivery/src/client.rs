@@ -1,0 +1,196 @@
+//! The webhook client: one pooled HTTP/1.1 client (plain `http://`, or TLS by rustls on the
+//! `ring` provider with bundled Mozilla roots) that builds, signs and times one request.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use crate::destination::WebhookDestination;
+use crate::error::DeliveryError;
+use crate::signature::{SIGNATURE_HEADER, sign};
+
+/// `User-Agent` of every request.
+const USER_AGENT_VALUE: &str = concat!("journeys/", env!("CARGO_PKG_VERSION"));
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Idle pooled connections are closed after this; most servers close theirs after 60–120 s.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// One request to a destination.
+pub(crate) struct WebhookRequest<'a> {
+    pub destination: &'a WebhookDestination,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The JSON body, serialized once (the signature covers these exact bytes).
+    pub body: Bytes,
+    /// Sent as `Idempotency-Key`: the same on every attempt of one send.
+    pub message_id: &'a str,
+    /// W3C trace context of the transition that queued the send.
+    pub traceparent: Option<&'a str>,
+    /// Signing time.
+    pub now: DateTime<Utc>,
+    /// Response body bytes kept; the rest is discarded.
+    pub body_limit: usize,
+}
+
+/// What the destination answered.
+#[derive(Debug)]
+pub(crate) struct WebhookResponse {
+    pub status: StatusCode,
+    /// Raw `Retry-After` header, when present and readable.
+    pub retry_after: Option<String>,
+    /// At most `body_limit` bytes of the body.
+    pub body: Bytes,
+    /// From sending the request to the end of the (kept part of the) body.
+    pub latency: Duration,
+}
+
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone, Debug)]
+pub(crate) struct WebhookClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl WebhookClient {
+    /// A client keeping up to `max_idle_per_host` idle connections per destination host.
+    pub fn new(max_idle_per_host: usize) -> Self {
+        let mut http = HttpConnector::new();
+        // The https connector wraps this one and needs it to accept `https://` URIs.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        // The ring provider supports the default protocol versions, so this cannot fail; the
+        // expect guards against a rustls change, not against input.
+        #[allow(clippy::expect_used)]
+        let tls = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports rustls' default protocol versions");
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(max_idle_per_host)
+            .build(connector);
+        Self { http }
+    }
+
+    /// Sends one request and reads the response within the destination's timeout.
+    ///
+    /// Any status is a response; only no response at all (timeout, connection failure) or a
+    /// request that cannot be built is an error.
+    pub async fn send(&self, req: WebhookRequest<'_>) -> Result<WebhookResponse, DeliveryError> {
+        let destination = req.destination;
+        let request = build(&req)?;
+        let started = Instant::now();
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| DeliveryError::Transport(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = read_limited(body, req.body_limit).await;
+            Ok::<_, DeliveryError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(destination.timeout, exchange)
+            .await
+            .map_err(|_| DeliveryError::Timeout(destination.timeout))??;
+        Ok(WebhookResponse {
+            status: parts.status,
+            retry_after: parts
+                .headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body,
+            latency: started.elapsed(),
+        })
+    }
+}
+
+fn build(req: &WebhookRequest<'_>) -> Result<http::Request<Full<Bytes>>, DeliveryError> {
+    let destination = req.destination;
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| DeliveryError::InvalidRequest(format!("method {:?}", req.method)))?;
+    let uri = destination.uri_for(req.path)?;
+    let idempotency_key = HeaderValue::from_str(req.message_id).map_err(|_| {
+        DeliveryError::InvalidRequest(format!(
+            "message id {:?} is not a valid header value",
+            req.message_id
+        ))
+    })?;
+    let mut request = http::Request::new(Full::new(req.body.clone()));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    // Configured headers first, so that the protocol's own headers below always win.
+    headers.extend(destination.headers.clone());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers.insert(IDEMPOTENCY_KEY, idempotency_key);
+    if let Some(secret) = &destination.signing_secret {
+        let signature = sign(secret, req.now.timestamp(), &req.body);
+        // Hex digits and ASCII punctuation only, so always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&signature) {
+            headers.insert(HeaderName::from_static(SIGNATURE_HEADER), value);
+        }
+    }
+    if let Some(traceparent) = req.traceparent {
+        match HeaderValue::from_str(traceparent) {
+            Ok(value) => {
+                headers.insert(TRACEPARENT, value);
+            }
+            Err(_) => tracing::debug!(traceparent, "ignoring unreadable traceparent"),
+        }
+    }
+    Ok(request)
+}
+
+/// Up to `limit` bytes of `body`. A body that breaks off is kept as far as it came: the status
+/// has already been received, and it is what decides the delivery.
+async fn read_limited(mut body: Incoming, limit: usize) -> Bytes {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(err) => {
+                tracing::debug!(error = %err, "response body broke off");
+                break;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let room = limit - buf.len();
+        if data.len() >= room {
+            // Dropping the rest closes the connection instead of reading an unbounded body.
+            buf.extend_from_slice(&data[..room]);
+            break;
+        }
+        buf.extend_from_slice(&data);
+    }
+    buf.freeze()
+}
+
+/// An error with its causes, `a: b: c`: hyper's own messages are too terse to act on.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

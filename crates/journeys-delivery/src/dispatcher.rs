@@ -1,0 +1,444 @@
+//! The outbox dispatcher: claims due sends with a lease, delivers them concurrently and records
+//! each outcome (sent, retry later, dead letter).
+//!
+//! It sleeps until the data plane wakes it after a commit, until the next retry comes due, or
+//! for at most `max_idle_wait` (rows committed by other processes, expired leases). Delivery is
+//! at least once: a dispatcher that dies between a send and its mark leaves the row leased, and
+//! the row is sent again with the same `Idempotency-Key` once the lease expires.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use journeys_store::{OutboxRecord, Store};
+
+use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
+use crate::config::DeliveryConfig;
+use crate::destination::DestinationCache;
+use crate::error::DeliveryError;
+use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
+
+/// Response bytes kept for the caller of [`Dispatcher::deliver_once`] (and read, so that the
+/// connection can go back to the pool, for outbox sends).
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// Response body characters quoted in a send's `last_error`.
+const ERROR_EXCERPT_CHARS: usize = 512;
+/// Pause after a failed claim, so that a store outage is not hammered.
+const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a destination answered to a test delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body as text (invalid UTF-8 replaced), at most 64 KiB of it.
+    pub body: String,
+    /// Whether the body was longer than what is kept.
+    pub truncated: bool,
+    /// From sending the request to the end of the response.
+    pub latency: Duration,
+}
+
+/// Wakes the dispatcher: call [`Waker::wake`] right after committing outbox rows, so they are
+/// delivered without waiting for a poll. Cheap to clone; wakes coalesce.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    notify: Arc<Notify>,
+}
+
+impl Waker {
+    /// Makes the dispatcher look for due rows now (or as soon as its current round ends: a wake
+    /// while it is busy is remembered, never lost).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Delivers outbox rows to webhook destinations. Cheap to clone: clones share the connection
+/// pool, the destination cache and the wake-up signal. Run one [`Dispatcher::run`] per process;
+/// any number of processes may run against one store (claims are leased).
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: DeliveryConfig,
+    client: WebhookClient,
+    destinations: DestinationCache,
+    notify: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`'s outbox.
+    #[must_use]
+    pub fn new(store: Store, config: DeliveryConfig) -> Self {
+        if config.lease <= config.max_timeout {
+            tracing::warn!(
+                lease_ms = config.lease.as_millis(),
+                max_timeout_ms = config.max_timeout.as_millis(),
+                "delivery lease not longer than the request timeout: a slow send may be \
+                 claimed and sent again while still in flight"
+            );
+        }
+        let client = WebhookClient::new(config.max_in_flight.max(1));
+        let destinations = DestinationCache::new(
+            config.destination_cache_ttl,
+            config.default_timeout,
+            config.max_timeout,
+        );
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                client,
+                destinations,
+                notify: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// A handle that wakes [`Dispatcher::run`].
+    #[must_use]
+    pub fn waker(&self) -> Waker {
+        Waker {
+            notify: Arc::clone(&self.inner.notify),
+        }
+    }
+
+    /// Delivers due rows until `shutdown` completes, then waits up to `shutdown_grace` for the
+    /// requests in flight. Rows cut off by the end of the grace period are delivered again after
+    /// their lease expires.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let config = &self.inner.config;
+        let max_in_flight = config.max_in_flight.max(1);
+        // Under load, claim in batches instead of one row per finished delivery: each claim is
+        // a store transaction.
+        let min_claim = (max_in_flight / 4).max(1);
+        let mut shutdown = pin!(shutdown);
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        tracing::info!(max_in_flight, "delivery dispatcher started");
+        loop {
+            while let Some(joined) = in_flight.try_join_next() {
+                log_join(joined);
+            }
+            let free = max_in_flight.saturating_sub(in_flight.len());
+            let full = free < min_claim;
+            let wake_at = if full {
+                // Only finished deliveries (or shutdown) let us continue.
+                None
+            } else {
+                let limit = u32::try_from(free)
+                    .unwrap_or(u32::MAX)
+                    .min(config.claim_batch.max(1));
+                Some(self.claim_and_spawn(limit, &mut in_flight).await)
+            };
+            let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = in_flight.join_next(), if full => log_join(joined),
+                () = self.inner.notify.notified() => {}
+                () = sleep => {}
+            }
+        }
+        tracing::info!(in_flight = in_flight.len(), "delivery dispatcher stopping");
+        let drain = async {
+            while let Some(joined) = in_flight.join_next().await {
+                log_join(joined);
+            }
+        };
+        if tokio::time::timeout(config.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = in_flight.len(),
+                "deliveries still in flight after the shutdown grace period; they will be \
+                 sent again when their lease expires"
+            );
+            in_flight.abort_all();
+        }
+    }
+
+    /// Claims up to `limit` due rows, starts their deliveries, and says when to look again.
+    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut JoinSet<()>) -> Instant {
+        let config = &self.inner.config;
+        let outbox = self.inner.store.outbox();
+        let now = Utc::now();
+        let rows = match outbox
+            .claim_due(now, limit, now + to_chrono(config.lease))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not claim outbox rows");
+                return Instant::now() + CLAIM_ERROR_PAUSE;
+            }
+        };
+        let claimed = rows.len();
+        for row in rows {
+            let this = self.clone();
+            in_flight.spawn(async move { this.deliver_row(row).await });
+        }
+        if claimed > 0 {
+            tracing::debug!(claimed, "claimed outbox rows");
+        }
+        if u32::try_from(claimed).is_ok_and(|n| n >= limit) {
+            // A full batch: more rows are probably due.
+            return Instant::now();
+        }
+        let idle = Instant::now() + config.max_idle_wait;
+        match outbox.next_due_at().await {
+            // Due after the claim looked: sleep until then.
+            Ok(Some(due)) if due > now => {
+                let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                idle.min(Instant::now() + wait)
+            }
+            // Due but not claimed: leased (in flight here or elsewhere). Its delivery ends in a
+            // mark or a retry (which wakes us); an expired lease is found by the idle poll.
+            Ok(_) => idle,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the next due outbox row");
+                idle
+            }
+        }
+    }
+
+    /// Delivers one claimed row and records the outcome.
+    async fn deliver_row(self, row: OutboxRecord) {
+        let inner = &self.inner;
+        let destination = match inner
+            .destinations
+            .get(&inner.store, &row.destination_id)
+            .await
+        {
+            Ok(destination) => destination,
+            Err(DeliveryError::Store(err)) => {
+                // Not the send's fault: leave the row leased; it is tried again after the lease.
+                tracing::warn!(outbox_id = %row.id, error = %err, "could not read destination");
+                return;
+            }
+            Err(err) => {
+                self.dead_letter(&row, row.attempts, &err.to_string()).await;
+                return;
+            }
+        };
+        let attempts = row.attempts.saturating_add(1);
+        let sent = match serde_json::to_vec(&row.payload) {
+            Ok(body) => {
+                inner
+                    .client
+                    .send(WebhookRequest {
+                        destination: &destination,
+                        method: &row.method,
+                        path: &row.path,
+                        body: Bytes::from(body),
+                        message_id: &row.message_id,
+                        traceparent: row.traceparent.as_deref(),
+                        now: Utc::now(),
+                        body_limit: MAX_RESPONSE_BODY,
+                    })
+                    .await
+            }
+            Err(err) => Err(DeliveryError::InvalidRequest(format!(
+                "payload does not serialize: {err}"
+            ))),
+        };
+        let now = Utc::now();
+        let (failure, error) = match sent {
+            Ok(response) => match classify_status(response.status.as_u16()) {
+                StatusClass::Delivered => {
+                    self.mark_sent(&row, attempts, &response).await;
+                    return;
+                }
+                StatusClass::Retryable => (
+                    Failure::Transient {
+                        retry_after: response
+                            .retry_after
+                            .as_deref()
+                            .and_then(|v| parse_retry_after(v, now)),
+                    },
+                    describe(&response),
+                ),
+                StatusClass::Final => (Failure::Permanent, describe(&response)),
+            },
+            Err(err) if err.is_transient() => {
+                (Failure::Transient { retry_after: None }, err.to_string())
+            }
+            Err(err) => (Failure::Permanent, err.to_string()),
+        };
+        let decision = inner.config.retry.decide(
+            failure,
+            u32::try_from(attempts).unwrap_or(u32::MAX),
+            budget_start(&row, now),
+            now,
+            &mut rand::rng(),
+        );
+        match decision {
+            Decision::RetryAt(at) => {
+                tracing::info!(
+                    outbox_id = %row.id,
+                    destination_id = %row.destination_id,
+                    message_id = %row.message_id,
+                    attempts,
+                    retry_at = %at,
+                    error = %error,
+                    "delivery failed; will retry"
+                );
+                match inner
+                    .store
+                    .outbox()
+                    .schedule_retry(&row.id, attempts, at, &error)
+                    .await
+                {
+                    // The loop may be asleep past `at`: let it look at the new due time.
+                    Ok(()) => inner.notify.notify_one(),
+                    Err(err) => {
+                        tracing::warn!(outbox_id = %row.id, error = %err, "could not schedule retry");
+                    }
+                }
+            }
+            Decision::DeadLetter => self.dead_letter(&row, attempts, &error).await,
+        }
+    }
+
+    async fn mark_sent(&self, row: &OutboxRecord, attempts: i32, response: &WebhookResponse) {
+        tracing::debug!(
+            outbox_id = %row.id,
+            destination_id = %row.destination_id,
+            message_id = %row.message_id,
+            status = response.status.as_u16(),
+            latency_ms = response.latency.as_secs_f64() * 1000.0,
+            attempts,
+            "delivered"
+        );
+        if let Err(err) = self
+            .inner
+            .store
+            .outbox()
+            .mark_sent(&row.id, Utc::now())
+            .await
+        {
+            // The row is sent again after its lease: a repeat with the same Idempotency-Key.
+            tracing::warn!(outbox_id = %row.id, error = %err, "could not mark delivered");
+        }
+    }
+
+    async fn dead_letter(&self, row: &OutboxRecord, attempts: i32, error: &str) {
+        tracing::warn!(
+            outbox_id = %row.id,
+            destination_id = %row.destination_id,
+            message_id = %row.message_id,
+            attempts,
+            error,
+            "delivery dead-lettered"
+        );
+        if let Err(err) = self
+            .inner
+            .store
+            .outbox()
+            .mark_dead(&row.id, attempts, error, Utc::now())
+            .await
+        {
+            tracing::warn!(outbox_id = %row.id, error = %err, "could not dead-letter");
+        }
+    }
+
+    /// Sends one request to `destination_id` right away, with no retries and no outbox row, and
+    /// returns whatever the destination answered (any status). For "send test event".
+    ///
+    /// The destination is read fresh, so an edit just made is what gets tested.
+    ///
+    /// # Errors
+    /// [`DeliveryError::UnknownDestination`], [`DeliveryError::InvalidDestination`],
+    /// [`DeliveryError::InvalidRequest`] (bad method or path), [`DeliveryError::Timeout`],
+    /// [`DeliveryError::Transport`], [`DeliveryError::Store`].
+    pub async fn deliver_once(
+        &self,
+        destination_id: &str,
+        method: &str,
+        path: &str,
+        payload: &Value,
+        message_id: &str,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let inner = &self.inner;
+        let destination = inner
+            .destinations
+            .refresh(&inner.store, destination_id)
+            .await?;
+        let body = serde_json::to_vec(payload)
+            .map_err(|e| DeliveryError::InvalidRequest(format!("payload: {e}")))?;
+        let response = inner
+            .client
+            .send(WebhookRequest {
+                destination: &destination,
+                method,
+                path,
+                body: Bytes::from(body),
+                message_id,
+                traceparent: None,
+                now: Utc::now(),
+                body_limit: MAX_RESPONSE_BODY + 1,
+            })
+            .await?;
+        let truncated = response.body.len() > MAX_RESPONSE_BODY;
+        let kept = &response.body[..response.body.len().min(MAX_RESPONSE_BODY)];
+        Ok(DeliveryOutcome {
+            status: response.status.as_u16(),
+            body: String::from_utf8_lossy(kept).into_owned(),
+            truncated,
+            latency: response.latency,
+        })
+    }
+}
+
+/// When the retry budget of `row` started. A new row is claimed right after its commit, so its
+/// creation stands for its first attempt. A row with no attempts recorded is on its first
+/// attempt now: that also covers a replayed dead letter (replay resets the attempts), whose first
+/// failure is retried however old the row is. The outbox keeps no first-attempt time, so from
+/// the second failure on a replayed row is measured from its creation again.
+fn budget_start(row: &OutboxRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+    if row.attempts == 0 {
+        now
+    } else {
+        row.created_at
+    }
+}
+
+/// `HTTP 503: <body excerpt>`, for `last_error`.
+fn describe(response: &WebhookResponse) -> String {
+    let text = String::from_utf8_lossy(&response.body);
+    let excerpt: String = text.trim().chars().take(ERROR_EXCERPT_CHARS).collect();
+    if excerpt.is_empty() {
+        format!("HTTP {}", response.status.as_u16())
+    } else {
+        format!("HTTP {}: {excerpt}", response.status.as_u16())
+    }
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined
+        && err.is_panic()
+    {
+        tracing::error!(error = %err, "delivery task panicked; the row is retried after its lease");
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(24 * 60 * 60)
+}
+
+fn to_chrono(duration: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}

@@ -1,0 +1,486 @@
+//! End-to-end delivery: a real dispatcher over a real store (SQLite, and MySQL when
+//! `JOURNEYS_TEST_MYSQL_URL` is set) sending to a real HTTP sink on `127.0.0.1:0`.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hmac::{KeyInit, Mac};
+use serde_json::json;
+use tokio::time::Instant;
+
+use journeys_delivery::{DeliveryConfig, DeliveryError, Dispatcher};
+use journeys_store::OutboxStatus;
+use journeys_store::testing::each_backend;
+
+use support::{Reply, Sink, destination, enqueue, fast_config, outbox_row, spawn, wait_row};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_with_the_same_idempotency_key() {
+    for db in each_backend().await {
+        let sink = Sink::start(vec![
+            Reply::status(500),
+            Reply::status(500).body("still down"),
+        ])
+        .await;
+        let dest = destination(&db, &sink.url(), json!({"headers": {"X-Api-Key": "k-1"}})).await;
+        let row = outbox_row(&dest);
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let received = sink.wait_for(3, PATIENCE).await;
+        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        assert!(stored.sent_at.is_some());
+        assert_eq!(received.len(), 3, "{} on {}", received.len(), db.backend());
+        for request in &received {
+            assert_eq!(request.method, "POST");
+            assert_eq!(request.path, "/hooks/track");
+            assert_eq!(
+                request.header("idempotency-key"),
+                Some(row.message_id.as_str())
+            );
+            assert_eq!(request.json()["messageId"], row.message_id.as_str());
+            assert_eq!(request.json(), row.payload);
+            assert_eq!(request.header("content-type"), Some("application/json"));
+            assert_eq!(request.header("x-api-key"), Some("k-1"));
+            let agent = request.header("user-agent").unwrap_or_default();
+            assert!(agent.starts_with("journeys/"), "{agent}");
+        }
+        // Nothing more once it is sent.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.received().len(), 3);
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_dead_letter_at_once_and_replay_delivers() {
+    for db in each_backend().await {
+        let sink = Sink::start(vec![Reply::status(400).body("{\"error\":\"bad field\"}")]).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let row = outbox_row(&dest);
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        assert_eq!(dead.attempts, 1);
+        assert!(dead.dead_at.is_some());
+        let error = dead.last_error.unwrap_or_default();
+        assert!(
+            error.contains("400") && error.contains("bad field"),
+            "{error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.received().len(), 1, "a 400 is final");
+        let listed = db
+            .outbox()
+            .list_dead(Some(&dest), None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.items.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&row.id]
+        );
+
+        // The destination is fixed; replay delivers once, with the original message id.
+        assert_eq!(
+            db.outbox()
+                .replay(std::slice::from_ref(&row.id), Utc::now())
+                .await
+                .unwrap(),
+            1
+        );
+        waker.wake();
+        let received = sink.wait_for(2, PATIENCE).await;
+        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sink.received().len(), 2);
+        assert_eq!(
+            received[1].header("idempotency-key"),
+            Some(row.message_id.as_str())
+        );
+        assert_eq!(received[1].json()["messageId"], row.message_id.as_str());
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_waits_for_retry_after() {
+    for db in each_backend().await {
+        let sink = Sink::start(vec![Reply::status(429).header("retry-after", "1")]).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let row = outbox_row(&dest);
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let received = sink.wait_for(2, PATIENCE).await;
+        let waited = received[1].at - received[0].at;
+        assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        assert!(stored.sent_at.is_some());
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_signed_and_carry_the_trace() {
+    const SECRET: &str = "whsec_test_123";
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for db in each_backend().await {
+        let sink = Sink::start(Vec::new()).await;
+        let dest = destination(&db, &sink.url(), json!({"signing_secret": SECRET})).await;
+        let mut row = outbox_row(&dest);
+        row.traceparent = Some(TRACEPARENT.to_owned());
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let received = sink.wait_for(1, PATIENCE).await;
+        let request = &received[0];
+        assert_eq!(request.header("traceparent"), Some(TRACEPARENT));
+        let signature = request.header("journeys-signature").expect("signed");
+        let (t, v1) = parse_signature(signature);
+        assert!((Utc::now().timestamp() - t).abs() < 60, "timestamp {t}");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&request.body);
+        assert_eq!(v1, hex::encode(mac.finalize().into_bytes()));
+        // A different body does not verify.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.{{}}").as_bytes());
+        assert_ne!(v1, hex::encode(mac.finalize().into_bytes()));
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_without_a_secret() {
+    for db in each_backend().await {
+        let sink = Sink::start(Vec::new()).await;
+        let dest = destination(&db, &sink.url(), json!({"signing_secret": ""})).await;
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let outcome = dispatcher
+            .deliver_once(&dest, "POST", "/t", &json!({"a": 1}), "m-1")
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, 200);
+        let received = sink.wait_for(1, PATIENCE).await;
+        assert_eq!(received[0].header("journeys-signature"), None);
+        assert_eq!(received[0].header("traceparent"), None);
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
+    for db in each_backend().await {
+        // The first request hangs: the dispatcher that sent it "crashes" before any answer.
+        let sink = Sink::start(vec![Reply::status(200).delay(Duration::from_secs(30))]).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let row = outbox_row(&dest);
+        let config = DeliveryConfig {
+            lease: Duration::from_millis(800),
+            max_idle_wait: Duration::from_millis(100),
+            ..fast_config()
+        };
+        enqueue(&db, vec![row.clone()]).await;
+
+        let crashing = Dispatcher::new(db.store().clone(), config.clone());
+        let (_stop, crashed) = spawn(crashing);
+        sink.wait_for(1, PATIENCE).await;
+        crashed.abort();
+        assert!(crashed.await.unwrap_err().is_cancelled());
+
+        // A new process takes over once the lease has expired.
+        let restarted = Dispatcher::new(db.store().clone(), config);
+        let (stop, task) = spawn(restarted);
+        let received = sink.wait_for(2, PATIENCE).await;
+        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        // Claimed shortly before the first request arrived, so the lease ends a little less
+        // than 800 ms after it; nobody may take the row before.
+        let gap = received[1].at - received[0].at;
+        assert!(gap >= Duration::from_millis(600), "repeated after {gap:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let received = sink.received();
+        assert_eq!(received.len(), 2, "exactly one repeat");
+        for request in &received {
+            assert_eq!(
+                request.header("idempotency-key"),
+                Some(row.message_id.as_str())
+            );
+            assert_eq!(request.json()["messageId"], row.message_id.as_str());
+        }
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_delivers_without_waiting_for_a_poll() {
+    for db in each_backend().await {
+        let sink = Sink::start(Vec::new()).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        // A poll so slow that only the wake can explain a quick delivery.
+        let config = DeliveryConfig {
+            max_idle_wait: Duration::from_secs(60),
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        // Let it find nothing and fall asleep.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        for _ in 0..3 {
+            let before = sink.received().len();
+            let row = outbox_row(&dest);
+            enqueue(&db, vec![row]).await;
+            let woken = Instant::now();
+            waker.wake();
+            let received = sink.wait_for(before + 1, PATIENCE).await;
+            let latency = received[before].at - woken;
+            assert!(
+                latency < Duration::from_millis(500),
+                "delivered {latency:?} after the wake on {}",
+                db.backend()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
+    for db in each_backend().await {
+        let sink = Sink::start(Vec::new()).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let config = DeliveryConfig {
+            max_idle_wait: Duration::from_millis(200),
+            ..fast_config()
+        };
+        let (stop, task) = spawn(Dispatcher::new(db.store().clone(), config));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rows: Vec<_> = (0..20).map(|_| outbox_row(&dest)).collect();
+        enqueue(&db, rows.clone()).await;
+        let received = sink.wait_for(20, PATIENCE).await;
+        let mut keys: Vec<_> = received
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+            .collect();
+        keys.sort();
+        let mut expected: Vec<_> = rows.iter().map(|r| r.message_id.clone()).collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        for row in &rows {
+            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        }
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_run_in_parallel_up_to_the_bound() {
+    for db in each_backend().await {
+        let slow = Reply::status(200).delay(Duration::from_millis(300));
+        let sink = Sink::start(vec![slow; 12]).await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let config = DeliveryConfig {
+            max_in_flight: 4,
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        let rows: Vec<_> = (0..12).map(|_| outbox_row(&dest)).collect();
+        enqueue(&db, rows.clone()).await;
+        waker.wake();
+
+        sink.wait_for(12, PATIENCE).await;
+        for row in &rows {
+            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        }
+        let peak = sink.peak_concurrency();
+        assert!(
+            peak > 1,
+            "rows of one destination go in parallel (peak {peak})"
+        );
+        assert!(peak <= 4, "at most 4 in flight (peak {peak})");
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_retried() {
+    for db in each_backend().await {
+        let sink = Sink::start(vec![Reply::status(200).delay(Duration::from_secs(5))]).await;
+        let dest = destination(&db, &sink.url(), json!({"timeout_ms": 200})).await;
+        let row = outbox_row(&dest);
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let received = sink.wait_for(2, PATIENCE).await;
+        let sent = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        assert!(received[1].at - received[0].at >= Duration::from_millis(200));
+        assert_eq!(
+            received[1].header("idempotency-key"),
+            Some(row.message_id.as_str())
+        );
+        let error = sent.last_error.unwrap_or_default();
+        assert!(error.contains("timed out"), "{error}");
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_destinations_are_dead_lettered() {
+    for db in each_backend().await {
+        let row = outbox_row("0190f0f0-0000-7000-8000-000000000000");
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(&db, vec![row.clone()]).await;
+        waker.wake();
+
+        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        let error = dead.last_error.unwrap_or_default();
+        assert!(
+            error.contains("destination") && error.contains("not found"),
+            "{error}"
+        );
+        assert_eq!(dead.attempts, 0, "no request was made");
+
+        drop(stop);
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_once_reports_what_the_destination_answered() {
+    for db in each_backend().await {
+        let big = "x".repeat(70 * 1024);
+        let sink = Sink::start(vec![
+            Reply::status(201).body("{\"ok\":true}"),
+            Reply::status(503).body("maintenance"),
+            Reply::status(200).body(big),
+        ])
+        .await;
+        let dest = destination(&db, &sink.url(), json!({})).await;
+        let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
+        let payload = json!({"type": "track", "event": "Test", "messageId": "test-1"});
+
+        let outcome = dispatcher
+            .deliver_once(&dest, "POST", "/test", &payload, "test-1")
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, 201);
+        assert_eq!(outcome.body, "{\"ok\":true}");
+        assert!(!outcome.truncated);
+        assert!(outcome.latency > Duration::ZERO);
+        let received = sink.wait_for(1, PATIENCE).await;
+        assert_eq!(received[0].path, "/hooks/test");
+        assert_eq!(received[0].header("idempotency-key"), Some("test-1"));
+        assert_eq!(received[0].json(), payload);
+
+        // No retries: a 503 is reported as it is.
+        let outcome = dispatcher
+            .deliver_once(&dest, "POST", "/test", &payload, "test-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            (outcome.status, outcome.body.as_str()),
+            (503, "maintenance")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sink.received().len(), 2);
+
+        let outcome = dispatcher
+            .deliver_once(&dest, "PUT", "/test", &payload, "test-1")
+            .await
+            .unwrap();
+        assert_eq!(outcome.body.len(), 64 * 1024);
+        assert!(outcome.truncated);
+        assert_eq!(sink.received()[2].method, "PUT");
+
+        let missing = dispatcher
+            .deliver_once("nope", "POST", "/", &payload, "test-1")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(missing, DeliveryError::UnknownDestination(_)),
+            "{missing}"
+        );
+
+        // Nothing listens on a port whose listener was closed.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_url = format!("http://{}/hooks", closed.local_addr().unwrap());
+        drop(closed);
+        let gone = destination(&db, &closed_url, json!({})).await;
+        let err = dispatcher
+            .deliver_once(&gone, "POST", "/", &payload, "test-1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeliveryError::Transport(_)), "{err}");
+        assert!(err.is_transient());
+
+        db.close().await.unwrap();
+    }
+}
+
+/// `t=<unix>,v1=<hex>` into its parts.
+fn parse_signature(header: &str) -> (i64, String) {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse().ok(),
+            Some(("v1", value)) => v1 = Some(value.to_owned()),
+            _ => panic!("unexpected part {part:?} in {header:?}"),
+        }
+    }
+    (t.expect("t="), v1.expect("v1="))
+}

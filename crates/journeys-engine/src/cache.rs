@@ -1,0 +1,217 @@
+//! The published-journey cache: every published and archived journey, decoded and indexed by
+//! the event names it reacts to, plus the keys of the active audiences (for trait sync).
+//!
+//! Lanes take an `Arc` of the current [`Snapshot`] per batch, so a rebuild never blocks them.
+//! A poller compares the store's cheap `published_stamp()` every refresh interval and
+//! rebuilds on change, so a publish or archive takes effect within about one interval.
+//!
+//! Archived journeys stay loaded (marked as such): their active instances keep draining —
+//! hold events, exit rules and timers still apply — but they are never entered.
+//!
+//! Active audience keys are reloaded with every rebuild and otherwise every
+//! [`AUDIENCE_REFRESH_EVERY`] polls: the store's audience listing also counts members, which is
+//! too heavy to run twice a second against large audiences.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use journeys_core::index::JourneyIndex;
+use journeys_core::machine::Journey;
+use journeys_core::model::{JourneyDefinition, JourneyMeta};
+use journeys_store::{JourneyRecord, JourneyState, MAX_PAGE_SIZE, Store, StoreError};
+
+/// The audience list (whose listing also counts members) is reloaded on every this many
+/// polls, and whenever the journeys change.
+pub(crate) const AUDIENCE_REFRESH_EVERY: u32 = 10;
+
+/// What the store's journeys looked like at one moment.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub index: JourneyIndex,
+    /// Ids of archived journeys: loaded for draining, never entered.
+    pub archived: HashSet<String>,
+    /// Keys of active audiences.
+    pub audiences: HashSet<String>,
+}
+
+impl Snapshot {
+    /// Whether new instances of the journey may start.
+    pub fn enterable(&self, journey_id: &str) -> bool {
+        !self.archived.contains(journey_id)
+    }
+}
+
+type Stamp = (i64, Option<DateTime<Utc>>);
+
+#[derive(Debug, Default)]
+struct Loaded {
+    snapshot: Option<Arc<Snapshot>>,
+    stamp: Option<Stamp>,
+}
+
+/// The cache shared by the lanes and its poller.
+#[derive(Debug)]
+pub(crate) struct JourneyCache {
+    store: Store,
+    loaded: RwLock<Loaded>,
+    /// Serializes loads so that concurrent callers do not each rebuild.
+    load: tokio::sync::Mutex<u32>,
+}
+
+impl JourneyCache {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            loaded: RwLock::new(Loaded::default()),
+            load: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot
+            .clone()
+    }
+
+    /// The current snapshot, loading it first if nothing was loaded yet.
+    pub async fn get(&self) -> Result<Arc<Snapshot>, StoreError> {
+        if let Some(snapshot) = self.current() {
+            return Ok(snapshot);
+        }
+        let _guard = self.load.lock().await;
+        if let Some(snapshot) = self.current() {
+            return Ok(snapshot);
+        }
+        self.rebuild().await
+    }
+
+    /// Rebuilds unconditionally (for tests and operator actions that must see the newest
+    /// state).
+    pub async fn reload(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let _guard = self.load.lock().await;
+        self.rebuild().await
+    }
+
+    /// One poll: rebuilds when the journeys changed since the last load; reloads only the
+    /// audiences every [`AUDIENCE_REFRESH_EVERY`] polls otherwise.
+    pub async fn poll(&self) -> Result<(), StoreError> {
+        let mut polls = self.load.lock().await;
+        *polls = polls.wrapping_add(1);
+        let stamp = self.store.journeys().published_stamp().await?;
+        let (known, previous) = {
+            let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+            (loaded.stamp, loaded.snapshot.clone())
+        };
+        match previous {
+            Some(previous) if known == Some(stamp) => {
+                if *polls % AUDIENCE_REFRESH_EVERY == 0 {
+                    let audiences = self.active_audiences().await?;
+                    if audiences != previous.audiences {
+                        let snapshot = Snapshot {
+                            index: previous.index.clone(),
+                            archived: previous.archived.clone(),
+                            audiences,
+                        };
+                        let mut loaded =
+                            self.loaded.write().unwrap_or_else(PoisonError::into_inner);
+                        loaded.snapshot = Some(Arc::new(snapshot));
+                    }
+                }
+                Ok(())
+            }
+            _ => self.rebuild().await.map(drop),
+        }
+    }
+
+    /// Loads everything; the caller holds the load lock.
+    async fn rebuild(&self) -> Result<Arc<Snapshot>, StoreError> {
+        // The stamp is read before the journeys: a change in between shows up as a newer
+        // stamp at the next poll, never as a missed change.
+        let stamp = self.store.journeys().published_stamp().await?;
+        let mut journeys = Vec::new();
+        let mut archived = HashSet::new();
+        for state in [JourneyState::Published, JourneyState::Archived] {
+            for record in self.journeys_in(state).await? {
+                let Some(journey) = decode(&record) else {
+                    continue;
+                };
+                if state == JourneyState::Archived {
+                    archived.insert(record.id.clone());
+                }
+                journeys.push(journey);
+            }
+        }
+        let audiences = self.active_audiences().await?;
+        let snapshot = Arc::new(Snapshot {
+            index: JourneyIndex::new(journeys),
+            archived,
+            audiences,
+        });
+        tracing::debug!(
+            journeys = snapshot.index.len(),
+            archived = snapshot.archived.len(),
+            audiences = snapshot.audiences.len(),
+            "journey cache rebuilt"
+        );
+        let mut loaded = self.loaded.write().unwrap_or_else(PoisonError::into_inner);
+        loaded.snapshot = Some(Arc::clone(&snapshot));
+        loaded.stamp = Some(stamp);
+        Ok(snapshot)
+    }
+
+    async fn journeys_in(&self, state: JourneyState) -> Result<Vec<JourneyRecord>, StoreError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .journeys()
+                .list(Some(state), MAX_PAGE_SIZE, token.as_deref())
+                .await?;
+            all.extend(page.items);
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn active_audiences(&self) -> Result<HashSet<String>, StoreError> {
+        let mut keys = HashSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .audiences()
+                .list(MAX_PAGE_SIZE, token.as_deref())
+                .await?;
+            keys.extend(page.items.into_iter().filter(|a| a.active).map(|a| a.key));
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+}
+
+/// The journey of a stored record, or `None` (logged) when its definition does not decode:
+/// one bad row must not stop every other journey.
+fn decode(record: &JourneyRecord) -> Option<Journey> {
+    match serde_json::from_value::<JourneyDefinition>(record.definition.clone()) {
+        Ok(definition) => Some(Journey::new(
+            JourneyMeta {
+                id: record.id.clone(),
+                version: record.revision,
+                name: record.name.clone(),
+            },
+            definition,
+        )),
+        Err(err) => {
+            tracing::error!(journey_id = %record.id, error = %err, "stored journey definition does not decode; journey not loaded");
+            None
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Translation of core transitions into store rows: timers, outbox rows, timeline rows and
+//! instance rows, gathered into the one [`Changes`] a lane commits.
+//!
+//! Timers set and cancelled within one batch cancel out, so the commit never inserts and
+//! deletes the same row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use journeys_core::machine::{Effect, Instance, InstanceState as CoreState, Transition};
+use journeys_store::{
+    Changes, InstanceRecord, InstanceState, OutboxRecord, OutboxStatus, TimelineEntry, TimerRecord,
+};
+use sha2::{Digest, Sha256};
+
+use crate::stats::StatsDelta;
+
+/// Instances live at most this long (SPEC section 7); the store ends them afterwards.
+const MAX_INSTANCE_LIFETIME_DAYS: i64 = 365;
+
+/// The row id of a core timer id.
+///
+/// Core timer ids are deterministic (`<instance>:<step>:<pass>`) but longer than the store's
+/// 36-character id column, so the row id is a UUID-shaped SHA-256 of the core id: still
+/// deterministic, so a fired timer is matched against the timer its instance waits on by
+/// comparing row ids.
+pub(crate) fn timer_row_id(core_id: &str) -> String {
+    let digest = Sha256::digest(core_id.as_bytes());
+    let x = hex::encode(&digest[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// Rows gathered for one commit.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeSet {
+    pub changes: Changes,
+    timers_new: BTreeMap<String, TimerRecord>,
+    timers_deleted: BTreeSet<String>,
+}
+
+impl ChangeSet {
+    pub fn set_timer(&mut self, timer: TimerRecord) {
+        self.timers_deleted.remove(&timer.id);
+        self.timers_new.insert(timer.id.clone(), timer);
+    }
+
+    pub fn delete_timer(&mut self, row_id: String) {
+        if self.timers_new.remove(&row_id).is_none() {
+            self.timers_deleted.insert(row_id);
+        }
+    }
+
+    /// Ids of the instances this change set creates.
+    pub fn new_instance_ids(&self) -> Vec<String> {
+        self.changes
+            .instances_new
+            .iter()
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Records the effects of a transition (the caller keeps the new instance and writes its
+    /// row once, at the end of the batch). Counts sends and endings into `delta`.
+    pub fn record(&mut self, transition: &Transition, now: DateTime<Utc>, delta: &mut StatsDelta) {
+        let inst = &transition.instance;
+        for effect in &transition.effects {
+            match effect {
+                Effect::SetTimer(timer) => self.set_timer(TimerRecord {
+                    id: timer_row_id(&timer.id),
+                    instance_id: inst.id.clone(),
+                    profile_id: inst.profile_id.clone(),
+                    journey_id: inst.journey_id.clone(),
+                    due_at: timer.due_at,
+                    kind: timer.kind.as_str().to_owned(),
+                    step_key: timer.step_key.clone(),
+                }),
+                Effect::CancelTimer { id } => self.delete_timer(timer_row_id(id)),
+                Effect::Send(send) => {
+                    delta.sends_queued += 1;
+                    self.changes.outbox_new.push(OutboxRecord {
+                        id: journeys_store::new_id(),
+                        instance_id: inst.id.clone(),
+                        profile_id: inst.profile_id.clone(),
+                        journey_id: inst.journey_id.clone(),
+                        step_key: send.step_key.clone(),
+                        destination_id: send.destination_id.clone(),
+                        message_id: send.message_id.clone(),
+                        method: send.method.clone(),
+                        path: send.path.clone(),
+                        payload: send.payload.clone(),
+                        status: OutboxStatus::Pending,
+                        attempts: 0,
+                        next_attempt_at: now,
+                        last_error: None,
+                        traceparent: None,
+                        created_at: now,
+                        sent_at: None,
+                        dead_at: None,
+                    });
+                }
+                Effect::Completed => delta.instances_completed += 1,
+                Effect::Exited { .. } => {}
+                Effect::Failed { reason } => {
+                    delta.instances_failed += 1;
+                    tracing::warn!(
+                        instance_id = %inst.id,
+                        journey_id = %inst.journey_id,
+                        code = reason.code(),
+                        reason = %reason,
+                        "instance failed"
+                    );
+                }
+                Effect::Timeline(entry) => self.changes.timeline.push(TimelineEntry {
+                    instance_id: inst.id.clone(),
+                    profile_id: inst.profile_id.clone(),
+                    at: entry.at,
+                    step_key: entry.step_key.clone(),
+                    kind: entry.kind.as_str().to_owned(),
+                    cause: entry.cause.label().to_owned(),
+                    detail: entry.detail.clone(),
+                }),
+            }
+        }
+    }
+
+    /// Adds the row of an instance changed in this batch: new when `stored_version` is
+    /// `None`, else an update expected to find that version.
+    pub fn write_instance(
+        &mut self,
+        inst: &Instance,
+        stored_version: Option<i64>,
+    ) -> Result<(), serde_json::Error> {
+        let version = stored_version.map_or(1, |v| v + 1);
+        let record = instance_record(inst, version)?;
+        match stored_version {
+            None => self.changes.instances_new.push(record),
+            Some(expected) => self.changes.instances_updated.push((record, expected)),
+        }
+        Ok(())
+    }
+
+    /// The finished change set.
+    pub fn into_changes(mut self) -> Changes {
+        self.changes.timers_new = self.timers_new.into_values().collect();
+        self.changes.timers_deleted = self.timers_deleted.into_iter().collect();
+        self.changes
+    }
+}
+
+/// The stored form of a core instance at `version`.
+fn instance_record(inst: &Instance, version: i64) -> Result<InstanceRecord, serde_json::Error> {
+    let state = match inst.state {
+        CoreState::Active => InstanceState::Active,
+        CoreState::Completed => InstanceState::Completed,
+        CoreState::Exited => InstanceState::Exited,
+        CoreState::Failed => InstanceState::Failed,
+    };
+    let active_key = match (&inst.unique_value, inst.is_active()) {
+        (Some(value), true) => Some(InstanceRecord::active_key_for(
+            &inst.journey_id,
+            &inst.profile_id,
+            value,
+        )),
+        _ => None,
+    };
+    let passes = inst.passes.get(&inst.current_step).copied().unwrap_or(0);
+    Ok(InstanceRecord {
+        id: inst.id.clone(),
+        journey_id: inst.journey_id.clone(),
+        journey_revision: inst.journey_version,
+        profile_id: inst.profile_id.clone(),
+        unique_value: inst.unique_value.clone(),
+        state,
+        current_step: Some(inst.current_step.clone()),
+        waiting_event: inst.waiting_events().first().cloned(),
+        context: serde_json::Value::Object(inst.context.clone()),
+        state_blob: serde_json::to_value(inst)?,
+        passes: i32::try_from(passes).unwrap_or(i32::MAX),
+        version,
+        entered_at: inst.entered_at,
+        updated_at: inst.updated_at,
+        ended_at: inst.ended_at,
+        active_key,
+        expires_at: inst.entered_at + TimeDelta::days(MAX_INSTANCE_LIFETIME_DAYS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(id: &str) -> TimerRecord {
+        TimerRecord {
+            id: id.to_owned(),
+            instance_id: "i".into(),
+            profile_id: "p".into(),
+            journey_id: "j".into(),
+            due_at: Utc::now(),
+            kind: "delay".into(),
+            step_key: "wait".into(),
+        }
+    }
+
+    #[test]
+    fn timer_row_ids_are_deterministic_uuid_shaped() {
+        let a = timer_row_id("0b4e2c1a-0000-0000-0000-000000000000:hold:0");
+        assert_eq!(a.len(), 36);
+        assert_eq!(
+            a,
+            timer_row_id("0b4e2c1a-0000-0000-0000-000000000000:hold:0")
+        );
+        assert_ne!(
+            a,
+            timer_row_id("0b4e2c1a-0000-0000-0000-000000000000:hold:1")
+        );
+    }
+
+    #[test]
+    fn timers_set_and_cancelled_in_one_batch_cancel_out() {
+        let mut set = ChangeSet::default();
+        set.set_timer(timer("t1"));
+        set.set_timer(timer("t2"));
+        set.delete_timer("t1".into());
+        set.delete_timer("t0".into());
+        let changes = set.into_changes();
+        assert_eq!(
+            changes
+                .timers_new
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["t2"]
+        );
+        assert_eq!(changes.timers_deleted, vec!["t0".to_owned()]);
+    }
+}

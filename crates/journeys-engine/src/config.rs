@@ -1,0 +1,58 @@
+//! Tuning of the evaluator runtime: lanes, micro-batches, dedupe window, per-profile limits and
+//! how often the published-journey cache looks for changes.
+
+use std::time::Duration;
+
+/// How the engine runs. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Independent evaluation lanes. A profile always maps to the same lane, so its events
+    /// apply in order; different lanes commit concurrently.
+    pub lanes: usize,
+    /// A lane commits once it has collected this many events (or timers) ...
+    pub max_batch_events: usize,
+    /// ... or once the first item of the batch waited this long, whichever comes first.
+    pub max_batch_delay: Duration,
+    /// A `messageId` seen within this window is acknowledged `DUPLICATE` and ignored.
+    pub dedupe_window: Duration,
+    /// Entries beyond this many active instances of one profile (across journeys) are skipped
+    /// and counted.
+    pub max_active_instances_per_profile: usize,
+    /// Events of one profile beyond this rate are rejected with `rate_limited` (a token bucket
+    /// that holds one second's worth). `0` disables the limit.
+    pub max_events_per_profile_per_sec: u32,
+    /// How often the published-journey cache checks whether a journey was published or
+    /// archived.
+    pub refresh_interval: Duration,
+    /// Events submitted but not yet committed above which new events are rejected with
+    /// `overloaded` instead of queueing without bound.
+    pub max_in_flight_events: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lanes: 4,
+            max_batch_events: 512,
+            max_batch_delay: Duration::from_millis(2),
+            dedupe_window: Duration::from_secs(24 * 60 * 60),
+            max_active_instances_per_profile: 25,
+            max_events_per_profile_per_sec: 25,
+            refresh_interval: Duration::from_millis(500),
+            max_in_flight_events: 100_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The configuration with nonsensical zeros replaced by the smallest workable value.
+    pub(crate) fn normalized(mut self) -> Self {
+        self.lanes = self.lanes.max(1);
+        self.max_batch_events = self.max_batch_events.max(1);
+        if self.refresh_interval.is_zero() {
+            self.refresh_interval = Duration::from_millis(1);
+        }
+        self.max_in_flight_events = self.max_in_flight_events.max(1);
+        self
+    }
+}

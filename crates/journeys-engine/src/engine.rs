@@ -1,0 +1,436 @@
+//! [`Engine`]: the public handle of the evaluator runtime. It starts the lanes and the
+//! journey-cache poller, splits each call by lane, and puts the answers back in input order.
+//!
+//! Work is handed to the lanes synchronously when `submit` is called (before its future is
+//! first polled), so the order of `submit` calls is the order in which a profile's events are
+//! applied, whatever order the returned futures are awaited in.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use journeys_core::machine::ExitReason;
+use journeys_core::model::Event;
+use journeys_store::{InstanceState, Store, TimerRecord};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::ack::{Ack, EventSink};
+use crate::cache::JourneyCache;
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::job::{
+    Item, Job, LaneMessage, Outcome, TerminateOutcome, TimerOutcome, TimerStatus, acks_in_order,
+};
+use crate::lane::{Lane, OnCommit, Shared, lane_of};
+use crate::stats::{EngineStats, StatsDelta};
+use crate::watermark::Watermark;
+
+/// Active instances terminated per round when a journey is archived in exit mode.
+const TERMINATE_PAGE: u32 = 500;
+
+/// The evaluator runtime. Cheap to clone; clones share the lanes.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    lanes: Vec<mpsc::UnboundedSender<LaneMessage>>,
+    watermark: Arc<Watermark>,
+    stopping: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Dropping or firing it stops the cache poller.
+    stop_poller: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts the lanes and the journey-cache poller on the current tokio runtime. The cache
+    /// is loaded by the first batch (or poll), whichever comes first.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    #[must_use]
+    pub fn start(store: Store, config: EngineConfig) -> Self {
+        let config = config.normalized();
+        let shared = Arc::new(Shared {
+            cache: JourneyCache::new(store.clone()),
+            store,
+            counters: crate::stats::Counters::default(),
+            on_commit: RwLock::new(None),
+            config,
+            #[cfg(test)]
+            before_commit: Mutex::new(None),
+        });
+        let mut lanes = Vec::with_capacity(shared.config.lanes);
+        let mut tasks = Vec::with_capacity(shared.config.lanes + 1);
+        for _ in 0..shared.config.lanes {
+            let (tx, rx) = mpsc::unbounded_channel();
+            lanes.push(tx);
+            tasks.push(tokio::spawn(Lane::new(Arc::clone(&shared), rx).run()));
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tasks.push(tokio::spawn(poll_journeys(Arc::clone(&shared), stop_rx)));
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                lanes,
+                watermark: Arc::new(Watermark::default()),
+                stopping: AtomicBool::new(false),
+                tasks: Mutex::new(tasks),
+                stop_poller: Mutex::new(Some(stop_tx)),
+            }),
+        }
+    }
+
+    /// Sets the function called after each commit that queued sends (the delivery
+    /// dispatcher's wake-up). It runs on a lane task: keep it short and non-blocking.
+    pub fn set_on_commit(&self, on_commit: OnCommit) {
+        *self
+            .inner
+            .shared
+            .on_commit
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(on_commit);
+    }
+
+    /// Applies `events` and returns one [`Ack`] per event, in input order, each after the
+    /// event's effects committed. The events are queued before this returns.
+    pub fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send + 'static {
+        let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut delta = StatsDelta::default();
+        let refusal = if self.inner.stopping.load(Ordering::Acquire) {
+            Some(("unavailable", "the engine is shutting down"))
+        } else if self.inner.watermark.in_flight_events() + events.len()
+            > self.inner.shared.config.max_in_flight_events
+        {
+            Some(("overloaded", "too many events in flight; retry later"))
+        } else {
+            None
+        };
+        let mut receivers = Vec::new();
+        if let Some((code, message)) = refusal {
+            for outcome in &mut outcomes {
+                delta.reject(code);
+                *outcome = Some(Outcome::rejected(code, message));
+            }
+        } else {
+            let in_flight = Arc::new(self.inner.watermark.enter(events.len()));
+            let mut parts: Vec<Vec<(usize, String, Item)>> =
+                self.inner.lanes.iter().map(|_| Vec::new()).collect();
+            for (position, event) in events.into_iter().enumerate() {
+                let profile_id = event.profile_id().map(str::to_owned);
+                match profile_id {
+                    Some(profile_id) if !event.message_id.is_empty() => {
+                        let lane = lane_of(&profile_id, parts.len());
+                        parts[lane].push((position, profile_id, Item::Event(event)));
+                    }
+                    _ => {
+                        delta.reject("invalid");
+                        outcomes[position] = Some(Outcome::rejected(
+                            "invalid",
+                            "an event needs a messageId and a userId or anonymousId",
+                        ));
+                    }
+                }
+            }
+            receivers = self.dispatch(parts, Some(&in_flight));
+        }
+        self.inner.shared.counters.apply(&delta);
+        async move {
+            for rx in receivers {
+                if let Ok(answers) = rx.await {
+                    for (position, outcome) in answers {
+                        if let Some(slot) = outcomes.get_mut(position) {
+                            *slot = Some(outcome);
+                        }
+                    }
+                }
+            }
+            acks_in_order(message_ids, outcomes)
+        }
+    }
+
+    /// Fires due timers (for the scheduler): each is applied to its instance through the
+    /// lane of its profile, together with deleting the timer row. Outcomes in input order.
+    ///
+    /// # Errors
+    /// [`EngineError::ShuttingDown`].
+    pub async fn apply_timers(
+        &self,
+        timers: Vec<TimerRecord>,
+    ) -> Result<Vec<TimerOutcome>, EngineError> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let ids: Vec<String> = timers.iter().map(|t| t.id.clone()).collect();
+        let mut parts: Vec<Vec<(usize, String, Item)>> =
+            self.inner.lanes.iter().map(|_| Vec::new()).collect();
+        for (position, timer) in timers.into_iter().enumerate() {
+            let lane = lane_of(&timer.profile_id, parts.len());
+            parts[lane].push((position, timer.profile_id.clone(), Item::Timer(timer)));
+        }
+        let answers = collect(self.dispatch(parts, None), ids.len()).await;
+        Ok(ids
+            .into_iter()
+            .zip(answers)
+            .map(|(timer_id, outcome)| TimerOutcome {
+                timer_id,
+                status: match outcome {
+                    Some(Outcome::Timer(status)) => status,
+                    _ => TimerStatus::Retry {
+                        code: "unavailable".into(),
+                        message: "the engine is shutting down".into(),
+                    },
+                },
+            })
+            .collect())
+    }
+
+    /// Ends one instance at once (`ExitInstance`), through its profile's lane.
+    ///
+    /// # Errors
+    /// [`EngineError::ShuttingDown`]; store errors; [`EngineError::Failed`] when the exit could
+    /// not be committed.
+    pub async fn terminate_instance(
+        &self,
+        instance_id: &str,
+        reason: ExitReason,
+    ) -> Result<TerminateOutcome, EngineError> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let found = self
+            .inner
+            .shared
+            .store
+            .runtime()
+            .instances_by_ids(&[instance_id.to_owned()])
+            .await?;
+        let Some(record) = found.into_iter().next() else {
+            return Ok(TerminateOutcome::NotFound);
+        };
+        if record.state != InstanceState::Active {
+            return Ok(TerminateOutcome::NotActive);
+        }
+        let outcomes = self
+            .terminate(vec![(record.id, record.profile_id)], &reason)
+            .await?;
+        Ok(outcomes
+            .into_iter()
+            .next()
+            .unwrap_or(TerminateOutcome::NotActive))
+    }
+
+    /// Ends every active instance of a journey (archive in exit mode) and returns how many
+    /// were ended. Refreshes the journey cache first, so that once the journey is archived in
+    /// the store no new instance starts here while the old ones are ended.
+    ///
+    /// # Errors
+    /// [`EngineError::ShuttingDown`]; store errors; [`EngineError::Failed`] when an exit could
+    /// not be committed.
+    pub async fn terminate_journey_instances(&self, journey_id: &str) -> Result<u64, EngineError> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        self.refresh_now().await?;
+        let mut total = 0;
+        loop {
+            let page = self
+                .inner
+                .shared
+                .store
+                .runtime()
+                .active_instances_of_journey(journey_id, TERMINATE_PAGE)
+                .await?;
+            if page.is_empty() {
+                return Ok(total);
+            }
+            let targets = page.into_iter().map(|i| (i.id, i.profile_id)).collect();
+            let outcomes = self
+                .terminate(targets, &ExitReason::JourneyArchived)
+                .await?;
+            let ended = outcomes
+                .iter()
+                .filter(|o| **o == TerminateOutcome::Exited)
+                .count();
+            if ended == 0 {
+                // Nothing moved (the rows were ended concurrently): do not spin.
+                return Ok(total);
+            }
+            total += u64::try_from(ended).unwrap_or(u64::MAX);
+        }
+    }
+
+    async fn terminate(
+        &self,
+        targets: Vec<(String, String)>,
+        reason: &ExitReason,
+    ) -> Result<Vec<TerminateOutcome>, EngineError> {
+        let count = targets.len();
+        let mut parts: Vec<Vec<(usize, String, Item)>> =
+            self.inner.lanes.iter().map(|_| Vec::new()).collect();
+        for (position, (instance_id, profile_id)) in targets.into_iter().enumerate() {
+            let lane = lane_of(&profile_id, parts.len());
+            let item = Item::Terminate {
+                instance_id,
+                reason: reason.clone(),
+            };
+            parts[lane].push((position, profile_id, item));
+        }
+        collect(self.dispatch(parts, None), count)
+            .await
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(Outcome::Terminate(Ok(done))) => Ok(done),
+                Some(Outcome::Terminate(Err(message))) => Err(EngineError::Failed(message)),
+                _ => Err(EngineError::ShuttingDown),
+            })
+            .collect()
+    }
+
+    /// Hands each non-empty part to its lane; a lane that is gone leaves its items unanswered.
+    fn dispatch(
+        &self,
+        parts: Vec<Vec<(usize, String, Item)>>,
+        in_flight: Option<&Arc<crate::watermark::InFlight>>,
+    ) -> Vec<oneshot::Receiver<Vec<(usize, Outcome)>>> {
+        let mut receivers = Vec::new();
+        for (lane, items) in parts.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                items,
+                reply,
+                in_flight: in_flight.map(Arc::clone),
+            };
+            if let Some(sender) = self.inner.lanes.get(lane)
+                && sender.send(LaneMessage::Work(job)).is_ok()
+            {
+                receivers.push(rx);
+            }
+        }
+        receivers
+    }
+
+    /// Reloads the published-journey cache now (tests, and operator actions that must see
+    /// the newest state at once).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn refresh_now(&self) -> Result<(), EngineError> {
+        self.inner.shared.cache.reload().await?;
+        Ok(())
+    }
+
+    /// The receive time of the oldest event submitted but not yet committed, or now when
+    /// idle. The scheduler takes a hold timeout with deadline `D` only once this passed `D`.
+    #[must_use]
+    pub fn watermark(&self) -> DateTime<Utc> {
+        self.inner.watermark.current()
+    }
+
+    /// The counters since start.
+    #[must_use]
+    pub fn stats(&self) -> EngineStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// Stops taking work, lets every lane finish (and commit) what was queued, and stops the
+    /// cache poller. Calls made meanwhile are refused (`unavailable` acknowledgements,
+    /// [`EngineError::ShuttingDown`]). Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        for lane in &self.inner.lanes {
+            // A lane that already stopped has nothing left to drain.
+            let _ = lane.send(LaneMessage::Stop);
+        }
+        if let Some(stop) = self
+            .inner
+            .stop_poller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "engine task ended abnormally");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Engine {
+    /// Installs a one-shot hook run right before the next commit of any lane.
+    pub(crate) fn before_next_commit(&self, hook: crate::lane::BeforeCommit) {
+        *self
+            .inner
+            .shared
+            .before_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+}
+
+impl EventSink for Engine {
+    fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send {
+        Engine::submit(self, events)
+    }
+}
+
+/// Waits for every lane's answers and places them by position.
+async fn collect(
+    receivers: Vec<oneshot::Receiver<Vec<(usize, Outcome)>>>,
+    count: usize,
+) -> Vec<Option<Outcome>> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+    for rx in receivers {
+        if let Ok(answers) = rx.await {
+            for (position, outcome) in answers {
+                if let Some(slot) = outcomes.get_mut(position) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// Polls the store's journey stamp every refresh interval until stopped.
+async fn poll_journeys(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    let mut ticks = tokio::time::interval(shared.config.refresh_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {
+                if let Err(err) = shared.cache.poll().await {
+                    tracing::warn!(error = %err, "journey cache refresh failed");
+                }
+            }
+        }
+    }
+}

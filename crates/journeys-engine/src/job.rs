@@ -1,0 +1,119 @@
+//! Work handed to a lane, and the per-item outcomes it sends back.
+//!
+//! One call (`submit`, `apply_timers`, a termination) is split by lane; each part travels as
+//! one [`Job`] carrying the items' positions in the call, so the caller can put the answers
+//! back in input order.
+
+use std::sync::Arc;
+
+use journeys_core::machine::ExitReason;
+use journeys_core::model::Event;
+use journeys_store::TimerRecord;
+use tokio::sync::oneshot;
+
+use crate::ack::{Ack, AckStatus};
+use crate::watermark::InFlight;
+
+/// What happened to one timer handed to [`crate::Engine::apply_timers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerOutcome {
+    pub timer_id: String,
+    pub status: TimerStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerStatus {
+    /// The instance took the timer; its transition committed and the timer row is gone.
+    Fired,
+    /// Deleted without effect: the instance is missing or finished, or waits on another
+    /// timer (a stale one, e.g. a hold restarted or already resolved by an event).
+    Discarded,
+    /// Not applied and left in place (store unavailable, repeated conflicts, journey not
+    /// loaded); the caller should let it be claimed again.
+    Retry { code: String, message: String },
+}
+
+/// What an operator exit did to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminateOutcome {
+    /// The instance was active and is now exited.
+    Exited,
+    /// The instance exists but had already finished.
+    NotActive,
+    /// No instance has this id.
+    NotFound,
+}
+
+/// One item of a lane batch.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Event(Event),
+    Timer(TimerRecord),
+    Terminate {
+        instance_id: String,
+        reason: ExitReason,
+    },
+}
+
+/// The answer for one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ack(AckStatus),
+    Timer(TimerStatus),
+    Terminate(Result<TerminateOutcome, String>),
+}
+
+impl Outcome {
+    /// A rejected event.
+    pub fn rejected(code: &str, message: &str) -> Self {
+        Self::Ack(AckStatus::Rejected {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        })
+    }
+
+    /// The outcome of an item that could not be committed, by failure code.
+    pub fn failed(item: &Item, code: &str, message: &str) -> Self {
+        match item {
+            Item::Event(_) => Self::rejected(code, message),
+            Item::Timer(_) => Self::Timer(TimerStatus::Retry {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }),
+            Item::Terminate { .. } => Self::Terminate(Err(format!("{code}: {message}"))),
+        }
+    }
+}
+
+/// A part of one call, for one lane.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// `(position in the call, profile id, item)`.
+    pub items: Vec<(usize, String, Item)>,
+    pub reply: oneshot::Sender<Vec<(usize, Outcome)>>,
+    /// Holds the call's receive time in the watermark until the lane answered (events only);
+    /// only its `Drop` matters.
+    #[allow(dead_code)]
+    pub in_flight: Option<Arc<InFlight>>,
+}
+
+/// A lane's mailbox message.
+#[derive(Debug)]
+pub(crate) enum LaneMessage {
+    Work(Job),
+    /// Finish what is queued before this message, then stop.
+    Stop,
+}
+
+/// Converts lane outcomes into acknowledgements, in input order; events a lane never answered
+/// (the engine stopped) are rejected as `unavailable`.
+pub(crate) fn acks_in_order(message_ids: Vec<String>, outcomes: Vec<Option<Outcome>>) -> Vec<Ack> {
+    message_ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(message_id, outcome)| match outcome {
+            Some(Outcome::Ack(status)) => Ack { message_id, status },
+            _ => Ack::rejected(message_id, "unavailable", "the engine is shutting down"),
+        })
+        .collect()
+}

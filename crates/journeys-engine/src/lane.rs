@@ -1,0 +1,382 @@
+//! A lane: one task that owns a share of the profiles (by hash), collects micro-batches of
+//! work and applies each in one transaction.
+//!
+//! Per batch: (a) dedupe against the batch and the store's recent `messageId`s, (b) the
+//! per-profile rate limit, (c) one `load_profiles` for the batch, (d) evaluation in item order
+//! ([`crate::plan`]), (e) one commit, (f) answers — only after the commit. A conflict (another
+//! writer moved an instance on, or took a dedupe key or an enter-once pair first) redoes the
+//! batch from (a) with fresh state, up to [`MAX_RETRIES`] times, then item by item so one
+//! contended item cannot hold back the others. An unavailable store fails the batch's items
+//! (`unavailable`); clients retry, and dedupe makes that safe.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use chrono::{TimeDelta, Utc};
+use journeys_store::{Store, StoreError};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use crate::ack::AckStatus;
+use crate::cache::JourneyCache;
+use crate::config::EngineConfig;
+use crate::job::{Item, Job, LaneMessage, Outcome};
+use crate::plan::{Gate, PlanContext, evaluate};
+use crate::rate_limit::RateLimiter;
+use crate::stats::{Counters, StatsDelta};
+
+/// Retries of a whole batch after a conflict (and of each item afterwards).
+pub(crate) const MAX_RETRIES: usize = 3;
+
+/// Called after each commit that queued sends: the delivery dispatcher's wake-up.
+pub type OnCommit = Arc<dyn Fn() + Send + Sync>;
+
+/// Runs once, right before a lane's next commit: lets tests slip a concurrent writer in
+/// between a batch's reads and its commit.
+#[cfg(test)]
+pub(crate) type BeforeCommit = Box<
+    dyn FnOnce(Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send,
+>;
+
+/// What every lane shares.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub config: EngineConfig,
+    pub cache: JourneyCache,
+    pub counters: Counters,
+    pub on_commit: RwLock<Option<OnCommit>>,
+    #[cfg(test)]
+    pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
+}
+
+/// The stable lane of a profile: FNV-1a of its id, modulo the lane count.
+pub(crate) fn lane_of(profile_id: &str, lanes: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in profile_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let lanes = u64::try_from(lanes.max(1)).unwrap_or(1);
+    usize::try_from(hash % lanes).unwrap_or(0)
+}
+
+/// One item of a batch while the lane works on it.
+struct Slot {
+    job: usize,
+    position: usize,
+    profile_id: String,
+    item: Item,
+    /// The rate-limit decision, taken once: a retried batch reuses it.
+    allowed: Option<bool>,
+    outcome: Option<Outcome>,
+}
+
+pub(crate) struct Lane {
+    shared: Arc<Shared>,
+    rx: UnboundedReceiver<LaneMessage>,
+    limiter: RateLimiter,
+}
+
+impl Lane {
+    pub fn new(shared: Arc<Shared>, rx: UnboundedReceiver<LaneMessage>) -> Self {
+        let limiter = RateLimiter::new(shared.config.max_events_per_profile_per_sec);
+        Self {
+            shared,
+            rx,
+            limiter,
+        }
+    }
+
+    /// Runs until a stop message (after finishing everything queued before it) or until every
+    /// sender is gone.
+    pub async fn run(mut self) {
+        loop {
+            let Some(LaneMessage::Work(first)) = self.rx.recv().await else {
+                return;
+            };
+            let (jobs, stop) = self.collect(first).await;
+            self.process(jobs).await;
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Gathers more jobs until the batch is full or its delay ran out. Returns whether a stop
+    /// message (or the end of the channel) was reached.
+    async fn collect(&mut self, first: Job) -> (Vec<Job>, bool) {
+        let max = self.shared.config.max_batch_events;
+        let deadline = tokio::time::Instant::now() + self.shared.config.max_batch_delay;
+        let mut size = first.items.len();
+        let mut jobs = vec![first];
+        while size < max {
+            let next = match self.rx.try_recv() {
+                Ok(message) => Some(message),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(message) => message,
+                        Err(_elapsed) => break,
+                    }
+                }
+            };
+            match next {
+                Some(LaneMessage::Work(job)) => {
+                    size += job.items.len();
+                    jobs.push(job);
+                }
+                Some(LaneMessage::Stop) | None => return (jobs, true),
+            }
+        }
+        (jobs, false)
+    }
+
+    async fn process(&mut self, mut jobs: Vec<Job>) {
+        let mut slots = Vec::new();
+        for (j, job) in jobs.iter_mut().enumerate() {
+            for (position, profile_id, item) in std::mem::take(&mut job.items) {
+                slots.push(Slot {
+                    job: j,
+                    position,
+                    profile_id,
+                    item,
+                    allowed: None,
+                    outcome: None,
+                });
+            }
+        }
+        let all: Vec<usize> = (0..slots.len()).collect();
+        match self.with_retries(&mut slots, &all).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                tracing::warn!(
+                    items = slots.len(),
+                    "batch kept conflicting; applying its items one by one"
+                );
+                for i in all {
+                    if let Err(err) = self.with_retries(&mut slots, &[i]).await {
+                        self.fail(&mut slots, &[i], &err);
+                    }
+                }
+            }
+            Err(err) => self.fail(&mut slots, &all, &err),
+        }
+        reply(jobs, slots);
+    }
+
+    /// One attempt and up to [`MAX_RETRIES`] more while the commit conflicts.
+    async fn with_retries(
+        &mut self,
+        slots: &mut [Slot],
+        which: &[usize],
+    ) -> Result<(), StoreError> {
+        let mut retry = 0;
+        loop {
+            match self.attempt(slots, which, retry > 0).await {
+                Err(StoreError::Conflict(detail)) if retry < MAX_RETRIES => {
+                    self.shared.counters.conflict();
+                    tracing::debug!(%detail, retry, "commit conflicted; re-evaluating");
+                    retry += 1;
+                }
+                Err(StoreError::Conflict(detail)) => {
+                    self.shared.counters.conflict();
+                    return Err(StoreError::Conflict(detail));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Evaluates and commits the items `which` of `slots`, setting their outcomes on success.
+    async fn attempt(
+        &mut self,
+        slots: &mut [Slot],
+        which: &[usize],
+        check_existing: bool,
+    ) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let runtime = shared.store.runtime();
+        let now = Utc::now();
+        let snapshot = shared.cache.get().await?;
+
+        // (a) dedupe, (b) rate limit.
+        let message_ids: Vec<String> = which
+            .iter()
+            .filter_map(|&i| match &slots[i].item {
+                Item::Event(event) => Some(event.message_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let seen = if message_ids.is_empty() {
+            HashSet::new()
+        } else {
+            let window = TimeDelta::from_std(shared.config.dedupe_window).unwrap_or(TimeDelta::MAX);
+            let since = now
+                .checked_sub_signed(window)
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            runtime.seen_message_ids(&message_ids, since).await?
+        };
+        let instant = Instant::now();
+        let mut in_batch: HashSet<String> = HashSet::new();
+        let mut gates = Vec::with_capacity(which.len());
+        for &i in which {
+            let slot = &mut slots[i];
+            let gate = match &slot.item {
+                Item::Event(event) => {
+                    let id = &event.message_id;
+                    if seen.contains(id) || in_batch.contains(id) {
+                        Gate::Answer(Outcome::Ack(AckStatus::Duplicate))
+                    } else if *slot
+                        .allowed
+                        .get_or_insert_with(|| self.limiter.allow(&slot.profile_id, instant))
+                    {
+                        in_batch.insert(id.clone());
+                        Gate::Pass
+                    } else {
+                        Gate::Answer(Outcome::Ack(AckStatus::Rejected {
+                            code: "rate_limited".into(),
+                            message: format!(
+                                "more than {} events per second for this profile",
+                                shared.config.max_events_per_profile_per_sec
+                            ),
+                        }))
+                    }
+                }
+                Item::Timer(_) | Item::Terminate { .. } => Gate::Pass,
+            };
+            gates.push(gate);
+        }
+
+        // (c) load the profiles once.
+        let mut profile_ids: Vec<String> = which
+            .iter()
+            .zip(&gates)
+            .filter(|(_, gate)| **gate == Gate::Pass)
+            .map(|(&i, _)| slots[i].profile_id.clone())
+            .collect();
+        profile_ids.sort_unstable();
+        profile_ids.dedup();
+        let profiles = if profile_ids.is_empty() {
+            HashMap::new()
+        } else {
+            runtime.load_profiles(&profile_ids).await?
+        };
+
+        // (d) evaluate, (e) commit.
+        let items: Vec<(&str, &Item, &Gate)> = which
+            .iter()
+            .zip(&gates)
+            .map(|(&i, gate)| (slots[i].profile_id.as_str(), &slots[i].item, gate))
+            .collect();
+        let none = HashSet::new();
+        let ctx = PlanContext {
+            snapshot: &snapshot,
+            now,
+            max_active: shared.config.max_active_instances_per_profile,
+            existing: &none,
+        };
+        let mut plan = evaluate(&ctx, &profiles, &items).map_err(|e| internal(&e))?;
+        if check_existing && !plan.new_instance_ids.is_empty() {
+            // After a conflict: an entry whose instance already exists (its event resent after
+            // the dedupe window) must be skipped, or the batch would conflict forever.
+            let found = runtime.instances_by_ids(&plan.new_instance_ids).await?;
+            if !found.is_empty() {
+                let existing: HashSet<String> = found.into_iter().map(|i| i.id).collect();
+                let ctx = PlanContext {
+                    existing: &existing,
+                    ..ctx
+                };
+                plan = evaluate(&ctx, &profiles, &items).map_err(|e| internal(&e))?;
+            }
+        }
+        drop(items);
+        #[cfg(test)]
+        {
+            let hook = shared
+                .before_commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(hook) = hook {
+                hook(shared.store.clone()).await;
+            }
+        }
+        if !plan.changes.is_empty() {
+            runtime.commit(&plan.changes).await?;
+            shared.counters.commit();
+        }
+        shared.counters.apply(&plan.delta);
+        if !plan.changes.outbox_new.is_empty() {
+            let wake = shared
+                .on_commit
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(wake) = wake {
+                wake();
+            }
+        }
+        for (&i, outcome) in which.iter().zip(plan.outcomes) {
+            slots[i].outcome = Some(outcome);
+        }
+        Ok(())
+    }
+
+    /// Answers the items `which` with a failure for `err`.
+    fn fail(&self, slots: &mut [Slot], which: &[usize], err: &StoreError) {
+        let (code, message) = match err {
+            StoreError::Unavailable(_) => ("unavailable", "the store is unavailable; retry"),
+            StoreError::Conflict(_) => (
+                "unavailable",
+                "the change kept conflicting with concurrent writers; retry",
+            ),
+            _ => ("internal", "the change could not be stored"),
+        };
+        tracing::warn!(error = %err, items = which.len(), code, "batch failed");
+        let mut delta = StatsDelta::default();
+        for &i in which {
+            let slot = &mut slots[i];
+            if matches!(slot.item, Item::Event(_)) {
+                delta.reject(code);
+            }
+            slot.outcome = Some(Outcome::failed(&slot.item, code, message));
+        }
+        self.shared.counters.apply(&delta);
+    }
+}
+
+fn internal(err: &serde_json::Error) -> StoreError {
+    StoreError::Internal(format!("instance does not serialize: {err}"))
+}
+
+/// Sends each job its outcomes (dropping the job releases its watermark hold).
+fn reply(jobs: Vec<Job>, slots: Vec<Slot>) {
+    let mut answers: Vec<Vec<(usize, Outcome)>> = jobs.iter().map(|_| Vec::new()).collect();
+    for slot in slots {
+        if let (Some(outcome), Some(list)) = (slot.outcome, answers.get_mut(slot.job)) {
+            list.push((slot.position, outcome));
+        }
+    }
+    for (job, list) in jobs.into_iter().zip(answers) {
+        // The caller may have gone away; its items are committed regardless.
+        let _ = job.reply.send(list);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_stable_and_spread() {
+        assert_eq!(lane_of("user-1", 4), lane_of("user-1", 4));
+        let mut used = [false; 4];
+        for i in 0..64 {
+            used[lane_of(&format!("user-{i}"), 4)] = true;
+        }
+        assert!(used.iter().all(|u| *u));
+        assert_eq!(lane_of("anything", 1), 0);
+        assert_eq!(lane_of("anything", 0), 0);
+    }
+}

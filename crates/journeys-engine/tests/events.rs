@@ -1,0 +1,614 @@
+//! Events through the engine on every configured backend: entries, sends, enter-once,
+//! re-entry with hold matching by unique value, exit rules, dedupe, per-profile order and the
+//! per-profile rate limit.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{
+    checkout, engine, engine_with, forwarding, identify, instances, publish, sends, sent_steps,
+    timers, track, unique, welcome_once,
+};
+use futures::future::join_all;
+use journeys_engine::{Ack, AckStatus, EngineConfig};
+use journeys_store::InstanceState;
+use journeys_store::testing::each_backend;
+use serde_json::json;
+
+fn accepted(acks: &[Ack]) -> bool {
+    acks.iter().all(|a| a.status == AckStatus::Accepted)
+}
+
+#[tokio::test]
+async fn forwarding_queues_exactly_the_matching_sends() {
+    for db in each_backend().await {
+        db.audiences()
+            .insert("vip", "VIP", chrono::Utc::now())
+            .await
+            .unwrap();
+        let journey = publish(&db, &forwarding()).await;
+        let engine = engine(&db).await;
+        let wakeups = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&wakeups);
+        engine.set_on_commit(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+
+        let acks = engine
+            .submit(vec![
+                identify("ada", "i1", json!({"vip": true, "name": "Ada"})),
+                identify("bob", "i2", json!({"vip": false, "name": "Bob"})),
+                track(
+                    "ada",
+                    "order_completed",
+                    "o1",
+                    json!({"order_id": "A1", "plan": "pro", "total": 30}),
+                ),
+                track(
+                    "ada",
+                    "order_completed",
+                    "o2",
+                    json!({"order_id": "A2", "plan": "free", "total": 5}),
+                ),
+                track(
+                    "bob",
+                    "order_completed",
+                    "o3",
+                    json!({"order_id": "B1", "plan": "pro", "total": 9}),
+                ),
+                track(
+                    "ada",
+                    "order_completed",
+                    "o4",
+                    json!({"order_id": "A3", "plan": "enterprise", "total": 70}),
+                ),
+                track("ada", "page_viewed", "o5", json!({})),
+            ])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        assert_eq!(
+            acks.iter()
+                .map(|a| a.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["i1", "i2", "o1", "o2", "o3", "o4", "o5"]
+        );
+
+        let rows = sends(&db).await;
+        let mut bodies: Vec<_> = rows.iter().map(|r| r.payload.clone()).collect();
+        bodies.sort_by_key(|b| b["order"].as_str().map(str::to_owned));
+        assert_eq!(
+            bodies,
+            vec![
+                json!({"order": "A1", "total": 30, "customer": "Ada", "event": "forward"}),
+                json!({"order": "A3", "total": 70, "customer": "Ada", "event": "forward"}),
+            ]
+        );
+        for row in &rows {
+            assert_eq!(row.profile_id, "ada");
+            assert_eq!(row.journey_id, journey);
+            assert_eq!(row.destination_id, "dest_1");
+            assert_eq!(row.method, "POST");
+            assert_eq!(row.step_key, "forward");
+        }
+        // Forwarding instances end at once.
+        let ada = instances(&db, &journey, "ada").await;
+        assert_eq!(ada.len(), 2);
+        assert!(ada.iter().all(|i| i.state == InstanceState::Completed));
+        // The identify synced the audience and merged the traits.
+        assert!(db.audiences().is_member("vip", "ada").await.unwrap());
+        assert!(!db.audiences().is_member("vip", "bob").await.unwrap());
+        assert_eq!(
+            db.profiles().get("ada").await.unwrap().traits["name"],
+            json!("Ada")
+        );
+        assert!(db.catalog().contains("page_viewed").await.unwrap());
+
+        assert!(
+            wakeups.load(Ordering::SeqCst) >= 1,
+            "the dispatcher is woken after the commit"
+        );
+        let stats = engine.stats();
+        assert_eq!(stats.events_accepted, 7);
+        assert_eq!(stats.entries, 2);
+        assert_eq!(stats.sends_queued, 2);
+        assert_eq!(stats.entries_skipped.get("filters_not_matched"), Some(&1));
+        assert_eq!(stats.entries_skipped.get("not_in_audience"), Some(&1));
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn enter_once_enters_at_most_once_across_batches() {
+    for db in each_backend().await {
+        let journey = publish(&db, &welcome_once()).await;
+        let engine = engine(&db).await;
+        let first = engine
+            .submit(vec![
+                track("u1", "signed_up", "s1", json!({})),
+                track("u1", "signed_up", "s2", json!({})),
+            ])
+            .await;
+        assert!(accepted(&first));
+        let later = engine
+            .submit(vec![track("u1", "signed_up", "s3", json!({}))])
+            .await;
+        assert!(accepted(&later));
+
+        let all = instances(&db, &journey, "u1").await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state, InstanceState::Active);
+        assert_eq!(all[0].current_step.as_deref(), Some("wait"));
+        assert_eq!(timers(&db, &all[0].id).await.len(), 1);
+        assert_eq!(
+            engine.stats().entries_skipped.get("already_entered"),
+            Some(&2)
+        );
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        let acks = engine
+            .submit(vec![
+                track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
+                track("u1", "checkout_started", "c2", json!({"session_id": "s2"})),
+                // Same value as an active instance: no second one.
+                track("u1", "checkout_started", "c3", json!({"session_id": "s1"})),
+            ])
+            .await;
+        assert!(accepted(&acks));
+        let running = instances(&db, &journey, "u1").await;
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|i| i.state == InstanceState::Active));
+        assert!(
+            running
+                .iter()
+                .all(|i| i.waiting_event.as_deref() == Some("purchase_completed"))
+        );
+        assert_eq!(
+            engine.stats().entries_skipped.get("duplicate_entry"),
+            Some(&1)
+        );
+
+        // A later batch: the purchase of session s2 reaches only that instance.
+        let acks = engine
+            .submit(vec![track(
+                "u1",
+                "purchase_completed",
+                "p1",
+                json!({"session_id": "s2"}),
+            )])
+            .await;
+        assert!(accepted(&acks));
+        let after = instances(&db, &journey, "u1").await;
+        let s1 = after.iter().find(|i| unique(i) == "s1").unwrap();
+        let s2 = after.iter().find(|i| unique(i) == "s2").unwrap();
+        assert_eq!(s1.state, InstanceState::Active);
+        assert_eq!(s2.state, InstanceState::Completed);
+        assert_eq!(s2.version, 2);
+        assert!(
+            timers(&db, &s2.id).await.is_empty(),
+            "the hold timer is cancelled"
+        );
+        assert_eq!(timers(&db, &s1.id).await.len(), 1);
+        let rows = sends(&db).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].instance_id, s2.id);
+        assert_eq!(rows[0].step_key, "thanks");
+        assert_eq!(
+            rows[0].payload["properties"]["journey_context"]["purchase_completed"],
+            json!({"session_id": "s2"})
+        );
+        assert_eq!(engine.stats().hold_matches, 1);
+
+        // With s1 still running, a new session still enters.
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c4",
+                json!({"session_id": "s2"}),
+            )])
+            .await;
+        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn exit_rules_end_instances_and_their_timers() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        let wakeups = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&wakeups);
+        engine.set_on_commit(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        engine
+            .submit(vec![
+                track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
+                track("u1", "checkout_started", "c2", json!({"session_id": "s2"})),
+                track("u2", "checkout_started", "c3", json!({"session_id": "s1"})),
+            ])
+            .await;
+        // Same-session exit rule: only u1's s1.
+        let acks = engine
+            .submit(vec![track(
+                "u1",
+                "session_cancelled",
+                "x1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        assert!(accepted(&acks));
+        let u1 = instances(&db, &journey, "u1").await;
+        let s1 = u1.iter().find(|i| unique(i) == "s1").unwrap();
+        assert_eq!(s1.state, InstanceState::Exited);
+        assert!(s1.active_key.is_none());
+        assert!(timers(&db, &s1.id).await.is_empty());
+        assert_eq!(
+            u1.iter().find(|i| unique(i) == "s2").unwrap().state,
+            InstanceState::Active
+        );
+        assert_eq!(
+            instances(&db, &journey, "u2").await[0].state,
+            InstanceState::Active
+        );
+
+        // Profile-wide exit rule, then the same event name again changes nothing.
+        engine
+            .submit(vec![
+                track("u1", "account_deleted", "x2", json!({})),
+                track("u1", "account_deleted", "x3", json!({})),
+            ])
+            .await;
+        let u1 = instances(&db, &journey, "u1").await;
+        assert!(u1.iter().all(|i| i.state == InstanceState::Exited));
+        assert_eq!(engine.stats().exits, 2);
+        assert!(sends(&db).await.is_empty());
+        assert_eq!(wakeups.load(Ordering::SeqCst), 0, "no sends, no wake-up");
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        let acks = engine
+            .submit(vec![
+                track("u1", "session_cancelled", "x1", json!({"session_id": "s1"})),
+                track("u1", "checkout_started", "c2", json!({"session_id": "s1"})),
+            ])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let all = instances(&db, &journey, "u1").await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all.iter()
+                .filter(|i| i.state == InstanceState::Active)
+                .count(),
+            1
+        );
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        let start = track("u1", "checkout_started", "m1", json!({"session_id": "s1"}));
+        let first = engine.submit(vec![start.clone(), start.clone()]).await;
+        assert_eq!(first[0].status, AckStatus::Accepted);
+        assert_eq!(first[1].status, AckStatus::Duplicate);
+        let again = engine.submit(vec![start]).await;
+        assert_eq!(again[0].status, AckStatus::Duplicate);
+
+        let buy = track(
+            "u1",
+            "purchase_completed",
+            "m2",
+            json!({"session_id": "s1"}),
+        );
+        engine.submit(vec![buy.clone()]).await;
+        // The resent purchase must not count twice (it could not, but it must not even be
+        // evaluated: a new instance for s1 would otherwise be free to take it).
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "m3",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        let resent = engine.submit(vec![buy]).await;
+        assert_eq!(resent[0].status, AckStatus::Duplicate);
+
+        let all = instances(&db, &journey, "u1").await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all.iter()
+                .filter(|i| i.state == InstanceState::Active)
+                .count(),
+            1
+        );
+        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        let stats = engine.stats();
+        assert_eq!(stats.events_duplicate, 3);
+        assert_eq!(stats.events_accepted, 3);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn per_profile_order_is_kept_under_concurrent_submits() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine_with(
+            &db,
+            EngineConfig {
+                lanes: 3,
+                max_batch_events: 7,
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        // For each profile: start a session, then buy in it — one submit per event, every
+        // submit issued before any is awaited, profiles interleaved. Reordering the two would
+        // leave the purchase unmatched and the instance waiting.
+        let mut pending = Vec::new();
+        for session in 0..3 {
+            for user in 0..12 {
+                let profile = format!("u{user}");
+                let s = format!("s{session}");
+                pending.push(engine.submit(vec![track(
+                    &profile,
+                    "checkout_started",
+                    &format!("c-{user}-{session}"),
+                    json!({"session_id": s}),
+                )]));
+                pending.push(engine.submit(vec![track(
+                    &profile,
+                    "purchase_completed",
+                    &format!("p-{user}-{session}"),
+                    json!({"session_id": s}),
+                )]));
+            }
+        }
+        // Several tasks await them in reverse order.
+        let mut handles = Vec::new();
+        while !pending.is_empty() {
+            let chunk: Vec<_> = pending.drain(..pending.len().min(10)).rev().collect();
+            handles.push(tokio::spawn(join_all(chunk)));
+        }
+        for handle in handles {
+            for acks in handle.await.unwrap() {
+                assert!(accepted(&acks), "{acks:?}");
+            }
+        }
+        for user in 0..12 {
+            let profile = format!("u{user}");
+            let all = instances(&db, &journey, &profile).await;
+            assert_eq!(all.len(), 3, "{profile}");
+            assert!(
+                all.iter().all(|i| i.state == InstanceState::Completed),
+                "{profile}"
+            );
+            assert_eq!(
+                sent_steps(&db, &profile).await,
+                ["thanks", "thanks", "thanks"]
+            );
+        }
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
+    for db in each_backend().await {
+        let engine = engine(&db).await;
+        let events = (0..26)
+            .map(|i| track("busy", "page_viewed", &format!("r{i}"), json!({})))
+            .collect();
+        let acks = engine.submit(events).await;
+        assert!(accepted(&acks[..25]));
+        match &acks[25].status {
+            AckStatus::Rejected { code, .. } => assert_eq!(code, "rate_limited"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        // Another profile is not affected.
+        let other = engine
+            .submit(vec![track("calm", "page_viewed", "c1", json!({}))])
+            .await;
+        assert!(accepted(&other));
+        // The rejected event was not stored: resent after a second it is accepted.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let retry = engine
+            .submit(vec![track("busy", "page_viewed", "r25", json!({}))])
+            .await;
+        assert!(accepted(&retry), "{retry:?}");
+        let stats = engine.stats();
+        assert_eq!(stats.events_rejected.get("rate_limited"), Some(&1));
+        assert_eq!(stats.events_accepted, 27);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine_with(
+            &db,
+            EngineConfig {
+                max_active_instances_per_profile: 3,
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        let events = (0..5)
+            .map(|i| {
+                track(
+                    "u1",
+                    "checkout_started",
+                    &format!("c{i}"),
+                    json!({"session_id": format!("s{i}")}),
+                )
+            })
+            .collect();
+        let acks = engine.submit(events).await;
+        assert!(accepted(&acks), "the events themselves are accepted");
+        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        assert_eq!(
+            engine.stats().entries_skipped.get("too_many_instances"),
+            Some(&2)
+        );
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn archived_journeys_take_no_entries_but_drain() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        db.journeys()
+            .set_state(
+                &journey,
+                journeys_store::JourneyState::Archived,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        // The poller picks the archive up within the refresh interval.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        engine
+            .submit(vec![
+                track("u1", "checkout_started", "c2", json!({"session_id": "s2"})),
+                track(
+                    "u1",
+                    "purchase_completed",
+                    "p1",
+                    json!({"session_id": "s1"}),
+                ),
+            ])
+            .await;
+        let all = instances(&db, &journey, "u1").await;
+        assert_eq!(all.len(), 1, "no entry into an archived journey");
+        assert_eq!(
+            all[0].state,
+            InstanceState::Completed,
+            "the running instance drained"
+        );
+        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_queued_events_then_refuses_new_ones() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        let pending: Vec<_> = (0..20)
+            .map(|i| {
+                engine.submit(vec![track(
+                    &format!("u{i}"),
+                    "checkout_started",
+                    &format!("c{i}"),
+                    json!({"session_id": "s"}),
+                )])
+            })
+            .collect();
+        engine.shutdown().await;
+        for acks in join_all(pending).await {
+            assert!(accepted(&acks), "{acks:?}");
+        }
+        for i in 0..20 {
+            assert_eq!(instances(&db, &journey, &format!("u{i}")).await.len(), 1);
+        }
+        let late = engine
+            .submit(vec![track("u1", "checkout_started", "late", json!({}))])
+            .await;
+        assert!(
+            matches!(&late[0].status, AckStatus::Rejected { code, .. } if code == "unavailable")
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
+    for db in each_backend().await {
+        // "Restart the session": the entry event is also an exit rule for the same session.
+        let mut definition = checkout();
+        definition.exit_rules.push(journeys_core::model::ExitRule {
+            event: "checkout_started".into(),
+            filters: Vec::new(),
+            match_unique_identifier: true,
+            send: None,
+        });
+        let journey = publish(&db, &definition).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        let acks = engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c2",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let all = instances(&db, &journey, "u1").await;
+        let states: Vec<_> = all.iter().map(|i| i.state).collect();
+        assert_eq!(states.len(), 2);
+        assert!(states.contains(&InstanceState::Exited) && states.contains(&InstanceState::Active));
+        assert_eq!(engine.stats().conflicts, 0);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}

@@ -1,0 +1,338 @@
+//! Timers and operator exits through the engine on every configured backend: delays and hold
+//! timeouts fire once, an event racing a timer takes exactly one branch (in one engine and
+//! across two), and operator exits end instances.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use common::{
+    checkout, engine, engine_with, instances, publish, sends, sent_steps, timers, track,
+    welcome_once,
+};
+use journeys_core::machine::ExitReason;
+use journeys_engine::{AckStatus, EngineConfig, TerminateOutcome, TimerStatus};
+use journeys_store::InstanceState;
+use journeys_store::testing::each_backend;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_delay_fires_once_and_continues() {
+    for db in each_backend().await {
+        let journey = publish(&db, &welcome_once()).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![track("u1", "signed_up", "s1", json!({}))])
+            .await;
+        let instance = instances(&db, &journey, "u1").await.remove(0);
+        let due = timers(&db, &instance.id).await;
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].kind, "delay");
+        assert_eq!(due[0].step_key, "wait");
+        let in_an_hour = (due[0].due_at - instance.entered_at).num_seconds();
+        assert!((3599..=3601).contains(&in_an_hour), "{in_an_hour}");
+
+        let outcomes = engine.apply_timers(due.clone()).await.unwrap();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].timer_id, due[0].id);
+        assert_eq!(outcomes[0].status, TimerStatus::Fired);
+        let done = instances(&db, &journey, "u1").await.remove(0);
+        assert_eq!(done.state, InstanceState::Completed);
+        assert_eq!(sent_steps(&db, "u1").await, ["welcome"]);
+        assert!(timers(&db, &instance.id).await.is_empty());
+
+        // Firing it again (a second scheduler replica with a stale claim) does nothing.
+        let again = engine.apply_timers(due).await.unwrap();
+        assert_eq!(again[0].status, TimerStatus::Discarded);
+        assert_eq!(sends(&db).await.len(), 1);
+        let stats = engine.stats();
+        assert_eq!((stats.timers_fired, stats.timers_discarded), (1, 1));
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_hold_timeout_takes_the_timeout_branch() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![track(
+                "u1",
+                "checkout_started",
+                "c1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        let instance = instances(&db, &journey, "u1").await.remove(0);
+        let due = timers(&db, &instance.id).await;
+        assert_eq!(due[0].kind, "hold_timeout");
+        let outcomes = engine.apply_timers(due).await.unwrap();
+        assert_eq!(outcomes[0].status, TimerStatus::Fired);
+        assert_eq!(sent_steps(&db, "u1").await, ["nudge"]);
+        // A purchase after the timeout finds nothing waiting.
+        engine
+            .submit(vec![track(
+                "u1",
+                "purchase_completed",
+                "p1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        assert_eq!(sent_steps(&db, "u1").await, ["nudge"]);
+        assert_eq!(
+            instances(&db, &journey, "u1").await[0].state,
+            InstanceState::Completed
+        );
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_timer_of_a_missing_instance_is_discarded() {
+    for db in each_backend().await {
+        let engine = engine(&db).await;
+        let orphan = journeys_store::TimerRecord {
+            id: journeys_store::new_id(),
+            instance_id: journeys_store::new_id(),
+            profile_id: "nobody".into(),
+            journey_id: journeys_store::new_id(),
+            due_at: chrono::Utc::now(),
+            kind: "delay".into(),
+            step_key: "wait".into(),
+        };
+        let outcomes = engine.apply_timers(vec![orphan]).await.unwrap();
+        assert_eq!(outcomes[0].status, TimerStatus::Discarded);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+/// Starts `n` sessions for `n` profiles and returns, per profile, the hold timeout timer.
+async fn waiting_sessions(
+    db: &journeys_store::Store,
+    engine: &journeys_engine::Engine,
+    journey: &str,
+    n: usize,
+) -> Vec<journeys_store::TimerRecord> {
+    let events = (0..n)
+        .map(|i| {
+            track(
+                &format!("u{i}"),
+                "checkout_started",
+                &format!("c{i}"),
+                json!({"session_id": "s"}),
+            )
+        })
+        .collect();
+    let acks = engine.submit(events).await;
+    assert!(acks.iter().all(|a| a.status == AckStatus::Accepted));
+    let mut due = Vec::new();
+    for i in 0..n {
+        let instance = instances(db, journey, &format!("u{i}")).await.remove(0);
+        due.extend(timers(db, &instance.id).await);
+    }
+    assert_eq!(due.len(), n);
+    due
+}
+
+/// Each profile ended with exactly one of the two branches.
+async fn exactly_one_branch_each(
+    db: &journeys_store::Store,
+    journey: &str,
+    n: usize,
+) -> (usize, usize) {
+    let (mut thanks, mut nudges) = (0, 0);
+    for i in 0..n {
+        let profile = format!("u{i}");
+        let steps = sent_steps(db, &profile).await;
+        assert_eq!(steps.len(), 1, "{profile}: {steps:?}");
+        match steps[0].as_str() {
+            "thanks" => thanks += 1,
+            "nudge" => nudges += 1,
+            other => panic!("unexpected send {other}"),
+        }
+        let all = instances(db, journey, &profile).await;
+        assert_eq!(all[0].state, InstanceState::Completed);
+        assert!(timers(db, &all[0].id).await.is_empty());
+    }
+    (thanks, nudges)
+}
+
+#[tokio::test]
+async fn an_event_racing_a_timer_takes_exactly_one_branch() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        let n = 16;
+        let due = waiting_sessions(&db, &engine, &journey, n).await;
+        let purchases = (0..n)
+            .map(|i| {
+                track(
+                    &format!("u{i}"),
+                    "purchase_completed",
+                    &format!("p{i}"),
+                    json!({"session_id": "s"}),
+                )
+            })
+            .collect();
+        let (acks, outcomes) = tokio::join!(engine.submit(purchases), engine.apply_timers(due));
+        assert!(acks.iter().all(|a| a.status == AckStatus::Accepted));
+        let outcomes = outcomes.unwrap();
+        let (thanks, nudges) = exactly_one_branch_each(&db, &journey, n).await;
+        let fired = outcomes
+            .iter()
+            .filter(|o| o.status == TimerStatus::Fired)
+            .count();
+        assert_eq!(fired, nudges);
+        assert_eq!(thanks + nudges, n);
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        // Two engines on one database stand for a data plane and a scheduler process: only
+        // the instance version keeps them from both advancing an instance.
+        let events_engine = engine(&db).await;
+        let timers_engine = engine(&db).await;
+        let n = 16;
+        let due = waiting_sessions(&db, &events_engine, &journey, n).await;
+        let purchases = (0..n)
+            .map(|i| {
+                track(
+                    &format!("u{i}"),
+                    "purchase_completed",
+                    &format!("p{i}"),
+                    json!({"session_id": "s"}),
+                )
+            })
+            .collect();
+        let (acks, outcomes) = tokio::join!(
+            events_engine.submit(purchases),
+            timers_engine.apply_timers(due)
+        );
+        assert!(
+            acks.iter().all(|a| a.status == AckStatus::Accepted),
+            "{acks:?}"
+        );
+        let outcomes = outcomes.unwrap();
+        let (_, nudges) = exactly_one_branch_each(&db, &journey, n).await;
+        let fired = outcomes
+            .iter()
+            .filter(|o| o.status == TimerStatus::Fired)
+            .count();
+        assert_eq!(fired, nudges);
+        events_engine.shutdown().await;
+        timers_engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn operators_end_one_instance_or_all_of_a_journey() {
+    for db in each_backend().await {
+        let journey = publish(&db, &checkout()).await;
+        let engine = engine(&db).await;
+        engine
+            .submit(vec![
+                track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
+                track("u2", "checkout_started", "c2", json!({"session_id": "s1"})),
+                track("u3", "checkout_started", "c3", json!({"session_id": "s1"})),
+            ])
+            .await;
+        let one = instances(&db, &journey, "u1").await.remove(0);
+        assert_eq!(
+            engine
+                .terminate_instance(&one.id, ExitReason::Operator)
+                .await
+                .unwrap(),
+            TerminateOutcome::Exited
+        );
+        assert_eq!(
+            engine
+                .terminate_instance(&one.id, ExitReason::Operator)
+                .await
+                .unwrap(),
+            TerminateOutcome::NotActive
+        );
+        assert_eq!(
+            engine
+                .terminate_instance("no-such-instance", ExitReason::Operator)
+                .await
+                .unwrap(),
+            TerminateOutcome::NotFound
+        );
+        let ended = instances(&db, &journey, "u1").await.remove(0);
+        assert_eq!(ended.state, InstanceState::Exited);
+        assert!(timers(&db, &ended.id).await.is_empty());
+        let detail = db.instances().get(&ended.id).await.unwrap();
+        let last = detail.timeline.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.cause.as_str()),
+            ("exited", "operator")
+        );
+
+        db.journeys()
+            .set_state(
+                &journey,
+                journeys_store::JourneyState::Archived,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.terminate_journey_instances(&journey).await.unwrap(),
+            2
+        );
+        for user in ["u2", "u3"] {
+            assert_eq!(
+                instances(&db, &journey, user).await[0].state,
+                InstanceState::Exited
+            );
+        }
+        assert_eq!(engine.stats().terminations, 3);
+        assert!(sends(&db).await.is_empty());
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
+    for db in each_backend().await {
+        // A long batch delay keeps the event queued (uncommitted) for a while.
+        let engine = engine_with(
+            &db,
+            EngineConfig {
+                max_batch_delay: Duration::from_millis(400),
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        let received = Utc::now();
+        let pending = engine.submit(vec![track("u1", "page_viewed", "w1", json!({}))]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let held = engine.watermark();
+        assert!(held >= received, "{held} < {received}");
+        assert!(
+            held <= Utc::now() - TimeDelta::milliseconds(100),
+            "the watermark moved on while the event was uncommitted"
+        );
+        let acks = pending.await;
+        assert_eq!(acks[0].status, AckStatus::Accepted);
+        let idle = engine.watermark();
+        assert!(
+            idle >= Utc::now() - TimeDelta::milliseconds(50),
+            "idle watermark is now"
+        );
+        engine.shutdown().await;
+        db.close().await.unwrap();
+    }
+}

@@ -1,0 +1,452 @@
+//! The runtime's side of the store: one all-or-nothing commit per micro-batch (or timer
+//! firing), the batched reads the data plane needs before evaluating, statistics, and
+//! housekeeping.
+
+mod commit;
+mod stats;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde_json::{Map, Value};
+
+use crate::entity::{
+    audience, audience_member, dedupe, enter_once, instance, profile, timeline, timer,
+};
+use crate::error::StoreError;
+use crate::repo::instances::{InstanceRecord, InstanceState, TimelineEntry};
+use crate::repo::outbox::OutboxRecord;
+use crate::repo::profiles::into_object;
+use crate::repo::timers::TimerRecord;
+use crate::repo::{INSERT_CHUNK, finish, micros, rollback};
+
+/// Rows deleted per statement (and per transaction) by the purge jobs: big enough to be cheap,
+/// small enough that no lock is held for long.
+const PURGE_CHUNK: usize = 1000;
+
+/// Everything one micro-batch (or one timer firing) changes, committed by [`Runtime::commit`]
+/// in one transaction with multi-row statements.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// `(messageId, seen at)` to remember; a key already stored is a conflict.
+    pub dedupe: Vec<(String, DateTime<Utc>)>,
+    /// `(profile id, traits)` shallow-merged into the profile (created when missing), in order.
+    pub traits: Vec<(String, Map<String, Value>)>,
+    /// `(event name, received at)` for the event catalog.
+    pub catalog_seen: Vec<(String, DateTime<Utc>)>,
+    /// `(audience key, user id)` memberships to add; existing ones, unknown and archived
+    /// audiences are skipped.
+    pub audience_adds: Vec<(String, String)>,
+    /// `(audience key, user id)` memberships to remove (applied after the adds); missing ones,
+    /// unknown and archived audiences are skipped.
+    pub audience_removes: Vec<(String, String)>,
+    /// `(journey id, profile id)` entries of enter-once journeys; an existing pair is a conflict.
+    pub enter_once: Vec<(String, String)>,
+    /// New instances; a taken id or `active_key` is a conflict.
+    pub instances_new: Vec<InstanceRecord>,
+    /// `(instance as it should be stored, version it is expected to have now)`; the caller sets
+    /// `record.version` to `expected + 1`. A stored version other than `expected` is a conflict.
+    pub instances_updated: Vec<(InstanceRecord, i64)>,
+    /// Timeline rows to append.
+    pub timeline: Vec<TimelineEntry>,
+    /// Timers to create.
+    pub timers_new: Vec<TimerRecord>,
+    /// Ids of timers to delete (fired or cancelled); missing ones are ignored.
+    pub timers_deleted: Vec<String>,
+    /// Sends to queue.
+    pub outbox_new: Vec<OutboxRecord>,
+}
+
+impl Changes {
+    /// Whether there is nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dedupe.is_empty()
+            && self.traits.is_empty()
+            && self.catalog_seen.is_empty()
+            && self.audience_adds.is_empty()
+            && self.audience_removes.is_empty()
+            && self.enter_once.is_empty()
+            && self.instances_new.is_empty()
+            && self.instances_updated.is_empty()
+            && self.timeline.is_empty()
+            && self.timers_new.is_empty()
+            && self.timers_deleted.is_empty()
+            && self.outbox_new.is_empty()
+    }
+}
+
+/// What the data plane needs to know about one profile before evaluating its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileState {
+    /// Stored traits (empty when the profile has none yet).
+    pub traits: Map<String, Value>,
+    /// Keys of the active audiences the profile belongs to, sorted.
+    pub audiences: Vec<String>,
+    /// The profile's active instances, across journeys, in id order.
+    pub active_instances: Vec<InstanceRecord>,
+    /// Ids of the enter-once journeys the profile has entered, sorted.
+    pub entered_once: Vec<String>,
+}
+
+/// Per-step counts of one journey.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepCounts {
+    pub step_key: String,
+    /// Instances that reached the step (timeline `entered` and `step` rows).
+    pub entered: i64,
+    /// Active instances currently at the step.
+    pub waiting: i64,
+    /// Reached the step and moved on or ended there: `entered - waiting - exited`, never
+    /// negative.
+    pub completed: i64,
+    /// Instances that exited while at the step.
+    pub exited: i64,
+}
+
+/// Per-step delivery counts of one journey.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendCounts {
+    pub step_key: String,
+    pub sent: i64,
+    /// Sends that failed at least once (retried or with an error recorded).
+    pub failed: i64,
+    pub dead_lettered: i64,
+}
+
+/// How often one branch of a step was taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BranchCounts {
+    pub step_key: String,
+    pub branch_name: String,
+    pub taken: i64,
+}
+
+/// Statistics of one journey, each list sorted by step key (then branch name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JourneyStats {
+    pub steps: Vec<StepCounts>,
+    pub sends: Vec<SendCounts>,
+    pub branches: Vec<BranchCounts>,
+}
+
+/// The runtime's repository; obtained from [`crate::Store::runtime`].
+#[derive(Debug, Clone, Copy)]
+pub struct Runtime<'a> {
+    db: &'a DatabaseConnection,
+}
+
+impl<'a> Runtime<'a> {
+    pub(crate) fn new(db: &'a DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Writes `changes` in one transaction: all of them or, on any error, none. Rows are
+    /// written with multi-row statements of at most 500 rows. Profile, enter-once and audience
+    /// timestamps are the commit time.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] on a taken dedupe key, enter-once pair, instance id, active key,
+    /// timer or outbox id, or an instance version mismatch (the message names what collided);
+    /// [`StoreError::Unavailable`] on a deadlock or lock timeout (retry the batch); other
+    /// database errors.
+    pub async fn commit(&self, changes: &Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        match commit::apply(&txn, changes, Utc::now()).await {
+            Ok(()) => finish(txn, Ok(())).await,
+            Err(commit::Failure::Store(err)) => finish(txn, Err(err)).await,
+            Err(commit::Failure::Versions(candidates)) => {
+                rollback(txn).await;
+                Err(commit::version_conflict(self.db, &candidates).await)
+            }
+        }
+    }
+
+    /// The ids among `message_ids` seen at or after `since`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn seen_message_ids(
+        &self,
+        message_ids: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let since = micros(since);
+        let mut seen = HashSet::new();
+        for chunk in message_ids.chunks(INSERT_CHUNK) {
+            seen.extend(
+                dedupe::Entity::find()
+                    .select_only()
+                    .column(dedupe::Column::MessageId)
+                    .filter(dedupe::Column::MessageId.is_in(chunk.iter().map(String::as_str)))
+                    .filter(dedupe::Column::SeenAt.gte(since))
+                    .into_tuple::<String>()
+                    .all(self.db)
+                    .await?,
+            );
+        }
+        Ok(seen)
+    }
+
+    /// The state of each profile in `profile_ids` (an entry for every id, empty for unknown
+    /// profiles), read with four `IN (...)` queries per 500 profiles plus one for audiences.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn load_profiles(
+        &self,
+        profile_ids: &[String],
+    ) -> Result<HashMap<String, ProfileState>, StoreError> {
+        let ids: BTreeSet<&str> = profile_ids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let mut states: HashMap<String, ProfileState> = ids
+            .iter()
+            .map(|id| ((*id).to_owned(), ProfileState::default()))
+            .collect();
+        let mut memberships: Vec<(String, String)> = Vec::new();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let profiles = profile::Entity::find()
+                .filter(profile::Column::UserId.is_in(chunk.iter().copied()))
+                .all(self.db)
+                .await?;
+            for p in profiles {
+                if let Some(state) = states.get_mut(&p.user_id) {
+                    state.traits = into_object(p.traits);
+                }
+            }
+            memberships.extend(
+                audience_member::Entity::find()
+                    .select_only()
+                    .column(audience_member::Column::AudienceKey)
+                    .column(audience_member::Column::UserId)
+                    .filter(audience_member::Column::UserId.is_in(chunk.iter().copied()))
+                    .into_tuple::<(String, String)>()
+                    .all(self.db)
+                    .await?,
+            );
+            let active = instance::Entity::find()
+                .filter(instance::Column::ProfileId.is_in(chunk.iter().copied()))
+                .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
+                .order_by_asc(instance::Column::Id)
+                .all(self.db)
+                .await?;
+            for m in active {
+                let record = InstanceRecord::try_from(m)?;
+                if let Some(state) = states.get_mut(&record.profile_id) {
+                    state.active_instances.push(record);
+                }
+            }
+            let entered = enter_once::Entity::find()
+                .select_only()
+                .column(enter_once::Column::JourneyId)
+                .column(enter_once::Column::ProfileId)
+                .filter(enter_once::Column::ProfileId.is_in(chunk.iter().copied()))
+                .into_tuple::<(String, String)>()
+                .all(self.db)
+                .await?;
+            for (journey_id, profile_id) in entered {
+                if let Some(state) = states.get_mut(&profile_id) {
+                    state.entered_once.push(journey_id);
+                }
+            }
+        }
+        let keys: BTreeSet<&str> = memberships.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let mut active_keys: HashSet<String> = HashSet::new();
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            active_keys.extend(
+                audience::Entity::find()
+                    .select_only()
+                    .column(audience::Column::Key)
+                    .filter(audience::Column::Key.is_in(chunk.iter().copied()))
+                    .filter(audience::Column::Active.eq(true))
+                    .into_tuple::<String>()
+                    .all(self.db)
+                    .await?,
+            );
+        }
+        for (key, user) in memberships {
+            if active_keys.contains(&key)
+                && let Some(state) = states.get_mut(&user)
+            {
+                state.audiences.push(key);
+            }
+        }
+        for state in states.values_mut() {
+            state.audiences.sort();
+            state.entered_once.sort();
+        }
+        Ok(states)
+    }
+
+    /// The instances among `ids` that exist, in id order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn instances_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let rows = instance::Entity::find()
+                .filter(instance::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .all(self.db)
+                .await?;
+            for m in rows {
+                out.push(InstanceRecord::try_from(m)?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    /// Up to `limit` active instances of a journey, in id order (archive-with-exit works
+    /// through them batch by batch, each batch ending its instances).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn active_instances_of_journey(
+        &self,
+        journey_id: &str,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        instance::Entity::find()
+            .filter(instance::Column::JourneyId.eq(journey_id))
+            .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
+            .order_by_asc(instance::Column::Id)
+            .limit(u64::from(limit))
+            .all(self.db)
+            .await?
+            .into_iter()
+            .map(InstanceRecord::try_from)
+            .collect()
+    }
+
+    /// Step, send and branch counts of a journey (see [`JourneyStats`]), from grouped queries.
+    /// Purged instances no longer count.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn journey_stats(&self, journey_id: &str) -> Result<JourneyStats, StoreError> {
+        stats::journey_stats(self.db, journey_id).await
+    }
+
+    /// Deletes dedupe keys seen before `before`, in small transactions; returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge_dedupe(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = micros(before);
+        let mut purged = 0;
+        loop {
+            let ids = dedupe::Entity::find()
+                .select_only()
+                .column(dedupe::Column::MessageId)
+                .filter(dedupe::Column::SeenAt.lt(before))
+                .limit(PURGE_CHUNK as u64)
+                .into_tuple::<String>()
+                .all(self.db)
+                .await?;
+            if ids.is_empty() {
+                return Ok(purged);
+            }
+            purged += dedupe::Entity::delete_many()
+                .filter(dedupe::Column::MessageId.is_in(ids.iter().map(String::as_str)))
+                .filter(dedupe::Column::SeenAt.lt(before))
+                .exec(self.db)
+                .await?
+                .rows_affected;
+            if ids.len() < PURGE_CHUNK {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Deletes finished (completed, exited or failed) instances that ended before
+    /// `ended_before`, with their timeline and any leftover timers, one small transaction per
+    /// chunk; returns how many instances. Outbox rows stay (dead letters remain visible).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge_finished_instances(
+        &self,
+        ended_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ended_before = micros(ended_before);
+        let finished = [
+            InstanceState::Completed.as_str(),
+            InstanceState::Exited.as_str(),
+            InstanceState::Failed.as_str(),
+        ];
+        let mut purged = 0;
+        loop {
+            let ids = instance::Entity::find()
+                .select_only()
+                .column(instance::Column::Id)
+                .filter(instance::Column::State.is_in(finished))
+                .filter(instance::Column::EndedAt.lt(ended_before))
+                .limit(PURGE_CHUNK as u64)
+                .into_tuple::<String>()
+                .all(self.db)
+                .await?;
+            if ids.is_empty() {
+                return Ok(purged);
+            }
+            let txn = self.db.begin().await?;
+            let result = async {
+                let ids = || ids.iter().map(String::as_str);
+                timeline::Entity::delete_many()
+                    .filter(timeline::Column::InstanceId.is_in(ids()))
+                    .exec(&txn)
+                    .await?;
+                timer::Entity::delete_many()
+                    .filter(timer::Column::InstanceId.is_in(ids()))
+                    .exec(&txn)
+                    .await?;
+                let deleted = instance::Entity::delete_many()
+                    .filter(instance::Column::Id.is_in(ids()))
+                    .filter(instance::Column::State.is_in(finished))
+                    .exec(&txn)
+                    .await?;
+                Ok(deleted.rows_affected)
+            }
+            .await;
+            purged += finish(txn, result).await?;
+            if ids.len() < PURGE_CHUNK {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Up to `limit` active instances whose `expires_at` is at or before `now`, earliest first
+    /// (the age limit of SPEC §7; the caller ends them).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn expired_active_instances(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        instance::Entity::find()
+            .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
+            .filter(instance::Column::ExpiresAt.lte(micros(now)))
+            .order_by_asc(instance::Column::ExpiresAt)
+            .order_by_asc(instance::Column::Id)
+            .limit(u64::from(limit))
+            .all(self.db)
+            .await?
+            .into_iter()
+            .map(InstanceRecord::try_from)
+            .collect()
+    }
+}

@@ -1,0 +1,844 @@
+//! The runtime's batched commit and reads on every configured backend.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use serde_json::{Map, Value, json};
+
+use journeys_store::testing::each_backend;
+use journeys_store::{
+    BranchCounts, Changes, InstanceRecord, InstanceState, JourneyRecord, JourneyState,
+    OutboxRecord, OutboxStatus, SendCounts, StepCounts, StoreError, TimelineEntry, TimerRecord,
+};
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// An active instance at `step`; with a unique value it takes the active key.
+fn instance(
+    journey: &str,
+    profile: &str,
+    unique: Option<&str>,
+    at: DateTime<Utc>,
+) -> InstanceRecord {
+    InstanceRecord {
+        id: journeys_store::new_id(),
+        journey_id: journey.into(),
+        journey_revision: 1,
+        profile_id: profile.into(),
+        unique_value: unique.map(Into::into),
+        state: InstanceState::Active,
+        current_step: Some("wait".into()),
+        waiting_event: Some("Order Completed".into()),
+        context: json!({"Signed Up": {"plan": "pro"}}),
+        state_blob: json!({"step": "wait"}),
+        passes: 0,
+        version: 1,
+        entered_at: at,
+        updated_at: at,
+        ended_at: None,
+        active_key: unique.map(|u| InstanceRecord::active_key_for(journey, profile, u)),
+        expires_at: at + Duration::days(365),
+    }
+}
+
+/// `i` finished in `state` at `at`, version bumped.
+fn finished(i: &InstanceRecord, state: InstanceState, at: DateTime<Utc>) -> InstanceRecord {
+    InstanceRecord {
+        state,
+        waiting_event: None,
+        ended_at: Some(at),
+        updated_at: at,
+        active_key: None,
+        version: i.version + 1,
+        ..i.clone()
+    }
+}
+
+fn entry(i: &InstanceRecord, step: &str, kind: &str, detail: Value) -> TimelineEntry {
+    TimelineEntry {
+        instance_id: i.id.clone(),
+        profile_id: i.profile_id.clone(),
+        at: now(),
+        step_key: step.into(),
+        kind: kind.into(),
+        cause: "msg".into(),
+        detail,
+    }
+}
+
+fn timer(i: &InstanceRecord, due_at: DateTime<Utc>) -> TimerRecord {
+    TimerRecord {
+        id: journeys_store::new_id(),
+        instance_id: i.id.clone(),
+        profile_id: i.profile_id.clone(),
+        journey_id: i.journey_id.clone(),
+        due_at,
+        kind: "delay".into(),
+        step_key: "wait".into(),
+    }
+}
+
+fn send(i: &InstanceRecord, step: &str, at: DateTime<Utc>) -> OutboxRecord {
+    OutboxRecord {
+        id: journeys_store::new_id(),
+        instance_id: i.id.clone(),
+        profile_id: i.profile_id.clone(),
+        journey_id: i.journey_id.clone(),
+        step_key: step.into(),
+        destination_id: "d1".into(),
+        message_id: journeys_store::new_id(),
+        method: "POST".into(),
+        path: "/hooks/welcome".into(),
+        payload: json!({"email": "a@example.com"}),
+        status: OutboxStatus::Pending,
+        attempts: 0,
+        next_attempt_at: at,
+        last_error: None,
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        created_at: at,
+        sent_at: None,
+        dead_at: None,
+    }
+}
+
+fn traits(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("traits literal is an object"),
+    }
+}
+
+fn is_conflict(result: &Result<(), StoreError>, mentions: &str) -> bool {
+    matches!(*result, Err(StoreError::Conflict(ref m)) if m.contains(mentions))
+}
+
+#[tokio::test]
+async fn commit_writes_everything_in_one_go() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        db.audiences().insert("vip", "VIP", t).await.unwrap();
+        db.audiences().insert("old", "Old", t).await.unwrap();
+        db.audiences().archive("old", t).await.unwrap();
+        db.audiences()
+            .add_members("vip", &["gone".to_owned()], t)
+            .await
+            .unwrap();
+        db.profiles()
+            .merge_traits("u1", &traits(json!({"plan": "free", "age": 3})), t)
+            .await
+            .unwrap();
+
+        let i = instance("j1", "u1", Some("cart-1"), t);
+        let tm = timer(&i, t + Duration::hours(1));
+        let out = send(&i, "welcome", t);
+        let changes = Changes {
+            dedupe: vec![("m1".into(), t), ("m2".into(), t)],
+            traits: vec![
+                ("u1".into(), traits(json!({"plan": "pro", "name": "Ada"}))),
+                ("u2".into(), traits(json!({"x": 1}))),
+                ("u1".into(), traits(json!({"name": "Ada L."}))),
+            ],
+            catalog_seen: vec![
+                ("Signed Up".into(), t),
+                ("Signed Up".into(), t + Duration::seconds(1)),
+            ],
+            audience_adds: vec![
+                ("vip".into(), "u1".into()),
+                ("vip".into(), "u1".into()),
+                ("old".into(), "u1".into()),
+                ("nope".into(), "u1".into()),
+            ],
+            audience_removes: vec![
+                ("vip".into(), "gone".into()),
+                ("vip".into(), "never".into()),
+            ],
+            enter_once: vec![("j1".into(), "u1".into())],
+            instances_new: vec![i.clone()],
+            instances_updated: vec![],
+            timeline: vec![entry(&i, "wait", "entered", json!({}))],
+            timers_new: vec![tm.clone()],
+            timers_deleted: vec!["no-such-timer".into()],
+            outbox_new: vec![out.clone()],
+        };
+        db.runtime().commit(&changes).await.unwrap();
+
+        let seen = db
+            .runtime()
+            .seen_message_ids(&["m1".into(), "m2".into(), "m3".into()], t)
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 2, "{b}");
+        assert!(seen.contains("m1") && seen.contains("m2"), "{b}");
+        let u1 = db.profiles().get("u1").await.unwrap();
+        assert_eq!(
+            Value::Object(u1.traits),
+            json!({"plan": "pro", "age": 3, "name": "Ada L."}),
+            "{b}"
+        );
+        assert_eq!(
+            Value::Object(db.profiles().get("u2").await.unwrap().traits),
+            json!({"x": 1})
+        );
+        assert_eq!(db.catalog().get("Signed Up").await.unwrap().count, 2, "{b}");
+        assert_eq!(
+            db.audiences().audiences_of("u1").await.unwrap(),
+            ["vip"],
+            "{b}"
+        );
+        assert!(
+            !db.audiences().is_member("vip", "gone").await.unwrap(),
+            "{b}"
+        );
+        let detail = db.instances().get(&i.id).await.unwrap();
+        assert_eq!(detail.instance, i, "{b}");
+        assert_eq!(detail.timeline.len(), 1, "{b}");
+        assert_eq!(db.timers().get(&tm.id).await.unwrap(), Some(tm), "{b}");
+        assert_eq!(db.outbox().get(&out.id).await.unwrap(), out, "{b}");
+        let state = &db.runtime().load_profiles(&["u1".into()]).await.unwrap()["u1"];
+        assert_eq!(state.entered_once, ["j1"], "{b}");
+        db.runtime().commit(&Changes::default()).await.unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn failing_commit_writes_nothing() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let existing = instance("j1", "u1", None, t);
+        db.runtime()
+            .commit(&Changes {
+                dedupe: vec![("old".into(), t)],
+                instances_new: vec![existing.clone()],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+
+        let fresh = instance("j2", "u2", Some("v"), t);
+        let tm = timer(&fresh, t);
+        let out = send(&fresh, "s", t);
+        let mut stale = existing.clone();
+        stale.version = 7;
+        stale.current_step = Some("moved".into());
+        // Everything before the stale update is written by then; the conflict must undo it.
+        let batch = Changes {
+            dedupe: vec![("new".into(), t)],
+            traits: vec![("u2".into(), traits(json!({"a": 1})))],
+            catalog_seen: vec![("Ev".into(), t)],
+            enter_once: vec![("j2".into(), "u2".into())],
+            instances_new: vec![fresh.clone()],
+            instances_updated: vec![(stale, 6)],
+            timeline: vec![entry(&fresh, "s", "entered", json!({}))],
+            timers_new: vec![tm.clone()],
+            outbox_new: vec![out.clone()],
+            ..Changes::default()
+        };
+        let result = db.runtime().commit(&batch).await;
+        assert!(is_conflict(&result, &existing.id), "{b}");
+
+        assert!(
+            db.runtime()
+                .seen_message_ids(&["new".into()], t - Duration::days(1))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
+        assert!(
+            matches!(
+                db.profiles().get("u2").await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{b}"
+        );
+        assert!(
+            matches!(
+                db.catalog().get("Ev").await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{b}"
+        );
+        assert!(
+            matches!(
+                db.instances().get(&fresh.id).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{b}"
+        );
+        assert_eq!(db.timers().get(&tm.id).await.unwrap(), None, "{b}");
+        assert!(
+            matches!(
+                db.outbox().get(&out.id).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{b}"
+        );
+        let state = &db.runtime().load_profiles(&["u2".into()]).await.unwrap()["u2"];
+        assert!(state.entered_once.is_empty(), "{b}");
+        assert_eq!(
+            db.instances().get(&existing.id).await.unwrap().instance,
+            existing
+        );
+
+        // The same batch without the stale update goes through: nothing was left half-done.
+        let mut retry = batch.clone();
+        retry.instances_updated.clear();
+        db.runtime().commit(&retry).await.unwrap();
+        assert!(db.instances().get(&fresh.id).await.is_ok(), "{b}");
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn instance_updates_check_versions() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let a = instance("j1", "u1", None, t);
+        let c = instance("j1", "u2", None, t);
+        db.runtime()
+            .commit(&Changes {
+                instances_new: vec![a.clone(), c.clone()],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+
+        let mut a2 = a.clone();
+        a2.version = 2;
+        a2.current_step = Some("next".into());
+        a2.waiting_event = None;
+        a2.context = json!({"more": [1, 2]});
+        a2.passes = 3;
+        a2.updated_at = t + Duration::seconds(5);
+        let mut a3 = a2.clone();
+        a3.version = 3;
+        a3.state = InstanceState::Completed;
+        a3.ended_at = Some(t + Duration::seconds(6));
+        let mut c2 = c.clone();
+        c2.version = 2;
+        // Two updates of one instance in one batch apply in order.
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: vec![(a2.clone(), 1), (c2.clone(), 1), (a3.clone(), 2)],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(db.instances().get(&a.id).await.unwrap().instance, a3, "{b}");
+        assert_eq!(db.instances().get(&c.id).await.unwrap().instance, c2, "{b}");
+
+        // A stale expected version conflicts, names the instance, and changes nothing.
+        let mut c3 = c2.clone();
+        c3.version = 3;
+        let mut stale = a3.clone();
+        stale.version = 3;
+        stale.passes = 99;
+        let result = db
+            .runtime()
+            .commit(&Changes {
+                instances_updated: vec![(c3, 2), (stale, 2)],
+                ..Changes::default()
+            })
+            .await;
+        assert!(is_conflict(&result, &a.id), "{b}");
+        assert_eq!(db.instances().get(&c.id).await.unwrap().instance, c2, "{b}");
+        assert_eq!(db.instances().get(&a.id).await.unwrap().instance, a3, "{b}");
+
+        let mut ghost = a3.clone();
+        ghost.id = journeys_store::new_id();
+        let result = db
+            .runtime()
+            .commit(&Changes {
+                instances_updated: vec![(ghost.clone(), 1)],
+                ..Changes::default()
+            })
+            .await;
+        assert!(is_conflict(&result, &ghost.id), "{b}");
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn active_key_allows_one_active_instance_per_value() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let first = instance("j1", "u1", Some("cart-1"), t);
+        let commit_new = |i: InstanceRecord| {
+            let store = db.store().clone();
+            async move {
+                store
+                    .runtime()
+                    .commit(&Changes {
+                        instances_new: vec![i],
+                        ..Changes::default()
+                    })
+                    .await
+            }
+        };
+        commit_new(first.clone()).await.unwrap();
+        let second = instance("j1", "u1", Some("cart-1"), t);
+        assert!(
+            is_conflict(&commit_new(second.clone()).await, "active key"),
+            "{b}"
+        );
+        // Another value, another profile, no value at all: all fine.
+        commit_new(instance("j1", "u1", Some("cart-2"), t))
+            .await
+            .unwrap();
+        commit_new(instance("j1", "u2", Some("cart-1"), t))
+            .await
+            .unwrap();
+        commit_new(instance("j1", "u1", None, t)).await.unwrap();
+        commit_new(instance("j1", "u1", None, t)).await.unwrap();
+        // Two in one batch collide as well.
+        let result = db
+            .runtime()
+            .commit(&Changes {
+                instances_new: vec![
+                    instance("j1", "u9", Some("x"), t),
+                    instance("j1", "u9", Some("x"), t),
+                ],
+                ..Changes::default()
+            })
+            .await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{b}");
+
+        // Once the first finished, its key is free again.
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: vec![(finished(&first, InstanceState::Completed, t), 1)],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        commit_new(second).await.unwrap();
+
+        // Keys too long for the column are hashed to a fixed, distinct length.
+        let long = "v".repeat(150);
+        let profile = "p".repeat(60);
+        let k1 = InstanceRecord::active_key_for("j1", &profile, &long);
+        let k2 = InstanceRecord::active_key_for("j1", "u2", &"w".repeat(190));
+        assert!(k1.chars().count() <= 191 && k1 != k2 && k1.starts_with("j1|#"));
+        assert_eq!(InstanceRecord::active_key_for("j1", "u1", "v"), "j1|u1|v");
+        commit_new(instance("j1", &profile, Some(&long), t))
+            .await
+            .unwrap();
+        assert!(
+            is_conflict(
+                &commit_new(instance("j1", &profile, Some(&long), t)).await,
+                "active key"
+            ),
+            "{b}"
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dedupe_and_enter_once_conflict() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let dedupe = |ids: &[&str], at: DateTime<Utc>| Changes {
+            dedupe: ids.iter().map(|id| ((*id).to_owned(), at)).collect(),
+            ..Changes::default()
+        };
+        db.runtime()
+            .commit(&dedupe(&["a", "b"], t - Duration::hours(30)))
+            .await
+            .unwrap();
+        db.runtime().commit(&dedupe(&["c"], t)).await.unwrap();
+        assert!(
+            is_conflict(
+                &db.runtime().commit(&dedupe(&["d", "b"], t)).await,
+                "messageId"
+            ),
+            "{b}"
+        );
+        assert!(
+            is_conflict(
+                &db.runtime().commit(&dedupe(&["e", "e"], t)).await,
+                "messageId"
+            ),
+            "{b}"
+        );
+        let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
+        let recent = db
+            .runtime()
+            .seen_message_ids(&ids, t - Duration::hours(24))
+            .await
+            .unwrap();
+        assert_eq!(recent.into_iter().collect::<Vec<_>>(), ["c"], "{b}");
+        let all = db
+            .runtime()
+            .seen_message_ids(&ids, t - Duration::days(2))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3, "{b}");
+
+        let once = Changes {
+            enter_once: vec![("j1".into(), "u1".into())],
+            ..Changes::default()
+        };
+        db.runtime().commit(&once).await.unwrap();
+        assert!(
+            is_conflict(&db.runtime().commit(&once).await, "enter-once"),
+            "{b}"
+        );
+
+        assert_eq!(
+            db.runtime()
+                .purge_dedupe(t - Duration::hours(24))
+                .await
+                .unwrap(),
+            2,
+            "{b}"
+        );
+        assert_eq!(
+            db.runtime()
+                .purge_dedupe(t - Duration::hours(24))
+                .await
+                .unwrap(),
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            db.runtime()
+                .seen_message_ids(&ids, t - Duration::days(2))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{b}"
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn load_profiles_reads_several_profiles() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        db.audiences().insert("vip", "VIP", t).await.unwrap();
+        db.audiences().insert("beta", "Beta", t).await.unwrap();
+        db.audiences().insert("old", "Old", t).await.unwrap();
+        let a1 = instance("j1", "u1", None, t);
+        let a2 = instance("j2", "u1", Some("x"), t);
+        let done = instance("j3", "u1", None, t);
+        let other = instance("j1", "u3", None, t);
+        db.runtime()
+            .commit(&Changes {
+                traits: vec![("u1".into(), traits(json!({"plan": "pro"})))],
+                audience_adds: vec![
+                    ("vip".into(), "u1".into()),
+                    ("beta".into(), "u1".into()),
+                    ("old".into(), "u1".into()),
+                    ("vip".into(), "u3".into()),
+                ],
+                enter_once: vec![("j9".into(), "u1".into()), ("j4".into(), "u1".into())],
+                instances_new: vec![a1.clone(), a2.clone(), done.clone(), other.clone()],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: vec![(finished(&done, InstanceState::Exited, t), 1)],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        db.audiences().archive("old", t).await.unwrap();
+
+        let ids: Vec<String> = ["u1", "u2", "u3", "u1"].map(String::from).into();
+        let states = db.runtime().load_profiles(&ids).await.unwrap();
+        assert_eq!(states.len(), 3, "{b}");
+        let u1 = &states["u1"];
+        assert_eq!(
+            Value::Object(u1.traits.clone()),
+            json!({"plan": "pro"}),
+            "{b}"
+        );
+        assert_eq!(u1.audiences, ["beta", "vip"], "{b}");
+        let mut expected = vec![a1, a2];
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(u1.active_instances, expected, "{b}");
+        assert_eq!(u1.entered_once, ["j4", "j9"], "{b}");
+        assert_eq!(states["u2"], Default::default(), "{b}");
+        let u3 = &states["u3"];
+        assert!(u3.traits.is_empty(), "{b}");
+        assert_eq!(u3.audiences, ["vip"], "{b}");
+        assert_eq!(u3.active_instances, vec![other.clone()], "{b}");
+        assert!(db.runtime().load_profiles(&[]).await.unwrap().is_empty());
+
+        let found = db
+            .runtime()
+            .instances_by_ids(&[other.id.clone(), "missing".into(), done.id.clone()])
+            .await
+            .unwrap();
+        let mut want = vec![other.id.clone(), done.id.clone()];
+        want.sort();
+        assert_eq!(
+            found.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            want,
+            "{b}"
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn journey_instance_queries_and_purge() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let mut active: Vec<InstanceRecord> = (0..5)
+            .map(|n| instance("j1", &format!("u{n}"), None, t))
+            .collect();
+        let mut old = instance("j1", "old", None, t - Duration::days(400));
+        old.expires_at = t - Duration::days(35);
+        let ended = instance("j1", "e1", None, t - Duration::days(200));
+        let recent = instance("j1", "e2", None, t);
+        let elsewhere = instance("j2", "u0", None, t);
+        let tm = timer(&ended, t);
+        db.runtime()
+            .commit(&Changes {
+                instances_new: active
+                    .iter()
+                    .chain([&old, &ended, &recent, &elsewhere])
+                    .cloned()
+                    .collect(),
+                timeline: vec![
+                    entry(&ended, "a", "entered", json!({})),
+                    entry(&recent, "a", "entered", json!({})),
+                ],
+                timers_new: vec![tm.clone()],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: vec![
+                    (
+                        finished(&ended, InstanceState::Completed, t - Duration::days(100)),
+                        1,
+                    ),
+                    (finished(&recent, InstanceState::Exited, t), 1),
+                ],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+
+        active.push(old.clone());
+        active.sort_by(|x, y| x.id.cmp(&y.id));
+        let page = db
+            .runtime()
+            .active_instances_of_journey("j1", 4)
+            .await
+            .unwrap();
+        assert_eq!(page, active[..4], "{b}");
+        assert_eq!(
+            db.runtime()
+                .active_instances_of_journey("j1", 100)
+                .await
+                .unwrap()
+                .len(),
+            6,
+            "{b}"
+        );
+        let expired = db.runtime().expired_active_instances(t, 10).await.unwrap();
+        assert_eq!(expired, vec![old.clone()], "{b}");
+        assert!(
+            db.runtime()
+                .expired_active_instances(t - Duration::days(36), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
+
+        let purged = db
+            .runtime()
+            .purge_finished_instances(t - Duration::days(90))
+            .await
+            .unwrap();
+        assert_eq!(purged, 1, "{b}");
+        assert!(
+            matches!(
+                db.instances().get(&ended.id).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{b}"
+        );
+        assert_eq!(db.timers().get(&tm.id).await.unwrap(), None, "{b}");
+        assert_eq!(
+            db.instances().get(&recent.id).await.unwrap().timeline.len(),
+            1
+        );
+        assert!(db.instances().get(&old.id).await.is_ok(), "{b}");
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn journey_stats_count_steps_sends_and_branches() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        // Three instances entered at `start` and moved to `check`; one waits there, one exited
+        // there, one went on through branch "yes" to `done` and completed.
+        let waiting = instance("j1", "u1", None, t);
+        let exited = instance("j1", "u2", None, t);
+        let through = instance("j1", "u3", None, t);
+        let other = instance("j2", "u4", None, t);
+        let mut timeline = Vec::new();
+        for i in [&waiting, &exited, &through] {
+            timeline.push(entry(i, "start", "entered", json!({})));
+            timeline.push(entry(i, "check", "step", json!({})));
+        }
+        timeline.push(entry(&through, "check", "branch", json!({"branch": "yes"})));
+        timeline.push(entry(&exited, "check", "branch", json!({"branch": "no"})));
+        timeline.push(entry(&waiting, "check", "branch", json!({"branch": "yes"})));
+        timeline.push(entry(&through, "done", "step", json!({})));
+        timeline.push(entry(&through, "check", "waiting", json!({})));
+        timeline.push(entry(&other, "start", "entered", json!({})));
+        timeline.push(entry(&other, "check", "branch", json!({"branch": "yes"})));
+
+        let mut sent = send(&through, "notify", t);
+        sent.status = OutboxStatus::Sent;
+        sent.attempts = 1;
+        let mut retried = send(&waiting, "notify", t);
+        retried.attempts = 2;
+        let mut dead = send(&exited, "notify", t);
+        dead.status = OutboxStatus::Dead;
+        dead.attempts = 5;
+        dead.last_error = Some("HTTP 500".into());
+        let pending = send(&waiting, "remind", t);
+        let foreign = send(&other, "notify", t);
+
+        let at_check = |i: &InstanceRecord| {
+            let mut i = i.clone();
+            i.current_step = Some("check".into());
+            i
+        };
+        let mut through_done = at_check(&through);
+        through_done.current_step = Some("done".into());
+        db.runtime()
+            .commit(&Changes {
+                instances_new: vec![
+                    at_check(&waiting),
+                    at_check(&exited),
+                    through_done.clone(),
+                    other.clone(),
+                ],
+                timeline,
+                outbox_new: vec![sent, retried, dead, pending, foreign],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: vec![
+                    (finished(&at_check(&exited), InstanceState::Exited, t), 1),
+                    (finished(&through_done, InstanceState::Completed, t), 1),
+                ],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+
+        let stats = db.runtime().journey_stats("j1").await.unwrap();
+        let step = |key: &str, entered, waiting, completed, exited| StepCounts {
+            step_key: key.into(),
+            entered,
+            waiting,
+            completed,
+            exited,
+        };
+        assert_eq!(
+            stats.steps,
+            [
+                step("check", 3, 1, 1, 1),
+                step("done", 1, 0, 1, 0),
+                step("start", 3, 0, 3, 0),
+            ],
+            "{b}"
+        );
+        let branch = |name: &str, taken| BranchCounts {
+            step_key: "check".into(),
+            branch_name: name.into(),
+            taken,
+        };
+        assert_eq!(stats.branches, [branch("no", 1), branch("yes", 2)], "{b}");
+        assert_eq!(
+            stats.sends,
+            [
+                SendCounts {
+                    step_key: "notify".into(),
+                    sent: 1,
+                    failed: 2,
+                    dead_lettered: 1,
+                },
+                SendCounts {
+                    step_key: "remind".into(),
+                    sent: 0,
+                    failed: 0,
+                    dead_lettered: 0,
+                },
+            ],
+            "{b}"
+        );
+        assert_eq!(
+            db.runtime().journey_stats("none").await.unwrap(),
+            Default::default()
+        );
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn published_stamp_changes_on_publish_and_archive() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        assert_eq!(
+            db.journeys().published_stamp().await.unwrap(),
+            (0, None),
+            "{b}"
+        );
+        let j = db
+            .journeys()
+            .insert(&JourneyRecord::new_draft("J", "", json!({}), t))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.journeys().published_stamp().await.unwrap(),
+            (0, None),
+            "{b}"
+        );
+        let published = db
+            .journeys()
+            .set_state(&j.id, JourneyState::Published, t + Duration::seconds(1))
+            .await
+            .unwrap();
+        let stamp = db.journeys().published_stamp().await.unwrap();
+        assert_eq!(stamp, (1, Some(published.updated_at)), "{b}");
+        db.journeys()
+            .set_state(&j.id, JourneyState::Archived, t + Duration::seconds(2))
+            .await
+            .unwrap();
+        let archived = db.journeys().published_stamp().await.unwrap();
+        assert_eq!(archived.0, 1, "{b}");
+        assert_ne!(archived, stamp, "{b}");
+        db.close().await.unwrap();
+    }
+}

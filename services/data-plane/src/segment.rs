@@ -1,0 +1,644 @@
+//! Segment's HTTP Tracking API bodies → validated [`Event`]s.
+//!
+//! Follows the Segment spec: the call type comes from the endpoint (or each batch item's
+//! `type`); `userId` or `anonymousId` is required; `event` is required for track; page and
+//! screen `name` (and page `category`) land in `properties`; group's `groupId` and alias's
+//! `previousId` land in `properties` too; identify's traits may also come from
+//! `context.traits` (top-level `traits` win). A batch's top-level `context` is the default for
+//! each item's. Unknown fields (`integrations`, `sentAt`, `_metadata`…) are ignored, as Segment
+//! does; fields of the wrong JSON type are refused.
+
+use std::io;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use journeys_core::model::{Event, EventType, Json, Timestamp};
+use serde_json::Map;
+
+use crate::draft::{Draft, SEGMENT_NAMES};
+use crate::error::{ErrorCode, EventError};
+use crate::{MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
+
+/// Which endpoint a body was posted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/v1/track`, `/v1/identify`, …: the body is one event of this type.
+    Single(EventType),
+    /// `/v1/batch`: `{"batch": [...]}`, each item with its `type`.
+    Batch,
+}
+
+/// A request body that is a JSON object, not yet validated as events.
+#[derive(Debug)]
+pub(crate) struct Body {
+    object: Map<String, Json>,
+    /// Bytes of the (decompressed) body: the size of the event on single-event endpoints.
+    len: usize,
+}
+
+impl Body {
+    /// Parses `bytes` as a JSON object.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Body, EventError> {
+        match serde_json::from_slice::<Json>(bytes) {
+            Ok(Json::Object(object)) => Ok(Body {
+                object,
+                len: bytes.len(),
+            }),
+            Ok(other) => Err(EventError::new(
+                ErrorCode::InvalidJson,
+                "",
+                format!("the body must be a JSON object, not {}", kind_of(&other)),
+            )),
+            Err(err) => Err(EventError::new(
+                ErrorCode::InvalidJson,
+                "",
+                format!("the body is not valid JSON: {err}"),
+            )),
+        }
+    }
+
+    /// The body's `writeKey`, when it has one.
+    pub(crate) fn write_key(&self) -> Result<Option<&str>, EventError> {
+        match self.object.get("writeKey") {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(key)) if key.is_empty() => Ok(None),
+            Some(Json::String(key)) => Ok(Some(key)),
+            Some(other) => Err(wrong_type("writeKey", "a string", other)),
+        }
+    }
+
+    /// The events of this body, all valid, or the first problem found. `now` is the receive
+    /// time.
+    pub(crate) fn into_events(
+        self,
+        endpoint: Endpoint,
+        now: Timestamp,
+    ) -> Result<Vec<Event>, EventError> {
+        match endpoint {
+            Endpoint::Single(kind) => {
+                if self.len > MAX_EVENT_BYTES {
+                    return Err(event_too_large("", self.len));
+                }
+                let draft = draft_from_json(kind, self.object, "", None)?;
+                Ok(vec![draft.finish(&SEGMENT_NAMES, "", now)?])
+            }
+            Endpoint::Batch => batch_events(self.object, now),
+        }
+    }
+}
+
+fn batch_events(mut object: Map<String, Json>, now: Timestamp) -> Result<Vec<Event>, EventError> {
+    let items = match object.remove("batch") {
+        Some(Json::Array(items)) => items,
+        None | Some(Json::Null) => {
+            return Err(EventError::new(
+                ErrorCode::MissingBatch,
+                "batch",
+                "is required: an array of events",
+            ));
+        }
+        Some(other) => return Err(wrong_type("batch", "an array", &other)),
+    };
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(EventError::new(
+            ErrorCode::TooManyEvents,
+            "batch",
+            format!(
+                "holds {} events; at most {MAX_BATCH_EVENTS} are accepted per request",
+                items.len()
+            ),
+        ));
+    }
+    let batch_context = take_object(&mut object, "context", "")?;
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let prefix = format!("batch[{index}].");
+        let size = json_len(&item);
+        if size > MAX_EVENT_BYTES {
+            return Err(event_too_large(&format!("batch[{index}]"), size));
+        }
+        let Json::Object(mut item) = item else {
+            return Err(wrong_type(&format!("batch[{index}]"), "an object", &item));
+        };
+        let kind = take_type(&mut item, &prefix)?;
+        let draft = draft_from_json(kind, item, &prefix, batch_context.as_ref())?;
+        events.push(draft.finish(&SEGMENT_NAMES, &prefix, now)?);
+    }
+    Ok(events)
+}
+
+/// Reads one Segment call of type `kind` from `object`.
+fn draft_from_json(
+    kind: EventType,
+    mut object: Map<String, Json>,
+    prefix: &str,
+    default_context: Option<&Map<String, Json>>,
+) -> Result<Draft, EventError> {
+    let mut draft = Draft::new(kind);
+    draft.message_id = take_id(&mut object, "messageId", prefix)?;
+    draft.user_id = take_id(&mut object, "userId", prefix)?;
+    draft.anonymous_id = take_id(&mut object, "anonymousId", prefix)?;
+    draft.timestamp = take_timestamp(&mut object, "timestamp", prefix)?;
+    draft.properties = take_object(&mut object, "properties", prefix)?.unwrap_or_default();
+    let traits = take_object(&mut object, "traits", prefix)?;
+    let mut context = take_object(&mut object, "context", prefix)?.unwrap_or_default();
+    if let Some(defaults) = default_context {
+        for (key, value) in defaults {
+            context.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+
+    draft.traits = if kind == EventType::Identify {
+        // Client libraries that cache traits send them in `context.traits`; an identify call's
+        // own `traits` are the newer values.
+        let mut merged = match context.get("traits") {
+            None | Some(Json::Null) => Map::new(),
+            Some(Json::Object(cached)) => cached.clone(),
+            Some(other) => {
+                return Err(wrong_type(
+                    &format!("{prefix}context.traits"),
+                    "an object",
+                    other,
+                ));
+            }
+        };
+        merged.extend(traits.unwrap_or_default());
+        merged
+    } else {
+        traits.unwrap_or_default()
+    };
+
+    match kind {
+        EventType::Track => draft.event = take_string(&mut object, "event", prefix)?,
+        EventType::Identify => {}
+        EventType::Page | EventType::Screen => {
+            for key in ["name", "category"] {
+                if let Some(value) = take_string(&mut object, key, prefix)? {
+                    draft.properties.insert(key.to_owned(), Json::String(value));
+                }
+            }
+        }
+        EventType::Group => {
+            let group_id = take_id(&mut object, "groupId", prefix)?.filter(|id| !id.is_empty());
+            let Some(group_id) = group_id else {
+                return Err(EventError::new(
+                    ErrorCode::MissingGroupId,
+                    format!("{prefix}groupId"),
+                    "is required for group",
+                ));
+            };
+            draft
+                .properties
+                .insert("groupId".to_owned(), Json::String(group_id));
+        }
+        EventType::Alias => {
+            let previous = take_id(&mut object, "previousId", prefix)?.filter(|id| !id.is_empty());
+            let Some(previous) = previous else {
+                return Err(EventError::new(
+                    ErrorCode::MissingPreviousId,
+                    format!("{prefix}previousId"),
+                    "is required for alias",
+                ));
+            };
+            draft
+                .properties
+                .insert("previousId".to_owned(), Json::String(previous));
+        }
+    }
+    draft.context = context;
+    Ok(draft)
+}
+
+fn take_type(object: &mut Map<String, Json>, prefix: &str) -> Result<EventType, EventError> {
+    let field = format!("{prefix}type");
+    match object.remove("type") {
+        None | Some(Json::Null) => Err(EventError::new(
+            ErrorCode::MissingType,
+            field,
+            "is required: track, identify, page, screen, group or alias",
+        )),
+        Some(Json::String(name)) => parse_type(&name).ok_or_else(|| {
+            EventError::new(
+                ErrorCode::InvalidType,
+                field,
+                format!("'{name}' is not one of track, identify, page, screen, group, alias"),
+            )
+        }),
+        Some(other) => Err(wrong_type(&field, "a string", &other)),
+    }
+}
+
+fn parse_type(name: &str) -> Option<EventType> {
+    let kind = match name.to_ascii_lowercase().as_str() {
+        "track" => EventType::Track,
+        "identify" => EventType::Identify,
+        "page" => EventType::Page,
+        "screen" => EventType::Screen,
+        "group" => EventType::Group,
+        "alias" => EventType::Alias,
+        _ => return None,
+    };
+    Some(kind)
+}
+
+/// An id: a string, or a number taken as its decimal text (some clients send numeric user ids).
+fn take_id(
+    object: &mut Map<String, Json>,
+    key: &str,
+    prefix: &str,
+) -> Result<Option<String>, EventError> {
+    match object.remove(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(id)) => Ok(Some(id)),
+        Some(Json::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(wrong_type(
+            &format!("{prefix}{key}"),
+            "a string or a number",
+            &other,
+        )),
+    }
+}
+
+fn take_string(
+    object: &mut Map<String, Json>,
+    key: &str,
+    prefix: &str,
+) -> Result<Option<String>, EventError> {
+    match object.remove(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "a string", &other)),
+    }
+}
+
+fn take_object(
+    object: &mut Map<String, Json>,
+    key: &str,
+    prefix: &str,
+) -> Result<Option<Map<String, Json>>, EventError> {
+    match object.remove(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Object(map)) => Ok(Some(map)),
+        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "an object", &other)),
+    }
+}
+
+fn take_timestamp(
+    object: &mut Map<String, Json>,
+    key: &str,
+    prefix: &str,
+) -> Result<Option<Timestamp>, EventError> {
+    let field = format!("{prefix}{key}");
+    match object.remove(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(text)) if text.is_empty() => Ok(None),
+        Some(Json::String(text)) => parse_timestamp(&text).map(Some).ok_or_else(|| {
+            EventError::new(
+                ErrorCode::InvalidTimestamp,
+                field,
+                format!("'{text}' is not an ISO 8601 date-time (e.g. 2024-05-01T12:00:00Z)"),
+            )
+        }),
+        Some(other) => Err(wrong_type(&field, "an ISO 8601 string", &other)),
+    }
+}
+
+/// ISO 8601 as client libraries write it: RFC 3339 (`Z` or `+00:00`), an offset without a
+/// colon (`+0000`), a date-time without an offset (taken as UTC), or a bare date.
+fn parse_timestamp(text: &str) -> Option<Timestamp> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+fn wrong_type(field: &str, expected: &str, got: &Json) -> EventError {
+    EventError::new(
+        ErrorCode::WrongType,
+        field,
+        format!("must be {expected}, not {}", kind_of(got)),
+    )
+}
+
+fn event_too_large(field: &str, size: usize) -> EventError {
+    EventError::new(
+        ErrorCode::EventTooLarge,
+        field,
+        format!("the event is {size} bytes; at most {MAX_EVENT_BYTES} are accepted"),
+    )
+}
+
+fn kind_of(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Size of `value` as compact JSON, without building the text.
+fn json_len(value: &Json) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap()
+    }
+
+    fn events(endpoint: Endpoint, body: &Json) -> Result<Vec<Event>, EventError> {
+        let bytes = serde_json::to_vec(body).unwrap();
+        Body::parse(&bytes)?.into_events(endpoint, now())
+    }
+
+    fn one(kind: EventType, body: &Json) -> Result<Event, EventError> {
+        events(Endpoint::Single(kind), body).map(|mut e| e.remove(0))
+    }
+
+    #[test]
+    fn track_keeps_what_was_sent() {
+        let event = one(
+            EventType::Track,
+            &json!({
+                "userId": "u1", "anonymousId": "a1", "messageId": "m1", "event": "Order Completed",
+                "properties": {"total": 12.5}, "context": {"ip": "1.2.3.4"},
+                "timestamp": "2024-05-01T12:00:00.250Z", "integrations": {"All": true}
+            }),
+        )
+        .unwrap();
+        assert_eq!(event.kind, EventType::Track);
+        assert_eq!(event.message_id, "m1");
+        assert_eq!(event.user_id.as_deref(), Some("u1"));
+        assert_eq!(event.anonymous_id.as_deref(), Some("a1"));
+        assert_eq!(event.event, "Order Completed");
+        assert_eq!(event.properties, json!({"total": 12.5}));
+        assert_eq!(event.context, json!({"ip": "1.2.3.4"}));
+        assert_eq!(
+            event.timestamp,
+            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+                + chrono::Duration::milliseconds(250)
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in_message_id_timestamp_and_empty_objects() {
+        let event = one(EventType::Track, &json!({"anonymousId": 42, "event": "e"})).unwrap();
+        assert_eq!(event.anonymous_id.as_deref(), Some("42"));
+        assert!(uuid::Uuid::parse_str(&event.message_id).is_ok());
+        assert_eq!(event.timestamp, now());
+        assert_eq!(event.properties, json!({}));
+        assert_eq!(event.traits, json!({}));
+    }
+
+    #[test]
+    fn identify_merges_context_traits_under_its_own() {
+        let event = one(
+            EventType::Identify,
+            &json!({
+                "userId": "u1",
+                "traits": {"plan": "pro"},
+                "context": {"traits": {"plan": "free", "email": "a@b.c"}}
+            }),
+        )
+        .unwrap();
+        assert_eq!(event.event, "identify");
+        assert_eq!(event.traits, json!({"plan": "pro", "email": "a@b.c"}));
+    }
+
+    #[test]
+    fn page_screen_group_alias_move_their_fields_into_properties() {
+        let page = one(
+            EventType::Page,
+            &json!({"userId": "u", "name": "Home", "category": "Docs", "properties": {"path": "/"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            page.properties,
+            json!({"path": "/", "name": "Home", "category": "Docs"})
+        );
+        let screen = one(EventType::Screen, &json!({"userId": "u", "name": "Cart"})).unwrap();
+        assert_eq!(screen.properties, json!({"name": "Cart"}));
+        let group = one(
+            EventType::Group,
+            &json!({"userId": "u", "groupId": "g1", "traits": {"seats": 5}}),
+        )
+        .unwrap();
+        assert_eq!(group.properties, json!({"groupId": "g1"}));
+        assert_eq!(group.traits, json!({"seats": 5}));
+        let alias = one(EventType::Alias, &json!({"userId": "u", "previousId": "a"})).unwrap();
+        assert_eq!(alias.properties, json!({"previousId": "a"}));
+
+        let err = one(EventType::Group, &json!({"userId": "u"})).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MissingGroupId);
+        let err = one(EventType::Alias, &json!({"userId": "u"})).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MissingPreviousId);
+    }
+
+    #[test]
+    fn batch_items_take_their_type_and_the_batch_context() {
+        let events = events(
+            Endpoint::Batch,
+            &json!({
+                "batch": [
+                    {"type": "track", "userId": "u", "event": "a", "context": {"ip": "9.9.9.9"}},
+                    {"type": "Identify", "userId": "u", "traits": {"x": 1}}
+                ],
+                "context": {"ip": "1.1.1.1", "library": {"name": "analytics-python"}},
+                "sentAt": "2024-05-01T12:00:00Z"
+            }),
+        )
+        .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].kind, EventType::Track);
+        assert_eq!(
+            events[0].context,
+            json!({"ip": "9.9.9.9", "library": {"name": "analytics-python"}})
+        );
+        assert_eq!(events[1].kind, EventType::Identify);
+        assert_eq!(events[1].traits, json!({"x": 1}));
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let cases = [
+            (
+                Endpoint::Single(EventType::Track),
+                json!({"userId": "u", "event": "e", "properties": [1]}),
+                ErrorCode::WrongType,
+                "properties: must be an object, not an array",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                json!({"userId": "u"}),
+                ErrorCode::MissingEvent,
+                "event: is required for track",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                json!({"event": "e", "userId": ""}),
+                ErrorCode::MissingUserId,
+                "userId: userId or anonymousId is required",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                json!({"userId": "u", "event": "e", "timestamp": "yesterday"}),
+                ErrorCode::InvalidTimestamp,
+                "timestamp: 'yesterday' is not an ISO 8601 date-time (e.g. 2024-05-01T12:00:00Z)",
+            ),
+            (
+                Endpoint::Single(EventType::Identify),
+                json!({"userId": "u", "traits": "x"}),
+                ErrorCode::WrongType,
+                "traits: must be an object, not a string",
+            ),
+            (
+                Endpoint::Single(EventType::Track),
+                json!({"userId": true, "event": "e"}),
+                ErrorCode::WrongType,
+                "userId: must be a string or a number, not a boolean",
+            ),
+            (
+                Endpoint::Batch,
+                json!({"batch": [{"type": "track", "userId": "u", "event": "e"}, {"userId": "u"}]}),
+                ErrorCode::MissingType,
+                "batch[1].type: is required: track, identify, page, screen, group or alias",
+            ),
+            (
+                Endpoint::Batch,
+                json!({"batch": [{"type": "click", "userId": "u"}]}),
+                ErrorCode::InvalidType,
+                "batch[0].type: 'click' is not one of track, identify, page, screen, group, alias",
+            ),
+            (
+                Endpoint::Batch,
+                json!({"batch": [{"type": "track", "event": "e"}]}),
+                ErrorCode::MissingUserId,
+                "batch[0].userId: userId or anonymousId is required",
+            ),
+            (
+                Endpoint::Batch,
+                json!({"batch": {}}),
+                ErrorCode::WrongType,
+                "batch: must be an array, not an object",
+            ),
+            (
+                Endpoint::Batch,
+                json!({}),
+                ErrorCode::MissingBatch,
+                "batch: is required: an array of events",
+            ),
+            (
+                Endpoint::Batch,
+                json!({"batch": [], "context": 3}),
+                ErrorCode::WrongType,
+                "context: must be an object, not a number",
+            ),
+        ];
+        for (endpoint, body, code, message) in cases {
+            let err = events(endpoint, &body).unwrap_err();
+            assert_eq!(
+                (err.code, err.message().as_str()),
+                (code, message),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_on_event_size_and_batch_length() {
+        let big = "x".repeat(MAX_EVENT_BYTES);
+        let err = one(
+            EventType::Track,
+            &json!({"userId": "u", "event": "e", "properties": {"p": big}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::EventTooLarge);
+        let err = events(
+            Endpoint::Batch,
+            &json!({"batch": [{"type": "track", "userId": "u", "event": "e", "properties": {"p": big}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::EventTooLarge);
+        assert_eq!(err.field, "batch[0]");
+
+        let item = json!({"type": "track", "userId": "u", "event": "e"});
+        let ok = json!({"batch": vec![item.clone(); MAX_BATCH_EVENTS]});
+        assert_eq!(
+            events(Endpoint::Batch, &ok).unwrap().len(),
+            MAX_BATCH_EVENTS
+        );
+        let too_many = json!({"batch": vec![item; MAX_BATCH_EVENTS + 1]});
+        let err = events(Endpoint::Batch, &too_many).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyEvents);
+    }
+
+    #[test]
+    fn invalid_json_and_non_objects_are_refused() {
+        assert_eq!(
+            Body::parse(b"{\"userId\": ").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            Body::parse(b"[1]").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn timestamps_in_the_forms_client_libraries_send() {
+        let expected = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        for text in [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.000Z",
+            "2024-05-01T14:00:00+02:00",
+            "2024-05-01T12:00:00+0000",
+            "2024-05-01T12:00:00.0000000Z",
+            "2024-05-01T12:00:00",
+        ] {
+            assert_eq!(parse_timestamp(text), Some(expected), "{text}");
+        }
+        assert_eq!(
+            parse_timestamp("2024-05-01"),
+            Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(parse_timestamp("1714564800"), None);
+    }
+
+    #[test]
+    fn write_key_from_the_body() {
+        let body = Body::parse(br#"{"writeKey": "k1", "batch": []}"#).unwrap();
+        assert_eq!(body.write_key().unwrap(), Some("k1"));
+        let body = Body::parse(br#"{"writeKey": 5}"#).unwrap();
+        assert_eq!(body.write_key().unwrap_err().code, ErrorCode::WrongType);
+    }
+}

@@ -1,0 +1,282 @@
+//! Housekeeping: the periodic jobs that keep the store bounded, run by tokio-cron-scheduler.
+//!
+//! - **purge dedupe keys** older than the dedupe window (they can no longer match);
+//! - **purge finished instances** (with their timelines) once the retention (90 days by
+//!   default) has passed since they ended;
+//! - **expire instances** past their maximum lifetime (365 days; the store stamps
+//!   `expires_at` when an instance is created): each is ended through the engine, so the exit
+//!   is one committed transition with its timeline row and its timer removed, like any other.
+//!
+//! Claims need no job of their own: a timer or outbox row whose lease ran out is claimable
+//! again by the next claim round. Every job is idempotent, so several scheduler replicas may
+//! run them on the same schedule; within one process a job that is still running when its next
+//! tick comes skips that tick.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use journeys_core::machine::ExitReason;
+use journeys_engine::{Engine, TerminateOutcome};
+use journeys_store::{Store, StoreError};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::config::HousekeepingConfig;
+
+/// Rounds of the expiry job per run at most, so a run always ends (the next tick goes on).
+const MAX_EXPIRY_ROUNDS: usize = 1000;
+
+/// What one run of every job did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HousekeepingReport {
+    /// Dedupe keys deleted.
+    pub dedupe_keys_purged: u64,
+    /// Finished instances deleted with their timelines.
+    pub instances_purged: u64,
+    /// Active instances ended for being past their maximum lifetime.
+    pub instances_expired: u64,
+}
+
+/// The housekeeping jobs, callable directly (tests, an operator's one-off run) or on a cron
+/// schedule through [`CronJobs`].
+#[derive(Clone)]
+pub struct Housekeeping {
+    store: Store,
+    engine: Engine,
+    config: HousekeepingConfig,
+}
+
+impl std::fmt::Debug for Housekeeping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Housekeeping")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Housekeeping {
+    /// Jobs over `store`, ending expired instances through `engine`.
+    #[must_use]
+    pub fn new(store: Store, engine: Engine, config: HousekeepingConfig) -> Self {
+        Self {
+            store,
+            engine,
+            config,
+        }
+    }
+
+    /// Deletes dedupe keys seen before `now` − dedupe window; returns how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_dedupe(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = before(now, self.config.dedupe_window);
+        self.store.runtime().purge_dedupe(before).await
+    }
+
+    /// Deletes instances that ended before `now` − retention, with their timelines; returns
+    /// how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_finished_instances(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let ended_before = before(now, self.config.instance_retention);
+        self.store
+            .runtime()
+            .purge_finished_instances(ended_before)
+            .await
+    }
+
+    /// Ends every active instance whose maximum lifetime has passed at `now`; returns how many
+    /// were ended (instances that finished meanwhile are skipped).
+    ///
+    /// # Errors
+    /// Store errors, and an engine that cannot take work; instances ended before the error
+    /// stay ended.
+    pub async fn expire_instances(&self, now: DateTime<Utc>) -> Result<u64, ExpireError> {
+        let mut expired = 0;
+        for _ in 0..MAX_EXPIRY_ROUNDS {
+            let batch = self
+                .store
+                .runtime()
+                .expired_active_instances(now, self.config.batch)
+                .await?;
+            let full = batch.len() >= self.config.batch as usize;
+            // The engine batches concurrent exits per lane, so end a round's instances together.
+            let mut exits = JoinSet::new();
+            for instance in batch {
+                let engine = self.engine.clone();
+                exits.spawn(async move {
+                    engine
+                        .terminate_instance(&instance.id, ExitReason::Operator)
+                        .await
+                });
+            }
+            let mut progressed = false;
+            let mut failure = None;
+            while let Some(joined) = exits.join_next().await {
+                match joined {
+                    Ok(Ok(TerminateOutcome::Exited)) => {
+                        expired += 1;
+                        progressed = true;
+                    }
+                    Ok(Ok(TerminateOutcome::NotActive | TerminateOutcome::NotFound)) => {
+                        progressed = true;
+                    }
+                    Ok(Err(error)) => failure = Some(error.to_string()),
+                    Err(error) => failure = Some(error.to_string()),
+                }
+            }
+            if let Some(error) = failure {
+                return Err(ExpireError::Engine(error));
+            }
+            // A round that changed nothing would find the same instances again.
+            if !full || !progressed {
+                break;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Runs every job once, logging each; a failing job does not stop the others.
+    pub async fn run_all(&self, now: DateTime<Utc>) -> HousekeepingReport {
+        HousekeepingReport {
+            dedupe_keys_purged: self.logged_purge_dedupe(now).await,
+            instances_purged: self.logged_purge_finished(now).await,
+            instances_expired: self.logged_expire(now).await,
+        }
+    }
+
+    async fn logged_purge_dedupe(&self, now: DateTime<Utc>) -> u64 {
+        match self.purge_dedupe(now).await {
+            Ok(purged) => {
+                tracing::info!(job = "purge_dedupe", purged, window = ?self.config.dedupe_window, "housekeeping: purged expired dedupe keys");
+                purged
+            }
+            Err(error) => {
+                tracing::warn!(job = "purge_dedupe", %error, "housekeeping job failed");
+                0
+            }
+        }
+    }
+
+    async fn logged_purge_finished(&self, now: DateTime<Utc>) -> u64 {
+        match self.purge_finished_instances(now).await {
+            Ok(purged) => {
+                tracing::info!(job = "purge_finished_instances", purged, retention = ?self.config.instance_retention, "housekeeping: purged finished instances past retention");
+                purged
+            }
+            Err(error) => {
+                tracing::warn!(job = "purge_finished_instances", %error, "housekeeping job failed");
+                0
+            }
+        }
+    }
+
+    async fn logged_expire(&self, now: DateTime<Utc>) -> u64 {
+        match self.expire_instances(now).await {
+            Ok(expired) => {
+                tracing::info!(
+                    job = "expire_instances",
+                    expired,
+                    "housekeeping: ended instances past their maximum lifetime"
+                );
+                expired
+            }
+            Err(error) => {
+                tracing::warn!(job = "expire_instances", %error, "housekeeping job failed");
+                0
+            }
+        }
+    }
+}
+
+/// Why the expiry job stopped early.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExpireError {
+    /// Reading expired instances failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The engine refused the exit (it is shutting down or the store failed under it).
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// The housekeeping jobs on a cron schedule.
+pub(crate) struct CronJobs {
+    scheduler: JobScheduler,
+}
+
+impl CronJobs {
+    /// Registers every job on `schedule` and starts ticking.
+    pub(crate) async fn start(
+        housekeeping: Housekeeping,
+        schedule: &str,
+    ) -> Result<Self, JobSchedulerError> {
+        let scheduler = JobScheduler::new().await?;
+        let housekeeping = Arc::new(housekeeping);
+        scheduler
+            .add(job(schedule, &housekeeping, |h, now| {
+                Box::pin(async move {
+                    h.logged_purge_dedupe(now).await;
+                })
+            })?)
+            .await?;
+        scheduler
+            .add(job(schedule, &housekeeping, |h, now| {
+                Box::pin(async move {
+                    h.logged_purge_finished(now).await;
+                })
+            })?)
+            .await?;
+        scheduler
+            .add(job(schedule, &housekeeping, |h, now| {
+                Box::pin(async move {
+                    h.logged_expire(now).await;
+                })
+            })?)
+            .await?;
+        scheduler.start().await?;
+        tracing::info!(schedule, "housekeeping jobs scheduled");
+        Ok(Self { scheduler })
+    }
+
+    /// Stops ticking; a job running right now finishes in the background.
+    pub(crate) async fn shutdown(mut self) {
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "stopping the housekeeping jobs failed");
+        }
+    }
+}
+
+type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A cron job running `run`, skipping a tick while the previous run is still going.
+fn job(
+    schedule: &str,
+    housekeeping: &Arc<Housekeeping>,
+    run: fn(Arc<Housekeeping>, DateTime<Utc>) -> JobFuture,
+) -> Result<Job, JobSchedulerError> {
+    let housekeeping = Arc::clone(housekeeping);
+    let running = Arc::new(Mutex::new(()));
+    Job::new_async(schedule, move |_id, _scheduler| {
+        let housekeeping = Arc::clone(&housekeeping);
+        let running = Arc::clone(&running);
+        Box::pin(async move {
+            let Ok(_guard) = running.try_lock() else {
+                tracing::debug!("housekeeping job still running; skipping this tick");
+                return;
+            };
+            run(housekeeping, Utc::now()).await;
+        })
+    })
+}
+
+/// `now` − `age`, saturating at the beginning of time.
+fn before(now: DateTime<Utc>, age: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}

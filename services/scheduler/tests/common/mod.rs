@@ -1,0 +1,302 @@
+//! Fixtures shared by the scheduler's tests: published journeys with second-scale delays and
+//! holds, entry and branch events, an engine with a scheduler on the same store, and counting
+//! queries over the outbox and timeline.
+
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use journeys_core::machine::instance_id;
+use journeys_core::model::{
+    DelayStep, EntryRule, EntryTrigger, Event, EventType, HoldBranch, HoldUntilStep,
+    JourneyDefinition, SendAction, SendSpec, SendStep, Step, StepKind,
+};
+use journeys_engine::{AckStatus, Engine, EngineConfig};
+use journeys_scheduler::{HousekeepingConfig, Scheduler, SchedulerConfig, WatermarkSource};
+use journeys_store::{DestinationKind, DestinationRecord, JourneyRecord, JourneyState, Store};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::json;
+
+/// The send step after a delay.
+pub const DELAY_SEND: &str = "after_delay";
+/// The send step of a hold's timeout branch.
+pub const NUDGE: &str = "nudge";
+/// The send step of a hold's event branch.
+pub const THANKS: &str = "thanks";
+/// Entry event of the delay journey.
+pub const SIGNED_UP: &str = "signed_up";
+/// Entry and branch events of the hold journey.
+pub const CHECKOUT_STARTED: &str = "checkout_started";
+pub const PURCHASE_COMPLETED: &str = "purchase_completed";
+
+/// Scheduler settings for tests: short horizon and lease so that tests about lapsed claims take
+/// seconds, frequent claim rounds, and no cron schedule (tests run the jobs directly).
+pub fn test_config() -> SchedulerConfig {
+    SchedulerConfig {
+        horizon: Duration::from_secs(1),
+        lease: Duration::from_secs(3),
+        claim_interval: Duration::from_millis(50),
+        housekeeping: HousekeepingConfig {
+            schedule: String::new(),
+            ..HousekeepingConfig::default()
+        },
+        ..SchedulerConfig::default()
+    }
+}
+
+/// A webhook destination nobody delivers to in these tests (no dispatcher runs).
+pub async fn destination(store: &Store) -> String {
+    let now = Utc::now();
+    let record = DestinationRecord {
+        id: journeys_store::new_id(),
+        name: format!("sink-{}", journeys_store::new_id()),
+        kind: DestinationKind::Webhook,
+        settings: json!({"url": "http://127.0.0.1:9/unused"}),
+        created_at: now,
+        updated_at: now,
+    };
+    store
+        .destinations()
+        .insert(&record)
+        .await
+        .expect("insert destination")
+        .id
+}
+
+fn send(key: &str, destination_id: &str) -> Step {
+    Step {
+        key: key.to_owned(),
+        name: key.to_owned(),
+        kind: StepKind::Send(SendStep {
+            spec: SendSpec {
+                destination_id: destination_id.to_owned(),
+                action: SendAction::default(),
+                event_name: None,
+                traits: Vec::new(),
+                mapping: None,
+            },
+            next: None,
+        }),
+    }
+}
+
+/// `signed_up` → wait `delay` → send [`DELAY_SEND`]. One instance per profile.
+pub fn delay_journey(destination_id: &str, delay: Duration) -> JourneyDefinition {
+    JourneyDefinition {
+        name: format!("delay {}", journeys_store::new_id()),
+        description: String::new(),
+        entry: EntryTrigger {
+            event: SIGNED_UP.to_owned(),
+            audience_key: None,
+            filters: Vec::new(),
+        },
+        entry_rule: EntryRule::EnterOnce,
+        start_step: "wait".to_owned(),
+        steps: vec![
+            Step {
+                key: "wait".to_owned(),
+                name: "wait".to_owned(),
+                kind: StepKind::Delay(DelayStep {
+                    duration: delay,
+                    next: Some(DELAY_SEND.to_owned()),
+                }),
+            },
+            send(DELAY_SEND, destination_id),
+        ],
+        exit_rules: Vec::new(),
+    }
+}
+
+/// Abandoned checkout: `checkout_started` (one instance per `session_id`) → hold until
+/// `purchase_completed` of the same session ([`THANKS`]) or `hold` passes ([`NUDGE`]).
+pub fn hold_journey(destination_id: &str, hold: Duration) -> JourneyDefinition {
+    JourneyDefinition {
+        name: format!("hold {}", journeys_store::new_id()),
+        description: String::new(),
+        entry: EntryTrigger {
+            event: CHECKOUT_STARTED.to_owned(),
+            audience_key: None,
+            filters: Vec::new(),
+        },
+        entry_rule: EntryRule::ReenterEveryTime {
+            unique_identifier: "session_id".to_owned(),
+        },
+        start_step: "hold".to_owned(),
+        steps: vec![
+            Step {
+                key: "hold".to_owned(),
+                name: "hold".to_owned(),
+                kind: StepKind::HoldUntil(HoldUntilStep {
+                    branches: vec![HoldBranch {
+                        name: "completed".to_owned(),
+                        event: PURCHASE_COMPLETED.to_owned(),
+                        filters: Vec::new(),
+                        next: Some(THANKS.to_owned()),
+                        return_to_start: false,
+                    }],
+                    max_duration: hold,
+                    timeout_next: Some(NUDGE.to_owned()),
+                }),
+            },
+            send(NUDGE, destination_id),
+            send(THANKS, destination_id),
+        ],
+        exit_rules: Vec::new(),
+    }
+}
+
+/// Stores `definition` as a published journey; returns its id.
+pub async fn publish(store: &Store, definition: &JourneyDefinition) -> String {
+    let now = Utc::now();
+    let draft = JourneyRecord::new_draft(
+        definition.name.clone(),
+        "",
+        serde_json::to_value(definition).expect("definition serializes"),
+        now,
+    );
+    let stored = store
+        .journeys()
+        .insert(&draft)
+        .await
+        .expect("insert journey");
+    store
+        .journeys()
+        .set_state(&stored.id, JourneyState::Published, now)
+        .await
+        .expect("publish journey");
+    stored.id
+}
+
+/// A track event of `user` with `properties`.
+pub fn track(user: &str, event: &str, message_id: &str, properties: serde_json::Value) -> Event {
+    Event {
+        kind: EventType::Track,
+        message_id: message_id.to_owned(),
+        user_id: Some(user.to_owned()),
+        anonymous_id: None,
+        event: event.to_owned(),
+        properties,
+        traits: json!({}),
+        context: json!({}),
+        timestamp: Utc::now(),
+    }
+}
+
+/// The id of the instance an entry event with `message_id` creates in `journey_id`.
+pub fn instance_of(journey_id: &str, message_id: &str) -> String {
+    instance_id(journey_id, message_id)
+}
+
+/// An engine on `store` whose journey cache is loaded.
+pub async fn engine(store: &Store) -> Engine {
+    let engine = Engine::start(store.clone(), EngineConfig::default());
+    engine.refresh_now().await.expect("load journeys");
+    engine
+}
+
+/// Submits `events` in chunks and asserts that each was accepted.
+pub async fn submit_all(engine: &Engine, events: Vec<Event>) {
+    let mut events = events;
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(500));
+        let acks = engine.submit(events).await;
+        for ack in &acks {
+            assert_eq!(ack.status, AckStatus::Accepted, "event {}", ack.message_id);
+        }
+        events = rest;
+    }
+}
+
+/// A scheduler over `store` and `engine` with `config`, reading `watermark`.
+pub async fn scheduler(
+    store: &Store,
+    engine: &Engine,
+    watermark: impl WatermarkSource,
+    config: SchedulerConfig,
+) -> Scheduler {
+    Scheduler::start(store.clone(), engine.clone(), watermark, config)
+        .await
+        .expect("start scheduler")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain connection to the test database, for counting rows the store API does not count.
+pub async fn raw(url: &str) -> DatabaseConnection {
+    // The store rewrites `mariadb:` for sqlx; the test URLs are `sqlite:` or `mysql:`.
+    Database::connect(url).await.expect("connect for counting")
+}
+
+/// One integer from `sql` with `?` placeholders bound to `values`.
+pub async fn count(db: &DatabaseConnection, sql: &str, values: &[&str]) -> i64 {
+    let statement = Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        values.iter().map(|v| (*v).into()),
+    );
+    let row = db
+        .query_one_raw(statement)
+        .await
+        .expect("count query")
+        .expect("one row");
+    row.try_get_by_index::<i64>(0).expect("integer count")
+}
+
+/// Outbox rows of `journey_id` at send step `step_key`.
+pub async fn sends(db: &DatabaseConnection, journey_id: &str, step_key: &str) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM outbox WHERE journey_id = ? AND step_key = ?",
+        &[journey_id, step_key],
+    )
+    .await
+}
+
+/// Outbox rows of one instance at `step_key`.
+pub async fn sends_of(db: &DatabaseConnection, instance_id: &str, step_key: &str) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM outbox WHERE instance_id = ? AND step_key = ?",
+        &[instance_id, step_key],
+    )
+    .await
+}
+
+/// Timers still stored for `journey_id`.
+pub async fn timers_left(db: &DatabaseConnection, journey_id: &str) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM timers WHERE journey_id = ?",
+        &[journey_id],
+    )
+    .await
+}
+
+/// When the outbox row of `instance_id` at `step_key` was created.
+pub async fn send_time(store: &Store, instance_id: &str) -> Option<DateTime<Utc>> {
+    let detail = store.instances().get(instance_id).await.ok()?;
+    detail
+        .timeline
+        .iter()
+        .find(|t| t.kind == "send")
+        .map(|t| t.at)
+}

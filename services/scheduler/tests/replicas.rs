@@ -1,0 +1,104 @@
+//! Several schedulers on one database fire each timer exactly once.
+//!
+//! On MariaDB three Engine + Scheduler pairs, each on its own store connection pool, compete
+//! for 10,000 timers through `SKIP LOCKED` claims. SQLite is single-process by design, so
+//! there one scheduler fires them all.
+
+mod common;
+
+use std::time::Duration;
+
+use journeys_store::Backend;
+use journeys_store::testing::each_backend;
+use serde_json::json;
+
+use common::*;
+
+const TIMERS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedulers_sharing_a_database_fire_every_timer_exactly_once() {
+    for db in each_backend().await {
+        let replicas = if db.backend() == Backend::MySql { 3 } else { 1 };
+        let store = db.store().clone();
+        let counts = raw(db.url()).await;
+        let destination = destination(&store).await;
+        let journey = publish(&store, &delay_journey(&destination, Duration::from_secs(2))).await;
+
+        let ingest = engine(&store).await;
+        let events: Vec<_> = (0..TIMERS)
+            .map(|i| {
+                track(
+                    &format!("user-{i}"),
+                    SIGNED_UP,
+                    &format!("m-{i}"),
+                    json!({}),
+                )
+            })
+            .collect();
+        submit_all(&ingest, events).await;
+        ingest.shutdown().await;
+        assert_eq!(timers_left(&counts, &journey).await, TIMERS as i64);
+
+        // Small claim and fire batches, so that the replicas interleave.
+        let config = journeys_scheduler::SchedulerConfig {
+            claim_batch: 200,
+            fire_batch: 100,
+            ..test_config()
+        };
+        let mut pairs = Vec::new();
+        for _ in 0..replicas {
+            let replica_store = journeys_store::Store::connect(db.url())
+                .await
+                .expect("replica store");
+            let engine = engine(&replica_store).await;
+            let scheduler =
+                scheduler(&replica_store, &engine, engine.clone(), config.clone()).await;
+            pairs.push((replica_store, engine, scheduler));
+        }
+
+        eventually("every timer fired", Duration::from_secs(300), || async {
+            (sends(&counts, &journey, DELAY_SEND).await >= TIMERS as i64).then_some(())
+        })
+        .await;
+        // Past every lease: a timer claimed twice would have fired twice by now.
+        tokio::time::sleep(config.lease + Duration::from_secs(1)).await;
+
+        let outbox_rows = sends(&counts, &journey, DELAY_SEND).await;
+        let distinct = count(
+            &counts,
+            "SELECT COUNT(DISTINCT instance_id) FROM outbox WHERE journey_id = ?",
+            &[&journey],
+        )
+        .await;
+        let timeline_sends = count(
+            &counts,
+            "SELECT COUNT(*) FROM timeline WHERE kind = 'send' AND step_key = ?",
+            &[DELAY_SEND],
+        )
+        .await;
+        assert_eq!(outbox_rows, TIMERS as i64, "{}", db.backend());
+        assert_eq!(distinct, TIMERS as i64, "{}", db.backend());
+        assert_eq!(timeline_sends, TIMERS as i64, "{}", db.backend());
+        assert_eq!(timers_left(&counts, &journey).await, 0);
+
+        let mut applied = 0;
+        let mut per_replica = Vec::new();
+        for (replica_store, engine, scheduler) in pairs {
+            let stats = scheduler.stats();
+            applied += stats.applied;
+            per_replica.push((stats.applied, stats.discarded));
+            scheduler.shutdown().await;
+            engine.shutdown().await;
+            replica_store.close().await.expect("close replica store");
+        }
+        eprintln!(
+            "{}: {replicas} scheduler(s) fired {TIMERS} timers: (applied, discarded) per replica {per_replica:?}",
+            db.backend()
+        );
+        assert_eq!(applied, TIMERS as u64);
+
+        counts.close().await.expect("close");
+        db.close().await.expect("drop test database");
+    }
+}
