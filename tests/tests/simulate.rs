@@ -12,15 +12,13 @@ fn ts(secs: i64) -> prost_types::Timestamp {
     }
 }
 
-fn track(id: &str, user: &str, name: &str, props: serde_json::Value) -> pb::Event {
+fn track(id: &str, user: &str, name: &str, props: &serde_json::Value) -> pb::Event {
     pb::Event {
         r#type: pb::EventType::Track as i32,
         message_id: id.to_owned(),
         user_id: user.to_owned(),
         event: name.to_owned(),
-        properties: Some(journeys_control_plane::convert::json::json_to_struct(
-            &props,
-        )),
+        properties: Some(journeys_control_plane::convert::json::json_to_struct(props)),
         ..Default::default()
     }
 }
@@ -48,7 +46,7 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
                     "m1",
                     "u1",
                     "checkout_started",
-                    json!({"session_id": "s1", "total": 42}),
+                    &json!({"session_id": "s1", "total": 42}),
                 ),
                 0,
             ),
@@ -57,7 +55,7 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
                     "m2",
                     "u2",
                     "checkout_started",
-                    json!({"session_id": "s2", "total": 7}),
+                    &json!({"session_id": "s2", "total": 7}),
                 ),
                 10,
             ),
@@ -67,7 +65,7 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
                     "m3",
                     "u1",
                     "purchase_completed",
-                    json!({"session_id": "s1"}),
+                    &json!({"session_id": "s1"}),
                 ),
                 1200,
             ),
@@ -77,7 +75,7 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
                     "m4",
                     "u2",
                     "purchase_completed",
-                    json!({"session_id": "other"}),
+                    &json!({"session_id": "other"}),
                 ),
                 1300,
             ),
@@ -166,7 +164,7 @@ async fn preview_renders_the_mapped_payload_of_a_stored_journey() -> anyhow::Res
                     "sample-1",
                     "u9",
                     "content_downloaded",
-                    json!({"content_id": "c1", "title": "The Rust Book"}),
+                    &json!({"content_id": "c1", "title": "The Rust Book"}),
                 )),
                 traits: Some(journeys_control_plane::convert::json::json_to_struct(
                     &json!({"email": "reader@example.com", "first_name": "Grace"}),

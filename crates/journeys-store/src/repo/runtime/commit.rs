@@ -119,6 +119,11 @@ async fn insert_instances<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Rows per instance `UPDATE`. Each row's values are picked by `CASE id WHEN ...` with one arm
+/// per row, so a statement costs rows² comparisons; past about a hundred rows that outweighs
+/// the round trips saved.
+const UPDATE_CHUNK: usize = 100;
+
 /// Columns an instance update writes; the others (journey, revision, profile, unique value,
 /// entry time) never change after entry.
 const UPDATED_COLUMNS: [&str; 11] = [
@@ -164,7 +169,7 @@ async fn update_instances<C: ConnectionTrait>(
     let mut group: Vec<&(InstanceRecord, i64)> = Vec::new();
     let mut ids: HashSet<&str> = HashSet::new();
     for update in updates {
-        if group.len() == INSERT_CHUNK || !ids.insert(update.0.id.as_str()) {
+        if group.len() == UPDATE_CHUNK || !ids.insert(update.0.id.as_str()) {
             update_group(db, &group).await?;
             group.clear();
             ids.clear();
