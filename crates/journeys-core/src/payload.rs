@@ -313,6 +313,18 @@ pub fn preview(
     traits: &Json,
     now: Timestamp,
 ) -> Result<Json, PreviewError> {
+    preview_send(journey, step_key, sample_event, traits, now).map(|request| request.payload)
+}
+
+/// Like [`preview`], but the whole rendered send: destination, method, filled path and
+/// payload (`SendTestEvent` delivers exactly this).
+pub fn preview_send(
+    journey: &Journey,
+    step_key: &str,
+    sample_event: &Event,
+    traits: &Json,
+    now: Timestamp,
+) -> Result<SendRequest, PreviewError> {
     let def = journey.definition();
     let (spec, step_name) = match journey.step(step_key) {
         Some(step) => match &step.kind {
@@ -354,7 +366,7 @@ pub fn preview(
         now,
         pass: 0,
     })?;
-    Ok(request.payload)
+    Ok(request)
 }
 
 #[cfg(test)]

@@ -700,8 +700,11 @@ async fn journey_stats_count_steps_sends_and_branches() {
         let through = instance("j1", "u3", None, t);
         let other = instance("j2", "u4", None, t);
         let mut timeline = Vec::new();
+        // As the state machine writes them: an `entered` marker, then a `step` row for every
+        // step reached, the start step included.
         for i in [&waiting, &exited, &through] {
             timeline.push(entry(i, "start", "entered", json!({})));
+            timeline.push(entry(i, "start", "step", json!({})));
             timeline.push(entry(i, "check", "step", json!({})));
         }
         timeline.push(entry(&through, "check", "branch", json!({"branch": "yes"})));
@@ -839,6 +842,62 @@ async fn published_stamp_changes_on_publish_and_archive() {
         let archived = db.journeys().published_stamp().await.unwrap();
         assert_eq!(archived.0, 1, "{b}");
         assert_ne!(archived, stamp, "{b}");
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn many_instance_updates_span_statements_and_stay_atomic() {
+    for db in each_backend().await {
+        let b = db.backend();
+        let t = now();
+        let all: Vec<InstanceRecord> = (0..250)
+            .map(|n| instance("j1", &format!("u{n}"), None, t))
+            .collect();
+        db.runtime()
+            .commit(&Changes {
+                instances_new: all.clone(),
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        let bumped: Vec<(InstanceRecord, i64)> = all
+            .iter()
+            .map(|i| {
+                let mut next = i.clone();
+                next.version = 2;
+                next.passes = 1;
+                (next, 1)
+            })
+            .collect();
+        // One stale row late in the batch undoes the statements that already ran.
+        let mut stale = bumped.clone();
+        stale[230].1 = 5;
+        let result = db
+            .runtime()
+            .commit(&Changes {
+                instances_updated: stale,
+                ..Changes::default()
+            })
+            .await;
+        assert!(is_conflict(&result, &all[230].id), "{b}: {result:?}");
+        let ids: Vec<String> = all.iter().map(|i| i.id.clone()).collect();
+        let stored = db.runtime().instances_by_ids(&ids).await.unwrap();
+        assert!(stored.iter().all(|i| i.version == 1), "{b}");
+
+        db.runtime()
+            .commit(&Changes {
+                instances_updated: bumped,
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        let stored = db.runtime().instances_by_ids(&ids).await.unwrap();
+        assert_eq!(stored.len(), 250, "{b}");
+        assert!(
+            stored.iter().all(|i| i.version == 2 && i.passes == 1),
+            "{b}"
+        );
         db.close().await.unwrap();
     }
 }

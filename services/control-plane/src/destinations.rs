@@ -11,12 +11,14 @@ use journeys_core::Problem;
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::destination_service_server::DestinationService;
 use journeys_runtime::error::ApiError;
-use journeys_store::{DestinationKind, DestinationRecord, JourneyState, Store, StoreError};
+use journeys_store::{
+    DestinationKind, DestinationRecord, JourneyState, OutboxRecord, Store, StoreError,
+};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
-use crate::convert::json::{duration, from_duration, timestamp};
-use crate::{errors, fields, journeys, references};
+use crate::convert::json::{duration, from_duration, json_to_struct, opt_timestamp, timestamp};
+use crate::{Deps, errors, fields, journeys, references};
 
 /// What responses show instead of a stored signing secret.
 pub const MASK: &str = "********";
@@ -39,13 +41,17 @@ pub struct WebhookSettings {
 #[derive(Clone)]
 pub struct Destinations {
     store: Store,
+    deps: Deps,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 impl Destinations {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(deps: Deps) -> Self {
+        Self {
+            store: deps.store.clone(),
+            deps,
+        }
     }
 
     async fn create(&self, d: Option<pb::Destination>) -> Result<pb::Destination, ApiError> {
@@ -229,6 +235,21 @@ fn webhook(
     }
 }
 
+fn dead_letter(r: &OutboxRecord) -> pb::DeadLetter {
+    pb::DeadLetter {
+        id: r.id.clone(),
+        destination_id: r.destination_id.clone(),
+        journey_id: r.journey_id.clone(),
+        instance_id: r.instance_id.clone(),
+        step_key: r.step_key.clone(),
+        message_id: r.message_id.clone(),
+        payload: Some(json_to_struct(&r.payload)),
+        attempts: r.attempts,
+        last_error: r.last_error.clone().unwrap_or_default(),
+        dead_lettered_at: opt_timestamp(r.dead_at),
+    }
+}
+
 fn to_json(s: &WebhookSettings) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(s).map_err(ApiError::internal)
 }
@@ -328,19 +349,55 @@ impl DestinationService for Destinations {
 
     async fn list_dead_letters(
         &self,
-        _req: Request<pb::ListDeadLettersRequest>,
+        req: Request<pb::ListDeadLettersRequest>,
     ) -> Reply<pb::ListDeadLettersResponse> {
-        Err(Status::unimplemented(
-            "dead letters come with the delivery component, which this build does not include yet",
-        ))
+        let req = req.into_inner();
+        let size =
+            fields::page_size(req.page_size).map_err(|p| errors::invalid("request", &[p]))?;
+        let page = self
+            .store
+            .outbox()
+            .list_dead(
+                Some(req.destination_id.as_str()).filter(|s| !s.is_empty()),
+                Some(req.journey_id.as_str()).filter(|s| !s.is_empty()),
+                size,
+                Some(&req.page_token),
+            )
+            .await
+            .map_err(errors::store)?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: page.items.iter().map(dead_letter).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
     }
 
     async fn replay_dead_letters(
         &self,
-        _req: Request<pb::ReplayDeadLettersRequest>,
+        req: Request<pb::ReplayDeadLettersRequest>,
     ) -> Reply<pb::ReplayDeadLettersResponse> {
-        Err(Status::unimplemented(
-            "dead letters come with the delivery component, which this build does not include yet",
-        ))
+        let ids = req.into_inner().ids;
+        let mut problems = Vec::new();
+        if ids.is_empty() {
+            problems.push(Problem::new(
+                "ids",
+                "at least one dead-letter id is required",
+            ));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if id.is_empty() {
+                problems.push(Problem::new(format!("ids[{i}]"), "must not be empty"));
+            }
+        }
+        errors::check("request", &problems)?;
+        let replayed = self
+            .store
+            .outbox()
+            .replay(&ids, Utc::now())
+            .await
+            .map_err(errors::store)?;
+        self.deps.delivery.waker().wake();
+        Ok(Response::new(pb::ReplayDeadLettersResponse {
+            replayed: i32::try_from(replayed).unwrap_or(i32::MAX),
+        }))
     }
 }

@@ -56,3 +56,30 @@ pub fn joined(problems: &[Problem]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// An engine failure (operator exits) as an API error.
+pub fn engine_error(err: journeys_engine::EngineError) -> ApiError {
+    match err {
+        journeys_engine::EngineError::Store(e) => store(e),
+        journeys_engine::EngineError::ShuttingDown => {
+            ApiError::Unavailable("the server is shutting down; retry".to_owned())
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// A test delivery failure as an API error: what went wrong at the destination is the
+/// caller's business (it is their endpoint), so transport errors are described.
+pub fn delivery_error(err: journeys_delivery::DeliveryError) -> ApiError {
+    use journeys_delivery::DeliveryError;
+    match err {
+        DeliveryError::UnknownDestination(id) => {
+            ApiError::FailedPrecondition(format!("destination '{id}' does not exist"))
+        }
+        DeliveryError::Store(e) => store(e),
+        e @ (DeliveryError::Timeout(_) | DeliveryError::Transport(_)) => {
+            ApiError::Unavailable(format!("the destination could not be reached: {e}"))
+        }
+        e => ApiError::FailedPrecondition(e.to_string()),
+    }
+}

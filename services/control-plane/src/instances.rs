@@ -7,11 +7,15 @@ use journeys_store::{InstanceFilter, InstanceRecord, InstanceState, Store, Timel
 use tonic::{Request, Response, Status};
 
 use crate::convert::json::{json_to_struct, opt_timestamp, timestamp};
-use crate::{errors, fields};
+use journeys_core::machine::ExitReason;
+use journeys_engine::TerminateOutcome;
+
+use crate::{Deps, errors, fields};
 
 #[derive(Clone)]
 pub struct Instances {
     store: Store,
+    deps: Deps,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -55,8 +59,23 @@ fn timeline_entry(t: &TimelineRecord) -> pb::TimelineEntry {
 }
 
 impl Instances {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(deps: Deps) -> Self {
+        Self {
+            store: deps.store.clone(),
+            deps,
+        }
+    }
+
+    async fn detail(&self, id: &str) -> Result<pb::Instance, ApiError> {
+        let detail = self
+            .store
+            .instances()
+            .get(id)
+            .await
+            .map_err(errors::store)?;
+        let mut out = to_proto(&detail.instance);
+        out.timeline = detail.timeline.iter().map(timeline_entry).collect();
+        Ok(out)
     }
 }
 
@@ -99,20 +118,32 @@ impl InstanceService for Instances {
         if id.is_empty() {
             return Err(ApiError::invalid_field("id", "required").into());
         }
-        let detail = self
-            .store
-            .instances()
-            .get(&id)
-            .await
-            .map_err(errors::store)?;
-        let mut out = to_proto(&detail.instance);
-        out.timeline = detail.timeline.iter().map(timeline_entry).collect();
-        Ok(Response::new(out))
+        Ok(Response::new(self.detail(&id).await?))
     }
 
-    async fn exit_instance(&self, _req: Request<pb::ExitInstanceRequest>) -> Reply<pb::Instance> {
-        Err(Status::unimplemented(
-            "ExitInstance needs the data plane's evaluator, which this build does not include yet",
-        ))
+    async fn exit_instance(&self, req: Request<pb::ExitInstanceRequest>) -> Reply<pb::Instance> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(ApiError::invalid_field("id", "required").into());
+        }
+        match self
+            .deps
+            .engine
+            .terminate_instance(&id, ExitReason::Operator)
+            .await
+            .map_err(errors::engine_error)?
+        {
+            TerminateOutcome::Exited => {}
+            TerminateOutcome::NotFound => {
+                return Err(ApiError::NotFound(format!("instance '{id}' not found")).into());
+            }
+            TerminateOutcome::NotActive => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "instance '{id}' has already ended"
+                ))
+                .into());
+            }
+        }
+        Ok(Response::new(self.detail(&id).await?))
     }
 }

@@ -15,21 +15,28 @@ use journeys_runtime::error::ApiError;
 use journeys_store::{JourneyChanges, JourneyRecord, JourneyState, Store, StoreError};
 use tonic::{Request, Response, Status};
 
+use crate::convert::json::{duration, json_to_struct};
 use crate::convert::{journey_in, journey_out};
-use crate::{errors, fields, references, simulate};
+use crate::errors::{delivery_error, engine_error};
+use crate::{Deps, errors, fields, references, simulate, stats};
 
 /// The journey service over a store.
 #[derive(Clone)]
 pub struct Journeys {
     store: Store,
+    deps: Deps,
     validation: ValidationOptions,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 impl Journeys {
-    pub fn new(store: Store, validation: ValidationOptions) -> Self {
-        Self { store, validation }
+    pub fn new(deps: Deps, validation: ValidationOptions) -> Self {
+        Self {
+            store: deps.store.clone(),
+            deps,
+            validation,
+        }
     }
 
     /// Converts and validates a definition, returning it or every problem found.
@@ -217,20 +224,21 @@ impl Journeys {
             JourneyState::Archived => return Ok(journey_out::journey(&record, &def)),
             JourneyState::Published => {}
         }
-        if mode == pb::ArchiveMode::Exit {
-            // Instances are only created by the data plane; ending them at once is its job
-            // (it applies an operator exit to each active instance of an archived journey).
-            tracing::info!(
-                journey_id = id,
-                "archived with EXIT: active instances will exit"
-            );
-        }
         let stored = self
             .store
             .journeys()
             .set_state(id, JourneyState::Archived, Utc::now())
             .await
             .map_err(errors::store)?;
+        if mode == pb::ArchiveMode::Exit {
+            let exited = self
+                .deps
+                .engine
+                .terminate_journey_instances(id)
+                .await
+                .map_err(engine_error)?;
+            tracing::info!(journey_id = id, exited, "archived in exit mode");
+        }
         Ok(journey_out::journey(&stored, &def))
     }
 
@@ -430,22 +438,54 @@ impl JourneyService for Journeys {
             other => other,
         })?;
         let journey = simulate::core_journey(meta(&record), def);
-        Ok(Response::new(simulate::preview_payload(
+        let request = simulate::render_sample(
             &journey,
             &req.step_key,
             req.sample_event.as_ref(),
             req.traits.as_ref(),
             Utc::now(),
-        )?))
+        )?;
+        Ok(Response::new(pb::PreviewPayloadResponse {
+            payload: Some(json_to_struct(&request.payload)),
+        }))
     }
 
     async fn send_test_event(
         &self,
-        _req: Request<pb::SendTestEventRequest>,
+        req: Request<pb::SendTestEventRequest>,
     ) -> Reply<pb::SendTestEventResponse> {
-        Err(Status::unimplemented(
-            "SendTestEvent needs the delivery component, which this build does not include yet",
-        ))
+        let req = req.into_inner();
+        let (record, def) = self.load(&req.journey_id).await.map_err(|e| match e {
+            ApiError::InvalidArgument { .. } => ApiError::invalid_field("journey_id", "required"),
+            other => other,
+        })?;
+        let journey = simulate::core_journey(meta(&record), def);
+        let request = simulate::render_sample(
+            &journey,
+            &req.step_key,
+            req.sample_event.as_ref(),
+            req.traits.as_ref(),
+            Utc::now(),
+        )?;
+        // A fresh message id: a test send must not be dropped as a repeat of a real one.
+        let message_id = format!("test-{}", uuid::Uuid::now_v7());
+        let outcome = self
+            .deps
+            .delivery
+            .deliver_once(
+                &request.destination_id,
+                &request.method,
+                &request.path,
+                &request.payload,
+                &message_id,
+            )
+            .await
+            .map_err(delivery_error)?;
+        Ok(Response::new(pb::SendTestEventResponse {
+            status_code: i32::from(outcome.status),
+            body: outcome.body,
+            latency: Some(duration(outcome.latency)),
+        }))
     }
 
     async fn simulate_journey(
@@ -493,10 +533,16 @@ impl JourneyService for Journeys {
 
     async fn get_journey_stats(
         &self,
-        _req: Request<pb::GetJourneyStatsRequest>,
+        req: Request<pb::GetJourneyStatsRequest>,
     ) -> Reply<pb::GetJourneyStatsResponse> {
-        Err(Status::unimplemented(
-            "GetJourneyStats needs the data plane, which this build does not include yet",
-        ))
+        let (record, def) = self.load(&req.into_inner().id).await?;
+        let counts = self
+            .deps
+            .store
+            .runtime()
+            .journey_stats(&record.id)
+            .await
+            .map_err(errors::store)?;
+        Ok(Response::new(stats::response(&def, &counts)))
     }
 }

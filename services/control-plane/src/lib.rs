@@ -16,10 +16,13 @@ mod profiles;
 mod references;
 mod simulate;
 mod sources;
+mod stats;
 
 use std::future::Future;
 
 use journeys_core::validate::ValidationOptions;
+use journeys_delivery::{DeliveryConfig, Dispatcher};
+use journeys_engine::{Engine, EngineConfig};
 use journeys_proto::v1::audience_service_server::AudienceServiceServer;
 use journeys_proto::v1::catalog_service_server::CatalogServiceServer;
 use journeys_proto::v1::destination_service_server::DestinationServiceServer;
@@ -32,7 +35,7 @@ use journeys_runtime::config::{Config, ConfigError};
 use journeys_runtime::grpc::ServeError;
 use journeys_store::{Store, StoreError};
 use tokio::net::TcpListener;
-use tonic::service::Routes;
+use tonic::service::{Routes, RoutesBuilder};
 
 pub use destinations::WebhookSettings;
 pub use sources::hash_write_key;
@@ -59,41 +62,75 @@ pub enum Error {
     Serve(#[from] ServeError),
 }
 
-/// The control-plane services over `store`, each behind the admin-token check.
-pub fn routes(store: &Store, config: &Config) -> Routes {
+/// What the control plane works with besides configuration.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Store,
+    /// Applies operator exits (`ExitInstance`, archive in exit mode) through the same state
+    /// machine and transaction shape as events and timers.
+    pub engine: Engine,
+    /// Delivers `SendTestEvent` requests (no outbox, no retries) and is woken by
+    /// `ReplayDeadLetters`.
+    pub delivery: Dispatcher,
+}
+
+impl Deps {
+    /// Deps of a stand-alone control plane: its own engine (for operator exits) and a
+    /// dispatcher used only for test sends (the data plane's dispatcher delivers the outbox).
+    pub fn standalone(store: Store) -> Self {
+        Self {
+            engine: Engine::start(store.clone(), EngineConfig::default()),
+            delivery: Dispatcher::new(store.clone(), DeliveryConfig::default()),
+            store,
+        }
+    }
+}
+
+/// The control-plane services, each behind the admin-token check.
+pub fn routes(deps: &Deps, config: &Config) -> Routes {
+    let mut builder = Routes::builder();
+    add_services(&mut builder, deps, config);
+    builder.routes()
+}
+
+/// Adds the control-plane services to `builder` (for a process that serves more than the
+/// control plane on one port, like `journeys dev`).
+pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
+    let store = &deps.store;
     let auth = AdminAuth::new(config.admin_token.clone());
     let validation = ValidationOptions {
         allow_short_durations: config.allow_short_durations,
         ..ValidationOptions::default()
     };
-    Routes::new(JourneyServiceServer::with_interceptor(
-        journeys::Journeys::new(store.clone(), validation),
-        auth.clone(),
-    ))
-    .add_service(DestinationServiceServer::with_interceptor(
-        destinations::Destinations::new(store.clone()),
-        auth.clone(),
-    ))
-    .add_service(AudienceServiceServer::with_interceptor(
-        audiences::Audiences::new(store.clone()),
-        auth.clone(),
-    ))
-    .add_service(SourceServiceServer::with_interceptor(
-        sources::Sources::new(store.clone()),
-        auth.clone(),
-    ))
-    .add_service(CatalogServiceServer::with_interceptor(
-        catalog::CatalogApi::new(store.clone()),
-        auth.clone(),
-    ))
-    .add_service(ProfileServiceServer::with_interceptor(
-        profiles::Profiles::new(store.clone()),
-        auth.clone(),
-    ))
-    .add_service(InstanceServiceServer::with_interceptor(
-        instances::Instances::new(store.clone()),
-        auth,
-    ))
+    builder
+        .add_service(JourneyServiceServer::with_interceptor(
+            journeys::Journeys::new(deps.clone(), validation),
+            auth.clone(),
+        ))
+        .add_service(DestinationServiceServer::with_interceptor(
+            destinations::Destinations::new(deps.clone()),
+            auth.clone(),
+        ))
+        .add_service(AudienceServiceServer::with_interceptor(
+            audiences::Audiences::new(store.clone()),
+            auth.clone(),
+        ))
+        .add_service(SourceServiceServer::with_interceptor(
+            sources::Sources::new(store.clone()),
+            auth.clone(),
+        ))
+        .add_service(CatalogServiceServer::with_interceptor(
+            catalog::CatalogApi::new(store.clone()),
+            auth.clone(),
+        ))
+        .add_service(ProfileServiceServer::with_interceptor(
+            profiles::Profiles::new(store.clone()),
+            auth.clone(),
+        ))
+        .add_service(InstanceServiceServer::with_interceptor(
+            instances::Instances::new(deps.clone()),
+            auth,
+        ));
 }
 
 /// Connects to the configured store, runs pending migrations and serves the control plane on
@@ -113,14 +150,17 @@ pub async fn serve(
     )?;
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
-    let routes = routes(&store, &config);
-    journeys_runtime::grpc::serve(
+    let deps = Deps::standalone(store);
+    let routes = routes(&deps, &config);
+    let served = journeys_runtime::grpc::serve(
         listener,
         routes,
         SERVICE_NAMES,
         &[journeys_proto::FILE_DESCRIPTOR_SET],
         shutdown,
     )
-    .await?;
+    .await;
+    deps.engine.shutdown().await;
+    served?;
     Ok(())
 }

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use journeys_core::Problem;
 use journeys_core::machine::Journey;
+use journeys_core::machine::SendRequest;
 use journeys_core::model::{JourneyDefinition, JourneyMeta};
-use journeys_core::payload::{PreviewError, preview};
+use journeys_core::payload::{PreviewError, preview_send};
 use journeys_core::simulate::{
     ProfileSnapshot, SimulatedEvent, Simulation, SimulationResult, simulate,
 };
@@ -26,14 +27,15 @@ pub fn core_journey(meta: JourneyMeta, def: JourneyDefinition) -> Journey {
     Journey::new(meta, def)
 }
 
-/// Renders send step `step_key` of `journey` for a sample entry event and traits.
-pub fn preview_payload(
+/// Renders send step `step_key` of `journey` for a sample entry event and traits: exactly
+/// what would be queued (destination, method, path, payload).
+pub fn render_sample(
     journey: &Journey,
     step_key: &str,
     sample: Option<&pb::Event>,
     traits: Option<&prost_types::Struct>,
     now: DateTime<Utc>,
-) -> Result<pb::PreviewPayloadResponse, ApiError> {
+) -> Result<SendRequest, ApiError> {
     if step_key.is_empty() {
         return Err(ApiError::invalid_field("step_key", "required"));
     }
@@ -47,18 +49,15 @@ pub fn preview_payload(
     let sample =
         event(&sample, now, "sample_event").map_err(|p| errors::invalid("sample_event", &p))?;
     let traits = opt_struct_to_json(traits);
-    match preview(journey, step_key, &sample, &traits, now) {
-        Ok(payload) => Ok(pb::PreviewPayloadResponse {
-            payload: Some(json_to_struct(&payload)),
-        }),
-        Err(PreviewError::NotASendStep(key)) => Err(ApiError::invalid_field(
+    preview_send(journey, step_key, &sample, &traits, now).map_err(|e| match e {
+        PreviewError::NotASendStep(key) => ApiError::invalid_field(
             "step_key",
             format!("'{key}' is not a send step of this journey"),
-        )),
-        Err(PreviewError::Payload(e)) => Err(ApiError::FailedPrecondition(format!(
-            "the payload cannot be rendered: {e}"
-        ))),
-    }
+        ),
+        PreviewError::Payload(e) => {
+            ApiError::FailedPrecondition(format!("the payload cannot be rendered: {e}"))
+        }
+    })
 }
 
 fn snapshot(p: &pb::SimulatedProfile) -> ProfileSnapshot {

@@ -1,7 +1,7 @@
 //! `journeys`: the one command a newcomer needs.
 //!
 //! - `journeys dev` runs every service in one process on embedded SQLite
-//!   (`./journeys-dev.db` by default), gRPC on 127.0.0.1:50051.
+//!   (`./journeys-dev.db` by default): gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8088.
 //! - `journeys migrate` applies pending store migrations and exits.
 
 use anyhow::Context;
@@ -46,16 +46,14 @@ async fn dev(args: &ConfigArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let _telemetry = journeys_runtime::telemetry::init(&config, "journeys-dev")?;
-    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+    let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    tracing::info!(
-        grpc = %config.grpc_addr,
-        database = %config.database_url,
-        "journeys dev: control plane ready"
-    );
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let shutdown = Shutdown::on_signal();
-    journeys_control_plane::serve(config, listener, shutdown.wait()).await?;
+    journeys::run_dev(config, grpc, http, shutdown.wait()).await?;
     Ok(())
 }
 

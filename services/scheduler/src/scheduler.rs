@@ -88,6 +88,19 @@ impl Scheduler {
         ))
     }
 
+    /// Adds `journeys.v1.SchedulerService` (behind the admin-token check) to `builder`, for a
+    /// process that serves more than the scheduler on one port (`journeys dev`).
+    pub fn add_services(
+        &self,
+        builder: &mut tonic::service::RoutesBuilder,
+        admin_token: Option<String>,
+    ) {
+        builder.add_service(SchedulerServiceServer::with_interceptor(
+            SchedulerApi::new(self.store.clone(), self.timers.stats_handle()),
+            AdminAuth::new(admin_token),
+        ));
+    }
+
     /// Stops the housekeeping jobs and the timer loop; timers claimed but not fired are
     /// released for other replicas. The engine is left running (it belongs to the caller).
     pub async fn shutdown(self) {

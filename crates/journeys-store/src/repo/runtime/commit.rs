@@ -54,8 +54,10 @@ pub(super) async fn apply<C: ConnectionTrait>(
 ) -> Result<(), Failure> {
     insert_dedupe(db, &changes.dedupe).await?;
     insert_enter_once(db, &changes.enter_once, now).await?;
-    insert_instances(db, &changes.instances_new).await?;
+    // Updates first: an event may end an instance (freeing its `active_key`) and start a new
+    // one with the same unique value in the same batch.
     update_instances(db, &changes.instances_updated).await?;
+    insert_instances(db, &changes.instances_new).await?;
     delete_timers(db, &changes.timers_deleted).await?;
     insert_timers(db, changes).await?;
     instances::insert_timeline(db, &changes.timeline).await?;

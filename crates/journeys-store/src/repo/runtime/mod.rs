@@ -97,7 +97,7 @@ pub struct ProfileState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepCounts {
     pub step_key: String,
-    /// Instances that reached the step (timeline `entered` and `step` rows).
+    /// Instances that reached the step (timeline `step` rows; the `entered` row marks the journey entry, not a step).
     pub entered: i64,
     /// Active instances currently at the step.
     pub waiting: i64,
@@ -146,8 +146,11 @@ impl<'a> Runtime<'a> {
     }
 
     /// Writes `changes` in one transaction: all of them or, on any error, none. Rows are
-    /// written with multi-row statements of at most 500 rows. Profile, enter-once and audience
-    /// timestamps are the commit time.
+    /// written with multi-row statements of at most 500 rows (100 for instance updates).
+    /// Profile, enter-once and audience timestamps are the commit time.
+    ///
+    /// Never call back into the [`crate::Store`] from inside: on SQLite the transaction holds
+    /// the only connection.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] on a taken dedupe key, enter-once pair, instance id, active key,

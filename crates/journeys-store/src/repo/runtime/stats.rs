@@ -26,7 +26,7 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
     let entered = query(
         "SELECT t.step_key AS step_key, COUNT(*) AS n FROM timeline t \
          JOIN instances i ON i.id = t.instance_id \
-         WHERE i.journey_id = ? AND t.kind IN ('entered', 'step') \
+         WHERE i.journey_id = ? AND t.kind = 'step' \
          GROUP BY t.step_key"
             .to_owned(),
     )
