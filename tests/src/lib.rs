@@ -155,6 +155,14 @@ pub fn journey_request_from_json(
 
 mod json_codec;
 
+pub mod http;
+pub mod ingest;
+pub mod sink;
+pub mod stack;
+
+pub use sink::{Received, Sink};
+pub use stack::{Stack, StackClients, StackOptions, eventually};
+
 /// Runs `body` once per configured backend with a fresh database URL, removing the database
 /// afterwards. The backend's name is attached to any failure.
 pub async fn on_each_backend<F, Fut>(body: F) -> anyhow::Result<()>

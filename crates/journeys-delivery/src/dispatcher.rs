@@ -5,6 +5,12 @@
 //! for at most `max_idle_wait` (rows committed by other processes, expired leases). Delivery is
 //! at least once: a dispatcher that dies between a send and its mark leaves the row leased, and
 //! the row is sent again with the same `Idempotency-Key` once the lease expires.
+//!
+//! Each attempt runs in a `webhook.deliver` span, child of the trace context stored with the row
+//! (the transition that queued it), and the request carries that span's `traceparent`, so the
+//! receiver's work joins the same trace. Outcomes and latencies go to
+//! [`journeys_runtime::metrics`] (`journeys_deliveries_total`,
+//! `journeys_delivery_duration_seconds`).
 
 use std::future::Future;
 use std::pin::pin;
@@ -17,7 +23,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
+use journeys_runtime::{metrics, trace_context};
 use journeys_store::{OutboxRecord, Store};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
@@ -215,8 +223,24 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers one claimed row and records the outcome.
+    /// Delivers one claimed row and records the outcome, in a span continuing the row's trace.
     async fn deliver_row(self, row: OutboxRecord) {
+        let span = tracing::info_span!(
+            "webhook.deliver",
+            otel.kind = "client",
+            outbox_id = %row.id,
+            destination_id = %row.destination_id,
+            attempt = row.attempts.saturating_add(1),
+            http.status_code = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if let Some(parent) = &row.traceparent {
+            trace_context::set_parent_traceparent(&span, parent);
+        }
+        self.deliver_row_in_span(row).instrument(span).await;
+    }
+
+    async fn deliver_row_in_span(self, row: OutboxRecord) {
         let inner = &self.inner;
         let destination = match inner
             .destinations
@@ -235,9 +259,12 @@ impl Dispatcher {
             }
         };
         let attempts = row.attempts.saturating_add(1);
+        // This attempt's span when traced; else the stored context, passed on as it came.
+        let traceparent = trace_context::current_traceparent().or_else(|| row.traceparent.clone());
         let sent = match serde_json::to_vec(&row.payload) {
             Ok(body) => {
-                inner
+                let sending = std::time::Instant::now();
+                let sent = inner
                     .client
                     .send(WebhookRequest {
                         destination: &destination,
@@ -245,11 +272,18 @@ impl Dispatcher {
                         path: &row.path,
                         body: Bytes::from(body),
                         message_id: &row.message_id,
-                        traceparent: row.traceparent.as_deref(),
+                        traceparent: traceparent.as_deref(),
                         now: Utc::now(),
                         body_limit: MAX_RESPONSE_BODY,
                     })
-                    .await
+                    .await;
+                metrics::metrics()
+                    .delivery_duration
+                    .observe(sending.elapsed());
+                if let Ok(response) = &sent {
+                    tracing::Span::current().record("http.status_code", response.status.as_u16());
+                }
+                sent
             }
             Err(err) => Err(DeliveryError::InvalidRequest(format!(
                 "payload does not serialize: {err}"
@@ -287,6 +321,8 @@ impl Dispatcher {
         );
         match decision {
             Decision::RetryAt(at) => {
+                metrics::metrics().deliveries.add(&["retry"], 1);
+                tracing::Span::current().record("outcome", "retry");
                 tracing::info!(
                     outbox_id = %row.id,
                     destination_id = %row.destination_id,
@@ -314,6 +350,8 @@ impl Dispatcher {
     }
 
     async fn mark_sent(&self, row: &OutboxRecord, attempts: i32, response: &WebhookResponse) {
+        metrics::metrics().deliveries.add(&["sent"], 1);
+        tracing::Span::current().record("outcome", "sent");
         tracing::debug!(
             outbox_id = %row.id,
             destination_id = %row.destination_id,
@@ -336,6 +374,8 @@ impl Dispatcher {
     }
 
     async fn dead_letter(&self, row: &OutboxRecord, attempts: i32, error: &str) {
+        metrics::metrics().deliveries.add(&["dead"], 1);
+        tracing::Span::current().record("outcome", "dead");
         tracing::warn!(
             outbox_id = %row.id,
             destination_id = %row.destination_id,

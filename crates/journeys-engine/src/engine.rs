@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
+use journeys_runtime::trace_context;
 use journeys_store::{InstanceState, Store, TimerRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -106,6 +107,10 @@ impl Engine {
 
     /// Applies `events` and returns one [`Ack`] per event, in input order, each after the
     /// event's effects committed. The events are queued before this returns.
+    ///
+    /// When the calling span is traced (OpenTelemetry export on), each event is evaluated in an
+    /// `engine.evaluate` span, child of the caller's, and the sends it queues carry that span's
+    /// context to the delivery.
     pub fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send + 'static {
         let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
@@ -145,7 +150,11 @@ impl Engine {
                     }
                 }
             }
-            receivers = self.dispatch(parts, Some(&in_flight));
+            receivers = self.dispatch(
+                parts,
+                Some(&in_flight),
+                trace_context::current_traceparent().as_deref(),
+            );
         }
         self.inner.shared.counters.apply(&delta);
         async move {
@@ -164,6 +173,7 @@ impl Engine {
 
     /// Fires due timers (for the scheduler): each is applied to its instance through the
     /// lane of its profile, together with deleting the timer row. Outcomes in input order.
+    /// Traced like [`Engine::submit`]: the caller's span (the firing) parents the timers' sends.
     ///
     /// # Errors
     /// [`EngineError::ShuttingDown`].
@@ -181,7 +191,8 @@ impl Engine {
             let lane = lane_of(&timer.profile_id, parts.len());
             parts[lane].push((position, timer.profile_id.clone(), Item::Timer(timer)));
         }
-        let answers = collect(self.dispatch(parts, None), ids.len()).await;
+        let trace = trace_context::current_traceparent();
+        let answers = collect(self.dispatch(parts, None, trace.as_deref()), ids.len()).await;
         Ok(ids
             .into_iter()
             .zip(answers)
@@ -289,7 +300,7 @@ impl Engine {
             };
             parts[lane].push((position, profile_id, item));
         }
-        collect(self.dispatch(parts, None), count)
+        collect(self.dispatch(parts, None, None), count)
             .await
             .into_iter()
             .map(|outcome| match outcome {
@@ -301,10 +312,12 @@ impl Engine {
     }
 
     /// Hands each non-empty part to its lane; a lane that is gone leaves its items unanswered.
+    /// `trace` is the caller's trace context, continued by the lanes (see `crate::lane`).
     fn dispatch(
         &self,
         parts: Vec<Vec<(usize, String, Item)>>,
         in_flight: Option<&Arc<crate::watermark::InFlight>>,
+        trace: Option<&str>,
     ) -> Vec<oneshot::Receiver<Vec<(usize, Outcome)>>> {
         let mut receivers = Vec::new();
         for (lane, items) in parts.into_iter().enumerate() {
@@ -315,6 +328,7 @@ impl Engine {
             let job = Job {
                 items,
                 reply,
+                trace: trace.map(str::to_owned),
                 in_flight: in_flight.map(Arc::clone),
             };
             if let Some(sender) = self.inner.lanes.get(lane)

@@ -91,6 +91,9 @@ pub(crate) struct Job {
     /// `(position in the call, profile id, item)`.
     pub items: Vec<(usize, String, Item)>,
     pub reply: oneshot::Sender<Vec<(usize, Outcome)>>,
+    /// W3C `traceparent` of the span the call was made in (the ingest request, the timer
+    /// firing), when telemetry records one: the lane continues that trace.
+    pub trace: Option<String>,
     /// Holds the call's receive time in the watermark until the lane answered (events only);
     /// only its `Drop` matters.
     #[allow(dead_code)]

@@ -8,12 +8,19 @@
 //! batch from (a) with fresh state, up to [`MAX_RETRIES`] times, then item by item so one
 //! contended item cannot hold back the others. An unavailable store fails the batch's items
 //! (`unavailable`); clients retry, and dedupe makes that safe.
+//!
+//! Tracing: an item whose call came with a trace context ([`Job::trace`]) gets an
+//! `engine.evaluate` span, child of that context, open from the batch's start until its answers
+//! go out (so it covers evaluation, commit and conflict retries); the outbox rows the item queues
+//! carry that span's `traceparent`, which the dispatcher continues. Items without one cost
+//! nothing: no span is made. Batch and commit latencies go to [`journeys_runtime::metrics`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
+use journeys_runtime::{metrics, trace_context};
 use journeys_store::{Store, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -70,6 +77,11 @@ struct Slot {
     /// The rate-limit decision, taken once: a retried batch reuses it.
     allowed: Option<bool>,
     outcome: Option<Outcome>,
+    /// The item's `engine.evaluate` span (traced calls only); ends when the slot is dropped,
+    /// once the batch committed (or failed) and its answers are being sent.
+    _span: Option<tracing::Span>,
+    /// Trace context for the outbox rows the item queues.
+    traceparent: Option<String>,
 }
 
 pub(crate) struct Lane {
@@ -133,9 +145,15 @@ impl Lane {
     }
 
     async fn process(&mut self, mut jobs: Vec<Job>) {
+        let started = Instant::now();
         let mut slots = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
+            let trace = job.trace.take();
             for (position, profile_id, item) in std::mem::take(&mut job.items) {
+                let (span, traceparent) = match &trace {
+                    Some(parent) => item_span(&item, parent),
+                    None => (None, None),
+                };
                 slots.push(Slot {
                     job: j,
                     position,
@@ -143,6 +161,8 @@ impl Lane {
                     item,
                     allowed: None,
                     outcome: None,
+                    _span: span,
+                    traceparent,
                 });
             }
         }
@@ -163,6 +183,9 @@ impl Lane {
             Err(err) => self.fail(&mut slots, &all, &err),
         }
         reply(jobs, slots);
+        metrics::metrics()
+            .engine_batch_duration
+            .observe(started.elapsed());
     }
 
     /// One attempt and up to [`MAX_RETRIES`] more while the commit conflicts.
@@ -264,10 +287,14 @@ impl Lane {
         };
 
         // (d) evaluate, (e) commit.
-        let items: Vec<(&str, &Item, &Gate)> = which
+        let items: Vec<(&str, &Item, &Gate, Option<&str>)> = which
             .iter()
             .zip(&gates)
-            .map(|(&i, gate)| (slots[i].profile_id.as_str(), &slots[i].item, gate))
+            .map(|(&i, gate)| {
+                let slot = &slots[i];
+                let trace = slot.traceparent.as_deref();
+                (slot.profile_id.as_str(), &slot.item, gate, trace)
+            })
             .collect();
         let none = HashSet::new();
         let ctx = PlanContext {
@@ -303,7 +330,12 @@ impl Lane {
             }
         }
         if !plan.changes.is_empty() {
-            runtime.commit(&plan.changes).await?;
+            let committing = Instant::now();
+            let committed = runtime.commit(&plan.changes).await;
+            metrics::metrics()
+                .engine_commit_duration
+                .observe(committing.elapsed());
+            committed?;
             shared.counters.commit();
         }
         shared.counters.apply(&plan.delta);
@@ -344,6 +376,37 @@ impl Lane {
         }
         self.shared.counters.apply(&delta);
     }
+}
+
+/// The `engine.evaluate` span of an item whose call was traced with `parent`, and the context
+/// its sends carry: the span's own, or `parent` itself when the span is not recorded (its level
+/// filtered out), so the delivery still joins the caller's trace.
+fn item_span(item: &Item, parent: &str) -> (Option<tracing::Span>, Option<String>) {
+    let span = match item {
+        Item::Event(event) => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "event",
+            message_id = %event.message_id,
+            event = %event.event,
+        ),
+        Item::Timer(timer) => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "timer",
+            timer_id = %timer.id,
+            instance_id = %timer.instance_id,
+        ),
+        Item::Terminate { instance_id, .. } => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "terminate",
+            instance_id = %instance_id,
+        ),
+    };
+    trace_context::set_parent_traceparent(&span, parent);
+    let own = trace_context::span_traceparent(&span).unwrap_or_else(|| parent.to_owned());
+    (Some(span), Some(own))
 }
 
 fn internal(err: &serde_json::Error) -> StoreError {

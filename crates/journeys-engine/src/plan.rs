@@ -67,14 +67,15 @@ pub(crate) struct Plan {
     pub new_instance_ids: Vec<String>,
 }
 
-/// Evaluates `items` (`(profile id, item, gate)`) in order against `profiles`.
+/// Evaluates `items` (`(profile id, item, gate, trace context)`) in order against `profiles`.
+/// The outbox rows an item queues carry its trace context (a W3C `traceparent`), if any.
 ///
 /// # Errors
 /// When an instance cannot be serialized (a bug): the batch cannot be written.
 pub(crate) fn evaluate(
     ctx: &PlanContext<'_>,
     profiles: &HashMap<String, ProfileState>,
-    items: &[(&str, &Item, &Gate)],
+    items: &[(&str, &Item, &Gate, Option<&str>)],
 ) -> Result<Plan, serde_json::Error> {
     let mut planner = Planner {
         ctx,
@@ -84,7 +85,8 @@ pub(crate) fn evaluate(
         delta: StatsDelta::default(),
     };
     let mut outcomes = Vec::with_capacity(items.len());
-    for (profile_id, item, gate) in items {
+    for (profile_id, item, gate, trace) in items {
+        let queued = planner.out.changes.outbox_new.len();
         let outcome = match gate {
             Gate::Answer(outcome) => {
                 if let Outcome::Ack(status) = outcome {
@@ -107,6 +109,11 @@ pub(crate) fn evaluate(
                 }
             }
         };
+        if let Some(trace) = trace {
+            for row in &mut planner.out.changes.outbox_new[queued..] {
+                row.traceparent = Some((*trace).to_owned());
+            }
+        }
         outcomes.push(outcome);
     }
     planner.finish(outcomes)

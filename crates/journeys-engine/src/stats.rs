@@ -3,7 +3,8 @@
 //!
 //! A lane gathers a [`StatsDelta`] while it evaluates a batch and adds it only after the
 //! commit, so the counters describe committed effects. Scalar counters are atomics; the
-//! by-reason maps sit behind a mutex taken once per batch.
+//! by-reason maps sit behind a mutex taken once per batch. Every delta also goes to the
+//! process's [`journeys_runtime::metrics`] (`/metrics`, OTLP).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -106,8 +107,26 @@ fn add(counter: &AtomicU64, n: u64) {
     }
 }
 
+/// Adds `delta` to the process-wide metrics.
+fn export(delta: &StatsDelta) {
+    let m = journeys_runtime::metrics::metrics();
+    m.events.add(&["accepted"], delta.events_accepted);
+    m.events.add(&["duplicate"], delta.events_duplicate);
+    for (code, n) in &delta.events_rejected {
+        m.events.add(&["rejected", code], *n);
+    }
+    m.entries.add(delta.entries);
+    for (reason, n) in &delta.entries_skipped {
+        m.entries_skipped.add(&[reason], *n);
+    }
+    m.hold_matches.add(delta.hold_matches);
+    m.exits.add(delta.exits);
+    m.sends_queued.add(delta.sends_queued);
+}
+
 impl Counters {
     pub fn apply(&self, delta: &StatsDelta) {
+        export(delta);
         add(&self.events_accepted, delta.events_accepted);
         add(&self.events_duplicate, delta.events_duplicate);
         add(&self.entries, delta.entries);
@@ -140,6 +159,7 @@ impl Counters {
 
     pub fn conflict(&self) {
         add(&self.conflicts, 1);
+        journeys_runtime::metrics::metrics().engine_conflicts.add(1);
     }
 
     pub fn snapshot(&self) -> EngineStats {

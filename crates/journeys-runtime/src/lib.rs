@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

@@ -1,5 +1,6 @@
 //! Logging and tracing set-up: `tracing` to stdout (text or JSON) and, when an OTLP endpoint is
-//! configured, traces and metrics exported over OTLP/gRPC.
+//! configured, traces and metrics exported over OTLP/gRPC (the metrics of
+//! [`crate::metrics`]).
 //!
 //! The W3C TraceContext propagator is installed globally either way, so `traceparent` headers
 //! pass through a process even when it exports nothing (see [`crate::trace_context`]).
@@ -70,6 +71,24 @@ impl TelemetryGuard {
     pub fn is_exporting(&self) -> bool {
         self.tracer_provider.is_some()
     }
+
+    /// Exports the spans ended and the metrics recorded so far now, rather than at the next
+    /// batch or interval. Blocks until the exporters answered; on a multi-threaded Tokio runtime
+    /// it lets the runtime move this worker's other tasks elsewhere first.
+    pub fn force_flush(&self) {
+        let flush = || {
+            if let Some(Err(error)) = self.tracer_provider.as_ref().map(|p| p.force_flush()) {
+                tracing::warn!(%error, "flushing traces failed");
+            }
+            if let Some(Err(error)) = self.meter_provider.as_ref().map(|p| p.force_flush()) {
+                tracing::warn!(%error, "flushing metrics failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(flush),
+            _ => flush(),
+        }
+    }
 }
 
 impl Drop for TelemetryGuard {
@@ -128,6 +147,7 @@ pub fn init(config: &Config, service_name: &str) -> Result<TelemetryGuard, Telem
             let meter_provider = meter_provider(endpoint, resource)?;
             global::set_tracer_provider(tracer_provider.clone());
             global::set_meter_provider(meter_provider.clone());
+            crate::metrics::export_to(&meter_provider);
             let tracer = tracer_provider.tracer(service_name.to_owned());
             guard.tracer_provider = Some(tracer_provider);
             guard.meter_provider = Some(meter_provider);

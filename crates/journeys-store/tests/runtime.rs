@@ -715,6 +715,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
         timeline.push(entry(&other, "start", "entered", json!({})));
         timeline.push(entry(&other, "check", "branch", json!({"branch": "yes"})));
 
+        // `attempts` counts failed attempts: 1 + 2 + 5 = 8 failed attempts on `notify`.
         let mut sent = send(&through, "notify", t);
         sent.status = OutboxStatus::Sent;
         sent.attempts = 1;
@@ -788,7 +789,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
                 SendCounts {
                     step_key: "notify".into(),
                     sent: 1,
-                    failed: 2,
+                    failed: 8,
                     dead_lettered: 1,
                 },
                 SendCounts {

@@ -207,7 +207,17 @@ impl Journeys {
             .set_state(id, JourneyState::Published, Utc::now())
             .await
             .map_err(errors::store)?;
+        self.refresh_engine().await;
         Ok(journey_out::journey(&stored, &def))
+    }
+
+    /// Makes an engine in this process see a publish or archive at once (`journeys dev`);
+    /// engines in other processes see it at their next poll (within a second). Publishing has
+    /// committed either way, so a failed refresh is only logged.
+    async fn refresh_engine(&self) {
+        if let Err(error) = self.deps.engine.refresh_now().await {
+            tracing::warn!(%error, "journey cache refresh failed; the next poll will retry");
+        }
     }
 
     async fn archive(&self, id: &str, mode: i32) -> Result<pb::Journey, ApiError> {
@@ -230,6 +240,7 @@ impl Journeys {
             .set_state(id, JourneyState::Archived, Utc::now())
             .await
             .map_err(errors::store)?;
+        self.refresh_engine().await;
         if mode == pb::ArchiveMode::Exit {
             let exited = self
                 .deps

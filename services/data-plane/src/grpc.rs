@@ -9,6 +9,11 @@
 //!
 //! An event that fails validation is acknowledged `REJECTED` with its reason; the other events
 //! of its request go through. A missing or bad write key fails the call with `UNAUTHENTICATED`.
+//!
+//! Calls are traced by the server's per-request span (`journeys_runtime::grpc`), which continues
+//! a `traceparent` sent in the metadata; the engine continues that span. Refusals made here,
+//! before the engine, are counted in `journeys_events_total` (rejected, by code); a failed
+//! authentication counts once per call.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +26,7 @@ use journeys_proto::v1 as pb;
 use journeys_proto::v1::ingest_request::Payload;
 use journeys_proto::v1::ingest_service_server::IngestService;
 use journeys_runtime::ApiError;
+use journeys_runtime::metrics;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -49,14 +55,14 @@ impl<S: EventSink> IngestApi<S> {
 
     /// The write key of a call, checked against the store (through the cache).
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<String, Status> {
-        let key = write_key_from_headers(metadata.as_ref())
-            .ok_or_else(|| auth_status(&AuthError::Missing))?;
-        self.plane
-            .write_keys()
-            .resolve(&key)
-            .await
-            .map_err(|err| auth_status(&err))?;
-        Ok(key)
+        let resolved = match write_key_from_headers(metadata.as_ref()) {
+            Some(key) => self.plane.write_keys().resolve(&key).await.map(|_| key),
+            None => Err(AuthError::Missing),
+        };
+        resolved.map_err(|err| {
+            refused(err.code(), 1);
+            auth_status(&err)
+        })
     }
 
     async fn unary(
@@ -66,7 +72,10 @@ impl<S: EventSink> IngestApi<S> {
     ) -> Result<Response<pb::Ack>, Status> {
         self.authenticate(request.metadata()).await?;
         let event = event_from_proto(request.into_inner(), Some(kind), "", chrono::Utc::now())
-            .map_err(invalid_argument)?;
+            .map_err(|error| {
+                refused(error.code.as_str(), 1);
+                invalid_argument(error)
+            })?;
         let message_id = event.message_id.clone();
         let ack = acks::submit(self.plane.sink(), vec![event])
             .await
@@ -108,7 +117,9 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         self.authenticate(request.metadata()).await?;
         let events = request.into_inner().events;
         if events.len() > MAX_BATCH_EVENTS {
-            return Err(invalid_argument(too_many_events("events", events.len())));
+            let error = too_many_events("events", events.len());
+            refused(error.code.as_str(), events.len());
+            return Err(invalid_argument(error));
         }
         let now = chrono::Utc::now();
         let items = events
@@ -151,6 +162,7 @@ async fn pump<S: EventSink>(
                     // Checked per request (a cache hit, normally) so that revoking a source
                     // also stops its open streams within the cache lifetime.
                     if let Err(err) = plane.write_keys().resolve(&key).await {
+                        refused(err.code(), 1);
                         let status = auth_status(&err);
                         pending.push_back(Box::pin(async move { Err(status) }));
                         reading = false;
@@ -190,6 +202,7 @@ fn request_items(request: pb::IngestRequest, now: Timestamp) -> Vec<Item> {
             let count = batch.events.len();
             if count > MAX_BATCH_EVENTS {
                 let error = too_many_events("batch.events", count);
+                refused(error.code.as_str(), count);
                 return batch
                     .events
                     .into_iter()
@@ -208,7 +221,17 @@ fn request_items(request: pb::IngestRequest, now: Timestamp) -> Vec<Item> {
 
 fn item(event: pb::Event, prefix: &str, now: Timestamp) -> Item {
     let message_id = event.message_id.clone();
-    event_from_proto(event, None, prefix, now).map_err(|error| (message_id, error))
+    event_from_proto(event, None, prefix, now).map_err(|error| {
+        refused(error.code.as_str(), 1);
+        (message_id, error)
+    })
+}
+
+/// Counts `n` events (or calls) refused here with `code`.
+fn refused(code: &str, n: usize) {
+    metrics::metrics()
+        .events
+        .add(&["rejected", code], u64::try_from(n).unwrap_or(u64::MAX));
 }
 
 fn too_many_events(field: &str, count: usize) -> EventError {

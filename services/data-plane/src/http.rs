@@ -1,5 +1,9 @@
 //! The Segment-compatible HTTP API (SPEC.md section 8): `POST /v1/{track,identify,page,screen,
-//! group,alias,batch}` (and analytics.js's one-letter aliases), plus `GET /health`.
+//! group,alias,batch}` (and analytics.js's one-letter aliases), plus `GET /health` and
+//! `GET /metrics` (the process's [`journeys_runtime::metrics`] in the Prometheus text format).
+//!
+//! A request that carries a W3C `traceparent` header is traced as part of the caller's trace;
+//! its events' evaluation and deliveries follow in the same trace.
 //!
 //! A request is all or nothing at the edge: it is read (gzip-decoded, size-limited), parsed,
 //! authenticated and validated completely before any event reaches the sink, so a 400 or 401
@@ -18,8 +22,9 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use journeys_core::model::EventType;
+use journeys_core::model::{Event, EventType};
 use journeys_engine::EventSink;
+use journeys_runtime::{metrics, trace_context};
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -48,6 +53,7 @@ pub(crate) fn router<S: EventSink>(plane: DataPlane<S>) -> Router {
     }
     router
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
         .with_state(plane)
 }
@@ -62,6 +68,7 @@ fn ingest_route<S: EventSink>(endpoint: Endpoint) -> MethodRouter<DataPlane<S>> 
                 http.method = "POST",
                 http.status_code = tracing::field::Empty,
             );
+            trace_context::set_parent_from_headers(&span, &headers);
             async move {
                 let response = match ingest(&plane, endpoint, &headers, body).await {
                     Ok(()) => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
@@ -81,18 +88,15 @@ async fn ingest<S: EventSink>(
     headers: &HeaderMap,
     body: HttpBody,
 ) -> Result<(), Reply> {
-    // A key in the headers is checked before the body is read: a bad key costs no upload.
-    let header_key = write_key_from_headers(headers);
-    if let Some(key) = &header_key {
-        plane.write_keys().resolve(key).await?;
-    }
-    let bytes = read_body(headers, body).await?;
-    let body = Body::parse(&bytes)?;
-    if header_key.is_none() {
-        let key = body.write_key()?.ok_or(AuthError::Missing)?;
-        plane.write_keys().resolve(key).await?;
-    }
-    let events = body.into_events(endpoint, chrono::Utc::now())?;
+    let events = match read_events(plane, endpoint, headers, body).await {
+        Ok(events) => events,
+        Err(reply) => {
+            // Refused before reaching the engine (which counts what it gets): counted here,
+            // once per request.
+            metrics::metrics().events.add(&["rejected", &reply.code], 1);
+            return Err(reply);
+        }
+    };
     let acks = acks::submit(plane.sink(), events).await;
     match acks::outcome(&acks) {
         Outcome::Stored => Ok(()),
@@ -117,6 +121,36 @@ async fn ingest<S: EventSink>(
             Err(Reply::new(StatusCode::BAD_REQUEST, code, message))
         }
     }
+}
+
+/// Reads, authenticates and validates a request: its events, or the reply refusing all of it.
+async fn read_events<S: EventSink>(
+    plane: &DataPlane<S>,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Result<Vec<Event>, Reply> {
+    // A key in the headers is checked before the body is read: a bad key costs no upload.
+    let header_key = write_key_from_headers(headers);
+    if let Some(key) = &header_key {
+        plane.write_keys().resolve(key).await?;
+    }
+    let bytes = read_body(headers, body).await?;
+    let body = Body::parse(&bytes)?;
+    if header_key.is_none() {
+        let key = body.write_key()?.ok_or(AuthError::Missing)?;
+        plane.write_keys().resolve(key).await?;
+    }
+    Ok(body.into_events(endpoint, chrono::Utc::now())?)
+}
+
+/// `GET /metrics`: every series of the process, in the Prometheus text format.
+async fn prometheus_metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
+        metrics::render_prometheus(),
+    )
+        .into_response()
 }
 
 /// The body, gzip-decoded when `Content-Encoding` says so, at most [`MAX_REQUEST_BYTES`] both

@@ -16,6 +16,7 @@ mod draft;
 mod error;
 mod grpc;
 mod http;
+pub mod process;
 mod segment;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ pub use auth::{AuthError, WriteKeys, hash_write_key};
 pub use draft::MAX_ID_CHARS;
 pub use error::{ErrorCode, EventError};
 pub use grpc::{IngestApi, MAX_IN_FLIGHT};
+pub use process::{ProcessError, serve};
 
 /// Fully qualified name of the gRPC service the data plane serves.
 pub const SERVICE_NAME: &str = "journeys.v1.IngestService";

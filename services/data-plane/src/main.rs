@@ -1,10 +1,14 @@
-//! `journeys-data-plane`: ingestion (gRPC and the Segment-compatible HTTP API) as its own
-//! process.
+//! `journeys-data-plane`: ingestion (gRPC and the Segment-compatible HTTP API), the evaluator
+//! engine and the outbox dispatcher as their own process. Run `journeys-scheduler` beside it
+//! for delays and hold-until timeouts, and `journeys-control-plane` to manage journeys.
 
+use anyhow::Context;
 use clap::Parser;
 use journeys_runtime::config::{self, ConfigArgs, Service};
+use journeys_runtime::shutdown::Shutdown;
 
-/// Journeys data plane: event ingestion over gRPC and the Segment-compatible HTTP API.
+/// Journeys data plane: event ingestion over gRPC and the Segment-compatible HTTP API,
+/// journey evaluation and webhook delivery.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -12,14 +16,22 @@ struct Cli {
     config: ConfigArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = config::load(Service::DataPlane, &cli.config)?;
     if cli.config.print_config {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    // The process needs the evaluator engine as its event sink; until that is wired in here,
-    // the data plane runs inside `journeys dev`.
-    anyhow::bail!("journeys-data-plane cannot run standalone yet; use `journeys dev`")
+    let _telemetry = journeys_runtime::telemetry::init(&config, Service::DataPlane.name())?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let shutdown = Shutdown::on_signal();
+    journeys_data_plane::serve(config, grpc, http, shutdown.wait()).await?;
+    Ok(())
 }

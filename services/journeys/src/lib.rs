@@ -2,6 +2,8 @@
 //! the Segment-compatible HTTP API), scheduler and outbox dispatcher — over one store (embedded
 //! SQLite by default). [`run_dev`] is what the command runs; tests call it on `127.0.0.1:0`.
 
+pub mod sink;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,18 +21,10 @@ use journeys_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-/// Every gRPC service `journeys dev` serves on its one port.
-pub const SERVICE_NAMES: &[&str] = &[
-    "journeys.v1.JourneyService",
-    "journeys.v1.DestinationService",
-    "journeys.v1.AudienceService",
-    "journeys.v1.SourceService",
-    "journeys.v1.CatalogService",
-    "journeys.v1.ProfileService",
-    "journeys.v1.InstanceService",
-    "journeys.v1.IngestService",
-    "journeys.v1.SchedulerService",
-];
+/// The gRPC services `journeys dev` serves besides the control plane's
+/// ([`journeys_control_plane::SERVICE_NAMES`]), all on one port.
+pub const EXTRA_SERVICE_NAMES: &[&str] =
+    &["journeys.v1.IngestService", "journeys.v1.SchedulerService"];
 
 /// Why `journeys dev` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +99,18 @@ pub async fn run_dev(
 
     let mut grpc =
         GrpcServer::new(builder.routes()).descriptor_set(journeys_proto::FILE_DESCRIPTOR_SET);
-    for name in SERVICE_NAMES {
+    for name in journeys_control_plane::SERVICE_NAMES
+        .iter()
+        .chain(EXTRA_SERVICE_NAMES)
+    {
         grpc = grpc.service(name);
     }
-    let http = axum::serve(http_listener, plane.http_router()).with_graceful_shutdown(stop.wait());
+    let http = axum::serve(http_listener, plane.http_router().merge(sink::router()))
+        .with_graceful_shutdown(stop.wait());
     tracing::info!(
         grpc = %config.grpc_addr,
         http = %config.http_addr,
-        database = %config.database_url,
+        backend = ?store.backend(),
         "journeys dev ready"
     );
     let (grpc_result, http_result) =

@@ -117,15 +117,22 @@ async fn run(args: Args) {
     let per_row = started.elapsed().as_secs_f64() / calibration as f64;
     let predicted = Duration::from_secs_f64(per_row * args.timers as f64);
     let window_start = Utc::now()
-        + TimeDelta::from_std(predicted.mul_f64(1.3) + Duration::from_secs(10)).expect("delta");
+        + TimeDelta::from_std(predicted.mul_f64(2.0) + Duration::from_secs(10)).expect("delta");
 
     let started = Instant::now();
     let spread_micros = i64::try_from(args.spread.as_micros()).expect("spread fits");
     let n = i64::try_from(args.timers).expect("count fits");
-    load(&store, &target, calibration, args.timers, writers, |i| {
-        let i = i64::try_from(i).expect("index fits");
-        window_start + TimeDelta::microseconds(spread_micros * i / n)
-    })
+    load(
+        &store,
+        &target,
+        calibration,
+        calibration + args.timers,
+        writers,
+        |i| {
+            let i = i64::try_from(i - calibration).expect("index fits");
+            window_start + TimeDelta::microseconds(spread_micros * i / n)
+        },
+    )
     .await;
     let loaded = started.elapsed();
     let loaded_at = Utc::now();
@@ -165,7 +172,7 @@ async fn run(args: Args) {
         .expect("scheduler");
 
     let deadline =
-        window_start + TimeDelta::from_std(args.spread + Duration::from_secs(600)).expect("delta");
+        window_start + TimeDelta::from_std(args.spread + Duration::from_secs(1800)).expect("delta");
     let total = args.timers as u64;
     let mut last_report = Instant::now();
     let finished_at = loop {
@@ -179,12 +186,12 @@ async fn run(args: Args) {
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
             println!(
-                "  {:>8} fired, {:>6} held, p50 {:?}, p99 {:?}, max {:?}",
+                "  {:>8} fired, {:>6} held, lateness p50 {:.1} ms, p99 {:.1} ms; engine call p50 {:.1} ms",
                 stats.fired_total,
                 stats.held,
-                stats.lateness_p50(),
-                stats.lateness_p99(),
-                stats.lateness.max()
+                ms(stats.lateness_p50()),
+                ms(stats.lateness_p99()),
+                ms(stats.apply_time.quantile(0.5)),
             );
             last_report = Instant::now();
         }
@@ -210,6 +217,16 @@ async fn run(args: Args) {
         ms(h.quantile(0.999)),
         ms(h.max()),
         ms(h.mean())
+    );
+    let a = &stats.apply_time;
+    println!(
+        "engine calls: {} (up to {} timers each, {} in flight), p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        a.count(),
+        SchedulerConfig::default().fire_batch,
+        SchedulerConfig::default().max_in_flight,
+        ms(a.quantile(0.5)),
+        ms(a.quantile(0.99)),
+        ms(a.max())
     );
     let engine_stats = engine.stats();
     println!(

@@ -17,6 +17,10 @@
 //! another replica fires the same timer too, one commit wins and the other finds the timer gone
 //! or stale and discards it. A crashed replica's claims lapse after the lease and are claimed
 //! again. At shutdown the timers still held are released at once.
+//!
+//! Each engine call runs in a `scheduler.fire` span, which the engine continues into the
+//! timers' evaluation and the sends they queue (see [`Engine::apply_timers`]). Fired timers and
+//! their lateness also go to [`journeys_runtime::metrics`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,9 +28,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys_engine::{Engine, EngineError, TimerOutcome, TimerStatus};
+use journeys_runtime::metrics;
 use journeys_store::{Store, TimerRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::config::SchedulerConfig;
 use crate::lateness::LatenessHistogram;
@@ -61,6 +67,9 @@ pub struct TimerLoopStats {
     pub held: u64,
     /// Fired at − due at, of every fired timer (waiting for the watermark included).
     pub lateness: LatenessHistogram,
+    /// How long each [`Engine::apply_timers`] call took (evaluation and commit), to tell the
+    /// engine's share of the lateness from the queue's.
+    pub apply_time: LatenessHistogram,
 }
 
 impl TimerLoopStats {
@@ -87,6 +96,7 @@ struct Counters {
     /// Timers claimed and not yet fired or released: bounds claiming.
     held: AtomicUsize,
     lateness: Mutex<LatenessHistogram>,
+    apply_time: Mutex<LatenessHistogram>,
 }
 
 /// Everything the tasks share.
@@ -226,6 +236,11 @@ fn stats_of(counters: &Counters) -> TimerLoopStats {
         held: counters.held.load(Ordering::Relaxed) as u64,
         lateness: counters
             .lateness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+        apply_time: counters
+            .apply_time
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone(),
@@ -423,8 +438,20 @@ async fn fire(
 ) {
     let count = batch.len();
     let ids: Vec<String> = batch.iter().map(|t| t.id.clone()).collect();
-    let result = shared.engine.apply_timers(batch.clone()).await;
+    let called = std::time::Instant::now();
+    let span = tracing::info_span!("scheduler.fire", timers = count);
+    let result = shared
+        .engine
+        .apply_timers(batch.clone())
+        .instrument(span)
+        .await;
     let fired_at = Utc::now();
+    shared
+        .counters
+        .apply_time
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(called.elapsed());
     let retry = match result {
         Ok(outcomes) => record(&shared, batch, &outcomes, fired_at),
         Err(error) => {
@@ -484,15 +511,21 @@ fn record(
         .map(|o| (o.timer_id.as_str(), &o.status))
         .collect();
     let mut unanswered = Vec::new();
+    let exported = metrics::metrics();
+    let mut late = |timer: &TimerRecord| {
+        let value = (fired_at - timer.due_at).to_std().unwrap_or_default();
+        lateness.record(value);
+        exported.timer_lateness.observe(value);
+    };
     for timer in batch {
         match by_id.remove(timer.id.as_str()) {
             Some(TimerStatus::Fired) => {
                 applied += 1;
-                lateness.record((fired_at - timer.due_at).to_std().unwrap_or_default());
+                late(&timer);
             }
             Some(TimerStatus::Discarded) => {
                 discarded += 1;
-                lateness.record((fired_at - timer.due_at).to_std().unwrap_or_default());
+                late(&timer);
             }
             Some(TimerStatus::Retry { code, message }) => {
                 tracing::debug!(timer = %timer.id, %code, %message, "timer not applied; retrying");
@@ -508,6 +541,8 @@ fn record(
         );
         retry.extend(unanswered);
     }
+    exported.timers_fired.add(&["applied"], applied);
+    exported.timers_fired.add(&["discarded"], discarded);
     let counters = &shared.counters;
     counters.applied.fetch_add(applied, Ordering::Relaxed);
     counters.discarded.fetch_add(discarded, Ordering::Relaxed);

@@ -13,7 +13,9 @@ use super::{Config, ConfigArgs, ConfigError, LogFormat, Service};
 const CONFIG_FILE_VAR: &str = "JOURNEYS_CONFIG";
 
 /// Every environment variable a Journeys process reads, for deployment files to be checked
-/// against. `RUST_LOG` and `OTEL_SERVICE_NAME` are read by `telemetry::init`.
+/// against. `RUST_LOG`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by
+/// `telemetry::init`; the two `JOURNEYS_*` names after `OTEL_EXPORTER_OTLP_ENDPOINT` only by
+/// `journeys-scheduler`'s own flags.
 pub const ENV_VARS: &[&str] = &[
     CONFIG_FILE_VAR,
     "JOURNEYS_DATABASE_URL",
@@ -24,7 +26,10 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_LOG_FORMAT",
     "JOURNEYS_DEDUPE_WINDOW_SECS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "JOURNEYS_INSTANCE_RETENTION_DAYS",
+    "JOURNEYS_HOUSEKEEPING_SCHEDULE",
     "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
     "RUST_LOG",
 ];
 

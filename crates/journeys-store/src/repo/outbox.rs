@@ -295,8 +295,9 @@ impl<'a> Outbox<'a> {
         Ok(page::finish(rows, size, |r| r.id.clone()))
     }
 
-    /// Moves the dead rows among `ids` back to pending: due at `now`, no attempts, unclaimed
-    /// (the last error is kept for reference). Rows that are not dead are left alone. Returns
+    /// Moves the dead rows among `ids` back to pending: due at `now`, no attempts, unclaimed,
+    /// and `created_at = now` so the retry budget starts again (the last error is kept for
+    /// reference). Rows that are not dead are left alone. Returns
     /// how many rows changed.
     ///
     /// # Errors
@@ -311,6 +312,8 @@ impl<'a> Outbox<'a> {
                 .col_expr(Column::NextAttemptAt, Expr::value(now))
                 .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
                 .col_expr(Column::DeadAt, Expr::value(None::<DateTime<Utc>>))
+                // The retry budget runs from `created_at`: a replay queues the send afresh.
+                .col_expr(Column::CreatedAt, Expr::value(now))
                 .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
                 .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
                 .exec(self.db)

@@ -113,7 +113,7 @@ pub struct StepCounts {
 pub struct SendCounts {
     pub step_key: String,
     pub sent: i64,
-    /// Sends that failed at least once (retried or with an error recorded).
+    /// Failed delivery attempts, summed over the sends (a replayed dead letter starts again).
     pub failed: i64,
     pub dead_lettered: i64,
 }

@@ -55,7 +55,7 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
     let sends = query(format!(
         "SELECT step_key, \
          COUNT(CASE WHEN status = '{sent}' THEN 1 END) AS sent, \
-         COUNT(CASE WHEN attempts > 1 OR last_error IS NOT NULL THEN 1 END) AS failed, \
+         CAST(COALESCE(SUM(attempts), 0) AS SIGNED) AS failed, \
          COUNT(CASE WHEN status = '{dead}' THEN 1 END) AS dead \
          FROM outbox WHERE journey_id = ? GROUP BY step_key",
         sent = OutboxStatus::Sent.as_str(),

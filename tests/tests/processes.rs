@@ -1,0 +1,189 @@
+//! The split deployment, on every backend: control plane, stand-alone data plane
+//! (`journeys_data_plane::serve`, what the `journeys-data-plane` binary runs) and scheduler as
+//! separate servers over one store. A journey published on the control plane reaches the data
+//! plane through the store; its delay is fired by the scheduler; the webhook arrives.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use journeys_proto::v1 as pb;
+use journeys_runtime::config::{Config, Service};
+use journeys_runtime::shutdown::Shutdown;
+use journeys_tests::http::HttpClient;
+use journeys_tests::ingest::{IngestStream, track};
+use journeys_tests::stack::{JOURNEY_CACHE_REFRESH, wait_serving};
+use journeys_tests::{Sink, StackClients, on_each_backend};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One server started from its library `serve` function, as its binary would.
+struct Server<E> {
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), E>>,
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> Server<E> {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("did not stop within 30 s"))???;
+        Ok(())
+    }
+}
+
+fn config(service: Service, url: &str) -> Config {
+    let mut config = Config::defaults_for(service);
+    config.database_url = url.to_owned();
+    config.allow_short_durations = true;
+    config
+}
+
+async fn start<E, F, Fut>(with_http: bool, serve: F) -> anyhow::Result<Server<E>>
+where
+    E: Send + 'static,
+    F: FnOnce(TcpListener, Option<TcpListener>, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let http_listener = if with_http {
+        Some(TcpListener::bind("127.0.0.1:0").await?)
+    } else {
+        None
+    };
+    let grpc = grpc_listener.local_addr()?;
+    let http = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(serve(grpc_listener, http_listener, shutdown.clone()));
+    wait_serving(grpc, || task.is_finished()).await?;
+    Ok(Server {
+        grpc,
+        http,
+        shutdown,
+        task,
+    })
+}
+
+#[tokio::test]
+async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await?;
+        let cp_config = config(Service::ControlPlane, &url);
+        let control = start(false, |grpc, _, stop| async move {
+            journeys_control_plane::serve(cp_config, grpc, stop.wait()).await
+        })
+        .await?;
+        let dp_config = config(Service::DataPlane, &url);
+        let data = start(true, |grpc, http, stop| async move {
+            let http = http.ok_or_else(|| std::io::Error::other("no HTTP listener"))?;
+            journeys_data_plane::serve(dp_config, grpc, http, stop.wait())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await?;
+        let sched_config = config(Service::Scheduler, &url);
+        let scheduler = start(false, |grpc, _, stop| async move {
+            journeys_scheduler::serve(sched_config, grpc, stop.wait()).await
+        })
+        .await?;
+
+        let mut c = StackClients::connect(control.grpc, None).await?;
+        let mut ingest = StackClients::connect(data.grpc, None).await?.ingest;
+        let key = c.create_source("web").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["form_submitted", "download"]).await?;
+        c.publish(&json!({"journey": {
+            "id": "forms", "name": "Forward forms",
+            "entry": {"event": "form_submitted"},
+            "entry_rule": "REENTER_EVERY_TIME", "unique_identifier": "form_id",
+            "start_step": "send",
+            "steps": [{"key": "send", "name": "Send", "send": {
+                "destination_id": "hook", "action": {"path": "/forms"}
+            }}]
+        }}))
+        .await?;
+        c.publish(&json!({"journey": {
+            "id": "downloads", "name": "Follow up downloads",
+            "entry": {"event": "download"},
+            "entry_rule": "REENTER_EVERY_TIME", "unique_identifier": "file",
+            "start_step": "later",
+            "steps": [
+                {"key": "later", "name": "Wait a moment", "delay": {"duration": "2s", "next": "send"}},
+                {"key": "send", "name": "Follow up", "send": {
+                    "destination_id": "hook", "action": {"path": "/downloads"}
+                }}
+            ]
+        }}))
+        .await?;
+
+        // The data plane learns of both journeys through the store.
+        tokio::time::sleep(JOURNEY_CACHE_REFRESH).await;
+
+        // gRPC stream and HTTP, both on the data plane.
+        let mut stream = IngestStream::open(&mut ingest, &key).await?;
+        stream
+            .send(track("f-1", "u1", "form_submitted", &json!({"form_id": "F1"})))
+            .await?;
+        stream
+            .send(track("d-1", "u1", "download", &json!({"file": "guide.pdf"})))
+            .await?;
+        let acks = stream.acks(2, Duration::from_secs(10)).await?;
+        assert!(
+            acks.iter()
+                .all(|a| a.status == pb::AckStatus::Accepted as i32),
+            "{acks:?}"
+        );
+        let http_base = data
+            .http
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
+        let reply = HttpClient::new(http_base)
+            .post_json(
+                "/v1/track",
+                Some(&key),
+                &json!({"userId": "u2", "messageId": "f-2", "event": "form_submitted",
+                        "properties": {"form_id": "F2"}}),
+            )
+            .await?;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+
+        let received = sink.wait_for(3, Duration::from_secs(30)).await?;
+        let mut paths: Vec<(&str, &str)> = received
+            .iter()
+            .map(|r| (r.path.as_str(), r.body["userId"].as_str().unwrap_or_default()))
+            .collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [("/downloads", "u1"), ("/forms", "u1"), ("/forms", "u2")]
+        );
+        let download = received
+            .iter()
+            .find(|r| r.path == "/downloads")
+            .ok_or_else(|| anyhow::anyhow!("no follow-up"))?;
+        let form = received
+            .iter()
+            .find(|r| r.body["userId"] == "u1" && r.path == "/forms")
+            .ok_or_else(|| anyhow::anyhow!("no form"))?;
+        assert!(
+            download.at.duration_since(form.at) >= Duration::from_millis(1500),
+            "the follow-up waits for its delay"
+        );
+
+        // A graceful stop of the data plane ends the open stream and drains the engine.
+        stream.close();
+        data.stop().await?;
+        scheduler.stop().await?;
+        control.stop().await?;
+        assert_eq!(sink.settle(Duration::from_millis(500)).await.len(), 3);
+        sink.stop().await
+    })
+    .await
+}
