@@ -28,7 +28,7 @@ pub use repo::{
     Instances, JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Journeys, Outbox,
     OutboxRecord, OutboxStatus, ProfileRecord, ProfileState, Profiles, Runtime, SendCounts,
     SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
-    Timers,
+    Timers, Watermarks,
 };
 pub use store::{Backend, Store};
 

@@ -11,7 +11,7 @@ use crate::error::StoreError;
 use crate::migration::Migrator;
 use crate::repo::{
     Audiences, Catalog, Destinations, Instances, Journeys, Outbox, Profiles, Runtime, Sources,
-    Timers,
+    Timers, Watermarks,
 };
 
 /// How long a caller waits for a pooled connection (and the first connect retries) before the
@@ -245,6 +245,12 @@ impl Store {
     #[must_use]
     pub fn outbox(&self) -> Outbox<'_> {
         Outbox::new(&self.db)
+    }
+
+    /// Fairness-watermark heartbeats of data-plane replicas (data plane, scheduler).
+    #[must_use]
+    pub fn watermarks(&self) -> Watermarks<'_> {
+        Watermarks::new(&self.db)
     }
 
     /// The underlying connection, for repositories added inside this crate.

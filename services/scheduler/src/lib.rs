@@ -5,7 +5,8 @@
 //!   MySQL/MariaDB), keeps them in memory ordered by due time and fires each at its due time
 //!   through the engine, which commits the transition and deletes the timer in one
 //!   transaction. Hold-until timeouts also wait for the fairness watermark
-//!   ([`WatermarkSource`]).
+//!   ([`WatermarkSource`]; across processes [`StoreWatermark`], the data-plane replicas'
+//!   heartbeats in the store).
 //! - [`Housekeeping`] purges expired dedupe keys and finished instances past retention, and
 //!   ends instances past their maximum lifetime, on a tokio-cron-scheduler schedule.
 //! - `journeys.v1.SchedulerService` reports the queue and the lateness of fired timers.
@@ -41,7 +42,9 @@ pub use housekeeping::{ExpireError, Housekeeping, HousekeepingReport};
 pub use lateness::LatenessHistogram;
 pub use scheduler::Scheduler;
 pub use timer_loop::{TimerLoop, TimerLoopStats};
-pub use watermark::{FnWatermark, WallClock, WatermarkSource};
+pub use watermark::{
+    FnWatermark, StoreWatermark, WATERMARK_LEASE, WATERMARK_REFRESH, WallClock, WatermarkSource,
+};
 
 /// Fully qualified names of the services the scheduler serves.
 pub const SERVICE_NAMES: &[&str] = &["journeys.v1.SchedulerService"];
@@ -109,22 +112,20 @@ pub async fn serve_with(
     engine.set_on_commit(std::sync::Arc::new(move || waker.wake()));
     let dispatcher = tokio::spawn(dispatcher.run(stop.wait()));
 
-    let scheduler = match Scheduler::start(
-        store.clone(),
-        engine.clone(),
-        engine.clone(),
-        scheduler_config,
-    )
-    .await
-    {
-        Ok(scheduler) => scheduler,
-        Err(error) => {
-            stop.trigger();
-            engine.shutdown().await;
-            let _ = dispatcher.await;
-            return Err(error.into());
-        }
-    };
+    // Hold-until fairness across processes: the data-plane replicas' heartbeats in the store.
+    let (watermark, watermark_task) =
+        StoreWatermark::start(store.clone(), engine.clone(), stop.wait()).await;
+    let scheduler =
+        match Scheduler::start(store.clone(), engine.clone(), watermark, scheduler_config).await {
+            Ok(scheduler) => scheduler,
+            Err(error) => {
+                stop.trigger();
+                engine.shutdown().await;
+                let _ = dispatcher.await;
+                let _ = watermark_task.await;
+                return Err(error.into());
+            }
+        };
     let served = journeys_runtime::grpc::serve(
         listener,
         scheduler.grpc_routes(config.admin_token.clone()),
@@ -138,6 +139,9 @@ pub async fn serve_with(
     stop.trigger();
     scheduler.shutdown().await;
     engine.shutdown().await;
+    if let Err(error) = watermark_task.await {
+        tracing::error!(%error, "watermark refresh ended abnormally");
+    }
     if let Err(error) = dispatcher.await {
         tracing::error!(%error, "outbox dispatcher ended abnormally");
     }

@@ -87,15 +87,17 @@ async fn scheduler_stats_and_timers_over_grpc() {
             .expect_err("no token");
         assert_eq!(denied.code(), Code::Unauthenticated);
 
+        // Every delay fired and only the hour-long hold is left. (`fired_total` counts firings
+        // the engine discarded too, e.g. a timer re-claimed after its lease while its first
+        // firing was committing; effects stay exactly once, which the replica tests check.)
         let fired = eventually("four delays fired", Duration::from_secs(60), || {
             let mut client = client.clone();
             async move {
                 let response = stats(&mut client).await;
-                (response.fired_total == 4).then_some(response)
+                (response.fired_total >= 4 && response.pending_timers == 1).then_some(response)
             }
         })
         .await;
-        // Only the hour-long hold is left.
         assert_eq!(fired.pending_timers, 1);
         assert_eq!(fired.overdue_timers, 0);
         let next_due = fired.next_due_at.expect("next due time");

@@ -14,3 +14,4 @@ pub(crate) mod profile;
 pub(crate) mod source;
 pub(crate) mod timeline;
 pub(crate) mod timer;
+pub(crate) mod watermark;

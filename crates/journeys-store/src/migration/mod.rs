@@ -8,6 +8,7 @@
 mod m20261129_000001_create_catalog_tables;
 mod m20261129_000002_create_runtime_tables;
 mod m20261129_000003_runtime_columns;
+mod m20261129_000004_watermarks;
 
 use sea_orm::DbBackend;
 use sea_orm_migration::sea_query::{
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_create_catalog_tables::Migration),
             Box::new(m20261129_000002_create_runtime_tables::Migration),
             Box::new(m20261129_000003_runtime_columns::Migration),
+            Box::new(m20261129_000004_watermarks::Migration),
         ]
     }
 }

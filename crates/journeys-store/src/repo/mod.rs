@@ -11,6 +11,7 @@ mod profiles;
 mod runtime;
 mod sources;
 mod timers;
+mod watermarks;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
@@ -35,6 +36,7 @@ pub use runtime::{
 };
 pub use sources::{SourceRecord, Sources};
 pub use timers::{TimerRecord, TimerStats, Timers};
+pub use watermarks::Watermarks;
 
 /// Rows per multi-row `INSERT`, well below the placeholder limits of both backends.
 pub(crate) const INSERT_CHUNK: usize = 500;

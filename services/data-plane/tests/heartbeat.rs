@@ -1,0 +1,58 @@
+//! The stand-alone data-plane process publishes its fairness watermark as a heartbeat row in
+//! the store while it runs, and removes the row when it shuts down gracefully.
+
+use std::time::{Duration, Instant};
+
+use journeys_data_plane::process;
+use journeys_runtime::config::{Config, Service};
+use journeys_runtime::shutdown::Shutdown;
+use journeys_store::testing::each_backend;
+use tokio::net::TcpListener;
+
+const LEASE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_beats_while_it_runs_and_removes_its_row_on_shutdown() {
+    for db in each_backend().await {
+        let mut config = Config::defaults_for(Service::DataPlane);
+        config.database_url = db.url().to_owned();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stop = Shutdown::new();
+        let running = tokio::spawn(process::serve(config, grpc, http, stop.wait()));
+
+        let started = Instant::now();
+        let low = loop {
+            if let Some(low) = db
+                .watermarks()
+                .low(chrono::Utc::now(), LEASE)
+                .await
+                .expect("low")
+            {
+                break low;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no heartbeat");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Idle: the watermark keeps up with the clock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = db
+            .watermarks()
+            .low(chrono::Utc::now(), LEASE)
+            .await
+            .expect("low")
+            .expect("a live replica");
+        assert!(later > low);
+
+        stop.trigger();
+        running.await.expect("join").expect("serve");
+        assert_eq!(
+            db.watermarks()
+                .low(chrono::Utc::now(), LEASE)
+                .await
+                .expect("low"),
+            None
+        );
+        db.close().await.expect("drop test database");
+    }
+}
