@@ -92,7 +92,8 @@ pub struct Args {
     pub delivery_timeout: u64,
 
     /// Resends of an event refused with a retryable code (`rate_limited`, `overloaded`,
-    /// `unavailable`; HTTP 429 / 503) before it counts as rejected.
+    /// `unavailable`; HTTP 429 / 503) before it counts as refused. Resends back off
+    /// exponentially from 50 ms, or wait for the server's `Retry-After` (at most 1 s).
     #[arg(long, default_value_t = 5)]
     pub max_retries: u8,
 

@@ -18,7 +18,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::record::{Answer, Next, Recorder};
-use crate::workload::{Batch, RETRY_PAUSE, Resend, Workload};
+use crate::workload::{Batch, Resend, Workload, backoff};
 
 /// A channel tuned for one busy stream: large flow-control windows, no Nagle.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
@@ -88,6 +88,7 @@ pub async fn run(
     while let Some(response) = inbound.message().await.context("Ingest stream")? {
         let at = recorder.now();
         let mut again = Vec::new();
+        let mut attempt = 0;
         for ack in response.acks {
             let Some(seq) = workload.seq_of(&ack.message_id) else {
                 continue;
@@ -97,14 +98,15 @@ pub async fn run(
                 Ok(pb::AckStatus::Duplicate) => Answer::Duplicate,
                 _ => Answer::Rejected { code: ack.code },
             };
-            if recorder.answer(seq, &answer, at) == Next::Retry {
+            if let Next::Retry { attempt: a } = recorder.answer(seq, &answer, at) {
+                attempt = attempt.max(a);
                 again.push(seq);
             }
         }
         if !again.is_empty() {
             let _ = resend.send(Resend {
                 seqs: again,
-                not_before: Instant::now() + RETRY_PAUSE,
+                not_before: Instant::now() + backoff(attempt),
             });
         }
         slots.add_permits(1);

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::record::{Answer, Next, Recorder};
-use crate::workload::{Batch, RETRY_PAUSE, Resend, Workload};
+use crate::workload::{Batch, Resend, Workload, backoff};
 
 /// Longest pause honoured from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -111,7 +111,7 @@ impl Worker {
             .body(Full::new(Bytes::from(body)))?;
         let at = batch.due.unwrap_or_else(|| self.recorder.now());
         self.recorder.sent(&batch.seqs, at);
-        let (code, pause) = match self.client.request(request).await {
+        let (code, retry_after) = match self.client.request(request).await {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = response
@@ -119,7 +119,7 @@ impl Worker {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or(RETRY_PAUSE, |s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                    .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
                 // Read to the end so the connection goes back to the pool.
                 let body = response
                     .into_body()
@@ -137,19 +137,26 @@ impl Worker {
                 (refusal_code(status, &body), retry_after)
             }
             // No answer at all: the events may or may not be stored; a resend is deduplicated.
-            Err(_) => ("unavailable".to_owned(), RETRY_PAUSE),
+            Err(_) => ("unavailable".to_owned(), None),
         };
         let now = self.recorder.now();
+        let answer = Answer::Rejected { code };
+        let mut attempt = 0;
         let again: Vec<u64> = batch
             .seqs
             .iter()
             .copied()
-            .filter(|&seq| {
-                let answer = Answer::Rejected { code: code.clone() };
-                self.recorder.answer(seq, &answer, now) == Next::Retry
+            .filter(|&seq| match self.recorder.answer(seq, &answer, now) {
+                Next::Retry { attempt: a } => {
+                    attempt = attempt.max(a);
+                    true
+                }
+                Next::Done => false,
             })
             .collect();
         if !again.is_empty() {
+            // The server's Retry-After when it gave one (capped), else the client's backoff.
+            let pause = retry_after.unwrap_or_else(|| backoff(attempt));
             let _ = self.resend.send(Resend {
                 seqs: again,
                 not_before: Instant::now() + pause,

@@ -31,8 +31,8 @@ pub enum Answer {
 pub enum Next {
     /// Final: nothing more to do.
     Done,
-    /// Refused for now: send it again.
-    Retry,
+    /// Refused for now: send it again; `attempt` resends so far (including this one).
+    Retry { attempt: u8 },
 }
 
 /// Refusal codes that mean "come back later" rather than "this event is wrong".
@@ -161,7 +161,9 @@ impl Recorder {
                     .map_or(u8::MAX, |a| a.fetch_add(1, Ordering::AcqRel));
                 if retryable && attempts < self.max_retries {
                     self.resent.fetch_add(1, Ordering::Relaxed);
-                    return Next::Retry;
+                    return Next::Retry {
+                        attempt: attempts.saturating_add(1),
+                    };
                 }
                 status.store(REJECTED, Ordering::Release);
                 *self
@@ -224,6 +226,7 @@ impl Recorder {
         let mut ack_times = Vec::new();
         let mut arrival_times = Vec::new();
         let mut missing = 0;
+        let mut delivered_refused = 0;
         for i in 0..self.sent.len() {
             let sent = self.sent[i].load(Ordering::Acquire);
             if sent != UNSET {
@@ -231,12 +234,16 @@ impl Recorder {
             }
             let acked = self.acked[i].load(Ordering::Acquire);
             let arrived = self.arrived[i].load(Ordering::Acquire);
-            if self.status[i].load(Ordering::Acquire) == ACCEPTED {
-                ack_latency.push(acked.saturating_sub(sent));
-                ack_times.push(acked);
-                if arrived == UNSET {
-                    missing += 1;
+            match self.status[i].load(Ordering::Acquire) {
+                ACCEPTED => {
+                    ack_latency.push(acked.saturating_sub(sent));
+                    ack_times.push(acked);
+                    if arrived == UNSET {
+                        missing += 1;
+                    }
                 }
+                REJECTED if arrived != UNSET => delivered_refused += 1,
+                _ => {}
             }
             if arrived != UNSET && sent != UNSET {
                 latency.push(arrived.saturating_sub(sent));
@@ -262,6 +269,7 @@ impl Recorder {
             repeats_other_key: self.repeats_other_key.load(Ordering::Acquire),
             unknown: self.unknown.load(Ordering::Acquire),
             missing,
+            delivered_refused,
             first_send: (first_send != u64::MAX).then_some(first_send),
             last_ack: nonzero(self.last_ack.load(Ordering::Acquire)),
             last_arrival: nonzero(self.last_arrival.load(Ordering::Acquire)),
@@ -290,6 +298,9 @@ pub struct Summary {
     pub repeats_other_key: u64,
     pub unknown: u64,
     pub missing: u64,
+    /// Webhooks of events whose final answer was a refusal: an HTTP batch refused with 429
+    /// may have had some of its events stored before the refusal.
+    pub delivered_refused: u64,
     pub first_send: Option<u64>,
     pub last_ack: Option<u64>,
     pub last_arrival: Option<u64>,
@@ -323,7 +334,7 @@ mod tests {
         let limited = Answer::Rejected {
             code: "rate_limited".into(),
         };
-        assert_eq!(r.answer(1, &limited, 20), Next::Retry);
+        assert_eq!(r.answer(1, &limited, 20), Next::Retry { attempt: 1 });
         assert_eq!(r.answer(1, &limited, 25), Next::Done);
         let invalid = Answer::Rejected {
             code: "invalid".into(),

@@ -126,8 +126,9 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
     };
     let _ = writeln!(
         out,
-        "  refused        {rejected} ({refusals}); resent {}; DUPLICATE acks {}; unknown webhooks {}",
-        s.resent, s.duplicate_acks, s.unknown
+        "  refused        {rejected} ({refusals}; webhooks of refused events {}); resent {}; \
+         DUPLICATE acks {}; unknown webhooks {}",
+        s.delivered_refused, s.resent, s.duplicate_acks, s.unknown
     );
     let q = |v: &[u64], p| quantile(v, p).map_or(f64::NAN, ms);
     let _ = writeln!(

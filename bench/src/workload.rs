@@ -16,8 +16,16 @@ use crate::record::Recorder;
 /// Entry event of the forwarding journey.
 pub const EVENT_NAME: &str = "load_event";
 
-/// How long a refused event waits before it is sent again.
+/// How long a refused event waits before its first resend; doubled for each further one.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest wait before a resend.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// The wait before resend number `attempt` (1 for the first): exponential backoff.
+pub fn backoff(attempt: u8) -> Duration {
+    let doublings = u32::from(attempt.saturating_sub(1)).min(16);
+    (RETRY_PAUSE * 2u32.pow(doublings)).min(MAX_RETRY_PAUSE)
+}
 
 /// What every event of a run looks like. Event `seq` belongs to profile `seq % profiles` and
 /// carries `run` and `seq` (as strings) among a few ordinary properties.
@@ -211,6 +219,14 @@ mod tests {
         assert_eq!(w.seq_of("garbage"), None);
         assert_eq!(w.user_id(3), w.user_id(13));
         assert_ne!(w.user_id(3), w.user_id(4));
+    }
+
+    #[test]
+    fn resends_back_off_exponentially_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(50));
+        assert_eq!(backoff(2), Duration::from_millis(100));
+        assert_eq!(backoff(4), Duration::from_millis(400));
+        assert_eq!(backoff(200), MAX_RETRY_PAUSE);
     }
 
     #[test]
