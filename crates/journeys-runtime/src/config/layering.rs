@@ -389,53 +389,36 @@ mod tests {
 
     #[test]
     fn bad_env_value_names_the_variable_and_the_value() {
-        let err = load_with_env(
-            Service::ControlPlane,
-            &ConfigArgs::default(),
-            &env(&[("JOURNEYS_GRPC_ADDR", "x")]),
-        )
-        .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .starts_with("JOURNEYS_GRPC_ADDR: invalid socket address 'x'"),
-            "{err}"
-        );
-
-        let err = load_with_env(
-            Service::ControlPlane,
-            &ConfigArgs::default(),
-            &env(&[("JOURNEYS_LOG_FORMAT", "xml")]),
-        )
-        .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .starts_with("JOURNEYS_LOG_FORMAT: invalid log format 'xml'"),
-            "{err}"
-        );
-
-        let err = load_with_env(
-            Service::ControlPlane,
-            &ConfigArgs::default(),
-            &env(&[("JOURNEYS_DEDUPE_WINDOW_SECS", "-5")]),
-        )
-        .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .starts_with("JOURNEYS_DEDUPE_WINDOW_SECS: invalid number '-5'"),
-            "{err}"
-        );
-
-        let err = load_with_env(
-            Service::ControlPlane,
-            &ConfigArgs::default(),
-            &env(&[("JOURNEYS_ALLOW_SHORT_DURATIONS", "maybe")]),
-        )
-        .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .starts_with("JOURNEYS_ALLOW_SHORT_DURATIONS: invalid boolean 'maybe'"),
-            "{err}"
-        );
+        for (var, value, expected) in [
+            (
+                "JOURNEYS_GRPC_ADDR",
+                "x",
+                "JOURNEYS_GRPC_ADDR: invalid socket address 'x'",
+            ),
+            (
+                "JOURNEYS_LOG_FORMAT",
+                "xml",
+                "JOURNEYS_LOG_FORMAT: invalid log format 'xml'",
+            ),
+            (
+                "JOURNEYS_DEDUPE_WINDOW_SECS",
+                "-5",
+                "JOURNEYS_DEDUPE_WINDOW_SECS: invalid number '-5'",
+            ),
+            (
+                "JOURNEYS_ALLOW_SHORT_DURATIONS",
+                "maybe",
+                "JOURNEYS_ALLOW_SHORT_DURATIONS: invalid boolean 'maybe'",
+            ),
+        ] {
+            let err = load_with_env(
+                Service::ControlPlane,
+                &ConfigArgs::default(),
+                &env(&[(var, value)]),
+            )
+            .expect_err("must fail");
+            assert!(err.to_string().starts_with(expected), "{err}");
+        }
     }
 
     #[test]
