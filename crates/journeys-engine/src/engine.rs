@@ -120,7 +120,10 @@ impl Engine {
         } else if self.inner.watermark.in_flight_events() + events.len()
             > self.inner.shared.config.max_in_flight_events
         {
-            Some(("overloaded", "too many events in flight; retry later"))
+            Some((
+                crate::ack::OVERLOADED,
+                "too many events in flight; retry later",
+            ))
         } else {
             None
         };

@@ -46,7 +46,7 @@ mod rate_limit;
 mod stats;
 mod watermark;
 
-pub use ack::{Ack, AckStatus, EventSink};
+pub use ack::{Ack, AckStatus, EventSink, OVERLOADED};
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;
