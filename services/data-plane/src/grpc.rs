@@ -147,6 +147,8 @@ async fn pump<S: EventSink>(
 ) {
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
+    // Requests read so far, to name the one that could not be read.
+    let mut read: usize = 0;
     loop {
         tokio::select! {
             // Responses first: they free in-flight slots and reach the client sooner.
@@ -159,6 +161,7 @@ async fn pump<S: EventSink>(
             }
             next = inbound.next(), if reading && pending.len() < MAX_IN_FLIGHT => match next {
                 Some(Ok(request)) => {
+                    read += 1;
                     // Checked per request (a cache hit, normally) so that revoking a source
                     // also stops its open streams within the cache lifetime.
                     if let Err(err) = plane.write_keys().resolve(&key).await {
@@ -180,7 +183,13 @@ async fn pump<S: EventSink>(
                     }));
                 }
                 Some(Err(status)) => {
-                    tracing::debug!(%status, "ingest stream ended by the client");
+                    // A message that could not be read (undecodable, over the size limit, nested
+                    // too deep) ends the stream with an error after the earlier responses, so
+                    // the client knows that it and everything after it was not taken. When
+                    // the client went away, nobody reads it.
+                    tracing::debug!(%status, "ingest stream read failed");
+                    let status = unreadable_request(read + 1, &status);
+                    pending.push_back(Box::pin(async move { Err(status) }));
                     reading = false;
                 }
                 None => reading = false,
@@ -239,6 +248,24 @@ fn too_many_events(field: &str, count: usize) -> EventError {
         ErrorCode::TooManyEvents,
         field,
         format!("holds {count} events; at most {MAX_BATCH_EVENTS} are accepted per request"),
+    )
+}
+
+/// The status ending a stream whose `number`th request (1-based) could not be read.
+fn unreadable_request(number: usize, cause: &Status) -> Status {
+    let code = match cause.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        tonic::Code::Cancelled => tonic::Code::Cancelled,
+        _ => tonic::Code::InvalidArgument,
+    };
+    refused("unreadable_request", 1);
+    Status::new(
+        code,
+        format!(
+            "request {number} of the stream could not be read ({}); it and the requests after \
+             it were not processed, the earlier ones were answered",
+            cause.message()
+        ),
     )
 }
 
