@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
-use journeys_runtime::trace_context;
+use journeys_telemetry::trace_context;
 use journeys_store::{InstanceState, Store, TimerRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;

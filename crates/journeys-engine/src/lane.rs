@@ -13,14 +13,14 @@
 //! `engine.evaluate` span, child of that context, open from the batch's start until its answers
 //! go out (so it covers evaluation, commit and conflict retries); the outbox rows the item queues
 //! carry that span's `traceparent`, which the dispatcher continues. Items without one cost
-//! nothing: no span is made. Batch and commit latencies go to [`journeys_runtime::metrics`].
+//! nothing: no span is made. Batch and commit latencies go to [`journeys_telemetry::metrics`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
-use journeys_runtime::{metrics, trace_context};
+use journeys_telemetry::{metrics, trace_context};
 use journeys_store::{Store, StoreError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;

@@ -10,10 +10,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
-pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
-pub mod trace_context;
+
+pub use journeys_telemetry::{metrics, trace_context};
 
 pub use auth::{AdminAuth, check_bind};
 pub use config::{Config, ConfigArgs, ConfigError, LogFormat, Service};
