@@ -16,7 +16,7 @@
 //! nothing: no span is made. Batch and commit latencies go to [`journeys_telemetry::metrics`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
@@ -52,7 +52,8 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub cache: JourneyCache,
     pub counters: Counters,
-    pub on_commit: RwLock<Option<OnCommit>>,
+    /// Fixed when the engine starts (`Engine::start`).
+    pub on_commit: Option<OnCommit>,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -323,7 +324,7 @@ impl Lane {
             let hook = shared
                 .before_commit
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let Some(hook) = hook {
                 hook(shared.store.clone()).await;
@@ -340,12 +341,7 @@ impl Lane {
         }
         shared.counters.apply(&plan.delta);
         if !plan.changes.outbox_new.is_empty() {
-            let wake = shared
-                .on_commit
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            if let Some(wake) = wake {
+            if let Some(wake) = &shared.on_commit {
                 wake();
             }
         }
