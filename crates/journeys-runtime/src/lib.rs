@@ -1,6 +1,6 @@
 //! Plumbing shared by the Journeys services: configuration loading, telemetry, graceful
-//! shutdown, serving gRPC with health and reflection, admin authentication, and the mapping of
-//! errors to gRPC statuses.
+//! shutdown, serving gRPC with health and reflection and HTTP with the same settings, admin
+//! authentication, and the mapping of errors to gRPC statuses.
 //!
 //! A service binary does, in order: [`config::load`], [`telemetry::init`],
 //! [`auth::check_bind`], then [`grpc::serve`] with [`shutdown::Shutdown::wait`] as its shutdown
@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod shutdown;
 pub mod telemetry;
 
