@@ -35,7 +35,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_values_t = Role::ALL
+            default_value = "control-plane,data-plane,scheduler,delivery"
         )]
         roles: Vec<Role>,
         #[command(flatten)]

@@ -1,7 +1,7 @@
 //! `journeys-control-plane`: a node with the control-plane role.
 
 use clap::Parser;
-use journeys::{Node, Role, Roles};
+use journeys::{Node, Roles};
 use journeys_runtime::config::{self, ConfigArgs, Service};
 
 /// Journeys control plane: journey CRUD and publishing, destinations, audiences, sources,
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let node = Node::new(config, Roles::of(&[Role::ControlPlane]));
+    let node = Node::new(config, Roles::of_service(Service::ControlPlane));
     journeys::cli::run(node, Service::ControlPlane.name()).await?;
     Ok(())
 }

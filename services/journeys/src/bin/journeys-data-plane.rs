@@ -4,7 +4,7 @@
 //! `journeys-control-plane` to manage journeys.
 
 use clap::Parser;
-use journeys::{Node, Role, Roles};
+use journeys::{Node, Roles};
 use journeys_runtime::config::{self, ConfigArgs, Service};
 
 /// Journeys data plane: event ingestion over gRPC and the Segment-compatible HTTP API,
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let node = Node::new(config, Roles::of(&[Role::DataPlane, Role::Delivery]));
+    let node = Node::new(config, Roles::of_service(Service::DataPlane));
     journeys::cli::run(node, Service::DataPlane.name()).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use journeys::cli::SchedulerArgs;
-use journeys::{Node, Role, Roles};
+use journeys::{Node, Roles};
 use journeys_runtime::config::{self, ConfigArgs, Service};
 
 /// Journeys scheduler: fires delay and hold-until timers on time (any number of replicas on
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let scheduler = cli.scheduler.scheduler_config(&config);
-    let node = Node::new(config, Roles::of(&[Role::Scheduler, Role::Delivery]))
+    let node = Node::new(config, Roles::of_service(Service::Scheduler))
         .with_scheduler_config(scheduler);
     journeys::cli::run(node, Service::Scheduler.name()).await?;
     Ok(())

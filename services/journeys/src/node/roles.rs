@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use journeys_runtime::config::Service;
+
 /// One part of Journeys that a node can run. Any set of roles runs over one store; a role that
 /// is not run here runs in another process over the same store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -60,6 +62,20 @@ pub struct Roles(u8);
 impl Roles {
     /// Every role: `journeys dev`, and `journeys serve` without `--roles`.
     pub const ALL: Roles = Roles(1 | 2 | 4 | 8);
+
+    /// What the process `service` runs: `journeys-control-plane` the control plane;
+    /// `journeys-data-plane` the data plane with delivery (sends go out from where they are
+    /// committed); `journeys-scheduler` the scheduler with delivery (sends produced by timers
+    /// go out at once); `journeys dev` and `journeys serve` every role.
+    #[must_use]
+    pub fn of_service(service: Service) -> Roles {
+        match service {
+            Service::ControlPlane => Roles::of(&[Role::ControlPlane]),
+            Service::DataPlane => Roles::of(&[Role::DataPlane, Role::Delivery]),
+            Service::Scheduler => Roles::of(&[Role::Scheduler, Role::Delivery]),
+            Service::Dev | Service::Node => Roles::ALL,
+        }
+    }
 
     /// The roles in `roles` (duplicates are harmless).
     #[must_use]
