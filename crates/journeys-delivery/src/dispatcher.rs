@@ -25,8 +25,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use journeys_telemetry::{metrics, trace_context};
 use journeys_store::{OutboxRecord, Store};
+use journeys_telemetry::{metrics, trace_context};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;

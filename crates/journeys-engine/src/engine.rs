@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
-use journeys_telemetry::trace_context;
 use journeys_store::{InstanceState, Store, TimerRecord};
+use journeys_telemetry::trace_context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
-use journeys_telemetry::{metrics, trace_context};
 use journeys_store::{Store, StoreError};
+use journeys_telemetry::{metrics, trace_context};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 

@@ -159,7 +159,9 @@ impl Counters {
 
     pub fn conflict(&self) {
         add(&self.conflicts, 1);
-        journeys_telemetry::metrics::metrics().engine_conflicts.add(1);
+        journeys_telemetry::metrics::metrics()
+            .engine_conflicts
+            .add(1);
     }
 
     pub fn snapshot(&self) -> EngineStats {

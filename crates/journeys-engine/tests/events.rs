@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    checkout, engine, engine_waking, engine_with, forwarding, identify, instances, publish, sends, sent_steps,
-    timers, track, unique, welcome_once,
+    checkout, engine, engine_waking, engine_with, forwarding, identify, instances, publish, sends,
+    sent_steps, timers, track, unique, welcome_once,
 };
 use futures::future::join_all;
 use journeys_engine::{Ack, AckStatus, EngineConfig};

@@ -28,8 +28,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let scheduler = cli.scheduler.scheduler_config(&config);
-    let node = Node::new(config, Roles::of_service(Service::Scheduler))
-        .with_scheduler_config(scheduler);
+    let node =
+        Node::new(config, Roles::of_service(Service::Scheduler)).with_scheduler_config(scheduler);
     journeys::cli::run(node, Service::Scheduler.name()).await?;
     Ok(())
 }

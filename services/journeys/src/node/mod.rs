@@ -279,8 +279,7 @@ impl Running {
                 running.store_watermark = Some((stop, task));
                 Arc::new(watermark)
             };
-            match Scheduler::start(store.clone(), engine, watermark, node.scheduler.clone()).await
-            {
+            match Scheduler::start(store.clone(), engine, watermark, node.scheduler.clone()).await {
                 Ok(scheduler) => running.scheduler = Some(scheduler),
                 Err(error) => return Err((error.into(), running)),
             }

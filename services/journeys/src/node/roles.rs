@@ -91,7 +91,9 @@ impl Roles {
 
     /// The roles in the set, in [`Role::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Role> {
-        Role::ALL.into_iter().filter(move |role| self.contains(*role))
+        Role::ALL
+            .into_iter()
+            .filter(move |role| self.contains(*role))
     }
 
     /// Whether the set is empty.

@@ -277,4 +277,3 @@ mod tests {
         assert_eq!(backoff(30), MAX_BACKOFF);
     }
 }
-
