@@ -2,9 +2,10 @@
 //! shutdown, serving gRPC with health and reflection and HTTP with the same settings, admin
 //! authentication, and the mapping of errors to gRPC statuses.
 //!
-//! A service binary does, in order: [`config::load`], [`telemetry::init`],
-//! [`auth::check_bind`], then [`grpc::serve`] with [`shutdown::Shutdown::wait`] as its shutdown
-//! future.
+//! A Journeys process does, in order: [`config::load`], [`telemetry::init`],
+//! [`auth::check_bind`], then [`grpc::GrpcServer::serve`] (and [`http::serve`]) with
+//! [`shutdown::Shutdown::wait`] as the shutdown future; the composition root
+//! (`journeys::node`) is where that order is written.
 
 pub mod auth;
 pub mod config;

@@ -32,7 +32,7 @@ use journeys_proto::v1::source_service_server::SourceServiceServer;
 use journeys_runtime::auth::AdminAuth;
 use journeys_runtime::config::Config;
 use journeys_store::Store;
-use tonic::service::{Routes, RoutesBuilder};
+use tonic::service::RoutesBuilder;
 
 pub use destinations::WebhookSettings;
 pub use sources::hash_write_key;
@@ -60,15 +60,7 @@ pub struct Deps {
     pub delivery: Dispatcher,
 }
 
-/// The control-plane services, each behind the admin-token check.
-pub fn routes(deps: &Deps, config: &Config) -> Routes {
-    let mut builder = Routes::builder();
-    add_services(&mut builder, deps, config);
-    builder.routes()
-}
-
-/// Adds the control-plane services to `builder` (for a process that serves more than the
-/// control plane on one port, like `journeys dev`).
+/// Adds the control-plane services to `builder`, each behind the admin-token check.
 pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
     let store = &deps.store;
     let auth = AdminAuth::new(config.admin_token.clone());
