@@ -340,10 +340,10 @@ impl Lane {
             shared.counters.commit();
         }
         shared.counters.apply(&plan.delta);
-        if !plan.changes.outbox_new.is_empty() {
-            if let Some(wake) = &shared.on_commit {
-                wake();
-            }
+        if !plan.changes.outbox_new.is_empty()
+            && let Some(wake) = &shared.on_commit
+        {
+            wake();
         }
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
