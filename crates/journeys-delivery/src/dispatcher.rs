@@ -9,7 +9,7 @@
 //! Each attempt runs in a `webhook.deliver` span, child of the trace context stored with the row
 //! (the transition that queued it), and the request carries that span's `traceparent`, so the
 //! receiver's work joins the same trace. Outcomes and latencies go to
-//! [`journeys_runtime::metrics`] (`journeys_deliveries_total`,
+//! [`journeys_telemetry::metrics`] (`journeys_deliveries_total`,
 //! `journeys_delivery_duration_seconds`).
 
 use std::collections::HashMap;
@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use journeys_runtime::{metrics, trace_context};
 use journeys_store::{OutboxRecord, Store};
+use journeys_telemetry::{metrics, trace_context};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;

@@ -98,7 +98,7 @@ async fn waiting_instance(store: &Store) -> (Engine, InstanceRecord) {
         .set_state(&journey.id, JourneyState::Published, now)
         .await
         .unwrap();
-    let engine = Engine::start(store.clone(), EngineConfig::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default(), None);
     engine.refresh_now().await.unwrap();
     let acks = engine.submit(vec![track("checkout_started", "c1")]).await;
     assert_eq!(acks[0].status, AckStatus::Accepted);
@@ -178,7 +178,7 @@ async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_tak
             .remove(0);
         // The scheduler, in another process, fires the hold timeout between the event batch's
         // reads and its commit.
-        let scheduler = Engine::start((*db).clone(), EngineConfig::default());
+        let scheduler = Engine::start((*db).clone(), EngineConfig::default(), None);
         let elsewhere = scheduler.clone();
         engine.before_next_commit(Box::new(move |_store: Store| {
             Box::pin(async move {

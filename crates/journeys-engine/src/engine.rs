@@ -7,13 +7,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
-use journeys_runtime::trace_context;
 use journeys_store::{InstanceState, Store, TimerRecord};
+use journeys_telemetry::trace_context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -59,16 +59,21 @@ impl Engine {
     /// Starts the lanes and the journey-cache poller on the current tokio runtime. The cache
     /// is loaded by the first batch (or poll), whichever comes first.
     ///
+    /// `on_commit` is called after each commit that queued sends: the delivery dispatcher's
+    /// wake-up (`None` when no dispatcher runs beside this engine; the outbox rows then wait
+    /// for one). It is fixed here, before any lane runs, so no commit can miss it. It runs on a
+    /// lane task: keep it short and non-blocking.
+    ///
     /// # Panics
     /// Outside a tokio runtime.
     #[must_use]
-    pub fn start(store: Store, config: EngineConfig) -> Self {
+    pub fn start(store: Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Self {
         let config = config.normalized();
         let shared = Arc::new(Shared {
             cache: JourneyCache::new(store.clone()),
             store,
             counters: crate::stats::Counters::default(),
-            on_commit: RwLock::new(None),
+            on_commit,
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),
@@ -92,17 +97,6 @@ impl Engine {
                 stop_poller: Mutex::new(Some(stop_tx)),
             }),
         }
-    }
-
-    /// Sets the function called after each commit that queued sends (the delivery
-    /// dispatcher's wake-up). It runs on a lane task: keep it short and non-blocking.
-    pub fn set_on_commit(&self, on_commit: OnCommit) {
-        *self
-            .inner
-            .shared
-            .on_commit
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(on_commit);
     }
 
     /// Applies `events` and returns one [`Ack`] per event, in input order, each after the

@@ -23,7 +23,7 @@
 //! # async fn demo(store: journeys_store::Store, events: Vec<journeys_core::model::Event>) {
 //! use journeys_engine::{Engine, EngineConfig};
 //!
-//! let engine = Engine::start(store, EngineConfig::default());
+//! let engine = Engine::start(store, EngineConfig::default(), None);
 //! let acks = engine.submit(events).await;
 //! # let _ = acks;
 //! engine.shutdown().await;

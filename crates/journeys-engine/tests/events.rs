@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    checkout, engine, engine_with, forwarding, identify, instances, publish, sends, sent_steps,
-    timers, track, unique, welcome_once,
+    checkout, engine, engine_waking, engine_with, forwarding, identify, instances, publish, sends,
+    sent_steps, timers, track, unique, welcome_once,
 };
 use futures::future::join_all;
 use journeys_engine::{Ack, AckStatus, EngineConfig};
@@ -29,12 +29,15 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             .await
             .unwrap();
         let journey = publish(&db, &forwarding()).await;
-        let engine = engine(&db).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
-        engine.set_on_commit(Arc::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }));
+        let engine = engine_waking(
+            &db,
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await;
 
         let acks = engine
             .submit(vec![
@@ -228,12 +231,15 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
 async fn exit_rules_end_instances_and_their_timers() {
     for db in each_backend().await {
         let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
-        engine.set_on_commit(Arc::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }));
+        let engine = engine_waking(
+            &db,
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await;
         engine
             .submit(vec![
                 track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),

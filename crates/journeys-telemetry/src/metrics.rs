@@ -3,7 +3,7 @@
 //!
 //! - [`render_prometheus`]: the Prometheus text format (0.0.4), served as `GET /metrics` on the
 //!   data plane's HTTP port (and `journeys dev`'s);
-//! - OTLP, through the meter provider [`crate::telemetry::init`] installs when an endpoint is
+//! - OTLP, through the meter provider `journeys_runtime::telemetry::init` installs when an endpoint is
 //!   set: counters as observable counters read at each export, histograms recorded into OTel
 //!   histograms as well.
 //!
@@ -422,8 +422,8 @@ fn otel_name(name: &'static str) -> &'static str {
 }
 
 /// Registers every series with `provider`, so that its exporter sends them over OTLP. Called
-/// by [`crate::telemetry::init`]; a later call moves the histograms to the newer provider.
-pub(crate) fn export_to(provider: &SdkMeterProvider) {
+/// by `journeys_runtime::telemetry::init`; a later call moves the histograms to the newer provider.
+pub fn export_to(provider: &SdkMeterProvider) {
     let meter = provider.meter("journeys");
     let m = metrics();
     for counter in m.counters() {

@@ -1,9 +1,8 @@
-//! `journeys-control-plane`: the control plane as its own process.
+//! `journeys-control-plane`: a node with the control-plane role.
 
-use anyhow::Context;
 use clap::Parser;
+use journeys::{Node, Roles};
 use journeys_runtime::config::{self, ConfigArgs, Service};
-use journeys_runtime::shutdown::Shutdown;
 
 /// Journeys control plane: journey CRUD and publishing, destinations, audiences, sources,
 /// catalog, profiles and instances over gRPC.
@@ -22,12 +21,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let _telemetry = journeys_runtime::telemetry::init(&config, "journeys-control-plane")?;
-    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    tracing::info!(addr = %config.grpc_addr, "control plane listening");
-    let shutdown = Shutdown::on_signal();
-    journeys_control_plane::serve(config, listener, shutdown.wait()).await?;
+    let node = Node::new(config, Roles::of_service(Service::ControlPlane));
+    journeys::cli::run(node, Service::ControlPlane.name()).await?;
     Ok(())
 }
