@@ -4,19 +4,12 @@
 //! [`serve`] runs it as a process would; [`routes`] gives the services alone so that
 //! `journeys dev` can serve them beside the other planes in one process.
 
-mod audiences;
-mod catalog;
+pub mod api;
 pub mod convert;
-mod destinations;
-mod errors;
+pub mod error;
 mod fields;
-mod instances;
-mod journeys;
-mod profiles;
+mod grpc;
 mod references;
-mod simulate;
-mod sources;
-mod stats;
 
 use std::future::Future;
 
@@ -37,8 +30,8 @@ use journeys_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tonic::service::{Routes, RoutesBuilder};
 
-pub use destinations::WebhookSettings;
-pub use sources::hash_write_key;
+pub use error::ServiceError;
+pub use journeys_store::{WebhookSettings, hash_write_key};
 
 /// Fully qualified names of the services the control plane serves.
 pub const SERVICE_NAMES: &[&str] = &[
@@ -102,33 +95,36 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
         allow_short_durations: config.allow_short_durations,
         ..ValidationOptions::default()
     };
+    let journeys = api::JourneyApi::new(store.clone(), deps.engine.clone(), validation);
+    let simulate = api::SimulateApi::new(deps.delivery.clone());
+    let destinations = api::DestinationApi::new(store.clone(), deps.delivery.waker());
     builder
         .add_service(JourneyServiceServer::with_interceptor(
-            journeys::Journeys::new(deps.clone(), validation),
+            grpc::JourneyGrpc::new(journeys, simulate),
             auth.clone(),
         ))
         .add_service(DestinationServiceServer::with_interceptor(
-            destinations::Destinations::new(deps.clone()),
+            grpc::DestinationGrpc::new(destinations),
             auth.clone(),
         ))
         .add_service(AudienceServiceServer::with_interceptor(
-            audiences::Audiences::new(store.clone()),
+            grpc::AudienceGrpc::new(api::AudienceApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(SourceServiceServer::with_interceptor(
-            sources::Sources::new(store.clone()),
+            grpc::SourceGrpc::new(api::SourceApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(CatalogServiceServer::with_interceptor(
-            catalog::CatalogApi::new(store.clone()),
+            grpc::CatalogGrpc::new(api::CatalogApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(ProfileServiceServer::with_interceptor(
-            profiles::Profiles::new(store.clone()),
+            grpc::ProfileGrpc::new(api::ProfileApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(InstanceServiceServer::with_interceptor(
-            instances::Instances::new(deps.clone()),
+            grpc::InstanceGrpc::new(api::InstanceApi::new(store.clone(), deps.engine.clone())),
             auth,
         ));
 }
