@@ -17,7 +17,7 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// Bad input: every problem found, each with the path of its field.
-    #[error("{message}: {}", joined(.problems))]
+    #[error("{}", invalid_text(.message, .problems))]
     Invalid {
         /// A summary such as "invalid journey"; empty when the problems say it all.
         message: String,
@@ -108,6 +108,15 @@ pub fn joined(problems: &[Problem]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// "summary: path: problem; …", or the problems alone without a summary.
+fn invalid_text(message: &str, problems: &[Problem]) -> String {
+    if message.is_empty() {
+        joined(problems)
+    } else {
+        format!("{message}: {}", joined(problems))
+    }
 }
 
 fn store(err: StoreError) -> ApiError {
