@@ -210,7 +210,9 @@ mod tests {
     #[test]
     fn retryable_engine_errors_are_unavailable() {
         assert_eq!(
-            code(EngineError::Failed("lane 3: commit conflicted 5 times".to_owned())),
+            code(EngineError::Failed(
+                "lane 3: commit conflicted 5 times".to_owned()
+            )),
             (
                 Code::Unavailable,
                 "the change could not be applied now; retry".to_owned()
@@ -233,7 +235,10 @@ mod tests {
             entity: "journey",
             detail: "Duplicate entry 'x' for key 'journeys_name_uq'".into(),
         });
-        assert_eq!((c, message.as_str()), (Code::AlreadyExists, "journey already exists"));
+        assert_eq!(
+            (c, message.as_str()),
+            (Code::AlreadyExists, "journey already exists")
+        );
         let (c, message) = code(StoreError::Unavailable("10.0.0.5:3306 refused".into()));
         assert_eq!(c, Code::Unavailable);
         assert!(!message.contains("10.0.0.5"), "{message}");
@@ -254,7 +259,10 @@ mod tests {
     fn invalid_lists_every_problem() {
         let err = ServiceError::invalid(
             "journey",
-            vec![Problem::new("name", "required"), Problem::new("steps", "empty")],
+            vec![
+                Problem::new("name", "required"),
+                Problem::new("steps", "empty"),
+            ],
         );
         assert_eq!(
             code(err),

@@ -96,13 +96,12 @@ fn filters(list: &[pb::Filter], path: &str, problems: &mut Vec<Problem>) -> Vec<
                     value_to_json(v, &format!("{path}[{i}].equals")),
                     problems,
                 )),
-                Some(pb::filter::Match::AnyOf(l)) => match json_or_note(
-                    list_to_json(l, &format!("{path}[{i}].any_of")),
-                    problems,
-                ) {
-                    serde_json::Value::Array(items) => FilterMatch::AnyOf(items),
-                    _ => FilterMatch::AnyOf(Vec::new()),
-                },
+                Some(pb::filter::Match::AnyOf(l)) => {
+                    match json_or_note(list_to_json(l, &format!("{path}[{i}].any_of")), problems) {
+                        serde_json::Value::Array(items) => FilterMatch::AnyOf(items),
+                        _ => FilterMatch::AnyOf(Vec::new()),
+                    }
+                }
                 None => {
                     problems.push(Problem::new(
                         format!("{path}[{i}]"),

@@ -103,7 +103,10 @@ pub fn struct_to_json(s: &Struct, field: &str) -> Result<Json, NonFiniteNumber> 
 /// # Errors
 /// A non-finite number anywhere in the struct.
 pub fn opt_struct_to_json(s: Option<&Struct>, field: &str) -> Result<Json, NonFiniteNumber> {
-    s.map_or_else(|| Ok(Json::Object(Map::new())), |s| struct_to_json(s, field))
+    s.map_or_else(
+        || Ok(Json::Object(Map::new())),
+        |s| struct_to_json(s, field),
+    )
 }
 
 /// A `Struct` a server produced (a response: its numbers came from JSON, so they are finite)
@@ -148,10 +151,7 @@ pub fn json_to_struct(json: &Json) -> Struct {
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
-        #[allow(
-            clippy::cast_possible_wrap,
-            reason = "sub-second nanos are below 2^31"
-        )]
+        #[allow(clippy::cast_possible_wrap, reason = "sub-second nanos are below 2^31")]
         nanos: t.timestamp_subsec_nanos() as i32,
     }
 }
@@ -191,10 +191,7 @@ pub fn from_duration(d: &prost_types::Duration) -> Result<Duration, &'static str
 pub fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        #[allow(
-            clippy::cast_possible_wrap,
-            reason = "sub-second nanos are below 2^31"
-        )]
+        #[allow(clippy::cast_possible_wrap, reason = "sub-second nanos are below 2^31")]
         nanos: d.subsec_nanos() as i32,
     }
 }

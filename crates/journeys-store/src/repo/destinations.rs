@@ -293,7 +293,10 @@ mod tests {
         assert_eq!(WebhookSettings::of(&record).unwrap(), settings);
 
         let bare: WebhookSettings = serde_json::from_value(json!({"url": "http://h/"})).unwrap();
-        let (default, max) = (WebhookSettings::DEFAULT_TIMEOUT, WebhookSettings::MAX_TIMEOUT);
+        let (default, max) = (
+            WebhookSettings::DEFAULT_TIMEOUT,
+            WebhookSettings::MAX_TIMEOUT,
+        );
         assert_eq!(bare.timeout(default, max), default);
         let long = WebhookSettings {
             timeout_ms: 3_600_000,

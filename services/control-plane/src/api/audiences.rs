@@ -89,7 +89,12 @@ impl AudienceApi {
     }
 
     /// One page of member user ids; the audience is checked before the page size.
-    pub async fn members(&self, key: &str, page_size: i32, page_token: &str) -> Result<Page<String>> {
+    pub async fn members(
+        &self,
+        key: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<String>> {
         self.get(key).await?;
         let page_size = fields::page_size(page_size)?;
         Ok(self

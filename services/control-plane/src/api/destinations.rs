@@ -319,7 +319,10 @@ mod tests {
         };
         let mut problems = Vec::new();
         let kept = webhook_settings(Some(input(MASK, None)), Some(&stored), &mut problems);
-        assert_eq!((kept.signing_secret.as_str(), problems.len()), ("s3cret", 0));
+        assert_eq!(
+            (kept.signing_secret.as_str(), problems.len()),
+            ("s3cret", 0)
+        );
 
         let created = webhook_settings(Some(input(MASK, None)), None, &mut problems);
         assert_eq!(created.signing_secret, "");
@@ -331,7 +334,11 @@ mod tests {
         let mut problems = Vec::new();
         let unset = webhook_settings(Some(input("", None)), None, &mut problems);
         assert_eq!(unset.timeout_ms, 10_000);
-        let zero = webhook_settings(Some(input("", Some(Ok(Duration::ZERO)))), None, &mut problems);
+        let zero = webhook_settings(
+            Some(input("", Some(Ok(Duration::ZERO)))),
+            None,
+            &mut problems,
+        );
         assert_eq!(zero.timeout_ms, 10_000);
         assert!(problems.is_empty());
         webhook_settings(
@@ -339,7 +346,10 @@ mod tests {
             None,
             &mut problems,
         );
-        assert_eq!(problems[0].to_string(), "destination.webhook.timeout: at most 60s");
+        assert_eq!(
+            problems[0].to_string(),
+            "destination.webhook.timeout: at most 60s"
+        );
     }
 
     #[test]
@@ -354,7 +364,10 @@ mod tests {
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["destination.webhook.url", "destination.webhook.headers[bad name]"]
+            [
+                "destination.webhook.url",
+                "destination.webhook.headers[bad name]"
+            ]
         );
         let mut problems = Vec::new();
         webhook_settings(None, None, &mut problems);

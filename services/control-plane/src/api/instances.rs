@@ -52,9 +52,9 @@ impl InstanceApi {
             .await?
         {
             TerminateOutcome::Exited => self.get(id).await,
-            TerminateOutcome::NotFound => Err(ServiceError::NotFound(format!(
-                "instance '{id}' not found"
-            ))),
+            TerminateOutcome::NotFound => {
+                Err(ServiceError::NotFound(format!("instance '{id}' not found")))
+            }
             TerminateOutcome::NotActive => Err(ServiceError::FailedPrecondition(format!(
                 "instance '{id}' has already ended"
             ))),

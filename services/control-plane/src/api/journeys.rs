@@ -320,7 +320,11 @@ impl JourneyApi {
     /// The journey and the store's counts for it.
     pub async fn stats(&self, id: &str) -> Result<(StoredJourney, JourneyStats)> {
         let journey = self.get(id).await?;
-        let counts = self.store.runtime().journey_stats(&journey.record.id).await?;
+        let counts = self
+            .store
+            .runtime()
+            .journey_stats(&journey.record.id)
+            .await?;
         Ok((journey, counts))
     }
 }

@@ -7,8 +7,8 @@ use journeys_store::AudienceRecord;
 use tonic::{Request, Response};
 
 use super::{Reply, count};
-use crate::fields::page_size;
 use crate::api::AudienceApi;
+use crate::fields::page_size;
 
 /// The tonic face of the audience service.
 #[derive(Clone)]

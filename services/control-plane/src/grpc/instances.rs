@@ -3,7 +3,9 @@
 use journeys_proto::convert::json::{json_to_struct, opt_timestamp, timestamp};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::instance_service_server::InstanceService;
-use journeys_store::{InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, TimelineRecord};
+use journeys_store::{
+    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, TimelineRecord,
+};
 use tonic::{Request, Response};
 
 use super::{Reply, page_size};

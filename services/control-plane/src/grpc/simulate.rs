@@ -43,8 +43,8 @@ fn non_finite(e: NonFiniteNumber) -> ServiceError {
 }
 
 fn snapshot(p: &pb::SimulatedProfile, path: &str, problems: &mut Vec<Problem>) -> ProfileSnapshot {
-    let traits = opt_struct_to_json(p.traits.as_ref(), &format!("{path}.traits"))
-        .unwrap_or_else(|e| {
+    let traits =
+        opt_struct_to_json(p.traits.as_ref(), &format!("{path}.traits")).unwrap_or_else(|e| {
             problems.push(Problem::new(e.field, NonFiniteNumber::DESCRIPTION));
             Json::Null
         });
