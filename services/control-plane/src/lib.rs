@@ -1,6 +1,10 @@
 //! The Journeys control plane: journey CRUD, validation and publishing, destinations,
 //! audiences, sources, the event catalog, profiles and instances, over gRPC.
 //!
+//! The rules live in domain services ([`api`]: `JourneyApi`, `DestinationApi`, …), which work
+//! on store records and core types; the tonic adapters (`grpc`) only convert. Every failure is
+//! a [`ServiceError`], mapped to a `Status` in one place ([`error`]).
+//!
 //! [`serve`] runs it as a process would; [`routes`] gives the services alone so that
 //! `journeys dev` can serve them beside the other planes in one process.
 

@@ -259,7 +259,7 @@ impl JourneyApi {
         })
     }
 
-    /// A new draft with the definition of journey `id`, named `name` or "<name> (copy)".
+    /// A new draft with the definition of journey `id`, named `name` or "`<name> (copy)`".
     pub async fn duplicate(&self, id: &str, name: &str) -> Result<StoredJourney> {
         let mut definition = self.get(id).await?.definition;
         if name.is_empty() {
@@ -273,7 +273,7 @@ impl JourneyApi {
         self.insert(new_draft(&definition), definition).await
     }
 
-    /// "<name> (copy)", "<name> (copy 2)", … — the first free one, within the name limit.
+    /// `<name> (copy)`, `<name> (copy 2)`, … — the first free one, within the name limit.
     async fn copy_name(&self, original: &str) -> Result<String> {
         for n in 1..100 {
             let candidate = copy_name_candidate(original, n);

@@ -1,6 +1,6 @@
 //! The control plane's domain services, one per area: lifecycle rules and store calls on
 //! domain types (records, definitions, core events). They know nothing of gRPC; the adapters
-//! in [`crate::grpc`] convert requests to calls on them and results to responses.
+//! in the crate's `grpc` module convert requests to calls on them and results to responses.
 //!
 //! Named `…Api` to stay apart from the store's repositories (`JourneyApi` beside
 //! `journeys_store::Journeys`).
