@@ -151,34 +151,34 @@ pub fn event_parts(e: pb::Event, prefix: &str) -> Result<EventParts, EventPartsE
 /// Every problem found: the reading's, a missing profile id, a track event without a name.
 pub fn event(e: &pb::Event, now: DateTime<Utc>, path: &str) -> Result<Event, Vec<Problem>> {
     let mut problems = Vec::new();
+    let parts = event_parts(e.clone(), &format!("{path}."))
+        .map_err(|err| problems.push(Problem::new(err.field(), err.description())))
+        .ok();
     if e.user_id.is_empty() && e.anonymous_id.is_empty() {
         problems.push(Problem::new(
             format!("{path}.user_id"),
             "user_id or anonymous_id is required",
         ));
     }
-    let parts = match event_parts(e.clone(), &format!("{path}.")) {
-        Ok(parts) => parts,
-        Err(err) => {
-            problems.insert(0, Problem::new(err.field(), err.description()));
-            return Err(problems);
-        }
+    // An unknown type was reported above; the rest is checked as for track.
+    let kind = parts
+        .as_ref()
+        .and_then(|p| p.kind)
+        .unwrap_or(EventType::Track);
+    if kind == EventType::Track && e.event.is_empty() {
+        problems.push(Problem::new(
+            format!("{path}.event"),
+            "required for track events",
+        ));
+    }
+    let Some(parts) = parts.filter(|_| problems.is_empty()) else {
+        return Err(problems);
     };
-    let kind = parts.kind.unwrap_or(EventType::Track);
     let name = if kind == EventType::Track {
-        if parts.event.is_empty() {
-            problems.push(Problem::new(
-                format!("{path}.event"),
-                "required for track events",
-            ));
-        }
         parts.event
     } else {
         type_name(kind).to_owned()
     };
-    if !problems.is_empty() {
-        return Err(problems);
-    }
     let message_id = if parts.message_id.is_empty() {
         uuid::Uuid::now_v7().to_string()
     } else {
@@ -252,14 +252,14 @@ mod tests {
         let problems = event(&pb::Event::default(), now(), "e").unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["e.user_id", "e.event"]);
-        let err = event_parts(
-            pb::Event {
-                r#type: 42,
-                ..Default::default()
-            },
-            "",
-        )
-        .unwrap_err();
+        let unknown = pb::Event {
+            r#type: 42,
+            ..Default::default()
+        };
+        let problems = event(&unknown, now(), "e").unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["e.type", "e.user_id", "e.event"]);
+        let err = event_parts(unknown, "").unwrap_err();
         assert_eq!(err.to_string(), "type: 42 is not an EventType");
     }
 }
