@@ -1,23 +1,20 @@
 //! The Journeys control plane: journey CRUD, validation and publishing, destinations,
 //! audiences, sources, the event catalog, profiles and instances, over gRPC.
 //!
+//! The rules live in domain services ([`api`]: `JourneyApi`, `DestinationApi`, …), which work
+//! on store records and core types; the tonic adapters (`grpc`) only convert. Every failure is
+//! a [`ServiceError`], mapped to a `Status` in one place ([`error`]).
+//!
 //! [`add_services`] mounts the services on a gRPC server; the composition root
 //! (`journeys::node`) serves them, alone (`journeys-control-plane`) or beside the other roles
 //! (`journeys dev`, `journeys serve`), over the store and engine it built ([`Deps`]).
 
-mod audiences;
-mod catalog;
+pub mod api;
 pub mod convert;
-mod destinations;
-mod errors;
+pub mod error;
 mod fields;
-mod instances;
-mod journeys;
-mod profiles;
+mod grpc;
 mod references;
-mod simulate;
-mod sources;
-mod stats;
 
 use journeys_core::validate::ValidationOptions;
 use journeys_delivery::Dispatcher;
@@ -34,8 +31,8 @@ use journeys_runtime::config::Config;
 use journeys_store::Store;
 use tonic::service::RoutesBuilder;
 
-pub use destinations::WebhookSettings;
-pub use sources::hash_write_key;
+pub use error::ServiceError;
+pub use journeys_store::{WebhookSettings, hash_write_key};
 
 /// Fully qualified names of the services the control plane serves.
 pub const SERVICE_NAMES: &[&str] = &[
@@ -68,33 +65,36 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
         allow_short_durations: config.allow_short_durations,
         ..ValidationOptions::default()
     };
+    let journeys = api::JourneyApi::new(store.clone(), deps.engine.clone(), validation);
+    let simulate = api::SimulateApi::new(deps.delivery.clone());
+    let destinations = api::DestinationApi::new(store.clone(), deps.delivery.waker());
     builder
         .add_service(JourneyServiceServer::with_interceptor(
-            journeys::Journeys::new(deps.clone(), validation),
+            grpc::JourneyGrpc::new(journeys, simulate),
             auth.clone(),
         ))
         .add_service(DestinationServiceServer::with_interceptor(
-            destinations::Destinations::new(deps.clone()),
+            grpc::DestinationGrpc::new(destinations),
             auth.clone(),
         ))
         .add_service(AudienceServiceServer::with_interceptor(
-            audiences::Audiences::new(store.clone()),
+            grpc::AudienceGrpc::new(api::AudienceApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(SourceServiceServer::with_interceptor(
-            sources::Sources::new(store.clone()),
+            grpc::SourceGrpc::new(api::SourceApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(CatalogServiceServer::with_interceptor(
-            catalog::CatalogApi::new(store.clone()),
+            grpc::CatalogGrpc::new(api::CatalogApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(ProfileServiceServer::with_interceptor(
-            profiles::Profiles::new(store.clone()),
+            grpc::ProfileGrpc::new(api::ProfileApi::new(store.clone())),
             auth.clone(),
         ))
         .add_service(InstanceServiceServer::with_interceptor(
-            instances::Instances::new(deps.clone()),
+            grpc::InstanceGrpc::new(api::InstanceApi::new(store.clone(), deps.engine.clone())),
             auth,
         ));
 }

@@ -25,7 +25,6 @@ use journeys_engine::{Ack, EventSink};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::ingest_request::Payload;
 use journeys_proto::v1::ingest_service_server::IngestService;
-use journeys_runtime::ApiError;
 use journeys_runtime::metrics;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,7 +60,7 @@ impl<S: EventSink> IngestApi<S> {
         };
         resolved.map_err(|err| {
             refused(err.code(), 1);
-            auth_status(&err)
+            Status::from(&err)
         })
     }
 
@@ -74,7 +73,7 @@ impl<S: EventSink> IngestApi<S> {
         let event = event_from_proto(request.into_inner(), Some(kind), "", chrono::Utc::now())
             .map_err(|error| {
                 refused(error.code.as_str(), 1);
-                invalid_argument(error)
+                Status::from(error)
             })?;
         let message_id = event.message_id.clone();
         let ack = acks::submit(self.plane.sink(), vec![event])
@@ -119,7 +118,7 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         if events.len() > MAX_BATCH_EVENTS {
             let error = too_many_events("events", events.len());
             refused(error.code.as_str(), events.len());
-            return Err(invalid_argument(error));
+            return Err(Status::from(error));
         }
         let now = chrono::Utc::now();
         let items = events
@@ -166,7 +165,7 @@ async fn pump<S: EventSink>(
                     // also stops its open streams within the cache lifetime.
                     if let Err(err) = plane.write_keys().resolve(&key).await {
                         refused(err.code(), 1);
-                        let status = auth_status(&err);
+                        let status = Status::from(&err);
                         pending.push_back(Box::pin(async move { Err(status) }));
                         reading = false;
                         continue;
@@ -267,31 +266,4 @@ fn unreadable_request(number: usize, cause: &Status) -> Status {
             cause.message()
         ),
     )
-}
-
-fn invalid_argument(error: EventError) -> Status {
-    let EventError {
-        code,
-        field,
-        description,
-    } = error;
-    let api = if field.is_empty() {
-        ApiError::invalid(description, Vec::new())
-    } else {
-        ApiError::invalid_field(field, description)
-    };
-    tracing::debug!(%code, "refused an event");
-    Status::from(api)
-}
-
-fn auth_status(error: &AuthError) -> Status {
-    let api = match error {
-        AuthError::Missing => ApiError::Unauthenticated(
-            "missing write key: send `authorization: Basic base64(<writeKey>:)` or `x-write-key: <writeKey>` metadata"
-                .to_owned(),
-        ),
-        AuthError::Invalid => ApiError::Unauthenticated(error.to_string()),
-        AuthError::Unavailable => ApiError::Unavailable(error.to_string()),
-    };
-    Status::from(api)
 }

@@ -34,7 +34,8 @@ impl MigratorTrait for Migrator {
 
 /// Length of the text ids (`UUIDv7` in hyphenated form).
 pub(crate) const ID_LEN: u32 = 36;
-/// Longest indexable key: 191 `utf8mb4` characters fit MySQL's 767-byte index prefix limit.
+/// Longest indexable key: 191 `utf8mb4` characters fit MySQL's 767-byte index prefix limit
+/// (published as [`crate::MAX_KEY_CHARS`]).
 pub(crate) const KEY_LEN: u32 = 191;
 /// Step keys are `[a-z0-9_]{1,64}`.
 pub(crate) const STEP_KEY_LEN: u32 = 64;

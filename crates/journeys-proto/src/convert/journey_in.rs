@@ -6,9 +6,21 @@ use journeys_core::model::{
     EntryTrigger, ExitRule, FilterMatch, HoldBranch, HoldUntilStep, JourneyDefinition,
     PropertyFilter, RandomBranch, RandomSplitStep, SendAction, SendSpec, SendStep, Step, StepKind,
 };
-use journeys_proto::v1 as pb;
 
-use super::json::{from_duration, list_to_json, struct_to_json, value_to_json};
+use super::json::{NonFiniteNumber, from_duration, list_to_json, struct_to_json, value_to_json};
+use crate::v1 as pb;
+
+/// The JSON of a converted value, or `null` with the problem noted (NaN and infinity have no
+/// JSON form).
+fn json_or_note(
+    converted: Result<serde_json::Value, NonFiniteNumber>,
+    problems: &mut Vec<Problem>,
+) -> serde_json::Value {
+    converted.unwrap_or_else(|e| {
+        problems.push(Problem::new(e.field, NonFiniteNumber::DESCRIPTION));
+        serde_json::Value::Null
+    })
+}
 
 /// Converts a definition. The result is `Some` whenever a definition could be built (possibly
 /// with placeholder values where a problem was found); the problems are always complete for the
@@ -80,11 +92,16 @@ fn filters(list: &[pb::Filter], path: &str, problems: &mut Vec<Problem>) -> Vec<
         .enumerate()
         .map(|(i, f)| {
             let matcher = match &f.r#match {
-                Some(pb::filter::Match::Equals(v)) => FilterMatch::Equals(value_to_json(v)),
-                Some(pb::filter::Match::AnyOf(l)) => match list_to_json(l) {
-                    serde_json::Value::Array(items) => FilterMatch::AnyOf(items),
-                    _ => FilterMatch::AnyOf(Vec::new()),
-                },
+                Some(pb::filter::Match::Equals(v)) => FilterMatch::Equals(json_or_note(
+                    value_to_json(v, &format!("{path}[{i}].equals")),
+                    problems,
+                )),
+                Some(pb::filter::Match::AnyOf(l)) => {
+                    match json_or_note(list_to_json(l, &format!("{path}[{i}].any_of")), problems) {
+                        serde_json::Value::Array(items) => FilterMatch::AnyOf(items),
+                        _ => FilterMatch::AnyOf(Vec::new()),
+                    }
+                }
                 None => {
                     problems.push(Problem::new(
                         format!("{path}[{i}]"),
@@ -207,6 +224,7 @@ fn step(s: &pb::Step, path: &str, problems: &mut Vec<Problem>) -> Step {
                 &send.event_name,
                 &send.traits,
                 send.mapping.as_ref(),
+                (&format!("{path}.send.mapping"), problems),
             ),
             next: next(&send.next),
         }),
@@ -232,6 +250,7 @@ fn send_spec(
     event_name: &str,
     traits: &[String],
     mapping: Option<&prost_types::Struct>,
+    (mapping_path, problems): (&str, &mut Vec<Problem>),
 ) -> SendSpec {
     SendSpec {
         destination_id: destination_id.to_owned(),
@@ -245,7 +264,7 @@ fn send_spec(
         }),
         event_name: next(event_name),
         traits: traits.to_vec(),
-        mapping: mapping.map(struct_to_json),
+        mapping: mapping.map(|m| json_or_note(struct_to_json(m, mapping_path), problems)),
     }
 }
 
@@ -288,7 +307,10 @@ fn condition(c: &pb::Condition, path: &str, problems: &mut Vec<Problem>) -> Cond
     Condition {
         subject,
         op,
-        value: c.value.as_ref().map(value_to_json),
+        value: c
+            .value
+            .as_ref()
+            .map(|v| json_or_note(value_to_json(v, &format!("{path}.value")), problems)),
     }
 }
 
@@ -304,6 +326,7 @@ fn exit_rule(r: &pb::ExitRule, path: &str, problems: &mut Vec<Problem>) -> ExitR
                 &s.event_name,
                 &s.traits,
                 s.mapping.as_ref(),
+                (&format!("{path}.send.mapping"), problems),
             )
         }),
     }

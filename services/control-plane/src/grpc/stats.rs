@@ -10,6 +10,7 @@ use journeys_core::model::{JourneyDefinition, StepKind};
 use journeys_proto::v1 as pb;
 use journeys_store::JourneyStats;
 
+/// The `GetJourneyStats` response for `def` with the store's `counts`.
 pub fn response(def: &JourneyDefinition, counts: &JourneyStats) -> pb::GetJourneyStatsResponse {
     let steps: HashMap<&str, _> = counts
         .steps

@@ -1,44 +1,30 @@
-//! `PreviewPayload` and `SimulateJourney`: the core's pure renderer and simulator behind the
-//! control plane. Nothing is stored or sent.
+//! Requests of `PreviewPayload`, `SendTestEvent` and `SimulateJourney` → core inputs, and
+//! simulation results → responses.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use journeys_core::Problem;
 use journeys_core::machine::Journey;
-use journeys_core::machine::SendRequest;
-use journeys_core::model::{JourneyDefinition, JourneyMeta};
-use journeys_core::payload::{PreviewError, preview_send};
-use journeys_core::simulate::{
-    ProfileSnapshot, SimulatedEvent, Simulation, SimulationResult, simulate,
+use journeys_core::model::{Event, Json};
+use journeys_core::simulate::{ProfileSnapshot, SimulatedEvent, Simulation, SimulationResult};
+use journeys_proto::convert::event::event;
+use journeys_proto::convert::json::{
+    NonFiniteNumber, from_timestamp, json_to_struct, opt_struct_to_json, timestamp,
 };
 use journeys_proto::v1 as pb;
-use journeys_runtime::error::ApiError;
 
-use crate::convert::event::event;
-use crate::convert::json::{from_timestamp, json_to_struct, opt_struct_to_json, timestamp};
-use crate::errors;
+use crate::api::simulate::{MAX_SIMULATED_EVENTS, PREVIEW_USER, too_many_events};
+use crate::error::{Result, ServiceError};
 
-/// Most events one simulation may replay.
-pub const MAX_SIMULATED_EVENTS: usize = 10_000;
-
-/// The profile id a preview uses when the sample event names none.
-const PREVIEW_USER: &str = "preview-user";
-
-pub fn core_journey(meta: JourneyMeta, def: JourneyDefinition) -> Journey {
-    Journey::new(meta, def)
-}
-
-/// Renders send step `step_key` of `journey` for a sample entry event and traits: exactly
-/// what would be queued (destination, method, path, payload).
-pub fn render_sample(
+/// The sample entry event and traits of a preview: a missing profile is [`PREVIEW_USER`], a
+/// missing track name is the journey's entry event.
+pub fn sample(
     journey: &Journey,
-    step_key: &str,
     sample: Option<&pb::Event>,
     traits: Option<&prost_types::Struct>,
     now: DateTime<Utc>,
-) -> Result<SendRequest, ApiError> {
-    if step_key.is_empty() {
-        return Err(ApiError::invalid_field("step_key", "required"));
-    }
+) -> Result<(Event, Json)> {
     let mut sample = sample.cloned().unwrap_or_default();
     if sample.user_id.is_empty() && sample.anonymous_id.is_empty() {
         PREVIEW_USER.clone_into(&mut sample.user_id);
@@ -46,37 +32,32 @@ pub fn render_sample(
     if sample.event.is_empty() && sample.r#type <= pb::EventType::Track as i32 {
         sample.event.clone_from(&journey.definition().entry.event);
     }
-    let sample =
-        event(&sample, now, "sample_event").map_err(|p| errors::invalid("sample_event", &p))?;
-    let traits = opt_struct_to_json(traits);
-    preview_send(journey, step_key, &sample, &traits, now).map_err(|e| match e {
-        PreviewError::NotASendStep(key) => ApiError::invalid_field(
-            "step_key",
-            format!("'{key}' is not a send step of this journey"),
-        ),
-        PreviewError::Payload(e) => {
-            ApiError::FailedPrecondition(format!("the payload cannot be rendered: {e}"))
-        }
-    })
+    let sample = event(&sample, now, "sample_event")
+        .map_err(|p| ServiceError::invalid("sample_event", p))?;
+    let traits = opt_struct_to_json(traits, "traits").map_err(non_finite)?;
+    Ok((sample, traits))
 }
 
-fn snapshot(p: &pb::SimulatedProfile) -> ProfileSnapshot {
+fn non_finite(e: NonFiniteNumber) -> ServiceError {
+    ServiceError::invalid_field(e.field, NonFiniteNumber::DESCRIPTION)
+}
+
+fn snapshot(p: &pb::SimulatedProfile, path: &str, problems: &mut Vec<Problem>) -> ProfileSnapshot {
+    let traits =
+        opt_struct_to_json(p.traits.as_ref(), &format!("{path}.traits")).unwrap_or_else(|e| {
+            problems.push(Problem::new(e.field, NonFiniteNumber::DESCRIPTION));
+            Json::Null
+        });
     ProfileSnapshot {
-        traits: opt_struct_to_json(p.traits.as_ref()),
+        traits,
         audiences: p.audiences.iter().cloned().collect(),
     }
 }
 
-/// Converts the request's events and profiles, reporting every bad event with its path.
-pub fn simulation(
-    req: &pb::SimulateJourneyRequest,
-    now: DateTime<Utc>,
-) -> Result<Simulation, ApiError> {
+/// Converts the request's events and profiles, reporting every bad one with its path.
+pub fn simulation(req: &pb::SimulateJourneyRequest, now: DateTime<Utc>) -> Result<Simulation> {
     if req.events.len() > MAX_SIMULATED_EVENTS {
-        return Err(ApiError::invalid_field(
-            "events",
-            format!("at most {MAX_SIMULATED_EVENTS} events per simulation"),
-        ));
+        return Err(too_many_events());
     }
     let mut problems: Vec<Problem> = Vec::new();
     let mut events = Vec::with_capacity(req.events.len());
@@ -93,28 +74,31 @@ pub fn simulation(
             Err(p) => problems.extend(p),
         }
     }
-    let mut profiles = std::collections::BTreeMap::new();
+    let mut profiles = BTreeMap::new();
     for (i, p) in req.profiles.iter().enumerate() {
         if p.user_id.is_empty() {
             problems.push(Problem::new(format!("profiles[{i}].user_id"), "required"));
         } else {
-            profiles.insert(p.user_id.clone(), snapshot(p));
+            let snapshot = snapshot(p, &format!("profiles[{i}]"), &mut problems);
+            profiles.insert(p.user_id.clone(), snapshot);
         }
     }
-    errors::check("simulation", &problems)?;
+    let default_profile = req
+        .profile
+        .as_ref()
+        .map(|p| snapshot(p, "profile", &mut problems))
+        .unwrap_or_default();
+    ServiceError::check("simulation", problems)?;
     Ok(Simulation {
         events,
-        default_profile: req.profile.as_ref().map(snapshot).unwrap_or_default(),
+        default_profile,
         profiles,
         until: req.until.as_ref().and_then(from_timestamp),
     })
 }
 
-pub fn run(journey: &Journey, sim: &Simulation) -> pb::SimulateJourneyResponse {
-    response(&simulate(journey, sim))
-}
-
-fn response(result: &SimulationResult) -> pb::SimulateJourneyResponse {
+/// The response for a simulation's result.
+pub fn response(result: &SimulationResult) -> pb::SimulateJourneyResponse {
     pb::SimulateJourneyResponse {
         instances: result
             .instances

@@ -1,36 +1,16 @@
-//! [`JourneyDefinition`] (+ stored metadata) → `journeys.v1.Journey`.
+//! [`JourneyDefinition`] → `journeys.v1.Journey` (the authored part; the control plane adds
+//! the stored id, state, revision and times).
 
 use journeys_core::model::{
     Condition, ConditionOp, ConditionSubject, EntryRule, ExitRule, FilterMatch, JourneyDefinition,
     PropertyFilter, SendSpec, Step, StepKind,
 };
-use journeys_proto::v1 as pb;
-use journeys_store::{JourneyRecord, JourneyState};
 
-use super::json::{duration, json_to_struct, json_to_value, opt_timestamp, timestamp};
-
-/// The full message for a stored journey.
-pub fn journey(record: &JourneyRecord, def: &JourneyDefinition) -> pb::Journey {
-    let mut out = definition(def);
-    out.id.clone_from(&record.id);
-    out.state = state(record.state) as i32;
-    out.revision = record.revision;
-    out.created_at = Some(timestamp(record.created_at));
-    out.updated_at = Some(timestamp(record.updated_at));
-    out.published_at = opt_timestamp(record.published_at);
-    out.archived_at = opt_timestamp(record.archived_at);
-    out
-}
-
-pub fn state(s: JourneyState) -> pb::JourneyState {
-    match s {
-        JourneyState::Draft => pb::JourneyState::Draft,
-        JourneyState::Published => pb::JourneyState::Published,
-        JourneyState::Archived => pb::JourneyState::Archived,
-    }
-}
+use super::json::{duration, json_to_struct, json_to_value};
+use crate::v1 as pb;
 
 /// The authored part only (no id, state or timestamps).
+#[must_use]
 pub fn definition(def: &JourneyDefinition) -> pb::Journey {
     let (entry_rule, unique_identifier) = match &def.entry_rule {
         EntryRule::ReenterEveryTime { unique_identifier } => {
