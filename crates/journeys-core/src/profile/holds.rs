@@ -1,0 +1,29 @@
+//! Hold-until matching: which of the profile's instances an event reaches. Only instances of
+//! a journey with a hold-until branch on this event, waiting for this event name, are offered
+//! it; the state machine (`machine/run.rs`) then picks the branch, checking its filters and,
+//! under re-entry, the unique identifier.
+
+use super::{ChangeCause, ProfileEffect, ProfileState, Rules, advance};
+use crate::index::EventRoutes;
+use crate::machine::Input;
+use crate::model::Event;
+
+/// Offers `event` to every instance waiting for it in a hold-until.
+pub(super) fn hold_matches(
+    state: &mut ProfileState,
+    rules: &Rules<'_>,
+    routes: &EventRoutes,
+    event: &Event,
+    effects: &mut Vec<ProfileEffect>,
+) {
+    for journey in routes.holds.iter().filter_map(|&p| rules.journeys.journey(p)) {
+        for i in 0..state.instances.len() {
+            let inst = &state.instances[i];
+            if inst.journey_id != journey.id() || !inst.waiting_events().contains(&event.event) {
+                continue;
+            }
+            let input = Input::Event(event);
+            advance(state, i, journey, input, rules, ChangeCause::HoldMatched, effects);
+        }
+    }
+}
