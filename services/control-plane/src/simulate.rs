@@ -107,6 +107,7 @@ pub fn simulation(
         default_profile: req.profile.as_ref().map(snapshot).unwrap_or_default(),
         profiles,
         until: req.until.as_ref().and_then(from_timestamp),
+        ..Simulation::default()
     })
 }
 
