@@ -277,7 +277,11 @@ impl World<'_> {
                 let snapshot = self.initial.get(profile_id).unwrap_or(self.defaults);
                 Profile {
                     state: ProfileState {
-                        traits: snapshot.traits.clone(),
+                        traits: if snapshot.traits.is_object() {
+                            snapshot.traits.clone()
+                        } else {
+                            Json::Object(serde_json::Map::new())
+                        },
                         audiences: snapshot.audiences.iter().cloned().collect(),
                         ..ProfileState::default()
                     },

@@ -220,7 +220,7 @@ impl Lane {
     ) -> Result<(), StoreError> {
         let shared = Arc::clone(&self.shared);
         let runtime = shared.store.runtime();
-        let now = Utc::now();
+        let now = shared.config.clock.now();
         let snapshot = shared.cache.get().await?;
 
         // (a) dedupe, (b) rate limit.

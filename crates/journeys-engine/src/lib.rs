@@ -47,7 +47,7 @@ mod stats;
 mod watermark;
 
 pub use ack::{Ack, AckStatus, EventSink};
-pub use config::EngineConfig;
+pub use config::{Clock, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};
