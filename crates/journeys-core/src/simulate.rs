@@ -475,8 +475,16 @@ mod tests {
         let j = Journey::new(j.meta().clone(), def);
         let sim = Simulation {
             events: vec![
-                at(event("checkout_started", json!({"session_id": "a"})), "m1", 0),
-                at(event("checkout_started", json!({"session_id": "b"})), "m1", 1),
+                at(
+                    event("checkout_started", json!({"session_id": "a"})),
+                    "m1",
+                    0,
+                ),
+                at(
+                    event("checkout_started", json!({"session_id": "b"})),
+                    "m1",
+                    1,
+                ),
             ],
             ..Simulation::default()
         };

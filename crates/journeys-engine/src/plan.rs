@@ -155,7 +155,14 @@ impl Planner<'_> {
             self.out.delete_timer(timer.id.clone());
         }
         work.absorb(&applied.effects);
-        record(ctx, &mut self.out, &mut self.delta, work, profile_id, &applied.effects);
+        record(
+            ctx,
+            &mut self.out,
+            &mut self.delta,
+            work,
+            profile_id,
+            &applied.effects,
+        );
         Some(applied)
     }
 
@@ -165,8 +172,14 @@ impl Planner<'_> {
         }
         let now = self.ctx.now;
         self.delta.events_accepted += 1;
-        self.out.changes.dedupe.push((event.message_id.clone(), now));
-        self.out.changes.catalog_seen.push((event.event.clone(), now));
+        self.out
+            .changes
+            .dedupe
+            .push((event.message_id.clone(), now));
+        self.out
+            .changes
+            .catalog_seen
+            .push((event.event.clone(), now));
         if let Some(applied) = self.apply(profile_id, ProfileInput::Event(event), None) {
             warn_over_limit(self.ctx, profile_id, event, &applied);
         }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use journeys_core::machine::Journey;
 use journeys_core::model::{
-    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep,
-    EntryRule, EntryTrigger, Event, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep,
+    Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep, EntryRule,
+    EntryTrigger, Event, EventType, ExitRule, FilterMatch, HoldBranch, HoldUntilStep,
     JourneyDefinition, JourneyMeta, Json, PropertyFilter, RandomBranch, RandomSplitStep,
     SendAction, SendSpec, SendStep, Step, StepKind,
 };
@@ -23,18 +23,29 @@ use journeys_store::{InstanceFilter, InstanceState, JourneyRecord, JourneyState,
 use proptest::prelude::*;
 use serde_json::json;
 
-/// Active instances one profile may have, on both sides (small, so the limit is exercised).
-const MAX_ACTIVE: usize = 2;
 /// The active audience a boolean trait sets.
 const AUDIENCE: &str = "vip";
 
 #[derive(Clone, Debug)]
 enum StepSpec {
-    Delay { mins: u64 },
-    Hold { mins: u64, filtered: bool, return_to_start: bool },
-    DataSplit { on_audience: bool },
-    Random { percent: u32, same_on_reentry: bool },
-    Send { with_trait: bool },
+    Delay {
+        mins: u64,
+    },
+    Hold {
+        mins: u64,
+        filtered: bool,
+        return_to_start: bool,
+    },
+    DataSplit {
+        on_audience: bool,
+    },
+    Random {
+        percent: u32,
+        same_on_reentry: bool,
+    },
+    Send {
+        with_trait: bool,
+    },
     End,
 }
 
@@ -60,31 +71,31 @@ struct EventSpec {
 
 fn step_spec() -> impl Strategy<Value = StepSpec> {
     prop_oneof![
-        (1u64..=30).prop_map(|mins| StepSpec::Delay { mins }),
-        (5u64..=60, any::<bool>(), any::<bool>()).prop_map(|(mins, filtered, return_to_start)| {
+        2 => (1u64..=30).prop_map(|mins| StepSpec::Delay { mins }),
+        3 => (5u64..=60, any::<bool>(), any::<bool>()).prop_map(|(mins, filtered, return_to_start)| {
             StepSpec::Hold {
                 mins,
                 filtered,
                 return_to_start,
             }
         }),
-        any::<bool>().prop_map(|on_audience| StepSpec::DataSplit { on_audience }),
-        (1u32..=99, any::<bool>()).prop_map(|(percent, same_on_reentry)| StepSpec::Random {
+        1 => any::<bool>().prop_map(|on_audience| StepSpec::DataSplit { on_audience }),
+        1 => (1u32..=99, any::<bool>()).prop_map(|(percent, same_on_reentry)| StepSpec::Random {
             percent,
             same_on_reentry
         }),
-        any::<bool>().prop_map(|with_trait| StepSpec::Send { with_trait }),
-        Just(StepSpec::End),
+        4 => any::<bool>().prop_map(|with_trait| StepSpec::Send { with_trait }),
+        1 => Just(StepSpec::End),
     ]
 }
 
 fn journey_spec() -> impl Strategy<Value = JourneySpec> {
     (
-        any::<bool>(),
-        any::<bool>(),
+        prop::bool::weighted(0.7),
         prop::bool::weighted(0.25),
+        prop::bool::weighted(0.15),
         prop::option::of((any::<bool>(), any::<bool>())),
-        prop::collection::vec(step_spec(), 1..=5),
+        prop::collection::vec(step_spec(), 2..=6),
     )
         .prop_map(
             |(reenter, entry_filter, entry_audience, exit, steps)| JourneySpec {
@@ -98,15 +109,17 @@ fn journey_spec() -> impl Strategy<Value = JourneySpec> {
 }
 
 fn event_spec() -> impl Strategy<Value = EventSpec> {
-    (0u8..3, 0u8..6, 0u8..3, any::<bool>(), 0u8..25).prop_map(
-        |(user, kind, session, flag, gap)| EventSpec {
+    // Mostly entries, so instances meet; then identifies and hold events.
+    let kind = prop::sample::select(vec![0u8, 0, 0, 0, 1, 1, 2, 3, 4, 4, 5]);
+    (0u8..2, kind, 0u8..3, any::<bool>(), 0u8..25).prop_map(|(user, kind, session, flag, gap)| {
+        EventSpec {
             user,
             kind,
             session,
             flag,
             gap,
-        },
-    )
+        }
+    })
 }
 
 fn key(i: usize) -> String {
@@ -270,7 +283,9 @@ fn definition(spec: &JourneySpec) -> JourneyDefinition {
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// The events at their virtual times, in order.
@@ -340,7 +355,11 @@ fn observed_in_simulation(result: &SimulationResult) -> Observed {
     };
     for i in &result.instances {
         let stored = serde_json::to_value(&i.instance).unwrap_or_default();
-        let row = (i.final_state.as_str().to_owned(), i.final_step.clone(), stored);
+        let row = (
+            i.final_state.as_str().to_owned(),
+            i.final_step.clone(),
+            stored,
+        );
         observed.instances.insert(i.instance_id.clone(), row);
         for s in &i.sends {
             let row = (
@@ -380,7 +399,13 @@ impl Rig {
         loop {
             let mut pending = Vec::new();
             for instance in self.instances(Some(InstanceState::Active)).await {
-                pending.extend(self.store.timers().list_for_instance(&instance.id).await.unwrap());
+                pending.extend(
+                    self.store
+                        .timers()
+                        .list_for_instance(&instance.id)
+                        .await
+                        .unwrap(),
+                );
             }
             pending.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
             let Some(timer) = pending.into_iter().next().filter(|t| due(t.due_at)) else {
@@ -392,16 +417,18 @@ impl Rig {
         }
     }
 
-    async fn instances(
-        &self,
-        state: Option<InstanceState>,
-    ) -> Vec<journeys_store::InstanceRecord> {
+    async fn instances(&self, state: Option<InstanceState>) -> Vec<journeys_store::InstanceRecord> {
         let filter = InstanceFilter {
             journey_id: Some(self.journey_id.clone()),
             profile_id: None,
             state,
         };
-        self.store.instances().list(&filter, 1000, None).await.unwrap().items
+        self.store
+            .instances()
+            .list(&filter, 1000, None)
+            .await
+            .unwrap()
+            .items
     }
 
     async fn observed(&self) -> Observed {
@@ -436,10 +463,18 @@ impl Rig {
 }
 
 /// Publishes `definition` on a fresh SQLite store and runs `events` through the engine.
-async fn run_engine(definition: &JourneyDefinition, events: &[(DateTime<Utc>, Event)]) -> (Observed, JourneyMeta) {
+async fn run_engine(
+    definition: &JourneyDefinition,
+    events: &[(DateTime<Utc>, Event)],
+    max_active: usize,
+) -> (Observed, JourneyMeta) {
     let db = TestDb::sqlite().await.unwrap();
     let store = db.store().clone();
-    store.audiences().insert(AUDIENCE, "VIP", t0()).await.unwrap();
+    store
+        .audiences()
+        .insert(AUDIENCE, "VIP", t0())
+        .await
+        .unwrap();
     let draft = JourneyRecord::new_draft(
         definition.name.clone(),
         "",
@@ -462,7 +497,7 @@ async fn run_engine(definition: &JourneyDefinition, events: &[(DateTime<Utc>, Ev
     let reader = Arc::clone(&clock);
     let config = EngineConfig {
         lanes: 2,
-        max_active_instances_per_profile: MAX_ACTIVE,
+        max_active_instances_per_profile: max_active,
         max_events_per_profile_per_sec: 0,
         clock: Clock::from_fn(move || *reader.lock().unwrap_or_else(PoisonError::into_inner)),
         ..EngineConfig::default()
@@ -493,6 +528,7 @@ fn run_simulation(
     definition: &JourneyDefinition,
     meta: JourneyMeta,
     events: &[(DateTime<Utc>, Event)],
+    max_active: usize,
 ) -> Observed {
     let journey = Journey::new(meta, definition.clone());
     let simulation = Simulation {
@@ -504,7 +540,7 @@ fn run_simulation(
             })
             .collect(),
         audience_keys: Some(BTreeSet::from([AUDIENCE.to_owned()])),
-        max_active_instances: Some(MAX_ACTIVE),
+        max_active_instances: Some(max_active),
         ..Simulation::default()
     };
     observed_in_simulation(&simulate(&journey, &simulation))
@@ -520,7 +556,9 @@ proptest! {
     #[test]
     fn simulation_and_engine_agree(
         spec in journey_spec(),
-        specs in prop::collection::vec(event_spec(), 1..=14),
+        specs in prop::collection::vec(event_spec(), 1..=16),
+        // Active instances one profile may have, on both sides (small, so it is reached).
+        max_active in 1usize..=3,
     ) {
         let definition = definition(&spec);
         let events = events(&specs);
@@ -528,8 +566,8 @@ proptest! {
             .enable_all()
             .build()
             .unwrap();
-        let (engine, meta) = runtime.block_on(run_engine(&definition, &events));
-        let simulated = run_simulation(&definition, meta, &events);
+        let (engine, meta) = runtime.block_on(run_engine(&definition, &events, max_active));
+        let simulated = run_simulation(&definition, meta, &events, max_active);
         prop_assert_eq!(&engine.instances, &simulated.instances);
         prop_assert_eq!(&engine.sends, &simulated.sends);
         prop_assert_eq!(&engine.skipped, &simulated.skipped);

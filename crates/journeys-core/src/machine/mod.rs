@@ -28,7 +28,9 @@ pub(crate) use instance::push_hex;
 pub use instance::{Instance, InstanceState, Timer, TimerKind, Waiting, instance_id};
 pub use random::{random_branch, random_bucket};
 pub use run::{MAX_HOLD_PASSES, enter, step, step_owned};
-pub use timeline::{BRANCH_DETAIL_KEY, BRANCH_DETAIL_PATH, Cause, TimelineEntry, TimelineKind, branch_detail};
+pub use timeline::{
+    BRANCH_DETAIL_KEY, BRANCH_DETAIL_PATH, Cause, TimelineEntry, TimelineKind, branch_detail,
+};
 
 use crate::eval::AudienceMembership;
 use crate::mapping::CompiledMapping;

@@ -97,7 +97,11 @@ mod tests {
     fn names_and_the_branch_path_are_what_readers_query() {
         assert_eq!(TimelineKind::Step.as_str(), "step");
         assert_eq!(TimelineKind::Branch.as_str(), "branch");
-        for kind in [TimelineKind::Entered, TimelineKind::ReturnedToStart, TimelineKind::TimedOut] {
+        for kind in [
+            TimelineKind::Entered,
+            TimelineKind::ReturnedToStart,
+            TimelineKind::TimedOut,
+        ] {
             let stored = serde_json::to_value(kind).unwrap_or_default();
             assert_eq!(stored, Json::from(kind.as_str()));
         }

@@ -19,7 +19,11 @@ pub(super) fn enter(
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
 ) {
-    for journey in routes.entries.iter().filter_map(|&p| rules.journeys.journey(p)) {
+    for journey in routes
+        .entries
+        .iter()
+        .filter_map(|&p| rules.journeys.journey(p))
+    {
         if rules.archived.contains(journey.id()) {
             continue;
         }

@@ -15,7 +15,11 @@ pub(super) fn exit_rules(
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
 ) {
-    for journey in routes.exits.iter().filter_map(|&p| rules.journeys.journey(p)) {
+    for journey in routes
+        .exits
+        .iter()
+        .filter_map(|&p| rules.journeys.journey(p))
+    {
         for i in 0..state.instances.len() {
             let inst = &state.instances[i];
             if inst.journey_id != journey.id() {
@@ -23,7 +27,15 @@ pub(super) fn exit_rules(
             }
             if let Some(rule) = matching_exit_rule(journey, event, inst) {
                 let input = Input::Exit { event, rule };
-                advance(state, i, journey, input, rules, ChangeCause::ExitRule, effects);
+                advance(
+                    state,
+                    i,
+                    journey,
+                    input,
+                    rules,
+                    ChangeCause::ExitRule,
+                    effects,
+                );
             }
         }
     }
@@ -51,7 +63,15 @@ pub(super) fn terminate(
         };
     };
     let input = Input::Terminate(reason.clone());
-    if advance(state, i, journey, input, rules, ChangeCause::Terminated, effects) {
+    if advance(
+        state,
+        i,
+        journey,
+        input,
+        rules,
+        ChangeCause::Terminated,
+        effects,
+    ) {
         Termination::Exited
     } else {
         Termination::NotActive

@@ -16,14 +16,26 @@ pub(super) fn hold_matches(
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
 ) {
-    for journey in routes.holds.iter().filter_map(|&p| rules.journeys.journey(p)) {
+    for journey in routes
+        .holds
+        .iter()
+        .filter_map(|&p| rules.journeys.journey(p))
+    {
         for i in 0..state.instances.len() {
             let inst = &state.instances[i];
             if inst.journey_id != journey.id() || !inst.waiting_events().contains(&event.event) {
                 continue;
             }
             let input = Input::Event(event);
-            advance(state, i, journey, input, rules, ChangeCause::HoldMatched, effects);
+            advance(
+                state,
+                i,
+                journey,
+                input,
+                rules,
+                ChangeCause::HoldMatched,
+                effects,
+            );
         }
     }
 }

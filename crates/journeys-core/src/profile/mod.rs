@@ -28,8 +28,8 @@
 mod entries;
 mod exits;
 mod holds;
-pub mod traits;
 mod timers;
+pub mod traits;
 
 use std::collections::HashSet;
 

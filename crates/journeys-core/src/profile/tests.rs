@@ -86,8 +86,10 @@ fn a_resent_entry_event_is_a_replay_never_a_second_instance() {
     assert_eq!(skips(&again), [SkipReason::ReplayedEntry]);
     assert_eq!(state.instances.len(), 1);
     // An instance known to exist elsewhere (finished, not loaded) counts too.
-    fx.known
-        .insert(crate::machine::instance_id(fx.index.journeys()[0].id(), "m2"));
+    fx.known.insert(crate::machine::instance_id(
+        fx.index.journeys()[0].id(),
+        "m2",
+    ));
     let mut fresh = ProfileState::default();
     let replay = fx.event(&mut fresh, &checkout("m2", "s3"));
     assert_eq!(skips(&replay), [SkipReason::ReplayedEntry]);
@@ -211,7 +213,10 @@ fn only_the_awaited_timer_fires_and_operator_exits_end_active_instances() {
     let ended = apply(&mut fresh, &rules, input);
     assert_eq!(ended.outcome, InputOutcome::Terminate(Termination::Exited));
     let again = apply(&mut fresh, &rules, input);
-    assert_eq!(again.outcome, InputOutcome::Terminate(Termination::NotActive));
+    assert_eq!(
+        again.outcome,
+        InputOutcome::Terminate(Termination::NotActive)
+    );
     let unloaded = Fixture::new(vec![]);
     let mut other = ProfileState::default();
     fx.event(&mut other, &checkout("m3", "s3"));

@@ -29,7 +29,15 @@ pub(super) fn fire(
         return TimerFiring::Discarded;
     };
     let input = Input::TimerFired(&timer);
-    if advance(state, i, journey, input, rules, ChangeCause::TimerFired, effects) {
+    if advance(
+        state,
+        i,
+        journey,
+        input,
+        rules,
+        ChangeCause::TimerFired,
+        effects,
+    ) {
         TimerFiring::Fired
     } else {
         TimerFiring::Discarded
