@@ -146,6 +146,45 @@ fn send_spec(destination: &str, with_trait: bool) -> SendSpec {
     }
 }
 
+/// A hold-until: `buy` (filtered on `amount` or not) continues at `bought`, `cancel` ends
+/// or returns to the start, the timeout continues at `timeout`.
+fn hold(
+    mins: u64,
+    filtered: bool,
+    return_to_start: bool,
+    timeout: Option<String>,
+    bought: Option<String>,
+) -> StepKind {
+    let filters = if filtered {
+        vec![PropertyFilter {
+            property: "amount".into(),
+            matcher: FilterMatch::Equals(json!(1)),
+        }]
+    } else {
+        Vec::new()
+    };
+    StepKind::HoldUntil(HoldUntilStep {
+        branches: vec![
+            HoldBranch {
+                name: "Bought".into(),
+                event: "buy".into(),
+                filters,
+                next: bought,
+                return_to_start: false,
+            },
+            HoldBranch {
+                name: "Cancelled".into(),
+                event: "cancel".into(),
+                filters: Vec::new(),
+                next: None,
+                return_to_start,
+            },
+        ],
+        max_duration: Duration::from_secs(mins * 60),
+        timeout_next: timeout,
+    })
+}
+
 fn step_kind(spec: &StepSpec, i: usize, len: usize) -> StepKind {
     let (one, two) = (next(i + 1, len), next(i + 2, len));
     match spec {
@@ -157,33 +196,7 @@ fn step_kind(spec: &StepSpec, i: usize, len: usize) -> StepKind {
             mins,
             filtered,
             return_to_start,
-        } => StepKind::HoldUntil(HoldUntilStep {
-            branches: vec![
-                HoldBranch {
-                    name: "Bought".into(),
-                    event: "buy".into(),
-                    filters: if *filtered {
-                        vec![PropertyFilter {
-                            property: "amount".into(),
-                            matcher: FilterMatch::Equals(json!(1)),
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                    next: two,
-                    return_to_start: false,
-                },
-                HoldBranch {
-                    name: "Cancelled".into(),
-                    event: "cancel".into(),
-                    filters: Vec::new(),
-                    next: None,
-                    return_to_start: *return_to_start,
-                },
-            ],
-            max_duration: Duration::from_secs(mins * 60),
-            timeout_next: one,
-        }),
+        } => hold(*mins, *filtered, *return_to_start, one, two),
         StepSpec::DataSplit { on_audience } => {
             let condition = if *on_audience {
                 Condition {
@@ -558,7 +571,7 @@ proptest! {
         spec in journey_spec(),
         specs in prop::collection::vec(event_spec(), 1..=16),
         // Active instances one profile may have, on both sides (small, so it is reached).
-        max_active in 1usize..=3,
+        max_active in prop_oneof![2 => Just(1usize), 1 => 2usize..=3],
     ) {
         let definition = definition(&spec);
         let events = events(&specs);
