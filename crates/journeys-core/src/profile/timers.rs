@@ -14,7 +14,7 @@ pub(super) fn fire(
     effects: &mut Vec<ProfileEffect>,
 ) -> TimerFiring {
     let waiting = state.instances.iter().position(|inst| {
-        inst.id == instance_id && inst.waiting_timer().is_some_and(|t| is_fired(t))
+        inst.id == instance_id && inst.waiting_timer().is_some_and(is_fired)
     });
     let Some(i) = waiting else {
         return TimerFiring::Discarded;
