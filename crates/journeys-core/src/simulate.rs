@@ -14,6 +14,8 @@
 //!   production engine calls: traits (an `identify` merges its traits and syncs the audiences
 //!   named by boolean traits), exit rules, waiting hold-untils, then the entry decision
 //!   (enter-once, re-entry, replayed entries, the active-instance limit when one is given).
+//! - An event whose `messageId` was applied within [`DEDUPE_WINDOW`] before is a duplicate
+//!   and ignored, as the data plane acknowledges it `DUPLICATE` and drops it.
 //! - Instance ids come from [`instance_id`] (journey id and entry `messageId`), as in
 //!   production, so randomized splits draw the same branches.
 //! - With `until`, events after it are not applied and timers due after it do not fire; without
@@ -27,7 +29,8 @@ use crate::index::JourneyIndex;
 use crate::machine::{Effect, Instance, InstanceState, Journey, SkipReason, TimelineKind, Timer};
 use crate::model::{ConditionSubject, Event, Json, StepKind, Timestamp};
 use crate::profile::{
-    ChangeCause, InstanceChange, ProfileEffect, ProfileInput, ProfileState, Rules, apply,
+    ChangeCause, DEDUPE_WINDOW, InstanceChange, ProfileEffect, ProfileInput, ProfileState, Rules,
+    apply, is_duplicate,
 };
 
 /// An event applied at a virtual time.
@@ -163,6 +166,8 @@ struct World<'s> {
     timer_slots: HashMap<String, (Timestamp, u64)>,
     seq: u64,
     skipped: Vec<SkippedEntry>,
+    /// When each `messageId` was first applied (for dedupe).
+    seen: HashMap<String, Timestamp>,
 }
 
 /// Runs `simulation` against `journey` (draft or published alike).
@@ -193,6 +198,7 @@ pub fn simulate(journey: &Journey, simulation: &Simulation) -> SimulationResult 
         timer_slots: HashMap::new(),
         seq: 0,
         skipped: Vec::new(),
+        seen: HashMap::new(),
     };
 
     for (at, event) in events {
@@ -257,6 +263,12 @@ impl World<'_> {
             }
             return;
         };
+        if let Some(first) = self.seen.get(&event.message_id)
+            && is_duplicate(*first, at, DEDUPE_WINDOW)
+        {
+            return;
+        }
+        self.seen.insert(event.message_id.clone(), at);
         self.apply(&profile_id, ProfileInput::Event(event), at);
     }
 
@@ -466,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn a_resent_entry_event_is_reported_as_a_replay() {
+    fn a_resent_event_is_a_duplicate_within_the_window_then_a_replay() {
         let j = journey_with(EntryRule::EnterOnce, vec![]);
         let mut def = j.definition().clone();
         def.entry_rule = EntryRule::ReenterEveryTime {
@@ -485,11 +497,19 @@ mod tests {
                     "m1",
                     1,
                 ),
+                at(
+                    event("checkout_started", json!({"session_id": "c"})),
+                    "m1",
+                    25 * 3600,
+                ),
             ],
             ..Simulation::default()
         };
         let result = simulate(&j, &sim);
         assert_eq!(result.instances.len(), 1);
+        // The second is dropped as a duplicate; the third, past the window, is a replay.
+        assert_eq!(result.skipped.len(), 1);
         assert_eq!(result.skipped[0].reason, SkipReason::ReplayedEntry);
+        assert_eq!(result.skipped[0].at, t0() + TimeDelta::hours(25));
     }
 }

@@ -88,7 +88,7 @@ impl Default for EngineConfig {
             lanes: 4,
             max_batch_events: 512,
             max_batch_delay: Duration::from_millis(2),
-            dedupe_window: Duration::from_secs(24 * 60 * 60),
+            dedupe_window: journeys_core::profile::DEDUPE_WINDOW,
             max_active_instances_per_profile: 25,
             max_events_per_profile_per_sec: 25,
             refresh_interval: Duration::from_millis(500),

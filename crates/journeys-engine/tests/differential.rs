@@ -67,6 +67,8 @@ struct EventSpec {
     flag: bool,
     /// Minutes after the previous event (0: the same instant).
     gap: u8,
+    /// Resend an earlier event's `messageId` (the position modulo the events before).
+    resend: Option<u8>,
 }
 
 fn step_spec() -> impl Strategy<Value = StepSpec> {
@@ -111,15 +113,17 @@ fn journey_spec() -> impl Strategy<Value = JourneySpec> {
 fn event_spec() -> impl Strategy<Value = EventSpec> {
     // Mostly entries, so instances meet; then identifies and hold events.
     let kind = prop::sample::select(vec![0u8, 0, 0, 0, 1, 1, 2, 3, 4, 4, 5]);
-    (0u8..2, kind, 0u8..3, any::<bool>(), 0u8..25).prop_map(|(user, kind, session, flag, gap)| {
-        EventSpec {
+    let resend = prop::option::weighted(0.1, any::<u8>());
+    (0u8..2, kind, 0u8..3, any::<bool>(), 0u8..25, resend).prop_map(
+        |(user, kind, session, flag, gap, resend)| EventSpec {
             user,
             kind,
             session,
             flag,
             gap,
-        }
-    })
+            resend,
+        },
+    )
 }
 
 fn key(i: usize) -> String {
@@ -335,7 +339,10 @@ fn events(specs: &[EventSpec]) -> Vec<(DateTime<Utc>, Event)> {
             };
             let event = Event {
                 kind,
-                message_id: format!("m{i}"),
+                message_id: match s.resend {
+                    Some(earlier) if i > 0 => format!("m{}", usize::from(earlier) % i),
+                    _ => format!("m{i}"),
+                },
                 user_id: Some(format!("user{}", s.user)),
                 anonymous_id: None,
                 event: name.into(),
@@ -523,12 +530,19 @@ async fn run_engine(
         clock,
         journey_id: record.id.clone(),
     };
+    let mut seen = BTreeSet::new();
     for (at, event) in events {
         // Timers due strictly before the event first; one due at its instant waits for it.
         rig.fire_timers(|due| due < *at).await;
         rig.set_clock(*at);
         let acks = rig.engine.submit(vec![event.clone()]).await;
-        assert_eq!(acks[0].status, AckStatus::Accepted, "{acks:?}");
+        // A resent messageId is a duplicate: all events are within one dedupe window.
+        let expected = if seen.insert(event.message_id.clone()) {
+            AckStatus::Accepted
+        } else {
+            AckStatus::Duplicate
+        };
+        assert_eq!(acks[0].status, expected, "{acks:?}");
     }
     rig.fire_timers(|_| true).await;
     let observed = rig.observed().await;

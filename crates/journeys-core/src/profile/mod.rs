@@ -32,6 +32,7 @@ mod timers;
 pub mod traits;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use serde_json::Map;
 
@@ -40,6 +41,20 @@ use crate::machine::{
     Effect, ExitReason, Input, Instance, Journey, SkipReason, StepContext, Timer, step,
 };
 use crate::model::{Event, EventType, Json, Timestamp};
+
+/// A `messageId` seen within this window before is a duplicate: acknowledged and ignored, never
+/// applied twice. The engine's default window; simulation uses it too.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Whether an event whose `messageId` was first applied at `first_seen` is, at `now`, a
+/// duplicate under `window` (the engine asks its store the same question: seen at or after
+/// `now - window`).
+pub fn is_duplicate(first_seen: Timestamp, now: Timestamp, window: Duration) -> bool {
+    match chrono::TimeDelta::from_std(window) {
+        Ok(window) => now.signed_duration_since(first_seen) <= window,
+        Err(_) => true,
+    }
+}
 
 /// One profile as the rules see it: loaded once, then changed by each input in turn (so a
 /// later input sees what an earlier one did).

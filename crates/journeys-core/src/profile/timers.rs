@@ -13,9 +13,10 @@ pub(super) fn fire(
     is_fired: &dyn Fn(&Timer) -> bool,
     effects: &mut Vec<ProfileEffect>,
 ) -> TimerFiring {
-    let waiting = state.instances.iter().position(|inst| {
-        inst.id == instance_id && inst.waiting_timer().is_some_and(is_fired)
-    });
+    let waiting = state
+        .instances
+        .iter()
+        .position(|inst| inst.id == instance_id && inst.waiting_timer().is_some_and(is_fired));
     let Some(i) = waiting else {
         return TimerFiring::Discarded;
     };
