@@ -1,7 +1,9 @@
 //! How an instance ends before its journey does: an exit rule matched by an event of the
 //! profile, or an operator exit (`ExitInstance`, a journey archived in exit mode).
 
-use super::{ChangeCause, ProfileEffect, ProfileState, Rules, Termination, advance};
+use super::{
+    ChangeCause, ProfileEffect, ProfileState, Rules, Termination, advance, offer_instances,
+};
 use crate::index::EventRoutes;
 use crate::machine::{ExitReason, Input, matching_exit_rule};
 use crate::model::Event;
@@ -15,30 +17,17 @@ pub(super) fn exit_rules(
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
 ) {
-    for journey in routes
-        .exits
-        .iter()
-        .filter_map(|&p| rules.journeys.journey(p))
-    {
-        for i in 0..state.instances.len() {
-            let inst = &state.instances[i];
-            if inst.journey_id != journey.id() {
-                continue;
-            }
-            if let Some(rule) = matching_exit_rule(journey, event, inst) {
-                let input = Input::Exit { event, rule };
-                advance(
-                    state,
-                    i,
-                    journey,
-                    input,
-                    rules,
-                    ChangeCause::ExitRule,
-                    effects,
-                );
-            }
-        }
-    }
+    let why = ChangeCause::ExitRule;
+    offer_instances(
+        state,
+        rules,
+        &routes.exits,
+        why,
+        effects,
+        |journey, inst| {
+            matching_exit_rule(journey, event, inst).map(|rule| Input::Exit { event, rule })
+        },
+    );
 }
 
 /// Ends instance `instance_id` at once, if it is active.

@@ -3,7 +3,7 @@
 //! it; the state machine (`machine/run.rs`) then picks the branch, checking its filters and,
 //! under re-entry, the unique identifier.
 
-use super::{ChangeCause, ProfileEffect, ProfileState, Rules, advance};
+use super::{ChangeCause, ProfileEffect, ProfileState, Rules, offer_instances};
 use crate::index::EventRoutes;
 use crate::machine::Input;
 use crate::model::Event;
@@ -16,26 +16,9 @@ pub(super) fn hold_matches(
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
 ) {
-    for journey in routes
-        .holds
-        .iter()
-        .filter_map(|&p| rules.journeys.journey(p))
-    {
-        for i in 0..state.instances.len() {
-            let inst = &state.instances[i];
-            if inst.journey_id != journey.id() || !inst.waiting_events().contains(&event.event) {
-                continue;
-            }
-            let input = Input::Event(event);
-            advance(
-                state,
-                i,
-                journey,
-                input,
-                rules,
-                ChangeCause::HoldMatched,
-                effects,
-            );
-        }
-    }
+    let why = ChangeCause::HoldMatched;
+    offer_instances(state, rules, &routes.holds, why, effects, |_, inst| {
+        let waits = inst.waiting_events().contains(&event.event);
+        waits.then_some(Input::Event(event))
+    });
 }

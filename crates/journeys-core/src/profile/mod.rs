@@ -245,6 +245,29 @@ fn apply_event(
     entries::enter(state, rules, routes, event, effects);
 }
 
+/// Offers each instance of the journeys at `positions` (in the index) to `offer`, in instance
+/// order, and steps it with the input `offer` returns, if any.
+fn offer_instances<'e>(
+    state: &mut ProfileState,
+    rules: &Rules<'_>,
+    positions: &[usize],
+    why: ChangeCause,
+    effects: &mut Vec<ProfileEffect>,
+    offer: impl Fn(&Journey, &Instance) -> Option<Input<'e>>,
+) {
+    for journey in positions.iter().filter_map(|&p| rules.journeys.journey(p)) {
+        for i in 0..state.instances.len() {
+            let inst = &state.instances[i];
+            if inst.journey_id != journey.id() {
+                continue;
+            }
+            if let Some(input) = offer(journey, inst) {
+                advance(state, i, journey, input, rules, why, effects);
+            }
+        }
+    }
+}
+
 /// Steps instance `position` with `input`; keeps the new state and records the change.
 /// Returns whether the input applied.
 fn advance(
