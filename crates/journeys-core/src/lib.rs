@@ -12,6 +12,7 @@ pub mod model;
 pub mod path;
 pub mod payload;
 pub mod problem;
+pub mod profile;
 pub mod simulate;
 pub mod validate;
 

@@ -10,10 +10,12 @@
 //!   event received up to its deadline has been applied (SPEC.md section 7), so a purchase at
 //!   the deadline still counts as in time. Timers due at the same instant fire in the order
 //!   they were set.
-//! - For each event, in this order: the profile's traits are updated (an `identify` merges its
-//!   traits into the snapshot), exit rules are applied to the profile's active instances, then
-//!   waiting hold-untils, then the entry decision. So an event that exits an instance may start
-//!   a new one, but a hold never takes the event that just started its own instance.
+//! - Each event and each fired timer goes through [`crate::profile::apply`], the function the
+//!   production engine calls: traits (an `identify` merges its traits and syncs the audiences
+//!   named by boolean traits), exit rules, waiting hold-untils, then the entry decision
+//!   (enter-once, re-entry, replayed entries, the active-instance limit when one is given).
+//! - An event whose `messageId` was applied within [`DEDUPE_WINDOW`] before is a duplicate
+//!   and ignored, as the data plane acknowledges it `DUPLICATE` and drops it.
 //! - Instance ids come from [`instance_id`] (journey id and entry `messageId`), as in
 //!   production, so randomized splits draw the same branches.
 //! - With `until`, events after it are not applied and timers due after it do not fire; without
@@ -22,13 +24,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Map;
 
-use crate::machine::{
-    Effect, EntryFacts, Input, Instance, InstanceState, Journey, SkipReason, StepContext,
-    TimelineKind, Timer, decide_entry, instance_id, matching_exit_rule, step,
+use crate::index::JourneyIndex;
+use crate::machine::{Effect, Instance, InstanceState, Journey, SkipReason, TimelineKind, Timer};
+use crate::model::{ConditionSubject, Event, Json, StepKind, Timestamp};
+use crate::profile::{
+    ChangeCause, DEDUPE_WINDOW, InstanceChange, ProfileEffect, ProfileInput, ProfileState, Rules,
+    apply, is_duplicate,
 };
-use crate::model::{Event, EventType, Json, Timestamp};
 
 /// An event applied at a virtual time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,13 @@ pub struct Simulation {
     pub profiles: BTreeMap<String, ProfileSnapshot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
+    /// Keys of the active audiences, whose memberships follow boolean traits of an
+    /// `identify` (as in production). `None`: the audiences the journey refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience_keys: Option<BTreeSet<String>>,
+    /// The per-profile limit of active instances, as the engine applies it. `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_instances: Option<usize>,
 }
 
 /// What a simulation found.
@@ -122,24 +132,42 @@ pub struct SkippedEntry {
 }
 
 struct Tracked {
-    instance: Instance,
+    profile_id: String,
+    /// Position in the profile's `ProfileState::instances`.
+    position: usize,
     path: Vec<PathEntry>,
     sends: Vec<SimulatedSend>,
 }
 
+/// A simulated profile: its state as the rules see it, and its instances' places in
+/// `World::instances`.
+struct Profile {
+    state: ProfileState,
+    tracked: Vec<usize>,
+}
+
+/// A pending timer: its profile, its instance and the timer itself.
+type PendingTimer = (String, String, Timer);
+
 /// The virtual runtime's state.
-struct World<'j> {
-    journey: &'j Journey,
+struct World<'s> {
+    journey: &'s Journey,
+    index: JourneyIndex,
+    audience_keys: HashSet<String>,
+    max_active: usize,
+    /// Always empty: nothing is archived and every instance is in memory.
+    none: HashSet<String>,
+    profiles: HashMap<String, Profile>,
+    initial: &'s BTreeMap<String, ProfileSnapshot>,
+    defaults: &'s ProfileSnapshot,
     instances: Vec<Tracked>,
-    by_profile: HashMap<String, Vec<usize>>,
-    entered: HashSet<String>,
-    profiles: HashMap<String, ProfileSnapshot>,
-    defaults: &'j ProfileSnapshot,
-    /// Pending timers by (due time, set order) → (instance position, timer).
-    timers: BTreeMap<(Timestamp, u64), (usize, Timer)>,
+    /// Pending timers by (due time, set order).
+    timers: BTreeMap<(Timestamp, u64), PendingTimer>,
     timer_slots: HashMap<String, (Timestamp, u64)>,
     seq: u64,
     skipped: Vec<SkippedEntry>,
+    /// When each `messageId` was first applied (for dedupe).
+    seen: HashMap<String, Timestamp>,
 }
 
 /// Runs `simulation` against `journey` (draft or published alike).
@@ -152,21 +180,25 @@ pub fn simulate(journey: &Journey, simulation: &Simulation) -> SimulationResult 
     // Stable: equal times keep their input order.
     events.sort_by_key(|(at, _)| *at);
 
+    let audience_keys = match &simulation.audience_keys {
+        Some(keys) => keys.iter().cloned().collect(),
+        None => referenced_audiences(journey),
+    };
     let mut world = World {
         journey,
-        instances: Vec::new(),
-        by_profile: HashMap::new(),
-        entered: HashSet::new(),
-        profiles: simulation
-            .profiles
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        index: JourneyIndex::new([journey.clone()]),
+        audience_keys,
+        max_active: simulation.max_active_instances.unwrap_or(usize::MAX),
+        none: HashSet::new(),
+        profiles: HashMap::new(),
+        initial: &simulation.profiles,
         defaults: &simulation.default_profile,
+        instances: Vec::new(),
         timers: BTreeMap::new(),
         timer_slots: HashMap::new(),
         seq: 0,
         skipped: Vec::new(),
+        seen: HashMap::new(),
     };
 
     for (at, event) in events {
@@ -181,158 +213,138 @@ pub fn simulate(journey: &Journey, simulation: &Simulation) -> SimulationResult 
         Some(until) => world.fire_timers(|due| due <= until),
         None => world.fire_timers(|_| true),
     }
+    world.finish()
+}
 
-    SimulationResult {
-        instances: world
-            .instances
-            .into_iter()
-            .map(|t| SimulatedInstance {
-                instance_id: t.instance.id.clone(),
-                profile_id: t.instance.profile_id.clone(),
-                unique_value: t.instance.unique_value.clone(),
-                path: t.path,
-                sends: t.sends,
-                final_state: t.instance.state,
-                final_step: t.instance.current_step.clone(),
-                instance: t.instance,
-            })
-            .collect(),
-        skipped: world.skipped,
+/// The audiences `journey` reads: its trigger's and those of data-split conditions.
+fn referenced_audiences(journey: &Journey) -> HashSet<String> {
+    let def = journey.definition();
+    let mut keys: HashSet<String> = def.entry.audience_key.iter().cloned().collect();
+    for step in &def.steps {
+        if let StepKind::DataSplit(split) = &step.kind {
+            for branch in &split.branches {
+                for condition in &branch.conditions {
+                    if let ConditionSubject::Audience(key) = &condition.subject {
+                        keys.insert(key.clone());
+                    }
+                }
+            }
+        }
     }
+    keys
 }
 
 impl World<'_> {
-    fn profile(&self, profile_id: &str) -> &ProfileSnapshot {
-        self.profiles.get(profile_id).unwrap_or(self.defaults)
-    }
-
     fn fire_timers(&mut self, due: impl Fn(Timestamp) -> bool) {
         while let Some(entry) = self.timers.first_entry() {
             if !due(entry.key().0) {
                 break;
             }
-            let (slot, (position, timer)) = entry.remove_entry();
+            let (slot, (profile_id, instance_id, timer)) = entry.remove_entry();
             self.timer_slots.remove(&timer.id);
-            self.step_instance(position, Input::TimerFired(&timer), slot.0);
+            let is_fired = |t: &Timer| t.id == timer.id;
+            let input = ProfileInput::TimerFired {
+                instance_id: &instance_id,
+                is_fired: &is_fired,
+            };
+            self.apply(&profile_id, input, slot.0);
         }
     }
 
     fn apply_event(&mut self, event: &Event, at: Timestamp) {
-        let journey = self.journey;
         let Some(profile_id) = event.profile_id().map(str::to_owned) else {
-            if event.event == journey.definition().entry.event {
-                self.skip(event, "", at, SkipReason::MissingProfile);
-            }
-            return;
-        };
-        if event.kind == EventType::Identify {
-            self.merge_traits(&profile_id, &event.traits);
-        }
-        let mine = self
-            .by_profile
-            .get(&profile_id)
-            .cloned()
-            .unwrap_or_default();
-        for &position in &mine {
-            if let Some(rule) =
-                matching_exit_rule(journey, event, &self.instances[position].instance)
-            {
-                self.step_instance(position, Input::Exit { event, rule }, at);
-            }
-        }
-        for &position in &mine {
-            let waits = self.instances[position]
-                .instance
-                .waiting_events()
-                .contains(&event.event);
-            if waits {
-                self.step_instance(position, Input::Event(event), at);
-            }
-        }
-        if event.event != journey.definition().entry.event {
-            return;
-        }
-        let active: Vec<&str> = mine
-            .iter()
-            .map(|&p| &self.instances[p].instance)
-            .filter(|i| i.is_active())
-            .filter_map(|i| i.unique_value.as_deref())
-            .collect();
-        let profile = self.profile(&profile_id);
-        let facts = EntryFacts {
-            audiences: &profile.audiences,
-            already_entered: self.entered.contains(&profile_id),
-            active_unique_values: &active,
-        };
-        match decide_entry(journey, event, &facts) {
-            Ok(admission) => {
-                let id = instance_id(journey.id(), &event.message_id);
-                let instance = Instance::new(journey, id, event, admission, at);
-                let position = self.instances.len();
-                self.instances.push(Tracked {
-                    instance,
-                    path: Vec::new(),
-                    sends: Vec::new(),
+            if event.event == self.journey.definition().entry.event {
+                self.skipped.push(SkippedEntry {
+                    message_id: event.message_id.clone(),
+                    profile_id: String::new(),
+                    at,
+                    reason: SkipReason::MissingProfile,
                 });
-                self.by_profile
-                    .entry(profile_id.clone())
-                    .or_default()
-                    .push(position);
-                self.entered.insert(profile_id);
-                self.step_instance(position, Input::Enter(event), at);
             }
-            Err(reason) => self.skip(event, &profile_id, at, reason),
+            return;
+        };
+        if let Some(first) = self.seen.get(&event.message_id)
+            && is_duplicate(*first, at, DEDUPE_WINDOW)
+        {
+            return;
         }
+        self.seen.insert(event.message_id.clone(), at);
+        self.apply(&profile_id, ProfileInput::Event(event), at);
     }
 
-    fn merge_traits(&mut self, profile_id: &str, traits: &Json) {
-        let Json::Object(new) = traits else {
-            return;
+    /// Applies `input` to the profile through the production rules and keeps what it did.
+    fn apply(&mut self, profile_id: &str, input: ProfileInput<'_>, at: Timestamp) {
+        let rules = Rules {
+            journeys: &self.index,
+            archived: &self.none,
+            audience_keys: &self.audience_keys,
+            max_active_instances: self.max_active,
+            known_instance_ids: &self.none,
+            now: at,
         };
-        let snapshot = self
+        let profile = self
             .profiles
             .entry(profile_id.to_owned())
-            .or_insert_with(|| self.defaults.clone());
-        if !snapshot.traits.is_object() {
-            snapshot.traits = Json::Object(Map::new());
-        }
-        if let Json::Object(existing) = &mut snapshot.traits {
-            for (k, v) in new {
-                existing.insert(k.clone(), v.clone());
+            .or_insert_with(|| {
+                let snapshot = self.initial.get(profile_id).unwrap_or(self.defaults);
+                Profile {
+                    state: ProfileState {
+                        traits: if snapshot.traits.is_object() {
+                            snapshot.traits.clone()
+                        } else {
+                            Json::Object(serde_json::Map::new())
+                        },
+                        audiences: snapshot.audiences.iter().cloned().collect(),
+                        ..ProfileState::default()
+                    },
+                    tracked: Vec::new(),
+                }
+            });
+        let applied = apply(&mut profile.state, &rules, input);
+        for effect in applied.effects {
+            match effect {
+                ProfileEffect::EntrySkipped { reason, .. } => {
+                    if let ProfileInput::Event(event) = input {
+                        self.skipped.push(SkippedEntry {
+                            message_id: event.message_id.clone(),
+                            profile_id: profile_id.to_owned(),
+                            at,
+                            reason,
+                        });
+                    }
+                }
+                ProfileEffect::Instance(change) => {
+                    let Some(profile) = self.profiles.get_mut(profile_id) else {
+                        continue;
+                    };
+                    let tracked = track(&mut self.instances, profile, profile_id, &change);
+                    let instance_id = profile.state.instances[change.position].id.clone();
+                    self.record(tracked, profile_id, &instance_id, change.effects, at);
+                }
+                ProfileEffect::TraitsMerged(_) | ProfileEffect::EnteredOnce { .. } => {}
             }
         }
     }
 
-    fn skip(&mut self, event: &Event, profile_id: &str, at: Timestamp, reason: SkipReason) {
-        self.skipped.push(SkippedEntry {
-            message_id: event.message_id.clone(),
-            profile_id: profile_id.to_owned(),
-            at,
-            reason,
-        });
-    }
-
-    fn step_instance(&mut self, position: usize, input: Input<'_>, now: Timestamp) {
-        let transition = {
-            let tracked = &self.instances[position];
-            let profile = self.profile(&tracked.instance.profile_id);
-            let ctx = StepContext {
-                traits: &profile.traits,
-                audiences: &profile.audiences,
-                now,
-            };
-            step(self.journey, &tracked.instance, input, &ctx)
-        };
-        for effect in transition.effects {
+    /// Keeps the path, sends and timers of one transition of instance `tracked`.
+    fn record(
+        &mut self,
+        tracked: usize,
+        profile_id: &str,
+        instance_id: &str,
+        effects: Vec<Effect>,
+        now: Timestamp,
+    ) {
+        for effect in effects {
             match effect {
-                Effect::Timeline(entry) => self.instances[position].path.push(PathEntry {
+                Effect::Timeline(entry) => self.instances[tracked].path.push(PathEntry {
                     step_key: entry.step_key,
                     at: entry.at,
                     kind: entry.kind,
                     cause: entry.cause.label().to_owned(),
                     detail: entry.detail,
                 }),
-                Effect::Send(send) => self.instances[position].sends.push(SimulatedSend {
+                Effect::Send(send) => self.instances[tracked].sends.push(SimulatedSend {
                     step_key: send.step_key,
                     destination_id: send.destination_id,
                     at: now,
@@ -345,7 +357,8 @@ impl World<'_> {
                     let slot = (timer.due_at, self.seq);
                     self.seq += 1;
                     self.timer_slots.insert(timer.id.clone(), slot);
-                    self.timers.insert(slot, (position, timer));
+                    let pending = (profile_id.to_owned(), instance_id.to_owned(), timer);
+                    self.timers.insert(slot, pending);
                 }
                 Effect::CancelTimer { id } => {
                     if let Some(slot) = self.timer_slots.remove(&id) {
@@ -355,6 +368,148 @@ impl World<'_> {
                 Effect::Completed | Effect::Exited { .. } | Effect::Failed { .. } => {}
             }
         }
-        self.instances[position].instance = transition.instance;
+    }
+
+    fn finish(self) -> SimulationResult {
+        let profiles = self.profiles;
+        let instances = self
+            .instances
+            .into_iter()
+            .filter_map(|t| {
+                let instance = profiles
+                    .get(&t.profile_id)?
+                    .state
+                    .instances
+                    .get(t.position)?
+                    .clone();
+                Some(SimulatedInstance {
+                    instance_id: instance.id.clone(),
+                    profile_id: instance.profile_id.clone(),
+                    unique_value: instance.unique_value.clone(),
+                    path: t.path,
+                    sends: t.sends,
+                    final_state: instance.state,
+                    final_step: instance.current_step.clone(),
+                    instance,
+                })
+            })
+            .collect();
+        SimulationResult {
+            instances,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// The place in `instances` of the instance a change concerns, tracking it when it just
+/// started.
+fn track(
+    instances: &mut Vec<Tracked>,
+    profile: &mut Profile,
+    profile_id: &str,
+    change: &InstanceChange,
+) -> usize {
+    if change.why == ChangeCause::Entered || change.position >= profile.tracked.len() {
+        instances.push(Tracked {
+            profile_id: profile_id.to_owned(),
+            position: change.position,
+            path: Vec::new(),
+            sends: Vec::new(),
+        });
+        profile.tracked.push(instances.len() - 1);
+    }
+    profile.tracked[change.position]
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    use super::*;
+    use crate::machine::tests::{event, journey_with, t0};
+    use crate::model::{EntryRule, EventType};
+
+    fn vip_journey() -> Journey {
+        let base = journey_with(EntryRule::EnterOnce, vec![]);
+        let mut def = base.definition().clone();
+        def.entry.audience_key = Some("vip".into());
+        Journey::new(base.meta().clone(), def)
+    }
+
+    fn at(mut e: Event, id: &str, secs: i64) -> SimulatedEvent {
+        e.message_id = id.into();
+        e.timestamp = t0() + TimeDelta::seconds(secs);
+        SimulatedEvent { event: e, at: None }
+    }
+
+    fn identify(traits: Json) -> Event {
+        let mut e = event("identify", json!({}));
+        e.kind = EventType::Identify;
+        e.traits = traits;
+        e
+    }
+
+    #[test]
+    fn boolean_traits_set_memberships_as_in_production() {
+        let events = vec![
+            at(event("checkout_started", json!({})), "m1", 0),
+            at(identify(json!({"vip": true})), "m2", 1),
+            at(event("checkout_started", json!({})), "m3", 2),
+        ];
+        let sim = Simulation {
+            events,
+            ..Simulation::default()
+        };
+        let result = simulate(&vip_journey(), &sim);
+        assert_eq!(result.skipped.len(), 1);
+        assert_eq!(result.skipped[0].reason, SkipReason::NotInAudience);
+        assert_eq!(result.instances.len(), 1);
+        assert_eq!(result.instances[0].path[0].cause, "m3");
+
+        // Only active audiences follow traits: with none given, vip never becomes a member.
+        let inactive = Simulation {
+            audience_keys: Some(BTreeSet::new()),
+            ..sim
+        };
+        let result = simulate(&vip_journey(), &inactive);
+        assert!(result.instances.is_empty());
+        assert_eq!(result.skipped.len(), 2);
+    }
+
+    #[test]
+    fn a_resent_event_is_a_duplicate_within_the_window_then_a_replay() {
+        let j = journey_with(EntryRule::EnterOnce, vec![]);
+        let mut def = j.definition().clone();
+        def.entry_rule = EntryRule::ReenterEveryTime {
+            unique_identifier: "session_id".into(),
+        };
+        let j = Journey::new(j.meta().clone(), def);
+        let sim = Simulation {
+            events: vec![
+                at(
+                    event("checkout_started", json!({"session_id": "a"})),
+                    "m1",
+                    0,
+                ),
+                at(
+                    event("checkout_started", json!({"session_id": "b"})),
+                    "m1",
+                    1,
+                ),
+                at(
+                    event("checkout_started", json!({"session_id": "c"})),
+                    "m1",
+                    25 * 3600,
+                ),
+            ],
+            ..Simulation::default()
+        };
+        let result = simulate(&j, &sim);
+        assert_eq!(result.instances.len(), 1);
+        // The second is dropped as a duplicate; the third, past the window, is a replay.
+        assert_eq!(result.skipped.len(), 1);
+        assert_eq!(result.skipped[0].reason, SkipReason::ReplayedEntry);
+        assert_eq!(result.skipped[0].at, t0() + TimeDelta::hours(25));
     }
 }

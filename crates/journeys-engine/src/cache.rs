@@ -34,13 +34,6 @@ pub(crate) struct Snapshot {
     pub audiences: HashSet<String>,
 }
 
-impl Snapshot {
-    /// Whether new instances of the journey may start.
-    pub fn enterable(&self, journey_id: &str) -> bool {
-        !self.archived.contains(journey_id)
-    }
-}
-
 type Stamp = (i64, Option<DateTime<Utc>>);
 
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use journeys_core::machine::{Effect, Instance, InstanceState as CoreState, Transition};
+use journeys_core::machine::{Effect, Instance, InstanceState as CoreState};
 use journeys_store::{
     Changes, InstanceRecord, InstanceState, OutboxRecord, OutboxStatus, TimelineEntry, TimerRecord,
 };
@@ -66,11 +66,16 @@ impl ChangeSet {
             .collect()
     }
 
-    /// Records the effects of a transition (the caller keeps the new instance and writes its
-    /// row once, at the end of the batch). Counts sends and endings into `delta`.
-    pub fn record(&mut self, transition: &Transition, now: DateTime<Utc>, delta: &mut StatsDelta) {
-        let inst = &transition.instance;
-        for effect in &transition.effects {
+    /// Records the effects of a transition of `inst` (the caller keeps the new instance and
+    /// writes its row once, at the end of the batch). Counts sends and endings into `delta`.
+    pub fn record(
+        &mut self,
+        inst: &Instance,
+        effects: &[Effect],
+        now: DateTime<Utc>,
+        delta: &mut StatsDelta,
+    ) {
+        for effect in effects {
             match effect {
                 Effect::SetTimer(timer) => self.set_timer(TimerRecord {
                     id: timer_row_id(&timer.id),

@@ -1,7 +1,10 @@
 //! Tuning of the evaluator runtime: lanes, micro-batches, dedupe window, per-profile limits and
 //! how often the published-journey cache looks for changes.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 /// How the engine runs. [`Default`] gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +30,57 @@ pub struct EngineConfig {
     /// Events submitted but not yet committed above which new events are rejected with
     /// `overloaded` instead of queueing without bound.
     pub max_in_flight_events: usize,
+    /// The time the lanes evaluate at: the system clock, or a virtual one (tests that replay
+    /// events at chosen times, as `SimulateJourney` does).
+    pub clock: Clock,
 }
+
+/// Where the engine reads "now" when it evaluates a batch.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>>);
+
+impl Clock {
+    /// The system clock (the default).
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A clock that reads `now` from a function (a virtual clock).
+    pub fn from_fn(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(now)))
+    }
+
+    /// The current time by this clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.0 {
+            Some(now) => now(),
+            None => Utc::now(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(virtual)"
+        } else {
+            "Clock(system)"
+        })
+    }
+}
+
+/// Two clocks are equal when both are the system clock or both are the same function.
+impl PartialEq for Clock {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Clock {}
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -35,11 +88,12 @@ impl Default for EngineConfig {
             lanes: 4,
             max_batch_events: 512,
             max_batch_delay: Duration::from_millis(2),
-            dedupe_window: Duration::from_secs(24 * 60 * 60),
+            dedupe_window: journeys_core::profile::DEDUPE_WINDOW,
             max_active_instances_per_profile: 25,
             max_events_per_profile_per_sec: 25,
             refresh_interval: Duration::from_millis(500),
             max_in_flight_events: 100_000,
+            clock: Clock::system(),
         }
     }
 }

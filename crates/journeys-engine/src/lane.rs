@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{TimeDelta, Utc};
-use journeys_store::{Store, StoreError};
+use chrono::{DateTime, TimeDelta, Utc};
+use journeys_store::{ProfileState, Store, StoreError};
 use journeys_telemetry::{metrics, trace_context};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -29,7 +29,7 @@ use crate::ack::AckStatus;
 use crate::cache::JourneyCache;
 use crate::config::EngineConfig;
 use crate::job::{Item, Job, LaneMessage, Outcome};
-use crate::plan::{Gate, PlanContext, evaluate};
+use crate::plan::{Gate, Plan, PlanContext, evaluate};
 use crate::rate_limit::RateLimiter;
 use crate::stats::{Counters, StatsDelta};
 
@@ -220,11 +220,47 @@ impl Lane {
         check_existing: bool,
     ) -> Result<(), StoreError> {
         let shared = Arc::clone(&self.shared);
-        let runtime = shared.store.runtime();
-        let now = Utc::now();
+        let now = shared.config.clock.now();
         let snapshot = shared.cache.get().await?;
+        // (a) dedupe, (b) rate limit, (c) load the profiles once.
+        let gates = self.gates(slots, which, now).await?;
+        let profiles = load_profiles(&shared, slots, which, &gates).await?;
+        // (d) evaluate.
+        let items: Vec<(&str, &Item, &Gate, Option<&str>)> = which
+            .iter()
+            .zip(&gates)
+            .map(|(&i, gate)| {
+                let slot = &slots[i];
+                let trace = slot.traceparent.as_deref();
+                (slot.profile_id.as_str(), &slot.item, gate, trace)
+            })
+            .collect();
+        let none = HashSet::new();
+        let ctx = PlanContext {
+            snapshot: &snapshot,
+            now,
+            max_active: shared.config.max_active_instances_per_profile,
+            existing: &none,
+        };
+        let plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        drop(items);
+        // (e) commit.
+        commit(&shared, &plan).await?;
+        for (&i, outcome) in which.iter().zip(plan.outcomes) {
+            slots[i].outcome = Some(outcome);
+        }
+        Ok(())
+    }
 
-        // (a) dedupe, (b) rate limit.
+    /// Dedupes the events among `which` against the batch and the store's recent
+    /// `messageId`s, and applies the per-profile rate limit (decided once per item).
+    async fn gates(
+        &mut self,
+        slots: &mut [Slot],
+        which: &[usize],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Gate>, StoreError> {
+        let config = &self.shared.config;
         let message_ids: Vec<String> = which
             .iter()
             .filter_map(|&i| match &slots[i].item {
@@ -235,10 +271,11 @@ impl Lane {
         let seen = if message_ids.is_empty() {
             HashSet::new()
         } else {
-            let window = TimeDelta::from_std(shared.config.dedupe_window).unwrap_or(TimeDelta::MAX);
+            let window = TimeDelta::from_std(config.dedupe_window).unwrap_or(TimeDelta::MAX);
             let since = now
                 .checked_sub_signed(window)
-                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let runtime = self.shared.store.runtime();
             runtime.seen_message_ids(&message_ids, since).await?
         };
         let instant = Instant::now();
@@ -258,97 +295,20 @@ impl Lane {
                         in_batch.insert(id.clone());
                         Gate::Pass
                     } else {
-                        Gate::Answer(Outcome::Ack(AckStatus::Rejected {
-                            code: "rate_limited".into(),
-                            message: format!(
+                        Gate::Answer(Outcome::rejected(
+                            "rate_limited",
+                            &format!(
                                 "more than {} events per second for this profile",
-                                shared.config.max_events_per_profile_per_sec
+                                config.max_events_per_profile_per_sec
                             ),
-                        }))
+                        ))
                     }
                 }
                 Item::Timer(_) | Item::Terminate { .. } => Gate::Pass,
             };
             gates.push(gate);
         }
-
-        // (c) load the profiles once.
-        let mut profile_ids: Vec<String> = which
-            .iter()
-            .zip(&gates)
-            .filter(|(_, gate)| **gate == Gate::Pass)
-            .map(|(&i, _)| slots[i].profile_id.clone())
-            .collect();
-        profile_ids.sort_unstable();
-        profile_ids.dedup();
-        let profiles = if profile_ids.is_empty() {
-            HashMap::new()
-        } else {
-            runtime.load_profiles(&profile_ids).await?
-        };
-
-        // (d) evaluate, (e) commit.
-        let items: Vec<(&str, &Item, &Gate, Option<&str>)> = which
-            .iter()
-            .zip(&gates)
-            .map(|(&i, gate)| {
-                let slot = &slots[i];
-                let trace = slot.traceparent.as_deref();
-                (slot.profile_id.as_str(), &slot.item, gate, trace)
-            })
-            .collect();
-        let none = HashSet::new();
-        let ctx = PlanContext {
-            snapshot: &snapshot,
-            now,
-            max_active: shared.config.max_active_instances_per_profile,
-            existing: &none,
-        };
-        let mut plan = evaluate(&ctx, &profiles, &items).map_err(|e| internal(&e))?;
-        if check_existing && !plan.new_instance_ids.is_empty() {
-            // After a conflict: an entry whose instance already exists (its event resent after
-            // the dedupe window) must be skipped, or the batch would conflict forever.
-            let found = runtime.instances_by_ids(&plan.new_instance_ids).await?;
-            if !found.is_empty() {
-                let existing: HashSet<String> = found.into_iter().map(|i| i.id).collect();
-                let ctx = PlanContext {
-                    existing: &existing,
-                    ..ctx
-                };
-                plan = evaluate(&ctx, &profiles, &items).map_err(|e| internal(&e))?;
-            }
-        }
-        drop(items);
-        #[cfg(test)]
-        {
-            let hook = shared
-                .before_commit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(hook) = hook {
-                hook(shared.store.clone()).await;
-            }
-        }
-        if !plan.changes.is_empty() {
-            let committing = Instant::now();
-            let committed = runtime.commit(&plan.changes).await;
-            metrics::metrics()
-                .engine_commit_duration
-                .observe(committing.elapsed());
-            committed?;
-            shared.counters.commit();
-        }
-        shared.counters.apply(&plan.delta);
-        if !plan.changes.outbox_new.is_empty()
-            && let Some(wake) = &shared.on_commit
-        {
-            wake();
-        }
-        for (&i, outcome) in which.iter().zip(plan.outcomes) {
-            slots[i].outcome = Some(outcome);
-        }
-        Ok(())
+        Ok(gates)
     }
 
     /// Answers the items `which` with a failure for `err`.
@@ -372,6 +332,90 @@ impl Lane {
         }
         self.shared.counters.apply(&delta);
     }
+}
+
+/// Loads, in one read, the profiles of the items `which` that pass their gate.
+async fn load_profiles(
+    shared: &Shared,
+    slots: &[Slot],
+    which: &[usize],
+    gates: &[Gate],
+) -> Result<HashMap<String, ProfileState>, StoreError> {
+    let mut profile_ids: Vec<String> = which
+        .iter()
+        .zip(gates)
+        .filter(|(_, gate)| **gate == Gate::Pass)
+        .map(|(&i, _)| slots[i].profile_id.clone())
+        .collect();
+    profile_ids.sort_unstable();
+    profile_ids.dedup();
+    if profile_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    shared.store.runtime().load_profiles(&profile_ids).await
+}
+
+/// Evaluates the batch. On a retry (`check_existing`), an entry whose instance already exists
+/// (its event resent after the dedupe window) must be skipped, or the batch would conflict
+/// forever: the store is asked which of the new instances exist, and the batch re-evaluated
+/// knowing them.
+async fn plan(
+    shared: &Shared,
+    ctx: &PlanContext<'_>,
+    profiles: &HashMap<String, ProfileState>,
+    items: &[(&str, &Item, &Gate, Option<&str>)],
+    check_existing: bool,
+) -> Result<Plan, StoreError> {
+    let plan = evaluate(ctx, profiles, items).map_err(|e| internal(&e))?;
+    if !check_existing || plan.new_instance_ids.is_empty() {
+        return Ok(plan);
+    }
+    let found = shared
+        .store
+        .runtime()
+        .instances_by_ids(&plan.new_instance_ids)
+        .await?;
+    if found.is_empty() {
+        return Ok(plan);
+    }
+    let existing: HashSet<String> = found.into_iter().map(|i| i.id).collect();
+    let ctx = PlanContext {
+        existing: &existing,
+        ..*ctx
+    };
+    evaluate(&ctx, profiles, items).map_err(|e| internal(&e))
+}
+
+/// Commits the plan (if it changes anything), adds its counters and wakes the dispatcher when
+/// it queued sends.
+async fn commit(shared: &Shared, plan: &Plan) -> Result<(), StoreError> {
+    #[cfg(test)]
+    {
+        let hook = shared
+            .before_commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook(shared.store.clone()).await;
+        }
+    }
+    if !plan.changes.is_empty() {
+        let committing = Instant::now();
+        let committed = shared.store.runtime().commit(&plan.changes).await;
+        metrics::metrics()
+            .engine_commit_duration
+            .observe(committing.elapsed());
+        committed?;
+        shared.counters.commit();
+    }
+    shared.counters.apply(&plan.delta);
+    if !plan.changes.outbox_new.is_empty()
+        && let Some(wake) = &shared.on_commit
+    {
+        wake();
+    }
+    Ok(())
 }
 
 /// The `engine.evaluate` span of an item whose call was traced with `parent`, and the context

@@ -6,10 +6,14 @@
 //! The scheduler fires due timers through [`Engine::apply_timers`], which uses the same lanes
 //! and the same transaction shape, so an event and a timer of one instance never both apply.
 //!
+//! What an event, a timer or an operator exit does to a profile is decided by the core's
+//! [`journeys_core::profile::apply`] (the function `SimulateJourney` runs too); the engine
+//! does the I/O around it and turns its effects into rows.
+//!
 //! Decisions where SPEC.md is silent (details in the modules):
 //! - The per-profile instance limit counts instances that stay active after their entry
 //!   transition; an event whose entry is skipped for the limit is still accepted, and the skip
-//!   is logged and counted (`too_many_instances`). See `plan`.
+//!   is logged and counted (`too_many_instances`). See [`journeys_core::profile`].
 //! - Rate-limited and otherwise rejected events are not stored (no dedupe key), so a client
 //!   may resend them; duplicates do not use up the rate limit.
 //! - Beyond [`EngineConfig::max_in_flight_events`] submitted-but-uncommitted events, new
@@ -47,7 +51,7 @@ mod stats;
 mod watermark;
 
 pub use ack::{Ack, AckStatus, EventSink, OVERLOADED};
-pub use config::EngineConfig;
+pub use config::{Clock, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};

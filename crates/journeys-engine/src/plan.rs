@@ -1,42 +1,27 @@
 //! Evaluation of one lane batch, without I/O: given the loaded profiles and the journey
-//! snapshot, runs every item through the core state machine in order and gathers the rows to
-//! commit, the per-item outcomes and the counters.
-//!
-//! For an event the order is: traits and audience sync (`identify`), catalog, then — via the
-//! index, for that event name — exit rules on the profile's active instances, hold-until
-//! branches of its waiting instances, and finally entries. So an event that both exits and
-//! enters a journey ends the old instance before starting a new one, and an instance never
-//! takes a hold branch with the event that started it.
-//!
-//! Decisions where SPEC.md is silent:
-//! - The per-profile instance limit counts instances that stay active: an entry whose
-//!   transition ends at once (a forwarding journey) is always made; one that would wait while
-//!   the profile already has the maximum active is skipped as `too_many_instances`. The event
-//!   itself is still accepted (its other effects apply).
-//! - An entry whose deterministic instance id already exists (the same `messageId` resent after
-//!   the dedupe window) is skipped as `replayed_entry`, never started twice.
+//! snapshot, runs every item through the core's profile rules ([`journeys_core::profile`]) in
+//! order and turns what they did into the rows to commit, the per-item outcomes and the
+//! counters. The rules themselves (exits, then holds, then entries; the active-instance limit;
+//! replayed entries; the archived-journey gate; trait merge and audience sync; timer firing)
+//! live in the core, shared with `SimulateJourney`.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use journeys_core::machine::{
-    EntryFacts, ExitReason, Input, Instance, Journey, SkipReason, StepContext, decide_entry,
-    instance_id, matching_exit_rule, step,
+use journeys_core::machine::{ExitReason, SkipReason, Timer};
+use journeys_core::model::Event;
+use journeys_core::profile::{
+    Applied, ChangeCause, InputOutcome, ProfileEffect, ProfileInput, Rules, Termination,
+    TimerFiring, apply,
 };
-use journeys_core::model::{EntryRule, Event, EventType};
 use journeys_store::{Changes, ProfileState, TimerRecord};
 
 use crate::ack::AckStatus;
 use crate::cache::Snapshot;
 use crate::changes::{ChangeSet, timer_row_id};
 use crate::job::{Item, Outcome, TerminateOutcome, TimerStatus};
-use crate::profile::{ProfileWork, WorkInstance};
+use crate::profile::ProfileWork;
 use crate::stats::StatsDelta;
-
-/// Skip reason of an entry over the per-profile active-instance limit.
-pub(crate) const TOO_MANY_INSTANCES: &str = "too_many_instances";
-/// Skip reason of an entry whose instance already exists.
-pub(crate) const REPLAYED_ENTRY: &str = "replayed_entry";
 
 /// What the lane decided about an item before evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,124 +134,91 @@ impl Planner<'_> {
         self.order.push(profile_id.to_owned());
     }
 
-    fn event(&mut self, profile_id: &str, event: &Event) {
-        let Self {
+    /// Applies `input` to the loaded profile and records what it did; `None` when the profile
+    /// is not loaded. For a fired timer, `spent` is its row: deleted (unless the journey is
+    /// not loaded) before the transition's rows are added.
+    fn apply(
+        &mut self,
+        profile_id: &str,
+        input: ProfileInput<'_>,
+        spent: Option<&TimerRecord>,
+    ) -> Option<Applied> {
+        let ctx = self.ctx;
+        let work = self.profiles.get_mut(profile_id)?;
+        let applied = apply(&mut work.state, &rules(ctx), input);
+        if let Some(timer) = spent
+            && !matches!(
+                applied.outcome,
+                InputOutcome::Timer(TimerFiring::JourneyNotLoaded { .. })
+            )
+        {
+            self.out.delete_timer(timer.id.clone());
+        }
+        work.absorb(&applied.effects);
+        record(
             ctx,
-            profiles,
-            out,
-            delta,
-            ..
-        } = self;
-        let Some(work) = profiles.get_mut(profile_id) else {
+            &mut self.out,
+            &mut self.delta,
+            work,
+            profile_id,
+            &applied.effects,
+        );
+        Some(applied)
+    }
+
+    fn event(&mut self, profile_id: &str, event: &Event) {
+        if !self.profiles.contains_key(profile_id) {
             return;
-        };
-        let now = ctx.now;
-        delta.events_accepted += 1;
-        out.changes.dedupe.push((event.message_id.clone(), now));
-        out.changes.catalog_seen.push((event.event.clone(), now));
-        if event.kind == EventType::Identify {
-            work.merge_traits(&event.traits, &ctx.snapshot.audiences);
         }
-        let index = &ctx.snapshot.index;
-        let Some(routes) = index.routes(&event.event) else {
-            return;
-        };
-        for journey in routes.exits.iter().filter_map(|&p| index.journey(p)) {
-            for i in 0..work.instances.len() {
-                let inst = &work.instances[i].inst;
-                if inst.journey_id != journey.id() {
-                    continue;
-                }
-                if let Some(rule) = matching_exit_rule(journey, event, inst)
-                    && advance(
-                        out,
-                        delta,
-                        work,
-                        i,
-                        journey,
-                        Input::Exit { event, rule },
-                        now,
-                    )
-                {
-                    delta.exits += 1;
-                }
-            }
-        }
-        for journey in routes.holds.iter().filter_map(|&p| index.journey(p)) {
-            for i in 0..work.instances.len() {
-                let inst = &work.instances[i].inst;
-                if inst.journey_id != journey.id() || !inst.waiting_events().contains(&event.event)
-                {
-                    continue;
-                }
-                if advance(out, delta, work, i, journey, Input::Event(event), now) {
-                    delta.hold_matches += 1;
-                }
-            }
-        }
-        for journey in routes.entries.iter().filter_map(|&p| index.journey(p)) {
-            if !ctx.snapshot.enterable(journey.id()) {
-                continue;
-            }
-            enter(ctx, out, delta, work, journey, event);
+        let now = self.ctx.now;
+        self.delta.events_accepted += 1;
+        self.out
+            .changes
+            .dedupe
+            .push((event.message_id.clone(), now));
+        self.out
+            .changes
+            .catalog_seen
+            .push((event.event.clone(), now));
+        if let Some(applied) = self.apply(profile_id, ProfileInput::Event(event), None) {
+            warn_over_limit(self.ctx, profile_id, event, &applied);
         }
     }
 
     fn timer(&mut self, profile_id: &str, timer: &TimerRecord) -> TimerStatus {
-        let Self {
-            ctx,
-            profiles,
-            out,
-            delta,
-            ..
-        } = self;
-        let Some(work) = profiles.get_mut(profile_id) else {
+        // The store knows a timer by a row id derived from the core's timer id.
+        let is_fired = |t: &Timer| timer_row_id(&t.id) == timer.id;
+        let input = ProfileInput::TimerFired {
+            instance_id: &timer.instance_id,
+            is_fired: &is_fired,
+        };
+        let Some(applied) = self.apply(profile_id, input, Some(timer)) else {
             return TimerStatus::Retry {
                 code: "internal".into(),
                 message: "profile not loaded".into(),
             };
         };
-        let waiting = work.instances.iter().position(|w| {
-            w.inst.id == timer.instance_id
-                && w.inst
-                    .waiting_timer()
-                    .is_some_and(|t| timer_row_id(&t.id) == timer.id)
-        });
-        let Some(i) = waiting else {
-            // Missing or finished instance, or a timer it no longer waits on.
-            out.delete_timer(timer.id.clone());
-            delta.timers_discarded += 1;
+        let InputOutcome::Timer(firing) = applied.outcome else {
             return TimerStatus::Discarded;
         };
-        let Some(journey) = ctx.snapshot.index.by_id(&work.instances[i].inst.journey_id) else {
-            tracing::warn!(
-                timer_id = %timer.id,
-                journey_id = %timer.journey_id,
-                "timer of a journey that is not loaded; left for a retry"
-            );
-            return TimerStatus::Retry {
-                code: "journey_not_loaded".into(),
-                message: format!("journey {} is not loaded", timer.journey_id),
-            };
-        };
-        let Some(core_timer) = work.instances[i].inst.waiting_timer().cloned() else {
-            return TimerStatus::Discarded;
-        };
-        out.delete_timer(timer.id.clone());
-        if advance(
-            out,
-            delta,
-            work,
-            i,
-            journey,
-            Input::TimerFired(&core_timer),
-            ctx.now,
-        ) {
-            delta.timers_fired += 1;
-            TimerStatus::Fired
-        } else {
-            delta.timers_discarded += 1;
-            TimerStatus::Discarded
+        match firing {
+            TimerFiring::Fired => TimerStatus::Fired,
+            TimerFiring::Discarded => {
+                // Missing or finished instance, or a timer it no longer waits on.
+                self.delta.timers_discarded += 1;
+                TimerStatus::Discarded
+            }
+            TimerFiring::JourneyNotLoaded { journey_id } => {
+                tracing::warn!(
+                    timer_id = %timer.id,
+                    %journey_id,
+                    "timer of a journey that is not loaded; left for a retry"
+                );
+                TimerStatus::Retry {
+                    code: "journey_not_loaded".into(),
+                    message: format!("journey {} is not loaded", timer.journey_id),
+                }
+            }
         }
     }
 
@@ -276,33 +228,19 @@ impl Planner<'_> {
         instance_id: &str,
         reason: &ExitReason,
     ) -> Result<TerminateOutcome, String> {
-        let Self {
-            ctx,
-            profiles,
-            out,
-            delta,
-            ..
-        } = self;
-        let Some(work) = profiles.get_mut(profile_id) else {
+        let input = ProfileInput::Terminate {
+            instance_id,
+            reason,
+        };
+        let Some(applied) = self.apply(profile_id, input, None) else {
             return Ok(TerminateOutcome::NotActive);
         };
-        let Some(i) = work
-            .instances
-            .iter()
-            .position(|w| w.inst.id == instance_id && w.inst.is_active())
-        else {
-            return Ok(TerminateOutcome::NotActive);
-        };
-        let journey_id = work.instances[i].inst.journey_id.clone();
-        let Some(journey) = ctx.snapshot.index.by_id(&journey_id) else {
-            return Err(format!("journey {journey_id} is not loaded"));
-        };
-        let input = Input::Terminate(reason.clone());
-        if advance(out, delta, work, i, journey, input, ctx.now) {
-            delta.terminations += 1;
-            Ok(TerminateOutcome::Exited)
-        } else {
-            Ok(TerminateOutcome::NotActive)
+        match applied.outcome {
+            InputOutcome::Terminate(Termination::Exited) => Ok(TerminateOutcome::Exited),
+            InputOutcome::Terminate(Termination::JourneyNotLoaded { journey_id }) => {
+                Err(format!("journey {journey_id} is not loaded"))
+            }
+            _ => Ok(TerminateOutcome::NotActive),
         }
     }
 
@@ -330,8 +268,8 @@ impl Planner<'_> {
                     .audience_removes
                     .push((key, profile_id.clone()));
             }
-            for w in work.instances.iter().filter(|w| w.dirty) {
-                self.out.write_instance(&w.inst, w.stored_version)?;
+            for (inst, stored_version) in work.changed() {
+                self.out.write_instance(inst, stored_version)?;
             }
         }
         let new_instance_ids = self.out.new_instance_ids();
@@ -344,103 +282,66 @@ impl Planner<'_> {
     }
 }
 
-/// Steps instance `i` of `work` with `input`; records the effects and keeps the new state.
-/// Returns whether the input applied.
-fn advance(
-    out: &mut ChangeSet,
-    delta: &mut StatsDelta,
-    work: &mut ProfileWork,
-    i: usize,
-    journey: &Journey,
-    input: Input<'_>,
-    now: DateTime<Utc>,
-) -> bool {
-    let ProfileWork {
-        traits,
-        audiences,
-        instances,
-        ..
-    } = work;
-    let Some(slot) = instances.get_mut(i) else {
-        return false;
-    };
-    let step_ctx = StepContext {
-        traits,
-        audiences,
-        now,
-    };
-    let transition = step(journey, &slot.inst, input, &step_ctx);
-    if transition.is_noop() {
-        return false;
+/// The rules the core applies an item under.
+fn rules<'a>(ctx: &'a PlanContext<'a>) -> Rules<'a> {
+    Rules {
+        journeys: &ctx.snapshot.index,
+        archived: &ctx.snapshot.archived,
+        audience_keys: &ctx.snapshot.audiences,
+        max_active_instances: ctx.max_active,
+        known_instance_ids: ctx.existing,
+        now: ctx.now,
     }
-    out.record(&transition, now, delta);
-    slot.inst = transition.instance;
-    slot.dirty = true;
-    true
 }
 
-/// Starts an instance of `journey` for the event's profile if its entry rules admit it.
-fn enter(
+/// Turns the core's effects on one profile into rows and counters.
+fn record(
     ctx: &PlanContext<'_>,
     out: &mut ChangeSet,
     delta: &mut StatsDelta,
-    work: &mut ProfileWork,
-    journey: &Journey,
-    event: &Event,
+    work: &ProfileWork,
+    profile_id: &str,
+    effects: &[ProfileEffect],
 ) {
-    let active_values: Vec<&str> = work
-        .instances
-        .iter()
-        .filter(|w| w.inst.is_active() && w.inst.journey_id == journey.id())
-        .filter_map(|w| w.inst.unique_value.as_deref())
-        .collect();
-    let facts = EntryFacts {
-        audiences: &work.audiences,
-        already_entered: work.entered_once.contains(journey.id()),
-        active_unique_values: &active_values,
-    };
-    let admission = match decide_entry(journey, event, &facts) {
-        Ok(admission) => admission,
-        Err(SkipReason::NotTriggered) => return,
-        Err(reason) => {
-            delta.skip(reason.as_str());
-            return;
+    for effect in effects {
+        match effect {
+            ProfileEffect::TraitsMerged(_) => {}
+            ProfileEffect::EnteredOnce { journey_id } => out
+                .changes
+                .enter_once
+                .push((journey_id.clone(), profile_id.to_owned())),
+            ProfileEffect::EntrySkipped { reason, .. } => delta.skip(reason.as_str()),
+            ProfileEffect::Instance(change) => {
+                match change.why {
+                    ChangeCause::Entered => delta.entries += 1,
+                    ChangeCause::ExitRule => delta.exits += 1,
+                    ChangeCause::HoldMatched => delta.hold_matches += 1,
+                    ChangeCause::TimerFired => delta.timers_fired += 1,
+                    ChangeCause::Terminated => delta.terminations += 1,
+                }
+                if let Some(inst) = work.state.instances.get(change.position) {
+                    out.record(inst, &change.effects, ctx.now, delta);
+                }
+            }
         }
-    };
-    let id = instance_id(journey.id(), &event.message_id);
-    if ctx.existing.contains(&id) || work.instances.iter().any(|w| w.inst.id == id) {
-        delta.skip(REPLAYED_ENTRY);
-        return;
     }
-    let fresh = Instance::new(journey, id, event, admission, ctx.now);
-    let step_ctx = StepContext {
-        traits: &work.traits,
-        audiences: &work.audiences,
-        now: ctx.now,
-    };
-    let transition = step(journey, &fresh, Input::Enter(event), &step_ctx);
-    if transition.instance.is_active() && work.active_count() >= ctx.max_active {
-        tracing::warn!(
-            profile_id = %fresh.profile_id,
-            journey_id = %journey.id(),
-            message_id = %event.message_id,
-            limit = ctx.max_active,
-            "entry skipped: the profile has the maximum number of active instances"
-        );
-        delta.skip(TOO_MANY_INSTANCES);
-        return;
+}
+
+/// Logs each entry skipped because the profile has the maximum of active instances.
+fn warn_over_limit(ctx: &PlanContext<'_>, profile_id: &str, event: &Event, applied: &Applied) {
+    for effect in &applied.effects {
+        if let ProfileEffect::EntrySkipped {
+            journey_id,
+            reason: SkipReason::TooManyInstances,
+        } = effect
+        {
+            tracing::warn!(
+                profile_id,
+                journey_id = %journey_id,
+                message_id = %event.message_id,
+                limit = ctx.max_active,
+                "entry skipped: the profile has the maximum number of active instances"
+            );
+        }
     }
-    if journey.definition().entry_rule == EntryRule::EnterOnce {
-        work.entered_once.insert(journey.id().to_owned());
-        out.changes
-            .enter_once
-            .push((journey.id().to_owned(), fresh.profile_id));
-    }
-    delta.entries += 1;
-    out.record(&transition, ctx.now, delta);
-    work.instances.push(WorkInstance {
-        inst: transition.instance,
-        stored_version: None,
-        dirty: true,
-    });
 }

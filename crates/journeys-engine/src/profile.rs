@@ -1,112 +1,107 @@
-//! One profile's state while a lane evaluates a batch: traits, audience memberships,
-//! enter-once journeys and active instances, as loaded and then as changed by the batch's
-//! earlier items (so a later event of the batch sees what an earlier one did).
+//! One profile's state while a lane evaluates a batch: the core's [`ProfileState`] (traits,
+//! audience memberships, enter-once journeys, instances), as loaded and then as changed by the
+//! batch's earlier items, plus what the commit needs to know — stored versions, which
+//! instances changed, which traits were set, which memberships were loaded.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use journeys_core::machine::Instance;
 use journeys_core::model::Json;
+use journeys_core::profile::{ChangeCause, ProfileEffect, ProfileState as CoreProfile};
 use journeys_store::ProfileState;
 use serde_json::Map;
-
-/// An instance of the profile, with what the commit needs to know about it.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkInstance {
-    pub inst: Instance,
-    /// The stored version when loaded; `None` for an instance started in this batch.
-    pub stored_version: Option<i64>,
-    /// Changed in this batch, so it must be written.
-    pub dirty: bool,
-}
 
 /// A profile as the batch sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct ProfileWork {
-    /// Always a JSON object.
-    pub traits: Json,
+    /// What the core's rules read and change.
+    pub state: CoreProfile,
+    /// Per instance of `state.instances`: the stored version when loaded, `None` for one
+    /// started in this batch.
+    pub stored_versions: Vec<Option<i64>>,
+    /// Per instance of `state.instances`: changed in this batch, so it must be written.
+    pub dirty: Vec<bool>,
     /// Trait keys set in this batch, with their latest values.
     pub trait_changes: Map<String, Json>,
-    /// Current memberships of active audiences.
-    pub audiences: HashSet<String>,
     /// Memberships as loaded, to write only the net difference at the end.
     pub loaded_audiences: BTreeSet<String>,
-    /// Enter-once journeys the profile entered.
-    pub entered_once: HashSet<String>,
-    /// Loaded active instances (id order), then those started in this batch; finished ones
-    /// stay in the list (not active any more) until the batch is written.
-    pub instances: Vec<WorkInstance>,
 }
 
 impl ProfileWork {
     /// The working copy of a loaded profile. An instance whose stored blob does not decode is
     /// left out (and logged): it cannot be stepped, and it must not block the profile.
     pub fn from_state(profile_id: &str, state: &ProfileState) -> Self {
-        let instances = state
-            .active_instances
-            .iter()
-            .filter_map(|record| {
-                match serde_json::from_value::<Instance>(record.state_blob.clone()) {
-                    Ok(inst) => Some(WorkInstance {
-                        inst,
-                        stored_version: Some(record.version),
-                        dirty: false,
-                    }),
-                    Err(err) => {
-                        tracing::error!(
-                            profile_id,
-                            instance_id = %record.id,
-                            error = %err,
-                            "stored instance does not decode; skipped"
-                        );
-                        None
+        let mut instances = Vec::with_capacity(state.active_instances.len());
+        let mut stored_versions = Vec::with_capacity(state.active_instances.len());
+        for record in &state.active_instances {
+            match serde_json::from_value::<Instance>(record.state_blob.clone()) {
+                Ok(inst) => {
+                    instances.push(inst);
+                    stored_versions.push(Some(record.version));
+                }
+                Err(err) => tracing::error!(
+                    profile_id,
+                    instance_id = %record.id,
+                    error = %err,
+                    "stored instance does not decode; skipped"
+                ),
+            }
+        }
+        let dirty = vec![false; instances.len()];
+        Self {
+            state: CoreProfile {
+                traits: Json::Object(state.traits.clone()),
+                audiences: state.audiences.iter().cloned().collect(),
+                entered_once: state.entered_once.iter().cloned().collect(),
+                instances,
+            },
+            stored_versions,
+            dirty,
+            trait_changes: Map::new(),
+            loaded_audiences: state.audiences.iter().cloned().collect(),
+        }
+    }
+
+    /// Notes what the core changed: traits set, instances started or moved on.
+    pub fn absorb(&mut self, effects: &[ProfileEffect]) {
+        for effect in effects {
+            match effect {
+                ProfileEffect::TraitsMerged(traits) => {
+                    for (key, value) in traits {
+                        self.trait_changes.insert(key.clone(), value.clone());
                     }
                 }
-            })
-            .collect();
-        Self {
-            traits: Json::Object(state.traits.clone()),
-            trait_changes: Map::new(),
-            audiences: state.audiences.iter().cloned().collect(),
-            loaded_audiences: state.audiences.iter().cloned().collect(),
-            entered_once: state.entered_once.iter().cloned().collect(),
-            instances,
-        }
-    }
-
-    /// Merges `identify` traits (top-level keys replace, as the store does) and keeps the
-    /// memberships of active audiences named by boolean traits in sync.
-    pub fn merge_traits(&mut self, traits: &Json, audience_keys: &HashSet<String>) {
-        let Json::Object(incoming) = traits else {
-            return;
-        };
-        if !self.traits.is_object() {
-            self.traits = Json::Object(Map::new());
-        }
-        for (key, value) in incoming {
-            if let Json::Object(current) = &mut self.traits {
-                current.insert(key.clone(), value.clone());
-            }
-            self.trait_changes.insert(key.clone(), value.clone());
-            if let Json::Bool(member) = value
-                && audience_keys.contains(key)
-            {
-                if *member {
-                    self.audiences.insert(key.clone());
-                } else {
-                    self.audiences.remove(key);
+                ProfileEffect::Instance(change) => {
+                    if change.why == ChangeCause::Entered
+                        || change.position >= self.stored_versions.len()
+                    {
+                        self.stored_versions.push(None);
+                        self.dirty.push(false);
+                    }
+                    if let Some(dirty) = self.dirty.get_mut(change.position) {
+                        *dirty = true;
+                    }
                 }
+                ProfileEffect::EnteredOnce { .. } | ProfileEffect::EntrySkipped { .. } => {}
             }
         }
     }
 
-    /// Active instances across journeys.
-    pub fn active_count(&self) -> usize {
-        self.instances.iter().filter(|w| w.inst.is_active()).count()
+    /// The instances changed in this batch, with their stored versions.
+    pub fn changed(&self) -> impl Iterator<Item = (&Instance, Option<i64>)> {
+        self.state
+            .instances
+            .iter()
+            .zip(&self.stored_versions)
+            .zip(&self.dirty)
+            .filter(|(_, dirty)| **dirty)
+            .map(|((inst, version), _)| (inst, *version))
     }
 
     /// Membership changes of the batch: `(added, removed)` audience keys.
     pub fn audience_changes(&self) -> (Vec<String>, Vec<String>) {
-        let now: BTreeSet<&String> = self.audiences.iter().collect();
+        let audiences = &self.state.audiences;
+        let now: BTreeSet<&String> = audiences.iter().collect();
         let added = now
             .iter()
             .filter(|k| !self.loaded_audiences.contains(k.as_str()))
@@ -115,7 +110,7 @@ impl ProfileWork {
         let removed = self
             .loaded_audiences
             .iter()
-            .filter(|k| !self.audiences.contains(k.as_str()))
+            .filter(|k| !audiences.contains(k.as_str()))
             .cloned()
             .collect();
         (added, removed)
@@ -124,12 +119,21 @@ impl ProfileWork {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use journeys_core::profile::traits;
     use serde_json::json;
 
     use super::*;
 
     fn keys(list: &[&str]) -> HashSet<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn merge(work: &mut ProfileWork, incoming: &Json, active: &HashSet<String>) {
+        let mut effects = Vec::new();
+        traits::merge(&mut work.state, incoming, active, &mut effects);
+        work.absorb(&effects);
     }
 
     #[test]
@@ -144,18 +148,19 @@ mod tests {
         };
         let mut work = ProfileWork::from_state("u1", &state);
         let active = keys(&["vip", "beta"]);
-        work.merge_traits(
+        merge(
+            &mut work,
             &json!({"vip": false, "beta": true, "newsletter": true}),
             &active,
         );
-        work.merge_traits(&json!({"vip": true, "plan": "pro"}), &active);
+        merge(&mut work, &json!({"vip": true, "plan": "pro"}), &active);
         assert_eq!(
-            work.traits,
+            work.state.traits,
             json!({"plan": "pro", "vip": true, "beta": true, "newsletter": true})
         );
         // vip was removed and re-added: no net change; newsletter is no active audience.
         assert_eq!(work.audience_changes(), (vec!["beta".to_owned()], vec![]));
-        work.merge_traits(&json!({"vip": false}), &active);
+        merge(&mut work, &json!({"vip": false}), &active);
         assert_eq!(
             work.audience_changes(),
             (vec!["beta".to_owned()], vec!["vip".to_owned()])

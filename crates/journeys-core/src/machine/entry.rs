@@ -56,6 +56,11 @@ pub enum SkipReason {
     AlreadyEntered,
     /// Re-entry: an active instance already has this value.
     DuplicateEntry,
+    /// The instance this entry would create exists already (its event was resent after the
+    /// dedupe window): never started twice.
+    ReplayedEntry,
+    /// The entry would wait while the profile already has the maximum of active instances.
+    TooManyInstances,
 }
 
 impl SkipReason {
@@ -70,6 +75,8 @@ impl SkipReason {
             SkipReason::UniqueIdentifierTooLong => "unique_identifier_too_long",
             SkipReason::AlreadyEntered => "already_entered",
             SkipReason::DuplicateEntry => "duplicate_entry",
+            SkipReason::ReplayedEntry => "replayed_entry",
+            SkipReason::TooManyInstances => "too_many_instances",
         }
     }
 }

@@ -14,6 +14,7 @@ mod exit;
 mod instance;
 mod random;
 mod run;
+mod timeline;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,9 @@ pub(crate) use instance::push_hex;
 pub use instance::{Instance, InstanceState, Timer, TimerKind, Waiting, instance_id};
 pub use random::{random_branch, random_bucket};
 pub use run::{MAX_HOLD_PASSES, enter, step, step_owned};
+pub use timeline::{
+    BRANCH_DETAIL_KEY, BRANCH_DETAIL_PATH, Cause, TimelineEntry, TimelineKind, branch_detail,
+};
 
 use crate::eval::AudienceMembership;
 use crate::mapping::CompiledMapping;
@@ -228,77 +232,6 @@ pub struct SendRequest {
     pub step_key: String,
     /// The key unique across journeys (`context.journeys.step_key` of the default payload).
     pub send_key: String,
-}
-
-/// One transition of an instance, as `GetInstance` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TimelineEntry {
-    pub at: Timestamp,
-    pub step_key: String,
-    pub kind: TimelineKind,
-    pub cause: Cause,
-    /// Extra facts (branch taken, message id…); `null` when there are none.
-    #[serde(default, skip_serializing_if = "Json::is_null")]
-    pub detail: Json,
-}
-
-/// What a timeline row records. Names are stable (stored and shown in the API).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimelineKind {
-    Entered,
-    /// The instance reached a step.
-    Step,
-    /// A hold-until, data-split or random-split branch was taken.
-    Branch,
-    /// A hold-until branch returned to the start of its step.
-    ReturnedToStart,
-    /// A hold-until's maximum duration passed; the timeout branch follows.
-    TimedOut,
-    Send,
-    Completed,
-    Exited,
-    Failed,
-}
-
-impl TimelineKind {
-    /// The stable name stored in timeline rows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimelineKind::Entered => "entered",
-            TimelineKind::Step => "step",
-            TimelineKind::Branch => "branch",
-            TimelineKind::ReturnedToStart => "returned_to_start",
-            TimelineKind::TimedOut => "timed_out",
-            TimelineKind::Send => "send",
-            TimelineKind::Completed => "completed",
-            TimelineKind::Exited => "exited",
-            TimelineKind::Failed => "failed",
-        }
-    }
-}
-
-/// Why a transition happened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Cause {
-    /// An event, by its `messageId`.
-    Event { message_id: String },
-    /// A timer, by its id.
-    Timer { id: String },
-    /// An operator or the control plane (archive in exit mode, `ExitInstance`).
-    Operator,
-}
-
-impl Cause {
-    /// The short form the API shows: the event's message id, `timer` or `operator`.
-    pub fn label(&self) -> &str {
-        match self {
-            Cause::Event { message_id } => message_id,
-            Cause::Timer { .. } => "timer",
-            Cause::Operator => "operator",
-        }
-    }
 }
 
 /// Why an instance exited.

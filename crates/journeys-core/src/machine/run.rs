@@ -9,7 +9,7 @@ use super::instance::{Instance, InstanceState, Timer, TimerKind, Waiting};
 use super::random::random_branch;
 use super::{
     Cause, Effect, ExitReason, FailReason, Input, Journey, StepContext, TimelineEntry,
-    TimelineKind, Transition, exit_send_key,
+    TimelineKind, Transition, branch_detail, exit_send_key,
 };
 use crate::eval::{ConditionInput, conditions_hold, filters_match};
 use crate::model::{Event, HoldUntilStep, Json, SendSpec, StepKind};
@@ -202,7 +202,7 @@ impl Run<'_> {
             &step_key,
             TimelineKind::Branch,
             &cause,
-            json!({ "branch": branch.name }),
+            branch_detail(&branch.name),
         );
         self.cancel_waiting_timer();
         let passes = self.inst.passes.get(&step_key).copied().unwrap_or(0);
@@ -335,7 +335,7 @@ impl Run<'_> {
                                 &key,
                                 TimelineKind::Branch,
                                 cause,
-                                json!({ "branch": branch.name }),
+                                branch_detail(&branch.name),
                             );
                             next.clone_from(&branch.next);
                         }
@@ -358,7 +358,7 @@ impl Run<'_> {
                                 &key,
                                 TimelineKind::Branch,
                                 cause,
-                                json!({ "branch": branch.name }),
+                                branch_detail(&branch.name),
                             );
                             next.clone_from(&branch.next);
                         }

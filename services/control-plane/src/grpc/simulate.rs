@@ -94,6 +94,7 @@ pub fn simulation(req: &pb::SimulateJourneyRequest, now: DateTime<Utc>) -> Resul
         default_profile,
         profiles,
         until: req.until.as_ref().and_then(from_timestamp),
+        ..Simulation::default()
     })
 }
 

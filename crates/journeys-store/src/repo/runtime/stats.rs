@@ -1,8 +1,12 @@
 //! [`Runtime::journey_stats`](super::Runtime::journey_stats): grouped counts over the
 //! timeline, the instances and the outbox of one journey.
+//!
+//! Timeline kinds and the branch detail path come from the core that writes the rows
+//! ([`TimelineKind`], [`BRANCH_DETAIL_PATH`]), so the queries follow any change there.
 
 use std::collections::BTreeMap;
 
+use journeys_core::machine::{BRANCH_DETAIL_PATH, TimelineKind};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 
 use crate::error::StoreError;
@@ -23,13 +27,13 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
     };
     // Timeline rows carry no journey; their instance does (same profile, so the join stays
     // within one shard).
-    let entered = query(
+    let entered = query(format!(
         "SELECT t.step_key AS step_key, COUNT(*) AS n FROM timeline t \
          JOIN instances i ON i.id = t.instance_id \
-         WHERE i.journey_id = ? AND t.kind = 'step' \
-         GROUP BY t.step_key"
-            .to_owned(),
-    )
+         WHERE i.journey_id = ? AND t.kind = '{step}' \
+         GROUP BY t.step_key",
+        step = TimelineKind::Step.as_str(),
+    ))
     .await?;
     let at_step = query(format!(
         "SELECT current_step AS step_key, state, COUNT(*) AS n FROM instances \
@@ -42,14 +46,15 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
     .await?;
     // The branch name sits in the timeline row's JSON detail; each dialect extracts it as text.
     let branch = match backend {
-        DbBackend::MySql => "JSON_UNQUOTE(JSON_EXTRACT(t.detail, '$.branch'))",
-        _ => "CAST(json_extract(t.detail, '$.branch') AS TEXT)",
+        DbBackend::MySql => format!("JSON_UNQUOTE(JSON_EXTRACT(t.detail, '{BRANCH_DETAIL_PATH}'))"),
+        _ => format!("CAST(json_extract(t.detail, '{BRANCH_DETAIL_PATH}') AS TEXT)"),
     };
     let branches = query(format!(
         "SELECT t.step_key AS step_key, {branch} AS branch, COUNT(*) AS n FROM timeline t \
          JOIN instances i ON i.id = t.instance_id \
-         WHERE i.journey_id = ? AND t.kind = 'branch' AND {branch} IS NOT NULL \
-         GROUP BY t.step_key, {branch}"
+         WHERE i.journey_id = ? AND t.kind = '{kind}' AND {branch} IS NOT NULL \
+         GROUP BY t.step_key, {branch}",
+        kind = TimelineKind::Branch.as_str(),
     ))
     .await?;
     let sends = query(format!(
