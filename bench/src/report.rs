@@ -130,9 +130,22 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
          DUPLICATE acks {}; unknown webhooks {}",
         s.delivered_refused, s.resent, s.duplicate_acks, s.unknown
     );
+    result_line(&mut out, info, s, acked_per_sec, delivered_per_sec);
+    out
+}
+
+/// The one-line `RESULT key=value ...` summary that scripts read.
+fn result_line(
+    out: &mut String,
+    info: &RunInfo,
+    s: &Summary,
+    acked_per_sec: f64,
+    delivered_per_sec: f64,
+) {
+    let rejected: u64 = s.rejected.values().sum();
     let q = |v: &[u64], p| quantile(v, p).map_or(f64::NAN, ms);
     let _ = writeln!(
-        out,
+        *out,
         "RESULT target={} transport={} events={} accepted={} acked_per_s={:.0} \
          delivered_per_s={:.0} steady_acked_per_s={:.0} steady_delivered_per_s={:.0} \
          ack_p50_ms={:.1} ack_p99_ms={:.1} p50_ms={:.1} p95_ms={:.1} p99_ms={:.1} max_ms={:.1} \
@@ -155,7 +168,6 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
         s.missing,
         rejected
     );
-    out
 }
 
 /// Prints acknowledged and delivered counts and rates to stderr once a second until aborted.

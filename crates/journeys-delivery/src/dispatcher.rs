@@ -31,7 +31,7 @@ use journeys_telemetry::{metrics, trace_context};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
-use crate::destination::DestinationCache;
+use crate::destination::{DestinationCache, WebhookDestination};
 use crate::error::DeliveryError;
 use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
 
@@ -281,36 +281,7 @@ impl Dispatcher {
             }
         };
         let attempts = row.attempts.saturating_add(1);
-        // This attempt's span when traced; else the stored context, passed on as it came.
-        let traceparent = trace_context::current_traceparent().or_else(|| row.traceparent.clone());
-        let sent = match serde_json::to_vec(&row.payload) {
-            Ok(body) => {
-                let sending = std::time::Instant::now();
-                let sent = inner
-                    .client
-                    .send(WebhookRequest {
-                        destination: &destination,
-                        method: &row.method,
-                        path: &row.path,
-                        body: Bytes::from(body),
-                        message_id: &row.message_id,
-                        traceparent: traceparent.as_deref(),
-                        now: Utc::now(),
-                        body_limit: MAX_RESPONSE_BODY,
-                    })
-                    .await;
-                metrics::metrics()
-                    .delivery_duration
-                    .observe(sending.elapsed());
-                if let Ok(response) = &sent {
-                    tracing::Span::current().record("http.status_code", response.status.as_u16());
-                }
-                sent
-            }
-            Err(err) => Err(DeliveryError::InvalidRequest(format!(
-                "payload does not serialize: {err}"
-            ))),
-        };
+        let sent = self.attempt(&destination, &row).await;
         let now = Utc::now();
         let (failure, error) = match sent {
             Ok(response) => match classify_status(response.status.as_u16()) {
@@ -342,32 +313,76 @@ impl Dispatcher {
             &mut rand::rng(),
         );
         match decision {
-            Decision::RetryAt(at) => {
-                metrics::metrics().deliveries.add(&["retry"], 1);
-                tracing::Span::current().record("outcome", "retry");
-                tracing::info!(
-                    outbox_id = %row.id,
-                    destination_id = %row.destination_id,
-                    message_id = %row.message_id,
-                    attempts,
-                    retry_at = %at,
-                    error = %error,
-                    "delivery failed; will retry"
-                );
-                match inner
-                    .store
-                    .outbox()
-                    .schedule_retry(&row.id, attempts, at, &error)
-                    .await
-                {
-                    // The loop may be asleep past `at`: let it look at the new due time.
-                    Ok(()) => inner.notify.notify_one(),
-                    Err(err) => {
-                        tracing::warn!(outbox_id = %row.id, error = %err, "could not schedule retry");
-                    }
-                }
-            }
+            Decision::RetryAt(at) => self.schedule_retry(&row, attempts, at, &error).await,
             Decision::DeadLetter => self.dead_letter(&row, attempts, &error).await,
+        }
+    }
+
+    /// Sends the row's request once and records its latency and status on the current span.
+    async fn attempt(
+        &self,
+        destination: &WebhookDestination,
+        row: &OutboxRecord,
+    ) -> Result<WebhookResponse, DeliveryError> {
+        let body = serde_json::to_vec(&row.payload).map_err(|err| {
+            DeliveryError::InvalidRequest(format!("payload does not serialize: {err}"))
+        })?;
+        // This attempt's span when traced; else the stored context, passed on as it came.
+        let traceparent = trace_context::current_traceparent().or_else(|| row.traceparent.clone());
+        let sending = std::time::Instant::now();
+        let sent = self
+            .inner
+            .client
+            .send(WebhookRequest {
+                destination,
+                method: &row.method,
+                path: &row.path,
+                body: Bytes::from(body),
+                message_id: &row.message_id,
+                traceparent: traceparent.as_deref(),
+                now: Utc::now(),
+                body_limit: MAX_RESPONSE_BODY,
+            })
+            .await;
+        metrics::metrics()
+            .delivery_duration
+            .observe(sending.elapsed());
+        if let Ok(response) = &sent {
+            tracing::Span::current().record("http.status_code", response.status.as_u16());
+        }
+        sent
+    }
+
+    async fn schedule_retry(
+        &self,
+        row: &OutboxRecord,
+        attempts: i32,
+        at: DateTime<Utc>,
+        error: &str,
+    ) {
+        metrics::metrics().deliveries.add(&["retry"], 1);
+        tracing::Span::current().record("outcome", "retry");
+        tracing::info!(
+            outbox_id = %row.id,
+            destination_id = %row.destination_id,
+            message_id = %row.message_id,
+            attempts,
+            retry_at = %at,
+            error = %error,
+            "delivery failed; will retry"
+        );
+        match self
+            .inner
+            .store
+            .outbox()
+            .schedule_retry(&row.id, attempts, at, error)
+            .await
+        {
+            // The loop may be asleep past `at`: let it look at the new due time.
+            Ok(()) => self.inner.notify.notify_one(),
+            Err(err) => {
+                tracing::warn!(outbox_id = %row.id, error = %err, "could not schedule retry");
+            }
         }
     }
 

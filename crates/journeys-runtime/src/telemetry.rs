@@ -77,10 +77,18 @@ impl TelemetryGuard {
     /// it lets the runtime move this worker's other tasks elsewhere first.
     pub fn force_flush(&self) {
         let flush = || {
-            if let Some(Err(error)) = self.tracer_provider.as_ref().map(|p| p.force_flush()) {
+            if let Some(Err(error)) = self
+                .tracer_provider
+                .as_ref()
+                .map(SdkTracerProvider::force_flush)
+            {
                 tracing::warn!(%error, "flushing traces failed");
             }
-            if let Some(Err(error)) = self.meter_provider.as_ref().map(|p| p.force_flush()) {
+            if let Some(Err(error)) = self
+                .meter_provider
+                .as_ref()
+                .map(SdkMeterProvider::force_flush)
+            {
                 tracing::warn!(%error, "flushing metrics failed");
             }
         };

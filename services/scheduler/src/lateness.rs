@@ -17,6 +17,7 @@ const SUB_BUCKETS: u64 = 64;
 /// log2(SUB_BUCKETS).
 const SUB_BITS: u32 = 6;
 /// Enough powers of two for any `u64` microsecond count.
+#[allow(clippy::cast_possible_truncation)] // small constants (64 and 128), in a const context
 const BUCKETS: usize = LINEAR as usize + (64 - (SUB_BITS as usize + 1)) * SUB_BUCKETS as usize;
 
 /// A histogram of durations with percentile queries; see the module docs for its precision.

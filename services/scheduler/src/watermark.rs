@@ -162,12 +162,11 @@ impl StoreWatermark {
                             failing = false;
                             tracing::info!("reading data-plane watermarks again");
                         }
-                        Ok(()) => {}
                         Err(error) if !failing => {
                             failing = true;
                             tracing::warn!(%error, "could not read data-plane watermarks; keeping the last value");
                         }
-                        Err(_) => {}
+                        Ok(()) | Err(_) => {}
                     }
                 }
             })

@@ -12,7 +12,9 @@ use super::{
     TimelineKind, Transition, branch_detail, exit_send_key,
 };
 use crate::eval::{ConditionInput, conditions_hold, filters_match};
-use crate::model::{Event, HoldUntilStep, Json, SendSpec, StepKind};
+use crate::model::{
+    DataSplitStep, Event, HoldUntilStep, Json, RandomSplitStep, SendSpec, StepKind,
+};
 use crate::payload::{PayloadError, SendContext, render_send_with_context};
 
 /// Return-to-start passes a hold-until step allows per instance; the next match of a
@@ -319,51 +321,9 @@ impl Run<'_> {
                     self.wait_in_hold(&key, hold, cause);
                     return;
                 }
-                StepKind::DataSplit(split) => {
-                    let input = ConditionInput {
-                        traits: self.ctx.traits,
-                        audiences: self.ctx.audiences,
-                        context: &self.inst.context,
-                    };
-                    match split
-                        .branches
-                        .iter()
-                        .find(|b| conditions_hold(&b.conditions, &input))
-                    {
-                        Some(branch) => {
-                            self.timeline(
-                                &key,
-                                TimelineKind::Branch,
-                                cause,
-                                branch_detail(&branch.name),
-                            );
-                            next.clone_from(&branch.next);
-                        }
-                        None => {
-                            self.timeline(
-                                &key,
-                                TimelineKind::Branch,
-                                cause,
-                                json!({ "everyone_else": true }),
-                            );
-                            next.clone_from(&split.else_next);
-                        }
-                    }
-                }
+                StepKind::DataSplit(split) => next = self.take_data_split(&key, split, cause),
                 StepKind::RandomSplit(split) => {
-                    match random_branch(journey.id(), &self.inst, &key, split) {
-                        Some(i) => {
-                            let branch = &split.branches[i];
-                            self.timeline(
-                                &key,
-                                TimelineKind::Branch,
-                                cause,
-                                branch_detail(&branch.name),
-                            );
-                            next.clone_from(&branch.next);
-                        }
-                        None => next = None,
-                    }
+                    next = self.take_random_split(&key, split, cause);
                 }
                 StepKind::Send(send) => {
                     if !self.send(&key, &step.name, &send.spec, cause) {
@@ -378,6 +338,64 @@ impl Run<'_> {
             }
         }
         self.fail(cause, FailReason::TooManySteps { limit });
+    }
+
+    /// The first data-split branch whose conditions hold, else "everyone else": recorded on
+    /// the timeline, and the step it leads to.
+    fn take_data_split(
+        &mut self,
+        key: &str,
+        split: &DataSplitStep,
+        cause: &Cause,
+    ) -> Option<String> {
+        let input = ConditionInput {
+            traits: self.ctx.traits,
+            audiences: self.ctx.audiences,
+            context: &self.inst.context,
+        };
+        match split
+            .branches
+            .iter()
+            .find(|b| conditions_hold(&b.conditions, &input))
+        {
+            Some(branch) => {
+                self.timeline(
+                    key,
+                    TimelineKind::Branch,
+                    cause,
+                    branch_detail(&branch.name),
+                );
+                branch.next.clone()
+            }
+            None => {
+                self.timeline(
+                    key,
+                    TimelineKind::Branch,
+                    cause,
+                    json!({ "everyone_else": true }),
+                );
+                split.else_next.clone()
+            }
+        }
+    }
+
+    /// The randomized-split branch drawn for this instance, recorded on the timeline, and the
+    /// step it leads to (none when no branch has a weight).
+    fn take_random_split(
+        &mut self,
+        key: &str,
+        split: &RandomSplitStep,
+        cause: &Cause,
+    ) -> Option<String> {
+        let i = random_branch(self.journey.id(), &self.inst, key, split)?;
+        let branch = &split.branches[i];
+        self.timeline(
+            key,
+            TimelineKind::Branch,
+            cause,
+            branch_detail(&branch.name),
+        );
+        branch.next.clone()
     }
 
     /// Waits in a hold-until: a fresh timeout timer (its id carries the pass, so a timer of

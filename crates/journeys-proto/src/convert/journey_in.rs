@@ -151,60 +151,8 @@ fn step(s: &pb::Step, path: &str, problems: &mut Vec<Problem>) -> Step {
             ),
             next: next(&d.next),
         }),
-        Some(Kind::HoldUntil(h)) => {
-            let p = format!("{path}.hold_until");
-            StepKind::HoldUntil(HoldUntilStep {
-                branches: h
-                    .branches
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| HoldBranch {
-                        name: b.name.clone(),
-                        event: b.event.clone(),
-                        filters: filters(
-                            &b.filters,
-                            &format!("{p}.branches[{i}].filters"),
-                            problems,
-                        ),
-                        next: next(&b.next),
-                        return_to_start: b.return_to_start,
-                    })
-                    .collect(),
-                max_duration: required_duration(
-                    h.max_duration.as_ref(),
-                    format!("{p}.max_duration"),
-                    problems,
-                ),
-                timeout_next: next(&h.timeout_next),
-            })
-        }
-        Some(Kind::DataSplit(d)) => {
-            let p = format!("{path}.data_split");
-            StepKind::DataSplit(DataSplitStep {
-                branches: d
-                    .branches
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| DataSplitBranch {
-                        name: b.name.clone(),
-                        conditions: b
-                            .conditions
-                            .iter()
-                            .enumerate()
-                            .map(|(j, c)| {
-                                condition(
-                                    c,
-                                    &format!("{p}.branches[{i}].conditions[{j}]"),
-                                    problems,
-                                )
-                            })
-                            .collect(),
-                        next: next(&b.next),
-                    })
-                    .collect(),
-                else_next: next(&d.else_next),
-            })
-        }
+        Some(Kind::HoldUntil(h)) => StepKind::HoldUntil(hold_until(h, path, problems)),
+        Some(Kind::DataSplit(d)) => StepKind::DataSplit(data_split(d, path, problems)),
         Some(Kind::RandomSplit(r)) => StepKind::RandomSplit(RandomSplitStep {
             branches: r
                 .branches
@@ -241,6 +189,54 @@ fn step(s: &pb::Step, path: &str, problems: &mut Vec<Problem>) -> Step {
         key: s.key.clone(),
         name: s.name.clone(),
         kind,
+    }
+}
+
+fn hold_until(h: &pb::HoldUntilStep, path: &str, problems: &mut Vec<Problem>) -> HoldUntilStep {
+    let p = format!("{path}.hold_until");
+    HoldUntilStep {
+        branches: h
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| HoldBranch {
+                name: b.name.clone(),
+                event: b.event.clone(),
+                filters: filters(&b.filters, &format!("{p}.branches[{i}].filters"), problems),
+                next: next(&b.next),
+                return_to_start: b.return_to_start,
+            })
+            .collect(),
+        max_duration: required_duration(
+            h.max_duration.as_ref(),
+            format!("{p}.max_duration"),
+            problems,
+        ),
+        timeout_next: next(&h.timeout_next),
+    }
+}
+
+fn data_split(d: &pb::DataSplitStep, path: &str, problems: &mut Vec<Problem>) -> DataSplitStep {
+    let p = format!("{path}.data_split");
+    DataSplitStep {
+        branches: d
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| DataSplitBranch {
+                name: b.name.clone(),
+                conditions: b
+                    .conditions
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| {
+                        condition(c, &format!("{p}.branches[{i}].conditions[{j}]"), problems)
+                    })
+                    .collect(),
+                next: next(&b.next),
+            })
+            .collect(),
+        else_next: next(&d.else_next),
     }
 }
 

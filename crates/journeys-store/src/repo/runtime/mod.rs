@@ -260,6 +260,26 @@ impl<'a> Runtime<'a> {
                 }
             }
         }
+        let active_keys = self.active_audience_keys(&memberships).await?;
+        for (key, user) in memberships {
+            if active_keys.contains(&key)
+                && let Some(state) = states.get_mut(&user)
+            {
+                state.audiences.push(key);
+            }
+        }
+        for state in states.values_mut() {
+            state.audiences.sort();
+            state.entered_once.sort();
+        }
+        Ok(states)
+    }
+
+    /// The keys among `memberships`' audiences that are active (archived ones do not count).
+    async fn active_audience_keys(
+        &self,
+        memberships: &[(String, String)],
+    ) -> Result<HashSet<String>, StoreError> {
         let keys: BTreeSet<&str> = memberships.iter().map(|(k, _)| k.as_str()).collect();
         let keys: Vec<&str> = keys.into_iter().collect();
         let mut active_keys: HashSet<String> = HashSet::new();
@@ -275,18 +295,7 @@ impl<'a> Runtime<'a> {
                     .await?,
             );
         }
-        for (key, user) in memberships {
-            if active_keys.contains(&key)
-                && let Some(state) = states.get_mut(&user)
-            {
-                state.audiences.push(key);
-            }
-        }
-        for state in states.values_mut() {
-            state.audiences.sort();
-            state.entered_once.sort();
-        }
-        Ok(states)
+        Ok(active_keys)
     }
 
     /// The instances among `ids` that exist, in id order.

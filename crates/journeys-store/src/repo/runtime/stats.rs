@@ -68,25 +68,7 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
     ))
     .await?;
 
-    let mut steps: BTreeMap<String, StepCounts> = BTreeMap::new();
-    for row in &entered {
-        let key: String = get(row, "step_key")?;
-        entry(&mut steps, key).entered += get::<i64>(row, "n")?;
-    }
-    for row in &at_step {
-        let key: String = get(row, "step_key")?;
-        let state: String = get(row, "state")?;
-        let n: i64 = get(row, "n")?;
-        let counts = entry(&mut steps, key);
-        if state == InstanceState::Active.as_str() {
-            counts.waiting += n;
-        } else {
-            counts.exited += n;
-        }
-    }
-    for counts in steps.values_mut() {
-        counts.completed = (counts.entered - counts.waiting - counts.exited).max(0);
-    }
+    let steps = step_counts(&entered, &at_step)?;
 
     let mut branch_counts = branches
         .iter()
@@ -118,6 +100,33 @@ pub(super) async fn journey_stats<C: ConnectionTrait>(
         sends: send_counts,
         branches: branch_counts,
     })
+}
+
+/// Per step: entered (timeline), waiting and exited there (instances), and the rest completed.
+fn step_counts(
+    entered: &[QueryResult],
+    at_step: &[QueryResult],
+) -> Result<BTreeMap<String, StepCounts>, StoreError> {
+    let mut steps: BTreeMap<String, StepCounts> = BTreeMap::new();
+    for row in entered {
+        let key: String = get(row, "step_key")?;
+        entry(&mut steps, key).entered += get::<i64>(row, "n")?;
+    }
+    for row in at_step {
+        let key: String = get(row, "step_key")?;
+        let state: String = get(row, "state")?;
+        let n: i64 = get(row, "n")?;
+        let counts = entry(&mut steps, key);
+        if state == InstanceState::Active.as_str() {
+            counts.waiting += n;
+        } else {
+            counts.exited += n;
+        }
+    }
+    for counts in steps.values_mut() {
+        counts.completed = (counts.entered - counts.waiting - counts.exited).max(0);
+    }
+    Ok(steps)
 }
 
 fn entry(steps: &mut BTreeMap<String, StepCounts>, key: String) -> &mut StepCounts {
