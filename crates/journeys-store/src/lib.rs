@@ -18,7 +18,7 @@ mod migration;
 mod page;
 mod repo;
 mod store;
-pub mod testing;
+mod url;
 
 pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
@@ -31,6 +31,7 @@ pub use repo::{
     Timers, Watermarks,
 };
 pub use store::{Backend, Store};
+pub use url::database_url;
 
 /// A new time-ordered id (`UUIDv7`, hyphenated, 36 characters). Keyset paging by id therefore
 /// lists rows in creation order.
