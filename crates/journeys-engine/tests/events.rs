@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    checkout, engine, engine_with, forwarding, identify, instances, publish, sends, sent_steps,
-    timers, track, unique, welcome_once,
+    checkout, engine, engine_with, forwarding, instances, sends, sent_steps, timers, unique,
+    welcome_once,
 };
 use futures::future::join_all;
 use journeys_engine::{Ack, AckStatus, EngineConfig};
 use journeys_store::InstanceState;
-use journeys_store::testing::each_backend;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, identify, track};
 use serde_json::json;
 
 fn accepted(acks: &[Ack]) -> bool {
@@ -23,7 +24,7 @@ fn accepted(acks: &[Ack]) -> bool {
 
 #[tokio::test]
 async fn forwarding_queues_exactly_the_matching_sends() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         db.audiences()
             .insert("vip", "VIP", chrono::Utc::now())
             .await
@@ -116,13 +117,13 @@ async fn forwarding_queues_exactly_the_matching_sends() {
         assert_eq!(stats.entries_skipped.get("filters_not_matched"), Some(&1));
         assert_eq!(stats.entries_skipped.get("not_in_audience"), Some(&1));
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enter_once_enters_at_most_once_across_batches() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &welcome_once()).await;
         let engine = engine(&db).await;
         let first = engine
@@ -147,13 +148,13 @@ async fn enter_once_enters_at_most_once_across_batches() {
             Some(&2)
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         let acks = engine
@@ -220,13 +221,13 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
             .await;
         assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn exit_rules_end_instances_and_their_timers() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
@@ -278,13 +279,13 @@ async fn exit_rules_end_instances_and_their_timers() {
         assert!(sends(&db).await.is_empty());
         assert_eq!(wakeups.load(Ordering::SeqCst), 0, "no sends, no wake-up");
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         engine
@@ -311,13 +312,13 @@ async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
             1
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         let start = track("u1", "checkout_started", "m1", json!({"session_id": "s1"}));
@@ -360,13 +361,13 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
         assert_eq!(stats.events_duplicate, 3);
         assert_eq!(stats.events_accepted, 3);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn per_profile_order_is_kept_under_concurrent_submits() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine_with(
             &db,
@@ -424,13 +425,13 @@ async fn per_profile_order_is_kept_under_concurrent_submits() {
             );
         }
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let engine = engine(&db).await;
         let events = (0..26)
             .map(|i| track("busy", "page_viewed", &format!("r{i}"), json!({})))
@@ -456,13 +457,13 @@ async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
         assert_eq!(stats.events_rejected.get("rate_limited"), Some(&1));
         assert_eq!(stats.events_accepted, 27);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine_with(
             &db,
@@ -490,13 +491,13 @@ async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
             Some(&2)
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn archived_journeys_take_no_entries_but_drain() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         engine
@@ -537,13 +538,13 @@ async fn archived_journeys_take_no_entries_but_drain() {
         );
         assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutdown_drains_queued_events_then_refuses_new_ones() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         let pending: Vec<_> = (0..20)
@@ -569,13 +570,13 @@ async fn shutdown_drains_queued_events_then_refuses_new_ones() {
         assert!(
             matches!(&late[0].status, AckStatus::Rejected { code, .. } if code == "unavailable")
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // "Restart the session": the entry event is also an exit rule for the same session.
         let mut definition = checkout();
         definition.exit_rules.push(journeys_core::model::ExitRule {
@@ -609,6 +610,6 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
         assert!(states.contains(&InstanceState::Exited) && states.contains(&InstanceState::Active));
         assert_eq!(engine.stats().conflicts, 0);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -7,19 +7,17 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use common::{
-    checkout, engine, engine_with, instances, publish, sends, sent_steps, timers, track,
-    welcome_once,
-};
+use common::{checkout, engine, engine_with, instances, sends, sent_steps, timers, welcome_once};
 use journeys_core::machine::ExitReason;
 use journeys_engine::{AckStatus, EngineConfig, TerminateOutcome, TimerStatus};
 use journeys_store::InstanceState;
-use journeys_store::testing::each_backend;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, track};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_delay_fires_once_and_continues() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &welcome_once()).await;
         let engine = engine(&db).await;
         engine
@@ -49,13 +47,13 @@ async fn a_delay_fires_once_and_continues() {
         let stats = engine.stats();
         assert_eq!((stats.timers_fired, stats.timers_discarded), (1, 1));
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_hold_timeout_takes_the_timeout_branch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         engine
@@ -87,13 +85,13 @@ async fn a_hold_timeout_takes_the_timeout_branch() {
             InstanceState::Completed
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_timer_of_a_missing_instance_is_discarded() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let engine = engine(&db).await;
         let orphan = journeys_store::TimerRecord {
             id: journeys_store::new_id(),
@@ -107,8 +105,8 @@ async fn a_timer_of_a_missing_instance_is_discarded() {
         let outcomes = engine.apply_timers(vec![orphan]).await.unwrap();
         assert_eq!(outcomes[0].status, TimerStatus::Discarded);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// Starts `n` sessions for `n` profiles and returns, per profile, the hold timeout timer.
@@ -164,7 +162,7 @@ async fn exactly_one_branch_each(
 
 #[tokio::test]
 async fn an_event_racing_a_timer_takes_exactly_one_branch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         let n = 16;
@@ -190,13 +188,13 @@ async fn an_event_racing_a_timer_takes_exactly_one_branch() {
         assert_eq!(fired, nudges);
         assert_eq!(thanks + nudges, n);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         // Two engines on one database stand for a data plane and a scheduler process: only
         // the instance version keeps them from both advancing an instance.
@@ -231,13 +229,13 @@ async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
         assert_eq!(fired, nudges);
         events_engine.shutdown().await;
         timers_engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn operators_end_one_instance_or_all_of_a_journey() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let journey = publish(&db, &checkout()).await;
         let engine = engine(&db).await;
         engine
@@ -300,13 +298,13 @@ async fn operators_end_one_instance_or_all_of_a_journey() {
         assert_eq!(engine.stats().terminations, 3);
         assert!(sends(&db).await.is_empty());
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // A long batch delay keeps the event queued (uncommitted) for a while.
         let engine = engine_with(
             &db,
@@ -333,6 +331,6 @@ async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
             "idle watermark is now"
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
