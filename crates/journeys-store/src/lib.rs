@@ -17,8 +17,8 @@ mod error;
 mod migration;
 mod page;
 mod repo;
+mod scratch;
 mod store;
-mod url;
 
 pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
@@ -30,8 +30,8 @@ pub use repo::{
     SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
     Timers, Watermarks,
 };
+pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, Store};
-pub use url::database_url;
 
 /// A new time-ordered id (`UUIDv7`, hyphenated, 36 characters). Keyset paging by id therefore
 /// lists rows in creation order.

@@ -9,8 +9,9 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 
-use journeys_store::{Backend, Store, StoreError, database_url};
-use sea_orm::{ConnectionTrait, Database};
+use journeys_store::{
+    Backend, Store, StoreError, create_database, drop_database, remove_sqlite_files,
+};
 
 /// Environment variable naming a MySQL/MariaDB server for tests (no database in the path).
 pub const MYSQL_URL_ENV: &str = "JOURNEYS_TEST_MYSQL_URL";
@@ -62,14 +63,7 @@ impl TestDb {
             return Ok(None);
         };
         let database = format!("journeys_test_{}", unique_suffix());
-        let server = Database::connect(server_url.as_str()).await?;
-        server
-            .execute_unprepared(&format!(
-                "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            ))
-            .await?;
-        server.close().await?;
-        let url = database_url(&server_url, &database);
+        let url = create_database(&server_url, &database).await?;
         let location = Location::MySql {
             server_url,
             database,
@@ -239,28 +233,12 @@ impl<E> Outcome for Result<(), E> {
 async fn remove(location: &Location) -> Result<(), StoreError> {
     match location {
         Location::SqliteFile(path) => {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut file = path.clone().into_os_string();
-                file.push(suffix);
-                match std::fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(StoreError::Internal(err.to_string())),
-                }
-            }
-            Ok(())
+            remove_sqlite_files(path).map_err(|err| StoreError::Internal(err.to_string()))
         }
         Location::MySql {
             server_url,
             database,
-        } => {
-            let server = Database::connect(server_url.as_str()).await?;
-            server
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{database}`"))
-                .await?;
-            server.close().await?;
-            Ok(())
-        }
+        } => drop_database(server_url, database).await,
     }
 }
 
