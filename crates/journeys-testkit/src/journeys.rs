@@ -1,5 +1,6 @@
-//! Journey builders for tests: steps (send, delay, hold-until), a definition around them, and
-//! publishing a definition straight into the store.
+//! Journey builders for tests: steps (send, delay, hold-until), a definition around them, the
+//! abandoned checkout most timer tests use, and storing journeys and webhook destinations
+//! straight into the store.
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use journeys_core::model::{
     DelayStep, EntryRule, EntryTrigger, HoldBranch, HoldUntilStep, JourneyDefinition, SendAction,
     SendSpec, SendStep, Step, StepKind,
 };
-use journeys_store::{JourneyRecord, JourneyState, Store};
+use journeys_store::{DestinationKind, DestinationRecord, JourneyRecord, JourneyState, Store};
+use serde_json::Value;
 
 /// A journey `name` entered by `entry_event` under `entry_rule`, starting at the first of
 /// `steps`, with no audience, filters or exit rules (set those fields when a test needs them).
@@ -32,6 +34,34 @@ pub fn journey(
         steps,
         exit_rules: Vec::new(),
     }
+}
+
+/// Abandoned checkout, one instance per `session_id`: `checkout_started` enters, the hold
+/// `hold_key` waits for `purchase_completed` (branch `bought` → send `thanks`) at most
+/// `hold_for` (→ send `nudge`). Both sends go to `destination_id`.
+#[must_use]
+pub fn abandoned_checkout(
+    hold_key: &str,
+    hold_for: Duration,
+    destination_id: &str,
+) -> JourneyDefinition {
+    journey(
+        "Abandoned checkout",
+        "checkout_started",
+        EntryRule::ReenterEveryTime {
+            unique_identifier: "session_id".to_owned(),
+        },
+        vec![
+            hold(
+                hold_key,
+                vec![branch("bought", "purchase_completed", "thanks")],
+                hold_for,
+                "nudge",
+            ),
+            send("thanks", destination_id),
+            send("nudge", destination_id),
+        ],
+    )
 }
 
 /// The step `key` (also its name) doing `kind`.
@@ -133,4 +163,21 @@ pub async fn publish(store: &Store, definition: &JourneyDefinition) -> String {
         panic!("cannot publish journey {}: {err}", definition.name);
     }
     stored.id
+}
+
+/// Stores a webhook destination with `settings` (at least a `url`); returns its id.
+///
+/// # Panics
+/// When the store refuses the destination: the test's set-up is wrong.
+pub async fn webhook_destination(store: &Store, settings: Value) -> String {
+    let record = DestinationRecord::new(
+        format!("sink-{}", journeys_store::new_id()),
+        DestinationKind::Webhook,
+        settings,
+        Utc::now(),
+    );
+    match store.destinations().insert(&record).await {
+        Ok(stored) => stored.id,
+        Err(err) => panic!("cannot insert a webhook destination: {err}"),
+    }
 }
