@@ -7,29 +7,18 @@ use std::time::Duration;
 use chrono::Utc;
 use journeys_core::model::{EntryRule, JourneyDefinition};
 use journeys_store::{Changes, InstanceFilter, InstanceRecord, InstanceState, Store};
-use journeys_testkit::journeys::{branch, hold, journey, publish, send};
+use journeys_testkit::journeys::{abandoned_checkout, publish};
 use journeys_testkit::{each_backend, track};
 use serde_json::json;
 
 use crate::{AckStatus, Engine, EngineConfig};
 
-/// Hold for `purchase_completed` (→ `thanks`) at most an hour (→ `nudge`).
+/// Hold for `purchase_completed` (→ `thanks`) at most an hour (→ `nudge`), entered once.
 fn checkout() -> JourneyDefinition {
-    journey(
-        "Checkout",
-        "checkout_started",
-        EntryRule::EnterOnce,
-        vec![
-            hold(
-                "wait",
-                vec![branch("bought", "purchase_completed", "thanks")],
-                Duration::from_secs(3600),
-                "nudge",
-            ),
-            send("thanks", "dest_1"),
-            send("nudge", "dest_1"),
-        ],
-    )
+    let mut definition = abandoned_checkout("wait", Duration::from_secs(3600), "dest_1");
+    definition.name = "Checkout".into();
+    definition.entry_rule = EntryRule::EnterOnce;
+    definition
 }
 
 /// Publishes the journey, starts an engine and enters `u1`; returns the engine and instance.

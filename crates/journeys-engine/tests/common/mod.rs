@@ -12,7 +12,7 @@ use journeys_core::model::{
 };
 use journeys_engine::{Engine, EngineConfig};
 use journeys_store::{InstanceFilter, InstanceRecord, OutboxRecord, Store, TimerRecord};
-use journeys_testkit::journeys::{branch, delay, hold, journey, send_spec, step};
+use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send_spec, step};
 use serde_json::json;
 
 /// An engine for tests: two lanes, and a cache loaded before it returns.
@@ -72,25 +72,14 @@ pub fn forwarding() -> JourneyDefinition {
 
 /// Abandoned checkout with re-entry per `session_id`: hold for `purchase_completed` (→ send
 /// `thanks`) at most an hour (→ send `nudge`); `session_cancelled` of the same session and
-/// `account_deleted` exit.
+/// `account_deleted` exit. Sends name the event after their step.
 pub fn checkout() -> JourneyDefinition {
-    let mut definition = journey(
-        "Abandoned checkout",
-        "checkout_started",
-        EntryRule::ReenterEveryTime {
-            unique_identifier: "session_id".into(),
-        },
-        vec![
-            hold(
-                "wait_purchase",
-                vec![branch("bought", "purchase_completed", "thanks")],
-                Duration::from_secs(3600),
-                "nudge",
-            ),
-            send("thanks", &[], None),
-            send("nudge", &[], None),
-        ],
-    );
+    let mut definition = abandoned_checkout("wait_purchase", Duration::from_secs(3600), "dest_1");
+    for step in &mut definition.steps {
+        if let StepKind::Send(send) = &mut step.kind {
+            send.spec.event_name = Some(step.key.clone());
+        }
+    }
     definition.exit_rules = vec![
         ExitRule {
             event: "session_cancelled".into(),
