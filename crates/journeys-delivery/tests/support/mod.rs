@@ -7,10 +7,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use journeys_delivery::{DeliveryConfig, RetryPolicy};
-use journeys_store::{
-    Changes, DestinationKind, DestinationRecord, OutboxRecord, OutboxStatus, Store, StoreError,
-};
+use journeys_store::{Changes, OutboxRecord, OutboxStatus, Store, StoreError};
 use journeys_testkit::eventually;
+use journeys_testkit::journeys::webhook_destination;
 
 /// Millisecond backoff so that retry tests take milliseconds, not seconds.
 pub fn fast_config() -> DeliveryConfig {
@@ -34,18 +33,7 @@ pub async fn destination(store: &Store, url: &str, extra: Value) -> String {
             settings.insert(k.clone(), v.clone());
         }
     }
-    let record = DestinationRecord::new(
-        format!("sink-{}", journeys_store::new_id()),
-        DestinationKind::Webhook,
-        settings,
-        Utc::now(),
-    );
-    store
-        .destinations()
-        .insert(&record)
-        .await
-        .expect("insert destination")
-        .id
+    webhook_destination(store, settings).await
 }
 
 /// A pending send to `destination_id`, due now, whose payload carries its `messageId`.
