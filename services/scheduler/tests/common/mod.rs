@@ -11,8 +11,8 @@ use journeys_core::machine::instance_id;
 use journeys_core::model::{EntryRule, Event, JourneyDefinition};
 use journeys_engine::{AckStatus, Engine, EngineConfig};
 use journeys_scheduler::{HousekeepingConfig, Scheduler, SchedulerConfig, WatermarkSource};
-use journeys_store::{DestinationKind, DestinationRecord, Store};
-use journeys_testkit::journeys::{branch, delay, hold, journey, send};
+use journeys_store::Store;
+use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send, webhook_destination};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::json;
 
@@ -45,21 +45,7 @@ pub fn test_config() -> SchedulerConfig {
 
 /// A webhook destination nobody delivers to in these tests (no dispatcher runs).
 pub async fn destination(store: &Store) -> String {
-    let now = Utc::now();
-    let record = DestinationRecord {
-        id: journeys_store::new_id(),
-        name: format!("sink-{}", journeys_store::new_id()),
-        kind: DestinationKind::Webhook,
-        settings: json!({"url": "http://127.0.0.1:9/unused"}),
-        created_at: now,
-        updated_at: now,
-    };
-    store
-        .destinations()
-        .insert(&record)
-        .await
-        .expect("insert destination")
-        .id
+    webhook_destination(store, json!({"url": "http://127.0.0.1:9/unused"})).await
 }
 
 /// `signed_up` → wait `delay` → send [`DELAY_SEND`]. One instance per profile.
@@ -78,23 +64,9 @@ pub fn delay_journey(destination_id: &str, delay_for: Duration) -> JourneyDefini
 /// Abandoned checkout: `checkout_started` (one instance per `session_id`) → hold until
 /// `purchase_completed` of the same session ([`THANKS`]) or `hold` passes ([`NUDGE`]).
 pub fn hold_journey(destination_id: &str, hold_for: Duration) -> JourneyDefinition {
-    journey(
-        &format!("hold {}", journeys_store::new_id()),
-        CHECKOUT_STARTED,
-        EntryRule::ReenterEveryTime {
-            unique_identifier: "session_id".to_owned(),
-        },
-        vec![
-            hold(
-                "hold",
-                vec![branch("completed", PURCHASE_COMPLETED, THANKS)],
-                hold_for,
-                NUDGE,
-            ),
-            send(NUDGE, destination_id),
-            send(THANKS, destination_id),
-        ],
-    )
+    let mut definition = abandoned_checkout("hold", hold_for, destination_id);
+    definition.name = format!("hold {}", journeys_store::new_id());
+    definition
 }
 
 /// The id of the instance an entry event with `message_id` creates in `journey_id`.
