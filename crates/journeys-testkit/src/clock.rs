@@ -106,7 +106,7 @@ mod tests {
     fn a_manual_clock_reads_what_was_set_until_released() {
         let clock = ManualClock::default();
         let frozen = Utc::now() - TimeDelta::hours(1);
-        clock.clone().set(frozen);
+        clock.set(frozen);
         assert_eq!(clock.now(), frozen);
         clock.follow_wall_clock();
         assert!(clock.now() > frozen + TimeDelta::minutes(59));
