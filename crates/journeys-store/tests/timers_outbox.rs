@@ -89,7 +89,7 @@ async fn timers_are_claimed_in_due_order_and_leases_hold() {
         let later = timer("i2", t + Duration::seconds(2));
         let far = timer("i3", t + Duration::hours(1));
         add_timers(
-            &db,
+            db,
             vec![
                 later.clone(),
                 t3.clone(),
@@ -204,7 +204,7 @@ async fn concurrent_claimers_get_disjoint_timers() {
                 timer(&format!("i{n}"), t - Duration::milliseconds(ms))
             })
             .collect();
-        add_timers(&db, all.clone()).await;
+        add_timers(db, all.clone()).await;
 
         // Each MySQL claimer gets its own pool; SQLite allows one connection per database in a
         // process, so its claimers share the store. All connect first, then start together.
@@ -262,7 +262,7 @@ async fn outbox_claims_respect_due_time_and_leases() {
         let mut done = send("d1", "j1", t - Duration::seconds(5));
         done.status = OutboxStatus::Sent;
         add_sends(
-            &db,
+            db,
             vec![future.clone(), second.clone(), first.clone(), done.clone()],
         )
         .await;
@@ -330,7 +330,7 @@ async fn retry_dead_letter_and_replay() {
         let b = db.backend();
         let t = now();
         let row = send("d1", "j1", t);
-        add_sends(&db, vec![row.clone()]).await;
+        add_sends(db, vec![row.clone()]).await;
         let lease = t + Duration::seconds(30);
 
         assert_eq!(
@@ -434,7 +434,7 @@ async fn list_dead_filters_and_pages() {
         .iter()
         .map(|(d, j)| send(d, j, t))
         .collect();
-        add_sends(&db, rows.clone()).await;
+        add_sends(db, rows.clone()).await;
         // All but the last become dead letters.
         for row in &rows[..5] {
             db.outbox().mark_dead(&row.id, 3, "boom", t).await.unwrap();
