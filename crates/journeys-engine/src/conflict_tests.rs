@@ -60,7 +60,7 @@ async fn sent_steps(store: &Store) -> Vec<String> {
 #[tokio::test]
 async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event() {
     each_backend(async |db| {
-        let (engine, instance) = waiting_instance(&db).await;
+        let (engine, instance) = waiting_instance(db).await;
         engine.before_next_commit(Box::new(move |store: Store| {
             Box::pin(async move {
                 // A writer that rewrites the instance unchanged but bumps its version.
@@ -83,10 +83,10 @@ async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event(
             .submit(vec![track("u1", "purchase_completed", "p1", json!({}))])
             .await;
         assert_eq!(acks[0].status, AckStatus::Accepted);
-        let after = only_instance(&db).await;
+        let after = only_instance(db).await;
         assert_eq!(after.state, InstanceState::Completed);
         assert_eq!(after.version, 3, "entered at 1, bumped to 2, advanced to 3");
-        assert_eq!(sent_steps(&db).await, ["thanks"]);
+        assert_eq!(sent_steps(db).await, ["thanks"]);
         let stats = engine.stats();
         assert_eq!(stats.conflicts, 1);
         assert_eq!(stats.hold_matches, 1);
@@ -99,7 +99,7 @@ async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event(
 #[tokio::test]
 async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_take() {
     each_backend(async |db| {
-        let (engine, instance) = waiting_instance(&db).await;
+        let (engine, instance) = waiting_instance(db).await;
         let timer = db
             .timers()
             .list_for_instance(&instance.id)
@@ -120,8 +120,8 @@ async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_tak
             .submit(vec![track("u1", "purchase_completed", "p1", json!({}))])
             .await;
         assert_eq!(acks[0].status, AckStatus::Accepted, "the event is not lost");
-        assert_eq!(only_instance(&db).await.state, InstanceState::Completed);
-        assert_eq!(sent_steps(&db).await, ["nudge"], "exactly one branch");
+        assert_eq!(only_instance(db).await.state, InstanceState::Completed);
+        assert_eq!(sent_steps(db).await, ["nudge"], "exactly one branch");
         assert_eq!(engine.stats().conflicts, 1);
         assert_eq!(engine.stats().hold_matches, 0);
         scheduler.shutdown().await;
