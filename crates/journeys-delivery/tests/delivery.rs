@@ -27,7 +27,7 @@ async fn server_errors_are_retried_with_the_same_idempotency_key() {
             Reply::status(500).body("still down"),
         ]);
         let dest = destination(
-            &db,
+            db,
             &sink.url_at("/hooks"),
             json!({"headers": {"X-Api-Key": "k-1"}}),
         )
@@ -36,11 +36,11 @@ async fn server_errors_are_retried_with_the_same_idempotency_key() {
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(3, PATIENCE).await;
-        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let stored = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(stored.sent_at.is_some());
         assert_eq!(received.len(), 3, "{} on {}", received.len(), db.backend());
         for request in &received {
@@ -72,15 +72,15 @@ async fn client_errors_dead_letter_at_once_and_replay_delivers() {
     each_backend(async |db| {
         let sink = Sink::start().await;
         sink.script(vec![Reply::status(400).body("{\"error\":\"bad field\"}")]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
-        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        let dead = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
         assert_eq!(dead.attempts, 1);
         assert!(dead.dead_at.is_some());
         let error = dead.last_error.unwrap_or_default();
@@ -110,7 +110,7 @@ async fn client_errors_dead_letter_at_once_and_replay_delivers() {
         );
         waker.wake();
         let received = sink.wait_for(2, PATIENCE).await;
-        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(sink.requests().len(), 2);
         assert_eq!(
@@ -130,18 +130,18 @@ async fn too_many_requests_waits_for_retry_after() {
     each_backend(async |db| {
         let sink = Sink::start().await;
         sink.script(vec![Reply::status(429).header("retry-after", "1")]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(2, PATIENCE).await;
         let waited = received[1].at - received[0].at;
         assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
-        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let stored = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(stored.sent_at.is_some());
 
         drop(stop);
@@ -157,7 +157,7 @@ async fn requests_are_signed_and_carry_the_trace() {
     each_backend(async |db| {
         let sink = Sink::start().await;
         let dest = destination(
-            &db,
+            db,
             &sink.url_at("/hooks"),
             json!({"signing_secret": SECRET}),
         )
@@ -167,7 +167,7 @@ async fn requests_are_signed_and_carry_the_trace() {
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(1, PATIENCE).await;
@@ -195,7 +195,7 @@ async fn requests_are_signed_and_carry_the_trace() {
 async fn unsigned_without_a_secret() {
     each_backend(async |db| {
         let sink = Sink::start().await;
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({"signing_secret": ""})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({"signing_secret": ""})).await;
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let outcome = dispatcher
             .deliver_once(&dest, "POST", "/t", &json!({"a": 1}), "m-1")
@@ -215,14 +215,14 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
         // The first request hangs: the dispatcher that sent it "crashes" before any answer.
         let sink = Sink::start().await;
         sink.script(vec![Reply::status(200).delay(Duration::from_secs(30))]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let config = DeliveryConfig {
             lease: Duration::from_millis(800),
             max_idle_wait: Duration::from_millis(100),
             ..fast_config()
         };
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
 
         let crashing = Dispatcher::new(db.store().clone(), config.clone());
         let (_stop, crashed) = spawn(crashing);
@@ -234,7 +234,7 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
         let restarted = Dispatcher::new(db.store().clone(), config);
         let (stop, task) = spawn(restarted);
         let received = sink.wait_for(2, PATIENCE).await;
-        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         // Claimed shortly before the first request arrived, so the lease ends a little less
         // than 800 ms after it; nobody may take the row before.
         let gap = received[1].at - received[0].at;
@@ -260,7 +260,7 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
 async fn wake_delivers_without_waiting_for_a_poll() {
     each_backend(async |db| {
         let sink = Sink::start().await;
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         // A poll so slow that only the wake can explain a quick delivery.
         let config = DeliveryConfig {
             max_idle_wait: Duration::from_secs(60),
@@ -275,7 +275,7 @@ async fn wake_delivers_without_waiting_for_a_poll() {
         for _ in 0..3 {
             let before = sink.requests().len();
             let row = outbox_row(&dest);
-            enqueue(&db, vec![row]).await;
+            enqueue(db, vec![row]).await;
             let woken = Instant::now();
             waker.wake();
             let received = sink.wait_for(before + 1, PATIENCE).await;
@@ -298,7 +298,7 @@ async fn wake_delivers_without_waiting_for_a_poll() {
 async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
     each_backend(async |db| {
         let sink = Sink::start().await;
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let config = DeliveryConfig {
             max_idle_wait: Duration::from_millis(200),
             ..fast_config()
@@ -306,7 +306,7 @@ async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
         let (stop, task) = spawn(Dispatcher::new(db.store().clone(), config));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let rows: Vec<_> = (0..20).map(|_| outbox_row(&dest)).collect();
-        enqueue(&db, rows.clone()).await;
+        enqueue(db, rows.clone()).await;
         let received = sink.wait_for(20, PATIENCE).await;
         let mut keys: Vec<_> = received
             .iter()
@@ -317,7 +317,7 @@ async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
         expected.sort();
         assert_eq!(keys, expected);
         for row in &rows {
-            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         }
 
         drop(stop);
@@ -332,7 +332,7 @@ async fn deliveries_run_in_parallel_up_to_the_bound() {
         let slow = Reply::status(200).delay(Duration::from_millis(300));
         let sink = Sink::start().await;
         sink.script(vec![slow; 12]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let config = DeliveryConfig {
             max_in_flight: 4,
             ..fast_config()
@@ -341,12 +341,12 @@ async fn deliveries_run_in_parallel_up_to_the_bound() {
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
         let rows: Vec<_> = (0..12).map(|_| outbox_row(&dest)).collect();
-        enqueue(&db, rows.clone()).await;
+        enqueue(db, rows.clone()).await;
         waker.wake();
 
         sink.wait_for(12, PATIENCE).await;
         for row in &rows {
-            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         }
         let peak = sink.peak_concurrency();
         assert!(
@@ -366,16 +366,16 @@ async fn timeouts_are_retried() {
     each_backend(async |db| {
         let sink = Sink::start().await;
         sink.script(vec![Reply::status(200).delay(Duration::from_secs(5))]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({"timeout_ms": 200})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({"timeout_ms": 200})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(2, PATIENCE).await;
-        let sent = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let sent = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(received[1].at - received[0].at >= Duration::from_millis(200));
         assert_eq!(
             received[1].header("idempotency-key"),
@@ -397,10 +397,10 @@ async fn unknown_destinations_are_dead_lettered() {
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
-        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        let dead = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
         let error = dead.last_error.unwrap_or_default();
         assert!(
             error.contains("destination") && error.contains("not found"),
@@ -424,7 +424,7 @@ async fn deliver_once_reports_what_the_destination_answered() {
             Reply::status(503).body("maintenance"),
             Reply::status(200).body(big),
         ]);
-        let dest = destination(&db, &sink.url_at("/hooks"), json!({})).await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let payload = json!({"type": "track", "event": "Test", "messageId": "test-1"});
 
@@ -474,7 +474,7 @@ async fn deliver_once_reports_what_the_destination_answered() {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let closed_url = format!("http://{}/hooks", closed.local_addr().unwrap());
         drop(closed);
-        let gone = destination(&db, &closed_url, json!({})).await;
+        let gone = destination(db, &closed_url, json!({})).await;
         let err = dispatcher
             .deliver_once(&gone, "POST", "/", &payload, "test-1")
             .await
