@@ -105,10 +105,11 @@ mod tests {
     #[test]
     fn a_manual_clock_reads_what_was_set_until_released() {
         let clock = ManualClock::default();
+        let shared = clock.clone();
         let frozen = Utc::now() - TimeDelta::hours(1);
-        clock.set(frozen);
-        assert_eq!(clock.now(), frozen);
-        clock.follow_wall_clock();
+        shared.set(frozen);
+        assert_eq!(clock.now(), frozen, "clones share the instant");
+        shared.follow_wall_clock();
         assert!(clock.now() > frozen + TimeDelta::minutes(59));
     }
 }
