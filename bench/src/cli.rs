@@ -31,8 +31,8 @@ impl Transport {
     reason = "independent command-line switches"
 )]
 pub struct Args {
-    /// Start an in-process `journeys dev` stack on 127.0.0.1:0 over a fresh database
-    /// (`--database-url`) instead of targeting a running one.
+    /// Start in this process, on 127.0.0.1:0, the node `journeys serve` runs (every role) over
+    /// a fresh database (`--database-url`) instead of targeting a running one.
     #[arg(long, requires = "database_url", conflicts_with_all = ["grpc_addr", "http_addr"])]
     pub embedded: bool,
 
@@ -43,7 +43,7 @@ pub struct Args {
     pub database_url: Option<String>,
 
     /// gRPC address of a running stack (control plane and ingestion on one port, as in
-    /// `journeys dev`).
+    /// `journeys dev` and `journeys serve`).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 

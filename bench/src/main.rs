@@ -3,8 +3,8 @@
 //! It runs its own webhook sink, creates a source, a destination pointing at the sink and a
 //! published forwarding journey, streams `--events` events over gRPC or HTTP, and reports
 //! acknowledged events/s, delivered webhooks/s, event-to-webhook latency, repeats and missing
-//! webhooks. With `--embedded` it also starts the stack itself (`journeys::run_dev`) over a
-//! fresh database, and removes the database afterwards.
+//! webhooks. With `--embedded` it also starts the stack itself (the node `journeys serve` runs,
+//! through `journeys::Node`) over a fresh database, and removes the database afterwards.
 //!
 //! ```text
 //! journeys-load --embedded --database-url sqlite:// --transport grpc --events 100000
@@ -40,7 +40,7 @@ use crate::stack::{Embedded, FreshDb};
 use crate::workload::{Pace, Workload};
 
 /// Time the data plane is given to load a just-published journey into its cache (it polls
-/// every 500 ms in `journeys dev`) before the first event is sent.
+/// every 500 ms) before the first event is sent.
 const PUBLISH_SETTLE: Duration = Duration::from_millis(1500);
 /// Time to keep listening after the last webhook arrived, for immediate repeats.
 const REPEAT_GRACE: Duration = Duration::from_millis(300);

@@ -1,6 +1,7 @@
-//! `--embedded`: a `journeys dev` stack ([`journeys::run_dev`]) on 127.0.0.1:0 in this process,
-//! on its own tokio runtime and threads (as a separate process would be), over a fresh
-//! database that is removed again afterwards.
+//! `--embedded`: the node `journeys serve` runs (every role, through [`journeys::Node`], the
+//! composition root every Journeys process starts through) on 127.0.0.1:0 in this process, on
+//! its own tokio runtime and threads (as a separate process would be), over a fresh database
+//! that is removed again afterwards.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use journeys::{Listeners, Node, Roles};
 use journeys_runtime::config::{Config, Service};
 use journeys_store::{create_database, drop_database, remove_sqlite_files};
 use tokio::sync::oneshot;
@@ -98,7 +100,7 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts `journeys dev` over `database_url` on a runtime with `threads` workers and waits
+    /// Starts every role over `database_url` on a runtime with `threads` workers and waits
     /// until its gRPC health check answers SERVING.
     pub async fn start(database_url: &str, threads: usize) -> anyhow::Result<Embedded> {
         let grpc_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -107,23 +109,24 @@ impl Embedded {
         http_listener.set_nonblocking(true)?;
         let grpc = grpc_listener.local_addr()?;
         let http = http_listener.local_addr()?;
-        let mut config = Config::defaults_for(Service::Dev);
+        let mut config = Config::defaults_for(Service::Node);
         config.database_url = database_url.to_owned();
         config.grpc_addr = grpc;
         config.http_addr = http;
+        let node = Node::new(config, Roles::of_service(Service::Node));
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("journeys-dev".to_owned())
+            .name("journeys-node".to_owned())
             .spawn(move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads)
-                    .thread_name("journeys-dev")
+                    .thread_name("journeys-node")
                     .enable_all()
                     .build()?;
                 runtime.block_on(async move {
                     let grpc = tokio::net::TcpListener::from_std(grpc_listener)?;
                     let http = tokio::net::TcpListener::from_std(http_listener)?;
-                    journeys::run_dev(config, grpc, http, async {
+                    node.serve(Listeners::new(grpc, Some(http)), async {
                         let _ = stopped.await;
                     })
                     .await?;

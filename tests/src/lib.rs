@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use journeys::{Node, Role, Roles};
 use journeys_proto::v1::audience_service_client::AudienceServiceClient;
 use journeys_proto::v1::catalog_service_client::CatalogServiceClient;
 use journeys_proto::v1::destination_service_client::DestinationServiceClient;
@@ -20,11 +21,11 @@ use journeys_runtime::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-/// A control plane running in this process.
+/// A control plane running in this process: a node with the control-plane role.
 pub struct ControlPlane {
     pub addr: SocketAddr,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), journeys_control_plane::Error>>,
+    task: JoinHandle<Result<(), journeys::Error>>,
 }
 
 /// How to start a control plane.
@@ -41,14 +42,12 @@ impl ControlPlane {
         config.database_url = database_url.to_owned();
         config.admin_token = options.admin_token;
         config.allow_short_durations = options.allow_short_durations;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        config.grpc_addr = "127.0.0.1:0".parse()?;
+        let node = Node::new(config, Roles::of(&[Role::ControlPlane]));
+        let listeners = node.bind().await?;
+        let addr = listeners.grpc_addr()?;
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(journeys_control_plane::serve(
-            config,
-            listener,
-            shutdown.wait(),
-        ));
+        let task = tokio::spawn(node.serve(listeners, shutdown.wait()));
         let cp = Self {
             addr,
             shutdown,

@@ -1,4 +1,4 @@
-//! The whole product in this process: `journeys::run_dev` (control plane, data plane,
+//! The whole product in this process: `journeys dev`'s node (control plane, data plane,
 //! scheduler and outbox dispatcher over one store) on `127.0.0.1:0`, with clients for every
 //! service and helpers for the set-up most tests share (a source, a webhook destination,
 //! catalog events, an audience, a published journey).
@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use journeys::{Listeners, Node};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::audience_service_client::AudienceServiceClient;
 use journeys_proto::v1::catalog_service_client::CatalogServiceClient;
@@ -68,10 +69,8 @@ impl Stack {
             grpc: config.grpc_addr,
             http: config.http_addr,
             admin_token: options.admin_token,
-            task: tokio::spawn(journeys::run_dev(
-                config,
-                grpc_listener,
-                http_listener,
+            task: tokio::spawn(Node::dev(config).serve(
+                Listeners::new(grpc_listener, Some(http_listener)),
                 shutdown.wait(),
             )),
             shutdown,

@@ -1,12 +1,13 @@
-//! The split deployment, on every backend: control plane, stand-alone data plane
-//! (`journeys_data_plane::serve`, what the `journeys-data-plane` binary runs) and scheduler as
-//! separate servers over one store. A journey published on the control plane reaches the data
-//! plane through the store; its delay is fired by the scheduler; the webhook arrives.
+//! The split deployment, on every backend: control plane, stand-alone data plane and scheduler
+//! as separate nodes over one store, each with the roles its binary runs
+//! (`journeys-control-plane`, `journeys-data-plane`, `journeys-scheduler`). A journey published
+//! on the control plane reaches the data plane through the store; its delay is fired by the
+//! scheduler; the webhook arrives.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use journeys::{Node, Roles};
 use journeys_proto::v1 as pb;
 use journeys_runtime::config::{Config, Service};
 use journeys_runtime::shutdown::Shutdown;
@@ -16,18 +17,17 @@ use journeys_tests::ingest::{IngestStream, track};
 use journeys_tests::stack::{JOURNEY_CACHE_REFRESH, wait_serving};
 use journeys_tests::{StackClients, on_each_backend};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// One server started from its library `serve` function, as its binary would.
-struct Server<E> {
+/// One node started as its binary would start it.
+struct Server {
     grpc: SocketAddr,
     http: Option<SocketAddr>,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), E>>,
+    task: JoinHandle<Result<(), journeys::Error>>,
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> Server<E> {
+impl Server {
     async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         tokio::time::timeout(Duration::from_secs(30), self.task)
@@ -37,32 +37,19 @@ impl<E: std::error::Error + Send + Sync + 'static> Server<E> {
     }
 }
 
-fn config(service: Service, url: &str) -> Config {
+/// Starts the node of the binary `service` on `127.0.0.1:0`.
+async fn start(service: Service, url: &str) -> anyhow::Result<Server> {
     let mut config = Config::defaults_for(service);
     config.database_url = url.to_owned();
     config.allow_short_durations = true;
-    config
-}
-
-async fn start<E, F, Fut>(with_http: bool, serve: F) -> anyhow::Result<Server<E>>
-where
-    E: Send + 'static,
-    F: FnOnce(TcpListener, Option<TcpListener>, Shutdown) -> Fut,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-{
-    let grpc_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let http_listener = if with_http {
-        Some(TcpListener::bind("127.0.0.1:0").await?)
-    } else {
-        None
-    };
-    let grpc = grpc_listener.local_addr()?;
-    let http = http_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
+    config.grpc_addr = "127.0.0.1:0".parse()?;
+    config.http_addr = "127.0.0.1:0".parse()?;
+    let node = Node::new(config, Roles::of_service(service));
+    let listeners = node.bind().await?;
+    let grpc = listeners.grpc_addr()?;
+    let http = listeners.http_addr()?;
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(serve(grpc_listener, http_listener, shutdown.clone()));
+    let task = tokio::spawn(node.serve(listeners, shutdown.wait()));
     wait_serving(grpc, || task.is_finished()).await?;
     Ok(Server {
         grpc,
@@ -76,24 +63,9 @@ where
 async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
         let sink = Sink::start().await;
-        let cp_config = config(Service::ControlPlane, &url);
-        let control = start(false, |grpc, _, stop| async move {
-            journeys_control_plane::serve(cp_config, grpc, stop.wait()).await
-        })
-        .await?;
-        let dp_config = config(Service::DataPlane, &url);
-        let data = start(true, |grpc, http, stop| async move {
-            let http = http.ok_or_else(|| std::io::Error::other("no HTTP listener"))?;
-            journeys_data_plane::serve(dp_config, grpc, http, stop.wait())
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .await?;
-        let sched_config = config(Service::Scheduler, &url);
-        let scheduler = start(false, |grpc, _, stop| async move {
-            journeys_scheduler::serve(sched_config, grpc, stop.wait()).await
-        })
-        .await?;
+        let control = start(Service::ControlPlane, &url).await?;
+        let data = start(Service::DataPlane, &url).await?;
+        let scheduler = start(Service::Scheduler, &url).await?;
 
         let mut c = StackClients::connect(control.grpc, None).await?;
         let mut ingest = StackClients::connect(data.grpc, None).await?.ingest;

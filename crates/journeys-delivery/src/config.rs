@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use journeys_store::WebhookSettings;
+
 use crate::retry::RetryPolicy;
 
 /// Settings of a [`crate::Dispatcher`].
@@ -23,9 +25,10 @@ pub struct DeliveryConfig {
     pub max_idle_wait: Duration,
     /// How long destination settings are reused before being read again.
     pub destination_cache_ttl: Duration,
-    /// Request timeout of destinations that set none.
+    /// Request timeout of destinations that set none ([`WebhookSettings::DEFAULT_TIMEOUT`]
+    /// unless a test shortens it).
     pub default_timeout: Duration,
-    /// Upper bound on a destination's own timeout.
+    /// Upper bound on a destination's own timeout ([`WebhookSettings::MAX_TIMEOUT`]).
     pub max_timeout: Duration,
     /// Longest wait at shutdown for requests in flight; rows still unsent after it are
     /// delivered again once their lease expires.
@@ -41,8 +44,8 @@ impl Default for DeliveryConfig {
             lease: Duration::from_secs(120),
             max_idle_wait: Duration::from_secs(1),
             destination_cache_ttl: Duration::from_secs(5),
-            default_timeout: Duration::from_secs(10),
-            max_timeout: Duration::from_secs(60),
+            default_timeout: WebhookSettings::DEFAULT_TIMEOUT,
+            max_timeout: WebhookSettings::MAX_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
         }
     }

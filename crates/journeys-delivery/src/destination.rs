@@ -1,16 +1,15 @@
 //! Webhook destinations as the client needs them: stored settings parsed and checked once,
 //! then cached briefly so that a busy dispatcher does not read the store per send.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
-use serde::Deserialize;
 use tokio::time::Instant;
 
-use journeys_store::{DestinationRecord, Store, StoreError};
+use journeys_store::{DestinationRecord, Store, StoreError, WebhookSettings};
 
 use crate::error::DeliveryError;
 
@@ -26,18 +25,6 @@ pub(crate) struct WebhookDestination {
     pub timeout: Duration,
 }
 
-/// The stored `settings` JSON, as the control plane writes it.
-#[derive(Deserialize)]
-struct StoredSettings {
-    url: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    signing_secret: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
 impl WebhookDestination {
     /// Parses and checks a destination row; `default_timeout` replaces an unset or zero timeout
     /// and `max_timeout` caps it.
@@ -50,8 +37,7 @@ impl WebhookDestination {
             id: record.id.clone(),
             reason,
         };
-        let settings: StoredSettings =
-            serde_json::from_value(record.settings.clone()).map_err(|e| invalid(e.to_string()))?;
+        let settings = WebhookSettings::of(record).map_err(|e| invalid(e.to_string()))?;
         let uri: Uri = settings
             .url
             .parse()
@@ -71,16 +57,11 @@ impl WebhookDestination {
                 .map_err(|_| invalid(format!("value of header {name} is not valid")))?;
             headers.append(name, value);
         }
-        let timeout = match settings.timeout_ms {
-            None | Some(0) => default_timeout,
-            Some(ms) => Duration::from_millis(ms),
-        }
-        .min(max_timeout);
+        let timeout = settings.timeout(default_timeout, max_timeout);
         Ok(Self {
             url: settings.url,
             headers,
-            signing_secret: settings
-                .signing_secret
+            signing_secret: Some(settings.signing_secret)
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
             timeout,

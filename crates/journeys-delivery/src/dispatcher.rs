@@ -9,9 +9,10 @@
 //! Each attempt runs in a `webhook.deliver` span, child of the trace context stored with the row
 //! (the transition that queued it), and the request carries that span's `traceparent`, so the
 //! receiver's work joins the same trace. Outcomes and latencies go to
-//! [`journeys_runtime::metrics`] (`journeys_deliveries_total`,
+//! [`journeys_telemetry::metrics`] (`journeys_deliveries_total`,
 //! `journeys_delivery_duration_seconds`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -25,8 +26,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use journeys_runtime::{metrics, trace_context};
 use journeys_store::{OutboxRecord, Store};
+use journeys_telemetry::{metrics, trace_context};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
@@ -134,12 +135,10 @@ impl Dispatcher {
         // a store transaction.
         let min_claim = (max_in_flight / 4).max(1);
         let mut shutdown = pin!(shutdown);
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut in_flight = InFlight::new(max_in_flight);
         tracing::info!(max_in_flight, "delivery dispatcher started");
         loop {
-            while let Some(joined) = in_flight.try_join_next() {
-                log_join(joined);
-            }
+            in_flight.reap();
             let free = max_in_flight.saturating_sub(in_flight.len());
             let full = free < min_claim;
             let wake_at = if full {
@@ -155,12 +154,15 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(joined) = in_flight.join_next(), if full => log_join(joined),
+                Some(joined) = in_flight.tasks.join_next_with_id(), if full => {
+                    in_flight.finished(joined);
+                }
                 () = self.inner.notify.notified() => {}
                 () = sleep => {}
             }
         }
         tracing::info!(in_flight = in_flight.len(), "delivery dispatcher stopping");
+        let mut in_flight = in_flight.tasks;
         let drain = async {
             while let Some(joined) = in_flight.join_next().await {
                 log_join(joined);
@@ -179,13 +181,16 @@ impl Dispatcher {
         }
     }
 
-    /// Claims up to `limit` due rows, starts their deliveries, and says when to look again.
-    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut JoinSet<()>) -> Instant {
+    /// Claims up to `limit` due rows of destinations below their fair share, starts their
+    /// deliveries, and says when to look again. Rows over a destination's share are given
+    /// back at once.
+    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut InFlight) -> Instant {
         let config = &self.inner.config;
         let outbox = self.inner.store.outbox();
         let now = Utc::now();
+        let saturated = in_flight.saturated();
         let rows = match outbox
-            .claim_due(now, limit, now + to_chrono(config.lease))
+            .claim_due_excluding(now, limit, now + to_chrono(config.lease), &saturated)
             .await
         {
             Ok(rows) => rows,
@@ -195,14 +200,31 @@ impl Dispatcher {
             }
         };
         let claimed = rows.len();
+        let mut over_share = Vec::new();
         for row in rows {
+            if !in_flight.has_room_for(&row.destination_id) {
+                over_share.push(row.id);
+                continue;
+            }
             let this = self.clone();
-            in_flight.spawn(async move { this.deliver_row(row).await });
+            let destination_id = row.destination_id.clone();
+            in_flight.spawn(destination_id, async move { this.deliver_row(row).await });
+        }
+        if !over_share.is_empty() {
+            let ids: Vec<&str> = over_share.iter().map(String::as_str).collect();
+            if let Err(err) = outbox.release_claims(&ids).await {
+                // They go out after their lease instead; nothing is lost.
+                tracing::warn!(error = %err, "could not give back claims over a destination's share");
+            }
         }
         if claimed > 0 {
-            tracing::debug!(claimed, "claimed outbox rows");
+            tracing::debug!(
+                claimed,
+                over_share = over_share.len(),
+                "claimed outbox rows"
+            );
         }
-        if u32::try_from(claimed).is_ok_and(|n| n >= limit) {
+        if u32::try_from(claimed).is_ok_and(|n| n >= limit) && over_share.is_empty() {
             // A full batch: more rows are probably due.
             return Instant::now();
         }
@@ -467,6 +489,100 @@ fn describe(response: &WebhookResponse) -> String {
     }
 }
 
+/// Deliveries in flight, counted per destination so that no destination takes more than its
+/// fair share of the slots: one that hangs must not stall the others.
+struct InFlight {
+    max_in_flight: usize,
+    tasks: JoinSet<()>,
+    /// The destination of each task, to count it down when the task ends (even by a panic).
+    destination_of: HashMap<tokio::task::Id, String>,
+    per_destination: HashMap<String, usize>,
+}
+
+impl InFlight {
+    fn new(max_in_flight: usize) -> Self {
+        Self {
+            max_in_flight,
+            tasks: JoinSet::new(),
+            destination_of: HashMap::new(),
+            per_destination: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn spawn(
+        &mut self,
+        destination_id: String,
+        delivery: impl Future<Output = ()> + Send + 'static,
+    ) {
+        *self
+            .per_destination
+            .entry(destination_id.clone())
+            .or_default() += 1;
+        let task = self.tasks.spawn(delivery);
+        self.destination_of.insert(task.id(), destination_id);
+    }
+
+    /// Counts the deliveries that ended.
+    fn reap(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            self.finished(joined);
+        }
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match joined {
+            Ok((id, ())) => id,
+            Err(err) => {
+                let id = err.id();
+                log_join(Err(err));
+                id
+            }
+        };
+        let Some(destination_id) = self.destination_of.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.per_destination.get_mut(&destination_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_destination.remove(&destination_id);
+            }
+        }
+    }
+
+    /// Destinations at or over their share: their rows are not claimed this round.
+    fn saturated(&self) -> Vec<String> {
+        let share = fair_share(self.max_in_flight, self.per_destination.len());
+        self.per_destination
+            .iter()
+            .filter(|&(_, &count)| count >= share)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn has_room_for(&self, destination_id: &str) -> bool {
+        let count = self
+            .per_destination
+            .get(destination_id)
+            .copied()
+            .unwrap_or(0);
+        let busy = self.per_destination.len() + usize::from(count == 0);
+        count < fair_share(self.max_in_flight, busy)
+    }
+}
+
+/// Requests one destination may have in flight while `busy` destinations have some: a quarter
+/// of the slots stays free for destinations with none in flight, the rest is split evenly. So a
+/// destination that hangs holds at most three quarters of the slots (less once others are
+/// busy), and a healthy one always finds a slot.
+fn fair_share(max_in_flight: usize, busy: usize) -> usize {
+    let reserve = max_in_flight / 4;
+    ((max_in_flight - reserve) / busy.max(1)).max(1)
+}
+
 fn log_join(joined: Result<(), tokio::task::JoinError>) {
     if let Err(err) = joined
         && err.is_panic()
@@ -481,4 +597,24 @@ fn far_future() -> Instant {
 
 fn to_chrono(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_share;
+
+    #[test]
+    fn a_busy_destination_leaves_slots_for_the_others() {
+        // Alone, a destination may use three quarters of the slots.
+        assert_eq!(fair_share(64, 1), 48);
+        // Each new busy destination shrinks every share; a quarter always stays free.
+        assert_eq!(fair_share(64, 2), 24);
+        assert_eq!(fair_share(64, 3), 16);
+        assert!(
+            (1..=100).all(|busy| busy * fair_share(64, busy) <= 48 || fair_share(64, busy) == 1)
+        );
+        // Never zero, even with more destinations than slots.
+        assert_eq!(fair_share(1, 1), 1);
+        assert_eq!(fair_share(4, 10), 1);
+    }
 }

@@ -498,3 +498,56 @@ fn parse_signature(header: &str) -> (i64, String) {
     }
     (t.expect("t="), v1.expect("v1="))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
+    each_backend(async |db| {
+        // Every request to the slow destination hangs for 5 s; there are more of its sends due
+        // (and due earlier) than the dispatcher has slots.
+        let slow_sink = Sink::start().await;
+        slow_sink.script(vec![Reply::status(200).delay(Duration::from_secs(5)); 20]);
+        let fast_sink = Sink::start().await;
+        let slow = destination(
+            db,
+            &slow_sink.url_at("/hooks"),
+            json!({"timeout_ms": 10_000}),
+        )
+        .await;
+        let fast = destination(db, &fast_sink.url_at("/hooks"), json!({})).await;
+        let mut slow_rows: Vec<_> = (0..20).map(|_| outbox_row(&slow)).collect();
+        for row in &mut slow_rows {
+            row.next_attempt_at -= chrono::TimeDelta::seconds(1);
+        }
+        let fast_row = outbox_row(&fast);
+        enqueue(&db, slow_rows.clone()).await;
+        enqueue(&db, vec![fast_row.clone()]).await;
+
+        let config = DeliveryConfig {
+            max_in_flight: 8,
+            claim_batch: 8,
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        waker.wake();
+
+        wait_row(&db, &fast_row.id, PATIENCE, |r| {
+            r.status == OutboxStatus::Sent
+        })
+        .await;
+        // The healthy send went out while every slow one was still hanging.
+        let mut slow_sent = 0;
+        for row in &slow_rows {
+            let stored = db.outbox().get(&row.id).await.unwrap();
+            slow_sent += usize::from(stored.status == OutboxStatus::Sent);
+        }
+        assert_eq!(slow_sent, 0, "on {}", db.backend());
+        let peak = slow_sink.peak_concurrency();
+        assert!(peak <= 6, "the slow destination held {peak} of 8 slots");
+
+        drop(stop);
+        task.await.unwrap();
+    })
+    .await;
+}

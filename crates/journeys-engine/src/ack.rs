@@ -5,6 +5,10 @@ use std::future::Future;
 
 use journeys_core::model::Event;
 
+/// Ack code of events refused because the engine has too many events in flight. Retryable:
+/// the fronts answer HTTP 503 with `Retry-After`, and clients resend after a pause.
+pub const OVERLOADED: &str = "overloaded";
+
 /// The outcome for one event, sent to the client only once it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
@@ -19,7 +23,7 @@ pub enum AckStatus {
     /// A `messageId` seen within the dedupe window: acknowledged and ignored.
     Duplicate,
     /// Not stored. `code` is stable and machine-readable (`rate_limited`,
-    /// `too_many_instances`, `unavailable`, `invalid`…); `message` is for people.
+    /// `too_many_instances`, `unavailable`, `overloaded`, `invalid`…); `message` is for people.
     Rejected { code: String, message: String },
 }
 

@@ -18,7 +18,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 use journeys_core::index::JourneyIndex;
 use journeys_core::machine::Journey;
-use journeys_core::model::{JourneyDefinition, JourneyMeta};
 use journeys_store::{JourneyRecord, JourneyState, MAX_PAGE_SIZE, Store, StoreError};
 
 /// The audience list (whose listing also counts members) is reloaded on every this many
@@ -200,15 +199,8 @@ impl JourneyCache {
 /// The journey of a stored record, or `None` (logged) when its definition does not decode:
 /// one bad row must not stop every other journey.
 fn decode(record: &JourneyRecord) -> Option<Journey> {
-    match serde_json::from_value::<JourneyDefinition>(record.definition.clone()) {
-        Ok(definition) => Some(Journey::new(
-            JourneyMeta {
-                id: record.id.clone(),
-                version: record.revision,
-                name: record.name.clone(),
-            },
-            definition,
-        )),
+    match record.journey() {
+        Ok(journey) => Some(journey),
         Err(err) => {
             tracing::error!(journey_id = %record.id, error = %err, "stored journey definition does not decode; journey not loaded");
             None

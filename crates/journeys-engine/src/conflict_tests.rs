@@ -24,7 +24,7 @@ fn checkout() -> JourneyDefinition {
 /// Publishes the journey, starts an engine and enters `u1`; returns the engine and instance.
 async fn waiting_instance(store: &Store) -> (Engine, InstanceRecord) {
     publish(store, &checkout()).await;
-    let engine = Engine::start(store.clone(), EngineConfig::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default(), None);
     engine.refresh_now().await.unwrap();
     let acks = engine
         .submit(vec![track("u1", "checkout_started", "c1", json!({}))])
@@ -108,7 +108,7 @@ async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_tak
             .remove(0);
         // The scheduler, in another process, fires the hold timeout between the event batch's
         // reads and its commit.
-        let scheduler = Engine::start((*db).clone(), EngineConfig::default());
+        let scheduler = Engine::start((*db).clone(), EngineConfig::default(), None);
         let elsewhere = scheduler.clone();
         engine.before_next_commit(Box::new(move |_store: Store| {
             Box::pin(async move {

@@ -7,13 +7,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
-use journeys_runtime::trace_context;
 use journeys_store::{InstanceState, Store, TimerRecord};
+use journeys_telemetry::trace_context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -59,16 +59,21 @@ impl Engine {
     /// Starts the lanes and the journey-cache poller on the current tokio runtime. The cache
     /// is loaded by the first batch (or poll), whichever comes first.
     ///
+    /// `on_commit` is called after each commit that queued sends: the delivery dispatcher's
+    /// wake-up (`None` when no dispatcher runs beside this engine; the outbox rows then wait
+    /// for one). It is fixed here, before any lane runs, so no commit can miss it. It runs on a
+    /// lane task: keep it short and non-blocking.
+    ///
     /// # Panics
     /// Outside a tokio runtime.
     #[must_use]
-    pub fn start(store: Store, config: EngineConfig) -> Self {
+    pub fn start(store: Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Self {
         let config = config.normalized();
         let shared = Arc::new(Shared {
             cache: JourneyCache::new(store.clone()),
             store,
             counters: crate::stats::Counters::default(),
-            on_commit: RwLock::new(None),
+            on_commit,
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),
@@ -94,17 +99,6 @@ impl Engine {
         }
     }
 
-    /// Sets the function called after each commit that queued sends (the delivery
-    /// dispatcher's wake-up). It runs on a lane task: keep it short and non-blocking.
-    pub fn set_on_commit(&self, on_commit: OnCommit) {
-        *self
-            .inner
-            .shared
-            .on_commit
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(on_commit);
-    }
-
     /// Applies `events` and returns one [`Ack`] per event, in input order, each after the
     /// event's effects committed. The events are queued before this returns.
     ///
@@ -120,7 +114,10 @@ impl Engine {
         } else if self.inner.watermark.in_flight_events() + events.len()
             > self.inner.shared.config.max_in_flight_events
         {
-            Some(("overloaded", "too many events in flight; retry later"))
+            Some((
+                crate::ack::OVERLOADED,
+                "too many events in flight; retry later",
+            ))
         } else {
             None
         };

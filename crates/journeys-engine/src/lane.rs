@@ -13,15 +13,15 @@
 //! `engine.evaluate` span, child of that context, open from the batch's start until its answers
 //! go out (so it covers evaluation, commit and conflict retries); the outbox rows the item queues
 //! carry that span's `traceparent`, which the dispatcher continues. Items without one cost
-//! nothing: no span is made. Batch and commit latencies go to [`journeys_runtime::metrics`].
+//! nothing: no span is made. Batch and commit latencies go to [`journeys_telemetry::metrics`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
-use journeys_runtime::{metrics, trace_context};
 use journeys_store::{Store, StoreError};
+use journeys_telemetry::{metrics, trace_context};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -52,7 +52,8 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub cache: JourneyCache,
     pub counters: Counters,
-    pub on_commit: RwLock<Option<OnCommit>>,
+    /// Fixed when the engine starts (`Engine::start`).
+    pub on_commit: Option<OnCommit>,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -323,7 +324,7 @@ impl Lane {
             let hook = shared
                 .before_commit
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let Some(hook) = hook {
                 hook(shared.store.clone()).await;
@@ -339,15 +340,10 @@ impl Lane {
             shared.counters.commit();
         }
         shared.counters.apply(&plan.delta);
-        if !plan.changes.outbox_new.is_empty() {
-            let wake = shared
-                .on_commit
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            if let Some(wake) = wake {
-                wake();
-            }
+        if !plan.changes.outbox_new.is_empty()
+            && let Some(wake) = &shared.on_commit
+        {
+            wake();
         }
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);

@@ -23,7 +23,7 @@
 //! # async fn demo(store: journeys_store::Store, events: Vec<journeys_core::model::Event>) {
 //! use journeys_engine::{Engine, EngineConfig};
 //!
-//! let engine = Engine::start(store, EngineConfig::default());
+//! let engine = Engine::start(store, EngineConfig::default(), None);
 //! let acks = engine.submit(events).await;
 //! # let _ = acks;
 //! engine.shutdown().await;
@@ -46,7 +46,7 @@ mod rate_limit;
 mod stats;
 mod watermark;
 
-pub use ack::{Ack, AckStatus, EventSink};
+pub use ack::{Ack, AckStatus, EventSink, OVERLOADED};
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;

@@ -4,7 +4,7 @@
 //! A lane gathers a [`StatsDelta`] while it evaluates a batch and adds it only after the
 //! commit, so the counters describe committed effects. Scalar counters are atomics; the
 //! by-reason maps sit behind a mutex taken once per batch. Every delta also goes to the
-//! process's [`journeys_runtime::metrics`] (`/metrics`, OTLP).
+//! process's [`journeys_telemetry::metrics`] (`/metrics`, OTLP).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -109,7 +109,7 @@ fn add(counter: &AtomicU64, n: u64) {
 
 /// Adds `delta` to the process-wide metrics.
 fn export(delta: &StatsDelta) {
-    let m = journeys_runtime::metrics::metrics();
+    let m = journeys_telemetry::metrics::metrics();
     m.events.add(&["accepted"], delta.events_accepted);
     m.events.add(&["duplicate"], delta.events_duplicate);
     for (code, n) in &delta.events_rejected {
@@ -159,7 +159,9 @@ impl Counters {
 
     pub fn conflict(&self) {
         add(&self.conflicts, 1);
-        journeys_runtime::metrics::metrics().engine_conflicts.add(1);
+        journeys_telemetry::metrics::metrics()
+            .engine_conflicts
+            .add(1);
     }
 
     pub fn snapshot(&self) -> EngineStats {

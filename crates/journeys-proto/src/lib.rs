@@ -2,8 +2,10 @@
 //! and the encoded file descriptor set that servers register for reflection.
 //!
 //! The `.proto` files under `proto/journeys/v1/` are the source of truth; the
-//! code here is generated from them at build time. Domain types live elsewhere
-//! and are converted at the service edge.
+//! code here is generated from them at build time. Domain types live in
+//! `journeys-core`; [`convert`] is the one place that converts between the two.
+
+pub mod convert;
 
 /// Generated messages, enums, clients (`*_client`) and servers (`*_server`)
 /// of the `journeys.v1` package.

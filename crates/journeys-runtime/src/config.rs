@@ -39,6 +39,8 @@ pub enum Service {
     Scheduler,
     /// `journeys dev`: everything in one process on SQLite.
     Dev,
+    /// `journeys serve --roles …`: any set of roles in one process.
+    Node,
 }
 
 impl Service {
@@ -50,6 +52,7 @@ impl Service {
             Service::DataPlane => "journeys-data-plane",
             Service::Scheduler => "journeys-scheduler",
             Service::Dev => "journeys-dev",
+            Service::Node => "journeys",
         }
     }
 
@@ -57,7 +60,7 @@ impl Service {
     #[must_use]
     pub fn default_grpc_port(self) -> u16 {
         match self {
-            Service::ControlPlane | Service::Dev => 50051,
+            Service::ControlPlane | Service::Dev | Service::Node => 50051,
             Service::DataPlane => 50052,
             Service::Scheduler => 50053,
         }

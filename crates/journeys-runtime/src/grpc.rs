@@ -24,14 +24,14 @@ use crate::trace_context;
 /// streams (health watches, ingest streams) would otherwise hold the process forever.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server could not start or failed while running.
+/// A gRPC or HTTP server ([`crate::http::serve`]) could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A descriptor set passed for reflection does not decode.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     /// The listener is unusable.
-    #[error("gRPC listener: {0}")]
+    #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
     /// The transport failed.
     #[error("gRPC server on {addr}: {source}")]
@@ -40,6 +40,14 @@ pub enum ServeError {
         addr: SocketAddr,
         /// The transport's error.
         source: tonic::transport::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Http {
+        /// The listening address.
+        addr: SocketAddr,
+        /// The server's error.
+        source: std::io::Error,
     },
 }
 

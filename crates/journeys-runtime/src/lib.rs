@@ -1,19 +1,21 @@
 //! Plumbing shared by the Journeys services: configuration loading, telemetry, graceful
-//! shutdown, serving gRPC with health and reflection, admin authentication, and the mapping of
-//! errors to gRPC statuses.
+//! shutdown, serving gRPC with health and reflection and HTTP with the same settings, admin
+//! authentication, and the mapping of errors to gRPC statuses.
 //!
-//! A service binary does, in order: [`config::load`], [`telemetry::init`],
-//! [`auth::check_bind`], then [`grpc::serve`] with [`shutdown::Shutdown::wait`] as its shutdown
-//! future.
+//! A Journeys process does, in order: [`config::load`], [`telemetry::init`],
+//! [`auth::check_bind`], then [`grpc::GrpcServer::serve`] (and [`http::serve`]) with
+//! [`shutdown::Shutdown::wait`] as the shutdown future; the composition root
+//! (`journeys::node`) is where that order is written.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
-pub mod metrics;
+pub mod http;
 pub mod shutdown;
 pub mod telemetry;
-pub mod trace_context;
+
+pub use journeys_telemetry::{metrics, trace_context};
 
 pub use auth::{AdminAuth, check_bind};
 pub use config::{Config, ConfigArgs, ConfigError, LogFormat, Service};

@@ -1,6 +1,6 @@
 //! Logging and tracing set-up: `tracing` to stdout (text or JSON) and, when an OTLP endpoint is
 //! configured, traces and metrics exported over OTLP/gRPC (the metrics of
-//! [`crate::metrics`]).
+//! [`crate::metrics`], from `journeys-telemetry`).
 //!
 //! The W3C TraceContext propagator is installed globally either way, so `traceparent` headers
 //! pass through a process even when it exports nothing (see [`crate::trace_context`]).
@@ -147,7 +147,7 @@ pub fn init(config: &Config, service_name: &str) -> Result<TelemetryGuard, Telem
             let meter_provider = meter_provider(endpoint, resource)?;
             global::set_tracer_provider(tracer_provider.clone());
             global::set_meter_provider(meter_provider.clone());
-            crate::metrics::export_to(&meter_provider);
+            journeys_telemetry::metrics::export_to(&meter_provider);
             let tracer = tracer_provider.tracer(service_name.to_owned());
             guard.tracer_provider = Some(tracer_provider);
             guard.meter_provider = Some(meter_provider);

@@ -28,10 +28,14 @@ pub use repo::{
     Instances, JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Journeys, Outbox,
     OutboxRecord, OutboxStatus, ProfileRecord, ProfileState, Profiles, Runtime, SendCounts,
     SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
-    Timers, Watermarks,
+    Timers, Watermarks, WebhookSettings, hash_write_key,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, Store};
+
+/// Longest id, key or event name the store can index: 191 `utf8mb4` characters fit MySQL's
+/// 767-byte index prefix limit. Every edge that accepts such a value checks it against this.
+pub const MAX_KEY_CHARS: usize = migration::KEY_LEN as usize;
 
 /// A new time-ordered id (`UUIDv7`, hyphenated, 36 characters). Keyset paging by id therefore
 /// lists rows in creation order.

@@ -2,6 +2,8 @@
 
 use journeys_core::Problem;
 
+use crate::error::{Result, ServiceError};
+
 /// Longest display name anywhere in the API (SPEC: 73 characters).
 pub const MAX_NAME_CHARS: usize = 73;
 
@@ -40,7 +42,13 @@ pub fn check_name(path: &str, name: &str, problems: &mut Vec<Problem>) {
     }
 }
 
-/// A negative page size is a client bug worth reporting; 0 means "server default".
-pub fn page_size(size: i32) -> Result<u32, Problem> {
-    u32::try_from(size).map_err(|_| Problem::new("page_size", "must not be negative"))
+/// A request's page size: 0 means "server default"; a negative one is a client bug worth
+/// reporting.
+pub fn page_size(size: i32) -> Result<u32> {
+    u32::try_from(size).map_err(|_| {
+        ServiceError::invalid(
+            "request",
+            vec![Problem::new("page_size", "must not be negative")],
+        )
+    })
 }

@@ -2,7 +2,7 @@
 //! edge refusals with the sink's acks in request order, and summarising them for HTTP.
 
 use journeys_core::model::Event;
-use journeys_engine::{Ack, AckStatus, EventSink};
+use journeys_engine::{Ack, AckStatus, EventSink, OVERLOADED};
 
 use crate::error::EventError;
 
@@ -81,6 +81,8 @@ pub(crate) enum Outcome {
     Unavailable(String),
     /// The engine failed unexpectedly on some event.
     Internal,
+    /// Some event refused because too many events are in flight; resend shortly.
+    Overloaded(String),
     /// Some event refused for good (e.g. a per-profile limit); resending will not help.
     Refused { code: String, message: String },
 }
@@ -104,6 +106,13 @@ pub(crate) fn outcome(acks: &[Ack]) -> Outcome {
         return Outcome::RateLimited(format!(
             "{limited} of {total} events were rate limited; resend the request later \
              (events already accepted are deduplicated by messageId)"
+        ));
+    }
+    let overloaded = count(OVERLOADED);
+    if overloaded > 0 {
+        return Outcome::Overloaded(format!(
+            "{overloaded} of {total} events were refused because the server is busy; resend the \
+             request shortly (events already accepted are deduplicated by messageId)"
         ));
     }
     let unavailable = count(UNAVAILABLE);
@@ -145,6 +154,8 @@ mod tests {
         ];
         assert!(matches!(outcome(&acks), Outcome::RateLimited(_)));
         assert!(matches!(outcome(&acks[..3]), Outcome::Unavailable(_)));
+        let overloaded = [Ack::accepted("a"), Ack::rejected("b", OVERLOADED, "busy")];
+        assert!(matches!(outcome(&overloaded), Outcome::Overloaded(_)));
         assert_eq!(
             outcome(&acks[..2]),
             Outcome::Refused {

@@ -1,12 +1,11 @@
 //! Proto ↔ domain at the gRPC edge: `journeys.v1.Event` → [`Event`] (with the same checks as
 //! the HTTP API), and engine [`Ack`]s → `journeys.v1.Ack`.
 
-use journeys_core::model::{Event, EventType, Json, Timestamp};
+use journeys_core::model::{Event, EventType, Timestamp};
 use journeys_engine::{Ack, AckStatus};
+use journeys_proto::convert::event::{EventPartsError, event_parts, proto_event_type};
 use journeys_proto::v1 as pb;
 use prost::Message as _;
-use prost_types::value::Kind;
-use serde_json::Map;
 
 use crate::MAX_EVENT_BYTES;
 use crate::draft::{Draft, PROTO_NAMES};
@@ -29,131 +28,38 @@ pub(crate) fn event_from_proto(
             format!("the event is {size} bytes; at most {MAX_EVENT_BYTES} are accepted"),
         ));
     }
-    let field = |name: &str| format!("{prefix}{name}");
-    let kind = match (pb::EventType::try_from(event.r#type), forced) {
-        (Ok(pb::EventType::Unspecified), Some(forced)) => forced,
-        (Ok(given), Some(forced)) if event_type(given) != Some(forced) => {
+    let parts = event_parts(event, prefix).map_err(|e| {
+        let code = match e {
+            EventPartsError::UnknownType { .. } => ErrorCode::InvalidType,
+            EventPartsError::NonFinite(_) => ErrorCode::InvalidValue,
+            EventPartsError::TimestampOutOfRange { .. } => ErrorCode::InvalidTimestamp,
+        };
+        EventError::new(code, e.field(), e.description())
+    })?;
+    let kind = match (parts.kind, forced) {
+        (None, Some(forced)) => forced,
+        (Some(given), Some(forced)) if given != forced => {
             return Err(EventError::new(
                 ErrorCode::InvalidType,
-                field("type"),
+                format!("{prefix}type"),
                 format!(
                     "this call takes {} events only",
                     proto_event_type(forced).as_str_name()
                 ),
             ));
         }
-        (Ok(given), _) => event_type(given).unwrap_or(EventType::Track),
-        (Err(_), _) => {
-            return Err(EventError::new(
-                ErrorCode::InvalidType,
-                field("type"),
-                format!("{} is not an EventType", event.r#type),
-            ));
-        }
+        (given, _) => given.unwrap_or(EventType::Track),
     };
     let mut draft = Draft::new(kind);
-    draft.message_id = Some(event.message_id);
-    draft.user_id = Some(event.user_id);
-    draft.anonymous_id = Some(event.anonymous_id);
-    draft.event = Some(event.event);
-    draft.properties = struct_to_map(event.properties, &field("properties"))?;
-    draft.traits = struct_to_map(event.traits, &field("traits"))?;
-    draft.context = struct_to_map(event.context, &field("context"))?;
-    draft.timestamp = event
-        .timestamp
-        .map(|t| {
-            u32::try_from(t.nanos)
-                .ok()
-                .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
-                .ok_or_else(|| {
-                    EventError::new(
-                        ErrorCode::InvalidTimestamp,
-                        field("timestamp"),
-                        "is out of range",
-                    )
-                })
-        })
-        .transpose()?;
+    draft.message_id = Some(parts.message_id);
+    draft.user_id = Some(parts.user_id);
+    draft.anonymous_id = Some(parts.anonymous_id);
+    draft.event = Some(parts.event);
+    draft.properties = parts.properties;
+    draft.traits = parts.traits;
+    draft.context = parts.context;
+    draft.timestamp = parts.timestamp;
     draft.finish(&PROTO_NAMES, prefix, now)
-}
-
-fn event_type(kind: pb::EventType) -> Option<EventType> {
-    match kind {
-        pb::EventType::Unspecified => None,
-        pb::EventType::Track => Some(EventType::Track),
-        pb::EventType::Identify => Some(EventType::Identify),
-        pb::EventType::Page => Some(EventType::Page),
-        pb::EventType::Screen => Some(EventType::Screen),
-        pb::EventType::Group => Some(EventType::Group),
-        pb::EventType::Alias => Some(EventType::Alias),
-    }
-}
-
-fn proto_event_type(kind: EventType) -> pb::EventType {
-    match kind {
-        EventType::Track => pb::EventType::Track,
-        EventType::Identify => pb::EventType::Identify,
-        EventType::Page => pb::EventType::Page,
-        EventType::Screen => pb::EventType::Screen,
-        EventType::Group => pb::EventType::Group,
-        EventType::Alias => pb::EventType::Alias,
-    }
-}
-
-/// A `Struct` as a JSON object; an absent one is empty.
-fn struct_to_map(
-    value: Option<prost_types::Struct>,
-    field: &str,
-) -> Result<Map<String, Json>, EventError> {
-    let Some(value) = value else {
-        return Ok(Map::new());
-    };
-    value
-        .fields
-        .into_iter()
-        .map(|(key, value)| {
-            let json = value_to_json(value, &format!("{field}.{key}"))?;
-            Ok((key, json))
-        })
-        .collect()
-}
-
-fn value_to_json(value: prost_types::Value, field: &str) -> Result<Json, EventError> {
-    Ok(match value.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::BoolValue(b)) => Json::Bool(b),
-        Some(Kind::StringValue(s)) => Json::String(s),
-        Some(Kind::NumberValue(n)) => number_to_json(n).ok_or_else(|| {
-            EventError::new(
-                ErrorCode::InvalidValue,
-                field,
-                "numbers must be finite (NaN and infinity have no JSON form)",
-            )
-        })?,
-        Some(Kind::StructValue(s)) => Json::Object(struct_to_map(Some(s), field)?),
-        Some(Kind::ListValue(list)) => Json::Array(
-            list.values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| value_to_json(v, &format!("{field}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
-}
-
-/// `Struct` numbers are doubles; whole ones that a double holds exactly become JSON integers,
-/// so `{"quantity": 2}` reads the same as it would have over HTTP.
-fn number_to_json(n: f64) -> Option<Json> {
-    /// 2^53: every integer up to this is exact in a double.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    if n.fract() == 0.0 && n.abs() <= EXACT {
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "checked whole and in range"
-        )]
-        return Some(Json::from(n as i64));
-    }
-    serde_json::Number::from_f64(n).map(Json::Number)
 }
 
 /// The wire form of an engine acknowledgement.
@@ -174,6 +80,7 @@ pub(crate) fn ack_to_proto(ack: Ack) -> pb::Ack {
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
+    use prost_types::value::Kind;
     use prost_types::{ListValue, Struct, Value};
     use serde_json::json;
 

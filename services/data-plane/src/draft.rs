@@ -6,9 +6,8 @@ use serde_json::Map;
 
 use crate::error::{ErrorCode, EventError};
 
-/// Longest id or event name accepted: the store indexes these columns with 191 characters
-/// (MySQL's index prefix limit in `utf8mb4`).
-pub const MAX_ID_CHARS: usize = 191;
+/// Longest id or event name accepted: what the store can index.
+pub const MAX_ID_CHARS: usize = journeys_store::MAX_KEY_CHARS;
 
 /// How the fields are spelled in the caller's dialect, so errors name what the client sent.
 #[derive(Debug, Clone, Copy)]
@@ -130,17 +129,8 @@ pub(crate) fn new_message_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// The Segment name of a call type (`track`, `identify`, …).
-pub(crate) fn type_name(kind: EventType) -> &'static str {
-    match kind {
-        EventType::Track => "track",
-        EventType::Identify => "identify",
-        EventType::Page => "page",
-        EventType::Screen => "screen",
-        EventType::Group => "group",
-        EventType::Alias => "alias",
-    }
-}
+/// The Segment name of a call type (`track`, `identify`, …): the one the wire contract uses.
+pub(crate) use journeys_proto::convert::event::type_name;
 
 fn check_len(value: &str, field: &str) -> Result<(), EventError> {
     if value.chars().count() > MAX_ID_CHARS {

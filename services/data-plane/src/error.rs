@@ -1,9 +1,17 @@
 //! Why an event or a request was refused at the edge, before anything reached the engine.
 //!
 //! Codes are stable and machine-readable: clients may branch on them (HTTP error bodies, the
-//! `code` of a `REJECTED` ack). Messages name the offending field.
+//! `code` of a `REJECTED` ack). Messages name the offending field. The gRPC mapping of these
+//! refusals lives here; the HTTP one beside the HTTP reply type. Engine failures do not pass
+//! through here: they come back as `REJECTED` acks (`unavailable` when worth retrying, which
+//! HTTP answers with 503 and `Retry-After`).
 
 use std::fmt;
+
+use journeys_runtime::ApiError;
+use tonic::Status;
+
+use crate::auth::AuthError;
 
 /// Stable reason codes for refusing input at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,3 +127,66 @@ impl fmt::Display for EventError {
 }
 
 impl std::error::Error for EventError {}
+
+/// An edge refusal on gRPC: `INVALID_ARGUMENT` naming the field.
+impl From<EventError> for Status {
+    fn from(error: EventError) -> Status {
+        let EventError {
+            code,
+            field,
+            description,
+        } = error;
+        let api = if field.is_empty() {
+            ApiError::invalid(description, Vec::new())
+        } else {
+            ApiError::invalid_field(field, description)
+        };
+        tracing::debug!(%code, "refused an event");
+        Status::from(api)
+    }
+}
+
+/// An authentication failure on gRPC: `UNAUTHENTICATED`, or `UNAVAILABLE` (retry) when the
+/// store could not be asked.
+impl From<&AuthError> for Status {
+    fn from(error: &AuthError) -> Status {
+        let api = match error {
+            AuthError::Missing => ApiError::Unauthenticated(
+                "missing write key: send `authorization: Basic base64(<writeKey>:)` or `x-write-key: <writeKey>` metadata"
+                    .to_owned(),
+            ),
+            AuthError::Invalid => ApiError::Unauthenticated(error.to_string()),
+            AuthError::Unavailable => ApiError::Unavailable(error.to_string()),
+        };
+        Status::from(api)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn grpc_codes_of_edge_refusals() {
+        let status = Status::from(EventError::new(
+            ErrorCode::InvalidValue,
+            "properties.price",
+            "numbers must be finite (NaN and infinity have no JSON form)",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "properties.price: numbers must be finite (NaN and infinity have no JSON form)"
+        );
+        assert_eq!(
+            Status::from(&AuthError::Invalid).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            Status::from(&AuthError::Unavailable).code(),
+            Code::Unavailable
+        );
+    }
+}

@@ -25,7 +25,6 @@ use journeys_engine::{Ack, EventSink};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::ingest_request::Payload;
 use journeys_proto::v1::ingest_service_server::IngestService;
-use journeys_runtime::ApiError;
 use journeys_runtime::metrics;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,7 +60,7 @@ impl<S: EventSink> IngestApi<S> {
         };
         resolved.map_err(|err| {
             refused(err.code(), 1);
-            auth_status(&err)
+            Status::from(&err)
         })
     }
 
@@ -74,7 +73,7 @@ impl<S: EventSink> IngestApi<S> {
         let event = event_from_proto(request.into_inner(), Some(kind), "", chrono::Utc::now())
             .map_err(|error| {
                 refused(error.code.as_str(), 1);
-                invalid_argument(error)
+                Status::from(error)
             })?;
         let message_id = event.message_id.clone();
         let ack = acks::submit(self.plane.sink(), vec![event])
@@ -119,7 +118,7 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         if events.len() > MAX_BATCH_EVENTS {
             let error = too_many_events("events", events.len());
             refused(error.code.as_str(), events.len());
-            return Err(invalid_argument(error));
+            return Err(Status::from(error));
         }
         let now = chrono::Utc::now();
         let items = events
@@ -147,6 +146,8 @@ async fn pump<S: EventSink>(
 ) {
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
+    // Requests read so far, to name the one that could not be read.
+    let mut read: usize = 0;
     loop {
         tokio::select! {
             // Responses first: they free in-flight slots and reach the client sooner.
@@ -159,11 +160,12 @@ async fn pump<S: EventSink>(
             }
             next = inbound.next(), if reading && pending.len() < MAX_IN_FLIGHT => match next {
                 Some(Ok(request)) => {
+                    read += 1;
                     // Checked per request (a cache hit, normally) so that revoking a source
                     // also stops its open streams within the cache lifetime.
                     if let Err(err) = plane.write_keys().resolve(&key).await {
                         refused(err.code(), 1);
-                        let status = auth_status(&err);
+                        let status = Status::from(&err);
                         pending.push_back(Box::pin(async move { Err(status) }));
                         reading = false;
                         continue;
@@ -180,7 +182,13 @@ async fn pump<S: EventSink>(
                     }));
                 }
                 Some(Err(status)) => {
-                    tracing::debug!(%status, "ingest stream ended by the client");
+                    // A message that could not be read (undecodable, over the size limit, nested
+                    // too deep) ends the stream with an error after the earlier responses, so
+                    // the client knows that it and everything after it was not taken. When
+                    // the client went away, nobody reads it.
+                    tracing::debug!(%status, "ingest stream read failed");
+                    let status = unreadable_request(read + 1, &status);
+                    pending.push_back(Box::pin(async move { Err(status) }));
                     reading = false;
                 }
                 None => reading = false,
@@ -242,29 +250,20 @@ fn too_many_events(field: &str, count: usize) -> EventError {
     )
 }
 
-fn invalid_argument(error: EventError) -> Status {
-    let EventError {
+/// The status ending a stream whose `number`th request (1-based) could not be read.
+fn unreadable_request(number: usize, cause: &Status) -> Status {
+    let code = match cause.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        tonic::Code::Cancelled => tonic::Code::Cancelled,
+        _ => tonic::Code::InvalidArgument,
+    };
+    refused("unreadable_request", 1);
+    Status::new(
         code,
-        field,
-        description,
-    } = error;
-    let api = if field.is_empty() {
-        ApiError::invalid(description, Vec::new())
-    } else {
-        ApiError::invalid_field(field, description)
-    };
-    tracing::debug!(%code, "refused an event");
-    Status::from(api)
-}
-
-fn auth_status(error: &AuthError) -> Status {
-    let api = match error {
-        AuthError::Missing => ApiError::Unauthenticated(
-            "missing write key: send `authorization: Basic base64(<writeKey>:)` or `x-write-key: <writeKey>` metadata"
-                .to_owned(),
+        format!(
+            "request {number} of the stream could not be read ({}); it and the requests after \
+             it were not processed, the earlier ones were answered",
+            cause.message()
         ),
-        AuthError::Invalid => ApiError::Unauthenticated(error.to_string()),
-        AuthError::Unavailable => ApiError::Unavailable(error.to_string()),
-    };
-    Status::from(api)
+    )
 }

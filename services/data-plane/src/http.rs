@@ -112,6 +112,12 @@ async fn ingest<S: EventSink>(
                     .retry_after(UNAVAILABLE_RETRY_AFTER_SECS),
             )
         }
+        Outcome::Overloaded(message) => Err(Reply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            journeys_engine::OVERLOADED,
+            message,
+        )
+        .retry_after(RATE_LIMITED_RETRY_AFTER_SECS)),
         Outcome::Internal => Err(Reply::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             acks::INTERNAL,

@@ -2,9 +2,11 @@
 //! Segment-compatible HTTP API, authenticated by source write keys, handing validated events to
 //! an [`EventSink`] (the engine) and answering each client only after the sink acknowledged.
 //!
-//! [`DataPlane::serve`] (or [`serve_with`]) runs both servers as the process does;
-//! [`http_router`] and [`grpc_routes`] give the bare services so that `journeys dev` can mount
-//! them beside the other planes in one process.
+//! A process runs it through the composition root (`journeys::node`), which mounts
+//! [`DataPlane::ingest_service`] and [`DataPlane::http_router`] beside the other roles and, when
+//! no scheduler runs in the same process, beats the fairness watermark ([`heartbeat`]).
+//! [`DataPlane::serve`] (or [`serve_with`]) serves the edge alone over any sink, with the same
+//! server settings, for tests of the edge.
 //!
 //! Limits (SPEC.md section 8): [`MAX_EVENT_BYTES`] per event, [`MAX_REQUEST_BYTES`] per HTTP
 //! request after decompression, [`MAX_BATCH_EVENTS`] events per batch.
@@ -15,14 +17,12 @@ mod convert;
 mod draft;
 mod error;
 mod grpc;
+pub mod heartbeat;
 mod http;
-pub mod process;
 mod segment;
 
 use std::future::Future;
-use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use journeys_engine::EventSink;
 use journeys_proto::v1::ingest_service_server::IngestServiceServer;
 use journeys_runtime::grpc::{GrpcServer, ServeError};
@@ -35,7 +35,7 @@ pub use auth::{AuthError, WriteKeys, hash_write_key};
 pub use draft::MAX_ID_CHARS;
 pub use error::{ErrorCode, EventError};
 pub use grpc::{IngestApi, MAX_IN_FLIGHT};
-pub use process::{ProcessError, serve};
+pub use heartbeat::{Heartbeat, WATERMARK_HEARTBEAT};
 
 /// Fully qualified name of the gRPC service the data plane serves.
 pub const SERVICE_NAME: &str = "journeys.v1.IngestService";
@@ -54,20 +54,6 @@ pub const RATE_LIMITED_RETRY_AFTER_SECS: u64 = 1;
 
 /// `Retry-After` (seconds) when the engine or the store cannot take events right now.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
-
-/// How long open HTTP connections get to finish after shutdown starts.
-pub const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why the data plane could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The gRPC server failed.
-    #[error(transparent)]
-    Grpc(#[from] ServeError),
-    /// The HTTP listener or server failed.
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
-}
 
 /// The ingestion front ends over one sink and one write-key cache. Cheap to clone.
 ///
@@ -145,7 +131,7 @@ impl<S: EventSink> DataPlane<S> {
         grpc_listener: TcpListener,
         http_listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ServeError> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut stopped = stopped.clone();
@@ -158,14 +144,14 @@ impl<S: EventSink> DataPlane<S> {
             .service(SERVICE_NAME)
             .descriptor_set(journeys_proto::FILE_DESCRIPTOR_SET)
             .serve(grpc_listener, stopped());
-        let http = serve_http(http_listener, self.http_router(), stopped());
+        let http = journeys_runtime::http::serve(http_listener, self.http_router(), stopped());
         let signal = async move {
             shutdown.await;
             tracing::info!("data plane shutting down");
             let _ = stop.send(true);
-            Ok::<(), Error>(())
+            Ok::<(), ServeError>(())
         };
-        tokio::try_join!(async { grpc.await.map_err(Error::from) }, http, signal)?;
+        tokio::try_join!(grpc, http, signal)?;
         Ok(())
     }
 }
@@ -195,50 +181,8 @@ pub async fn serve_with<S: EventSink>(
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
+) -> Result<(), ServeError> {
     DataPlane::new(sink, store)
         .serve(grpc_listener, http_listener, shutdown)
         .await
-}
-
-/// Serves `router` on `listener` until `stop` completes, then drains for at most
-/// [`HTTP_DRAIN_TIMEOUT`].
-async fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let addr = listener.local_addr()?;
-    let (drain_started, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        stop.await;
-        tracing::info!(%addr, "HTTP server draining");
-        let _ = drain_started.send(());
-    };
-    // Small requests would otherwise wait for delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    tracing::info!(%addr, "HTTP server listening");
-    tokio::select! {
-        biased;
-        result = &mut server => return result.map_err(Error::Http),
-        _ = drain_started_rx => {}
-    }
-    match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut server).await {
-        Ok(result) => {
-            tracing::info!(%addr, "HTTP server stopped");
-            result.map_err(Error::Http)
-        }
-        Err(_) => {
-            tracing::warn!(%addr, "HTTP connections still open after the drain timeout; stopping");
-            Ok(())
-        }
-    }
 }

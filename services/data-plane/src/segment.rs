@@ -249,7 +249,17 @@ fn take_id(
     match object.remove(key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(id)) => Ok(Some(id)),
-        Some(Json::Number(n)) => Ok(Some(n.to_string())),
+        // Integers of up to 64 bits are read exactly; anything else arrived as a float, whose
+        // text may be a rounded neighbour of what the client meant (two users, one profile).
+        Some(Json::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
+        Some(Json::Number(n)) => Err(EventError::new(
+            ErrorCode::WrongType,
+            format!("{prefix}{key}"),
+            format!(
+                "the number {n} is not a whole number of at most 64 bits and cannot be kept \
+                 exactly; send this id as a string"
+            ),
+        )),
         Some(other) => Err(wrong_type(
             &format!("{prefix}{key}"),
             "a string or a number",
@@ -383,6 +393,32 @@ mod tests {
 
     fn one(kind: EventType, body: &Json) -> Result<Event, EventError> {
         events(Endpoint::Single(kind), body).map(|mut e| e.remove(0))
+    }
+
+    #[test]
+    fn numeric_ids_are_kept_exactly_or_refused_never_rounded() {
+        let parse = |text: &str| {
+            let body: Json = serde_json::from_str(text).unwrap();
+            one(EventType::Track, &body)
+        };
+        // Beyond 2^53 but within 64 bits: exact.
+        let event = parse(r#"{"userId": 9007199254740993, "event": "e"}"#).unwrap();
+        assert_eq!(event.user_id.as_deref(), Some("9007199254740993"));
+        let event = parse(r#"{"userId": 18446744073709551615, "event": "e"}"#).unwrap();
+        assert_eq!(event.user_id.as_deref(), Some("18446744073709551615"));
+        // Beyond 64 bits, two neighbours would round to one float: refused, not merged.
+        for text in [
+            r#"{"userId": 123456789012345678901234, "event": "e"}"#,
+            r#"{"userId": 123456789012345678901235, "event": "e"}"#,
+            r#"{"anonymousId": 1.5, "event": "e"}"#,
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.code, ErrorCode::WrongType, "{text}");
+            assert!(
+                err.to_string().contains("send this id as a string"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

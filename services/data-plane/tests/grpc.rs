@@ -176,6 +176,52 @@ async fn the_stream_pipelines_requests_and_answers_in_order() {
 }
 
 #[tokio::test]
+async fn an_unreadable_stream_message_ends_the_stream_with_an_error_not_ok() {
+    each_backend(async |db| {
+        let h = Harness::start(db).await;
+        let mut client = h
+            .grpc_client()
+            .await
+            .max_encoding_message_size(64 * 1024 * 1024);
+        // Over the server's 4 MB message limit: the server cannot decode it.
+        let huge = with_properties(
+            event("huge", "u", "e"),
+            &json!({"blob": "x".repeat(5 * 1024 * 1024)}),
+        );
+        let requests = vec![
+            single(event("before", "u", "e")),
+            single(huge),
+            single(event("after", "u", "e")),
+        ];
+        let mut responses = client
+            .ingest(authed(tokio_stream::iter(requests)))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = responses.message().await.unwrap().unwrap();
+        assert_eq!(
+            summary(&first.acks),
+            vec![ack("before", AckStatus::Accepted, "")]
+        );
+        let status = responses
+            .message()
+            .await
+            .expect_err("the stream ends with an error status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("request 2 of the stream could not be read"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(h.sink.ids(), vec!["before"]);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_stream_refuses_oversize_batches_and_events_per_event() {
     each_backend(async |db| {
         let h = Harness::start(db).await;

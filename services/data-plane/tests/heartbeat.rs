@@ -1,9 +1,10 @@
-//! The stand-alone data-plane process publishes its fairness watermark as a heartbeat row in
-//! the store while it runs, and removes the row when it shuts down gracefully.
+//! The stand-alone data-plane process (a node with the roles of `journeys-data-plane`)
+//! publishes its fairness watermark as a heartbeat row in the store while it runs, and removes
+//! the row when it shuts down gracefully.
 
 use std::time::{Duration, Instant};
 
-use journeys_data_plane::process;
+use journeys::{Listeners, Node, Roles};
 use journeys_runtime::config::{Config, Service};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_testkit::each_backend;
@@ -19,7 +20,8 @@ async fn the_process_beats_while_it_runs_and_removes_its_row_on_shutdown() {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let stop = Shutdown::new();
-        let running = tokio::spawn(process::serve(config, grpc, http, stop.wait()));
+        let node = Node::new(config, Roles::of_service(Service::DataPlane));
+        let running = tokio::spawn(node.serve(Listeners::new(grpc, Some(http)), stop.wait()));
 
         let started = Instant::now();
         let low = loop {

@@ -388,6 +388,12 @@ async fn engine_refusals_map_to_429_503_and_duplicates_to_200() {
         assert_eq!(reply.code(), "unavailable");
         assert_eq!(reply.headers["retry-after"], "5");
 
+        // Overload is retryable: Segment clients drop a batch answered 400, so never that.
+        let reply = post(h.http, "/v1/batch", Some(WRITE_KEY), &batch("overloaded")).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.code(), "overloaded");
+        assert_eq!(reply.headers["retry-after"], "1");
+
         let reply = post(h.http, "/v1/batch", Some(WRITE_KEY), &batch("duplicate")).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.body, json!({"success": true}));

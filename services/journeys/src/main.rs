@@ -1,13 +1,17 @@
 //! `journeys`: the one command a newcomer needs.
 //!
-//! - `journeys dev` runs every service in one process on embedded SQLite
-//!   (`./journeys-dev.db` by default): gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8088.
+//! - `journeys dev` runs every role in one process on embedded SQLite
+//!   (`./journeys-dev.db` by default), with the demo webhook sink: gRPC on 127.0.0.1:50051,
+//!   HTTP on 127.0.0.1:8088.
+//! - `journeys serve --roles control-plane,data-plane,scheduler,delivery` runs any set of roles
+//!   (all by default) over the configured store.
 //! - `journeys migrate` applies pending store migrations and exits.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use journeys::cli::{self, SchedulerArgs};
+use journeys::{Node, Role, Roles};
 use journeys_runtime::config::{self, ConfigArgs, Service};
-use journeys_runtime::shutdown::Shutdown;
 use journeys_store::Store;
 
 #[derive(Parser)]
@@ -24,6 +28,21 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Run any set of roles in one process over the configured store.
+    Serve {
+        /// The roles this process runs (comma-separated)
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "control-plane,data-plane,scheduler,delivery"
+        )]
+        roles: Vec<Role>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
+    },
     /// Apply pending store migrations to the configured database and exit.
     Migrate {
         #[command(flatten)]
@@ -35,6 +54,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev { config: args } => dev(&args).await,
+        Command::Serve {
+            roles,
+            config: args,
+            scheduler,
+        } => serve(&roles, &args, &scheduler).await,
         Command::Migrate { config: args } => migrate(&args).await,
     }
 }
@@ -45,15 +69,24 @@ async fn dev(args: &ConfigArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let _telemetry = journeys_runtime::telemetry::init(&config, "journeys-dev")?;
-    let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    let http = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let shutdown = Shutdown::on_signal();
-    journeys::run_dev(config, grpc, http, shutdown.wait()).await?;
+    cli::run(Node::dev(config), Service::Dev.name()).await?;
+    Ok(())
+}
+
+async fn serve(roles: &[Role], args: &ConfigArgs, scheduler: &SchedulerArgs) -> anyhow::Result<()> {
+    let roles = Roles::of(roles);
+    let config = config::load(Service::Node, args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        println!("# roles = {roles}");
+        if roles.contains(Role::Scheduler) {
+            println!("{}", scheduler.print_line());
+        }
+        return Ok(());
+    }
+    let node =
+        Node::new(config.clone(), roles).with_scheduler_config(scheduler.scheduler_config(&config));
+    cli::run(node, Service::Node.name()).await?;
     Ok(())
 }
 

@@ -158,6 +158,7 @@ async fn run(args: Args) {
             lanes: args.lanes,
             ..EngineConfig::default()
         },
+        None,
     );
     engine.refresh_now().await.expect("load journeys");
     let config = SchedulerConfig {

@@ -1,6 +1,6 @@
 //! [`Scheduler`]: the timer loop, the housekeeping jobs and the gRPC service over one store and
-//! one engine, started and stopped together. `serve` wraps it in a process; `journeys dev`
-//! runs it beside the other planes on their shared engine.
+//! one engine, started and stopped together. The composition root (`journeys::node`) runs it,
+//! alone or beside the other roles on their shared engine.
 
 use std::sync::Arc;
 
@@ -9,7 +9,6 @@ use journeys_proto::v1::scheduler_service_server::SchedulerServiceServer;
 use journeys_runtime::auth::AdminAuth;
 use journeys_store::Store;
 use tokio_cron_scheduler::JobSchedulerError;
-use tonic::service::Routes;
 
 use crate::api::SchedulerApi;
 use crate::config::SchedulerConfig;
@@ -78,18 +77,8 @@ impl Scheduler {
         &self.housekeeping
     }
 
-    /// `journeys.v1.SchedulerService` behind the admin-token check (`None` lets every call
-    /// through; see [`journeys_runtime::auth::check_bind`]).
-    #[must_use]
-    pub fn grpc_routes(&self, admin_token: Option<String>) -> Routes {
-        Routes::new(SchedulerServiceServer::with_interceptor(
-            SchedulerApi::new(self.store.clone(), self.timers.stats_handle()),
-            AdminAuth::new(admin_token),
-        ))
-    }
-
-    /// Adds `journeys.v1.SchedulerService` (behind the admin-token check) to `builder`, for a
-    /// process that serves more than the scheduler on one port (`journeys dev`).
+    /// Adds `journeys.v1.SchedulerService` to `builder`, behind the admin-token check (`None`
+    /// lets every call through; see [`journeys_runtime::auth::check_bind`]).
     pub fn add_services(
         &self,
         builder: &mut tonic::service::RoutesBuilder,

@@ -1,10 +1,11 @@
-//! The scheduler process over real gRPC: `serve` on an ephemeral port, a tonic client,
-//! `GetSchedulerStats` and `ListTimers`, and the admin token.
+//! The scheduler process over real gRPC: a node with the roles of `journeys-scheduler` on an
+//! ephemeral port, a tonic client, `GetSchedulerStats` and `ListTimers`, and the admin token.
 
 mod common;
 
 use std::time::Duration;
 
+use journeys::{Listeners, Node, Roles};
 use journeys_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use journeys_proto::v1::{GetSchedulerStatsRequest, GetSchedulerStatsResponse, ListTimersRequest};
 use journeys_runtime::config::{Config, Service};
@@ -58,7 +59,8 @@ async fn scheduler_stats_and_timers_over_grpc() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(journeys_scheduler::serve(config, listener, async {
+        let node = Node::new(config, Roles::of_service(Service::Scheduler));
+        let server = tokio::spawn(node.serve(Listeners::new(listener, None), async {
             let _ = stopped.await;
         }));
 
@@ -164,7 +166,9 @@ async fn a_public_address_without_a_token_is_refused() {
     let mut config = Config::defaults_for(Service::Scheduler);
     config.database_url = "sqlite::memory:".to_owned();
     let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
-    let result = journeys_scheduler::serve(config, listener, std::future::pending()).await;
+    let result = Node::new(config, Roles::of_service(Service::Scheduler))
+        .serve(Listeners::new(listener, None), std::future::pending())
+        .await;
     let error = result.expect_err("must refuse");
     assert!(error.to_string().contains("admin token"), "{error}");
 }

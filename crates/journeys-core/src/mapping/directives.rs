@@ -239,6 +239,7 @@ impl Compiler {
         let second = (!pattern2.is_empty())
             .then(|| Replacer::new(pattern2, replacement2, ignore_case, global));
         Node::Replace(Box::new(ReplaceNode {
+            at: self.here(),
             first: Replacer::new(pattern, replacement, ignore_case, global),
             second,
             value,

@@ -44,6 +44,10 @@ pub enum MappingError {
     /// (`JSON.parse`), so the send fails instead of silently dropping the field.
     #[error("{path}: @json could not decode the value: {reason}")]
     InvalidJson { path: String, reason: String },
+    /// A directive's output outgrew the rendering budget (nested `@replace` can multiply a
+    /// payload's size at every level); rendering stops there instead of exhausting memory.
+    #[error("{path}: the rendered text would exceed {limit} bytes")]
+    TooLarge { path: String, limit: usize },
 }
 
 fn join_problems(problems: &[MappingProblem]) -> String {

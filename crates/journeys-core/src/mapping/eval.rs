@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use super::MAX_RENDERED_STRING_BYTES;
 use super::error::MappingError;
 use super::flatten::flatten;
 use super::js;
@@ -175,9 +176,18 @@ fn eval_replace<'a>(node: &'a ReplaceNode, input: &'a Value) -> Resolved<'a> {
         // mapping-kit resolves anything else (missing, null, objects, arrays) to "".
         _ => return Ok(Some(owned_string(String::new()))),
     };
-    let mut replaced = node.first.apply(text);
+    let too_large = || MappingError::TooLarge {
+        path: node.at.clone(),
+        limit: MAX_RENDERED_STRING_BYTES,
+    };
+    let mut replaced = node
+        .first
+        .apply(text, MAX_RENDERED_STRING_BYTES)
+        .ok_or_else(too_large)?;
     if let Some(second) = &node.second {
-        replaced = second.apply(&replaced);
+        replaced = second
+            .apply(&replaced, MAX_RENDERED_STRING_BYTES)
+            .ok_or_else(too_large)?;
     }
     Ok(Some(owned_string(replaced)))
 }
@@ -257,6 +267,31 @@ mod tests {
             Ok(node) => node.render(input),
             Err(problems) => Err(MappingError::Invalid(problems)),
         }
+    }
+
+    #[test]
+    fn nested_replace_stops_at_the_rendering_budget_instead_of_multiplying_the_event() {
+        // Each level multiplies the text by 20: 20 KB → 400 KB → 8 MB → 160 MB unbounded.
+        let inner = json!({"@replace": {"pattern": "a", "replacement": "a".repeat(20), "value": {"@path": "$.text"}}});
+        let middle =
+            json!({"@replace": {"pattern": "a", "replacement": "a".repeat(20), "value": inner}});
+        let outer = json!({"body": {"@replace": {"pattern": "a", "replacement": "a".repeat(20), "value": middle}}});
+        let input = json!({"text": "a".repeat(20 * 1024)});
+        match render(&outer, &input) {
+            Err(MappingError::TooLarge { path, limit }) => {
+                assert_eq!(limit, MAX_RENDERED_STRING_BYTES);
+                // The innermost level already passes the budget (20 KB × 20).
+                assert_eq!(path, "body.@replace.value.@replace.value.@replace");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // Within the budget a replacement still renders.
+        let small =
+            json!({"@replace": {"pattern": "a", "replacement": "bb", "value": {"@path": "$.t"}}});
+        assert_eq!(
+            render(&small, &json!({"t": "aXa"})).ok(),
+            Some(Some(json!("bbXbb")))
+        );
     }
 
     #[test]

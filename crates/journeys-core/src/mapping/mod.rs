@@ -49,6 +49,11 @@ use self::compile::Compiler;
 pub use self::error::{MappingError, MappingProblem};
 use self::node::Node;
 
+/// The longest text one directive may produce while rendering. A send's whole payload must
+/// fit in [`crate::payload::MAX_PAYLOAD_BYTES`], so no longer string can ever be delivered;
+/// stopping at this size bounds the memory a hostile mapping or event can take.
+pub const MAX_RENDERED_STRING_BYTES: usize = crate::payload::MAX_PAYLOAD_BYTES;
+
 /// A mapping checked and compiled once, to be rendered for many payloads.
 ///
 /// Send steps render their mapping on every transition, so the journey runtime compiles each

@@ -94,6 +94,8 @@ pub(crate) struct ArrayPathNode {
 
 #[derive(Debug, Clone)]
 pub(crate) struct ReplaceNode {
+    /// Where the directive stands, for the error when its output outgrows the budget.
+    pub(crate) at: String,
     pub(crate) first: Replacer,
     pub(crate) second: Option<Replacer>,
     pub(crate) value: Node,

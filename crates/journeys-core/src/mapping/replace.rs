@@ -41,7 +41,12 @@ impl Replacer {
         }
     }
 
-    pub(crate) fn apply(&self, value: &str) -> String {
+    /// Replaces matches in `value`; `None` as soon as the output would pass `limit` bytes, so
+    /// that nested replacements cannot multiply an event into an unbounded string.
+    pub(crate) fn apply(&self, value: &str, limit: usize) -> Option<String> {
+        if value.len() > limit {
+            return None;
+        }
         let mut out = String::with_capacity(value.len());
         let mut copied = 0;
         let mut search_from = 0;
@@ -53,6 +58,9 @@ impl Replacer {
                     Piece::Matched => out.push_str(&value[start..end]),
                 }
             }
+            if out.len() > limit {
+                return None;
+            }
             copied = end;
             search_from = end;
             if !self.global || end == start {
@@ -60,7 +68,7 @@ impl Replacer {
             }
         }
         out.push_str(&value[copied..]);
-        out
+        (out.len() <= limit).then_some(out)
     }
 
     /// Byte range of the first match at or after byte `from` (a char boundary).
@@ -137,7 +145,9 @@ mod tests {
         ignore: bool,
         global: bool,
     ) -> String {
-        Replacer::new(pattern, replacement, ignore, global).apply(value)
+        Replacer::new(pattern, replacement, ignore, global)
+            .apply(value, usize::MAX)
+            .unwrap_or_default()
     }
 
     #[test]

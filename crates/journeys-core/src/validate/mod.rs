@@ -138,11 +138,15 @@ pub fn validate(def: &JourneyDefinition, opts: &ValidationOptions) -> Vec<Proble
             ),
         );
     }
-    graph::check_keys_and_start(&mut r, def, limits);
-    for (i, step) in def.steps.iter().enumerate() {
-        steps::check_step(&mut r, &format!("steps[{i}]"), step, opts);
+    // Over the limit, the steps are not examined one by one: the limit is the problem, and
+    // the graph checks grow with the square of the step count for hostile drafts.
+    if def.steps.len() <= limits.max_steps {
+        graph::check_keys_and_start(&mut r, def, limits);
+        for (i, step) in def.steps.iter().enumerate() {
+            steps::check_step(&mut r, &format!("steps[{i}]"), step, opts);
+        }
+        graph::check_graph(&mut r, def);
     }
-    graph::check_graph(&mut r, def);
 
     if def.exit_rules.len() > limits.max_exit_rules {
         r.push(
@@ -154,11 +158,13 @@ pub fn validate(def: &JourneyDefinition, opts: &ValidationOptions) -> Vec<Proble
             ),
         );
     }
-    for (i, rule) in def.exit_rules.iter().enumerate() {
-        check_exit_rule(&mut r, &format!("exit_rules[{i}]"), rule, def, limits);
+    if def.exit_rules.len() <= limits.max_exit_rules {
+        for (i, rule) in def.exit_rules.iter().enumerate() {
+            check_exit_rule(&mut r, &format!("exit_rules[{i}]"), rule, def, limits);
+        }
     }
 
-    r.problems
+    r.finish()
 }
 
 /// Whether `key` is a well-formed step key: `[a-z0-9_]{1,64}`.
@@ -200,11 +206,41 @@ fn check_exit_rule(
 #[derive(Default)]
 struct Report {
     problems: Vec<Problem>,
+    /// Problems found past [`MAX_PROBLEMS`], counted but not kept.
+    dropped: usize,
 }
+
+/// The most problems one validation reports; a hostile draft can have one per field, and every
+/// problem travels back in the error's details.
+pub const MAX_PROBLEMS: usize = 100;
+/// The longest message of one problem, in characters; messages quote the draft's own text.
+pub const MAX_PROBLEM_MESSAGE_CHARS: usize = 500;
 
 impl Report {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        if self.problems.len() >= MAX_PROBLEMS {
+            self.dropped += 1;
+            return;
+        }
+        let mut message = message.into();
+        if let Some((cut, _)) = message.char_indices().nth(MAX_PROBLEM_MESSAGE_CHARS) {
+            message.truncate(cut);
+            message.push('…');
+        }
         self.problems.push(Problem::new(path, message));
+    }
+
+    fn finish(mut self) -> Vec<Problem> {
+        if self.dropped > 0 {
+            self.problems.push(Problem::new(
+                "",
+                format!(
+                    "{} more problems not listed; fix the ones above and validate again",
+                    self.dropped
+                ),
+            ));
+        }
+        self.problems
     }
 }
 
@@ -309,6 +345,49 @@ mod tests {
         Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, EntryTrigger,
         RandomBranch, RandomSplitStep, SendSpec, Step, StepKind,
     };
+
+    #[test]
+    fn an_oversized_draft_reports_the_step_limit_without_walking_its_graph() {
+        // 4,000 steps, each leading back to the first: walked, this reported 4,000 cycles of
+        // up to 4,000 keys each (a 110 MB answer).
+        let steps = (0..4000)
+            .map(|i| send(&format!("s{i}"), Some("s0")))
+            .collect();
+        let found = problems(&journey(steps));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "steps");
+        assert_eq!(found[0].message, "4000 steps, at most 50 allowed");
+    }
+
+    #[test]
+    fn problems_are_capped_and_the_rest_counted() {
+        // Three problems a step: key format, duplicate key (after the first), missing name.
+        let steps = (0..50)
+            .map(|_| {
+                let mut step = send("Bad-Key", None);
+                step.name = String::new();
+                step
+            })
+            .collect();
+        let found = problems(&journey(steps));
+        assert_eq!(found.len(), MAX_PROBLEMS + 1);
+        let last = found.last().map(|p| p.message.as_str()).unwrap_or_default();
+        assert!(last.ends_with("more problems not listed; fix the ones above and validate again"));
+        let total: usize = found.iter().map(|p| p.path.len() + p.message.len()).sum();
+        assert!(total < 64 * 1024, "{total} bytes of problems");
+    }
+
+    #[test]
+    fn a_long_quoted_value_is_cut_in_the_message() {
+        let def = journey(vec![send(&"K".repeat(100_000), None)]);
+        let found = problems(&def);
+        assert!(
+            found
+                .iter()
+                .all(|p| p.message.chars().count() <= MAX_PROBLEM_MESSAGE_CHARS + 1)
+        );
+        assert!(found[0].message.ends_with('…'));
+    }
 
     #[test]
     fn a_minimal_journey_is_valid() {

@@ -10,7 +10,7 @@ use journeys_core::model::{
     EntryRule, ExitRule, FilterMatch, JourneyDefinition, Json, PropertyFilter, SendStep, Step,
     StepKind,
 };
-use journeys_engine::{Engine, EngineConfig};
+use journeys_engine::{Engine, EngineConfig, OnCommit};
 use journeys_store::{InstanceFilter, InstanceRecord, OutboxRecord, Store, TimerRecord};
 use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send_spec, step};
 use serde_json::json;
@@ -28,7 +28,24 @@ pub async fn engine(store: &Store) -> Engine {
 }
 
 pub async fn engine_with(store: &Store, config: EngineConfig) -> Engine {
-    let engine = Engine::start(store.clone(), config);
+    start(store, config, None).await
+}
+
+/// Like [`engine`], calling `on_commit` after each commit that queued sends.
+pub async fn engine_waking(store: &Store, on_commit: OnCommit) -> Engine {
+    start(
+        store,
+        EngineConfig {
+            lanes: 2,
+            ..EngineConfig::default()
+        },
+        Some(on_commit),
+    )
+    .await
+}
+
+async fn start(store: &Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Engine {
+    let engine = Engine::start(store.clone(), config, on_commit);
     engine.refresh_now().await.unwrap();
     engine
 }

@@ -9,8 +9,9 @@ mod m20261129_000001_create_catalog_tables;
 mod m20261129_000002_create_runtime_tables;
 mod m20261129_000003_runtime_columns;
 mod m20261129_000004_watermarks;
+mod m20261204_000005_exact_collation;
 
-use sea_orm::DbBackend;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
     Alias, ColumnDef, IndexCreateStatement, IntoIden, TableCreateStatement,
 };
@@ -26,13 +27,15 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_create_runtime_tables::Migration),
             Box::new(m20261129_000003_runtime_columns::Migration),
             Box::new(m20261129_000004_watermarks::Migration),
+            Box::new(m20261204_000005_exact_collation::Migration),
         ]
     }
 }
 
 /// Length of the text ids (`UUIDv7` in hyphenated form).
 pub(crate) const ID_LEN: u32 = 36;
-/// Longest indexable key: 191 `utf8mb4` characters fit MySQL's 767-byte index prefix limit.
+/// Longest indexable key: 191 `utf8mb4` characters fit MySQL's 767-byte index prefix limit
+/// (published as [`crate::MAX_KEY_CHARS`]).
 pub(crate) const KEY_LEN: u32 = 191;
 /// Step keys are `[a-z0-9_]{1,64}`.
 pub(crate) const STEP_KEY_LEN: u32 = 64;
@@ -41,9 +44,10 @@ pub(crate) const TAG_LEN: u32 = 32;
 
 /// Creates `table` unless it exists, with the table options every table shares.
 ///
-/// On MySQL, tables use `utf8mb4_bin` so that names and keys compare byte-wise, exactly as on
-/// SQLite; the server's default (case-insensitive) collation would make `Signup` and `signup`
-/// collide on one backend and not on the other.
+/// On MySQL, tables use the server's NO PAD binary collation ([`exact_collation`]) so that
+/// names and keys compare byte-wise, exactly as on SQLite and in Rust; the server's default
+/// (case-insensitive) collation would make `Signup` and `signup` collide, and `utf8mb4_bin`
+/// (PAD SPACE) would make `u1` and `u1 ` collide.
 pub(crate) async fn create_table(
     manager: &SchemaManager<'_>,
     mut table: TableCreateStatement,
@@ -53,9 +57,30 @@ pub(crate) async fn create_table(
         table
             .engine("InnoDB")
             .character_set("utf8mb4")
-            .collate("utf8mb4_bin");
+            .collate(exact_collation(manager).await?);
     }
     manager.create_table(table).await
+}
+
+/// The binary `utf8mb4` collation that compares trailing spaces: `utf8mb4_nopad_bin` on MariaDB,
+/// `utf8mb4_0900_bin` on MySQL 8 (both NO PAD).
+pub(crate) async fn exact_collation(manager: &SchemaManager<'_>) -> Result<&'static str, DbErr> {
+    let row = manager
+        .get_connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT VERSION() AS version",
+        ))
+        .await?;
+    let version: String = match row {
+        Some(row) => row.try_get("", "version")?,
+        None => String::new(),
+    };
+    Ok(if version.to_ascii_lowercase().contains("mariadb") {
+        "utf8mb4_nopad_bin"
+    } else {
+        "utf8mb4_0900_bin"
+    })
 }
 
 /// Creates a (non-unique) index unless one of that name exists.

@@ -1,6 +1,8 @@
 //! Destinations: where send steps deliver (webhooks today).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -8,6 +10,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::entity::destination::{self, Column};
@@ -46,6 +49,55 @@ impl DestinationKind {
 impl fmt::Display for DestinationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The `settings` JSON of a webhook destination: written by the control plane, read by the
+/// delivery client. One type with one set of defaults, so the two cannot drift apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSettings {
+    /// Base URL (`http` or `https`, with a host); a send's path is appended.
+    pub url: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// HMAC key for `Journeys-Signature`; empty disables signing. Never shown back to clients.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signing_secret: String,
+    /// Request timeout in milliseconds; 0 (or absent) means [`WebhookSettings::DEFAULT_TIMEOUT`].
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+impl WebhookSettings {
+    /// Request timeout of a destination that sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Longest request timeout a destination may set.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The settings stored in `record`.
+    ///
+    /// # Errors
+    /// The JSON does not have the settings' shape (a corrupt row or a foreign writer).
+    pub fn of(record: &DestinationRecord) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(record.settings.clone())
+    }
+
+    /// The settings as the `settings` column stores them.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        // A struct of strings, a string map and an integer always serialises.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The timeout to use: `default` when none is set, never more than `max`.
+    #[must_use]
+    pub fn timeout(&self, default: Duration, max: Duration) -> Duration {
+        match self.timeout_ms {
+            0 => default,
+            ms => Duration::from_millis(ms),
+        }
+        .min(max)
     }
 }
 
@@ -216,4 +268,40 @@ async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<DestinationRecord,
         .await?
         .ok_or_else(|| StoreError::not_found(ENTITY, id))?
         .try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn webhook_settings_round_trip_and_default() {
+        let settings = WebhookSettings {
+            url: "https://h/in".to_owned(),
+            headers: BTreeMap::from([("x-k".to_owned(), "v".to_owned())]),
+            signing_secret: String::new(),
+            timeout_ms: 2500,
+        };
+        let stored = settings.to_json();
+        assert_eq!(
+            stored,
+            json!({"url": "https://h/in", "headers": {"x-k": "v"}, "timeout_ms": 2500})
+        );
+        let record = DestinationRecord::new("d", DestinationKind::Webhook, stored, Utc::now());
+        assert_eq!(WebhookSettings::of(&record).unwrap(), settings);
+
+        let bare: WebhookSettings = serde_json::from_value(json!({"url": "http://h/"})).unwrap();
+        let (default, max) = (
+            WebhookSettings::DEFAULT_TIMEOUT,
+            WebhookSettings::MAX_TIMEOUT,
+        );
+        assert_eq!(bare.timeout(default, max), default);
+        let long = WebhookSettings {
+            timeout_ms: 3_600_000,
+            ..bare
+        };
+        assert_eq!(long.timeout(default, max), max);
+    }
 }

@@ -21,7 +21,7 @@ use crate::repo::{INSERT_CHUNK, micros};
 const ENTITY: &str = "instance";
 
 /// Longest `active_key` the indexed column holds.
-const ACTIVE_KEY_LEN: usize = 191;
+const ACTIVE_KEY_LEN: usize = crate::MAX_KEY_CHARS;
 /// Instances live at most this long (SPEC §7).
 pub(crate) const MAX_AGE_DAYS: i64 = 365;
 

@@ -3,6 +3,8 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use journeys_core::machine::Journey;
+use journeys_core::model::{JourneyDefinition, JourneyMeta};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
@@ -77,6 +79,45 @@ pub struct JourneyRecord {
 }
 
 impl JourneyRecord {
+    /// The stored form of a definition (the `definition` column).
+    #[must_use]
+    pub fn encode(definition: &JourneyDefinition) -> Value {
+        // Definitions are plain data (strings, numbers, maps): serialising cannot fail.
+        serde_json::to_value(definition).unwrap_or(Value::Null)
+    }
+
+    /// The authored definition: the one decoding of the `definition` column, for the control
+    /// plane and the engine alike.
+    ///
+    /// # Errors
+    /// `Internal` when the column does not decode (a corrupt row or an incompatible upgrade).
+    pub fn definition(&self) -> Result<JourneyDefinition, StoreError> {
+        serde_json::from_value(self.definition.clone()).map_err(|e| {
+            StoreError::Internal(format!(
+                "journey {} has an unreadable definition: {e}",
+                self.id
+            ))
+        })
+    }
+
+    /// Identity and revision, as payloads and instances record them.
+    #[must_use]
+    pub fn meta(&self) -> JourneyMeta {
+        JourneyMeta {
+            id: self.id.clone(),
+            version: self.revision,
+            name: self.name.clone(),
+        }
+    }
+
+    /// The runnable journey of this record.
+    ///
+    /// # Errors
+    /// As [`JourneyRecord::definition`].
+    pub fn journey(&self) -> Result<Journey, StoreError> {
+        Ok(Journey::new(self.meta(), self.definition()?))
+    }
+
     /// A new draft at revision 1 with a fresh `UUIDv7` id.
     #[must_use]
     pub fn new_draft(

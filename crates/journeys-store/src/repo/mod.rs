@@ -23,7 +23,7 @@ use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
 pub use catalog::{Catalog, CatalogEventRecord};
-pub use destinations::{DestinationKind, DestinationRecord, Destinations};
+pub use destinations::{DestinationKind, DestinationRecord, Destinations, WebhookSettings};
 pub use instances::{
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, TimelineEntry,
     TimelineRecord,
@@ -34,7 +34,7 @@ pub use profiles::{ProfileRecord, Profiles};
 pub use runtime::{
     BranchCounts, Changes, JourneyStats, ProfileState, Runtime, SendCounts, StepCounts,
 };
-pub use sources::{SourceRecord, Sources};
+pub use sources::{SourceRecord, Sources, hash_write_key};
 pub use timers::{TimerRecord, TimerStats, Timers};
 pub use watermarks::Watermarks;
 

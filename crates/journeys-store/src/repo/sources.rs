@@ -14,6 +14,15 @@ use crate::repo::micros;
 
 const ENTITY: &str = "source";
 
+/// How a write key is stored and looked up: lower-case hex SHA-256 of the key. The control
+/// plane hashes new keys with it and the data plane hashes presented keys with it, so this is
+/// the only place the two can agree or disagree.
+#[must_use]
+pub fn hash_write_key(key: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
 /// A stored source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRecord {
@@ -122,5 +131,18 @@ impl<'a> Sources<'a> {
             .one(self.db)
             .await?;
         Ok(row.map(SourceRecord::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_keys_hash_to_lower_hex_sha256() {
+        assert_eq!(
+            hash_write_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

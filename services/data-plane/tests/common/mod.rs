@@ -17,9 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use journeys_core::model::Event;
-use journeys_data_plane::{DataPlane, Error, WriteKeys, hash_write_key};
+use journeys_data_plane::{DataPlane, WriteKeys, hash_write_key};
 use journeys_engine::{Ack, AckStatus, EventSink};
 use journeys_proto::v1::ingest_service_client::IngestServiceClient;
+use journeys_runtime::grpc::ServeError;
 use journeys_store::{SourceRecord, Store};
 use journeys_testkit::TestDb;
 use serde_json::Value;
@@ -99,7 +100,7 @@ pub struct Harness {
     pub http: SocketAddr,
     pub source_id: String,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Error>>,
+    task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl Harness {

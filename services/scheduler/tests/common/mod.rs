@@ -76,7 +76,7 @@ pub fn instance_of(journey_id: &str, message_id: &str) -> String {
 
 /// An engine on `store` whose journey cache is loaded.
 pub async fn engine(store: &Store) -> Engine {
-    let engine = Engine::start(store.clone(), EngineConfig::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default(), None);
     engine.refresh_now().await.expect("load journeys");
     engine
 }

@@ -1,0 +1,376 @@
+//! [`DestinationApi`]: webhook destinations and their dead letters.
+//!
+//! The signing secret is write-only: responses carry it masked, and sending the mask back on
+//! update keeps the stored secret. A destination that a published journey sends to cannot be
+//! deleted.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use journeys_core::Problem;
+use journeys_delivery::Waker;
+use journeys_store::{
+    DestinationKind, DestinationRecord, JourneyState, OutboxRecord, Page, Store, StoreError,
+    WebhookSettings,
+};
+
+use crate::error::{Result, ServiceError};
+use crate::{fields, references};
+
+/// What responses show instead of a stored signing secret.
+pub const MASK: &str = "********";
+
+/// Webhook settings as a request gives them, before the rules are applied.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookInput {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// The secret, [`MASK`] to keep the stored one, or empty for none.
+    pub signing_secret: String,
+    /// `None` when unset; `Err` with a reason when malformed.
+    pub timeout: Option<Result<Duration, &'static str>>,
+}
+
+/// A stored destination with its decoded settings.
+#[derive(Debug, Clone)]
+pub struct StoredDestination {
+    pub record: DestinationRecord,
+    pub settings: WebhookSettings,
+}
+
+impl StoredDestination {
+    fn decode(record: DestinationRecord) -> Result<Self> {
+        let settings = WebhookSettings::of(&record).map_err(|e| {
+            ServiceError::Internal(format!(
+                "destination {} has unreadable settings: {e}",
+                record.id
+            ))
+        })?;
+        Ok(Self { record, settings })
+    }
+}
+
+/// Destination rules over the store's `Destinations` and `Outbox` repositories.
+#[derive(Clone)]
+pub struct DestinationApi {
+    store: Store,
+    /// Woken after a replay so the dispatcher picks the rows up at once.
+    delivery: Waker,
+}
+
+impl DestinationApi {
+    pub fn new(store: Store, delivery: Waker) -> Self {
+        Self { store, delivery }
+    }
+
+    /// Creates a destination; `id` may be empty (a fresh id is chosen).
+    pub async fn create(
+        &self,
+        id: &str,
+        name: &str,
+        webhook: Option<WebhookInput>,
+    ) -> Result<StoredDestination> {
+        let mut problems = Vec::new();
+        if !id.is_empty() {
+            fields::check_id("destination.id", id, &mut problems);
+        }
+        fields::check_name("destination.name", name, &mut problems);
+        let settings = webhook_settings(webhook, None, &mut problems);
+        ServiceError::check("destination", problems)?;
+        let mut record = DestinationRecord::new(
+            name,
+            DestinationKind::Webhook,
+            settings.to_json(),
+            Utc::now(),
+        );
+        if !id.is_empty() {
+            id.clone_into(&mut record.id);
+        }
+        match self.store.destinations().insert(&record).await {
+            Ok(record) => Ok(StoredDestination { record, settings }),
+            Err(StoreError::AlreadyExists { .. }) => Err(ServiceError::AlreadyExists(format!(
+                "a destination with id '{}' or name '{}' already exists",
+                record.id, record.name
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The destination `id`.
+    pub async fn get(&self, id: &str) -> Result<StoredDestination> {
+        if id.is_empty() {
+            return Err(ServiceError::invalid_field("id", "required"));
+        }
+        StoredDestination::decode(self.store.destinations().get(id).await?)
+    }
+
+    /// One page of destinations.
+    pub async fn list(&self, page_size: u32, page_token: &str) -> Result<Page<StoredDestination>> {
+        let page = self
+            .store
+            .destinations()
+            .list(page_size, Some(page_token))
+            .await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(StoredDestination::decode)
+                .collect::<Result<_>>()?,
+            next_token: page.next_token,
+        })
+    }
+
+    /// Replaces a destination's name and settings.
+    pub async fn update(
+        &self,
+        id: &str,
+        name: &str,
+        webhook: Option<WebhookInput>,
+    ) -> Result<StoredDestination> {
+        let current = self
+            .get(id)
+            .await
+            .map_err(|e| e.renaming_field("destination.id"))?;
+        let mut problems = Vec::new();
+        fields::check_name("destination.name", name, &mut problems);
+        let settings = webhook_settings(webhook, Some(&current.settings), &mut problems);
+        ServiceError::check("destination", problems)?;
+        match self
+            .store
+            .destinations()
+            .update(&current.record.id, name, settings.to_json(), Utc::now())
+            .await
+        {
+            Ok(record) => Ok(StoredDestination { record, settings }),
+            Err(StoreError::AlreadyExists { .. }) => Err(ServiceError::AlreadyExists(format!(
+                "a destination named '{name}' already exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a destination no published journey sends to.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.get(id).await?;
+        if let Some(journey) = self.published_user(id).await? {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "destination '{id}' is used by published journey '{journey}'; archive the \
+                 journey first"
+            )));
+        }
+        Ok(self.store.destinations().delete(id).await?)
+    }
+
+    /// The id of a published journey that sends to destination `id`, if any.
+    async fn published_user(&self, id: &str) -> Result<Option<String>> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .journeys()
+                .list(Some(JourneyState::Published), 0, token.as_deref())
+                .await?;
+            for record in &page.items {
+                if references::uses_destination(&record.definition()?, id) {
+                    return Ok(Some(record.id.clone()));
+                }
+            }
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// One page of dead letters, optionally of one destination and one journey (empty: any).
+    pub async fn dead_letters(
+        &self,
+        destination_id: &str,
+        journey_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<OutboxRecord>> {
+        Ok(self
+            .store
+            .outbox()
+            .list_dead(
+                Some(destination_id).filter(|s| !s.is_empty()),
+                Some(journey_id).filter(|s| !s.is_empty()),
+                page_size,
+                Some(page_token),
+            )
+            .await?)
+    }
+
+    /// Queues dead letters for delivery again; returns how many were.
+    pub async fn replay(&self, ids: &[String]) -> Result<u64> {
+        let mut problems = Vec::new();
+        if ids.is_empty() {
+            problems.push(Problem::new(
+                "ids",
+                "at least one dead-letter id is required",
+            ));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if id.is_empty() {
+                problems.push(Problem::new(format!("ids[{i}]"), "must not be empty"));
+            }
+        }
+        ServiceError::check("request", problems)?;
+        let replayed = self.store.outbox().replay(ids, Utc::now()).await?;
+        self.delivery.wake();
+        Ok(replayed)
+    }
+}
+
+/// Checks webhook settings; `current` supplies the secret when the mask is sent back.
+fn webhook_settings(
+    input: Option<WebhookInput>,
+    current: Option<&WebhookSettings>,
+    problems: &mut Vec<Problem>,
+) -> WebhookSettings {
+    let Some(w) = input else {
+        problems.push(Problem::new("destination.webhook", "required"));
+        return WebhookSettings::default();
+    };
+    match w.url.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+        _ => problems.push(Problem::new(
+            "destination.webhook.url",
+            format!("'{}' is not an absolute http:// or https:// URL", w.url),
+        )),
+    }
+    for (name, value) in &w.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(Problem::new(
+                format!("destination.webhook.headers[{name}]"),
+                "not a valid HTTP header name",
+            ));
+        } else if http::HeaderValue::from_str(value).is_err() {
+            problems.push(Problem::new(
+                format!("destination.webhook.headers[{name}]"),
+                "not a valid HTTP header value",
+            ));
+        }
+    }
+    let timeout = webhook_timeout(w.timeout, problems);
+    let signing_secret = match (w.signing_secret.as_str(), current) {
+        (MASK, Some(c)) => c.signing_secret.clone(),
+        (MASK, None) => {
+            problems.push(Problem::new(
+                "destination.webhook.signing_secret",
+                "the mask is only accepted on update, to keep the stored secret",
+            ));
+            String::new()
+        }
+        (s, _) => s.to_owned(),
+    };
+    WebhookSettings {
+        url: w.url,
+        headers: w.headers.into_iter().collect(),
+        signing_secret,
+        // Stored resolved, so a later change of the default does not move existing ones.
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The timeout to store: the default when unset or zero, refused above the maximum.
+fn webhook_timeout(
+    timeout: Option<Result<Duration, &'static str>>,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    match timeout {
+        None => WebhookSettings::DEFAULT_TIMEOUT,
+        Some(Ok(d)) if d.is_zero() => WebhookSettings::DEFAULT_TIMEOUT,
+        Some(Ok(d)) if d <= WebhookSettings::MAX_TIMEOUT => d,
+        Some(Ok(_)) => {
+            problems.push(Problem::new(
+                "destination.webhook.timeout",
+                format!("at most {}s", WebhookSettings::MAX_TIMEOUT.as_secs()),
+            ));
+            WebhookSettings::DEFAULT_TIMEOUT
+        }
+        Some(Err(why)) => {
+            problems.push(Problem::new("destination.webhook.timeout", why));
+            WebhookSettings::DEFAULT_TIMEOUT
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(secret: &str, timeout: Option<Result<Duration, &'static str>>) -> WebhookInput {
+        WebhookInput {
+            url: "https://hooks.example.com/in".to_owned(),
+            headers: vec![("x-api-key".to_owned(), "k".to_owned())],
+            signing_secret: secret.to_owned(),
+            timeout,
+        }
+    }
+
+    #[test]
+    fn the_mask_keeps_the_stored_secret_only_on_update() {
+        let stored = WebhookSettings {
+            signing_secret: "s3cret".to_owned(),
+            ..WebhookSettings::default()
+        };
+        let mut problems = Vec::new();
+        let kept = webhook_settings(Some(input(MASK, None)), Some(&stored), &mut problems);
+        assert_eq!(
+            (kept.signing_secret.as_str(), problems.len()),
+            ("s3cret", 0)
+        );
+
+        let created = webhook_settings(Some(input(MASK, None)), None, &mut problems);
+        assert_eq!(created.signing_secret, "");
+        assert_eq!(problems[0].path, "destination.webhook.signing_secret");
+    }
+
+    #[test]
+    fn timeouts_default_and_are_capped() {
+        let mut problems = Vec::new();
+        let unset = webhook_settings(Some(input("", None)), None, &mut problems);
+        assert_eq!(unset.timeout_ms, 10_000);
+        let zero = webhook_settings(
+            Some(input("", Some(Ok(Duration::ZERO)))),
+            None,
+            &mut problems,
+        );
+        assert_eq!(zero.timeout_ms, 10_000);
+        assert!(problems.is_empty());
+        webhook_settings(
+            Some(input("", Some(Ok(Duration::from_secs(61))))),
+            None,
+            &mut problems,
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "destination.webhook.timeout: at most 60s"
+        );
+    }
+
+    #[test]
+    fn urls_and_headers_are_checked() {
+        let mut problems = Vec::new();
+        let bad = WebhookInput {
+            url: "/relative".to_owned(),
+            headers: vec![("bad name".to_owned(), "v".to_owned())],
+            ..WebhookInput::default()
+        };
+        webhook_settings(Some(bad), None, &mut problems);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "destination.webhook.url",
+                "destination.webhook.headers[bad name]"
+            ]
+        );
+        let mut problems = Vec::new();
+        webhook_settings(None, None, &mut problems);
+        assert_eq!(problems[0].path, "destination.webhook");
+    }
+}

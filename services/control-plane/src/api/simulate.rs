@@ -1,0 +1,88 @@
+//! [`SimulateApi`]: previews, test sends and simulations — the core's pure renderer and
+//! simulator behind the control plane. Nothing is stored; only a test send leaves the process.
+
+use chrono::{DateTime, Utc};
+use journeys_core::machine::{Journey, SendRequest};
+use journeys_core::model::{Event, Json};
+use journeys_core::payload::{PreviewError, preview_send};
+use journeys_core::simulate::{Simulation, SimulationResult, simulate};
+use journeys_delivery::{DeliveryOutcome, Dispatcher};
+
+use crate::error::{Result, ServiceError};
+
+/// Most events one simulation may replay.
+pub const MAX_SIMULATED_EVENTS: usize = 10_000;
+
+/// The profile id a preview uses when the sample event names none.
+pub const PREVIEW_USER: &str = "preview-user";
+
+/// Previews and simulations over the core; test sends through the delivery client.
+#[derive(Clone)]
+pub struct SimulateApi {
+    /// Delivers test sends once (no outbox, no retries).
+    delivery: Dispatcher,
+}
+
+impl SimulateApi {
+    pub fn new(delivery: Dispatcher) -> Self {
+        Self { delivery }
+    }
+
+    /// Renders send step `step_key` of `journey` for a sample entry event and traits: exactly
+    /// what would be queued (destination, method, path, payload).
+    pub fn render_sample(
+        journey: &Journey,
+        step_key: &str,
+        sample: &Event,
+        traits: &Json,
+        now: DateTime<Utc>,
+    ) -> Result<SendRequest> {
+        if step_key.is_empty() {
+            return Err(ServiceError::invalid_field("step_key", "required"));
+        }
+        preview_send(journey, step_key, sample, traits, now).map_err(|e| match e {
+            PreviewError::NotASendStep(key) => ServiceError::invalid_field(
+                "step_key",
+                format!("'{key}' is not a send step of this journey"),
+            ),
+            PreviewError::Payload(e) => {
+                ServiceError::FailedPrecondition(format!("the payload cannot be rendered: {e}"))
+            }
+        })
+    }
+
+    /// Sends a rendered request once, under a fresh message id: a test send must not be
+    /// dropped as a repeat of a real one.
+    pub async fn send_test(&self, request: &SendRequest) -> Result<DeliveryOutcome> {
+        let message_id = format!("test-{}", uuid::Uuid::now_v7());
+        Ok(self
+            .delivery
+            .deliver_once(
+                &request.destination_id,
+                &request.method,
+                &request.path,
+                &request.payload,
+                &message_id,
+            )
+            .await?)
+    }
+
+    /// Replays `sim` through `journey` on a virtual clock.
+    pub async fn simulate(journey: Journey, sim: Simulation) -> Result<SimulationResult> {
+        if sim.events.len() > MAX_SIMULATED_EVENTS {
+            return Err(too_many_events());
+        }
+        // CPU-bound and may replay thousands of events: kept off the I/O threads.
+        tokio::task::spawn_blocking(move || simulate(&journey, &sim))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}
+
+/// The refusal of a simulation with more than [`MAX_SIMULATED_EVENTS`] events.
+pub fn too_many_events() -> ServiceError {
+    ServiceError::invalid_field(
+        "events",
+        format!("at most {MAX_SIMULATED_EVENTS} events per simulation"),
+    )
+}

@@ -1,0 +1,37 @@
+//! `journeys.v1.ProfileService` over [`ProfileApi`]: conversion only.
+
+use journeys_proto::convert::json::json_to_struct;
+use journeys_proto::v1 as pb;
+use journeys_proto::v1::profile_service_server::ProfileService;
+use tonic::{Request, Response};
+
+use super::Reply;
+use super::instances::instance;
+use crate::api::ProfileApi;
+
+/// The tonic face of the profile service.
+#[derive(Clone)]
+pub struct ProfileGrpc {
+    api: ProfileApi,
+}
+
+impl ProfileGrpc {
+    pub fn new(api: ProfileApi) -> Self {
+        Self { api }
+    }
+}
+
+#[tonic::async_trait]
+impl ProfileService for ProfileGrpc {
+    async fn get_profile(&self, req: Request<pb::GetProfileRequest>) -> Reply<pb::Profile> {
+        let view = self.api.get(req.into_inner().user_id).await?;
+        Ok(Response::new(pb::Profile {
+            user_id: view.user_id,
+            traits: view
+                .traits
+                .map(|t| json_to_struct(&serde_json::Value::Object(t))),
+            audiences: view.audiences,
+            active_instances: view.active_instances.iter().map(instance).collect(),
+        }))
+    }
+}

@@ -1,0 +1,30 @@
+//! `journeys-data-plane`: a node with the data-plane and delivery roles — ingestion (gRPC and
+//! the Segment-compatible HTTP API), the evaluator engine and the outbox dispatcher. Run
+//! `journeys-scheduler` beside it for delays and hold-until timeouts, and
+//! `journeys-control-plane` to manage journeys.
+
+use clap::Parser;
+use journeys::{Node, Roles};
+use journeys_runtime::config::{self, ConfigArgs, Service};
+
+/// Journeys data plane: event ingestion over gRPC and the Segment-compatible HTTP API,
+/// journey evaluation and webhook delivery.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = config::load(Service::DataPlane, &cli.config)?;
+    if cli.config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let node = Node::new(config, Roles::of_service(Service::DataPlane));
+    journeys::cli::run(node, Service::DataPlane.name()).await?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! What the binaries of this package share after parsing their command line: the scheduler's
+//! own flags ([`SchedulerArgs`]) and [`run`], which sets up telemetry, binds and serves a
+//! [`Node`] until SIGINT/SIGTERM.
+
+use std::time::Duration;
+
+use journeys_runtime::config::Config;
+use journeys_runtime::shutdown::Shutdown;
+use journeys_scheduler::SchedulerConfig;
+
+use crate::node::{Error, Node};
+
+/// Flags of the scheduler role (`journeys-scheduler`, `journeys serve`), beside the shared
+/// configuration flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerArgs {
+    /// Days a finished instance is kept before housekeeping deletes it with its timeline
+    #[arg(
+        long,
+        env = "JOURNEYS_INSTANCE_RETENTION_DAYS",
+        value_name = "DAYS",
+        default_value_t = 90
+    )]
+    pub instance_retention_days: u64,
+
+    /// Cron expression with seconds (UTC) on which the housekeeping jobs run; empty disables
+    /// them (when another replica runs them)
+    #[arg(
+        long,
+        env = "JOURNEYS_HOUSEKEEPING_SCHEDULE",
+        value_name = "CRON",
+        default_value = journeys_scheduler::DEFAULT_HOUSEKEEPING_SCHEDULE
+    )]
+    pub housekeeping_schedule: String,
+}
+
+impl SchedulerArgs {
+    /// The scheduler settings for `config` with these flags applied.
+    #[must_use]
+    pub fn scheduler_config(&self, config: &Config) -> SchedulerConfig {
+        let mut scheduler = SchedulerConfig::from_config(config);
+        scheduler.housekeeping.instance_retention =
+            Duration::from_secs(self.instance_retention_days.saturating_mul(86_400));
+        scheduler
+            .housekeeping
+            .schedule
+            .clone_from(&self.housekeeping_schedule);
+        scheduler
+    }
+
+    /// The line `--print-config` adds for these settings (they are not configuration keys).
+    #[must_use]
+    pub fn print_line(&self) -> String {
+        format!(
+            "# scheduler: instance_retention_days = {}, housekeeping_schedule = {:?}",
+            self.instance_retention_days, self.housekeeping_schedule
+        )
+    }
+}
+
+/// Runs `node` as this process: telemetry under `service_name`, the configured listeners, and
+/// [`Node::serve`] until the first SIGINT or SIGTERM (a second one exits at once).
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run(node: Node, service_name: &str) -> Result<(), Error> {
+    let _telemetry = journeys_runtime::telemetry::init(node.config(), service_name)?;
+    let listeners = node.bind().await?;
+    let shutdown = Shutdown::on_signal();
+    node.serve(listeners, shutdown.wait()).await
+}
