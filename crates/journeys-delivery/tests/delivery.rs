@@ -519,8 +519,8 @@ async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
             row.next_attempt_at -= chrono::TimeDelta::seconds(1);
         }
         let fast_row = outbox_row(&fast);
-        enqueue(&db, slow_rows.clone()).await;
-        enqueue(&db, vec![fast_row.clone()]).await;
+        enqueue(db, slow_rows.clone()).await;
+        enqueue(db, vec![fast_row.clone()]).await;
 
         let config = DeliveryConfig {
             max_in_flight: 8,
@@ -532,7 +532,7 @@ async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
         let (stop, task) = spawn(dispatcher);
         waker.wake();
 
-        wait_row(&db, &fast_row.id, PATIENCE, |r| {
+        wait_row(db, &fast_row.id, PATIENCE, |r| {
             r.status == OutboxStatus::Sent
         })
         .await;

@@ -29,11 +29,11 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             .insert("vip", "VIP", chrono::Utc::now())
             .await
             .unwrap();
-        let journey = publish(&db, &forwarding()).await;
+        let journey = publish(db, &forwarding()).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
         let engine = engine_waking(
-            &db,
+            db,
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
@@ -79,7 +79,7 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             ["i1", "i2", "o1", "o2", "o3", "o4", "o5"]
         );
 
-        let rows = sends(&db).await;
+        let rows = sends(db).await;
         let mut bodies: Vec<_> = rows.iter().map(|r| r.payload.clone()).collect();
         bodies.sort_by_key(|b| b["order"].as_str().map(str::to_owned));
         assert_eq!(
@@ -97,7 +97,7 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             assert_eq!(row.step_key, "forward");
         }
         // Forwarding instances end at once.
-        let ada = instances(&db, &journey, "ada").await;
+        let ada = instances(db, &journey, "ada").await;
         assert_eq!(ada.len(), 2);
         assert!(ada.iter().all(|i| i.state == InstanceState::Completed));
         // The identify synced the audience and merged the traits.
@@ -127,8 +127,8 @@ async fn forwarding_queues_exactly_the_matching_sends() {
 #[tokio::test]
 async fn enter_once_enters_at_most_once_across_batches() {
     each_backend(async |db| {
-        let journey = publish(&db, &welcome_once()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &welcome_once()).await;
+        let engine = engine(db).await;
         let first = engine
             .submit(vec![
                 track("u1", "signed_up", "s1", json!({})),
@@ -141,11 +141,11 @@ async fn enter_once_enters_at_most_once_across_batches() {
             .await;
         assert!(accepted(&later));
 
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].state, InstanceState::Active);
         assert_eq!(all[0].current_step.as_deref(), Some("wait"));
-        assert_eq!(timers(&db, &all[0].id).await.len(), 1);
+        assert_eq!(timers(db, &all[0].id).await.len(), 1);
         assert_eq!(
             engine.stats().entries_skipped.get("already_entered"),
             Some(&2)
@@ -158,8 +158,8 @@ async fn enter_once_enters_at_most_once_across_batches() {
 #[tokio::test]
 async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let acks = engine
             .submit(vec![
                 track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
@@ -169,7 +169,7 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
             ])
             .await;
         assert!(accepted(&acks));
-        let running = instances(&db, &journey, "u1").await;
+        let running = instances(db, &journey, "u1").await;
         assert_eq!(running.len(), 2);
         assert!(running.iter().all(|i| i.state == InstanceState::Active));
         assert!(
@@ -192,18 +192,18 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
             )])
             .await;
         assert!(accepted(&acks));
-        let after = instances(&db, &journey, "u1").await;
+        let after = instances(db, &journey, "u1").await;
         let s1 = after.iter().find(|i| unique(i) == "s1").unwrap();
         let s2 = after.iter().find(|i| unique(i) == "s2").unwrap();
         assert_eq!(s1.state, InstanceState::Active);
         assert_eq!(s2.state, InstanceState::Completed);
         assert_eq!(s2.version, 2);
         assert!(
-            timers(&db, &s2.id).await.is_empty(),
+            timers(db, &s2.id).await.is_empty(),
             "the hold timer is cancelled"
         );
-        assert_eq!(timers(&db, &s1.id).await.len(), 1);
-        let rows = sends(&db).await;
+        assert_eq!(timers(db, &s1.id).await.len(), 1);
+        let rows = sends(db).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].instance_id, s2.id);
         assert_eq!(rows[0].step_key, "thanks");
@@ -222,7 +222,7 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
                 json!({"session_id": "s2"}),
             )])
             .await;
-        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
         engine.shutdown().await;
     })
     .await;
@@ -231,11 +231,11 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
 #[tokio::test]
 async fn exit_rules_end_instances_and_their_timers() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
+        let journey = publish(db, &checkout()).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
         let engine = engine_waking(
-            &db,
+            db,
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
@@ -258,17 +258,17 @@ async fn exit_rules_end_instances_and_their_timers() {
             )])
             .await;
         assert!(accepted(&acks));
-        let u1 = instances(&db, &journey, "u1").await;
+        let u1 = instances(db, &journey, "u1").await;
         let s1 = u1.iter().find(|i| unique(i) == "s1").unwrap();
         assert_eq!(s1.state, InstanceState::Exited);
         assert!(s1.active_key.is_none());
-        assert!(timers(&db, &s1.id).await.is_empty());
+        assert!(timers(db, &s1.id).await.is_empty());
         assert_eq!(
             u1.iter().find(|i| unique(i) == "s2").unwrap().state,
             InstanceState::Active
         );
         assert_eq!(
-            instances(&db, &journey, "u2").await[0].state,
+            instances(db, &journey, "u2").await[0].state,
             InstanceState::Active
         );
 
@@ -279,10 +279,10 @@ async fn exit_rules_end_instances_and_their_timers() {
                 track("u1", "account_deleted", "x3", json!({})),
             ])
             .await;
-        let u1 = instances(&db, &journey, "u1").await;
+        let u1 = instances(db, &journey, "u1").await;
         assert!(u1.iter().all(|i| i.state == InstanceState::Exited));
         assert_eq!(engine.stats().exits, 2);
-        assert!(sends(&db).await.is_empty());
+        assert!(sends(db).await.is_empty());
         assert_eq!(wakeups.load(Ordering::SeqCst), 0, "no sends, no wake-up");
         engine.shutdown().await;
     })
@@ -292,8 +292,8 @@ async fn exit_rules_end_instances_and_their_timers() {
 #[tokio::test]
 async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -309,7 +309,7 @@ async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
             ])
             .await;
         assert!(accepted(&acks), "{acks:?}");
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 2);
         assert_eq!(
             all.iter()
@@ -325,8 +325,8 @@ async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
 #[tokio::test]
 async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let start = track("u1", "checkout_started", "m1", json!({"session_id": "s1"}));
         let first = engine.submit(vec![start.clone(), start.clone()]).await;
         assert_eq!(first[0].status, AckStatus::Accepted);
@@ -354,7 +354,7 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
         let resent = engine.submit(vec![buy]).await;
         assert_eq!(resent[0].status, AckStatus::Duplicate);
 
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 2);
         assert_eq!(
             all.iter()
@@ -362,7 +362,7 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
                 .count(),
             1
         );
-        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        assert_eq!(sent_steps(db, "u1").await, ["thanks"]);
         let stats = engine.stats();
         assert_eq!(stats.events_duplicate, 3);
         assert_eq!(stats.events_accepted, 3);
@@ -374,9 +374,9 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
 #[tokio::test]
 async fn per_profile_order_is_kept_under_concurrent_submits() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
+        let journey = publish(db, &checkout()).await;
         let engine = engine_with(
-            &db,
+            db,
             EngineConfig {
                 lanes: 3,
                 max_batch_events: 7,
@@ -419,14 +419,14 @@ async fn per_profile_order_is_kept_under_concurrent_submits() {
         }
         for user in 0..12 {
             let profile = format!("u{user}");
-            let all = instances(&db, &journey, &profile).await;
+            let all = instances(db, &journey, &profile).await;
             assert_eq!(all.len(), 3, "{profile}");
             assert!(
                 all.iter().all(|i| i.state == InstanceState::Completed),
                 "{profile}"
             );
             assert_eq!(
-                sent_steps(&db, &profile).await,
+                sent_steps(db, &profile).await,
                 ["thanks", "thanks", "thanks"]
             );
         }
@@ -438,7 +438,7 @@ async fn per_profile_order_is_kept_under_concurrent_submits() {
 #[tokio::test]
 async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
     each_backend(async |db| {
-        let engine = engine(&db).await;
+        let engine = engine(db).await;
         let events = (0..26)
             .map(|i| track("busy", "page_viewed", &format!("r{i}"), json!({})))
             .collect();
@@ -470,9 +470,9 @@ async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
 #[tokio::test]
 async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
+        let journey = publish(db, &checkout()).await;
         let engine = engine_with(
-            &db,
+            db,
             EngineConfig {
                 max_active_instances_per_profile: 3,
                 ..EngineConfig::default()
@@ -491,7 +491,7 @@ async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
             .collect();
         let acks = engine.submit(events).await;
         assert!(accepted(&acks), "the events themselves are accepted");
-        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
         assert_eq!(
             engine.stats().entries_skipped.get("too_many_instances"),
             Some(&2)
@@ -504,8 +504,8 @@ async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
 #[tokio::test]
 async fn archived_journeys_take_no_entries_but_drain() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -535,14 +535,14 @@ async fn archived_journeys_take_no_entries_but_drain() {
                 ),
             ])
             .await;
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 1, "no entry into an archived journey");
         assert_eq!(
             all[0].state,
             InstanceState::Completed,
             "the running instance drained"
         );
-        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        assert_eq!(sent_steps(db, "u1").await, ["thanks"]);
         engine.shutdown().await;
     })
     .await;
@@ -551,8 +551,8 @@ async fn archived_journeys_take_no_entries_but_drain() {
 #[tokio::test]
 async fn shutdown_drains_queued_events_then_refuses_new_ones() {
     each_backend(async |db| {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let pending: Vec<_> = (0..20)
             .map(|i| {
                 engine.submit(vec![track(
@@ -568,7 +568,7 @@ async fn shutdown_drains_queued_events_then_refuses_new_ones() {
             assert!(accepted(&acks), "{acks:?}");
         }
         for i in 0..20 {
-            assert_eq!(instances(&db, &journey, &format!("u{i}")).await.len(), 1);
+            assert_eq!(instances(db, &journey, &format!("u{i}")).await.len(), 1);
         }
         let late = engine
             .submit(vec![track("u1", "checkout_started", "late", json!({}))])
@@ -591,8 +591,8 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
             match_unique_identifier: true,
             send: None,
         });
-        let journey = publish(&db, &definition).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &definition).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -610,7 +610,7 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
             )])
             .await;
         assert!(accepted(&acks), "{acks:?}");
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         let states: Vec<_> = all.iter().map(|i| i.state).collect();
         assert_eq!(states.len(), 2);
         assert!(states.contains(&InstanceState::Exited) && states.contains(&InstanceState::Active));
