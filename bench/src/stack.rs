@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use journeys::{Listeners, Node, Roles};
 use journeys_runtime::config::{Config, Service};
-use sea_orm::{ConnectionTrait as _, Database};
+use journeys_store::{create_database, drop_database, remove_sqlite_files};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -52,17 +52,14 @@ impl FreshDb {
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let server_url = url.replacen("mariadb:", "mysql:", 1);
             let database = format!("journeys_bench_{suffix}");
-            let server = Database::connect(server_url.as_str())
+            let url = create_database(&server_url, &database)
                 .await
-                .with_context(|| format!("cannot connect to {}", redact(&server_url)))?;
-            server
-                .execute_unprepared(&format!(
-                    "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                ))
-                .await
-                .context("cannot create the benchmark database")?;
-            server.close().await?;
-            let url = database_url(&server_url, &database);
+                .with_context(|| {
+                    format!(
+                        "cannot create the benchmark database on {}",
+                        redact(&server_url)
+                    )
+                })?;
             Ok((
                 FreshDb::MySql {
                     server_url,
@@ -78,30 +75,11 @@ impl FreshDb {
     /// Deletes the file(s) or drops the database.
     pub async fn remove(&self) -> anyhow::Result<()> {
         match self {
-            FreshDb::Sqlite { path } => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    match std::fs::remove_file(&file) {
-                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(err.into());
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(())
-            }
+            FreshDb::Sqlite { path } => Ok(remove_sqlite_files(path)?),
             FreshDb::MySql {
                 server_url,
                 database,
-            } => {
-                let server = Database::connect(server_url.as_str()).await?;
-                server
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{database}`"))
-                    .await?;
-                server.close().await?;
-                Ok(())
-            }
+            } => Ok(drop_database(server_url, database).await?),
         }
     }
 
@@ -217,24 +195,6 @@ fn unique_suffix() -> String {
     hex
 }
 
-/// `server_url` with its path replaced by `/database` (query kept).
-fn database_url(server_url: &str, database: &str) -> String {
-    let (base, query) = match server_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (server_url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut url = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
 /// `url` with any password replaced, for messages.
 fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -258,19 +218,7 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn database_url_replaces_the_path_and_keeps_the_query() {
-        assert_eq!(
-            database_url("mysql://root@127.0.0.1:3306", "b1"),
-            "mysql://root@127.0.0.1:3306/b1"
-        );
-        assert_eq!(
-            database_url("mysql://u:p@h:3306/x?ssl-mode=disabled", "b1"),
-            "mysql://u:p@h:3306/b1?ssl-mode=disabled"
-        );
-    }
+    use super::{FreshDb, redact};
 
     #[test]
     fn passwords_are_redacted() {

@@ -13,8 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
-/// A track event.
-pub fn track(message_id: &str, user_id: &str, event: &str, properties: &Value) -> pb::Event {
+/// A track event `event` of `user_id`, as a client sends it; the same argument order as
+/// [`journeys_testkit::track`].
+pub fn track(user_id: &str, event: &str, message_id: &str, properties: &Value) -> pb::Event {
     pb::Event {
         r#type: pb::EventType::Track as i32,
         message_id: message_id.to_owned(),
@@ -25,8 +26,9 @@ pub fn track(message_id: &str, user_id: &str, event: &str, properties: &Value) -
     }
 }
 
-/// An identify event.
-pub fn identify(message_id: &str, user_id: &str, traits: &Value) -> pb::Event {
+/// An identify event of `user_id`, as a client sends it; the same argument order as
+/// [`journeys_testkit::identify`].
+pub fn identify(user_id: &str, message_id: &str, traits: &Value) -> pb::Event {
     pb::Event {
         r#type: pb::EventType::Identify as i32,
         message_id: message_id.to_owned(),

@@ -1,8 +1,9 @@
 //! Harness for the end-to-end tests: starts real services on `127.0.0.1:0` against a fresh
 //! database per test and hands out real gRPC clients.
 //!
-//! Every test body runs once per backend from [`journeys_store::testing::each_backend`]
-//! (SQLite always, MariaDB when `JOURNEYS_TEST_MYSQL_URL` is set).
+//! Every test body runs once per backend through [`journeys_testkit::each_backend`] (SQLite
+//! always, MariaDB when `JOURNEYS_TEST_MYSQL_URL` is set). The webhook sink and `eventually`
+//! are the test kit's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,30 +59,7 @@ impl ControlPlane {
 
     /// Waits until health reports SERVING (migrations done, listening).
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        use tonic_health::pb::HealthCheckRequest;
-        use tonic_health::pb::health_client::HealthClient;
-        for _ in 0..200 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))?
-                .connect()
-                .await
-            {
-                let mut health = HealthClient::new(channel);
-                if let Ok(r) = health
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    && r.into_inner().status == 1
-                {
-                    return Ok(());
-                }
-            }
-            if self.task.is_finished() {
-                anyhow::bail!("control plane exited during start-up");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        anyhow::bail!("control plane did not become ready")
+        stack::wait_serving(self.addr, || self.task.is_finished()).await
     }
 
     /// A channel to this control plane.
@@ -156,11 +134,9 @@ mod json_codec;
 
 pub mod http;
 pub mod ingest;
-pub mod sink;
 pub mod stack;
 
-pub use sink::{Received, Sink};
-pub use stack::{Stack, StackClients, StackOptions, eventually};
+pub use stack::{Stack, StackClients, StackOptions};
 
 /// Runs `body` once per configured backend with a fresh database URL, removing the database
 /// afterwards. The backend's name is attached to any failure.
@@ -170,12 +146,10 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     use anyhow::Context;
-    for db in journeys_store::testing::each_backend().await {
-        let backend = db.backend();
+    journeys_testkit::each_backend(async |db| {
         body(db.url().to_owned())
             .await
-            .with_context(|| format!("on {backend:?}"))?;
-        db.close().await?;
-    }
-    Ok(())
+            .with_context(|| format!("on {:?}", db.backend()))
+    })
+    .await
 }

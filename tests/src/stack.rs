@@ -3,7 +3,6 @@
 //! service and helpers for the set-up most tests share (a source, a webhook destination,
 //! catalog events, an audience, a published journey).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -359,23 +358,5 @@ impl StackClients {
             })
             .await?
             .into_inner())
-    }
-}
-
-/// Polls `probe` every 50 ms until it yields `Some`, failing after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use http::header;
 use journeys_proto::v1 as pb;
+use journeys_testkit::Sink;
 use journeys_tests::http::{HttpClient, basic_auth, gzip};
 use journeys_tests::ingest::{IngestStream, keyed, track};
-use journeys_tests::{Sink, Stack, StackClients, StackOptions, on_each_backend};
+use journeys_tests::{Stack, StackClients, StackOptions, on_each_backend};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -80,7 +81,7 @@ async fn assert_nothing_stored(
 #[tokio::test]
 async fn bad_http_requests_get_the_documented_errors_and_store_nothing() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("web").await?;
@@ -306,9 +307,10 @@ async fn bad_http_requests_get_the_documented_errors_and_store_nothing() -> anyh
             .await?;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         assert_eq!(c.instances_of("signups", "u1").await?.len(), 1);
-        sink.wait_for(1, Duration::from_secs(20)).await?;
+        sink.wait_for(1, Duration::from_secs(20)).await;
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }
@@ -316,7 +318,7 @@ async fn bad_http_requests_get_the_documented_errors_and_store_nothing() -> anyh
 #[tokio::test]
 async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("backend").await?;
@@ -334,13 +336,13 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
         // Write keys: missing or unknown fail the call, on unary calls and the stream.
         let err = c
             .ingest
-            .track(tonic::Request::new(track("g-1", "u1", "signup", &ok_props)))
+            .track(tonic::Request::new(track("u1", "signup", "g-1", &ok_props)))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
         let err = c
             .ingest
-            .track(keyed(track("g-2", "u1", "signup", &ok_props), "not-a-key")?)
+            .track(keyed(track("u1", "signup", "g-2", &ok_props), "not-a-key")?)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -348,7 +350,7 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
             .ingest
             .batch(keyed(
                 pb::BatchRequest {
-                    events: vec![track("g-3", "u1", "signup", &ok_props)],
+                    events: vec![track("u1", "signup", "g-3", &ok_props)],
                 },
                 "not-a-key",
             )?)
@@ -364,19 +366,19 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
         assert_eq!(status.code(), Code::Unauthenticated);
 
         // Unary calls: INVALID_ARGUMENT naming the field.
-        let mut oversize = track("g-4", "u1", "signup", &json!({"blob": big()}));
-        let mut no_user = track("g-5", "", "signup", &ok_props);
-        let no_event = track("g-6", "u1", "", &ok_props);
-        let mut identify_type = track("g-7", "u1", "signup", &ok_props);
+        let mut oversize = track("u1", "signup", "g-4", &json!({"blob": big()}));
+        let mut no_user = track("", "signup", "g-5", &ok_props);
+        let no_event = track("u1", "", "g-6", &ok_props);
+        let mut identify_type = track("u1", "signup", "g-7", &ok_props);
         identify_type.r#type = pb::EventType::Identify as i32;
-        let mut unknown_type = track("g-8", "u1", "signup", &ok_props);
+        let mut unknown_type = track("u1", "signup", "g-8", &ok_props);
         unknown_type.r#type = 42;
-        let mut bad_time = track("g-9", "u1", "signup", &ok_props);
+        let mut bad_time = track("u1", "signup", "g-9", &ok_props);
         bad_time.timestamp = Some(prost_types::Timestamp {
             seconds: i64::MAX / 2,
             nanos: 0,
         });
-        let mut nan = track("g-10", "u1", "signup", &ok_props);
+        let mut nan = track("u1", "signup", "g-10", &ok_props);
         nan.properties = Some(prost_types::Struct {
             fields: [(
                 "score".to_owned(),
@@ -403,7 +405,7 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
         }
         let too_many = pb::BatchRequest {
             events: (0..2501)
-                .map(|i| track(&format!("b-{i}"), &format!("many{i}"), "signup", &ok_props))
+                .map(|i| track(&format!("many{i}"), "signup", &format!("b-{i}"), &ok_props))
                 .collect(),
         };
         let err = c.ingest.batch(keyed(too_many, &key)?).await.unwrap_err();
@@ -420,7 +422,7 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
         stream
             .send_batch(
                 (0..2501)
-                    .map(|i| track(&format!("sb-{i}"), &format!("many{i}"), "signup", &ok_props))
+                    .map(|i| track(&format!("many{i}"), "signup", &format!("sb-{i}"), &ok_props))
                     .collect(),
             )
             .await?;
@@ -451,12 +453,12 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
 
         // The same stream stores a good event (so the checks above can fail).
         stream
-            .send(track("s-ok", "u1", "signup", &ok_props))
+            .send(track("u1", "signup", "s-ok", &ok_props))
             .await?;
         let ack = stream.acks(1, Duration::from_secs(10)).await?.remove(0);
         assert_eq!(ack.status, pb::AckStatus::Accepted as i32, "{ack:?}");
         assert_eq!(c.instances_of("signups", "u1").await?.len(), 1);
-        sink.wait_for(1, Duration::from_secs(20)).await?;
+        sink.wait_for(1, Duration::from_secs(20)).await;
         // An open stream would hold the server's graceful shutdown for its drain timeout.
         stream.close();
         assert!(
@@ -464,7 +466,8 @@ async fn bad_grpc_events_are_refused_with_reasons_and_store_nothing() -> anyhow:
             "the stream ends cleanly"
         );
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

@@ -6,14 +6,15 @@
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::Sink;
 use journeys_tests::ingest::{IngestStream, identify, keyed, statuses, track};
-use journeys_tests::{Sink, Stack, StackOptions, on_each_backend};
+use journeys_tests::{Stack, StackOptions, on_each_backend};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("shop").await?;
@@ -34,10 +35,10 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
 
         let mut stream = IngestStream::open(&mut c.ingest, &key).await?;
         stream
-            .send(identify("i-1", "u1", &json!({"tier": "gold"})))
+            .send(identify("u1", "i-1", &json!({"tier": "gold"})))
             .await?;
         stream
-            .send(track("p-1", "u1", "purchase", &json!({"order_id": "1"})))
+            .send(track("u1", "purchase", "p-1", &json!({"order_id": "1"})))
             .await?;
         let acks = stream.acks(2, Duration::from_secs(10)).await?;
         assert!(
@@ -50,15 +51,15 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
         // The same ids again, with other content: one at a time, then in a batch beside a
         // new event.
         stream
-            .send(identify("i-1", "u1", &json!({"tier": "bronze"})))
+            .send(identify("u1", "i-1", &json!({"tier": "bronze"})))
             .await?;
         stream
-            .send(track("p-1", "u1", "purchase", &json!({"order_id": "2"})))
+            .send(track("u1", "purchase", "p-1", &json!({"order_id": "2"})))
             .await?;
         stream
             .send_batch(vec![
-                track("p-2", "u1", "purchase", &json!({"order_id": "3"})),
-                track("p-1", "u1", "purchase", &json!({"order_id": "4"})),
+                track("u1", "purchase", "p-2", &json!({"order_id": "3"})),
+                track("u1", "purchase", "p-1", &json!({"order_id": "4"})),
             ])
             .await?;
         let acks = stream.acks(4, Duration::from_secs(10)).await?;
@@ -82,7 +83,7 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
         let ack = c
             .ingest
             .track(keyed(
-                track("p-2", "u1", "purchase", &json!({"order_id": "5"})),
+                track("u1", "purchase", "p-2", &json!({"order_id": "5"})),
                 &key,
             )?)
             .await?
@@ -124,7 +125,7 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
             .collect();
         orders.sort();
         assert_eq!(orders, ["1", "3"]);
-        sink.wait_for(2, Duration::from_secs(20)).await?;
+        sink.wait_for(2, Duration::from_secs(20)).await;
         let received = sink.settle(Duration::from_millis(800)).await;
         let mut sent: Vec<(String, String)> = received
             .iter()
@@ -170,7 +171,8 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
             .ok_or_else(|| anyhow::anyhow!("purchase missing from the catalog"))?;
         assert_eq!(purchase.count, 2, "duplicates are not counted");
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

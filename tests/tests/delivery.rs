@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::{Sink, eventually};
 use journeys_tests::ingest::{send_accepted, track};
-use journeys_tests::{Sink, Stack, StackClients, StackOptions, eventually, on_each_backend};
+use journeys_tests::{Stack, StackClients, StackOptions, on_each_backend};
 use serde_json::{Value, json};
 
 fn forward_to(destination: &str, id: &str) -> Value {
@@ -44,7 +45,7 @@ async fn send_stats(c: &mut StackClients, journey: &str) -> anyhow::Result<pb::S
 async fn a_failing_destination_gets_every_attempt_with_the_same_idempotency_key()
 -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         sink.script([500, 500]);
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
@@ -57,15 +58,15 @@ async fn a_failing_destination_gets_every_attempt_with_the_same_idempotency_key(
             &mut c.ingest,
             &key,
             vec![track(
-                "o-1",
                 "u1",
                 "order_placed",
+                "o-1",
                 &json!({"order_id": "A1"}),
             )],
         )
         .await?;
         // Backoff ceilings 1 s then 2 s, plus the dispatcher's idle poll: well inside 30 s.
-        sink.wait_for(3, Duration::from_secs(30)).await?;
+        sink.wait_for(3, Duration::from_secs(30)).await;
         let attempts = sink.settle(Duration::from_millis(1500)).await;
         assert_eq!(
             attempts.iter().map(|a| a.answered).collect::<Vec<_>>(),
@@ -91,7 +92,8 @@ async fn a_failing_destination_gets_every_attempt_with_the_same_idempotency_key(
         // GetJourneyStats documents `failed` as "failed delivery attempts": two here.
         assert_eq!(stats.failed, 2, "failed delivery attempts: {stats:?}");
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }
@@ -99,7 +101,7 @@ async fn a_failing_destination_gets_every_attempt_with_the_same_idempotency_key(
 #[tokio::test]
 async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         sink.answer_by_default(400);
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
@@ -112,22 +114,22 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
             &mut c.ingest,
             &key,
             vec![track(
-                "o-1",
                 "u1",
                 "order_placed",
+                "o-1",
                 &json!({"order_id": "B7"}),
             )],
         )
         .await?;
-        let first = sink.wait_for(1, Duration::from_secs(20)).await?.remove(0);
+        let first = sink.wait_for(1, Duration::from_secs(20)).await.remove(0);
         let dead = eventually("a dead letter", Duration::from_secs(20), || {
             let mut c = c.clone();
             async move {
                 let letters = c.dead_letters("strict").await?;
-                Ok((!letters.is_empty()).then_some(letters))
+                Ok::<_, anyhow::Error>((!letters.is_empty()).then_some(letters))
             }
         })
-        .await?;
+        .await;
         assert_eq!(dead.len(), 1, "{dead:?}");
         let letter = &dead[0];
         let instance = &c.instances_of(&journey.id, "u1").await?[0];
@@ -156,7 +158,7 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
             .await?
             .into_inner();
         assert_eq!(replayed.replayed, 1);
-        let received = sink.wait_for(2, Duration::from_secs(20)).await?;
+        let received = sink.wait_for(2, Duration::from_secs(20)).await;
         let again = &received[1];
         assert_eq!(again.answered, 200);
         assert_eq!(again.idempotency_key(), letter.message_id);
@@ -169,11 +171,11 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
                 let mut c = c.clone();
                 async move {
                     let stats = send_stats(&mut c, "strict-orders").await?;
-                    Ok((stats.sent == 1).then_some(stats))
+                    Ok::<_, anyhow::Error>((stats.sent == 1).then_some(stats))
                 }
             },
         )
-        .await?;
+        .await;
         assert_eq!(after.dead_lettered, 0, "{after:?}");
         assert!(c.dead_letters("strict").await?.is_empty());
         // Replaying it again does nothing: it is no longer a dead letter.
@@ -187,7 +189,8 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
         assert_eq!(again.replayed, 0);
         assert_eq!(sink.settle(Duration::from_millis(1200)).await.len(), 2);
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::Sink;
 use journeys_tests::ingest::send_accepted;
 use journeys_tests::ingest::track;
-use journeys_tests::{Sink, Stack, StackOptions, on_each_backend};
+use journeys_tests::{Stack, StackOptions, on_each_backend};
 use serde_json::json;
 
 fn state(instance: &pb::Instance) -> pb::InstanceState {
@@ -17,7 +18,7 @@ fn state(instance: &pb::Instance) -> pb::InstanceState {
 #[tokio::test]
 async fn enter_once_admits_a_profile_a_single_time() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("app").await?;
@@ -42,10 +43,10 @@ async fn enter_once_admits_a_profile_a_single_time() -> anyhow::Result<()> {
             &mut c.ingest,
             &key,
             vec![
-                track("s-1", "u1", "signed_up", &json!({"plan": "trial"})),
-                track("s-2", "u1", "signed_up", &json!({"plan": "pro"})),
-                track("s-3", "u2", "signed_up", &json!({"plan": "pro"})),
-                track("s-4", "u1", "signed_up", &json!({"plan": "team"})),
+                track("u1", "signed_up", "s-1", &json!({"plan": "trial"})),
+                track("u1", "signed_up", "s-2", &json!({"plan": "pro"})),
+                track("u2", "signed_up", "s-3", &json!({"plan": "pro"})),
+                track("u1", "signed_up", "s-4", &json!({"plan": "team"})),
             ],
         )
         .await?;
@@ -54,7 +55,7 @@ async fn enter_once_admits_a_profile_a_single_time() -> anyhow::Result<()> {
         assert_eq!(state(&u1[0]), pb::InstanceState::Completed);
         assert_eq!(c.instances_of("welcome", "u2").await?.len(), 1);
 
-        sink.wait_for(2, Duration::from_secs(20)).await?;
+        sink.wait_for(2, Duration::from_secs(20)).await;
         let mut bodies: Vec<_> = sink
             .settle(Duration::from_millis(700))
             .await
@@ -70,7 +71,8 @@ async fn enter_once_admits_a_profile_a_single_time() -> anyhow::Result<()> {
             ]
         );
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }
@@ -109,7 +111,7 @@ fn applications_journey() -> serde_json::Value {
 async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_own()
 -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("app").await?;
@@ -127,29 +129,29 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
             &key,
             vec![
                 track(
-                    "a-1",
                     "u1",
                     "application_started",
+                    "a-1",
                     &json!({"application_id": "A", "amount": 100}),
                 ),
                 track(
-                    "a-2",
                     "u1",
                     "application_started",
+                    "a-2",
                     &json!({"application_id": "B", "amount": 200}),
                 ),
                 // Same value as an active instance: no second instance for A.
                 track(
-                    "a-3",
                     "u1",
                     "application_started",
+                    "a-3",
                     &json!({"application_id": "A", "amount": 999}),
                 ),
                 // Same value, another profile: its own instance.
                 track(
-                    "a-4",
                     "u2",
                     "application_started",
+                    "a-4",
                     &json!({"application_id": "A", "amount": 300}),
                 ),
             ],
@@ -174,14 +176,14 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
             &mut c.ingest,
             &key,
             vec![track(
-                "a-5",
                 "u1",
                 "application_completed",
+                "a-5",
                 &json!({"application_id": "B", "score": 7}),
             )],
         )
         .await?;
-        let received = sink.wait_for(1, Duration::from_secs(20)).await?;
+        let received = sink.wait_for(1, Duration::from_secs(20)).await;
         let request = &received[0];
         assert_eq!(request.path, "/applications/B");
         assert_eq!(
@@ -208,9 +210,9 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
             &mut c.ingest,
             &key,
             vec![track(
-                "a-6",
                 "u1",
                 "application_withdrawn",
+                "a-6",
                 &json!({"application_id": "A"}),
             )],
         )
@@ -232,9 +234,9 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
             &mut c.ingest,
             &key,
             vec![track(
-                "a-7",
                 "u1",
                 "application_completed",
+                "a-7",
                 &json!({"application_id": "A"}),
             )],
         )
@@ -246,9 +248,9 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
             &mut c.ingest,
             &key,
             vec![track(
-                "a-8",
                 "u1",
                 "application_started",
+                "a-8",
                 &json!({"application_id": "A", "amount": 5}),
             )],
         )
@@ -266,7 +268,8 @@ async fn reentry_runs_one_instance_per_identifier_and_events_reach_only_their_ow
         let received = sink.settle(Duration::from_millis(700)).await;
         assert_eq!(received.len(), 1, "only B's completion was sent");
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

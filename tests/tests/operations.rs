@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::{Sink, eventually};
 use journeys_tests::ingest::{identify, send_accepted, track};
-use journeys_tests::{Sink, Stack, StackClients, StackOptions, eventually, on_each_backend};
+use journeys_tests::{Stack, StackClients, StackOptions, on_each_backend};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -67,7 +68,7 @@ fn step_counts(stats: &pb::GetJourneyStatsResponse) -> Vec<(&str, [i64; 4])> {
 #[tokio::test]
 async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("app").await?;
@@ -83,23 +84,23 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
             &key,
             vec![
                 identify(
-                    "i-1",
                     "u1",
+                    "i-1",
                     &json!({"name": "Ann", "beta": true, "seats": 3}),
                 ),
-                track("t-1", "u1", "trial_started", &json!({"trial_id": "T1"})),
-                track("t-2", "u1", "trial_started", &json!({"trial_id": "T2"})),
-                track("t-3", "u2", "trial_started", &json!({"trial_id": "T3"})),
+                track("u1", "trial_started", "t-1", &json!({"trial_id": "T1"})),
+                track("u1", "trial_started", "t-2", &json!({"trial_id": "T2"})),
+                track("u2", "trial_started", "t-3", &json!({"trial_id": "T3"})),
                 track(
-                    "s-1",
                     "u1",
                     "subscribed",
+                    "s-1",
                     &json!({"trial_id": "T1", "plan": "pro"}),
                 ),
             ],
         )
         .await?;
-        sink.wait_for(4, Duration::from_secs(20)).await?;
+        sink.wait_for(4, Duration::from_secs(20)).await;
 
         let u1 = profile(&mut c, "u1").await?;
         assert_eq!(
@@ -132,7 +133,7 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
         send_accepted(
             &mut c.ingest,
             &key,
-            vec![identify("i-2", "u1", &json!({"beta": false}))],
+            vec![identify("u1", "i-2", &json!({"beta": false}))],
         )
         .await?;
         assert_eq!(profile(&mut c, "u1").await?.audiences, ["vip"]);
@@ -142,10 +143,10 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
             async move {
                 let stats = c.stats("trials").await?;
                 let sent: i64 = stats.sends.iter().map(|s| s.sent).sum();
-                Ok((sent == 4).then_some(stats))
+                Ok::<_, anyhow::Error>((sent == 4).then_some(stats))
             }
         })
-        .await?;
+        .await;
         assert_eq!(
             step_counts(&stats),
             [
@@ -201,7 +202,7 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
         send_accepted(
             &mut c.ingest,
             &key,
-            vec![track("s-2", "u1", "subscribed", &json!({"trial_id": "T2"}))],
+            vec![track("u1", "subscribed", "s-2", &json!({"trial_id": "T2"}))],
         )
         .await?;
         let stats = c.stats("trials").await?;
@@ -223,8 +224,8 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
             &mut c.ingest,
             &key,
             vec![
-                track("t-4", "u3", "trial_started", &json!({"trial_id": "T4"})),
-                track("s-3", "u2", "subscribed", &json!({"trial_id": "T3"})),
+                track("u3", "trial_started", "t-4", &json!({"trial_id": "T4"})),
+                track("u2", "subscribed", "s-3", &json!({"trial_id": "T3"})),
             ],
         )
         .await?;
@@ -237,7 +238,8 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
             "nothing is sent after the exits"
         );
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }
@@ -245,7 +247,7 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
 #[tokio::test]
 async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
         let key = c.create_source("app").await?;
@@ -256,14 +258,14 @@ async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Resu
             &mut c.ingest,
             &key,
             vec![track(
-                "t-1",
                 "u1",
                 "trial_started",
+                "t-1",
                 &json!({"trial_id": "T1"}),
             )],
         )
         .await?;
-        sink.wait_for(1, Duration::from_secs(20)).await?;
+        sink.wait_for(1, Duration::from_secs(20)).await;
 
         c.journeys
             .archive_journey(pb::ArchiveJourneyRequest {
@@ -277,8 +279,8 @@ async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Resu
             &mut c.ingest,
             &key,
             vec![
-                track("t-2", "u2", "trial_started", &json!({"trial_id": "T2"})),
-                track("s-1", "u1", "subscribed", &json!({"trial_id": "T1"})),
+                track("u2", "trial_started", "t-2", &json!({"trial_id": "T2"})),
+                track("u1", "subscribed", "s-1", &json!({"trial_id": "T1"})),
             ],
         )
         .await?;
@@ -291,11 +293,12 @@ async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Resu
             pb::InstanceState::Completed,
             "the waiting instance still takes its branch"
         );
-        let received = sink.wait_for(2, Duration::from_secs(20)).await?;
+        let received = sink.wait_for(2, Duration::from_secs(20)).await;
         assert_eq!(received[1].path, "/drained/thanks");
         assert_eq!(sink.settle(Duration::from_millis(800)).await.len(), 2);
         stack.stop().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

@@ -11,10 +11,11 @@ use journeys::{Node, Roles};
 use journeys_proto::v1 as pb;
 use journeys_runtime::config::{Config, Service};
 use journeys_runtime::shutdown::Shutdown;
+use journeys_testkit::Sink;
 use journeys_tests::http::HttpClient;
 use journeys_tests::ingest::{IngestStream, track};
 use journeys_tests::stack::{JOURNEY_CACHE_REFRESH, wait_serving};
-use journeys_tests::{Sink, StackClients, on_each_backend};
+use journeys_tests::{StackClients, on_each_backend};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -61,7 +62,7 @@ async fn start(service: Service, url: &str) -> anyhow::Result<Server> {
 #[tokio::test]
 async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let control = start(Service::ControlPlane, &url).await?;
         let data = start(Service::DataPlane, &url).await?;
         let scheduler = start(Service::Scheduler, &url).await?;
@@ -101,10 +102,10 @@ async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> an
         // gRPC stream and HTTP, both on the data plane.
         let mut stream = IngestStream::open(&mut ingest, &key).await?;
         stream
-            .send(track("f-1", "u1", "form_submitted", &json!({"form_id": "F1"})))
+            .send(track("u1", "form_submitted", "f-1", &json!({"form_id": "F1"})))
             .await?;
         stream
-            .send(track("d-1", "u1", "download", &json!({"file": "guide.pdf"})))
+            .send(track("u1", "download", "d-1", &json!({"file": "guide.pdf"})))
             .await?;
         let acks = stream.acks(2, Duration::from_secs(10)).await?;
         assert!(
@@ -126,7 +127,7 @@ async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> an
             .await?;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
 
-        let received = sink.wait_for(3, Duration::from_secs(30)).await?;
+        let received = sink.wait_for(3, Duration::from_secs(30)).await;
         let mut paths: Vec<(&str, &str)> = received
             .iter()
             .map(|r| (r.path.as_str(), r.body["userId"].as_str().unwrap_or_default()))
@@ -155,7 +156,8 @@ async fn control_plane_data_plane_and_scheduler_work_as_separate_servers() -> an
         scheduler.stop().await?;
         control.stop().await?;
         assert_eq!(sink.settle(Duration::from_millis(500)).await.len(), 3);
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

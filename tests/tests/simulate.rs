@@ -2,6 +2,7 @@
 //! paths on a virtual clock, and payloads exactly as they would be sent.
 
 use journeys_proto::v1 as pb;
+use journeys_tests::ingest::track;
 use journeys_tests::{ControlPlane, Options, example, on_each_backend};
 use serde_json::json;
 
@@ -9,17 +10,6 @@ fn ts(secs: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: 1_800_000_000 + secs,
         nanos: 0,
-    }
-}
-
-fn track(id: &str, user: &str, name: &str, props: &serde_json::Value) -> pb::Event {
-    pb::Event {
-        r#type: pb::EventType::Track as i32,
-        message_id: id.to_owned(),
-        user_id: user.to_owned(),
-        event: name.to_owned(),
-        properties: Some(journeys_control_plane::convert::json::json_to_struct(props)),
-        ..Default::default()
     }
 }
 
@@ -43,18 +33,18 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
         let events = vec![
             at(
                 track(
-                    "m1",
                     "u1",
                     "checkout_started",
+                    "m1",
                     &json!({"session_id": "s1", "total": 42}),
                 ),
                 0,
             ),
             at(
                 track(
-                    "m2",
                     "u2",
                     "checkout_started",
+                    "m2",
                     &json!({"session_id": "s2", "total": 7}),
                 ),
                 10,
@@ -62,9 +52,9 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
             // u1 buys within the hour, for the same session.
             at(
                 track(
-                    "m3",
                     "u1",
                     "purchase_completed",
+                    "m3",
                     &json!({"session_id": "s1"}),
                 ),
                 1200,
@@ -72,9 +62,9 @@ async fn abandoned_checkout_nudges_only_the_session_that_did_not_buy() -> anyhow
             // u2 buys too, but for another session: that must not end s2's hold.
             at(
                 track(
-                    "m4",
                     "u2",
                     "purchase_completed",
+                    "m4",
                     &json!({"session_id": "other"}),
                 ),
                 1300,
@@ -161,9 +151,9 @@ async fn preview_renders_the_mapped_payload_of_a_stored_journey() -> anyhow::Res
                 journey_id: created.id.clone(),
                 step_key: "follow_up".to_owned(),
                 sample_event: Some(track(
-                    "sample-1",
                     "u9",
                     "content_downloaded",
+                    "sample-1",
                     &json!({"content_id": "c1", "title": "The Rust Book"}),
                 )),
                 traits: Some(journeys_control_plane::convert::json::json_to_struct(

@@ -12,30 +12,35 @@ use tokio::time::Instant;
 
 use journeys_delivery::{DeliveryConfig, DeliveryError, Dispatcher};
 use journeys_store::OutboxStatus;
-use journeys_store::testing::each_backend;
+use journeys_testkit::{Reply, Sink, each_backend};
 
-use support::{Reply, Sink, destination, enqueue, fast_config, outbox_row, spawn, wait_row};
+use support::{destination, enqueue, fast_config, outbox_row, spawn, wait_row};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_with_the_same_idempotency_key() {
-    for db in each_backend().await {
-        let sink = Sink::start(vec![
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        sink.script(vec![
             Reply::status(500),
             Reply::status(500).body("still down"),
-        ])
+        ]);
+        let dest = destination(
+            db,
+            &sink.url_at("/hooks"),
+            json!({"headers": {"X-Api-Key": "k-1"}}),
+        )
         .await;
-        let dest = destination(&db, &sink.url(), json!({"headers": {"X-Api-Key": "k-1"}})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(3, PATIENCE).await;
-        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let stored = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(stored.sent_at.is_some());
         assert_eq!(received.len(), 3, "{} on {}", received.len(), db.backend());
         for request in &received {
@@ -45,8 +50,8 @@ async fn server_errors_are_retried_with_the_same_idempotency_key() {
                 request.header("idempotency-key"),
                 Some(row.message_id.as_str())
             );
-            assert_eq!(request.json()["messageId"], row.message_id.as_str());
-            assert_eq!(request.json(), row.payload);
+            assert_eq!(request.body["messageId"], row.message_id.as_str());
+            assert_eq!(request.body, row.payload);
             assert_eq!(request.header("content-type"), Some("application/json"));
             assert_eq!(request.header("x-api-key"), Some("k-1"));
             let agent = request.header("user-agent").unwrap_or_default();
@@ -54,27 +59,28 @@ async fn server_errors_are_retried_with_the_same_idempotency_key() {
         }
         // Nothing more once it is sent.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(sink.received().len(), 3);
+        assert_eq!(sink.requests().len(), 3);
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_dead_letter_at_once_and_replay_delivers() {
-    for db in each_backend().await {
-        let sink = Sink::start(vec![Reply::status(400).body("{\"error\":\"bad field\"}")]).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(400).body("{\"error\":\"bad field\"}")]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
-        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        let dead = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
         assert_eq!(dead.attempts, 1);
         assert!(dead.dead_at.is_some());
         let error = dead.last_error.unwrap_or_default();
@@ -83,7 +89,7 @@ async fn client_errors_dead_letter_at_once_and_replay_delivers() {
             "{error}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(sink.received().len(), 1, "a 400 is final");
+        assert_eq!(sink.requests().len(), 1, "a 400 is final");
         let listed = db
             .outbox()
             .list_dead(Some(&dest), None, 10, None)
@@ -104,58 +110,64 @@ async fn client_errors_dead_letter_at_once_and_replay_delivers() {
         );
         waker.wake();
         let received = sink.wait_for(2, PATIENCE).await;
-        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(sink.received().len(), 2);
+        assert_eq!(sink.requests().len(), 2);
         assert_eq!(
             received[1].header("idempotency-key"),
             Some(row.message_id.as_str())
         );
-        assert_eq!(received[1].json()["messageId"], row.message_id.as_str());
+        assert_eq!(received[1].body["messageId"], row.message_id.as_str());
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_waits_for_retry_after() {
-    for db in each_backend().await {
-        let sink = Sink::start(vec![Reply::status(429).header("retry-after", "1")]).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(429).header("retry-after", "1")]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(2, PATIENCE).await;
         let waited = received[1].at - received[0].at;
         assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
-        let stored = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let stored = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(stored.sent_at.is_some());
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_signed_and_carry_the_trace() {
     const SECRET: &str = "whsec_test_123";
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    for db in each_backend().await {
-        let sink = Sink::start(Vec::new()).await;
-        let dest = destination(&db, &sink.url(), json!({"signing_secret": SECRET})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        let dest = destination(
+            db,
+            &sink.url_at("/hooks"),
+            json!({"signing_secret": SECRET}),
+        )
+        .await;
         let mut row = outbox_row(&dest);
         row.traceparent = Some(TRACEPARENT.to_owned());
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(1, PATIENCE).await;
@@ -166,7 +178,7 @@ async fn requests_are_signed_and_carry_the_trace() {
         assert!((Utc::now().timestamp() - t).abs() < 60, "timestamp {t}");
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(format!("{t}.").as_bytes());
-        mac.update(&request.body);
+        mac.update(&request.raw);
         assert_eq!(v1, hex::encode(mac.finalize().into_bytes()));
         // A different body does not verify.
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -175,15 +187,15 @@ async fn requests_are_signed_and_carry_the_trace() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_without_a_secret() {
-    for db in each_backend().await {
-        let sink = Sink::start(Vec::new()).await;
-        let dest = destination(&db, &sink.url(), json!({"signing_secret": ""})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({"signing_secret": ""})).await;
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let outcome = dispatcher
             .deliver_once(&dest, "POST", "/t", &json!({"a": 1}), "m-1")
@@ -193,23 +205,24 @@ async fn unsigned_without_a_secret() {
         let received = sink.wait_for(1, PATIENCE).await;
         assert_eq!(received[0].header("journeys-signature"), None);
         assert_eq!(received[0].header("traceparent"), None);
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // The first request hangs: the dispatcher that sent it "crashes" before any answer.
-        let sink = Sink::start(vec![Reply::status(200).delay(Duration::from_secs(30))]).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(200).delay(Duration::from_secs(30))]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let row = outbox_row(&dest);
         let config = DeliveryConfig {
             lease: Duration::from_millis(800),
             max_idle_wait: Duration::from_millis(100),
             ..fast_config()
         };
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
 
         let crashing = Dispatcher::new(db.store().clone(), config.clone());
         let (_stop, crashed) = spawn(crashing);
@@ -221,33 +234,33 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
         let restarted = Dispatcher::new(db.store().clone(), config);
         let (stop, task) = spawn(restarted);
         let received = sink.wait_for(2, PATIENCE).await;
-        wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         // Claimed shortly before the first request arrived, so the lease ends a little less
         // than 800 ms after it; nobody may take the row before.
         let gap = received[1].at - received[0].at;
         assert!(gap >= Duration::from_millis(600), "repeated after {gap:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let received = sink.received();
+        let received = sink.requests();
         assert_eq!(received.len(), 2, "exactly one repeat");
         for request in &received {
             assert_eq!(
                 request.header("idempotency-key"),
                 Some(row.message_id.as_str())
             );
-            assert_eq!(request.json()["messageId"], row.message_id.as_str());
+            assert_eq!(request.body["messageId"], row.message_id.as_str());
         }
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_delivers_without_waiting_for_a_poll() {
-    for db in each_backend().await {
-        let sink = Sink::start(Vec::new()).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         // A poll so slow that only the wake can explain a quick delivery.
         let config = DeliveryConfig {
             max_idle_wait: Duration::from_secs(60),
@@ -260,9 +273,9 @@ async fn wake_delivers_without_waiting_for_a_poll() {
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         for _ in 0..3 {
-            let before = sink.received().len();
+            let before = sink.requests().len();
             let row = outbox_row(&dest);
-            enqueue(&db, vec![row]).await;
+            enqueue(db, vec![row]).await;
             let woken = Instant::now();
             waker.wake();
             let received = sink.wait_for(before + 1, PATIENCE).await;
@@ -277,15 +290,15 @@ async fn wake_delivers_without_waiting_for_a_poll() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
-    for db in each_backend().await {
-        let sink = Sink::start(Vec::new()).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let config = DeliveryConfig {
             max_idle_wait: Duration::from_millis(200),
             ..fast_config()
@@ -293,7 +306,7 @@ async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
         let (stop, task) = spawn(Dispatcher::new(db.store().clone(), config));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let rows: Vec<_> = (0..20).map(|_| outbox_row(&dest)).collect();
-        enqueue(&db, rows.clone()).await;
+        enqueue(db, rows.clone()).await;
         let received = sink.wait_for(20, PATIENCE).await;
         let mut keys: Vec<_> = received
             .iter()
@@ -304,21 +317,22 @@ async fn rows_committed_without_a_wake_are_found_by_the_idle_poll() {
         expected.sort();
         assert_eq!(keys, expected);
         for row in &rows {
-            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         }
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_run_in_parallel_up_to_the_bound() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let slow = Reply::status(200).delay(Duration::from_millis(300));
-        let sink = Sink::start(vec![slow; 12]).await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+        let sink = Sink::start().await;
+        sink.script(vec![slow; 12]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let config = DeliveryConfig {
             max_in_flight: 4,
             ..fast_config()
@@ -327,12 +341,12 @@ async fn deliveries_run_in_parallel_up_to_the_bound() {
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
         let rows: Vec<_> = (0..12).map(|_| outbox_row(&dest)).collect();
-        enqueue(&db, rows.clone()).await;
+        enqueue(db, rows.clone()).await;
         waker.wake();
 
         sink.wait_for(12, PATIENCE).await;
         for row in &rows {
-            wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         }
         let peak = sink.peak_concurrency();
         assert!(
@@ -343,24 +357,25 @@ async fn deliveries_run_in_parallel_up_to_the_bound() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_retried() {
-    for db in each_backend().await {
-        let sink = Sink::start(vec![Reply::status(200).delay(Duration::from_secs(5))]).await;
-        let dest = destination(&db, &sink.url(), json!({"timeout_ms": 200})).await;
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(200).delay(Duration::from_secs(5))]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({"timeout_ms": 200})).await;
         let row = outbox_row(&dest);
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
         let received = sink.wait_for(2, PATIENCE).await;
-        let sent = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        let sent = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
         assert!(received[1].at - received[0].at >= Duration::from_millis(200));
         assert_eq!(
             received[1].header("idempotency-key"),
@@ -371,21 +386,21 @@ async fn timeouts_are_retried() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_destinations_are_dead_lettered() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let row = outbox_row("0190f0f0-0000-7000-8000-000000000000");
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let waker = dispatcher.waker();
         let (stop, task) = spawn(dispatcher);
-        enqueue(&db, vec![row.clone()]).await;
+        enqueue(db, vec![row.clone()]).await;
         waker.wake();
 
-        let dead = wait_row(&db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        let dead = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
         let error = dead.last_error.unwrap_or_default();
         assert!(
             error.contains("destination") && error.contains("not found"),
@@ -395,21 +410,21 @@ async fn unknown_destinations_are_dead_lettered() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_once_reports_what_the_destination_answered() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let big = "x".repeat(70 * 1024);
-        let sink = Sink::start(vec![
+        let sink = Sink::start().await;
+        sink.script(vec![
             Reply::status(201).body("{\"ok\":true}"),
             Reply::status(503).body("maintenance"),
             Reply::status(200).body(big),
-        ])
-        .await;
-        let dest = destination(&db, &sink.url(), json!({})).await;
+        ]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
         let dispatcher = Dispatcher::new(db.store().clone(), fast_config());
         let payload = json!({"type": "track", "event": "Test", "messageId": "test-1"});
 
@@ -424,7 +439,7 @@ async fn deliver_once_reports_what_the_destination_answered() {
         let received = sink.wait_for(1, PATIENCE).await;
         assert_eq!(received[0].path, "/hooks/test");
         assert_eq!(received[0].header("idempotency-key"), Some("test-1"));
-        assert_eq!(received[0].json(), payload);
+        assert_eq!(received[0].body, payload);
 
         // No retries: a 503 is reported as it is.
         let outcome = dispatcher
@@ -436,7 +451,7 @@ async fn deliver_once_reports_what_the_destination_answered() {
             (503, "maintenance")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(sink.received().len(), 2);
+        assert_eq!(sink.requests().len(), 2);
 
         let outcome = dispatcher
             .deliver_once(&dest, "PUT", "/test", &payload, "test-1")
@@ -444,7 +459,7 @@ async fn deliver_once_reports_what_the_destination_answered() {
             .unwrap();
         assert_eq!(outcome.body.len(), 64 * 1024);
         assert!(outcome.truncated);
-        assert_eq!(sink.received()[2].method, "PUT");
+        assert_eq!(sink.requests()[2].method, "PUT");
 
         let missing = dispatcher
             .deliver_once("nope", "POST", "/", &payload, "test-1")
@@ -459,16 +474,15 @@ async fn deliver_once_reports_what_the_destination_answered() {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let closed_url = format!("http://{}/hooks", closed.local_addr().unwrap());
         drop(closed);
-        let gone = destination(&db, &closed_url, json!({})).await;
+        let gone = destination(db, &closed_url, json!({})).await;
         let err = dispatcher
             .deliver_once(&gone, "POST", "/", &payload, "test-1")
             .await
             .unwrap_err();
         assert!(matches!(err, DeliveryError::Transport(_)), "{err}");
         assert!(err.is_transient());
-
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// `t=<unix>,v1=<hex>` into its parts.
@@ -487,21 +501,26 @@ fn parse_signature(header: &str) -> (i64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // Every request to the slow destination hangs for 5 s; there are more of its sends due
         // (and due earlier) than the dispatcher has slots.
-        let slow_sink =
-            Sink::start(vec![Reply::status(200).delay(Duration::from_secs(5)); 20]).await;
-        let fast_sink = Sink::start(Vec::new()).await;
-        let slow = destination(&db, &slow_sink.url(), json!({"timeout_ms": 10_000})).await;
-        let fast = destination(&db, &fast_sink.url(), json!({})).await;
+        let slow_sink = Sink::start().await;
+        slow_sink.script(vec![Reply::status(200).delay(Duration::from_secs(5)); 20]);
+        let fast_sink = Sink::start().await;
+        let slow = destination(
+            db,
+            &slow_sink.url_at("/hooks"),
+            json!({"timeout_ms": 10_000}),
+        )
+        .await;
+        let fast = destination(db, &fast_sink.url_at("/hooks"), json!({})).await;
         let mut slow_rows: Vec<_> = (0..20).map(|_| outbox_row(&slow)).collect();
         for row in &mut slow_rows {
             row.next_attempt_at -= chrono::TimeDelta::seconds(1);
         }
         let fast_row = outbox_row(&fast);
-        enqueue(&db, slow_rows.clone()).await;
-        enqueue(&db, vec![fast_row.clone()]).await;
+        enqueue(db, slow_rows.clone()).await;
+        enqueue(db, vec![fast_row.clone()]).await;
 
         let config = DeliveryConfig {
             max_in_flight: 8,
@@ -513,7 +532,7 @@ async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
         let (stop, task) = spawn(dispatcher);
         waker.wake();
 
-        wait_row(&db, &fast_row.id, PATIENCE, |r| {
+        wait_row(db, &fast_row.id, PATIENCE, |r| {
             r.status == OutboxStatus::Sent
         })
         .await;
@@ -529,6 +548,6 @@ async fn a_hanging_destination_does_not_hold_back_a_healthy_one() {
 
         drop(stop);
         task.await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

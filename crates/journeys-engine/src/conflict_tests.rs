@@ -5,102 +5,30 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use journeys_core::model::{
-    EntryRule, EntryTrigger, Event, EventType, HoldBranch, HoldUntilStep, JourneyDefinition,
-    SendAction, SendSpec, SendStep, Step, StepKind,
-};
-use journeys_store::testing::each_backend;
-use journeys_store::{
-    Changes, InstanceFilter, InstanceRecord, InstanceState, JourneyRecord, JourneyState, Store,
-};
+use journeys_core::model::{EntryRule, JourneyDefinition};
+use journeys_store::{Changes, InstanceFilter, InstanceRecord, InstanceState, Store};
+use journeys_testkit::journeys::{abandoned_checkout, publish};
+use journeys_testkit::{each_backend, track};
 use serde_json::json;
 
 use crate::{AckStatus, Engine, EngineConfig};
 
-fn send(key: &str) -> Step {
-    Step {
-        key: key.into(),
-        name: key.into(),
-        kind: StepKind::Send(SendStep {
-            spec: SendSpec {
-                destination_id: "dest_1".into(),
-                action: SendAction::default(),
-                event_name: None,
-                traits: Vec::new(),
-                mapping: None,
-            },
-            next: None,
-        }),
-    }
-}
-
-/// Hold for `purchase_completed` (→ `thanks`) at most an hour (→ `nudge`).
+/// Hold for `purchase_completed` (→ `thanks`) at most an hour (→ `nudge`), entered once.
 fn checkout() -> JourneyDefinition {
-    JourneyDefinition {
-        name: "Checkout".into(),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: "checkout_started".into(),
-            audience_key: None,
-            filters: Vec::new(),
-        },
-        entry_rule: EntryRule::EnterOnce,
-        start_step: "wait".into(),
-        steps: vec![
-            Step {
-                key: "wait".into(),
-                name: "wait".into(),
-                kind: StepKind::HoldUntil(HoldUntilStep {
-                    branches: vec![HoldBranch {
-                        name: "bought".into(),
-                        event: "purchase_completed".into(),
-                        filters: Vec::new(),
-                        next: Some("thanks".into()),
-                        return_to_start: false,
-                    }],
-                    max_duration: Duration::from_secs(3600),
-                    timeout_next: Some("nudge".into()),
-                }),
-            },
-            send("thanks"),
-            send("nudge"),
-        ],
-        exit_rules: Vec::new(),
-    }
-}
-
-fn track(name: &str, message_id: &str) -> Event {
-    Event {
-        kind: EventType::Track,
-        message_id: message_id.into(),
-        user_id: Some("u1".into()),
-        anonymous_id: None,
-        event: name.into(),
-        properties: json!({}),
-        traits: json!({}),
-        context: json!({}),
-        timestamp: Utc::now(),
-    }
+    let mut definition = abandoned_checkout("wait", Duration::from_secs(3600), "dest_1");
+    definition.name = "Checkout".into();
+    definition.entry_rule = EntryRule::EnterOnce;
+    definition
 }
 
 /// Publishes the journey, starts an engine and enters `u1`; returns the engine and instance.
 async fn waiting_instance(store: &Store) -> (Engine, InstanceRecord) {
-    let now = Utc::now();
-    let draft = JourneyRecord::new_draft(
-        "Checkout",
-        "",
-        serde_json::to_value(checkout()).unwrap(),
-        now,
-    );
-    let journey = store.journeys().insert(&draft).await.unwrap();
-    store
-        .journeys()
-        .set_state(&journey.id, JourneyState::Published, now)
-        .await
-        .unwrap();
+    publish(store, &checkout()).await;
     let engine = Engine::start(store.clone(), EngineConfig::default(), None);
     engine.refresh_now().await.unwrap();
-    let acks = engine.submit(vec![track("checkout_started", "c1")]).await;
+    let acks = engine
+        .submit(vec![track("u1", "checkout_started", "c1", json!({}))])
+        .await;
     assert_eq!(acks[0].status, AckStatus::Accepted);
     let instance = only_instance(store).await;
     assert_eq!(instance.state, InstanceState::Active);
@@ -131,8 +59,8 @@ async fn sent_steps(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event() {
-    for db in each_backend().await {
-        let (engine, instance) = waiting_instance(&db).await;
+    each_backend(async |db| {
+        let (engine, instance) = waiting_instance(db).await;
         engine.before_next_commit(Box::new(move |store: Store| {
             Box::pin(async move {
                 // A writer that rewrites the instance unchanged but bumps its version.
@@ -151,25 +79,27 @@ async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event(
                 store.runtime().commit(&changes).await.unwrap();
             })
         }));
-        let acks = engine.submit(vec![track("purchase_completed", "p1")]).await;
+        let acks = engine
+            .submit(vec![track("u1", "purchase_completed", "p1", json!({}))])
+            .await;
         assert_eq!(acks[0].status, AckStatus::Accepted);
-        let after = only_instance(&db).await;
+        let after = only_instance(db).await;
         assert_eq!(after.state, InstanceState::Completed);
         assert_eq!(after.version, 3, "entered at 1, bumped to 2, advanced to 3");
-        assert_eq!(sent_steps(&db).await, ["thanks"]);
+        assert_eq!(sent_steps(db).await, ["thanks"]);
         let stats = engine.stats();
         assert_eq!(stats.conflicts, 1);
         assert_eq!(stats.hold_matches, 1);
         assert_eq!(stats.events_accepted, 2);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_take() {
-    for db in each_backend().await {
-        let (engine, instance) = waiting_instance(&db).await;
+    each_backend(async |db| {
+        let (engine, instance) = waiting_instance(db).await;
         let timer = db
             .timers()
             .list_for_instance(&instance.id)
@@ -186,14 +116,16 @@ async fn a_timeout_fired_elsewhere_first_wins_and_the_event_finds_nothing_to_tak
                 assert_eq!(outcomes[0].status, crate::TimerStatus::Fired);
             })
         }));
-        let acks = engine.submit(vec![track("purchase_completed", "p1")]).await;
+        let acks = engine
+            .submit(vec![track("u1", "purchase_completed", "p1", json!({}))])
+            .await;
         assert_eq!(acks[0].status, AckStatus::Accepted, "the event is not lost");
-        assert_eq!(only_instance(&db).await.state, InstanceState::Completed);
-        assert_eq!(sent_steps(&db).await, ["nudge"], "exactly one branch");
+        assert_eq!(only_instance(db).await.state, InstanceState::Completed);
+        assert_eq!(sent_steps(db).await, ["nudge"], "exactly one branch");
         assert_eq!(engine.stats().conflicts, 1);
         assert_eq!(engine.stats().hold_matches, 0);
         scheduler.shutdown().await;
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    checkout, engine, engine_waking, engine_with, forwarding, identify, instances, publish, sends,
-    sent_steps, timers, track, unique, welcome_once,
+    checkout, engine, engine_waking, engine_with, forwarding, instances, sends, sent_steps, timers,
+    unique, welcome_once,
 };
 use futures::future::join_all;
 use journeys_engine::{Ack, AckStatus, EngineConfig};
 use journeys_store::InstanceState;
-use journeys_store::testing::each_backend;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, identify, track};
 use serde_json::json;
 
 fn accepted(acks: &[Ack]) -> bool {
@@ -23,16 +24,16 @@ fn accepted(acks: &[Ack]) -> bool {
 
 #[tokio::test]
 async fn forwarding_queues_exactly_the_matching_sends() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         db.audiences()
             .insert("vip", "VIP", chrono::Utc::now())
             .await
             .unwrap();
-        let journey = publish(&db, &forwarding()).await;
+        let journey = publish(db, &forwarding()).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
         let engine = engine_waking(
-            &db,
+            db,
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
@@ -78,7 +79,7 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             ["i1", "i2", "o1", "o2", "o3", "o4", "o5"]
         );
 
-        let rows = sends(&db).await;
+        let rows = sends(db).await;
         let mut bodies: Vec<_> = rows.iter().map(|r| r.payload.clone()).collect();
         bodies.sort_by_key(|b| b["order"].as_str().map(str::to_owned));
         assert_eq!(
@@ -96,7 +97,7 @@ async fn forwarding_queues_exactly_the_matching_sends() {
             assert_eq!(row.step_key, "forward");
         }
         // Forwarding instances end at once.
-        let ada = instances(&db, &journey, "ada").await;
+        let ada = instances(db, &journey, "ada").await;
         assert_eq!(ada.len(), 2);
         assert!(ada.iter().all(|i| i.state == InstanceState::Completed));
         // The identify synced the audience and merged the traits.
@@ -119,15 +120,15 @@ async fn forwarding_queues_exactly_the_matching_sends() {
         assert_eq!(stats.entries_skipped.get("filters_not_matched"), Some(&1));
         assert_eq!(stats.entries_skipped.get("not_in_audience"), Some(&1));
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enter_once_enters_at_most_once_across_batches() {
-    for db in each_backend().await {
-        let journey = publish(&db, &welcome_once()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &welcome_once()).await;
+        let engine = engine(db).await;
         let first = engine
             .submit(vec![
                 track("u1", "signed_up", "s1", json!({})),
@@ -140,25 +141,25 @@ async fn enter_once_enters_at_most_once_across_batches() {
             .await;
         assert!(accepted(&later));
 
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].state, InstanceState::Active);
         assert_eq!(all[0].current_step.as_deref(), Some("wait"));
-        assert_eq!(timers(&db, &all[0].id).await.len(), 1);
+        assert_eq!(timers(db, &all[0].id).await.len(), 1);
         assert_eq!(
             engine.stats().entries_skipped.get("already_entered"),
             Some(&2)
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let acks = engine
             .submit(vec![
                 track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
@@ -168,7 +169,7 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
             ])
             .await;
         assert!(accepted(&acks));
-        let running = instances(&db, &journey, "u1").await;
+        let running = instances(db, &journey, "u1").await;
         assert_eq!(running.len(), 2);
         assert!(running.iter().all(|i| i.state == InstanceState::Active));
         assert!(
@@ -191,18 +192,18 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
             )])
             .await;
         assert!(accepted(&acks));
-        let after = instances(&db, &journey, "u1").await;
+        let after = instances(db, &journey, "u1").await;
         let s1 = after.iter().find(|i| unique(i) == "s1").unwrap();
         let s2 = after.iter().find(|i| unique(i) == "s2").unwrap();
         assert_eq!(s1.state, InstanceState::Active);
         assert_eq!(s2.state, InstanceState::Completed);
         assert_eq!(s2.version, 2);
         assert!(
-            timers(&db, &s2.id).await.is_empty(),
+            timers(db, &s2.id).await.is_empty(),
             "the hold timer is cancelled"
         );
-        assert_eq!(timers(&db, &s1.id).await.len(), 1);
-        let rows = sends(&db).await;
+        assert_eq!(timers(db, &s1.id).await.len(), 1);
+        let rows = sends(db).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].instance_id, s2.id);
         assert_eq!(rows[0].step_key, "thanks");
@@ -221,20 +222,20 @@ async fn reentry_runs_parallel_instances_and_holds_match_by_unique_value() {
                 json!({"session_id": "s2"}),
             )])
             .await;
-        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn exit_rules_end_instances_and_their_timers() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
         let wakeups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&wakeups);
         let engine = engine_waking(
-            &db,
+            db,
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             }),
@@ -257,17 +258,17 @@ async fn exit_rules_end_instances_and_their_timers() {
             )])
             .await;
         assert!(accepted(&acks));
-        let u1 = instances(&db, &journey, "u1").await;
+        let u1 = instances(db, &journey, "u1").await;
         let s1 = u1.iter().find(|i| unique(i) == "s1").unwrap();
         assert_eq!(s1.state, InstanceState::Exited);
         assert!(s1.active_key.is_none());
-        assert!(timers(&db, &s1.id).await.is_empty());
+        assert!(timers(db, &s1.id).await.is_empty());
         assert_eq!(
             u1.iter().find(|i| unique(i) == "s2").unwrap().state,
             InstanceState::Active
         );
         assert_eq!(
-            instances(&db, &journey, "u2").await[0].state,
+            instances(db, &journey, "u2").await[0].state,
             InstanceState::Active
         );
 
@@ -278,21 +279,21 @@ async fn exit_rules_end_instances_and_their_timers() {
                 track("u1", "account_deleted", "x3", json!({})),
             ])
             .await;
-        let u1 = instances(&db, &journey, "u1").await;
+        let u1 = instances(db, &journey, "u1").await;
         assert!(u1.iter().all(|i| i.state == InstanceState::Exited));
         assert_eq!(engine.stats().exits, 2);
-        assert!(sends(&db).await.is_empty());
+        assert!(sends(db).await.is_empty());
         assert_eq!(wakeups.load(Ordering::SeqCst), 0, "no sends, no wake-up");
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -308,7 +309,7 @@ async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
             ])
             .await;
         assert!(accepted(&acks), "{acks:?}");
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 2);
         assert_eq!(
             all.iter()
@@ -317,15 +318,15 @@ async fn an_exit_and_a_reentry_with_the_same_value_in_one_batch() {
             1
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let start = track("u1", "checkout_started", "m1", json!({"session_id": "s1"}));
         let first = engine.submit(vec![start.clone(), start.clone()]).await;
         assert_eq!(first[0].status, AckStatus::Accepted);
@@ -353,7 +354,7 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
         let resent = engine.submit(vec![buy]).await;
         assert_eq!(resent[0].status, AckStatus::Duplicate);
 
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 2);
         assert_eq!(
             all.iter()
@@ -361,21 +362,21 @@ async fn a_resent_message_id_is_a_duplicate_and_causes_nothing() {
                 .count(),
             1
         );
-        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        assert_eq!(sent_steps(db, "u1").await, ["thanks"]);
         let stats = engine.stats();
         assert_eq!(stats.events_duplicate, 3);
         assert_eq!(stats.events_accepted, 3);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn per_profile_order_is_kept_under_concurrent_submits() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
         let engine = engine_with(
-            &db,
+            db,
             EngineConfig {
                 lanes: 3,
                 max_batch_events: 7,
@@ -418,26 +419,26 @@ async fn per_profile_order_is_kept_under_concurrent_submits() {
         }
         for user in 0..12 {
             let profile = format!("u{user}");
-            let all = instances(&db, &journey, &profile).await;
+            let all = instances(db, &journey, &profile).await;
             assert_eq!(all.len(), 3, "{profile}");
             assert!(
                 all.iter().all(|i| i.state == InstanceState::Completed),
                 "{profile}"
             );
             assert_eq!(
-                sent_steps(&db, &profile).await,
+                sent_steps(db, &profile).await,
                 ["thanks", "thanks", "thanks"]
             );
         }
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
-    for db in each_backend().await {
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let engine = engine(db).await;
         let events = (0..26)
             .map(|i| track("busy", "page_viewed", &format!("r{i}"), json!({})))
             .collect();
@@ -462,16 +463,16 @@ async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
         assert_eq!(stats.events_rejected.get("rate_limited"), Some(&1));
         assert_eq!(stats.events_accepted, 27);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
         let engine = engine_with(
-            &db,
+            db,
             EngineConfig {
                 max_active_instances_per_profile: 3,
                 ..EngineConfig::default()
@@ -490,21 +491,21 @@ async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
             .collect();
         let acks = engine.submit(events).await;
         assert!(accepted(&acks), "the events themselves are accepted");
-        assert_eq!(instances(&db, &journey, "u1").await.len(), 3);
+        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
         assert_eq!(
             engine.stats().entries_skipped.get("too_many_instances"),
             Some(&2)
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn archived_journeys_take_no_entries_but_drain() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -534,24 +535,24 @@ async fn archived_journeys_take_no_entries_but_drain() {
                 ),
             ])
             .await;
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         assert_eq!(all.len(), 1, "no entry into an archived journey");
         assert_eq!(
             all[0].state,
             InstanceState::Completed,
             "the running instance drained"
         );
-        assert_eq!(sent_steps(&db, "u1").await, ["thanks"]);
+        assert_eq!(sent_steps(db, "u1").await, ["thanks"]);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutdown_drains_queued_events_then_refuses_new_ones() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let pending: Vec<_> = (0..20)
             .map(|i| {
                 engine.submit(vec![track(
@@ -567,7 +568,7 @@ async fn shutdown_drains_queued_events_then_refuses_new_ones() {
             assert!(accepted(&acks), "{acks:?}");
         }
         for i in 0..20 {
-            assert_eq!(instances(&db, &journey, &format!("u{i}")).await.len(), 1);
+            assert_eq!(instances(db, &journey, &format!("u{i}")).await.len(), 1);
         }
         let late = engine
             .submit(vec![track("u1", "checkout_started", "late", json!({}))])
@@ -575,13 +576,13 @@ async fn shutdown_drains_queued_events_then_refuses_new_ones() {
         assert!(
             matches!(&late[0].status, AckStatus::Rejected { code, .. } if code == "unavailable")
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // "Restart the session": the entry event is also an exit rule for the same session.
         let mut definition = checkout();
         definition.exit_rules.push(journeys_core::model::ExitRule {
@@ -590,8 +591,8 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
             match_unique_identifier: true,
             send: None,
         });
-        let journey = publish(&db, &definition).await;
-        let engine = engine(&db).await;
+        let journey = publish(db, &definition).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -609,12 +610,12 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
             )])
             .await;
         assert!(accepted(&acks), "{acks:?}");
-        let all = instances(&db, &journey, "u1").await;
+        let all = instances(db, &journey, "u1").await;
         let states: Vec<_> = all.iter().map(|i| i.state).collect();
         assert_eq!(states.len(), 2);
         assert!(states.contains(&InstanceState::Exited) && states.contains(&InstanceState::Active));
         assert_eq!(engine.stats().conflicts, 0);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -7,26 +7,24 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use common::{
-    checkout, engine, engine_with, instances, publish, sends, sent_steps, timers, track,
-    welcome_once,
-};
+use common::{checkout, engine, engine_with, instances, sends, sent_steps, timers, welcome_once};
 use journeys_core::machine::ExitReason;
 use journeys_engine::{AckStatus, EngineConfig, TerminateOutcome, TimerStatus};
 use journeys_store::InstanceState;
-use journeys_store::testing::each_backend;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, track};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_delay_fires_once_and_continues() {
-    for db in each_backend().await {
-        let journey = publish(&db, &welcome_once()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &welcome_once()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track("u1", "signed_up", "s1", json!({}))])
             .await;
-        let instance = instances(&db, &journey, "u1").await.remove(0);
-        let due = timers(&db, &instance.id).await;
+        let instance = instances(db, &journey, "u1").await.remove(0);
+        let due = timers(db, &instance.id).await;
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].kind, "delay");
         assert_eq!(due[0].step_key, "wait");
@@ -37,27 +35,27 @@ async fn a_delay_fires_once_and_continues() {
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].timer_id, due[0].id);
         assert_eq!(outcomes[0].status, TimerStatus::Fired);
-        let done = instances(&db, &journey, "u1").await.remove(0);
+        let done = instances(db, &journey, "u1").await.remove(0);
         assert_eq!(done.state, InstanceState::Completed);
-        assert_eq!(sent_steps(&db, "u1").await, ["welcome"]);
-        assert!(timers(&db, &instance.id).await.is_empty());
+        assert_eq!(sent_steps(db, "u1").await, ["welcome"]);
+        assert!(timers(db, &instance.id).await.is_empty());
 
         // Firing it again (a second scheduler replica with a stale claim) does nothing.
         let again = engine.apply_timers(due).await.unwrap();
         assert_eq!(again[0].status, TimerStatus::Discarded);
-        assert_eq!(sends(&db).await.len(), 1);
+        assert_eq!(sends(db).await.len(), 1);
         let stats = engine.stats();
         assert_eq!((stats.timers_fired, stats.timers_discarded), (1, 1));
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_hold_timeout_takes_the_timeout_branch() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![track(
                 "u1",
@@ -66,12 +64,12 @@ async fn a_hold_timeout_takes_the_timeout_branch() {
                 json!({"session_id": "s1"}),
             )])
             .await;
-        let instance = instances(&db, &journey, "u1").await.remove(0);
-        let due = timers(&db, &instance.id).await;
+        let instance = instances(db, &journey, "u1").await.remove(0);
+        let due = timers(db, &instance.id).await;
         assert_eq!(due[0].kind, "hold_timeout");
         let outcomes = engine.apply_timers(due).await.unwrap();
         assert_eq!(outcomes[0].status, TimerStatus::Fired);
-        assert_eq!(sent_steps(&db, "u1").await, ["nudge"]);
+        assert_eq!(sent_steps(db, "u1").await, ["nudge"]);
         // A purchase after the timeout finds nothing waiting.
         engine
             .submit(vec![track(
@@ -81,20 +79,20 @@ async fn a_hold_timeout_takes_the_timeout_branch() {
                 json!({"session_id": "s1"}),
             )])
             .await;
-        assert_eq!(sent_steps(&db, "u1").await, ["nudge"]);
+        assert_eq!(sent_steps(db, "u1").await, ["nudge"]);
         assert_eq!(
-            instances(&db, &journey, "u1").await[0].state,
+            instances(db, &journey, "u1").await[0].state,
             InstanceState::Completed
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_timer_of_a_missing_instance_is_discarded() {
-    for db in each_backend().await {
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let engine = engine(db).await;
         let orphan = journeys_store::TimerRecord {
             id: journeys_store::new_id(),
             instance_id: journeys_store::new_id(),
@@ -107,8 +105,8 @@ async fn a_timer_of_a_missing_instance_is_discarded() {
         let outcomes = engine.apply_timers(vec![orphan]).await.unwrap();
         assert_eq!(outcomes[0].status, TimerStatus::Discarded);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// Starts `n` sessions for `n` profiles and returns, per profile, the hold timeout timer.
@@ -164,11 +162,11 @@ async fn exactly_one_branch_each(
 
 #[tokio::test]
 async fn an_event_racing_a_timer_takes_exactly_one_branch() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         let n = 16;
-        let due = waiting_sessions(&db, &engine, &journey, n).await;
+        let due = waiting_sessions(db, &engine, &journey, n).await;
         let purchases = (0..n)
             .map(|i| {
                 track(
@@ -182,7 +180,7 @@ async fn an_event_racing_a_timer_takes_exactly_one_branch() {
         let (acks, outcomes) = tokio::join!(engine.submit(purchases), engine.apply_timers(due));
         assert!(acks.iter().all(|a| a.status == AckStatus::Accepted));
         let outcomes = outcomes.unwrap();
-        let (thanks, nudges) = exactly_one_branch_each(&db, &journey, n).await;
+        let (thanks, nudges) = exactly_one_branch_each(db, &journey, n).await;
         let fired = outcomes
             .iter()
             .filter(|o| o.status == TimerStatus::Fired)
@@ -190,20 +188,20 @@ async fn an_event_racing_a_timer_takes_exactly_one_branch() {
         assert_eq!(fired, nudges);
         assert_eq!(thanks + nudges, n);
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
         // Two engines on one database stand for a data plane and a scheduler process: only
         // the instance version keeps them from both advancing an instance.
-        let events_engine = engine(&db).await;
-        let timers_engine = engine(&db).await;
+        let events_engine = engine(db).await;
+        let timers_engine = engine(db).await;
         let n = 16;
-        let due = waiting_sessions(&db, &events_engine, &journey, n).await;
+        let due = waiting_sessions(db, &events_engine, &journey, n).await;
         let purchases = (0..n)
             .map(|i| {
                 track(
@@ -223,7 +221,7 @@ async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
             "{acks:?}"
         );
         let outcomes = outcomes.unwrap();
-        let (_, nudges) = exactly_one_branch_each(&db, &journey, n).await;
+        let (_, nudges) = exactly_one_branch_each(db, &journey, n).await;
         let fired = outcomes
             .iter()
             .filter(|o| o.status == TimerStatus::Fired)
@@ -231,15 +229,15 @@ async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
         assert_eq!(fired, nudges);
         events_engine.shutdown().await;
         timers_engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn operators_end_one_instance_or_all_of_a_journey() {
-    for db in each_backend().await {
-        let journey = publish(&db, &checkout()).await;
-        let engine = engine(&db).await;
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
         engine
             .submit(vec![
                 track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
@@ -247,7 +245,7 @@ async fn operators_end_one_instance_or_all_of_a_journey() {
                 track("u3", "checkout_started", "c3", json!({"session_id": "s1"})),
             ])
             .await;
-        let one = instances(&db, &journey, "u1").await.remove(0);
+        let one = instances(db, &journey, "u1").await.remove(0);
         assert_eq!(
             engine
                 .terminate_instance(&one.id, ExitReason::Operator)
@@ -269,9 +267,9 @@ async fn operators_end_one_instance_or_all_of_a_journey() {
                 .unwrap(),
             TerminateOutcome::NotFound
         );
-        let ended = instances(&db, &journey, "u1").await.remove(0);
+        let ended = instances(db, &journey, "u1").await.remove(0);
         assert_eq!(ended.state, InstanceState::Exited);
-        assert!(timers(&db, &ended.id).await.is_empty());
+        assert!(timers(db, &ended.id).await.is_empty());
         let detail = db.instances().get(&ended.id).await.unwrap();
         let last = detail.timeline.last().unwrap();
         assert_eq!(
@@ -293,23 +291,23 @@ async fn operators_end_one_instance_or_all_of_a_journey() {
         );
         for user in ["u2", "u3"] {
             assert_eq!(
-                instances(&db, &journey, user).await[0].state,
+                instances(db, &journey, user).await[0].state,
                 InstanceState::Exited
             );
         }
         assert_eq!(engine.stats().terminations, 3);
-        assert!(sends(&db).await.is_empty());
+        assert!(sends(db).await.is_empty());
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         // A long batch delay keeps the event queued (uncommitted) for a while.
         let engine = engine_with(
-            &db,
+            db,
             EngineConfig {
                 max_batch_delay: Duration::from_millis(400),
                 ..EngineConfig::default()
@@ -333,6 +331,6 @@ async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
             "idle watermark is now"
         );
         engine.shutdown().await;
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

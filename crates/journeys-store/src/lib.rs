@@ -17,8 +17,8 @@ mod error;
 mod migration;
 mod page;
 mod repo;
+mod scratch;
 mod store;
-pub mod testing;
 
 pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
@@ -30,6 +30,7 @@ pub use repo::{
     SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
     Timers, Watermarks, WebhookSettings, hash_write_key,
 };
+pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, Store};
 
 /// Longest id, key or event name the store can index: 191 `utf8mb4` characters fit MySQL's

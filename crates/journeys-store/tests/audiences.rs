@@ -3,7 +3,7 @@
 use chrono::{Duration, Utc};
 
 use journeys_store::StoreError;
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 
 fn ids(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
@@ -11,7 +11,7 @@ fn ids(names: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn create_get_list_and_archive() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let now = Utc::now();
         let vip = db
@@ -86,8 +86,8 @@ async fn create_get_list_and_archive() {
             db.audiences().get("nope").await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// Timestamps are stored at microsecond precision.
@@ -98,7 +98,7 @@ fn journeys_store_micros(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
 
 #[tokio::test]
 async fn adding_and_removing_members_is_idempotent_and_counted() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let now = Utc::now();
         db.audiences().insert("vip", "VIP", now).await.unwrap();
@@ -173,13 +173,13 @@ async fn adding_and_removing_members_is_idempotent_and_counted() {
             db.audiences().remove_members("nope", &ids(&["a"])).await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn members_page_through_every_member_once() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let now = Utc::now();
         db.audiences().insert("big", "Big", now).await.unwrap();
@@ -211,6 +211,6 @@ async fn members_page_through_every_member_once() {
             db.audiences().list_members("nope", 10, None).await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

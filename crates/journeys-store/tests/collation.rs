@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use journeys_store::Changes;
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -17,7 +17,7 @@ fn object(value: Value) -> Map<String, Value> {
 
 #[tokio::test]
 async fn ids_differing_by_trailing_spaces_are_different_ids() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = Utc::now();
         db.profiles()
@@ -57,6 +57,6 @@ async fn ids_differing_by_trailing_spaces_are_different_ids() {
             .unwrap();
         assert_eq!(seen.len(), 2, "{b}: {seen:?}");
         assert!(seen.contains("m1") && seen.contains("m1 "), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -3,8 +3,8 @@
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-use journeys_store::testing::each_backend;
 use journeys_store::{DestinationKind, DestinationRecord, SourceRecord, StoreError};
+use journeys_testkit::each_backend;
 
 fn source(name: &str, hash: &str) -> SourceRecord {
     SourceRecord {
@@ -19,7 +19,7 @@ fn source(name: &str, hash: &str) -> SourceRecord {
 
 #[tokio::test]
 async fn destination_crud_and_unique_names() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let settings = json!({"url": "https://example.test/hook", "headers": {"X-A": "1"}});
         let d = db
@@ -115,13 +115,13 @@ async fn destination_crud_and_unique_names() {
             db.destinations().delete(&d.id).await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn sources_authenticate_until_revoked() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let hash = "a".repeat(64);
         let s = db.sources().insert(&source("web", &hash)).await.unwrap();
@@ -181,6 +181,6 @@ async fn sources_authenticate_until_revoked() {
             .unwrap();
         let all = db.sources().list().await.unwrap();
         assert_eq!(all, vec![again, second], "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::json;
 
-use journeys_store::testing::each_backend;
 use journeys_store::{InstanceFilter, InstanceRecord, InstanceState, StoreError, TimelineEntry};
+use journeys_testkit::each_backend;
 
 fn instance(
     journey: &str,
@@ -47,7 +47,7 @@ fn entry(instance: &InstanceRecord, at: DateTime<Utc>, step: &str) -> TimelineEn
 
 #[tokio::test]
 async fn get_returns_instance_with_timeline_in_time_then_insert_order() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t0 = Utc::now().trunc_subsecs(6);
         let i = db
@@ -102,13 +102,13 @@ async fn get_returns_instance_with_timeline_in_time_then_insert_order() {
             ),
             "{b}: {err:?}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_filters_and_pages_and_counts_active() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let now = Utc::now();
         let mut all = Vec::new();
@@ -208,6 +208,6 @@ async fn list_filters_and_pages_and_counts_active() {
                 .unwrap(),
             0
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-use journeys_store::testing::each_backend;
 use journeys_store::{JourneyChanges, JourneyRecord, JourneyState, StoreError};
+use journeys_testkit::each_backend;
 
 fn draft(name: &str) -> JourneyRecord {
     JourneyRecord::new_draft(
@@ -19,7 +19,7 @@ fn draft(name: &str) -> JourneyRecord {
 
 #[tokio::test]
 async fn insert_then_read_back_by_id_and_name() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let stored = db.journeys().insert(&draft("welcome")).await.unwrap();
         assert_eq!(stored.state, JourneyState::Draft);
@@ -40,13 +40,13 @@ async fn insert_then_read_back_by_id_and_name() {
             db.journeys().get_by_name("nope").await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn duplicate_name_or_id_is_already_exists_and_names_are_case_sensitive() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let first = db.journeys().insert(&draft("Checkout")).await.unwrap();
         let err = db.journeys().insert(&draft("Checkout")).await.unwrap_err();
@@ -69,13 +69,13 @@ async fn duplicate_name_or_id_is_already_exists_and_names_are_case_sensitive() {
         );
         // Byte-wise comparison on both backends: a different case is a different name.
         db.journeys().insert(&draft("checkout")).await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn update_requires_the_current_revision() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let j = db.journeys().insert(&draft("rev")).await.unwrap();
         let later = j.updated_at + Duration::seconds(5);
@@ -135,13 +135,13 @@ async fn update_requires_the_current_revision() {
             matches!(err, StoreError::AlreadyExists { .. }),
             "{b}: {err:?}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn set_state_stamps_times_and_bumps_revision() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let j = db.journeys().insert(&draft("lifecycle")).await.unwrap();
         let t1 = j.created_at + Duration::minutes(1);
@@ -188,13 +188,13 @@ async fn set_state_stamps_times_and_bumps_revision() {
                 .await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn delete_removes_the_row_once() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let j = db.journeys().insert(&draft("gone")).await.unwrap();
         db.journeys().delete(&j.id).await.unwrap();
         assert!(matches!(
@@ -207,13 +207,13 @@ async fn delete_removes_the_row_once() {
         ));
         // The name is free again.
         db.journeys().insert(&draft("gone")).await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn paging_returns_every_row_exactly_once_in_id_order() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let mut ids = Vec::new();
         for i in 0..7 {
@@ -267,6 +267,6 @@ async fn paging_returns_every_row_exactly_once_in_id_order() {
         assert_eq!(first.items.len(), 2);
         let unique: BTreeSet<_> = seen.iter().collect();
         assert_eq!(unique.len(), 7);
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

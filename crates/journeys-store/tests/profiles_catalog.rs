@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use journeys_store::StoreError;
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -19,7 +19,7 @@ fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn merge_traits_creates_then_shallow_merges() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let now = Utc::now();
         assert!(matches!(
@@ -56,13 +56,13 @@ async fn merge_traits_creates_then_shallow_merges() {
         assert_eq!(merged.created_at, created.created_at);
         assert_eq!(merged.updated_at, later);
         assert_eq!(db.profiles().get("u1").await.unwrap(), merged, "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_merges_of_one_profile_lose_no_trait() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let mut tasks = Vec::new();
         for i in 0..12 {
@@ -80,13 +80,13 @@ async fn concurrent_merges_of_one_profile_lose_no_trait() {
         }
         let profile = db.profiles().get("shared").await.unwrap();
         assert_eq!(profile.traits.len(), 12, "{b}: {:?}", profile.traits);
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn record_seen_upserts_first_last_and_count() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let base = Utc::now();
         db.catalog()
@@ -135,13 +135,13 @@ async fn record_seen_upserts_first_last_and_count() {
             ["Order Completed", "Signed Up", "order completed"],
             "{b}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn register_and_membership_checks() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let base = Utc::now();
         let reg = db.catalog().register("Cart Viewed").await.unwrap();
@@ -192,6 +192,6 @@ async fn register_and_membership_checks() {
             .unwrap();
         assert_eq!(missing, ["Zeta", "Alpha"], "{b}");
         assert!(db.catalog().contains_all(&[]).await.unwrap().is_empty());
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

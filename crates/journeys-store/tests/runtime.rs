@@ -3,11 +3,11 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
-use journeys_store::testing::each_backend;
 use journeys_store::{
     BranchCounts, Changes, InstanceRecord, InstanceState, JourneyRecord, JourneyState,
     OutboxRecord, OutboxStatus, SendCounts, StepCounts, StoreError, TimelineEntry, TimerRecord,
 };
+use journeys_testkit::each_backend;
 
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -114,7 +114,7 @@ fn is_conflict(result: &Result<(), StoreError>, mentions: &str) -> bool {
 
 #[tokio::test]
 async fn commit_writes_everything_in_one_go() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         db.audiences().insert("vip", "VIP", t).await.unwrap();
@@ -198,13 +198,13 @@ async fn commit_writes_everything_in_one_go() {
         let state = &db.runtime().load_profiles(&["u1".into()]).await.unwrap()["u1"];
         assert_eq!(state.entered_once, ["j1"], "{b}");
         db.runtime().commit(&Changes::default()).await.unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn failing_commit_writes_nothing() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let existing = instance("j1", "u1", None, t);
@@ -288,13 +288,13 @@ async fn failing_commit_writes_nothing() {
         retry.instances_updated.clear();
         db.runtime().commit(&retry).await.unwrap();
         assert!(db.instances().get(&fresh.id).await.is_ok(), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn instance_updates_check_versions() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let a = instance("j1", "u1", None, t);
@@ -358,13 +358,13 @@ async fn instance_updates_check_versions() {
             })
             .await;
         assert!(is_conflict(&result, &ghost.id), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn active_key_allows_one_active_instance_per_value() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let first = instance("j1", "u1", Some("cart-1"), t);
@@ -435,13 +435,13 @@ async fn active_key_allows_one_active_instance_per_value() {
             ),
             "{b}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn dedupe_and_enter_once_conflict() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let dedupe = |ids: &[&str], at: DateTime<Utc>| Changes {
@@ -516,13 +516,13 @@ async fn dedupe_and_enter_once_conflict() {
             1,
             "{b}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn load_profiles_reads_several_profiles() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         db.audiences().insert("vip", "VIP", t).await.unwrap();
@@ -589,13 +589,13 @@ async fn load_profiles_reads_several_profiles() {
             want,
             "{b}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn journey_instance_queries_and_purge() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let mut active: Vec<InstanceRecord> = (0..5)
@@ -684,13 +684,13 @@ async fn journey_instance_queries_and_purge() {
             1
         );
         assert!(db.instances().get(&old.id).await.is_ok(), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn journey_stats_count_steps_sends_and_branches() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         // Three instances entered at `start` and moved to `check`; one waits there, one exited
@@ -805,13 +805,13 @@ async fn journey_stats_count_steps_sends_and_branches() {
             db.runtime().journey_stats("none").await.unwrap(),
             Default::default()
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn published_stamp_changes_on_publish_and_archive() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         assert_eq!(
@@ -843,13 +843,13 @@ async fn published_stamp_changes_on_publish_and_archive() {
         let archived = db.journeys().published_stamp().await.unwrap();
         assert_eq!(archived.0, 1, "{b}");
         assert_ne!(archived, stamp, "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn many_instance_updates_span_statements_and_stay_atomic() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let all: Vec<InstanceRecord> = (0..250)
@@ -899,6 +899,6 @@ async fn many_instance_updates_span_statements_and_stay_atomic() {
             stored.iter().all(|i| i.version == 2 && i.passes == 1),
             "{b}"
         );
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

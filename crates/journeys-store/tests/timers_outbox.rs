@@ -8,10 +8,10 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use journeys_store::testing::each_backend;
 use journeys_store::{
     Backend, Changes, OutboxRecord, OutboxStatus, Store, StoreError, TimerRecord,
 };
+use journeys_testkit::each_backend;
 
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -80,7 +80,7 @@ fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
 
 #[tokio::test]
 async fn timers_are_claimed_in_due_order_and_leases_hold() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let t1 = timer("i1", t - Duration::seconds(3));
@@ -89,7 +89,7 @@ async fn timers_are_claimed_in_due_order_and_leases_hold() {
         let later = timer("i2", t + Duration::seconds(2));
         let far = timer("i3", t + Duration::hours(1));
         add_timers(
-            &db,
+            db,
             vec![
                 later.clone(),
                 t3.clone(),
@@ -187,15 +187,15 @@ async fn timers_are_claimed_in_due_order_and_leases_hold() {
         );
         let stats = db.timers().stats(t).await.unwrap();
         assert_eq!((stats.pending, stats.overdue), (3, 1), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// Several schedulers claiming at once never share a timer, and together take them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_get_disjoint_timers() {
     const TIMERS: usize = 2000;
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let all: Vec<TimerRecord> = (0..TIMERS)
@@ -204,7 +204,7 @@ async fn concurrent_claimers_get_disjoint_timers() {
                 timer(&format!("i{n}"), t - Duration::milliseconds(ms))
             })
             .collect();
-        add_timers(&db, all.clone()).await;
+        add_timers(db, all.clone()).await;
 
         // Each MySQL claimer gets its own pool; SQLite allows one connection per database in a
         // process, so its claimers share the store. All connect first, then start together.
@@ -247,13 +247,13 @@ async fn concurrent_claimers_get_disjoint_timers() {
         }
         let expected: HashSet<String> = all.into_iter().map(|t| t.id).collect();
         assert_eq!(union, expected, "{b}: claims {sizes:?}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn outbox_claims_respect_due_time_and_leases() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let first = send("d1", "j1", t - Duration::seconds(2));
@@ -262,7 +262,7 @@ async fn outbox_claims_respect_due_time_and_leases() {
         let mut done = send("d1", "j1", t - Duration::seconds(5));
         done.status = OutboxStatus::Sent;
         add_sends(
-            &db,
+            db,
             vec![future.clone(), second.clone(), first.clone(), done.clone()],
         )
         .await;
@@ -320,17 +320,17 @@ async fn outbox_claims_respect_due_time_and_leases() {
             db.outbox().get("missing").await,
             Err(StoreError::NotFound { .. })
         ));
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn retry_dead_letter_and_replay() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let row = send("d1", "j1", t);
-        add_sends(&db, vec![row.clone()]).await;
+        add_sends(db, vec![row.clone()]).await;
         let lease = t + Duration::seconds(30);
 
         assert_eq!(
@@ -414,13 +414,13 @@ async fn retry_dead_letter_and_replay() {
         );
         let claimed = db.outbox().claim_due(replay_at, 10, lease).await.unwrap();
         assert_eq!(ids(&claimed, |r| &r.id), vec![row.id.clone()], "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_dead_filters_and_pages() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let b = db.backend();
         let t = now();
         let rows: Vec<OutboxRecord> = [
@@ -434,7 +434,7 @@ async fn list_dead_filters_and_pages() {
         .iter()
         .map(|(d, j)| send(d, j, t))
         .collect();
-        add_sends(&db, rows.clone()).await;
+        add_sends(db, rows.clone()).await;
         // All but the last become dead letters.
         for row in &rows[..5] {
             db.outbox().mark_dead(&row.id, 3, "boom", t).await.unwrap();
@@ -489,6 +489,6 @@ async fn list_dead_filters_and_pages() {
             "{b}"
         );
         assert!(list(Some("d3"), None).await.0.is_empty(), "{b}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -12,7 +12,7 @@ fn now() -> DateTime<Utc> {
 
 #[tokio::test]
 async fn low_is_the_minimum_over_live_replicas() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let backend = db.backend();
         let marks = db.watermarks();
         let now = now();
@@ -52,17 +52,17 @@ async fn low_is_the_minimum_over_live_replicas() {
         );
         marks.remove("replica-a").await.unwrap();
         assert_eq!(marks.low(later, lease).await.unwrap(), None, "{backend}");
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_migration_is_idempotent() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         db.migrate().await.unwrap();
         db.watermarks().beat("r", now(), now()).await.unwrap();
         db.migrate().await.unwrap();
         assert!(db.pending_migrations().await.unwrap().is_empty());
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

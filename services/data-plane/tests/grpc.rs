@@ -11,7 +11,7 @@ use journeys_data_plane::{MAX_BATCH_EVENTS, SERVICE_NAME, serve_with};
 use journeys_proto::v1::ingest_request::Payload;
 use journeys_proto::v1::ingest_service_client::IngestServiceClient;
 use journeys_proto::v1::{self as pb, AckStatus};
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 use prost_types::value::Kind;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -89,7 +89,7 @@ fn ack(id: &str, status: AckStatus, code: &str) -> (String, AckStatus, String) {
 
 #[tokio::test]
 async fn the_stream_pipelines_requests_and_answers_in_order() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let mut client = h.grpc_client().await;
         let (tx, rx) = mpsc::channel(16);
@@ -171,12 +171,13 @@ async fn the_stream_pipelines_requests_and_answers_in_order() {
             "the stream ends"
         );
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_unreadable_stream_message_ends_the_stream_with_an_error_not_ok() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let mut client = h
             .grpc_client()
@@ -216,12 +217,13 @@ async fn an_unreadable_stream_message_ends_the_stream_with_an_error_not_ok() {
         );
         assert_eq!(h.sink.ids(), vec!["before"]);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_stream_refuses_oversize_batches_and_events_per_event() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let mut client = h.grpc_client().await;
         let too_many: Vec<pb::Event> = (0..=MAX_BATCH_EVENTS)
@@ -255,12 +257,13 @@ async fn the_stream_refuses_oversize_batches_and_events_per_event() {
         );
         assert_eq!(h.sink.ids(), vec!["small"]);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn unary_track_identify_and_batch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let mut client = h.grpc_client().await;
 
@@ -363,12 +366,13 @@ async fn unary_track_identify_and_batch() {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(h.sink.events().len(), 5, "refused calls store nothing");
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn calls_without_a_valid_write_key_are_unauthenticated() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let mut client = h.grpc_client().await;
 
@@ -412,12 +416,13 @@ async fn calls_without_a_valid_write_key_are_unauthenticated() {
         let acked = client.track(basic_auth).await.unwrap().into_inner();
         assert_eq!(acked.status(), AckStatus::Accepted);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn revoking_a_source_ends_its_open_streams() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let ttl = Duration::from_millis(300);
         let h = Harness::start_with_ttl(db, ttl).await;
         let mut client = h.grpc_client().await;
@@ -438,13 +443,14 @@ async fn revoking_a_source_ends_its_open_streams() {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(h.sink.ids(), vec!["r-1"]);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn serve_with_reports_health_and_stops_on_shutdown() {
-    for db in each_backend().await {
-        create_source(&db, WRITE_KEY).await;
+    each_backend(async |db| {
+        create_source(db, WRITE_KEY).await;
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
@@ -489,6 +495,6 @@ async fn serve_with_reports_health_and_stops_on_shutdown() {
             .expect("stops in time")
             .unwrap()
             .unwrap();
-        db.close().await.unwrap();
-    }
+    })
+    .await;
 }

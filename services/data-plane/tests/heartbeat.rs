@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use journeys::{Listeners, Node, Roles};
 use journeys_runtime::config::{Config, Service};
 use journeys_runtime::shutdown::Shutdown;
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 use tokio::net::TcpListener;
 
 const LEASE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_beats_while_it_runs_and_removes_its_row_on_shutdown() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let mut config = Config::defaults_for(Service::DataPlane);
         config.database_url = db.url().to_owned();
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -55,6 +55,6 @@ async fn the_process_beats_while_it_runs_and_removes_its_row_on_shutdown() {
                 .expect("low"),
             None
         );
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }

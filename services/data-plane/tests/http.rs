@@ -9,12 +9,12 @@ use common::{Harness, WRITE_KEY, basic, gzip, post, request};
 use hyper::StatusCode;
 use journeys_core::model::EventType;
 use journeys_data_plane::{MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES};
-use journeys_store::testing::each_backend;
+use journeys_testkit::each_backend;
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn every_endpoint_hands_its_event_to_the_sink() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let calls = [
             (
@@ -100,12 +100,13 @@ async fn every_endpoint_hands_its_event_to_the_sink() {
         assert_eq!(events[4].traits, json!({"seats": 5}));
         assert_eq!(events[5].properties, json!({"previousId": "a1"}));
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn write_key_as_basic_user_or_in_the_body() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let event = json!({"userId": "u1", "event": "e"});
 
@@ -154,12 +155,13 @@ async fn write_key_as_basic_user_or_in_the_body() {
 
         assert_eq!(h.sink.events().len(), 2, "refused requests store nothing");
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_revoked_source_is_refused_once_its_cache_entry_expires() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let ttl = Duration::from_millis(300);
         let h = Harness::start_with_ttl(db, ttl).await;
         let event = json!({"userId": "u1", "event": "e"});
@@ -176,12 +178,13 @@ async fn a_revoked_source_is_refused_once_its_cache_entry_expires() {
         assert_eq!(reply.code(), "invalid_write_key");
         assert_eq!(h.sink.events().len(), 1);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn gzip_bodies_are_decoded_and_bombs_defused() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let auth = basic(WRITE_KEY);
         let gz_headers = [
@@ -238,12 +241,13 @@ async fn gzip_bodies_are_decoded_and_bombs_defused() {
 
         assert_eq!(h.sink.events().len(), 2);
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn bad_requests_get_400_and_store_nothing() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let auth = basic(WRITE_KEY);
         let good = json!({"type": "track", "userId": "u", "event": "ok"});
@@ -358,12 +362,13 @@ async fn bad_requests_get_400_and_store_nothing() {
         assert_eq!(h.sink.calls(), 0, "nothing reached the sink");
         assert!(h.sink.events().is_empty());
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn engine_refusals_map_to_429_503_and_duplicates_to_200() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let batch = |outcome: &str| {
             json!({"batch": [
@@ -403,7 +408,8 @@ async fn engine_refusals_map_to_429_503_and_duplicates_to_200() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST);
         assert_eq!(reply.code(), "too_many_instances");
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 /// The requests Segment's own libraries send, byte for byte in shape: analytics-python (Basic
@@ -411,7 +417,7 @@ async fn engine_refusals_map_to_429_503_and_duplicates_to_200() {
 /// body, `Z` timestamps), both to `/v1/batch`.
 #[tokio::test]
 async fn official_segment_library_requests_work_unchanged() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let auth = basic(WRITE_KEY);
 
@@ -491,12 +497,13 @@ async fn official_segment_library_requests_work_unchanged() {
             json!({"url": "https://example.com/docs", "name": "Docs"})
         );
         h.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn health_and_unknown_paths() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let h = Harness::start(db).await;
         let reply = request(h.http, "GET", "/health", &[], Vec::new()).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -504,5 +511,6 @@ async fn health_and_unknown_paths() {
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         assert_eq!(reply.code(), "not_found");
         h.stop().await;
-    }
+    })
+    .await;
 }

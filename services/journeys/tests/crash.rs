@@ -16,9 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::{Sink, eventually};
 use journeys_tests::ingest::{IngestStream, track};
 use journeys_tests::stack::wait_serving;
-use journeys_tests::{Sink, StackClients, eventually, on_each_backend};
+use journeys_tests::{StackClients, on_each_backend};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -144,9 +145,9 @@ async fn stream_until_killed(
             _ = tick.tick() => {
                 for _ in 0..EVENTS_PER_TICK {
                     let event = track(
-                        &format!("crash-{sent}"),
                         &format!("user-{sent}"),
                         "tick",
+                        &format!("crash-{sent}"),
                         &json!({"n": sent}),
                     );
                     if stream.send(event).await.is_err() {
@@ -181,7 +182,7 @@ async fn stream_until_killed(
 #[tokio::test]
 async fn acknowledged_events_survive_a_sigkill_mid_stream() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
-        let sink = Sink::start().await?;
+        let sink = Sink::start().await;
         let dev = Dev::start(&url, "first").await?;
         let mut c = StackClients::connect(dev.grpc, None).await?;
         let key = c.create_source("crash").await?;
@@ -257,11 +258,11 @@ async fn acknowledged_events_survive_a_sigkill_mid_stream() -> anyhow::Result<()
                     let received = sink.requests();
                     let delivered: BTreeSet<String> =
                         received.iter().map(|r| r.body["n"].to_string()).collect();
-                    Ok(expected.is_subset(&delivered).then_some(received))
+                    Ok::<_, anyhow::Error>(expected.is_subset(&delivered).then_some(received))
                 }
             },
         )
-        .await?;
+        .await;
         let mut ids_by_n: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for request in &received {
             let message_id = request.str_field("message_id");
@@ -281,13 +282,13 @@ async fn acknowledged_events_survive_a_sigkill_mid_stream() -> anyhow::Result<()
             let mut c = c.clone();
             async move {
                 let all = c.instances_of("ticks", "").await?;
-                Ok(all
+                Ok::<_, anyhow::Error>(all
                     .iter()
                     .all(|i| i.state == pb::InstanceState::Completed as i32)
                     .then_some(all.len()))
             }
         })
-        .await?;
+        .await;
         assert_eq!(completed, expected.len());
         let timers = c
             .scheduler
@@ -302,7 +303,8 @@ async fn acknowledged_events_survive_a_sigkill_mid_stream() -> anyhow::Result<()
             received.len()
         );
         dev.terminate().await?;
-        sink.stop().await
+        sink.stop().await;
+        Ok(())
     })
     .await
 }

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use journeys_testkit::{Sink, eventually};
 use journeys_tests::ingest::{keyed, send_accepted, track};
-use journeys_tests::{Sink, Stack, StackOptions, eventually, on_each_backend};
+use journeys_tests::{Stack, StackOptions, on_each_backend};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -110,9 +111,9 @@ fn journeys() -> Vec<serde_json::Value> {
 async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<()> {
     on_each_backend(|url| async move {
         // `good` fails once, then accepts; `bad` refuses for good.
-        let good = Sink::start().await?;
+        let good = Sink::start().await;
         good.script([500]);
-        let bad = Sink::start().await?;
+        let bad = Sink::start().await;
         bad.answer_by_default(400);
         let stack = Stack::start(
             &url,
@@ -148,34 +149,34 @@ async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<(
             &mut c.ingest,
             &key,
             vec![
-                track("o-1", "u1", "order_placed", &json!({})),
+                track("u1", "order_placed", "o-1", &json!({})),
                 // Entered once already: skipped.
-                track("o-2", "u1", "order_placed", &json!({})),
-                track("r-1", "u1", "refund_requested", &json!({})),
-                track("a-1", "u1", "application_started", &app("A1")),
-                track("a-2", "u1", "application_completed", &app("A1")),
-                track("a-3", "u1", "application_started", &app("A2")),
-                track("a-4", "u1", "application_withdrawn", &app("A2")),
-                track("s-1", "u2", "signed_up", &json!({})),
+                track("u1", "order_placed", "o-2", &json!({})),
+                track("u1", "refund_requested", "r-1", &json!({})),
+                track("u1", "application_started", "a-1", &app("A1")),
+                track("u1", "application_completed", "a-2", &app("A1")),
+                track("u1", "application_started", "a-3", &app("A2")),
+                track("u1", "application_withdrawn", "a-4", &app("A2")),
+                track("u2", "signed_up", "s-1", &json!({})),
             ],
         )
         .await?;
         // A duplicate, and an event refused at the edge (no user).
         let ack = c
             .ingest
-            .track(keyed(track("o-1", "u1", "order_placed", &json!({})), &key)?)
+            .track(keyed(track("u1", "order_placed", "o-1", &json!({})), &key)?)
             .await?
             .into_inner();
         assert_eq!(ack.status, journeys_proto::v1::AckStatus::Duplicate as i32);
         let refused = c
             .ingest
-            .track(keyed(track("x-1", "", "order_placed", &json!({})), &key)?)
+            .track(keyed(track("", "order_placed", "x-1", &json!({})), &key)?)
             .await;
         assert!(refused.is_err(), "{refused:?}");
 
         // The order (after one retry), the timer's welcome, and the dead-lettered refund.
-        good.wait_for(3, TIMEOUT).await?;
-        bad.wait_for(1, TIMEOUT).await?;
+        good.wait_for(3, TIMEOUT).await;
+        bad.wait_for(1, TIMEOUT).await;
 
         let delta = |after: &BTreeMap<String, f64>, series: &str| {
             after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
@@ -208,7 +209,9 @@ async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<(
         )
         .collect::<Vec<_>>();
         // Deliveries are counted once their outcome is recorded, just after the request.
-        let (content_type, text) = eventually("every series to grow", TIMEOUT, || {
+        let what =
+            format!("every series to grow; before: {before:?}\nexpected growth of: {grown:?}");
+        let (content_type, text) = eventually(&what, TIMEOUT, || {
             let http_addr = http_addr.clone();
             let (before, grown) = (&before, &grown);
             async move {
@@ -219,11 +222,10 @@ async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<(
                         - before.get(*series).copied().unwrap_or(0.0)
                         >= *least
                 });
-                Ok(all.then_some((content_type, text)))
+                Ok::<_, anyhow::Error>(all.then_some((content_type, text)))
             }
         })
-        .await
-        .map_err(|e| e.context(format!("before: {before:?}\nexpected growth of: {grown:?}")))?;
+        .await;
         let after = samples(&text)?;
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         assert_eq!(
@@ -277,8 +279,9 @@ async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<(
         }
 
         stack.stop().await?;
-        good.stop().await?;
-        bad.stop().await
+        good.stop().await;
+        bad.stop().await;
+        Ok(())
     })
     .await
 }

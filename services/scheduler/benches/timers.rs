@@ -31,11 +31,11 @@ use journeys_core::model::{
 };
 use journeys_engine::{Engine, EngineConfig};
 use journeys_scheduler::{HousekeepingConfig, Scheduler, SchedulerConfig, WallClock};
-use journeys_store::testing::TestDb;
 use journeys_store::{
     Changes, DestinationKind, DestinationRecord, InstanceRecord, InstanceState, JourneyRecord,
     JourneyState, Store, TimerRecord,
 };
+use journeys_testkit::TestDb;
 use sha2::{Digest, Sha256};
 
 /// Instances (and timers) per store commit.

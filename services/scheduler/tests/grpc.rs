@@ -9,13 +9,18 @@ use journeys::{Listeners, Node, Roles};
 use journeys_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use journeys_proto::v1::{GetSchedulerStatsRequest, GetSchedulerStatsResponse, ListTimersRequest};
 use journeys_runtime::config::{Config, Service};
-use journeys_store::testing::each_backend;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use common::*;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, eventually, track};
+
+use common::{
+    CHECKOUT_STARTED, SIGNED_UP, delay_journey, destination, engine, hold_journey, instance_of,
+    submit_all,
+};
 
 const TOKEN: &str = "scheduler-test-token";
 
@@ -38,7 +43,7 @@ async fn stats(client: &mut SchedulerServiceClient<Channel>) -> GetSchedulerStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_stats_and_timers_over_grpc() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let destination = destination(&store).await;
         let delayed = publish(&store, &delay_journey(&destination, Duration::from_secs(1))).await;
@@ -152,8 +157,8 @@ async fn scheduler_stats_and_timers_over_grpc() {
             .expect("server task")
             .expect("server stopped cleanly");
         ingest.shutdown().await;
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys_scheduler::HousekeepingConfig;
-use journeys_store::testing::each_backend;
 use journeys_store::{Changes, InstanceState, Store};
 use serde_json::json;
 
-use common::*;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, eventually, track};
+
+use common::{
+    CHECKOUT_STARTED, NUDGE, count, destination, engine, hold_journey, instance_of, raw, scheduler,
+    sends, submit_all, test_config, timers_left,
+};
 
 async fn remember(store: &Store, keys: &[(&str, DateTime<Utc>)]) {
     let changes = Changes {
@@ -40,7 +45,7 @@ async fn remembered(store: &Store, keys: &[&str]) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_purge_and_expire_what_is_due() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let now = Utc::now();
@@ -140,13 +145,13 @@ async fn the_jobs_purge_and_expire_what_is_due() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_schedule_runs_the_jobs() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         remember(&store, &[("stale", Utc::now() - TimeDelta::days(2))]).await;
         let engine = engine(&store).await;
@@ -169,13 +174,13 @@ async fn the_cron_schedule_runs_the_jobs() {
 
         scheduler.shutdown().await;
         engine.shutdown().await;
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_bad_cron_expression_is_refused() {
-    let db = journeys_store::testing::TestDb::sqlite().await.expect("db");
+    let db = journeys_testkit::TestDb::sqlite().await.expect("db");
     let engine = engine(db.store()).await;
     let config = journeys_scheduler::SchedulerConfig {
         housekeeping: HousekeepingConfig {

@@ -9,16 +9,21 @@ mod common;
 use std::time::Duration;
 
 use journeys_store::Backend;
-use journeys_store::testing::each_backend;
 use serde_json::json;
 
-use common::*;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, eventually, track};
+
+use common::{
+    DELAY_SEND, SIGNED_UP, count, delay_journey, destination, engine, raw, scheduler, sends,
+    submit_all, test_config, timers_left,
+};
 
 const TIMERS: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedulers_sharing_a_database_fire_every_timer_exactly_once() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let replicas = if db.backend() == Backend::MySql { 3 } else { 1 };
         let store = db.store().clone();
         let counts = raw(db.url()).await;
@@ -99,6 +104,6 @@ async fn schedulers_sharing_a_database_fire_every_timer_exactly_once() {
         assert_eq!(applied, TIMERS as u64);
 
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }

@@ -3,21 +3,27 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use journeys_scheduler::FnWatermark;
-use journeys_store::testing::each_backend;
 use serde_json::json;
 
-use common::*;
+use journeys_testkit::clock::ManualClock;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, eventually, track};
+
+use common::{
+    CHECKOUT_STARTED, DELAY_SEND, NUDGE, PURCHASE_COMPLETED, SIGNED_UP, THANKS, delay_journey,
+    destination, engine, hold_journey, instance_of, raw, scheduler, send_time, sends, sends_of,
+    submit_all, test_config, timers_left,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_fires_after_its_duration() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -63,13 +69,13 @@ async fn a_delay_fires_after_its_duration() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_times_out_into_its_timeout_branch_exactly_once() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -126,13 +132,13 @@ async fn a_hold_times_out_into_its_timeout_branch_exactly_once() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_that_came_due_while_no_scheduler_ran_fire_after_it_starts() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -188,13 +194,13 @@ async fn timers_that_came_due_while_no_scheduler_ran_fire_after_it_starts() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_schedulers_claims_are_fired_by_another_after_the_lease() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -233,13 +239,13 @@ async fn a_crashed_schedulers_claims_are_fired_by_another_after_the_lease() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_releases_claimed_timers_at_once() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let destination = destination(&store).await;
         let journey = publish(&store, &delay_journey(&destination, Duration::from_secs(5))).await;
@@ -271,13 +277,13 @@ async fn shutdown_releases_claimed_timers_at_once() {
         assert!(reclaimed.iter().all(|t| t.journey_id == journey));
 
         engine.shutdown().await;
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_at_the_same_moment_as_the_hold_timeout_takes_exactly_one_branch() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -357,13 +363,13 @@ async fn an_event_at_the_same_moment_as_the_hold_timeout_takes_exactly_one_branc
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_timeout_waits_for_the_watermark_and_a_delay_does_not() {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -375,15 +381,10 @@ async fn a_hold_timeout_waits_for_the_watermark_and_a_delay_does_not() {
         // A data plane lagging behind: every event received since `frozen` is still
         // uncommitted as far as the scheduler can tell.
         let frozen = Utc::now();
-        let watermark = Arc::new(Mutex::new(Some(frozen)));
+        let watermark = ManualClock::frozen_at(frozen);
         let source = {
-            let watermark = Arc::clone(&watermark);
-            FnWatermark(move || {
-                watermark
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .unwrap_or_else(Utc::now)
-            })
+            let watermark = watermark.clone();
+            FnWatermark(move || watermark.now())
         };
         let scheduler = scheduler(&store, &engine, source, test_config()).await;
         submit_all(
@@ -439,9 +440,7 @@ async fn a_hold_timeout_waits_for_the_watermark_and_a_delay_does_not() {
             )],
         )
         .await;
-        *watermark
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        watermark.follow_wall_clock();
 
         eventually("the idle session timed out", WAIT, || async {
             (sends(&counts, &hold, NUDGE).await == 1).then_some(())
@@ -459,6 +458,6 @@ async fn a_hold_timeout_waits_for_the_watermark_and_a_delay_does_not() {
         scheduler.shutdown().await;
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }

@@ -5,18 +5,23 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_scheduler::StoreWatermark;
 use journeys_store::Store;
-use journeys_store::testing::each_backend;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use common::*;
+use journeys_testkit::clock::ManualClock;
+use journeys_testkit::journeys::publish;
+use journeys_testkit::{each_backend, eventually, track};
+
+use common::{
+    CHECKOUT_STARTED, DELAY_SEND, NUDGE, SIGNED_UP, delay_journey, destination, engine,
+    hold_journey, instance_of, raw, scheduler, sends, submit_all, test_config, timers_left,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -29,21 +34,14 @@ enum CatchUp {
     GoStale,
 }
 
-/// A pretend data-plane replica beating `watermark` (now when `None`) every 50 ms.
-fn replica(
-    store: &Store,
-    watermark: Arc<Mutex<Option<DateTime<Utc>>>>,
-    stop: &Shutdown,
-) -> JoinHandle<()> {
+/// A pretend data-plane replica beating the instant `watermark` reads every 50 ms.
+fn replica(store: &Store, watermark: ManualClock, stop: &Shutdown) -> JoinHandle<()> {
     let store = store.clone();
     let stop = stop.clone();
     tokio::spawn(async move {
         while !stop.is_triggered() {
             let now = Utc::now();
-            let mark = watermark
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .unwrap_or(now);
+            let mark = watermark.now();
             store
                 .watermarks()
                 .beat("replica-1", mark, now)
@@ -55,7 +53,7 @@ fn replica(
 }
 
 async fn scenario(catch_up: CatchUp) {
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let counts = raw(db.url()).await;
         let destination = destination(&store).await;
@@ -65,9 +63,9 @@ async fn scenario(catch_up: CatchUp) {
         let engine = engine(&store).await;
 
         // A replica lagging far behind: nothing it received in the last hour is committed.
-        let watermark = Arc::new(Mutex::new(Some(Utc::now() - TimeDelta::hours(1))));
+        let watermark = ManualClock::frozen_at(Utc::now() - TimeDelta::hours(1));
         let beating = Shutdown::new();
-        let beats = replica(&store, Arc::clone(&watermark), &beating);
+        let beats = replica(&store, watermark.clone(), &beating);
         let stop = Shutdown::new();
         let (source, refresh) = StoreWatermark::start_with(
             store.clone(),
@@ -115,9 +113,7 @@ async fn scenario(catch_up: CatchUp) {
 
         match catch_up {
             CatchUp::Advance => {
-                *watermark
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                watermark.follow_wall_clock();
             }
             CatchUp::GoStale => {
                 beating.trigger();
@@ -136,8 +132,8 @@ async fn scenario(catch_up: CatchUp) {
         refresh.await.expect("refresh task");
         engine.shutdown().await;
         counts.close().await.expect("close");
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +149,7 @@ async fn a_replica_that_stops_beating_drops_out_after_its_lease() {
 #[tokio::test]
 async fn with_no_live_replica_the_engine_watermark_counts() {
     use journeys_scheduler::WatermarkSource;
-    for db in each_backend().await {
+    each_backend(async |db| {
         let store = db.store().clone();
         let engine = engine(&store).await;
         let stop = Shutdown::new();
@@ -177,6 +173,6 @@ async fn with_no_live_replica_the_engine_watermark_counts() {
         stop.trigger();
         refresh.await.expect("refresh task");
         engine.shutdown().await;
-        db.close().await.expect("drop test database");
-    }
+    })
+    .await;
 }

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys_core::model::{
-    DelayStep, EntryRule, EntryTrigger, Event, EventType, ExitRule, FilterMatch, HoldBranch,
-    HoldUntilStep, JourneyDefinition, Json, PropertyFilter, SendAction, SendSpec, SendStep, Step,
+    EntryRule, ExitRule, FilterMatch, JourneyDefinition, Json, PropertyFilter, SendStep, Step,
     StepKind,
 };
 use journeys_engine::{Engine, EngineConfig, OnCommit};
-use journeys_store::{
-    InstanceFilter, InstanceRecord, JourneyRecord, JourneyState, OutboxRecord, Store, TimerRecord,
-};
+use journeys_store::{InstanceFilter, InstanceRecord, OutboxRecord, Store, TimerRecord};
+use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send_spec, step};
 use serde_json::json;
 
 /// An engine for tests: two lanes, and a cache loaded before it returns.
@@ -52,101 +50,25 @@ async fn start(store: &Store, config: EngineConfig, on_commit: Option<OnCommit>)
     engine
 }
 
-/// Stores `definition` as a draft and publishes it; returns its id.
-pub async fn publish(store: &Store, definition: &JourneyDefinition) -> String {
-    let now = Utc::now();
-    let draft = JourneyRecord::new_draft(
-        definition.name.clone(),
-        "",
-        serde_json::to_value(definition).unwrap(),
-        now,
-    );
-    let stored = store.journeys().insert(&draft).await.unwrap();
-    store
-        .journeys()
-        .set_state(&stored.id, JourneyState::Published, now)
-        .await
-        .unwrap();
-    stored.id
-}
-
-pub fn track(user: &str, name: &str, message_id: &str, properties: Json) -> Event {
-    Event {
-        kind: EventType::Track,
-        message_id: message_id.into(),
-        user_id: Some(user.into()),
-        anonymous_id: None,
-        event: name.into(),
-        properties,
-        traits: json!({}),
-        context: json!({}),
-        timestamp: Utc::now(),
-    }
-}
-
-pub fn identify(user: &str, message_id: &str, traits: Json) -> Event {
-    Event {
-        kind: EventType::Identify,
-        message_id: message_id.into(),
-        user_id: Some(user.into()),
-        anonymous_id: None,
-        event: "identify".into(),
-        properties: json!({}),
-        traits,
-        context: json!({}),
-        timestamp: Utc::now(),
-    }
-}
-
-fn step(key: &str, kind: StepKind) -> Step {
-    Step {
-        key: key.into(),
-        name: format!("Step {key}"),
-        kind,
-    }
-}
-
-fn send(key: &str, traits: &[&str], mapping: Option<Json>, next: Option<&str>) -> Step {
-    step(
-        key,
-        StepKind::Send(SendStep {
-            spec: SendSpec {
-                destination_id: "dest_1".into(),
-                action: SendAction::default(),
-                event_name: Some(key.into()),
-                traits: traits.iter().map(|t| (*t).to_owned()).collect(),
-                mapping,
-            },
-            next: next.map(str::to_owned),
-        }),
-    )
-}
-
-fn session_rule() -> EntryRule {
-    EntryRule::ReenterEveryTime {
-        unique_identifier: "session_id".into(),
-    }
+/// A send to `dest_1` naming the event after the step, with `traits` and `mapping`.
+fn send(key: &str, traits: &[&str], mapping: Option<Json>) -> Step {
+    let mut spec = send_spec("dest_1");
+    spec.event_name = Some(key.into());
+    spec.traits = traits.iter().map(|t| (*t).to_owned()).collect();
+    spec.mapping = mapping;
+    step(key, StepKind::Send(SendStep { spec, next: None }))
 }
 
 /// Real-time forwarding: `order_completed` of `vip` members with plan `pro` or `enterprise`,
 /// mapped into `{order, total, customer}`.
 pub fn forwarding() -> JourneyDefinition {
-    JourneyDefinition {
-        name: "Forward orders".into(),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: "order_completed".into(),
-            audience_key: Some("vip".into()),
-            filters: vec![PropertyFilter {
-                property: "plan".into(),
-                matcher: FilterMatch::AnyOf(vec![json!("pro"), json!("enterprise")]),
-            }],
-        },
-        entry_rule: EntryRule::ReenterEveryTime {
+    let mut definition = journey(
+        "Forward orders",
+        "order_completed",
+        EntryRule::ReenterEveryTime {
             unique_identifier: "order_id".into(),
         },
-        start_step: "forward".into(),
-        steps: vec![send(
+        vec![send(
             "forward",
             &["name"],
             Some(json!({
@@ -155,85 +77,54 @@ pub fn forwarding() -> JourneyDefinition {
                 "customer": {"@path": "$.properties.name"},
                 "event": {"@path": "$.event"},
             })),
-            None,
         )],
-        exit_rules: Vec::new(),
-    }
+    );
+    definition.entry.audience_key = Some("vip".into());
+    definition.entry.filters = vec![PropertyFilter {
+        property: "plan".into(),
+        matcher: FilterMatch::AnyOf(vec![json!("pro"), json!("enterprise")]),
+    }];
+    definition
 }
 
 /// Abandoned checkout with re-entry per `session_id`: hold for `purchase_completed` (→ send
 /// `thanks`) at most an hour (→ send `nudge`); `session_cancelled` of the same session and
-/// `account_deleted` exit.
+/// `account_deleted` exit. Sends name the event after their step.
 pub fn checkout() -> JourneyDefinition {
-    JourneyDefinition {
-        name: "Abandoned checkout".into(),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: "checkout_started".into(),
-            audience_key: None,
-            filters: Vec::new(),
-        },
-        entry_rule: session_rule(),
-        start_step: "wait_purchase".into(),
-        steps: vec![
-            step(
-                "wait_purchase",
-                StepKind::HoldUntil(HoldUntilStep {
-                    branches: vec![HoldBranch {
-                        name: "bought".into(),
-                        event: "purchase_completed".into(),
-                        filters: Vec::new(),
-                        next: Some("thanks".into()),
-                        return_to_start: false,
-                    }],
-                    max_duration: Duration::from_secs(3600),
-                    timeout_next: Some("nudge".into()),
-                }),
-            ),
-            send("thanks", &[], None, None),
-            send("nudge", &[], None, None),
-        ],
-        exit_rules: vec![
-            ExitRule {
-                event: "session_cancelled".into(),
-                filters: Vec::new(),
-                match_unique_identifier: true,
-                send: None,
-            },
-            ExitRule {
-                event: "account_deleted".into(),
-                filters: Vec::new(),
-                match_unique_identifier: false,
-                send: None,
-            },
-        ],
+    let mut definition = abandoned_checkout("wait_purchase", Duration::from_secs(3600), "dest_1");
+    for step in &mut definition.steps {
+        if let StepKind::Send(send) = &mut step.kind {
+            send.spec.event_name = Some(step.key.clone());
+        }
     }
+    definition.exit_rules = vec![
+        ExitRule {
+            event: "session_cancelled".into(),
+            filters: Vec::new(),
+            match_unique_identifier: true,
+            send: None,
+        },
+        ExitRule {
+            event: "account_deleted".into(),
+            filters: Vec::new(),
+            match_unique_identifier: false,
+            send: None,
+        },
+    ];
+    definition
 }
 
 /// Welcome once: `signed_up` enters at most once; a one-hour delay, then `welcome`.
 pub fn welcome_once() -> JourneyDefinition {
-    JourneyDefinition {
-        name: "Welcome".into(),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: "signed_up".into(),
-            audience_key: None,
-            filters: Vec::new(),
-        },
-        entry_rule: EntryRule::EnterOnce,
-        start_step: "wait".into(),
-        steps: vec![
-            step(
-                "wait",
-                StepKind::Delay(DelayStep {
-                    duration: Duration::from_secs(3600),
-                    next: Some("welcome".into()),
-                }),
-            ),
-            send("welcome", &[], None, None),
+    journey(
+        "Welcome",
+        "signed_up",
+        EntryRule::EnterOnce,
+        vec![
+            delay("wait", Duration::from_secs(3600), "welcome"),
+            send("welcome", &[], None),
         ],
-        exit_rules: Vec::new(),
-    }
+    )
 }
 
 /// Every pending outbox row (read without holding a claim).

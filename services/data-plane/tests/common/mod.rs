@@ -21,8 +21,8 @@ use journeys_data_plane::{DataPlane, WriteKeys, hash_write_key};
 use journeys_engine::{Ack, AckStatus, EventSink};
 use journeys_proto::v1::ingest_service_client::IngestServiceClient;
 use journeys_runtime::grpc::ServeError;
-use journeys_store::SourceRecord;
-use journeys_store::testing::TestDb;
+use journeys_store::{SourceRecord, Store};
+use journeys_testkit::TestDb;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -91,10 +91,10 @@ impl EventSink for FakeSink {
     }
 }
 
-/// A data plane serving on ephemeral ports over `db`, with one active source for
-/// [`WRITE_KEY`].
+/// A data plane serving on ephemeral ports over a test database, with one active source for
+/// [`WRITE_KEY`]. The database itself belongs to the test's backend run.
 pub struct Harness {
-    pub db: TestDb,
+    pub db: Store,
     pub sink: FakeSink,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
@@ -105,19 +105,19 @@ pub struct Harness {
 
 impl Harness {
     /// Serves with the default write-key cache.
-    pub async fn start(db: TestDb) -> Harness {
+    pub async fn start(db: &TestDb) -> Harness {
         let keys = WriteKeys::new(db.store().clone());
         Harness::start_with(db, keys).await
     }
 
     /// Serves with write keys cached for `ttl` (unknown keys for `ttl` too).
-    pub async fn start_with_ttl(db: TestDb, ttl: Duration) -> Harness {
+    pub async fn start_with_ttl(db: &TestDb, ttl: Duration) -> Harness {
         let keys = WriteKeys::with_ttl(db.store().clone(), ttl, ttl);
         Harness::start_with(db, keys).await
     }
 
-    async fn start_with(db: TestDb, keys: WriteKeys) -> Harness {
-        let source_id = create_source(&db, WRITE_KEY).await;
+    async fn start_with(db: &TestDb, keys: WriteKeys) -> Harness {
+        let source_id = create_source(db, WRITE_KEY).await;
         let sink = FakeSink::default();
         let plane = DataPlane::with_write_keys(sink.clone(), keys);
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -133,7 +133,7 @@ impl Harness {
                 .await
         });
         Harness {
-            db,
+            db: db.store().clone(),
             sink,
             grpc,
             http,
@@ -152,7 +152,7 @@ impl Harness {
             .unwrap();
     }
 
-    /// Stops the servers (asserting they stop cleanly) and removes the database.
+    /// Stops the servers, asserting they stop cleanly.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let result = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
@@ -160,7 +160,6 @@ impl Harness {
             .expect("data plane stops within the drain timeout")
             .unwrap();
         result.expect("data plane stops without error");
-        self.db.close().await.unwrap();
     }
 
     pub async fn grpc_client(&self) -> IngestServiceClient<Channel> {

@@ -4,18 +4,15 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use journeys_core::machine::instance_id;
-use journeys_core::model::{
-    DelayStep, EntryRule, EntryTrigger, Event, EventType, HoldBranch, HoldUntilStep,
-    JourneyDefinition, SendAction, SendSpec, SendStep, Step, StepKind,
-};
+use journeys_core::model::{EntryRule, Event, JourneyDefinition};
 use journeys_engine::{AckStatus, Engine, EngineConfig};
 use journeys_scheduler::{HousekeepingConfig, Scheduler, SchedulerConfig, WatermarkSource};
-use journeys_store::{DestinationKind, DestinationRecord, JourneyRecord, JourneyState, Store};
+use journeys_store::Store;
+use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send, webhook_destination};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::json;
 
@@ -48,140 +45,28 @@ pub fn test_config() -> SchedulerConfig {
 
 /// A webhook destination nobody delivers to in these tests (no dispatcher runs).
 pub async fn destination(store: &Store) -> String {
-    let now = Utc::now();
-    let record = DestinationRecord {
-        id: journeys_store::new_id(),
-        name: format!("sink-{}", journeys_store::new_id()),
-        kind: DestinationKind::Webhook,
-        settings: json!({"url": "http://127.0.0.1:9/unused"}),
-        created_at: now,
-        updated_at: now,
-    };
-    store
-        .destinations()
-        .insert(&record)
-        .await
-        .expect("insert destination")
-        .id
-}
-
-fn send(key: &str, destination_id: &str) -> Step {
-    Step {
-        key: key.to_owned(),
-        name: key.to_owned(),
-        kind: StepKind::Send(SendStep {
-            spec: SendSpec {
-                destination_id: destination_id.to_owned(),
-                action: SendAction::default(),
-                event_name: None,
-                traits: Vec::new(),
-                mapping: None,
-            },
-            next: None,
-        }),
-    }
+    webhook_destination(store, json!({"url": "http://127.0.0.1:9/unused"})).await
 }
 
 /// `signed_up` → wait `delay` → send [`DELAY_SEND`]. One instance per profile.
-pub fn delay_journey(destination_id: &str, delay: Duration) -> JourneyDefinition {
-    JourneyDefinition {
-        name: format!("delay {}", journeys_store::new_id()),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: SIGNED_UP.to_owned(),
-            audience_key: None,
-            filters: Vec::new(),
-        },
-        entry_rule: EntryRule::EnterOnce,
-        start_step: "wait".to_owned(),
-        steps: vec![
-            Step {
-                key: "wait".to_owned(),
-                name: "wait".to_owned(),
-                kind: StepKind::Delay(DelayStep {
-                    duration: delay,
-                    next: Some(DELAY_SEND.to_owned()),
-                }),
-            },
+pub fn delay_journey(destination_id: &str, delay_for: Duration) -> JourneyDefinition {
+    journey(
+        &format!("delay {}", journeys_store::new_id()),
+        SIGNED_UP,
+        EntryRule::EnterOnce,
+        vec![
+            delay("wait", delay_for, DELAY_SEND),
             send(DELAY_SEND, destination_id),
         ],
-        exit_rules: Vec::new(),
-    }
+    )
 }
 
 /// Abandoned checkout: `checkout_started` (one instance per `session_id`) → hold until
 /// `purchase_completed` of the same session ([`THANKS`]) or `hold` passes ([`NUDGE`]).
-pub fn hold_journey(destination_id: &str, hold: Duration) -> JourneyDefinition {
-    JourneyDefinition {
-        name: format!("hold {}", journeys_store::new_id()),
-        description: String::new(),
-        entry: EntryTrigger {
-            event: CHECKOUT_STARTED.to_owned(),
-            audience_key: None,
-            filters: Vec::new(),
-        },
-        entry_rule: EntryRule::ReenterEveryTime {
-            unique_identifier: "session_id".to_owned(),
-        },
-        start_step: "hold".to_owned(),
-        steps: vec![
-            Step {
-                key: "hold".to_owned(),
-                name: "hold".to_owned(),
-                kind: StepKind::HoldUntil(HoldUntilStep {
-                    branches: vec![HoldBranch {
-                        name: "completed".to_owned(),
-                        event: PURCHASE_COMPLETED.to_owned(),
-                        filters: Vec::new(),
-                        next: Some(THANKS.to_owned()),
-                        return_to_start: false,
-                    }],
-                    max_duration: hold,
-                    timeout_next: Some(NUDGE.to_owned()),
-                }),
-            },
-            send(NUDGE, destination_id),
-            send(THANKS, destination_id),
-        ],
-        exit_rules: Vec::new(),
-    }
-}
-
-/// Stores `definition` as a published journey; returns its id.
-pub async fn publish(store: &Store, definition: &JourneyDefinition) -> String {
-    let now = Utc::now();
-    let draft = JourneyRecord::new_draft(
-        definition.name.clone(),
-        "",
-        serde_json::to_value(definition).expect("definition serializes"),
-        now,
-    );
-    let stored = store
-        .journeys()
-        .insert(&draft)
-        .await
-        .expect("insert journey");
-    store
-        .journeys()
-        .set_state(&stored.id, JourneyState::Published, now)
-        .await
-        .expect("publish journey");
-    stored.id
-}
-
-/// A track event of `user` with `properties`.
-pub fn track(user: &str, event: &str, message_id: &str, properties: serde_json::Value) -> Event {
-    Event {
-        kind: EventType::Track,
-        message_id: message_id.to_owned(),
-        user_id: Some(user.to_owned()),
-        anonymous_id: None,
-        event: event.to_owned(),
-        properties,
-        traits: json!({}),
-        context: json!({}),
-        timestamp: Utc::now(),
-    }
+pub fn hold_journey(destination_id: &str, hold_for: Duration) -> JourneyDefinition {
+    let mut definition = abandoned_checkout("hold", hold_for, destination_id);
+    definition.name = format!("hold {}", journeys_store::new_id());
+    definition
 }
 
 /// The id of the instance an entry event with `message_id` creates in `journey_id`.
@@ -219,25 +104,6 @@ pub async fn scheduler(
     Scheduler::start(store.clone(), engine.clone(), watermark, config)
         .await
         .expect("start scheduler")
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A plain connection to the test database, for counting rows the store API does not count.

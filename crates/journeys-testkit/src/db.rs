@@ -2,16 +2,16 @@
 //! database that is removed again when the test ends, so tests never see each other's rows.
 //!
 //! SQLite always runs; MySQL/MariaDB runs when `JOURNEYS_TEST_MYSQL_URL` names a server
-//! (`mysql://root@127.0.0.1:3306`). Use [`each_backend`] to run one test body on every
-//! configured backend.
+//! (`mysql://root@127.0.0.1:3306`). [`each_backend`] runs one test body on every configured
+//! backend and removes each database afterwards; [`backends`] hands the databases out for a
+//! test that manages them itself.
 
 use std::ops::Deref;
 use std::path::PathBuf;
 
-use sea_orm::{ConnectionTrait, Database};
-
-use crate::error::StoreError;
-use crate::store::{Backend, Store};
+use journeys_store::{
+    Backend, Store, StoreError, create_database, drop_database, remove_sqlite_files,
+};
 
 /// Environment variable naming a MySQL/MariaDB server for tests (no database in the path).
 pub const MYSQL_URL_ENV: &str = "JOURNEYS_TEST_MYSQL_URL";
@@ -63,14 +63,7 @@ impl TestDb {
             return Ok(None);
         };
         let database = format!("journeys_test_{}", unique_suffix());
-        let server = Database::connect(server_url.as_str()).await?;
-        server
-            .execute_unprepared(&format!(
-                "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            ))
-            .await?;
-        server.close().await?;
-        let url = database_url(&server_url, &database);
+        let url = create_database(&server_url, &database).await?;
         let location = Location::MySql {
             server_url,
             database,
@@ -167,12 +160,12 @@ impl Drop for TestDb {
 }
 
 /// A fresh database on every configured backend: SQLite always, MySQL when
-/// `JOURNEYS_TEST_MYSQL_URL` is set.
+/// `JOURNEYS_TEST_MYSQL_URL` is set. The caller closes each one.
 ///
 /// # Panics
 /// When a configured backend cannot provide a database: the test cannot run, and saying so
 /// loudly beats skipping it.
-pub async fn each_backend() -> Vec<TestDb> {
+pub async fn backends() -> Vec<TestDb> {
     let mut dbs = Vec::with_capacity(2);
     match TestDb::sqlite().await {
         Ok(db) => dbs.push(db),
@@ -186,32 +179,66 @@ pub async fn each_backend() -> Vec<TestDb> {
     dbs
 }
 
+/// Runs `body` once per configured backend, each time on a fresh database that is removed
+/// afterwards, and returns the first failure (or the last outcome).
+///
+/// The backend is written to stderr before each run, so a failing test's captured output says
+/// which backend failed. A body that returns an error stops the runs; its database is removed
+/// on drop.
+///
+/// # Panics
+/// When a database cannot be created or removed.
+pub async fn each_backend<R: Outcome>(body: impl AsyncFn(&TestDb) -> R) -> R {
+    let mut outcome = R::passed();
+    for db in backends().await {
+        eprintln!("-- on {:?}", db.backend());
+        outcome = body(&db).await;
+        if outcome.failed() {
+            return outcome;
+        }
+        if let Err(err) = db.close().await {
+            panic!("cannot remove the test database: {err}");
+        }
+    }
+    outcome
+}
+
+/// What a test body of [`each_backend`] returns: nothing (it panics to fail) or a `Result`.
+pub trait Outcome {
+    /// The outcome of a body that ran on no backend.
+    fn passed() -> Self;
+    /// Whether this outcome ends the runs.
+    fn failed(&self) -> bool;
+}
+
+impl Outcome for () {
+    fn passed() -> Self {}
+
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
+impl<E> Outcome for Result<(), E> {
+    fn passed() -> Self {
+        Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        self.is_err()
+    }
+}
+
 /// Deletes the database file(s) or drops the MySQL database.
 async fn remove(location: &Location) -> Result<(), StoreError> {
     match location {
         Location::SqliteFile(path) => {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut file = path.clone().into_os_string();
-                file.push(suffix);
-                match std::fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(StoreError::Internal(err.to_string())),
-                }
-            }
-            Ok(())
+            remove_sqlite_files(path).map_err(|err| StoreError::Internal(err.to_string()))
         }
         Location::MySql {
             server_url,
             database,
-        } => {
-            let server = Database::connect(server_url.as_str()).await?;
-            server
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{database}`"))
-                .await?;
-            server.close().await?;
-            Ok(())
-        }
+        } => drop_database(server_url, database).await,
     }
 }
 
@@ -220,43 +247,4 @@ fn unique_suffix() -> String {
     let mut hex = uuid::Uuid::new_v4().simple().to_string();
     hex.truncate(16);
     hex
-}
-
-/// `server_url` with its path replaced by `/database` (query parameters kept).
-fn database_url(server_url: &str, database: &str) -> String {
-    let (base, query) = match server_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (server_url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut url = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-#[cfg(test)]
-mod tests {
-    use super::database_url;
-
-    #[test]
-    fn database_url_replaces_path_and_keeps_query() {
-        assert_eq!(
-            database_url("mysql://root@127.0.0.1:3306", "t1"),
-            "mysql://root@127.0.0.1:3306/t1"
-        );
-        assert_eq!(
-            database_url("mysql://root@127.0.0.1:3306/", "t1"),
-            "mysql://root@127.0.0.1:3306/t1"
-        );
-        assert_eq!(
-            database_url("mysql://u:p@h:3306/other?ssl-mode=disabled", "t1"),
-            "mysql://u:p@h:3306/t1?ssl-mode=disabled"
-        );
-    }
 }
