@@ -26,10 +26,6 @@ impl Transport {
 /// at its own webhook sink.
 #[derive(Debug, Parser)]
 #[command(name = "journeys-load", version, about)]
-#[allow(
-    clippy::struct_excessive_bools,
-    reason = "independent command-line switches"
-)]
 pub struct Args {
     /// Start in this process, on 127.0.0.1:0, the node `journeys serve` runs (every role) over
     /// a fresh database (`--database-url`) instead of targeting a running one.

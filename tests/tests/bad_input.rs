@@ -3,6 +3,18 @@
 //! store nothing — no catalog entry or count, no profile, no instance, no webhook. A valid
 //! event sent last shows that the same path does store when the input is good.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::time::Duration;
 
 use http::header;

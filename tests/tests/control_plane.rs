@@ -2,6 +2,18 @@
 //! validation errors with paths, references checked at publish, error codes, auth and
 //! durability across a restart.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use journeys_proto::v1 as pb;
 use journeys_tests::{Clients, ControlPlane, Options, example, on_each_backend};
 use tonic::Code;

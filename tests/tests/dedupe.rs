@@ -3,6 +3,18 @@
 //! over HTTP, and changes nothing: no second instance, no second webhook, no trait update, no
 //! catalog count.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;

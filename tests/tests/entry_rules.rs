@@ -2,6 +2,18 @@
 //! identifier (parallel instances per profile), a hold-until branch event that reaches only the
 //! instance with its identifier value, and an exit rule ending an instance mid-hold.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;

@@ -2,6 +2,18 @@
 //! published journey's entry filter (`any_of`), audience filter, selected traits and mapping
 //! decide what a real webhook receiver gets, and exactly the matching events arrive.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;

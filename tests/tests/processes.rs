@@ -4,6 +4,18 @@
 //! on the control plane reaches the data plane through the store; its delay is fired by the
 //! scheduler; the webhook arrives.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -2,6 +2,18 @@
 //! server reflection (v1alpha, which grpcurl 1.8 speaks, and v1) lists and describes every
 //! control-plane service, and health reports SERVING.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use journeys_tests::{ControlPlane, Options, on_each_backend};
 use prost::Message;
 use tokio_stream::StreamExt;

@@ -1,6 +1,18 @@
 //! `SimulateJourney` and `PreviewPayload` over gRPC on the shipped examples: the documented
 //! paths on a virtual clock, and payloads exactly as they would be sent.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use journeys_proto::v1 as pb;
 use journeys_tests::ingest::track;
 use journeys_tests::{ControlPlane, Options, example, on_each_backend};

@@ -5,6 +5,18 @@
 //!
 //! Run with `cargo bench -p journeys-core --bench core`; figures go to BENCHMARKS.md.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;

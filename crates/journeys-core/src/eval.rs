@@ -387,6 +387,7 @@ mod tests {
 
     #[test]
     fn conditions_over_traits_audiences_and_context() {
+        use ConditionSubject::{Audience, Context, Trait};
         let traits = json!({"plan": "pro", "address": {"country": "DE"}, "orders": 3});
         let audiences = vec!["vip".to_owned()];
         let mut context = Map::new();
@@ -401,7 +402,6 @@ mod tests {
             context: &context,
         };
         let cond = |subject, op, value: Option<Json>| Condition { subject, op, value };
-        use ConditionSubject::{Audience, Context, Trait};
         assert!(condition_holds(
             &cond(
                 Trait("address.country".into()),

@@ -3,6 +3,18 @@
 //! active instance always waits on exactly one live timer, exit rules end an instance from
 //! any state, and randomized splits honour their percentages.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -9,6 +9,17 @@
 //!   with an error whose message contains `error`;
 //! - `{"name", "mapping", "problems"}`: validation reports problems at exactly these paths.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
 // The golden cases are files: this test reads them, the core it tests does not.
 #![allow(clippy::disallowed_methods)]
 

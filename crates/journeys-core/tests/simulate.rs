@@ -1,6 +1,18 @@
 //! The three seed use cases of SPEC.md, run through `simulate` on a virtual clock: abandoned
 //! checkout, real-time forwarding and a personalised follow-up.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::BTreeMap;
 
 use chrono::{TimeDelta, TimeZone, Utc};

@@ -1,6 +1,18 @@
 //! End-to-end delivery: a real dispatcher over a real store (SQLite, and MySQL when
 //! `JOURNEYS_TEST_MYSQL_URL` is set) sending to a real HTTP sink on `127.0.0.1:0`.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod support;
 
 use std::time::Duration;

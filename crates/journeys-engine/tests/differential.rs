@@ -4,6 +4,18 @@
 //! the same final instances. The core's profile rules are the truth both sides share; a
 //! difference here means one side stopped calling them faithfully.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use journeys_core::machine::Journey;
 use journeys_core::model::{Event, EventType, JourneyDefinition, JourneyMeta, Json};

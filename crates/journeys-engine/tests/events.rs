@@ -2,6 +2,18 @@
 //! re-entry with hold matching by unique value, exit rules, dedupe, per-profile order and the
 //! per-profile rate limit.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::sync::Arc;

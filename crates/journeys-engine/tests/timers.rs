@@ -2,6 +2,18 @@
 //! timeouts fire once, an event racing a timer takes exactly one branch (in one engine and
 //! across two), and operator exits end instances.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::time::Duration;

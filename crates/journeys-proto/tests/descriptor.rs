@@ -2,6 +2,18 @@
 //! present with the agreed shapes, `SERVICE_NAMES` lists exactly the services
 //! in the descriptor set, and the generated Rust types round-trip.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use journeys_proto::{FILE_DESCRIPTOR_SET, SERVICE_NAMES, v1};
@@ -222,7 +234,11 @@ fn every_enum_starts_with_unspecified_and_values_are_unique() {
 #[test]
 fn well_known_types_are_bundled_for_reflection() {
     let fds = descriptor_set();
-    let names: BTreeSet<&str> = fds.file.iter().map(|f| f.name()).collect();
+    let names: BTreeSet<&str> = fds
+        .file
+        .iter()
+        .map(prost_types::FileDescriptorProto::name)
+        .collect();
     for wkt in [
         "google/protobuf/duration.proto",
         "google/protobuf/struct.proto",

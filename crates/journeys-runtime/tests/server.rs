@@ -1,6 +1,18 @@
 //! A real server on 127.0.0.1:0: health, reflection v1 and v1alpha, admin auth on a service,
 //! and health going NOT_SERVING before a graceful stop.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};

@@ -2,6 +2,18 @@
 //! are different ids, as they are in Rust. MySQL's `utf8mb4_bin` is PAD SPACE and made
 //! `"u1 "` the same profile, message id and enter-once record as `"u1"`.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 

@@ -1,6 +1,18 @@
 //! Claiming timers and outbox rows with leases, and the outbox's retry / dead-letter / replay
 //! cycle, on every configured backend.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

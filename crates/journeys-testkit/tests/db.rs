@@ -1,6 +1,18 @@
 //! The test databases themselves: fresh and distinct per call, removed when closed, and MySQL
 //! included exactly when `JOURNEYS_TEST_MYSQL_URL` is set.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use chrono::Utc;
 use serde_json::json;
 
@@ -50,7 +62,7 @@ async fn closed_sqlite_test_db_removes_its_file() {
 async fn backends_cover_mysql_when_configured() {
     let dbs = backends().await;
     let configured = std::env::var(MYSQL_URL_ENV).is_ok_and(|u| !u.is_empty());
-    let backends: Vec<_> = dbs.iter().map(|db| db.backend()).collect();
+    let backends: Vec<_> = dbs.iter().map(journeys_testkit::TestDb::backend).collect();
     if configured {
         assert_eq!(backends, [Backend::Sqlite, Backend::MySql]);
     } else {

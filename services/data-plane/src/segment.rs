@@ -525,6 +525,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // a table of cases
     fn each_problem_names_its_field() {
         let cases = [
             (

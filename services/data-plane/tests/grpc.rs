@@ -1,6 +1,18 @@
 //! `journeys.v1.IngestService` end to end: a real server over a real store, a tonic client, and
 //! a recording sink standing in for the engine.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::time::Duration;

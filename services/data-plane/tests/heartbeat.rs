@@ -2,6 +2,18 @@
 //! publishes its fairness watermark as a heartbeat row in the store while it runs, and removes
 //! the row when it shuts down gracefully.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::time::{Duration, Instant};
 
 use journeys::{Listeners, Node, Roles};

@@ -7,6 +7,18 @@
 //! by a dispatcher that dies mid-send: a send in flight at a crash is only retried once its
 //! claim lease (two minutes) runs out, which is correct but too slow for a test.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read as _;

@@ -12,6 +12,18 @@
 //! compose.yaml is read with a small parser for the block-style YAML subset it uses (nested
 //! mappings, `- item` lists, JSON-style `[...]` lists); anything else fails the test.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -505,8 +517,7 @@ fn services_wait_for_mysql_and_the_migration_and_schedulers_run_twice() {
     let service = |name: &str| {
         all.iter()
             .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("compose.yaml has no {name} service"))
+            .map_or_else(|| panic!("compose.yaml has no {name} service"), |(_, s)| s)
     };
 
     let mysql = service("mysql");

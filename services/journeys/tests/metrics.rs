@@ -6,6 +6,18 @@
 //! The registry is process-wide, so this binary holds one test and compares totals before and
 //! after each backend's run.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

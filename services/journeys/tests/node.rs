@@ -2,6 +2,18 @@
 //! the store, runs any subset of roles, and stops cleanly; `journeys serve --roles` parses the
 //! roles it documents.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -14,6 +14,18 @@
 //! grpcurl comes from `PATH`, else it is installed with pip under `CARGO_TARGET_TMPDIR`; when
 //! neither works the test fails (it never skips).
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -59,8 +71,10 @@ fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
             Some((at, line))
         })
         .find(|(_, line)| line.starts_with(heading))
-        .map(|(at, _)| at)
-        .unwrap_or_else(|| panic!("README.md has no section starting with {heading:?}"));
+        .map_or_else(
+            || panic!("README.md has no section starting with {heading:?}"),
+            |(at, _)| at,
+        );
     let rest = &markdown[start..];
     let body_start = rest.find('\n').map_or(rest.len(), |i| i + 1);
     let end = rest[body_start..]

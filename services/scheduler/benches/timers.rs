@@ -20,6 +20,18 @@
 //! with its defaults and an in-process engine; lateness is fired-at (after the commit) minus
 //! due-at. No dispatcher runs: the sends stay queued in the outbox.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,18 @@
 //! The scheduler process over real gRPC: a node with the roles of `journeys-scheduler` on an
 //! ephemeral port, a tonic client, `GetSchedulerStats` and `ListTimers`, and the admin token.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::time::Duration;

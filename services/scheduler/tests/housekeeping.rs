@@ -1,6 +1,18 @@
 //! Housekeeping jobs on every configured backend: expired dedupe keys, finished instances past
 //! retention, instances past their maximum lifetime, and the cron schedule running them.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -4,6 +4,18 @@
 //! for 10,000 timers through `SKIP LOCKED` claims. SQLite is single-process by design, so
 //! there one scheduler fires them all.
 
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -559,6 +559,7 @@ mod tests {
 
     /// A definition with many independent faults reports each of them, at its own path.
     #[test]
+    #[allow(clippy::too_many_lines)] // one definition with every fault, checked at once
     fn reports_every_problem_of_a_broken_definition() {
         let mut def = journey(vec![
             // 0: hold with a dangling timeout, a nameless branch and overlapping branches.
