@@ -12,7 +12,6 @@
 //! [`journeys_telemetry::metrics`] (`journeys_deliveries_total`,
 //! `journeys_delivery_duration_seconds`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -22,7 +21,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -33,6 +31,7 @@ use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
 use crate::destination::{DestinationCache, WebhookDestination};
 use crate::error::DeliveryError;
+use crate::in_flight::InFlight;
 use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
 
 /// Response bytes kept for the caller of [`Dispatcher::deliver_once`] (and read, so that the
@@ -504,101 +503,7 @@ fn describe(response: &WebhookResponse) -> String {
     }
 }
 
-/// Deliveries in flight, counted per destination so that no destination takes more than its
-/// fair share of the slots: one that hangs must not stall the others.
-struct InFlight {
-    max_in_flight: usize,
-    tasks: JoinSet<()>,
-    /// The destination of each task, to count it down when the task ends (even by a panic).
-    destination_of: HashMap<tokio::task::Id, String>,
-    per_destination: HashMap<String, usize>,
-}
-
-impl InFlight {
-    fn new(max_in_flight: usize) -> Self {
-        Self {
-            max_in_flight,
-            tasks: JoinSet::new(),
-            destination_of: HashMap::new(),
-            per_destination: HashMap::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    fn spawn(
-        &mut self,
-        destination_id: String,
-        delivery: impl Future<Output = ()> + Send + 'static,
-    ) {
-        *self
-            .per_destination
-            .entry(destination_id.clone())
-            .or_default() += 1;
-        let task = self.tasks.spawn(delivery);
-        self.destination_of.insert(task.id(), destination_id);
-    }
-
-    /// Counts the deliveries that ended.
-    fn reap(&mut self) {
-        while let Some(joined) = self.tasks.try_join_next_with_id() {
-            self.finished(joined);
-        }
-    }
-
-    fn finished(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let id = match joined {
-            Ok((id, ())) => id,
-            Err(err) => {
-                let id = err.id();
-                log_join(Err(err));
-                id
-            }
-        };
-        let Some(destination_id) = self.destination_of.remove(&id) else {
-            return;
-        };
-        if let Some(count) = self.per_destination.get_mut(&destination_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_destination.remove(&destination_id);
-            }
-        }
-    }
-
-    /// Destinations at or over their share: their rows are not claimed this round.
-    fn saturated(&self) -> Vec<String> {
-        let share = fair_share(self.max_in_flight, self.per_destination.len());
-        self.per_destination
-            .iter()
-            .filter(|&(_, &count)| count >= share)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn has_room_for(&self, destination_id: &str) -> bool {
-        let count = self
-            .per_destination
-            .get(destination_id)
-            .copied()
-            .unwrap_or(0);
-        let busy = self.per_destination.len() + usize::from(count == 0);
-        count < fair_share(self.max_in_flight, busy)
-    }
-}
-
-/// Requests one destination may have in flight while `busy` destinations have some: a quarter
-/// of the slots stays free for destinations with none in flight, the rest is split evenly. So a
-/// destination that hangs holds at most three quarters of the slots (less once others are
-/// busy), and a healthy one always finds a slot.
-fn fair_share(max_in_flight: usize, busy: usize) -> usize {
-    let reserve = max_in_flight / 4;
-    ((max_in_flight - reserve) / busy.max(1)).max(1)
-}
-
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
+pub(crate) fn log_join(joined: Result<(), tokio::task::JoinError>) {
     if let Err(err) = joined
         && err.is_panic()
     {
@@ -612,24 +517,4 @@ fn far_future() -> Instant {
 
 fn to_chrono(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fair_share;
-
-    #[test]
-    fn a_busy_destination_leaves_slots_for_the_others() {
-        // Alone, a destination may use three quarters of the slots.
-        assert_eq!(fair_share(64, 1), 48);
-        // Each new busy destination shrinks every share; a quarter always stays free.
-        assert_eq!(fair_share(64, 2), 24);
-        assert_eq!(fair_share(64, 3), 16);
-        assert!(
-            (1..=100).all(|busy| busy * fair_share(64, busy) <= 48 || fair_share(64, busy) == 1)
-        );
-        // Never zero, even with more destinations than slots.
-        assert_eq!(fair_share(1, 1), 1);
-        assert_eq!(fair_share(4, 10), 1);
-    }
 }
