@@ -65,7 +65,7 @@ async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event(
             Box::pin(async move {
                 // A writer that rewrites the instance unchanged but bumps its version.
                 let mut current = store
-                    .runtime()
+                    .batches()
                     .instances_by_ids(std::slice::from_ref(&instance.id))
                     .await
                     .unwrap()
@@ -76,7 +76,7 @@ async fn a_version_bumped_by_another_writer_is_retried_without_losing_the_event(
                     instances_updated: vec![(current, expected)],
                     ..Changes::default()
                 };
-                store.runtime().commit(&changes).await.unwrap();
+                store.batches().commit(&changes).await.unwrap();
             })
         }));
         let acks = engine

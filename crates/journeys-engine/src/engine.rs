@@ -223,7 +223,7 @@ impl Engine {
             .inner
             .shared
             .store
-            .runtime()
+            .batches()
             .instances_by_ids(&[instance_id.to_owned()])
             .await?;
         let Some(record) = found.into_iter().next() else {
@@ -259,7 +259,7 @@ impl Engine {
                 .inner
                 .shared
                 .store
-                .runtime()
+                .batches()
                 .active_instances_of_journey(journey_id, TERMINATE_PAGE)
                 .await?;
             if page.is_empty() {

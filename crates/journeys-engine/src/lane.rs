@@ -275,7 +275,7 @@ impl Lane {
             let since = now
                 .checked_sub_signed(window)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            let runtime = self.shared.store.runtime();
+            let runtime = self.shared.store.batches();
             runtime.seen_message_ids(&message_ids, since).await?
         };
         let instant = Instant::now();
@@ -352,7 +352,7 @@ async fn load_profiles(
     if profile_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    shared.store.runtime().load_profiles(&profile_ids).await
+    shared.store.batches().load_profiles(&profile_ids).await
 }
 
 /// Evaluates the batch. On a retry (`check_existing`), an entry whose instance already exists
@@ -372,7 +372,7 @@ async fn plan(
     }
     let found = shared
         .store
-        .runtime()
+        .batches()
         .instances_by_ids(&plan.new_instance_ids)
         .await?;
     if found.is_empty() {
@@ -402,7 +402,7 @@ async fn commit(shared: &Shared, plan: &Plan) -> Result<(), StoreError> {
     }
     if !plan.changes.is_empty() {
         let committing = Instant::now();
-        let committed = shared.store.runtime().commit(&plan.changes).await;
+        let committed = shared.store.batches().commit(&plan.changes).await;
         metrics::metrics()
             .engine_commit_duration
             .observe(committing.elapsed());

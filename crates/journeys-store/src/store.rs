@@ -10,7 +10,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::StoreError;
 use crate::migration::Migrator;
 use crate::repo::{
-    Audiences, Catalog, Destinations, Instances, Journeys, Outbox, Profiles, Runtime, Sources,
+    Audiences, Batches, Catalog, Destinations, Instances, Journeys, Outbox, Profiles, Sources,
     Timers, Watermarks,
 };
 
@@ -229,10 +229,11 @@ impl Store {
         Instances::new(&self.db)
     }
 
-    /// The runtime's batched writes and reads (data plane, scheduler, housekeeping).
+    /// The evaluator's batches: one all-or-nothing commit per micro-batch or timer firing, the
+    /// profile reads before evaluating, statistics and housekeeping.
     #[must_use]
-    pub fn runtime(&self) -> Runtime<'_> {
-        Runtime::new(&self.db)
+    pub fn batches(&self) -> Batches<'_> {
+        Batches::new(&self.db)
     }
 
     /// Durable timers (scheduler).

@@ -45,7 +45,7 @@ async fn ids_differing_by_trailing_spaces_are_different_ids() {
         let spaced = db.profiles().get("u1 ").await.unwrap();
         assert_eq!(spaced.traits, object(json!({"nickname": "x"})), "{b}");
 
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 dedupe: vec![("m1".into(), t)],
                 enter_once: vec![("j1".into(), "u3".into())],
@@ -54,7 +54,7 @@ async fn ids_differing_by_trailing_spaces_are_different_ids() {
             .await
             .unwrap();
         // A message id and an enter-once record with a trailing space do not conflict.
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 dedupe: vec![("m1 ".into(), t)],
                 enter_once: vec![("j1".into(), "u3 ".into())],
@@ -63,7 +63,7 @@ async fn ids_differing_by_trailing_spaces_are_different_ids() {
             .await
             .unwrap_or_else(|e| panic!("{b}: trailing-space ids conflicted: {e}"));
         let seen = db
-            .runtime()
+            .batches()
             .seen_message_ids(&["m1".into(), "m1 ".into(), "m1  ".into()], t)
             .await
             .unwrap();

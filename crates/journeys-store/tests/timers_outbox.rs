@@ -66,7 +66,7 @@ fn send(destination: &str, journey: &str, at: DateTime<Utc>) -> OutboxRecord {
 
 async fn add_timers(store: &Store, timers: Vec<TimerRecord>) {
     store
-        .runtime()
+        .batches()
         .commit(&Changes {
             timers_new: timers,
             ..Changes::default()
@@ -77,7 +77,7 @@ async fn add_timers(store: &Store, timers: Vec<TimerRecord>) {
 
 async fn add_sends(store: &Store, sends: Vec<OutboxRecord>) {
     store
-        .runtime()
+        .batches()
         .commit(&Changes {
             outbox_new: sends,
             ..Changes::default()
@@ -182,7 +182,7 @@ async fn timers_are_claimed_in_due_order_and_leases_hold() {
         assert_eq!(stats.next_due_at, Some(t1.due_at), "{b}");
 
         // Firing deletes through a commit.
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 timers_deleted: vec![t1.id.clone(), t2.id.clone()],
                 ..Changes::default()

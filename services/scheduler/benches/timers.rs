@@ -12,7 +12,7 @@
 //! default 4).
 //!
 //! The instances of a "delay, then send" journey and their timers are written straight to the
-//! store with `Runtime::commit` in large batches, exactly as the engine would have written
+//! store with `Batches::commit` in large batches, exactly as the engine would have written
 //! them after the entry event (same serialized core instance, same timer row id rule), with due
 //! times spread evenly over the window. The window starts once every row is in, so all of them
 //! are pending when the scheduler starts. A small calibration batch (due a day later, so it
@@ -346,7 +346,7 @@ async fn load(
             changes.timers_new.push(timer);
         }
         let store = store.clone();
-        commits.spawn(async move { store.runtime().commit(&changes).await });
+        commits.spawn(async move { store.batches().commit(&changes).await });
         if commits.len() >= writers {
             commits
                 .join_next()

@@ -72,7 +72,7 @@ impl Housekeeping {
     /// Store errors.
     pub async fn purge_dedupe(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let before = before(now, self.config.dedupe_window);
-        self.store.runtime().purge_dedupe(before).await
+        self.store.batches().purge_dedupe(before).await
     }
 
     /// Deletes instances that ended before `now` − retention, with their timelines; returns
@@ -83,7 +83,7 @@ impl Housekeeping {
     pub async fn purge_finished_instances(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let ended_before = before(now, self.config.instance_retention);
         self.store
-            .runtime()
+            .batches()
             .purge_finished_instances(ended_before)
             .await
     }
@@ -99,7 +99,7 @@ impl Housekeeping {
         for _ in 0..MAX_EXPIRY_ROUNDS {
             let batch = self
                 .store
-                .runtime()
+                .batches()
                 .expired_active_instances(now, self.config.batch)
                 .await?;
             let full = batch.len() >= self.config.batch as usize;

@@ -40,7 +40,7 @@ async fn remember(store: &Store, keys: &[(&str, DateTime<Utc>)]) {
         ..Changes::default()
     };
     store
-        .runtime()
+        .batches()
         .commit(&changes)
         .await
         .expect("store dedupe keys");
@@ -49,7 +49,7 @@ async fn remember(store: &Store, keys: &[(&str, DateTime<Utc>)]) {
 async fn remembered(store: &Store, keys: &[&str]) -> HashSet<String> {
     let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
     store
-        .runtime()
+        .batches()
         .seen_message_ids(&keys, Utc::now() - TimeDelta::days(30))
         .await
         .expect("seen ids")

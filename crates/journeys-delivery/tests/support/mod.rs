@@ -71,7 +71,7 @@ pub fn outbox_row(destination_id: &str) -> OutboxRecord {
 /// Commits `rows` the way the data plane does: through the runtime's one transaction.
 pub async fn enqueue(store: &Store, rows: Vec<OutboxRecord>) {
     store
-        .runtime()
+        .batches()
         .commit(&Changes {
             outbox_new: rows,
             ..Changes::default()

@@ -326,7 +326,7 @@ mod tests {
         let detail = store.instances().get("i1").await.unwrap();
         assert_eq!(detail.instance.expires_at, expires);
         assert_eq!(detail.instance.active_key, None);
-        let runtime = store.runtime();
+        let runtime = store.batches();
         assert!(
             runtime
                 .expired_active_instances(expires - Duration::milliseconds(1), 10)

@@ -2,13 +2,13 @@
 //! converts between sea-orm models and the public record types.
 
 mod audiences;
+mod batches;
 mod catalog;
 mod destinations;
 mod instances;
 mod journeys;
 mod outbox;
 mod profiles;
-mod runtime;
 mod sources;
 mod timers;
 mod watermarks;
@@ -22,6 +22,9 @@ use sea_orm::{
 use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
+pub use batches::{
+    Batches, BranchCounts, Changes, JourneyStats, ProfileState, SendCounts, StepCounts,
+};
 pub use catalog::{Catalog, CatalogEventRecord};
 pub use destinations::{DestinationKind, DestinationRecord, Destinations, WebhookSettings};
 pub use instances::{
@@ -31,9 +34,6 @@ pub use instances::{
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
 pub use outbox::{Outbox, OutboxRecord, OutboxStatus};
 pub use profiles::{ProfileRecord, Profiles};
-pub use runtime::{
-    BranchCounts, Changes, JourneyStats, ProfileState, Runtime, SendCounts, StepCounts,
-};
 pub use sources::{SourceRecord, Sources, hash_write_key};
 pub use timers::{TimerRecord, TimerStats, Timers};
 pub use watermarks::Watermarks;

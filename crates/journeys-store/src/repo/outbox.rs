@@ -118,7 +118,7 @@ impl TryFrom<outbox::Model> for OutboxRecord {
 
 /// Repository of outbox rows; obtained from [`crate::Store::outbox`].
 ///
-/// Rows are created by [`crate::Runtime::commit`] together with the transition that queued
+/// Rows are created by [`crate::Batches::commit`] together with the transition that queued
 /// them (the transactional outbox); this repository only moves them through their life.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbox<'a> {

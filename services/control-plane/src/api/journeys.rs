@@ -322,7 +322,7 @@ impl JourneyApi {
         let journey = self.get(id).await?;
         let counts = self
             .store
-            .runtime()
+            .batches()
             .journey_stats(&journey.record.id)
             .await?;
         Ok((journey, counts))

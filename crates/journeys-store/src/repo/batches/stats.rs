@@ -1,4 +1,4 @@
-//! [`Runtime::journey_stats`](super::Runtime::journey_stats): grouped counts over the
+//! [`Batches::journey_stats`](super::Batches::journey_stats): grouped counts over the
 //! timeline, the instances and the outbox of one journey.
 //!
 //! Timeline kinds and the branch detail path come from the core that writes the rows

@@ -1,4 +1,4 @@
-//! The writes of [`Runtime::commit`](super::Runtime::commit): each kind of change as
+//! The writes of [`Batches::commit`](super::Batches::commit): each kind of change as
 //! multi-row statements on the open transaction.
 //!
 //! Statement order matters for locks. Keys that decide whether the batch may commit at all

@@ -1,6 +1,5 @@
-//! The runtime's side of the store: one all-or-nothing commit per micro-batch (or timer
-//! firing), the batched reads the data plane needs before evaluating, statistics, and
-//! housekeeping.
+//! The evaluator's batches: one all-or-nothing commit per micro-batch (or timer firing), the
+//! batched reads the engine needs before evaluating, statistics, and housekeeping.
 
 mod commit;
 mod stats;
@@ -28,7 +27,7 @@ use crate::repo::{INSERT_CHUNK, finish, micros, rollback};
 /// small enough that no lock is held for long.
 const PURGE_CHUNK: usize = 1000;
 
-/// Everything one micro-batch (or one timer firing) changes, committed by [`Runtime::commit`]
+/// Everything one micro-batch (or one timer firing) changes, committed by [`Batches::commit`]
 /// in one transaction with multi-row statements.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
@@ -134,13 +133,13 @@ pub struct JourneyStats {
     pub branches: Vec<BranchCounts>,
 }
 
-/// The runtime's repository; obtained from [`crate::Store::runtime`].
+/// The evaluator's batch repository; obtained from [`crate::Store::batches`].
 #[derive(Debug, Clone, Copy)]
-pub struct Runtime<'a> {
+pub struct Batches<'a> {
     db: &'a DatabaseConnection,
 }
 
-impl<'a> Runtime<'a> {
+impl<'a> Batches<'a> {
     pub(crate) fn new(db: &'a DatabaseConnection) -> Self {
         Self { db }
     }

@@ -173,10 +173,10 @@ async fn commit_writes_everything_in_one_go() {
             timers_deleted: vec!["no-such-timer".into()],
             outbox_new: vec![out.clone()],
         };
-        db.runtime().commit(&changes).await.unwrap();
+        db.batches().commit(&changes).await.unwrap();
 
         let seen = db
-            .runtime()
+            .batches()
             .seen_message_ids(&["m1".into(), "m2".into(), "m3".into()], t)
             .await
             .unwrap();
@@ -207,9 +207,9 @@ async fn commit_writes_everything_in_one_go() {
         assert_eq!(detail.timeline.len(), 1, "{b}");
         assert_eq!(db.timers().get(&tm.id).await.unwrap(), Some(tm), "{b}");
         assert_eq!(db.outbox().get(&out.id).await.unwrap(), out, "{b}");
-        let state = &db.runtime().load_profiles(&["u1".into()]).await.unwrap()["u1"];
+        let state = &db.batches().load_profiles(&["u1".into()]).await.unwrap()["u1"];
         assert_eq!(state.entered_once, ["j1"], "{b}");
-        db.runtime().commit(&Changes::default()).await.unwrap();
+        db.batches().commit(&Changes::default()).await.unwrap();
     })
     .await;
 }
@@ -220,7 +220,7 @@ async fn failing_commit_writes_nothing() {
         let b = db.backend();
         let t = now();
         let existing = instance("j1", "u1", None, t);
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 dedupe: vec![("old".into(), t)],
                 instances_new: vec![existing.clone()],
@@ -248,11 +248,11 @@ async fn failing_commit_writes_nothing() {
             outbox_new: vec![out.clone()],
             ..Changes::default()
         };
-        let result = db.runtime().commit(&batch).await;
+        let result = db.batches().commit(&batch).await;
         assert!(is_conflict(&result, &existing.id), "{b}");
 
         assert!(
-            db.runtime()
+            db.batches()
                 .seen_message_ids(&["new".into()], t - Duration::days(1))
                 .await
                 .unwrap()
@@ -288,7 +288,7 @@ async fn failing_commit_writes_nothing() {
             ),
             "{b}"
         );
-        let state = &db.runtime().load_profiles(&["u2".into()]).await.unwrap()["u2"];
+        let state = &db.batches().load_profiles(&["u2".into()]).await.unwrap()["u2"];
         assert!(state.entered_once.is_empty(), "{b}");
         assert_eq!(
             db.instances().get(&existing.id).await.unwrap().instance,
@@ -298,7 +298,7 @@ async fn failing_commit_writes_nothing() {
         // The same batch without the stale update goes through: nothing was left half-done.
         let mut retry = batch.clone();
         retry.instances_updated.clear();
-        db.runtime().commit(&retry).await.unwrap();
+        db.batches().commit(&retry).await.unwrap();
         assert!(db.instances().get(&fresh.id).await.is_ok(), "{b}");
     })
     .await;
@@ -311,7 +311,7 @@ async fn instance_updates_check_versions() {
         let t = now();
         let a = instance("j1", "u1", None, t);
         let c = instance("j1", "u2", None, t);
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_new: vec![a.clone(), c.clone()],
                 ..Changes::default()
@@ -333,7 +333,7 @@ async fn instance_updates_check_versions() {
         let mut c2 = c.clone();
         c2.version = 2;
         // Two updates of one instance in one batch apply in order.
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: vec![(a2.clone(), 1), (c2.clone(), 1), (a3.clone(), 2)],
                 ..Changes::default()
@@ -350,7 +350,7 @@ async fn instance_updates_check_versions() {
         stale.version = 3;
         stale.passes = 99;
         let result = db
-            .runtime()
+            .batches()
             .commit(&Changes {
                 instances_updated: vec![(c3, 2), (stale, 2)],
                 ..Changes::default()
@@ -363,7 +363,7 @@ async fn instance_updates_check_versions() {
         let mut ghost = a3.clone();
         ghost.id = journeys_store::new_id();
         let result = db
-            .runtime()
+            .batches()
             .commit(&Changes {
                 instances_updated: vec![(ghost.clone(), 1)],
                 ..Changes::default()
@@ -384,7 +384,7 @@ async fn active_key_allows_one_active_instance_per_value() {
             let store = db.store().clone();
             async move {
                 store
-                    .runtime()
+                    .batches()
                     .commit(&Changes {
                         instances_new: vec![i],
                         ..Changes::default()
@@ -409,7 +409,7 @@ async fn active_key_allows_one_active_instance_per_value() {
         commit_new(instance("j1", "u1", None, t)).await.unwrap();
         // Two in one batch collide as well.
         let result = db
-            .runtime()
+            .batches()
             .commit(&Changes {
                 instances_new: vec![
                     instance("j1", "u9", Some("x"), t),
@@ -421,7 +421,7 @@ async fn active_key_allows_one_active_instance_per_value() {
         assert!(matches!(result, Err(StoreError::Conflict(_))), "{b}");
 
         // Once the first finished, its key is free again.
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: vec![(finished(&first, InstanceState::Completed, t), 1)],
                 ..Changes::default()
@@ -460,34 +460,34 @@ async fn dedupe_and_enter_once_conflict() {
             dedupe: ids.iter().map(|id| ((*id).to_owned(), at)).collect(),
             ..Changes::default()
         };
-        db.runtime()
+        db.batches()
             .commit(&dedupe(&["a", "b"], t - Duration::hours(30)))
             .await
             .unwrap();
-        db.runtime().commit(&dedupe(&["c"], t)).await.unwrap();
+        db.batches().commit(&dedupe(&["c"], t)).await.unwrap();
         assert!(
             is_conflict(
-                &db.runtime().commit(&dedupe(&["d", "b"], t)).await,
+                &db.batches().commit(&dedupe(&["d", "b"], t)).await,
                 "messageId"
             ),
             "{b}"
         );
         assert!(
             is_conflict(
-                &db.runtime().commit(&dedupe(&["e", "e"], t)).await,
+                &db.batches().commit(&dedupe(&["e", "e"], t)).await,
                 "messageId"
             ),
             "{b}"
         );
         let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
         let recent = db
-            .runtime()
+            .batches()
             .seen_message_ids(&ids, t - Duration::hours(24))
             .await
             .unwrap();
         assert_eq!(recent.into_iter().collect::<Vec<_>>(), ["c"], "{b}");
         let all = db
-            .runtime()
+            .batches()
             .seen_message_ids(&ids, t - Duration::days(2))
             .await
             .unwrap();
@@ -497,14 +497,14 @@ async fn dedupe_and_enter_once_conflict() {
             enter_once: vec![("j1".into(), "u1".into())],
             ..Changes::default()
         };
-        db.runtime().commit(&once).await.unwrap();
+        db.batches().commit(&once).await.unwrap();
         assert!(
-            is_conflict(&db.runtime().commit(&once).await, "enter-once"),
+            is_conflict(&db.batches().commit(&once).await, "enter-once"),
             "{b}"
         );
 
         assert_eq!(
-            db.runtime()
+            db.batches()
                 .purge_dedupe(t - Duration::hours(24))
                 .await
                 .unwrap(),
@@ -512,7 +512,7 @@ async fn dedupe_and_enter_once_conflict() {
             "{b}"
         );
         assert_eq!(
-            db.runtime()
+            db.batches()
                 .purge_dedupe(t - Duration::hours(24))
                 .await
                 .unwrap(),
@@ -520,7 +520,7 @@ async fn dedupe_and_enter_once_conflict() {
             "{b}"
         );
         assert_eq!(
-            db.runtime()
+            db.batches()
                 .seen_message_ids(&ids, t - Duration::days(2))
                 .await
                 .unwrap()
@@ -544,7 +544,7 @@ async fn load_profiles_reads_several_profiles() {
         let a2 = instance("j2", "u1", Some("x"), t);
         let done = instance("j3", "u1", None, t);
         let other = instance("j1", "u3", None, t);
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 traits: vec![("u1".into(), traits(json!({"plan": "pro"})))],
                 audience_adds: vec![
@@ -559,7 +559,7 @@ async fn load_profiles_reads_several_profiles() {
             })
             .await
             .unwrap();
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: vec![(finished(&done, InstanceState::Exited, t), 1)],
                 ..Changes::default()
@@ -569,7 +569,7 @@ async fn load_profiles_reads_several_profiles() {
         db.audiences().archive("old", t).await.unwrap();
 
         let ids: Vec<String> = ["u1", "u2", "u3", "u1"].map(String::from).into();
-        let states = db.runtime().load_profiles(&ids).await.unwrap();
+        let states = db.batches().load_profiles(&ids).await.unwrap();
         assert_eq!(states.len(), 3, "{b}");
         let u1 = &states["u1"];
         assert_eq!(
@@ -587,10 +587,10 @@ async fn load_profiles_reads_several_profiles() {
         assert!(u3.traits.is_empty(), "{b}");
         assert_eq!(u3.audiences, ["vip"], "{b}");
         assert_eq!(u3.active_instances, vec![other.clone()], "{b}");
-        assert!(db.runtime().load_profiles(&[]).await.unwrap().is_empty());
+        assert!(db.batches().load_profiles(&[]).await.unwrap().is_empty());
 
         let found = db
-            .runtime()
+            .batches()
             .instances_by_ids(&[other.id.clone(), "missing".into(), done.id.clone()])
             .await
             .unwrap();
@@ -619,7 +619,7 @@ async fn journey_instance_queries_and_purge() {
         let recent = instance("j1", "e2", None, t);
         let elsewhere = instance("j2", "u0", None, t);
         let tm = timer(&ended, t);
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_new: active
                     .iter()
@@ -635,7 +635,7 @@ async fn journey_instance_queries_and_purge() {
             })
             .await
             .unwrap();
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: vec![
                     (
@@ -652,13 +652,13 @@ async fn journey_instance_queries_and_purge() {
         active.push(old.clone());
         active.sort_by(|x, y| x.id.cmp(&y.id));
         let page = db
-            .runtime()
+            .batches()
             .active_instances_of_journey("j1", 4)
             .await
             .unwrap();
         assert_eq!(page, active[..4], "{b}");
         assert_eq!(
-            db.runtime()
+            db.batches()
                 .active_instances_of_journey("j1", 100)
                 .await
                 .unwrap()
@@ -666,10 +666,10 @@ async fn journey_instance_queries_and_purge() {
             6,
             "{b}"
         );
-        let expired = db.runtime().expired_active_instances(t, 10).await.unwrap();
+        let expired = db.batches().expired_active_instances(t, 10).await.unwrap();
         assert_eq!(expired, vec![old.clone()], "{b}");
         assert!(
-            db.runtime()
+            db.batches()
                 .expired_active_instances(t - Duration::days(36), 10)
                 .await
                 .unwrap()
@@ -678,7 +678,7 @@ async fn journey_instance_queries_and_purge() {
         );
 
         let purged = db
-            .runtime()
+            .batches()
             .purge_finished_instances(t - Duration::days(90))
             .await
             .unwrap();
@@ -747,7 +747,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
         };
         let mut through_done = at_check(&through);
         through_done.current_step = Some("done".into());
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_new: vec![
                     at_check(&waiting),
@@ -761,7 +761,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
             })
             .await
             .unwrap();
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: vec![
                     (finished(&at_check(&exited), InstanceState::Exited, t), 1),
@@ -772,7 +772,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
             .await
             .unwrap();
 
-        let stats = db.runtime().journey_stats("j1").await.unwrap();
+        let stats = db.batches().journey_stats("j1").await.unwrap();
         let step = |key: &str, entered, waiting, completed, exited| StepCounts {
             step_key: key.into(),
             entered,
@@ -814,7 +814,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
             "{b}"
         );
         assert_eq!(
-            db.runtime().journey_stats("none").await.unwrap(),
+            db.batches().journey_stats("none").await.unwrap(),
             Default::default()
         );
     })
@@ -867,7 +867,7 @@ async fn many_instance_updates_span_statements_and_stay_atomic() {
         let all: Vec<InstanceRecord> = (0..250)
             .map(|n| instance("j1", &format!("u{n}"), None, t))
             .collect();
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_new: all.clone(),
                 ..Changes::default()
@@ -887,7 +887,7 @@ async fn many_instance_updates_span_statements_and_stay_atomic() {
         let mut stale = bumped.clone();
         stale[230].1 = 5;
         let result = db
-            .runtime()
+            .batches()
             .commit(&Changes {
                 instances_updated: stale,
                 ..Changes::default()
@@ -895,17 +895,17 @@ async fn many_instance_updates_span_statements_and_stay_atomic() {
             .await;
         assert!(is_conflict(&result, &all[230].id), "{b}: {result:?}");
         let ids: Vec<String> = all.iter().map(|i| i.id.clone()).collect();
-        let stored = db.runtime().instances_by_ids(&ids).await.unwrap();
+        let stored = db.batches().instances_by_ids(&ids).await.unwrap();
         assert!(stored.iter().all(|i| i.version == 1), "{b}");
 
-        db.runtime()
+        db.batches()
             .commit(&Changes {
                 instances_updated: bumped,
                 ..Changes::default()
             })
             .await
             .unwrap();
-        let stored = db.runtime().instances_by_ids(&ids).await.unwrap();
+        let stored = db.batches().instances_by_ids(&ids).await.unwrap();
         assert_eq!(stored.len(), 250, "{b}");
         assert!(
             stored.iter().all(|i| i.version == 2 && i.passes == 1),
