@@ -15,17 +15,10 @@
 )]
 
 use chrono::Utc;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use journeys_store::Changes;
-use journeys_testkit::each_backend;
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
+use journeys_testkit::{each_backend, object};
 
 #[tokio::test]
 async fn ids_differing_by_trailing_spaces_are_different_ids() {

@@ -13,17 +13,10 @@
 )]
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use journeys_store::StoreError;
-use journeys_testkit::each_backend;
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("not an object: {other}"),
-    }
-}
+use journeys_testkit::{each_backend, object};
 
 fn at(base: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
     (base + Duration::seconds(secs)).trunc_subsecs(6)

@@ -37,3 +37,13 @@ pub fn identify(user: &str, message_id: &str, traits: Json) -> Event {
         timestamp: Utc::now(),
     }
 }
+
+/// The map inside a JSON object literal (`object(json!({...}))`), for APIs that take traits or
+/// properties as a map. Panics on anything but an object: a test wrote the literal.
+#[must_use]
+pub fn object(value: Json) -> serde_json::Map<String, Json> {
+    match value {
+        Json::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}

@@ -17,6 +17,6 @@ pub mod sink;
 pub mod wait;
 
 pub use db::{MYSQL_URL_ENV, TestDb, backends, each_backend};
-pub use events::{identify, track};
+pub use events::{identify, object, track};
 pub use sink::{Received, Reply, Sink};
 pub use wait::eventually;

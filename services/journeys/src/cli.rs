@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use journeys_runtime::config::Config;
+use journeys_runtime::config::{self, Config, ConfigArgs, Service};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_scheduler::SchedulerConfig;
 
-use crate::node::{Error, Node};
+use crate::node::{Error, Node, Roles};
 
 /// Flags of the scheduler role (`journeys-scheduler`, `journeys serve`), beside the shared
 /// configuration flags.
@@ -68,4 +68,28 @@ pub async fn run(node: Node, service_name: &str) -> Result<(), Error> {
     let listeners = node.bind().await?;
     let shutdown = Shutdown::on_signal();
     node.serve(listeners, shutdown.wait()).await
+}
+
+/// The main of a service binary: loads `service`'s configuration, prints it and returns with
+/// `--print-config` (then `extra_config`'s lines, if any), else runs a node with the service's
+/// roles, shaped by `with` (e.g. the scheduler's own settings).
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run_service(
+    service: Service,
+    args: &ConfigArgs,
+    extra_config: Option<String>,
+    with: impl FnOnce(Node) -> Node,
+) -> Result<(), Error> {
+    let config = config::load(service, args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        if let Some(extra) = extra_config {
+            println!("{extra}");
+        }
+        return Ok(());
+    }
+    let node = with(Node::new(config, Roles::of_service(service)));
+    run(node, service.name()).await
 }

@@ -1,8 +1,7 @@
 //! `journeys-control-plane`: a node with the control-plane role.
 
 use clap::Parser;
-use journeys::{Node, Roles};
-use journeys_runtime::config::{self, ConfigArgs, Service};
+use journeys_runtime::config::{ConfigArgs, Service};
 
 /// Journeys control plane: journey CRUD and publishing, destinations, audiences, sources,
 /// catalog, profiles and instances over gRPC.
@@ -16,12 +15,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = config::load(Service::ControlPlane, &cli.config)?;
-    if cli.config.print_config {
-        print!("{}", config.to_toml());
-        return Ok(());
-    }
-    let node = Node::new(config, Roles::of_service(Service::ControlPlane));
-    journeys::cli::run(node, Service::ControlPlane.name()).await?;
+    journeys::cli::run_service(Service::ControlPlane, &cli.config, None, |node| node).await?;
     Ok(())
 }

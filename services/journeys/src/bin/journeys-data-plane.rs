@@ -4,8 +4,7 @@
 //! `journeys-control-plane` to manage journeys.
 
 use clap::Parser;
-use journeys::{Node, Roles};
-use journeys_runtime::config::{self, ConfigArgs, Service};
+use journeys_runtime::config::{ConfigArgs, Service};
 
 /// Journeys data plane: event ingestion over gRPC and the Segment-compatible HTTP API,
 /// journey evaluation and webhook delivery.
@@ -19,12 +18,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = config::load(Service::DataPlane, &cli.config)?;
-    if cli.config.print_config {
-        print!("{}", config.to_toml());
-        return Ok(());
-    }
-    let node = Node::new(config, Roles::of_service(Service::DataPlane));
-    journeys::cli::run(node, Service::DataPlane.name()).await?;
+    journeys::cli::run_service(Service::DataPlane, &cli.config, None, |node| node).await?;
     Ok(())
 }

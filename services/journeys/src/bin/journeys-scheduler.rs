@@ -3,8 +3,7 @@
 
 use clap::Parser;
 use journeys::cli::SchedulerArgs;
-use journeys::{Node, Roles};
-use journeys_runtime::config::{self, ConfigArgs, Service};
+use journeys_runtime::config::{ConfigArgs, Service};
 
 /// Journeys scheduler: fires delay and hold-until timers on time (any number of replicas on
 /// one database), runs the housekeeping jobs, and serves journeys.v1.SchedulerService.
@@ -21,15 +20,16 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = config::load(Service::Scheduler, &cli.config)?;
-    if cli.config.print_config {
-        print!("{}", config.to_toml());
-        println!("{}", cli.scheduler.print_line());
-        return Ok(());
-    }
-    let scheduler = cli.scheduler.scheduler_config(&config);
-    let node =
-        Node::new(config, Roles::of_service(Service::Scheduler)).with_scheduler_config(scheduler);
-    journeys::cli::run(node, Service::Scheduler.name()).await?;
+    let args = cli.scheduler;
+    journeys::cli::run_service(
+        Service::Scheduler,
+        &cli.config,
+        Some(args.print_line()),
+        |node| {
+            let scheduler = args.scheduler_config(node.config());
+            node.with_scheduler_config(scheduler)
+        },
+    )
+    .await?;
     Ok(())
 }
