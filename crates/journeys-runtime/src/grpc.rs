@@ -78,6 +78,14 @@ pub async fn serve(
     server.serve(listener, shutdown).await
 }
 
+/// How often an idle gRPC connection is pinged; one that does not answer within
+/// [`GRPC_KEEPALIVE_TIMEOUT`] is closed.
+pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keep-alive ping may go unanswered.
+pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams (calls) on one gRPC connection.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
+
 /// Builder form of [`serve`], for callers that need a different drain timeout or want the
 /// [`HealthReporter`] (e.g. to report a dependency going down).
 #[derive(Debug)]
@@ -168,7 +176,14 @@ impl<'a> GrpcServer<'a> {
                 let _ = drain_started.send(());
             }
         };
+        // Limits against parked or abusive clients: dead connections are found by HTTP/2
+        // pings, one connection cannot open unbounded streams, and a stalled stream times out
+        // its keep-alive like any other.
         let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+            .tcp_nodelay(true)
             .trace_fn(trace_context::grpc_request_span)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);

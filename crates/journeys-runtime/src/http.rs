@@ -1,57 +1,136 @@
-//! Serving an HTTP router the way every Journeys process does: `TCP_NODELAY` on each
-//! connection, and a graceful drain bounded by the same timeout as gRPC's
-//! ([`DEFAULT_DRAIN_TIMEOUT`]), so one slow client cannot hold a shutdown forever.
+//! Serving an HTTP router the way every Journeys process does, hardened for the open internet:
+//! - `TCP_NODELAY` on each connection (small requests would otherwise wait for delayed ACKs);
+//! - at most [`HttpLimits::max_connections`] open connections: past that the listener stops
+//!   accepting (the kernel's backlog holds the rest) instead of running out of file
+//!   descriptors, which would also starve gRPC and the store;
+//! - request headers must arrive within [`HttpLimits::header_read_timeout`], which also closes
+//!   keep-alive connections idle that long (a client sending a byte at a time, or parking
+//!   sockets, cannot hold a slot), and fit in [`HttpLimits::max_header_bytes`] (else `431`);
+//! - a graceful drain bounded by the same timeout as gRPC's ([`DEFAULT_DRAIN_TIMEOUT`]), so one
+//!   slow client cannot hold a shutdown forever.
+//!
+//! Request bodies are bounded by the handlers (size) and by [`HttpLimits::body_read_timeout`],
+//! which the data plane applies while reading a body.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::grpc::{DEFAULT_DRAIN_TIMEOUT, ServeError};
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
-/// for at most [`DEFAULT_DRAIN_TIMEOUT`].
+/// Limits of the HTTP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once; below the usual 1,024 file-descriptor limit, with room for
+    /// gRPC, the store pool and outgoing webhooks.
+    pub max_connections: usize,
+    /// Time to receive a request's headers; also how long a keep-alive connection may idle.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Time to receive a whole request body once its headers arrived.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `router` on `listener` with [`HttpLimits::default`] until `shutdown` completes, then
+/// lets open connections finish for at most [`DEFAULT_DRAIN_TIMEOUT`].
 ///
 /// # Errors
-/// The listener's address cannot be read, or the server fails.
+/// The listener's address cannot be read.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(listener, router, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits.
+///
+/// # Errors
+/// The listener's address cannot be read.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let (drain_started, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(%addr, "HTTP server draining");
-        let _ = drain_started.send(());
-    };
-    // Small requests would otherwise wait for delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    tracing::info!(%addr, "HTTP server listening");
+    loop {
+        // A slot first: at the cap, connections wait in the kernel's backlog.
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (tcp, _peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(%addr, %error, "could not accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    tracing::info!(%addr, "HTTP server listening");
-    let http_error = |source| ServeError::Http { addr, source };
-    tokio::select! {
-        // Biased so a finished server is never polled again by the drain below.
-        biased;
-        result = &mut server => return result.map_err(http_error),
-        _ = drain_started_rx => {}
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(
+            // No upgrades (WebSocket and the like): no route uses them.
+            builder.serve_connection(TokioIo::new(tcp), service),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+            drop(slot);
+        });
     }
-    match tokio::time::timeout(DEFAULT_DRAIN_TIMEOUT, &mut server).await {
-        Ok(result) => {
-            tracing::info!(%addr, "HTTP server stopped");
-            result.map_err(http_error)
-        }
-        Err(_) => {
-            tracing::warn!(%addr, "HTTP connections still open after the drain timeout; stopping");
-            Ok(())
-        }
+    tracing::info!(%addr, "HTTP server draining");
+    drop(listener);
+    if tokio::time::timeout(DEFAULT_DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%addr, "HTTP connections still open after the drain timeout; stopping");
+    } else {
+        tracing::info!(%addr, "HTTP server stopped");
     }
+    Ok(())
 }

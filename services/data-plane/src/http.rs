@@ -180,7 +180,20 @@ async fn read_body(headers: &HeaderMap, body: HttpBody) -> Result<Bytes, EventEr
             }
         }
     };
-    let raw = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+    let timeout = journeys_runtime::http::HttpLimits::default().body_read_timeout;
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BYTES).collect())
+        .await
+        .map_err(|_| {
+            EventError::new(
+                ErrorCode::UnreadableBody,
+                "",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs()
+                ),
+            )
+        })?;
+    let raw = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => return Err(request_too_large()),
         Err(err) => {

@@ -44,6 +44,20 @@ async fn a_data_plane_without_an_http_listener_is_refused() {
 }
 
 #[tokio::test]
+async fn journeys_dev_refuses_a_non_loopback_http_port_without_a_token() {
+    // The demo sink lists every delivery it received: not for the network by accident.
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let node = Node::dev(config("not-a-database"));
+    let result = node
+        .serve(Listeners::new(grpc, Some(http)), std::future::pending())
+        .await;
+    let message = format!("{result:?}");
+    assert!(matches!(result, Err(Error::Config(_))), "{message}");
+    assert!(message.contains("without an admin token"), "{message}");
+}
+
+#[tokio::test]
 async fn a_delivery_only_node_serves_health_and_stops() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("node.db").display());

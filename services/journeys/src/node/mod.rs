@@ -146,7 +146,16 @@ impl Node {
             } else {
                 "demo sink"
             };
-            Some(listeners.http.ok_or(Error::NoHttpListener(needed_by))?)
+            let http = listeners.http.ok_or(Error::NoHttpListener(needed_by))?;
+            if self.demo_sink {
+                // The demo sink shows every delivery it received: like the admin API, it is
+                // for loopback unless an admin token says the deployment is deliberate.
+                check_bind(
+                    &http.local_addr().map_err(ServeError::from)?,
+                    &self.config.admin_token,
+                )?;
+            }
+            Some(http)
         } else {
             None
         };
