@@ -5,6 +5,13 @@ use std::future::Future;
 
 use journeys_core::model::Event;
 
+/// Ack code of rate-limited events (per-profile events per second): slow down and resend.
+pub const RATE_LIMITED: &str = "rate_limited";
+/// Ack code of events that could not be stored right now (store down, shutting down):
+/// resend later.
+pub const UNAVAILABLE: &str = "unavailable";
+/// Ack code of events lost to a bug (a change that could not be written, a missing ack).
+pub const INTERNAL: &str = "internal";
 /// Ack code of events refused because the engine has too many events in flight. Retryable:
 /// the fronts answer HTTP 503 with `Retry-After`, and clients resend after a pause.
 pub const OVERLOADED: &str = "overloaded";

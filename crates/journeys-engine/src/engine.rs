@@ -110,7 +110,7 @@ impl Engine {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut delta = StatsDelta::default();
         let refusal = if self.inner.stopping.load(Ordering::Acquire) {
-            Some(("unavailable", "the engine is shutting down"))
+            Some((crate::ack::UNAVAILABLE, "the engine is shutting down"))
         } else if self.inner.watermark.in_flight_events() + events.len()
             > self.inner.shared.config.max_in_flight_events
         {
@@ -198,7 +198,7 @@ impl Engine {
                 status: match outcome {
                     Some(Outcome::Timer(status)) => status,
                     _ => TimerStatus::Retry {
-                        code: "unavailable".into(),
+                        code: crate::ack::UNAVAILABLE.into(),
                         message: "the engine is shutting down".into(),
                     },
                 },

@@ -116,7 +116,11 @@ pub(crate) fn acks_in_order(message_ids: Vec<String>, outcomes: Vec<Option<Outco
         .zip(outcomes)
         .map(|(message_id, outcome)| match outcome {
             Some(Outcome::Ack(status)) => Ack { message_id, status },
-            _ => Ack::rejected(message_id, "unavailable", "the engine is shutting down"),
+            _ => Ack::rejected(
+                message_id,
+                crate::ack::UNAVAILABLE,
+                "the engine is shutting down",
+            ),
         })
         .collect()
 }

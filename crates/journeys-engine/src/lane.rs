@@ -296,7 +296,7 @@ impl Lane {
                         Gate::Pass
                     } else {
                         Gate::Answer(Outcome::rejected(
-                            "rate_limited",
+                            crate::ack::RATE_LIMITED,
                             &format!(
                                 "more than {} events per second for this profile",
                                 config.max_events_per_profile_per_sec
@@ -314,12 +314,14 @@ impl Lane {
     /// Answers the items `which` with a failure for `err`.
     fn fail(&self, slots: &mut [Slot], which: &[usize], err: &StoreError) {
         let (code, message) = match err {
-            StoreError::Unavailable(_) => ("unavailable", "the store is unavailable; retry"),
+            StoreError::Unavailable(_) => {
+                (crate::ack::UNAVAILABLE, "the store is unavailable; retry")
+            }
             StoreError::Conflict(_) => (
-                "unavailable",
+                crate::ack::UNAVAILABLE,
                 "the change kept conflicting with concurrent writers; retry",
             ),
-            _ => ("internal", "the change could not be stored"),
+            _ => (crate::ack::INTERNAL, "the change could not be stored"),
         };
         tracing::warn!(error = %err, items = which.len(), code, "batch failed");
         let mut delta = StatsDelta::default();

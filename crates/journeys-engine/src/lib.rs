@@ -50,7 +50,7 @@ mod rate_limit;
 mod stats;
 mod watermark;
 
-pub use ack::{Ack, AckStatus, EventSink, OVERLOADED};
+pub use ack::{Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, RATE_LIMITED, UNAVAILABLE};
 pub use config::{Clock, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;

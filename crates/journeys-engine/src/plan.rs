@@ -194,7 +194,7 @@ impl Planner<'_> {
         };
         let Some(applied) = self.apply(profile_id, input, Some(timer)) else {
             return TimerStatus::Retry {
-                code: "internal".into(),
+                code: crate::ack::INTERNAL.into(),
                 message: "profile not loaded".into(),
             };
         };

@@ -6,12 +6,9 @@ use journeys_engine::{Ack, AckStatus, EventSink, OVERLOADED};
 
 use crate::error::EventError;
 
-/// Ack code of rate-limited events: the client should slow down and resend.
-pub const RATE_LIMITED: &str = "rate_limited";
-/// Ack code of events the engine could not take right now (store down, shutting down).
-pub const UNAVAILABLE: &str = "unavailable";
-/// Ack code the edge uses when the sink broke its contract (no ack for an event).
-pub const INTERNAL: &str = "internal";
+// The ack codes are the engine's ([`journeys_engine::ack`]); the edge uses the same ones
+// (`INTERNAL` when the sink broke its contract and gave no ack for an event).
+pub use journeys_engine::{INTERNAL, RATE_LIMITED, UNAVAILABLE};
 
 /// One event of a request: valid, or refused at the edge (with the message id as sent, maybe
 /// empty, to acknowledge it by).

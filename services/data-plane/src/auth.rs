@@ -56,7 +56,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing_write_key",
             AuthError::Invalid => "invalid_write_key",
-            AuthError::Unavailable => "unavailable",
+            AuthError::Unavailable => journeys_engine::UNAVAILABLE,
         }
     }
 }
