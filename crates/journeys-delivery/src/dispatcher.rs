@@ -21,6 +21,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -31,7 +32,6 @@ use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
 use crate::destination::{DestinationCache, WebhookDestination};
 use crate::error::DeliveryError;
-use crate::in_flight::InFlight;
 use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
 
 /// Response bytes kept for the caller of [`Dispatcher::deliver_once`] (and read, so that the
@@ -134,10 +134,12 @@ impl Dispatcher {
         // a store transaction.
         let min_claim = (max_in_flight / 4).max(1);
         let mut shutdown = pin!(shutdown);
-        let mut in_flight = InFlight::new(max_in_flight);
+        let mut in_flight: JoinSet<()> = JoinSet::new();
         tracing::info!(max_in_flight, "delivery dispatcher started");
         loop {
-            in_flight.reap();
+            while let Some(joined) = in_flight.try_join_next() {
+                log_join(joined);
+            }
             let free = max_in_flight.saturating_sub(in_flight.len());
             let full = free < min_claim;
             let wake_at = if full {
@@ -153,15 +155,12 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(joined) = in_flight.tasks.join_next_with_id(), if full => {
-                    in_flight.finished(joined);
-                }
+                Some(joined) = in_flight.join_next(), if full => log_join(joined),
                 () = self.inner.notify.notified() => {}
                 () = sleep => {}
             }
         }
         tracing::info!(in_flight = in_flight.len(), "delivery dispatcher stopping");
-        let mut in_flight = in_flight.tasks;
         let drain = async {
             while let Some(joined) = in_flight.join_next().await {
                 log_join(joined);
@@ -180,16 +179,13 @@ impl Dispatcher {
         }
     }
 
-    /// Claims up to `limit` due rows of destinations below their fair share, starts their
-    /// deliveries, and says when to look again. Rows over a destination's share are given
-    /// back at once.
-    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut InFlight) -> Instant {
+    /// Claims up to `limit` due rows, starts their deliveries, and says when to look again.
+    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut JoinSet<()>) -> Instant {
         let config = &self.inner.config;
         let outbox = self.inner.store.outbox();
         let now = Utc::now();
-        let saturated = in_flight.saturated();
         let rows = match outbox
-            .claim_due_excluding(now, limit, now + to_chrono(config.lease), &saturated)
+            .claim_due(now, limit, now + to_chrono(config.lease))
             .await
         {
             Ok(rows) => rows,
@@ -199,31 +195,14 @@ impl Dispatcher {
             }
         };
         let claimed = rows.len();
-        let mut over_share = Vec::new();
         for row in rows {
-            if !in_flight.has_room_for(&row.destination_id) {
-                over_share.push(row.id);
-                continue;
-            }
             let this = self.clone();
-            let destination_id = row.destination_id.clone();
-            in_flight.spawn(destination_id, async move { this.deliver_row(row).await });
-        }
-        if !over_share.is_empty() {
-            let ids: Vec<&str> = over_share.iter().map(String::as_str).collect();
-            if let Err(err) = outbox.release_claims(&ids).await {
-                // They go out after their lease instead; nothing is lost.
-                tracing::warn!(error = %err, "could not give back claims over a destination's share");
-            }
+            in_flight.spawn(async move { this.deliver_row(row).await });
         }
         if claimed > 0 {
-            tracing::debug!(
-                claimed,
-                over_share = over_share.len(),
-                "claimed outbox rows"
-            );
+            tracing::debug!(claimed, "claimed outbox rows");
         }
-        if u32::try_from(claimed).is_ok_and(|n| n >= limit) && over_share.is_empty() {
+        if u32::try_from(claimed).is_ok_and(|n| n >= limit) {
             // A full batch: more rows are probably due.
             return Instant::now();
         }
@@ -503,7 +482,7 @@ fn describe(response: &WebhookResponse) -> String {
     }
 }
 
-pub(crate) fn log_join(joined: Result<(), tokio::task::JoinError>) {
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
     if let Err(err) = joined
         && err.is_panic()
     {

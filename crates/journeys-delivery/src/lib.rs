@@ -24,7 +24,6 @@ mod config;
 mod destination;
 mod dispatcher;
 mod error;
-mod in_flight;
 pub mod retry;
 pub mod signature;
 

@@ -146,21 +146,6 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.claim_due_excluding(now, limit, lease_until, &[]).await
-    }
-
-    /// [`Outbox::claim_due`], leaving out the rows of the destinations in `excluded` (those
-    /// already holding their share of the dispatcher's concurrent requests).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn claim_due_excluding(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-        lease_until: DateTime<Utc>,
-        excluded: &[String],
-    ) -> Result<Vec<OutboxRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -179,10 +164,6 @@ impl<'a> Outbox<'a> {
                 )
                 .order_by_asc(Column::NextAttemptAt)
                 .limit(u64::from(limit));
-            if !excluded.is_empty() {
-                query = query
-                    .filter(Column::DestinationId.is_not_in(excluded.iter().map(String::as_str)));
-            }
             if skip_locked {
                 query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             }
@@ -199,25 +180,6 @@ impl<'a> Outbox<'a> {
         }
         .await;
         finish(txn, result).await
-    }
-
-    /// Gives claimed rows back without an attempt (their lease cleared), so any dispatcher can
-    /// claim them again at once.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn release_claims(&self, ids: &[&str]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            Entity::update_many()
-                .col_expr(
-                    Column::ClaimedUntil,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(Column::Id.is_in(chunk.iter().copied()))
-                .exec(self.db)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Marks the row delivered and clears its claim.
