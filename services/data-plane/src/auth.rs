@@ -26,8 +26,10 @@ pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(5);
 /// can be refused after a failed attempt with its key.
 pub const DEFAULT_NEGATIVE_KEY_TTL: Duration = Duration::from_secs(1);
 
-/// Cache entries beyond which expired ones are swept; past it even live ones are dropped, so a
-/// flood of random keys cannot grow memory without bound.
+/// Entries per cache (known keys, unknown keys) beyond which expired ones are swept; past it
+/// the live ones of that cache are dropped, so a flood of random keys cannot grow memory
+/// without bound. Known and unknown keys are cached apart: a flood of unknown keys never evicts
+/// the sources that are really sending.
 const MAX_CACHED_KEYS: usize = 10_000;
 
 /// The gRPC metadata (and HTTP header) carrying a bare write key.
@@ -74,7 +76,41 @@ pub struct WriteKeys {
     ttl: Duration,
     negative_ttl: Duration,
     /// Keyed by the key's hash, so raw keys are not kept in memory longer than a request.
-    cache: Arc<Mutex<HashMap<String, Entry>>>,
+    cache: Arc<Mutex<Caches>>,
+}
+
+/// Known keys (with their source) and unknown ones, each bounded on its own.
+#[derive(Debug, Default)]
+struct Caches {
+    known: HashMap<String, Entry>,
+    unknown: HashMap<String, Entry>,
+}
+
+impl Caches {
+    fn get(&self, hash: &str, now: Instant) -> Option<Option<Arc<SourceRecord>>> {
+        self.known
+            .get(hash)
+            .or_else(|| self.unknown.get(hash))
+            .filter(|entry| entry.expires > now)
+            .map(|entry| entry.source.clone())
+    }
+
+    fn insert(&mut self, hash: String, entry: Entry, now: Instant) {
+        let map = if entry.source.is_some() {
+            self.unknown.remove(&hash);
+            &mut self.known
+        } else {
+            self.known.remove(&hash);
+            &mut self.unknown
+        };
+        if map.len() >= MAX_CACHED_KEYS {
+            map.retain(|_, entry| entry.expires > now);
+            if map.len() >= MAX_CACHED_KEYS {
+                map.clear();
+            }
+        }
+        map.insert(hash, entry);
+    }
 }
 
 impl WriteKeys {
@@ -92,7 +128,7 @@ impl WriteKeys {
             store,
             ttl,
             negative_ttl,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(Caches::default())),
         }
     }
 
@@ -107,11 +143,7 @@ impl WriteKeys {
         }
         let hash = hash_write_key(key);
         let now = Instant::now();
-        let cached = self
-            .lock()
-            .get(&hash)
-            .filter(|entry| entry.expires > now)
-            .map(|entry| entry.source.clone());
+        let cached = self.lock().get(&hash, now);
         if let Some(source) = cached {
             return source.ok_or(AuthError::Invalid);
         }
@@ -130,26 +162,19 @@ impl WriteKeys {
         } else {
             self.negative_ttl
         };
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED_KEYS {
-            let now = Instant::now();
-            cache.retain(|_, entry| entry.expires > now);
-            if cache.len() >= MAX_CACHED_KEYS {
-                cache.clear();
-            }
-        }
-        cache.insert(
+        let now = Instant::now();
+        self.lock().insert(
             hash,
             Entry {
                 source: found.clone(),
-                expires: Instant::now() + ttl,
+                expires: now + ttl,
             },
+            now,
         );
-        drop(cache);
         found.ok_or(AuthError::Invalid)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Caches> {
         // The map holds no invariant a panicking holder could break.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
