@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// Buckets beyond this many trigger a sweep of the full ones.
+/// Buckets beyond this many trigger a sweep of the full ones. After a sweep the threshold is
+/// twice what is left (never below this), so with many profiles active at once a sweep runs
+/// once per doubling, not on every event.
 const SWEEP_ABOVE: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,10 @@ pub(crate) struct RateLimiter {
     /// Tokens per second, also the bucket size; `0` disables the limit.
     rate: f64,
     buckets: HashMap<String, Bucket>,
+    /// Bucket count past which the next sweep runs.
+    sweep_above: usize,
+    /// Sweeps run so far.
+    sweeps: u64,
 }
 
 impl RateLimiter {
@@ -30,6 +36,8 @@ impl RateLimiter {
         Self {
             rate: f64::from(per_second),
             buckets: HashMap::new(),
+            sweep_above: SWEEP_ABOVE,
+            sweeps: 0,
         }
     }
 
@@ -39,8 +47,9 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return true;
         }
-        if self.buckets.len() > SWEEP_ABOVE {
+        if self.buckets.len() > self.sweep_above {
             self.sweep(now);
+            self.sweep_above = (self.buckets.len() * 2).max(SWEEP_ABOVE);
         }
         let rate = self.rate;
         let bucket = match self.buckets.get_mut(profile_id) {
@@ -63,6 +72,7 @@ impl RateLimiter {
 
     /// Drops buckets that would be full by now.
     fn sweep(&mut self, now: Instant) {
+        self.sweeps += 1;
         let rate = self.rate;
         self.buckets.retain(|_, b| {
             let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
@@ -103,6 +113,19 @@ mod tests {
         let mut limiter = RateLimiter::new(0);
         let t0 = Instant::now();
         assert!((0..1000).all(|_| limiter.allow("p", t0)));
+    }
+
+    #[test]
+    fn many_active_profiles_do_not_sweep_on_every_event() {
+        let mut limiter = RateLimiter::new(25);
+        let t0 = Instant::now();
+        // 20,000 profiles in the same instant: none is full, nothing can be swept away.
+        for i in 0..20_000 {
+            assert!(limiter.allow(&format!("p{i}"), t0));
+        }
+        assert_eq!(limiter.buckets.len(), 20_000);
+        // Once per doubling (4,097, 8,195, 16,391), not once per event past 4,096.
+        assert_eq!(limiter.sweeps, 3);
     }
 
     #[test]
