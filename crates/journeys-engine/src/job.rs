@@ -104,6 +104,9 @@ pub(crate) struct Job {
 #[derive(Debug)]
 pub(crate) enum LaneMessage {
     Work(Job),
+    /// Drop these profiles from the owner's memory: something outside the lanes changed
+    /// them in the store (audience memberships set by an operator).
+    Forget(Vec<String>),
     /// Finish what is queued before this message, then stop.
     Stop,
 }
