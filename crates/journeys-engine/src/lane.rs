@@ -31,7 +31,7 @@ use crate::cache::JourneyCache;
 use crate::cache::Snapshot;
 use crate::config::EngineConfig;
 use crate::job::{Item, Job, LaneMessage, Outcome};
-use crate::owner_cache::ProfileCache;
+use crate::owner_cache::{ProfileCache, RecentIds};
 use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
 use crate::profile::ProfileWork;
@@ -96,6 +96,8 @@ pub(crate) struct Lane {
     limiter: RateLimiter,
     /// The owner's profiles in memory (empty unless the engine is an owner).
     cache: ProfileCache,
+    /// The `messageId`s this owner lane committed (empty unless the engine is an owner).
+    recent: RecentIds,
     /// Whether the first ownership round was awaited.
     ready: bool,
 }
@@ -103,15 +105,20 @@ pub(crate) struct Lane {
 impl Lane {
     pub fn new(shared: Arc<Shared>, rx: UnboundedReceiver<LaneMessage>) -> Self {
         let limiter = RateLimiter::new(shared.config.max_events_per_profile_per_sec);
-        let capacity = match (&shared.ownership, &shared.config.owner) {
-            (Some(_), Some(owner)) => owner.profile_cache.div_ceil(shared.config.lanes.max(1)),
-            _ => 0,
+        let lanes = shared.config.lanes.max(1);
+        let (capacity, recent) = match (&shared.ownership, &shared.config.owner) {
+            (Some(_), Some(owner)) => (
+                owner.profile_cache.div_ceil(lanes),
+                owner.recent_message_ids.div_ceil(lanes),
+            ),
+            _ => (0, 0),
         };
         Self {
             shared,
             rx,
             limiter,
             cache: ProfileCache::new(capacity),
+            recent: RecentIds::new(recent),
             ready: false,
         }
     }
@@ -299,7 +306,7 @@ impl Lane {
         let snapshot = shared.cache.get().await?;
         let fence = self.fence(slots, which)?;
         // (a) dedupe, (b) rate limit, (c) load the profiles once.
-        let gates = self.gates(slots, which, now).await?;
+        let gates = self.gates(slots, which, now, check_existing).await?;
         let profiles = self
             .load_profiles(slots, which, &gates, &snapshot, &fence)
             .await?;
@@ -334,6 +341,7 @@ impl Lane {
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
         }
+        self.recent.remember(plan.changes.dedupe.iter());
         self.settle(plan.profiles, &fence);
         Ok(())
     }
@@ -396,13 +404,16 @@ impl Lane {
         Ok(profiles)
     }
 
-    /// Dedupes the events among `which` against the batch and the store's recent
-    /// `messageId`s, and applies the per-profile rate limit (decided once per item).
+    /// Dedupes the events among `which` against the batch and the recent `messageId`s, and
+    /// applies the per-profile rate limit (decided once per item). An owner's first attempt
+    /// checks only the ids it remembers: an id taken in the store fails the commit on its
+    /// unique key, and the retry (`retry`) reads the store.
     async fn gates(
         &mut self,
         slots: &mut [Slot],
         which: &[usize],
         now: DateTime<Utc>,
+        retry: bool,
     ) -> Result<Vec<Gate>, StoreError> {
         let config = &self.shared.config;
         let message_ids: Vec<String> = which
@@ -412,16 +423,19 @@ impl Lane {
                 _ => None,
             })
             .collect();
-        let seen = if message_ids.is_empty() {
-            HashSet::new()
-        } else {
-            let window = TimeDelta::from_std(config.dedupe_window).unwrap_or(TimeDelta::MAX);
-            let since = now
-                .checked_sub_signed(window)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let window = TimeDelta::from_std(config.dedupe_window).unwrap_or(TimeDelta::MAX);
+        let since = now
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut seen: HashSet<String> = message_ids
+            .iter()
+            .filter(|id| self.recent.seen_since(id, since))
+            .cloned()
+            .collect();
+        if !message_ids.is_empty() && (retry || !self.recent.enabled()) {
             let runtime = self.shared.store.batches();
-            runtime.seen_message_ids(&message_ids, since).await?
-        };
+            seen.extend(runtime.seen_message_ids(&message_ids, since).await?);
+        }
         let instant = Instant::now();
         let mut in_batch: HashSet<String> = HashSet::new();
         let mut gates = Vec::with_capacity(which.len());

@@ -5,6 +5,7 @@
 //! by profile count, least recently used out, so memory does not grow with the number of
 //! profiles or waiting instances beyond the bound.
 
+use chrono::{DateTime, Utc};
 use hashlink::LruCache;
 
 use crate::profile::ProfileWork;
@@ -44,6 +45,43 @@ impl ProfileCache {
     pub fn forget(&mut self, profile_id: &str) {
         if let Some(entries) = self.entries.as_mut() {
             entries.remove(profile_id);
+        }
+    }
+}
+
+/// The `messageId`s an owner lane committed, with when: a resent event is known to be a
+/// duplicate without a store read.
+pub(crate) struct RecentIds {
+    entries: Option<LruCache<String, DateTime<Utc>>>,
+}
+
+impl RecentIds {
+    /// At most `capacity` ids (`0`: none kept, and the store is always read).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: (capacity > 0).then(|| LruCache::new(capacity)),
+        }
+    }
+
+    /// Whether ids are kept at all (else the store must be read).
+    pub fn enabled(&self) -> bool {
+        self.entries.is_some()
+    }
+
+    /// Whether `message_id` was committed at or after `since`.
+    pub fn seen_since(&mut self, message_id: &str, since: DateTime<Utc>) -> bool {
+        self.entries
+            .as_mut()
+            .and_then(|entries| entries.get(message_id))
+            .is_some_and(|at| *at >= since)
+    }
+
+    /// Remembers ids committed at `at`.
+    pub fn remember<'a>(&mut self, ids: impl Iterator<Item = &'a (String, DateTime<Utc>)>) {
+        if let Some(entries) = self.entries.as_mut() {
+            for (id, at) in ids {
+                entries.insert(id.clone(), *at);
+            }
         }
     }
 }

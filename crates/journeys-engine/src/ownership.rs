@@ -33,6 +33,12 @@ pub struct OwnerConfig {
     /// Profiles whose state a lane keeps in memory between batches (per engine, spread over
     /// the lanes; least recently used first out). `0` reads every profile from the store.
     pub profile_cache: usize,
+    /// `messageId`s this owner committed that it remembers (per engine, spread over the lanes;
+    /// least recently used first out). An event whose id is neither remembered nor taken in
+    /// the store is applied without reading the store's dedupe keys first: the commit's unique
+    /// key catches the rare duplicate, and the batch is redone with a read. `0` reads the
+    /// store for every batch.
+    pub recent_message_ids: usize,
 }
 
 impl Default for OwnerConfig {
@@ -41,6 +47,7 @@ impl Default for OwnerConfig {
             node_id: default_node_id(),
             lease_ttl: Duration::from_secs(5),
             profile_cache: 100_000,
+            recent_message_ids: 262_144,
         }
     }
 }
