@@ -455,6 +455,17 @@ impl Engine {
         }
     }
 
+    /// The partitions an owner engine holds now (`None` for an engine that is no owner: it
+    /// applies every partition). The scheduler claims only these partitions' timers.
+    #[must_use]
+    pub fn held_partition_ids(&self) -> Option<Vec<u32>> {
+        self.inner
+            .shared
+            .ownership
+            .as_ref()
+            .map(|ownership| ownership.held_ids())
+    }
+
     /// Waits until an owner engine finished its first ownership round (at once otherwise).
     pub async fn ownership_ready(&self) {
         if let Some(ownership) = &self.inner.shared.ownership {

@@ -30,7 +30,7 @@ use crate::ack::AckStatus;
 use crate::cache::JourneyCache;
 use crate::cache::Snapshot;
 use crate::config::EngineConfig;
-use crate::job::{Item, Job, LaneMessage, Outcome};
+use crate::job::{Item, Job, LaneMessage, Outcome, TimerStatus};
 use crate::owner_cache::{ProfileCache, RecentIds};
 use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
@@ -327,7 +327,8 @@ impl Lane {
             max_active: shared.config.max_active_instances_per_profile,
             existing: &none,
         };
-        let plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        plan.changes.partitions = shared.config.partitions;
         drop(items);
         drop(profiles);
         // (e) commit.
@@ -487,12 +488,16 @@ impl Lane {
         };
         tracing::warn!(error = %err, items = which.len(), code, "batch failed");
         let mut delta = StatsDelta::default();
+        let elsewhere = matches!(err, StoreError::Fenced(_));
         for &i in which {
             let slot = &mut slots[i];
             if matches!(slot.item, Item::Event(_)) {
                 delta.reject(code);
             }
-            slot.outcome = Some(Outcome::failed(&slot.item, code, message));
+            slot.outcome = Some(match slot.item {
+                Item::Timer(_) if elsewhere => Outcome::Timer(TimerStatus::Elsewhere),
+                _ => Outcome::failed(&slot.item, code, message),
+            });
         }
         self.shared.counters.apply(&delta);
     }

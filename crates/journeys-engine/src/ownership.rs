@@ -108,6 +108,14 @@ impl Ownership {
         })
     }
 
+    /// The partitions held now, in order.
+    pub fn held_ids(&self) -> Vec<u32> {
+        let now = Instant::now();
+        (0..self.partitions)
+            .filter(|p| self.held(*p, now).is_some())
+            .collect()
+    }
+
     /// How many partitions are held now.
     pub fn held_count(&self) -> usize {
         let now = Instant::now();

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use journeys_store::{Changes, Held, StoreError};
+use journeys_core::partition::partition_of;
+use journeys_store::{Changes, Held, StoreError, TimerRecord};
 use journeys_testkit::each_backend;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -178,6 +179,74 @@ async fn live_nodes_are_those_with_a_recent_heartbeat() {
             vec!["n1".to_owned()],
             "{b}: a node that left is not live"
         );
+    })
+    .await;
+}
+
+fn timer(id: &str, profile_id: &str) -> TimerRecord {
+    TimerRecord {
+        id: id.to_owned(),
+        instance_id: format!("i-{id}"),
+        profile_id: profile_id.to_owned(),
+        journey_id: "j".into(),
+        due_at: Utc::now(),
+        kind: "delay".into(),
+        step_key: "wait".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_owner_claims_only_the_timers_of_its_partitions() {
+    each_backend(async |db| {
+        let b = db.backend();
+        // Two profiles in different partitions of 8.
+        let (u1, u2) = ("user-1", "user-2");
+        assert_ne!(partition_of(u1, 8), partition_of(u2, 8));
+        db.batches()
+            .commit(&Changes {
+                partitions: 8,
+                timers_new: vec![timer("t1", u1), timer("t2", u2)],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        // A timer written without partitions (before the migration) is anyone's.
+        db.batches()
+            .commit(&Changes {
+                timers_new: vec![timer("t0", "user-0")],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        let until = Utc::now() + chrono::Duration::minutes(1);
+        let lease = Utc::now() + chrono::Duration::minutes(1);
+        let timers = db.timers();
+        assert!(
+            timers
+                .claim_due_in(until, 10, lease, Some(&[]))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}: no partitions, no timers"
+        );
+        let mine: Vec<String> = timers
+            .claim_due_in(until, 10, lease, Some(&[partition_of(u1, 8)]))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut mine = mine;
+        mine.sort();
+        assert_eq!(mine, ["t0", "t1"], "{b}");
+        let rest: Vec<String> = timers
+            .claim_due_in(until, 10, lease, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(rest, ["t2"], "{b}");
     })
     .await;
 }

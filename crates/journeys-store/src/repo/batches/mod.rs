@@ -59,6 +59,9 @@ pub struct Changes {
     pub timers_deleted: Vec<String>,
     /// Sends to queue.
     pub outbox_new: Vec<OutboxRecord>,
+    /// The deployment's profile partitions: new timers are stamped with their profile's
+    /// partition so owners claim only their own. `0` leaves them unstamped.
+    pub partitions: u32,
 }
 
 impl Changes {
