@@ -527,7 +527,7 @@ async fn two_owner_nodes_fire_each_timer_once_by_its_partition_owner() {
         .await;
         assert_eq!(timers_left(&counts, &journey).await, 0);
         let (sa, sb) = (scheduler_a.stats(), scheduler_b.stats());
-        assert_eq!(sa.applied + sb.applied, n as u64, "{sa:?} {sb:?}");
+        assert_eq!(sa.applied + sb.applied, n.cast_unsigned(), "{sa:?} {sb:?}");
         assert!(sa.applied > 0 && sb.applied > 0, "{sa:?} {sb:?}");
         scheduler_a.shutdown().await;
         scheduler_b.shutdown().await;
