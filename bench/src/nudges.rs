@@ -4,6 +4,8 @@
 //! A nudge's lateness is its arrival at the sink minus (its checkout's acknowledgement + the
 //! hold). The checkout is committed, and its hold started, before the acknowledgement, so a
 //! nudge can arrive "early" by up to the acknowledgement's delay: lateness may be negative.
+//! When acknowledgements lag, that figure flatters; the lateness from the checkout's send (or
+//! due time, at a target rate) + the hold is reported too: what the customer sees.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -29,8 +31,11 @@ pub struct Nudges {
     pub received: u64,
     /// Sessions whose purchase was accepted and which got a nudge all the same.
     pub wrongly_nudged: u64,
-    /// Lateness of each received expected nudge, nanoseconds, sorted.
+    /// Lateness of each received expected nudge after its checkout's acknowledgement + the
+    /// hold, nanoseconds, sorted.
     pub lateness: Vec<i64>,
+    /// The same after its checkout's send (or due time) + the hold.
+    pub lateness_from_send: Vec<i64>,
 }
 
 impl Nudges {
@@ -58,13 +63,17 @@ impl Nudges {
             nudges.expected += 1;
             if let Some(arrival) = arrival {
                 nudges.received += 1;
-                let late = i128::from(arrival) - i128::from(accepted) - i128::from(hold);
-                nudges
-                    .lateness
-                    .push(i64::try_from(late).unwrap_or(i64::MAX));
+                let late = |from: u64| {
+                    let late = i128::from(arrival) - i128::from(from) - i128::from(hold);
+                    i64::try_from(late).unwrap_or(i64::MAX)
+                };
+                nudges.lateness.push(late(accepted));
+                let sent = recorder.sent_at(session).unwrap_or(accepted);
+                nudges.lateness_from_send.push(late(sent));
             }
         }
         nudges.lateness.sort_unstable();
+        nudges.lateness_from_send.sort_unstable();
         nudges
     }
 
@@ -132,18 +141,25 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
     );
     let _ = writeln!(
         out,
+        "                 {} (arrival - (checkout sent + hold))",
+        lateness_line(&n.lateness_from_send)
+    );
+    let _ = writeln!(
+        out,
         "  send -> ack    {}",
         report::latency_line(&s.ack_latency)
     );
     report::duplicates(&mut out, s);
     report::refusals(&mut out, s);
     let q = |p| quantile(&n.lateness, p).map_or(f64::NAN, ms);
+    let sent = |p| quantile(&n.lateness_from_send, p).map_or(f64::NAN, ms);
     let _ = writeln!(
         out,
         "RESULT workload={} target={} transport={} events={} accepted={} acked_per_s={:.0} \
          checkouts={} purchases={} nudges_expected={} nudges_received={} wrongly_nudged={} \
-         missing={} late_p50_ms={:.1} late_p99_ms={:.1} late_max_ms={:.1} duplicates={} \
-         refused={}",
+         missing={} late_p50_ms={:.1} late_p99_ms={:.1} late_max_ms={:.1} \
+         late_from_send_p50_ms={:.1} late_from_send_p99_ms={:.1} late_from_send_max_ms={:.1} \
+         duplicates={} refused={}",
         info.workload.name(),
         info.target.replace(' ', "_"),
         info.transport,
@@ -159,6 +175,9 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
         q(0.5),
         q(0.99),
         q(1.0),
+        sent(0.5),
+        sent(0.99),
+        sent(1.0),
         s.repeats_same_key + s.repeats_other_key,
         s.rejected.values().sum::<u64>(),
     );
@@ -178,6 +197,7 @@ mod tests {
         // Sessions 0 and 2 buy (`Workload::buys`); 1 and 3 do not.
         assert!(w.buys(0) && !w.buys(1) && w.buys(2) && !w.buys(3));
         r.handed_out(6);
+        r.sent(&[0, 1, 2, 3], 500);
         for seq in 0..4 {
             r.answer(seq, &Answer::Accepted, 1_000);
         }
@@ -197,5 +217,10 @@ mod tests {
         assert_eq!(n.missing(), 2);
         assert_eq!(n.wrongly_nudged, 1);
         assert_eq!(n.lateness.len(), 1);
+        assert_eq!(
+            n.lateness_from_send[0] - n.lateness[0],
+            500,
+            "sent 500 ns before the acknowledgement"
+        );
     }
 }

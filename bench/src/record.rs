@@ -267,6 +267,13 @@ impl Recorder {
         }
     }
 
+    /// When event `seq` was first sent (or due, at a target rate).
+    pub fn sent_at(&self, seq: u64) -> Option<u64> {
+        Self::slot(&self.sent, seq)
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|&at| at != UNSET)
+    }
+
     /// When the first webhook naming event `seq` arrived.
     pub fn arrival(&self, seq: u64) -> Option<u64> {
         Self::slot(&self.arrived, seq)
