@@ -15,7 +15,7 @@ use crate::eval::{ConditionInput, conditions_hold, filters_match};
 use crate::model::{
     DataSplitStep, Event, HoldUntilStep, Json, RandomSplitStep, SendSpec, StepKind,
 };
-use crate::payload::{PayloadError, SendContext, render_send_with_context};
+use crate::payload::{PayloadError, SendContext, render_send};
 
 /// Return-to-start passes a hold-until step allows per instance; the next match of a
 /// return-to-start branch continues onward to that branch's next step.
@@ -440,9 +440,6 @@ impl Run<'_> {
 
     /// Renders and queues a send; on a render error fails the instance and returns `false`.
     fn send(&mut self, local_key: &str, step_name: &str, spec: &SendSpec, cause: &Cause) -> bool {
-        // Lend the context to the renderer instead of copying it (see
-        // `render_send_with_context`).
-        let mut context = std::mem::take(&mut self.inst.context);
         let sc = SendContext {
             journey: self.journey,
             instance: &self.inst,
@@ -455,9 +452,7 @@ impl Run<'_> {
             // return-to-start only loops a hold onto itself), so its pass is always 0.
             pass: 0,
         };
-        let rendered = render_send_with_context(&sc, &mut context);
-        self.inst.context = context;
-        match rendered {
+        match render_send(&sc) {
             Ok(request) => {
                 self.timeline(
                     local_key,
