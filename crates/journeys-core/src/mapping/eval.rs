@@ -17,7 +17,8 @@ use super::error::MappingError;
 use super::flatten::flatten;
 use super::js;
 use super::node::{
-    ArrayPathNode, ArraySource, Condition, IfNode, MergeItem, MergeNode, Node, ReplaceNode,
+    ArrayPathNode, ArraySource, Condition, IfNode, MergeItem, MergeNode, Node, ObjectNode,
+    ReplaceNode,
 };
 use super::path::PathExpr;
 use super::template::Template;
@@ -62,17 +63,7 @@ impl Node {
     fn eval<'a>(&'a self, input: Scope<'a>) -> Resolved<'a> {
         match self {
             Node::Literal(value) => Ok(Some(Cow::Borrowed(value))),
-            Node::Object(fields) => {
-                let mut out = Vec::with_capacity(fields.len());
-                for (key, node) in fields {
-                    if let Some(value) = node.eval(input)? {
-                        out.push((key.clone(), value.into_owned()));
-                    }
-                }
-                // Collecting builds the map in one pass (fields are already in map order),
-                // which is cheaper than inserting them one by one.
-                Ok(Some(Cow::Owned(Value::Object(out.into_iter().collect()))))
-            }
+            Node::Object(object) => eval_object(object, input),
             Node::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for node in items {
@@ -155,6 +146,30 @@ fn expect_string<'v>(value: Option<&'v Value>, at: &str) -> Result<&'v str, Mapp
     }
 }
 
+fn eval_object<'a>(object: &'a ObjectNode, input: Scope<'a>) -> Resolved<'a> {
+    let Some(shape) = &object.shape else {
+        let mut out = Vec::with_capacity(object.fields.len());
+        for (key, node) in &object.fields {
+            if let Some(value) = node.eval(input)? {
+                out.push((key.clone(), value.into_owned()));
+            }
+        }
+        return Ok(Some(Cow::Owned(Value::Object(out.into_iter().collect()))));
+    };
+    let mut out = shape.clone();
+    let mut missing = Vec::new();
+    for ((key, slot), (_, node)) in out.iter_mut().zip(&object.fields) {
+        match node.eval(input)? {
+            Some(value) => *slot = value.into_owned(),
+            None => missing.push(key.clone()),
+        }
+    }
+    for key in &missing {
+        out.remove(key);
+    }
+    Ok(Some(Cow::Owned(Value::Object(out))))
+}
+
 fn eval_if<'a>(node: &'a IfNode, input: Scope<'a>) -> Resolved<'a> {
     let tested = node.test.eval(input)?;
     let holds = match (node.condition, tested.as_deref()) {
@@ -162,6 +177,9 @@ fn eval_if<'a>(node: &'a IfNode, input: Scope<'a>) -> Resolved<'a> {
         (Condition::Exists, Some(_)) => true,
         (Condition::NotBlank, Some(value)) => value.as_str() != Some(""),
     };
+    if holds && node.then_is_test {
+        return Ok(tested);
+    }
     let branch = if holds { &node.then } else { &node.otherwise };
     match branch {
         Some(branch) => branch.eval(input),
