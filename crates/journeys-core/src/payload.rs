@@ -20,11 +20,10 @@ mod default;
 
 use self::default::DefaultPayload;
 pub use self::default::default_payload;
-use crate::mapping::MappingError;
-
 use crate::machine::{
     Admission, Instance, Journey, SendRequest, canonical_value, exit_send_key, instance_id,
 };
+use crate::mapping::MappingError;
 use crate::model::{Event, Json, SendSpec, StepKind, Timestamp};
 
 /// Largest rendered payload, in bytes of compact JSON. Larger ones fail the send: never cut.
