@@ -51,6 +51,9 @@ const PUBLISH_SETTLE: Duration = Duration::from_millis(1500);
 /// Time to keep listening after the last webhook arrived, for immediate repeats.
 const REPEAT_GRACE: Duration = Duration::from_millis(300);
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = args.settings()?;

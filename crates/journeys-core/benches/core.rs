@@ -3,7 +3,8 @@
 //! - an entry + send transition with a 20-field mapping (≥ 300,000/s/core);
 //! - a hold-until match among 100,000 waiting instances of other profiles (≤ 5 µs).
 //!
-//! Run with `cargo bench -p journeys-core --bench core`; figures go to BENCHMARKS.md.
+//! Run with `cargo bench -p journeys-core --bench core`; figures go to BENCHMARKS.md. The
+//! benchmarks run on the allocator of the service binaries (mimalloc).
 
 // Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
 // one function.
@@ -30,6 +31,10 @@ use journeys_core::machine::{
 };
 use journeys_core::model::{Event, JourneyDefinition, JourneyMeta, Timestamp};
 use serde_json::{Value, json};
+
+// The allocator the service binaries use.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn now() -> Timestamp {
     Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0).unwrap()

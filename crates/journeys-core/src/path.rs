@@ -49,7 +49,7 @@ pub fn is_valid(path: &str) -> bool {
 /// The value at `path` inside `root`, or `None` when missing or malformed.
 pub fn lookup<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
     // Fast path for the common single-key case.
-    if !path.contains(['.', '[', '$']) {
+    if !path.bytes().any(|b| matches!(b, b'.' | b'[' | b'$')) {
         return root.as_object()?.get(path);
     }
     let mut cur = root;

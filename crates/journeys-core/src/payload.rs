@@ -14,12 +14,16 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
+mod default;
+
+use self::default::DefaultPayload;
+pub use self::default::default_payload;
 use crate::machine::{
     Admission, Instance, Journey, SendRequest, canonical_value, exit_send_key, instance_id,
 };
+use crate::mapping::MappingError;
 use crate::model::{Event, Json, SendSpec, StepKind, Timestamp};
 
 /// Largest rendered payload, in bytes of compact JSON. Larger ones fail the send: never cut.
@@ -52,53 +56,38 @@ pub struct SendContext<'a> {
 }
 
 /// Renders a send: default payload, mapping, size check, action path.
+///
+/// A mapped send renders its mapping against the default payload read in place (see
+/// [`default_payload`]), so neither the default payload nor a copy of the journey context is
+/// built for it.
 pub fn render_send(sc: &SendContext<'_>) -> Result<SendRequest, PayloadError> {
-    let mut context = sc.instance.context.clone();
-    render_send_with_context(sc, &mut context)
-}
-
-/// [`render_send`] with the journey context passed separately, so the state machine can lend
-/// the instance's context instead of copying it: when a mapping replaces the body, the default
-/// payload is only an input, and the context is moved into it and back out afterwards. Only
-/// an unmapped payload, which keeps the context, pays for a copy.
-pub(crate) fn render_send_with_context(
-    sc: &SendContext<'_>,
-    context: &mut Map<String, Json>,
-) -> Result<SendRequest, PayloadError> {
     let send_key = sc.journey.send_key(sc.step_key).map_or_else(
         || send_key(&sc.journey.meta().name, sc.journey.id(), sc.step_key),
         str::to_owned,
     );
     let message_id = message_id(&sc.instance.id, sc.step_key, sc.pass);
+    let mapping_failed = |e: MappingError| PayloadError::Mapping(e.to_string());
     let payload = match (sc.journey.mapping(sc.step_key), &sc.spec.mapping) {
         (Some(Err(problems)), _) => return Err(PayloadError::Mapping(problems.to_owned())),
-        (Some(Ok(compiled)), _) => {
-            let lent = Json::Object(std::mem::take(context));
-            let default = default_payload(sc, lent, &message_id, &send_key);
-            let rendered = compiled.render(&default);
-            *context = take_context(default);
-            rendered.map_err(|e| PayloadError::Mapping(e.to_string()))?
-        }
+        (Some(Ok(compiled)), _) => compiled
+            .render_lazy(&DefaultPayload::new(sc, &message_id, &send_key))
+            .map_err(mapping_failed)?,
         // A spec the journey did not prepare (not one of its sends): compile on the spot.
-        (None, Some(mapping)) => {
-            let lent = Json::Object(std::mem::take(context));
-            let default = default_payload(sc, lent, &message_id, &send_key);
-            let rendered = crate::mapping::render(mapping, &default);
-            *context = take_context(default);
-            rendered.map_err(|e| PayloadError::Mapping(e.to_string()))?
-        }
+        (None, Some(mapping)) => crate::mapping::compile(mapping)
+            .map_err(MappingError::Invalid)
+            .and_then(|compiled| {
+                compiled.render_lazy(&DefaultPayload::new(sc, &message_id, &send_key))
+            })
+            .map_err(mapping_failed)?,
         (None, None) => {
-            let copy = Json::Object(context.clone());
-            default_payload(sc, copy, &message_id, &send_key)
+            let context = Json::Object(sc.instance.context.clone());
+            default_payload(sc, context, &message_id, &send_key)
         }
     };
-    let size = json_size(&payload);
-    if size > MAX_PAYLOAD_BYTES {
-        return Err(PayloadError::TooLarge {
-            size,
-            limit: MAX_PAYLOAD_BYTES,
-        });
-    }
+    check_size(&payload, MAX_PAYLOAD_BYTES).map_err(|size| PayloadError::TooLarge {
+        size,
+        limit: MAX_PAYLOAD_BYTES,
+    })?;
     let path = fill_path(&sc.spec.action.path, &payload);
     Ok(SendRequest {
         destination_id: sc.spec.destination_id.clone(),
@@ -109,81 +98,6 @@ pub(crate) fn render_send_with_context(
         step_key: sc.step_key.to_owned(),
         send_key,
     })
-}
-
-/// Moves the journey context back out of a default payload built by [`default_payload`].
-fn take_context(default: Json) -> Map<String, Json> {
-    let Json::Object(mut body) = default else {
-        return Map::new();
-    };
-    match body.remove("properties") {
-        Some(Json::Object(mut properties)) => match properties.remove("journey_context") {
-            Some(Json::Object(context)) => context,
-            _ => Map::new(),
-        },
-        _ => Map::new(),
-    }
-}
-
-/// The default `track` payload of SPEC.md section 4 (before any mapping), around
-/// `journey_context` (normally the instance's context as a JSON object).
-pub fn default_payload(
-    sc: &SendContext<'_>,
-    journey_context: Json,
-    message_id: &str,
-    send_key: &str,
-) -> Json {
-    let meta = sc.journey.meta();
-    let inst = sc.instance;
-    let mut properties = Map::new();
-    for path in &sc.spec.traits {
-        if let Some(value) = crate::path::lookup(sc.traits, path) {
-            properties.insert(path.clone(), value.clone());
-        }
-    }
-    properties.insert("journey_context".to_owned(), journey_context);
-    properties.insert(
-        "journey_metadata".to_owned(),
-        json!({
-            "journey_id": meta.id,
-            "journey_version": meta.version,
-            "journey_name": meta.name,
-            "step_key": send_key,
-            "instance_id": inst.id,
-        }),
-    );
-    let mut body = Map::new();
-    body.insert("type".to_owned(), Json::from("track"));
-    body.insert(
-        "event".to_owned(),
-        Json::from(sc.spec.event_name.as_deref().unwrap_or(sc.step_name)),
-    );
-    if let Some(user_id) = &inst.user_id {
-        body.insert("userId".to_owned(), Json::from(user_id.as_str()));
-    }
-    if let Some(anonymous_id) = &inst.anonymous_id {
-        body.insert("anonymousId".to_owned(), Json::from(anonymous_id.as_str()));
-    }
-    if inst.user_id.is_none() && inst.anonymous_id.is_none() {
-        body.insert("userId".to_owned(), Json::from(inst.profile_id.as_str()));
-    }
-    body.insert("messageId".to_owned(), Json::from(message_id));
-    body.insert(
-        "timestamp".to_owned(),
-        Json::from(sc.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    );
-    body.insert("properties".to_owned(), Json::Object(properties));
-    body.insert(
-        "context".to_owned(),
-        json!({
-            "journeys": {
-                "step_key": send_key,
-                "step_name": sc.step_name,
-                "journey_id": meta.id,
-            }
-        }),
-    );
-    Json::Object(body)
 }
 
 /// The `messageId` of a send: `jm_` and 32 hex digits of SHA-256 over (instance, step, pass).
@@ -242,8 +156,57 @@ pub fn slug(name: &str) -> String {
     out
 }
 
+/// `Ok` when `value` is at most `limit` bytes as compact JSON, else its size.
+///
+/// Most payloads are far below the limit, so a bound that only adds up string lengths (every
+/// byte of a string escapes to at most six) settles them without reading the text; the exact
+/// size is counted only when the bound passes the limit.
+fn check_size(value: &Json, limit: usize) -> Result<(), usize> {
+    if size_bound(value, limit).is_some() {
+        return Ok(());
+    }
+    let size = json_size(value);
+    if size > limit { Err(size) } else { Ok(()) }
+}
+
+/// An upper bound of the compact JSON size of `value` if it is at most `budget`; `None` as
+/// soon as it passes `budget`.
+fn size_bound(value: &Json, budget: usize) -> Option<usize> {
+    // Escaping turns one byte into at most six (`\u001f`); two quotes around.
+    let text = |s: &str| s.len().checked_mul(6)?.checked_add(2);
+    let size = match value {
+        Json::Null => 4,
+        Json::Bool(_) => 5,
+        Json::Number(n) => json_size_of(n),
+        Json::String(s) => text(s)?,
+        Json::Array(items) => {
+            // Brackets and a comma after each element but the last: at most 2 + n.
+            let mut size = 2 + items.len();
+            for item in items {
+                size += size_bound(item, budget.checked_sub(size)?)?;
+            }
+            size
+        }
+        Json::Object(map) => {
+            // Braces, and for each field a colon and a comma: at most 2 + 2n.
+            let mut size = 2 + 2 * map.len();
+            for (key, item) in map {
+                size += text(key)?;
+                size += size_bound(item, budget.checked_sub(size)?)?;
+            }
+            size
+        }
+    };
+    (size <= budget).then_some(size)
+}
+
 /// Size of `value` as compact JSON, without building the string.
 pub fn json_size(value: &Json) -> usize {
+    json_size_of(value)
+}
+
+/// [`json_size`] of anything serializable.
+fn json_size_of<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -255,7 +218,7 @@ pub fn json_size(value: &Json) -> usize {
         }
     }
     let mut counter = Counter(0);
-    // Writing a `Value` to an infallible writer cannot fail.
+    // Writing a `Value` or a `Number` to an infallible writer cannot fail.
     let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
@@ -371,6 +334,7 @@ pub fn preview_send(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
@@ -406,6 +370,38 @@ mod tests {
             send_key("X", "j1", "exit_rules[0]"),
             format!("x__exit_rules_0__{}", &a[a.len() - 8..])
         );
+    }
+
+    fn json_value() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::from),
+            any::<i64>().prop_map(Json::from),
+            any::<u64>().prop_map(Json::from),
+            any::<f64>().prop_map(Json::from),
+            // Quotes, backslashes, control characters and multi-byte text.
+            "[a\"\\\u{0}-\u{1f}é€😀]{0,12}".prop_map(Json::from),
+        ];
+        leaf.prop_recursive(3, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+                prop::collection::btree_map("[a\"\u{1}é]{0,4}", inner, 0..6)
+                    .prop_map(|map| Json::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The quick size check decides exactly as the exact size would, at every limit
+        /// around the size.
+        #[test]
+        fn size_check_agrees_with_the_exact_size(value in json_value(), slack in 0usize..8) {
+            let size = json_size(&value);
+            for limit in [size.saturating_sub(slack), size, size + slack] {
+                let expected = if size > limit { Err(size) } else { Ok(()) };
+                prop_assert_eq!(check_size(&value, limit), expected);
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::eval::{ConditionInput, conditions_hold, filters_match};
 use crate::model::{
     DataSplitStep, Event, HoldUntilStep, Json, RandomSplitStep, SendSpec, StepKind,
 };
-use crate::payload::{PayloadError, SendContext, render_send_with_context};
+use crate::payload::{PayloadError, SendContext, render_send};
 
 /// Return-to-start passes a hold-until step allows per instance; the next match of a
 /// return-to-start branch continues onward to that branch's next step.
@@ -169,11 +169,20 @@ struct Run<'a> {
     effects: Vec<Effect>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn timeline(&mut self, step_key: &str, kind: TimelineKind, cause: &Cause, detail: Json) {
+        self.push_timeline(step_key.to_owned(), kind, cause, detail);
+    }
+
+    /// A timeline row at the step the instance is in.
+    fn timeline_here(&mut self, kind: TimelineKind, cause: &Cause, detail: Json) {
+        self.push_timeline(self.inst.current_step.clone(), kind, cause, detail);
+    }
+
+    fn push_timeline(&mut self, step_key: String, kind: TimelineKind, cause: &Cause, detail: Json) {
         self.effects.push(Effect::Timeline(TimelineEntry {
             at: self.ctx.now,
-            step_key: step_key.to_owned(),
+            step_key,
             kind,
             cause: cause.clone(),
             detail,
@@ -185,8 +194,8 @@ impl Run<'_> {
         self.inst
             .context
             .insert(event.event.clone(), event.properties.clone());
-        let start = self.journey.definition().start_step.clone();
-        self.timeline(&start, TimelineKind::Entered, &cause, Json::Null);
+        let start = self.journey.definition().start_step.as_str();
+        self.timeline(start, TimelineKind::Entered, &cause, Json::Null);
         self.run_from(Some(start), &cause);
     }
 
@@ -218,7 +227,7 @@ impl Run<'_> {
             );
             self.wait_in_hold(&step_key, hold, &cause);
         } else {
-            self.run_from(branch.next.clone(), &cause);
+            self.run_from(branch.next.as_deref(), &cause);
         }
     }
 
@@ -231,10 +240,10 @@ impl Run<'_> {
         };
         let step_key = self.inst.current_step.clone();
         let next = match (&waiting, self.journey.step(&step_key).map(|s| &s.kind)) {
-            (Waiting::Timer(_), Some(StepKind::Delay(delay))) => delay.next.clone(),
+            (Waiting::Timer(_), Some(StepKind::Delay(delay))) => delay.next.as_deref(),
             (Waiting::Hold { .. }, Some(StepKind::HoldUntil(hold))) => {
                 self.timeline(&step_key, TimelineKind::TimedOut, &cause, Json::Null);
-                hold.timeout_next.clone()
+                hold.timeout_next.as_deref()
             }
             _ => {
                 self.fail(&cause, FailReason::UnknownStep { step_key });
@@ -275,9 +284,8 @@ impl Run<'_> {
     }
 
     fn end_exited(&mut self, cause: &Cause, reason: ExitReason) {
-        let step_key = self.inst.current_step.clone();
         let detail = serde_json::to_value(&reason).unwrap_or(Json::Null);
-        self.timeline(&step_key, TimelineKind::Exited, cause, detail);
+        self.timeline_here(TimelineKind::Exited, cause, detail);
         self.inst.state = InstanceState::Exited;
         self.inst.ended_at = Some(self.ctx.now);
         self.effects.push(Effect::Exited { reason });
@@ -293,7 +301,7 @@ impl Run<'_> {
 
     /// Runs steps from `next` until the instance waits or ends. The journey graph is acyclic,
     /// so a transition visits each step at most once; more visits than steps means a cycle.
-    fn run_from(&mut self, mut next: Option<String>, cause: &Cause) {
+    fn run_from(&mut self, mut next: Option<&'a str>, cause: &Cause) {
         let journey = self.journey;
         let limit = journey.definition().steps.len() + 1;
         for _ in 0..limit {
@@ -301,16 +309,27 @@ impl Run<'_> {
                 self.complete(cause);
                 return;
             };
-            let Some(step) = journey.step(&key) else {
-                self.fail(cause, FailReason::UnknownStep { step_key: key });
+            let Some(step) = journey.step(key) else {
+                self.fail(
+                    cause,
+                    FailReason::UnknownStep {
+                        step_key: key.to_owned(),
+                    },
+                );
                 return;
             };
-            self.inst.current_step.clone_from(&key);
-            self.timeline(&key, TimelineKind::Step, cause, Json::Null);
+            self.inst.current_step.clear();
+            self.inst.current_step.push_str(key);
+            self.timeline(key, TimelineKind::Step, cause, Json::Null);
             match &step.kind {
                 StepKind::Delay(delay) => {
-                    let Some(timer) = self.timer(&key, TimerKind::Delay, delay.duration, 0) else {
-                        self.fail(cause, FailReason::InvalidDuration { step_key: key });
+                    let Some(timer) = self.timer(key, TimerKind::Delay, delay.duration, 0) else {
+                        self.fail(
+                            cause,
+                            FailReason::InvalidDuration {
+                                step_key: key.to_owned(),
+                            },
+                        );
                         return;
                     };
                     self.effects.push(Effect::SetTimer(timer.clone()));
@@ -318,18 +337,18 @@ impl Run<'_> {
                     return;
                 }
                 StepKind::HoldUntil(hold) => {
-                    self.wait_in_hold(&key, hold, cause);
+                    self.wait_in_hold(key, hold, cause);
                     return;
                 }
-                StepKind::DataSplit(split) => next = self.take_data_split(&key, split, cause),
+                StepKind::DataSplit(split) => next = self.take_data_split(key, split, cause),
                 StepKind::RandomSplit(split) => {
-                    next = self.take_random_split(&key, split, cause);
+                    next = self.take_random_split(key, split, cause);
                 }
                 StepKind::Send(send) => {
-                    if !self.send(&key, &step.name, &send.spec, cause) {
+                    if !self.send(key, &step.name, &send.spec, cause) {
                         return;
                     }
-                    next.clone_from(&send.next);
+                    next = send.next.as_deref();
                 }
                 StepKind::End => {
                     self.complete(cause);
@@ -345,9 +364,9 @@ impl Run<'_> {
     fn take_data_split(
         &mut self,
         key: &str,
-        split: &DataSplitStep,
+        split: &'a DataSplitStep,
         cause: &Cause,
-    ) -> Option<String> {
+    ) -> Option<&'a str> {
         let input = ConditionInput {
             traits: self.ctx.traits,
             audiences: self.ctx.audiences,
@@ -365,7 +384,7 @@ impl Run<'_> {
                     cause,
                     branch_detail(&branch.name),
                 );
-                branch.next.clone()
+                branch.next.as_deref()
             }
             None => {
                 self.timeline(
@@ -374,7 +393,7 @@ impl Run<'_> {
                     cause,
                     json!({ "everyone_else": true }),
                 );
-                split.else_next.clone()
+                split.else_next.as_deref()
             }
         }
     }
@@ -384,9 +403,9 @@ impl Run<'_> {
     fn take_random_split(
         &mut self,
         key: &str,
-        split: &RandomSplitStep,
+        split: &'a RandomSplitStep,
         cause: &Cause,
-    ) -> Option<String> {
+    ) -> Option<&'a str> {
         let i = random_branch(self.journey.id(), &self.inst, key, split)?;
         let branch = &split.branches[i];
         self.timeline(
@@ -395,7 +414,7 @@ impl Run<'_> {
             cause,
             branch_detail(&branch.name),
         );
-        branch.next.clone()
+        branch.next.as_deref()
     }
 
     /// Waits in a hold-until: a fresh timeout timer (its id carries the pass, so a timer of
@@ -440,9 +459,6 @@ impl Run<'_> {
 
     /// Renders and queues a send; on a render error fails the instance and returns `false`.
     fn send(&mut self, local_key: &str, step_name: &str, spec: &SendSpec, cause: &Cause) -> bool {
-        // Lend the context to the renderer instead of copying it (see
-        // `render_send_with_context`).
-        let mut context = std::mem::take(&mut self.inst.context);
         let sc = SendContext {
             journey: self.journey,
             instance: &self.inst,
@@ -455,9 +471,7 @@ impl Run<'_> {
             // return-to-start only loops a hold onto itself), so its pass is always 0.
             pass: 0,
         };
-        let rendered = render_send_with_context(&sc, &mut context);
-        self.inst.context = context;
-        match rendered {
+        match render_send(&sc) {
             Ok(request) => {
                 self.timeline(
                     local_key,
@@ -490,8 +504,7 @@ impl Run<'_> {
     }
 
     fn complete(&mut self, cause: &Cause) {
-        let key = self.inst.current_step.clone();
-        self.timeline(&key, TimelineKind::Completed, cause, Json::Null);
+        self.timeline_here(TimelineKind::Completed, cause, Json::Null);
         self.inst.state = InstanceState::Completed;
         self.inst.waiting = None;
         self.inst.ended_at = Some(self.ctx.now);
@@ -500,9 +513,7 @@ impl Run<'_> {
 
     fn fail(&mut self, cause: &Cause, reason: FailReason) {
         self.cancel_waiting_timer();
-        let key = self.inst.current_step.clone();
-        self.timeline(
-            &key,
+        self.timeline_here(
             TimelineKind::Failed,
             cause,
             json!({ "code": reason.code(), "message": reason.to_string() }),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::MappingProblem;
 use super::js;
-use super::node::Node;
+use super::node::{Node, ObjectNode};
 
 /// Deepest nesting of objects, arrays and directives a mapping may have. Rendering recurses
 /// once per level, so this bounds stack use for mappings built by hand rather than parsed
@@ -149,7 +149,7 @@ fn literal_or_object(fields: Vec<(String, Node)>) -> Node {
             .collect();
         Node::Literal(Value::Object(map))
     } else {
-        Node::Object(fields)
+        Node::Object(Box::new(ObjectNode::new(fields)))
     }
 }
 

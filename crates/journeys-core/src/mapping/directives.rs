@@ -128,12 +128,9 @@ impl Compiler {
         let then = self.optional_value(opts, "then");
         let otherwise = self.optional_value(opts, "else");
         match test {
-            Some((condition, test)) => Node::If(Box::new(IfNode {
-                condition,
-                test,
-                then,
-                otherwise,
-            })),
+            Some((condition, test)) => {
+                Node::If(Box::new(IfNode::new(condition, test, then, otherwise)))
+            }
             None => placeholder(),
         }
     }

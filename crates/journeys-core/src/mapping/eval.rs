@@ -3,6 +3,10 @@
 //! Every node resolves to `None` ("missing", mapping-kit's `undefined`) or a value. Values taken
 //! from the input or from literals are borrowed until they land in the output, so lookups and
 //! tests such as `@if` do not copy anything.
+//!
+//! The input is a [`Scope`]: a JSON value, or a [`LazyInput`] that answers path lookups
+//! without having been built as a tree (a send's default payload, whose parts are mostly
+//! borrowed from the instance and the journey).
 
 use std::borrow::Cow;
 
@@ -13,32 +17,53 @@ use super::error::MappingError;
 use super::flatten::flatten;
 use super::js;
 use super::node::{
-    ArrayPathNode, ArraySource, Condition, IfNode, MergeItem, MergeNode, Node, ReplaceNode,
+    ArrayPathNode, ArraySource, Condition, IfNode, MergeItem, MergeNode, Node, ObjectNode,
+    ReplaceNode,
 };
 use super::path::PathExpr;
 use super::template::Template;
 
 type Resolved<'a> = Result<Option<Cow<'a, Value>>, MappingError>;
 
+/// An input that resolves paths itself instead of being a JSON tree, so that building the
+/// tree can be skipped when a mapping only reads some of its leaves.
+///
+/// An implementation stands for one JSON value (the input "as a tree"): `lookup` must give
+/// exactly what looking `path` up in that value would give.
+pub(crate) trait LazyInput {
+    /// The value at `path`, or `None` when the path leads nowhere.
+    fn lookup(&self, path: &PathExpr) -> Option<&Value>;
+}
+
+/// What a node renders against.
+#[derive(Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    Value(&'a Value),
+    Lazy(&'a dyn LazyInput),
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn lookup(self, path: &PathExpr) -> Option<&'a Value> {
+        match self {
+            Scope::Value(value) => path.lookup(value),
+            Scope::Lazy(input) => input.lookup(path),
+        }
+    }
+}
+
 impl Node {
     pub(crate) fn render(&self, input: &Value) -> Result<Option<Value>, MappingError> {
+        self.render_in(Scope::Value(input))
+    }
+
+    pub(crate) fn render_in(&self, input: Scope<'_>) -> Result<Option<Value>, MappingError> {
         Ok(self.eval(input)?.map(Cow::into_owned))
     }
 
-    fn eval<'a>(&'a self, input: &'a Value) -> Resolved<'a> {
+    fn eval<'a>(&'a self, input: Scope<'a>) -> Resolved<'a> {
         match self {
             Node::Literal(value) => Ok(Some(Cow::Borrowed(value))),
-            Node::Object(fields) => {
-                let mut out = Vec::with_capacity(fields.len());
-                for (key, node) in fields {
-                    if let Some(value) = node.eval(input)? {
-                        out.push((key.clone(), value.into_owned()));
-                    }
-                }
-                // Collecting builds the map in one pass (fields are already in map order),
-                // which is cheaper than inserting them one by one.
-                Ok(Some(Cow::Owned(Value::Object(out.into_iter().collect()))))
-            }
+            Node::Object(object) => eval_object(object, input),
             Node::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for node in items {
@@ -46,12 +71,12 @@ impl Node {
                 }
                 Ok(Some(Cow::Owned(Value::Array(out))))
             }
-            Node::Path(path) => Ok(path.lookup(input).map(Cow::Borrowed)),
+            Node::Path(path) => Ok(input.lookup(path).map(Cow::Borrowed)),
             Node::DynamicPath { path, at } => {
                 let resolved = path.eval(input)?;
                 let text = expect_string(resolved.as_deref(), at)?;
-                Ok(PathExpr::parse_directive(text)
-                    .lookup(input)
+                Ok(input
+                    .lookup(&PathExpr::parse_directive(text))
                     .map(Cow::Borrowed))
             }
             Node::Template(template) => Ok(Some(owned_string(template.render(input)))),
@@ -77,7 +102,7 @@ impl Node {
             Node::Merge(node) => eval_merge(node, input),
             Node::Transform { apply, mapping } => {
                 let new_input = apply
-                    .render(input)?
+                    .render_in(input)?
                     .unwrap_or_else(|| Value::Object(Map::new()));
                 Ok(mapping.render(&new_input)?.map(Cow::Owned))
             }
@@ -121,13 +146,40 @@ fn expect_string<'v>(value: Option<&'v Value>, at: &str) -> Result<&'v str, Mapp
     }
 }
 
-fn eval_if<'a>(node: &'a IfNode, input: &'a Value) -> Resolved<'a> {
+fn eval_object<'a>(object: &'a ObjectNode, input: Scope<'a>) -> Resolved<'a> {
+    let Some(shape) = &object.shape else {
+        let mut out = Vec::with_capacity(object.fields.len());
+        for (key, node) in &object.fields {
+            if let Some(value) = node.eval(input)? {
+                out.push((key.clone(), value.into_owned()));
+            }
+        }
+        return Ok(Some(Cow::Owned(Value::Object(out.into_iter().collect()))));
+    };
+    let mut out = shape.clone();
+    let mut missing = Vec::new();
+    for ((key, slot), (_, node)) in out.iter_mut().zip(&object.fields) {
+        match node.eval(input)? {
+            Some(value) => *slot = value.into_owned(),
+            None => missing.push(key.clone()),
+        }
+    }
+    for key in &missing {
+        out.remove(key);
+    }
+    Ok(Some(Cow::Owned(Value::Object(out))))
+}
+
+fn eval_if<'a>(node: &'a IfNode, input: Scope<'a>) -> Resolved<'a> {
     let tested = node.test.eval(input)?;
     let holds = match (node.condition, tested.as_deref()) {
         (_, None | Some(Value::Null)) => false,
         (Condition::Exists, Some(_)) => true,
         (Condition::NotBlank, Some(value)) => value.as_str() != Some(""),
     };
+    if holds && node.then_is_test {
+        return Ok(tested);
+    }
     let branch = if holds { &node.then } else { &node.otherwise };
     match branch {
         Some(branch) => branch.eval(input),
@@ -135,9 +187,9 @@ fn eval_if<'a>(node: &'a IfNode, input: &'a Value) -> Resolved<'a> {
     }
 }
 
-fn eval_array_path<'a>(node: &'a ArrayPathNode, input: &'a Value) -> Resolved<'a> {
+fn eval_array_path<'a>(node: &'a ArrayPathNode, input: Scope<'a>) -> Resolved<'a> {
     let root = match &node.source {
-        ArraySource::Path(path) => path.lookup(input).map(Cow::Borrowed),
+        ArraySource::Path(path) => input.lookup(path).map(Cow::Borrowed),
         ArraySource::Node(source) => source.eval(input)?,
     };
     let Some(shape) = &node.shape else {
@@ -162,7 +214,7 @@ fn eval_array_path<'a>(node: &'a ArrayPathNode, input: &'a Value) -> Resolved<'a
     Ok(Some(Cow::Owned(Value::Array(out))))
 }
 
-fn eval_replace<'a>(node: &'a ReplaceNode, input: &'a Value) -> Resolved<'a> {
+fn eval_replace<'a>(node: &'a ReplaceNode, input: Scope<'a>) -> Resolved<'a> {
     let resolved = node.value.eval(input)?;
     let mut number_text = String::new();
     let text = match resolved.as_deref() {
@@ -192,13 +244,13 @@ fn eval_replace<'a>(node: &'a ReplaceNode, input: &'a Value) -> Resolved<'a> {
     Ok(Some(owned_string(replaced)))
 }
 
-fn eval_merge<'a>(node: &'a MergeNode, input: &'a Value) -> Resolved<'a> {
+fn eval_merge<'a>(node: &'a MergeNode, input: Scope<'a>) -> Resolved<'a> {
     let mut out = Map::new();
     let mut assign = |item: &MergeItem| -> Result<(), MappingError> {
         match item {
             MergeItem::Fields(fields) => {
                 for (key, field) in fields {
-                    match field.render(input)? {
+                    match field.render_in(input)? {
                         Some(value) => {
                             out.insert(key.clone(), value);
                         }
@@ -209,7 +261,7 @@ fn eval_merge<'a>(node: &'a MergeNode, input: &'a Value) -> Resolved<'a> {
                 }
             }
             MergeItem::Value(source) => {
-                if let Some(Value::Object(map)) = source.render(input)? {
+                if let Some(Value::Object(map)) = source.render_in(input)? {
                     out.extend(map);
                 }
             }
@@ -224,7 +276,7 @@ fn eval_merge<'a>(node: &'a MergeNode, input: &'a Value) -> Resolved<'a> {
     Ok(Some(Cow::Owned(Value::Object(out))))
 }
 
-fn eval_json<'a>(encode: bool, value: &'a Node, at: &str, input: &'a Value) -> Resolved<'a> {
+fn eval_json<'a>(encode: bool, value: &'a Node, at: &str, input: Scope<'a>) -> Resolved<'a> {
     let Some(resolved) = value.eval(input)? else {
         return Ok(None);
     };

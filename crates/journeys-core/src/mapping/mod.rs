@@ -47,7 +47,10 @@ use serde_json::Value;
 
 use self::compile::Compiler;
 pub use self::error::{MappingError, MappingProblem};
+pub(crate) use self::eval::LazyInput;
+use self::eval::Scope;
 use self::node::Node;
+pub(crate) use self::path::PathExpr;
 
 /// The longest text one directive may produce while rendering. A send's whole payload must
 /// fit in [`crate::payload::MAX_PAYLOAD_BYTES`], so no longer string can ever be delivered;
@@ -74,6 +77,15 @@ impl CompiledMapping {
     /// resolving to a non-string, or `@json` decoding text that is not JSON.
     pub fn render(&self, input: &Value) -> Result<Value, MappingError> {
         Ok(self.root.render(input)?.unwrap_or(Value::Null))
+    }
+
+    /// [`render`](Self::render) against an input that resolves paths itself, so the input
+    /// need not be built as a tree.
+    pub(crate) fn render_lazy(&self, input: &dyn LazyInput) -> Result<Value, MappingError> {
+        Ok(self
+            .root
+            .render_in(Scope::Lazy(input))?
+            .unwrap_or(Value::Null))
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Subtrees without directives collapse into [`Node::Literal`] and are copied as they are.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::path::PathExpr;
 use super::replace::Replacer;
@@ -15,7 +15,7 @@ pub(crate) enum Node {
     Literal(Value),
     /// A raw object with at least one directive below it; fields that resolve to nothing are
     /// left out of the output.
-    Object(Vec<(String, Node)>),
+    Object(Box<ObjectNode>),
     /// A raw array with at least one directive below it; elements that resolve to nothing
     /// become `null`, as `JSON.stringify` renders mapping-kit's `undefined` elements.
     Array(Vec<Node>),
@@ -70,12 +70,64 @@ pub(crate) enum Condition {
     NotBlank,
 }
 
+/// A raw object's fields, in the order of the output object's keys.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectNode {
+    pub(crate) fields: Vec<(String, Node)>,
+    /// The output object with every key and `null` values, when `fields` are in its key order
+    /// (they are when compiled from a JSON object): rendering copies it and fills in the
+    /// values, which builds the object without sorting or searching its keys.
+    pub(crate) shape: Option<Map<String, Value>>,
+}
+
+impl ObjectNode {
+    pub(crate) fn new(fields: Vec<(String, Node)>) -> Self {
+        let shape: Map<String, Value> = fields
+            .iter()
+            .map(|(key, _)| (key.clone(), Value::Null))
+            .collect();
+        let in_order = shape.len() == fields.len()
+            && shape
+                .keys()
+                .zip(&fields)
+                .all(|(key, (field, _))| key == field);
+        Self {
+            fields,
+            shape: in_order.then_some(shape),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct IfNode {
     pub(crate) condition: Condition,
     pub(crate) test: Node,
     pub(crate) then: Option<Node>,
     pub(crate) otherwise: Option<Node>,
+    /// `then` reads the very path the condition tests (`{"exists": {"@path": p}, "then":
+    /// {"@path": p}}`, the usual way to give a default): the tested value is the result.
+    pub(crate) then_is_test: bool,
+}
+
+impl IfNode {
+    pub(crate) fn new(
+        condition: Condition,
+        test: Node,
+        then: Option<Node>,
+        otherwise: Option<Node>,
+    ) -> Self {
+        let then_is_test = matches!(
+            (&test, &then),
+            (Node::Path(tested), Some(Node::Path(read))) if tested == read
+        );
+        Self {
+            condition,
+            test,
+            then,
+            otherwise,
+            then_is_test,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -72,8 +72,20 @@ impl PathExpr {
     /// The value at this path, or `None` when the path leads nowhere (a missing key, an index
     /// out of range, or a step into a string, number, boolean or null).
     pub(crate) fn lookup<'a>(&self, root: &'a Value) -> Option<&'a Value> {
-        let mut current = root;
-        for segment in &self.segments {
+        self.lookup_from(root, 0)
+    }
+
+    /// The key of piece `index` of the path, if the path has that many pieces.
+    pub(crate) fn key(&self, index: usize) -> Option<&str> {
+        self.segments.get(index).map(|segment| segment.key.as_str())
+    }
+
+    /// Follows the path from piece `start` on, with `value` the value its first `start`
+    /// pieces reached: [`lookup`](Self::lookup) for an input that resolves the first pieces
+    /// itself.
+    pub(crate) fn lookup_from<'a>(&self, value: &'a Value, start: usize) -> Option<&'a Value> {
+        let mut current = value;
+        for segment in self.segments.get(start..).unwrap_or_default() {
             current = match current {
                 Value::Object(map) => map.get(&segment.key)?,
                 Value::Array(items) => items.get(segment.index?)?,

@@ -11,6 +11,7 @@
 
 use serde_json::Value;
 
+use super::eval::Scope;
 use super::js;
 use super::path::PathExpr;
 
@@ -58,12 +59,12 @@ impl Template {
         Template { parts, text_len }
     }
 
-    pub(crate) fn render(&self, input: &Value) -> String {
+    pub(crate) fn render(&self, input: Scope<'_>) -> String {
         let mut out = String::with_capacity(self.text_len + 16 * self.parts.len());
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Field(path) => match path.lookup(input) {
+                Part::Field(path) => match input.lookup(path) {
                     None | Some(Value::Null) => {}
                     Some(value) => js::push_string(value, &mut out),
                 },
@@ -103,7 +104,7 @@ mod tests {
     use super::*;
 
     fn render(template: &str, input: &Value) -> String {
-        Template::parse(template).render(input)
+        Template::parse(template).render(Scope::Value(input))
     }
 
     #[test]
