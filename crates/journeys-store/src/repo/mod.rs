@@ -32,7 +32,7 @@ pub use instances::{
     TimelineRecord,
 };
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
-pub use outbox::{Outbox, OutboxRecord, OutboxStatus};
+pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};
 pub use profiles::{ProfileRecord, Profiles};
 pub use sources::{SourceRecord, Sources, hash_write_key};
 pub use timers::{TimerRecord, TimerStats, Timers};
