@@ -1,22 +1,27 @@
 //! `journeys-load`: the end-to-end load generator.
 //!
 //! It runs its own webhook sink, creates a source, a destination pointing at the sink and a
-//! published forwarding journey, streams `--events` events over gRPC or HTTP, and reports
-//! acknowledged events/s, delivered webhooks/s, event-to-webhook latency, repeats and missing
-//! webhooks. With `--embedded` it also starts the stack itself (the node `journeys serve` runs,
-//! through `journeys::Node`) over a fresh database, and removes the database afterwards.
+//! published journey for the `--workload`, streams its events over gRPC or HTTP, and reports
+//! acknowledged events/s and what arrived at the sink: for the forwarding workloads delivered
+//! webhooks/s, event-to-webhook latency, repeats and missing webhooks; for the abandonment
+//! workloads the nudges' lateness, missing nudges and nudges wrongly sent to buyers. With
+//! `--embedded` it also starts the stack itself (the node `journeys serve` runs, through
+//! `journeys::Node`) over a fresh database, and removes the database afterwards.
 //!
 //! ```text
 //! journeys-load --embedded --database-url sqlite:// --transport grpc --events 100000
 //! journeys-load --embedded --database-url mysql://root@127.0.0.1:3306 --rate 5000
+//! journeys-load --embedded --database-url sqlite:// --workload abandonment --rate 1000
 //! journeys-load --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8088 --transport http
 //! ```
 
 mod cli;
 mod grpc_load;
 mod http_load;
+mod nudges;
 mod record;
 mod report;
+mod sessions;
 mod setup;
 mod sink;
 mod stack;
@@ -31,7 +36,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Args, Transport};
+use crate::cli::{Args, Settings, Transport};
+use crate::nudges::Nudges;
 use crate::record::Recorder;
 use crate::report::RunInfo;
 use crate::setup::ControlPlane;
@@ -47,7 +53,7 @@ const REPEAT_GRACE: Duration = Duration::from_millis(300);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    args.validate()?;
+    let settings = args.settings()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -58,10 +64,10 @@ fn main() -> anyhow::Result<()> {
         .thread_name("journeys-load")
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, settings))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     let mut embedded = None;
     let mut fresh = None;
     let (grpc, http, target) = if args.embedded {
@@ -90,7 +96,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let outcome = tokio::select! {
-        outcome = measure(&args, grpc, http, target) => outcome,
+        outcome = measure(&args, &settings, grpc, http, target) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
 
@@ -117,19 +123,28 @@ async fn remove(db: Option<&FreshDb>, keep: bool) {
 /// Sets up, drives the load, waits for the webhooks, cleans up; returns the report.
 async fn measure(
     args: &Args,
+    settings: &Settings,
     grpc: SocketAddr,
     http: SocketAddr,
     target: String,
 ) -> anyhow::Result<String> {
-    let workload = Arc::new(Workload::new(args.profiles));
-    let recorder = Arc::new(Recorder::new(args.events, args.max_retries));
+    let kind = settings.workload;
+    let workload = Arc::new(Workload::new(kind, settings.events, settings.profiles));
+    let recorder = {
+        let workload = Arc::clone(&workload);
+        Recorder::new(workload.slots(), args.max_retries)
+            .expecting(move |seq| workload.forwarded(seq))
+    };
+    let recorder = Arc::new(recorder);
+    let hold = Duration::from_secs(settings.hold_secs);
     let sink = Sink::start(Arc::clone(&workload), Arc::clone(&recorder)).await?;
     let channel = grpc_load::connect(grpc).await?;
     let control = ControlPlane::new(channel.clone(), args.admin_token.as_deref())?;
-    let prepared = control.prepare(&workload, &sink.url()).await?;
+    let prepared = control.prepare(&workload, hold, &sink.url()).await?;
     eprintln!(
-        "run {}: journey {} -> destination {} at {}",
+        "run {} ({}): journey {} -> destination {} at {}",
         workload.run,
+        kind.name(),
         prepared.journey_id,
         prepared.destination_id,
         sink.url()
@@ -138,6 +153,7 @@ async fn measure(
 
     let driven = drive(
         args,
+        settings,
         channel,
         http,
         &prepared.write_key,
@@ -150,24 +166,36 @@ async fn measure(
     drop(sink);
 
     let concurrency = match args.transport {
-        Transport::Grpc => format!("{} requests in flight", args.in_flight),
-        Transport::Http => format!("{} connections", args.connections),
+        Transport::Grpc => format!("{} requests in flight", settings.in_flight),
+        Transport::Http => format!("{} connections", settings.connections),
     };
     let info = RunInfo {
+        workload: kind,
+        sessions: kind
+            .sessions()
+            .then(|| (hold, Duration::from_millis(settings.purchase_after_ms))),
         target,
         transport: args.transport.name(),
-        events: args.events,
-        profiles: args.profiles,
-        batch: args.batch,
+        events: settings.events,
+        profiles: settings.profiles,
+        batch: settings.batch,
         concurrency,
-        rate: args.rate,
+        rate: settings.rate,
     };
-    Ok(report::render(&info, &recorder.summary()))
+    let summary = recorder.summary();
+    if kind.sessions() {
+        let nudges = Nudges::collect(&workload, &recorder, hold);
+        Ok(nudges::render(&info, &summary, &nudges))
+    } else {
+        Ok(report::render(&info, &summary))
+    }
 }
 
-/// Streams every event, then waits for the webhooks (at most `--delivery-timeout`).
+/// Streams every event, then waits for the webhooks (at most `--delivery-timeout`; session
+/// workloads: the hold plus that).
 async fn drive(
     args: &Args,
+    settings: &Settings,
     channel: tonic::transport::Channel,
     http: SocketAddr,
     write_key: &str,
@@ -175,21 +203,29 @@ async fn drive(
     recorder: &Arc<Recorder>,
 ) -> anyhow::Result<()> {
     let progress = (!args.quiet).then(|| tokio::spawn(report::progress(Arc::clone(recorder))));
-    let (work_tx, work_rx) = mpsc::channel(args.in_flight.max(args.connections));
+    let (work_tx, work_rx) = mpsc::channel(settings.in_flight.max(settings.connections));
     let (resend_tx, resend_rx) = mpsc::unbounded_channel();
     let pace = Pace {
-        events: args.events,
-        batch: args.batch,
-        rate: args.rate,
+        events: settings.events,
+        batch: settings.batch,
+        rate: settings.rate,
     };
-    let producer = workload::produce(pace, Arc::clone(recorder), resend_rx, work_tx);
+    let producer = async {
+        if settings.workload.sessions() {
+            let after = Duration::from_millis(settings.purchase_after_ms);
+            let (workload, recorder) = (Arc::clone(workload), Arc::clone(recorder));
+            sessions::produce(pace, after, workload, recorder, resend_rx, work_tx).await;
+        } else {
+            workload::produce(pace, Arc::clone(recorder), resend_rx, work_tx).await;
+        }
+    };
     let sent = async {
         match args.transport {
             Transport::Grpc => {
                 grpc_load::run(
                     channel,
                     write_key,
-                    args.in_flight,
+                    settings.in_flight,
                     Arc::clone(workload),
                     Arc::clone(recorder),
                     work_rx,
@@ -201,7 +237,7 @@ async fn drive(
                 http_load::run(
                     http,
                     write_key,
-                    args.connections,
+                    settings.connections,
                     Arc::clone(workload),
                     Arc::clone(recorder),
                     work_rx,
@@ -214,9 +250,15 @@ async fn drive(
     let ((), sent) = tokio::join!(producer, sent);
     let waited = async {
         sent?;
-        let deadline = Instant::now() + Duration::from_secs(args.delivery_timeout);
-        while recorder.delivered() < recorder.accepted() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let timeout = Duration::from_secs(args.delivery_timeout);
+        if settings.workload.sessions() {
+            let hold = Duration::from_secs(settings.hold_secs);
+            nudges::wait(workload, recorder, hold, timeout).await;
+        } else {
+            let deadline = Instant::now() + timeout;
+            while recorder.delivered() < recorder.expected() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         tokio::time::sleep(REPEAT_GRACE).await;
         Ok(())

@@ -38,10 +38,27 @@ pub enum Next {
 /// Refusal codes that mean "come back later" rather than "this event is wrong".
 pub const RETRYABLE_CODES: &[&str] = &["rate_limited", "overloaded", "unavailable"];
 
+/// Where one event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not sent, or sent and not finally answered.
+    Pending,
+    /// Accepted (or acknowledged as a duplicate of an accepted send) at this stamp.
+    Accepted { at: u64 },
+    /// Refused for good.
+    Rejected,
+}
+
+/// Whether an accepted event should cause a webhook at the sink.
+type Expect = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// Everything measured during one run.
 pub struct Recorder {
     origin: Instant,
     max_retries: u8,
+    expect: Expect,
+    /// Accepted events that should cause a webhook.
+    expected: AtomicU64,
     sent: Vec<AtomicU64>,
     acked: Vec<AtomicU64>,
     arrived: Vec<AtomicU64>,
@@ -72,6 +89,8 @@ impl Recorder {
         Recorder {
             origin: Instant::now(),
             max_retries,
+            expect: Box::new(|_| true),
+            expected: AtomicU64::new(0),
             sent: zeros(),
             acked: zeros(),
             arrived: zeros(),
@@ -90,6 +109,14 @@ impl Recorder {
             last_ack: AtomicU64::new(UNSET),
             last_arrival: AtomicU64::new(UNSET),
         }
+    }
+
+    /// Only events for which `expect` holds should cause a webhook once accepted (by default
+    /// every event): the others count neither as missing nor in [`Recorder::expected`].
+    #[must_use]
+    pub fn expecting(mut self, expect: impl Fn(u64) -> bool + Send + Sync + 'static) -> Recorder {
+        self.expect = Box::new(expect);
+        self
     }
 
     /// Events in the run.
@@ -149,9 +176,12 @@ impl Recorder {
                 if *answer == Answer::Duplicate {
                     self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
                 }
-                status.store(ACCEPTED, Ordering::Release);
                 acked.store(at, Ordering::Release);
+                status.store(ACCEPTED, Ordering::Release);
                 self.accepted.fetch_add(1, Ordering::Relaxed);
+                if (self.expect)(seq) {
+                    self.expected.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Answer::Rejected { code } => {
                 let retryable = RETRYABLE_CODES.contains(&code.as_str());
@@ -213,9 +243,42 @@ impl Recorder {
         self.accepted.load(Ordering::Acquire)
     }
 
+    /// Accepted events that should cause a webhook.
+    pub fn expected(&self) -> u64 {
+        self.expected.load(Ordering::Acquire)
+    }
+
     /// Distinct events whose webhook arrived.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Where event `seq` stands.
+    pub fn status(&self, seq: u64) -> Status {
+        let Ok(index) = usize::try_from(seq) else {
+            return Status::Pending;
+        };
+        match self.status.get(index).map(|s| s.load(Ordering::Acquire)) {
+            Some(ACCEPTED) => Status::Accepted {
+                at: self.acked[index].load(Ordering::Acquire),
+            },
+            Some(REJECTED) => Status::Rejected,
+            _ => Status::Pending,
+        }
+    }
+
+    /// When event `seq` was first sent (or due, at a target rate).
+    pub fn sent_at(&self, seq: u64) -> Option<u64> {
+        Self::slot(&self.sent, seq)
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|&at| at != UNSET)
+    }
+
+    /// When the first webhook naming event `seq` arrived.
+    pub fn arrival(&self, seq: u64) -> Option<u64> {
+        Self::slot(&self.arrived, seq)
+            .map(|slot| slot.load(Ordering::Acquire))
+            .filter(|&at| at != UNSET)
     }
 
     /// Everything needed for the report, read once the run is over.
@@ -226,6 +289,7 @@ impl Recorder {
         let mut ack_times = Vec::new();
         let mut arrival_times = Vec::new();
         let mut missing = 0;
+        let mut unexpected = 0;
         let mut delivered_refused = 0;
         for i in 0..self.sent.len() {
             let sent = self.sent[i].load(Ordering::Acquire);
@@ -234,11 +298,15 @@ impl Recorder {
             }
             let acked = self.acked[i].load(Ordering::Acquire);
             let arrived = self.arrived[i].load(Ordering::Acquire);
+            let expected = (self.expect)(i as u64);
+            if arrived != UNSET && !expected {
+                unexpected += 1;
+            }
             match self.status[i].load(Ordering::Acquire) {
                 ACCEPTED => {
                     ack_latency.push(acked.saturating_sub(sent));
                     ack_times.push(acked);
-                    if arrived == UNSET {
+                    if arrived == UNSET && expected {
                         missing += 1;
                     }
                 }
@@ -269,6 +337,7 @@ impl Recorder {
             repeats_other_key: self.repeats_other_key.load(Ordering::Acquire),
             unknown: self.unknown.load(Ordering::Acquire),
             missing,
+            unexpected,
             delivered_refused,
             first_send: (first_send != u64::MAX).then_some(first_send),
             last_ack: nonzero(self.last_ack.load(Ordering::Acquire)),
@@ -298,6 +367,8 @@ pub struct Summary {
     pub repeats_other_key: u64,
     pub unknown: u64,
     pub missing: u64,
+    /// Webhooks of events that should cause none (forwarding-half: filtered out).
+    pub unexpected: u64,
     /// Webhooks of events whose final answer was a refusal: an HTTP batch refused with 429
     /// may have had some of its events stored before the refusal.
     pub delivered_refused: u64,
@@ -368,6 +439,28 @@ mod tests {
         assert_eq!(s.unknown, 2);
         assert_eq!(s.missing, 0);
         assert_eq!(s.latency.len(), 1);
+    }
+
+    #[test]
+    fn only_expected_events_count_as_missing() {
+        let r = Recorder::new(4, 0).expecting(|seq| seq % 2 == 0);
+        r.handed_out(4);
+        r.sent(&[0, 1, 2, 3], 1);
+        for seq in 0..4 {
+            r.answer(seq, &Answer::Accepted, 2);
+        }
+        assert_eq!(r.expected(), 2);
+        r.arrived(Some(0), 1);
+        r.arrived(Some(3), 1);
+        assert_eq!(r.status(0), Status::Accepted { at: 2 });
+        assert!(r.arrival(3).is_some());
+        assert_eq!(r.arrival(1), None);
+        let s = r.summary();
+        assert_eq!(
+            s.missing, 1,
+            "event 2 is expected and missing; 1 is not expected"
+        );
+        assert_eq!(s.unexpected, 1, "event 3 should not have caused a webhook");
     }
 
     #[test]

@@ -4,10 +4,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cli::WorkloadKind;
 use crate::record::{Recorder, Summary};
 
 /// What the run was, for the report header.
 pub struct RunInfo {
+    pub workload: WorkloadKind,
+    /// Session workloads: the hold and the purchases' delay, for the header.
+    pub sessions: Option<(Duration, Duration)>,
     pub target: String,
     pub transport: &'static str,
     pub events: u64,
@@ -18,7 +22,7 @@ pub struct RunInfo {
 }
 
 /// The `p`-th quantile (0..=1) of sorted `values`, nearest rank.
-pub fn quantile(sorted: &[u64], p: f64) -> Option<u64> {
+pub fn quantile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -61,7 +65,7 @@ fn ms(nanos: u64) -> f64 {
     nanos as f64 / 1e6
 }
 
-fn latency_line(sorted: &[u64]) -> String {
+pub fn latency_line(sorted: &[u64]) -> String {
     let q = |p| quantile(sorted, p).map_or_else(|| "-".to_owned(), |v| format!("{:.1}", ms(v)));
     format!(
         "p50 {} / p95 {} / p99 {} / max {} ms",
@@ -72,23 +76,37 @@ fn latency_line(sorted: &[u64]) -> String {
     )
 }
 
-/// The human-readable report plus one `RESULT key=value ...` line for scripts.
-pub fn render(info: &RunInfo, s: &Summary) -> String {
-    let mut out = String::new();
+/// The first line of a report: what ran, where, how.
+pub fn header(info: &RunInfo) -> String {
     let rate = info
         .rate
         .map_or_else(|| "max".to_owned(), |r| format!("{r:.0}/s"));
-    let _ = writeln!(
-        out,
-        "journeys-load: {} over {}, {} events, {} profiles, batch {}, {}, rate {}",
+    let workload = match info.workload {
+        WorkloadKind::Forwarding => String::new(),
+        other => format!(" workload {},", other.name()),
+    };
+    let (events, sessions) = match info.sessions {
+        Some((hold, after)) => (
+            "checkouts",
+            format!(
+                ", hold {} s, purchases {} ms after their checkout",
+                hold.as_secs(),
+                after.as_millis()
+            ),
+        ),
+        None => ("events", String::new()),
+    };
+    format!(
+        "journeys-load: {} over {},{workload} {} {events}, {} profiles, batch {}, {}, rate {}{sessions}\n",
         info.target, info.transport, info.events, info.profiles, info.batch, info.concurrency, rate
-    );
+    )
+}
+
+/// The acknowledged line; returns acknowledged events/s.
+pub fn acknowledged(out: &mut String, s: &Summary) -> f64 {
     let first = s.first_send.unwrap_or(0);
     let ack_span = s.last_ack.map_or(0, |t| t.saturating_sub(first));
-    let delivery_span = s.last_arrival.map_or(0, |t| t.saturating_sub(first));
     let acked_per_sec = per_sec(s.accepted, ack_span);
-    let delivered_per_sec = per_sec(s.delivered, delivery_span);
-    let rejected: u64 = s.rejected.values().sum();
     let _ = writeln!(
         out,
         "  acknowledged   {:>9} accepted in {:.2} s = {:.0} events/s (steady {})",
@@ -97,16 +115,11 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
         acked_per_sec,
         steady_rate(&s.ack_times).map_or_else(|| "-".to_owned(), |r| format!("{r:.0}/s"))
     );
-    let _ = writeln!(
-        out,
-        "  delivered      {:>9} webhooks in {:.2} s = {:.0} webhooks/s (steady {})",
-        s.delivered,
-        ms(delivery_span) / 1e3,
-        delivered_per_sec,
-        steady_rate(&s.arrival_times).map_or_else(|| "-".to_owned(), |r| format!("{r:.0}/s"))
-    );
-    let _ = writeln!(out, "  send -> ack    {}", latency_line(&s.ack_latency));
-    let _ = writeln!(out, "  event -> hook  {}", latency_line(&s.latency));
+    acked_per_sec
+}
+
+/// The duplicates line.
+pub fn duplicates(out: &mut String, s: &Summary) {
     let _ = writeln!(
         out,
         "  duplicates     {} (same Idempotency-Key {}, another key {})",
@@ -114,7 +127,11 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
         s.repeats_same_key,
         s.repeats_other_key
     );
-    let _ = writeln!(out, "  missing        {}", s.missing);
+}
+
+/// The refusals line.
+pub fn refusals(out: &mut String, s: &Summary) {
+    let rejected: u64 = s.rejected.values().sum();
     let refusals = if s.rejected.is_empty() {
         "none".to_owned()
     } else {
@@ -130,6 +147,36 @@ pub fn render(info: &RunInfo, s: &Summary) -> String {
          DUPLICATE acks {}; unknown webhooks {}",
         s.delivered_refused, s.resent, s.duplicate_acks, s.unknown
     );
+}
+
+/// The human-readable report of a forwarding workload plus one `RESULT key=value ...` line
+/// for scripts.
+pub fn render(info: &RunInfo, s: &Summary) -> String {
+    let mut out = header(info);
+    let acked_per_sec = acknowledged(&mut out, s);
+    let first = s.first_send.unwrap_or(0);
+    let delivery_span = s.last_arrival.map_or(0, |t| t.saturating_sub(first));
+    let delivered_per_sec = per_sec(s.delivered, delivery_span);
+    let _ = writeln!(
+        out,
+        "  delivered      {:>9} webhooks in {:.2} s = {:.0} webhooks/s (steady {})",
+        s.delivered,
+        ms(delivery_span) / 1e3,
+        delivered_per_sec,
+        steady_rate(&s.arrival_times).map_or_else(|| "-".to_owned(), |r| format!("{r:.0}/s"))
+    );
+    let _ = writeln!(out, "  send -> ack    {}", latency_line(&s.ack_latency));
+    let _ = writeln!(out, "  event -> hook  {}", latency_line(&s.latency));
+    if info.workload != WorkloadKind::Forwarding {
+        let _ = writeln!(
+            out,
+            "  UNEXPECTED     {} (webhooks of events the entry filter should have kept out)",
+            s.unexpected
+        );
+    }
+    duplicates(&mut out, s);
+    let _ = writeln!(out, "  missing        {}", s.missing);
+    refusals(&mut out, s);
     result_line(&mut out, info, s, acked_per_sec, delivered_per_sec);
     out
 }
@@ -149,7 +196,7 @@ fn result_line(
         "RESULT target={} transport={} events={} accepted={} acked_per_s={:.0} \
          delivered_per_s={:.0} steady_acked_per_s={:.0} steady_delivered_per_s={:.0} \
          ack_p50_ms={:.1} ack_p99_ms={:.1} p50_ms={:.1} p95_ms={:.1} p99_ms={:.1} max_ms={:.1} \
-         duplicates={} missing={} refused={}",
+         duplicates={} missing={} refused={} workload={} unexpected={}",
         info.target.replace(' ', "_"),
         info.transport,
         s.events,
@@ -166,7 +213,9 @@ fn result_line(
         q(&s.latency, 1.0),
         s.repeats_same_key + s.repeats_other_key,
         s.missing,
-        rejected
+        rejected,
+        info.workload.name(),
+        s.unexpected
     );
 }
 
@@ -200,7 +249,7 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), Some(99));
         assert_eq!(quantile(&v, 1.0), Some(100));
         assert_eq!(quantile(&v, 0.0), Some(1));
-        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile::<u64>(&[], 0.5), None);
         assert_eq!(quantile(&[7], 0.99), Some(7));
     }
 
@@ -228,6 +277,8 @@ mod tests {
             ..Summary::default()
         };
         let info = RunInfo {
+            workload: WorkloadKind::Forwarding,
+            sessions: None,
             target: "embedded sqlite".into(),
             transport: "grpc",
             events: 2,

@@ -1,8 +1,17 @@
 //! What a run creates through the control plane before sending anything: a source (write key),
-//! a webhook destination pointing at the sink, the entry event in the catalog, and a published
-//! forwarding journey — entry `load_event` filtered on this run, re-entry keyed by `seq`,
-//! send, end. Afterwards the journey is archived and the source revoked, so a shared stack is
-//! left as it was (apart from history).
+//! a webhook destination pointing at the sink, the workload's events in the catalog, and a
+//! published journey, entered only by this run's events (a filter on `run`):
+//!
+//! - forwarding: entry `load_event`, re-entry keyed by `seq`, a send with an 8-field mapping,
+//!   end;
+//! - forwarding-half: entry `form_submitted` with `matches: true`, re-entry keyed by `seq`, a
+//!   send with a 4-field mapping, end;
+//! - abandonment, burst: entry `checkout_started`, re-entry keyed by `session_id`, a hold until
+//!   `purchase_completed` (of the same session: the unique identifier) for `--hold-secs`, whose
+//!   branch ends the instance and whose timeout sends the nudge (4-field mapping), end.
+//!
+//! Afterwards the journey is archived and the source revoked, so a shared stack is left as it
+//! was (apart from history).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,10 +28,13 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::workload::{EVENT_NAME, Workload};
+use crate::cli::WorkloadKind;
+use crate::workload::{CHECKOUT_EVENT, EVENT_NAME, FORM_EVENT, PURCHASE_EVENT, Workload};
 
-/// The send step of the journey.
+/// The send step of the forwarding journeys.
 const SEND_STEP: &str = "forward";
+/// The end step of every journey.
+const END_STEP: &str = "done";
 
 /// The control-plane side of a run.
 pub struct ControlPlane {
@@ -58,8 +70,14 @@ impl ControlPlane {
         request
     }
 
-    /// Creates the source, destination, catalog entry and the published journey.
-    pub async fn prepare(&self, workload: &Workload, sink_url: &str) -> anyhow::Result<Prepared> {
+    /// Creates the source, destination, catalog entries and the published journey; `hold` is
+    /// the abandonment journey's hold.
+    pub async fn prepare(
+        &self,
+        workload: &Workload,
+        hold: Duration,
+        sink_url: &str,
+    ) -> anyhow::Result<Prepared> {
         let name = format!("journeys-load {}", workload.run);
         let source = SourceServiceClient::new(self.channel.clone())
             .create_source(self.request(pb::CreateSourceRequest { name: name.clone() }))
@@ -80,16 +98,25 @@ impl ControlPlane {
             .await
             .context("CreateDestination")?
             .into_inner();
-        CatalogServiceClient::new(self.channel.clone())
-            .register_event(self.request(pb::RegisterEventRequest {
-                name: EVENT_NAME.to_owned(),
-            }))
-            .await
-            .context("RegisterEvent")?;
+        for event in catalog_events(workload.kind) {
+            CatalogServiceClient::new(self.channel.clone())
+                .register_event(self.request(pb::RegisterEventRequest {
+                    name: (*event).to_owned(),
+                }))
+                .await
+                .with_context(|| format!("RegisterEvent {event}"))?;
+        }
+        let journey = match workload.kind {
+            WorkloadKind::Forwarding => forwarding_journey(&name, workload, &destination.id),
+            WorkloadKind::ForwardingHalf => half_journey(&name, workload, &destination.id),
+            WorkloadKind::Abandonment | WorkloadKind::Burst => {
+                abandonment_journey(&name, workload, &destination.id, hold)
+            }
+        };
         let mut journeys = JourneyServiceClient::new(self.channel.clone());
         let journey = journeys
             .create_journey(self.request(pb::CreateJourneyRequest {
-                journey: Some(forwarding_journey(&name, workload, &destination.id)),
+                journey: Some(journey),
             }))
             .await
             .context("CreateJourney")?
@@ -130,6 +157,15 @@ impl ControlPlane {
     }
 }
 
+/// The events a workload sends, to register in the catalog.
+fn catalog_events(kind: WorkloadKind) -> &'static [&'static str] {
+    match kind {
+        WorkloadKind::Forwarding => &[EVENT_NAME],
+        WorkloadKind::ForwardingHalf => &[FORM_EVENT],
+        WorkloadKind::Abandonment | WorkloadKind::Burst => &[CHECKOUT_EVENT, PURCHASE_EVENT],
+    }
+}
+
 /// Entry `load_event` with `run` equal to this run, one instance per `seq`, a send with a
 /// small mapping, then the end.
 fn forwarding_journey(name: &str, workload: &Workload, destination_id: &str) -> pb::Journey {
@@ -147,45 +183,151 @@ fn forwarding_journey(name: &str, workload: &Workload, destination_id: &str) -> 
     pb::Journey {
         name: name.to_owned(),
         description: "Forwards every load_event of one journeys-load run to its sink.".to_owned(),
-        entry: Some(pb::Entry {
-            event: EVENT_NAME.to_owned(),
-            audience_key: None,
-            filters: vec![pb::Filter {
-                property: "run".to_owned(),
-                r#match: Some(pb::filter::Match::Equals(to_proto(&Value::from(
-                    workload.run.as_str(),
-                )))),
-            }],
-        }),
+        entry: Some(entry(
+            EVENT_NAME,
+            vec![equals("run", workload.run.as_str())],
+        )),
         entry_rule: pb::EntryRule::ReenterEveryTime.into(),
         unique_identifier: "seq".to_owned(),
         start_step: SEND_STEP.to_owned(),
         steps: vec![
-            pb::Step {
-                key: SEND_STEP.to_owned(),
-                name: "Forward".to_owned(),
-                kind: Some(pb::step::Kind::Send(pb::SendStep {
-                    destination_id: destination_id.to_owned(),
-                    action: Some(pb::SendAction {
-                        method: "POST".to_owned(),
-                        path: String::new(),
-                    }),
-                    event_name: "Load Forwarded".to_owned(),
-                    traits: Vec::new(),
-                    mapping: match to_proto(&mapping).kind {
-                        Some(Kind::StructValue(mapping)) => Some(mapping),
-                        _ => None,
-                    },
-                    next: "done".to_owned(),
-                })),
-            },
-            pb::Step {
-                key: "done".to_owned(),
-                name: "Done".to_owned(),
-                kind: Some(pb::step::Kind::End(pb::EndStep {})),
-            },
+            send(SEND_STEP, "Load Forwarded", destination_id, &mapping),
+            end(),
         ],
         ..pb::Journey::default()
+    }
+}
+
+/// Entry `form_submitted` with `run` equal to this run and `matches: true`, one instance per
+/// `seq`, a send with a 4-field mapping, then the end.
+fn half_journey(name: &str, workload: &Workload, destination_id: &str) -> pb::Journey {
+    let context = format!("$.properties.journey_context.{FORM_EVENT}");
+    let mapping = json!({
+        "run": {"@path": format!("{context}.run")},
+        "seq": {"@path": format!("{context}.seq")},
+        "userId": {"@path": "$.userId"},
+        "form_id": {"@path": format!("{context}.form_id")},
+    });
+    pb::Journey {
+        name: name.to_owned(),
+        description: "Forwards the matching form_submitted events of one journeys-load run."
+            .to_owned(),
+        entry: Some(entry(
+            FORM_EVENT,
+            vec![
+                equals("run", workload.run.as_str()),
+                equals("matches", true),
+            ],
+        )),
+        entry_rule: pb::EntryRule::ReenterEveryTime.into(),
+        unique_identifier: "seq".to_owned(),
+        start_step: SEND_STEP.to_owned(),
+        steps: vec![
+            send(SEND_STEP, "Form Forwarded", destination_id, &mapping),
+            end(),
+        ],
+        ..pb::Journey::default()
+    }
+}
+
+/// Entry `checkout_started` of this run, one instance per `session_id`; holds until the
+/// session's `purchase_completed` (then ends) for `hold`, else sends the nudge.
+fn abandonment_journey(
+    name: &str,
+    workload: &Workload,
+    destination_id: &str,
+    hold: Duration,
+) -> pb::Journey {
+    let context = format!("$.properties.journey_context.{CHECKOUT_EVENT}");
+    let mapping = json!({
+        "run": {"@path": format!("{context}.run")},
+        "seq": {"@path": format!("{context}.seq")},
+        "userId": {"@path": "$.userId"},
+        "session_id": {"@path": format!("{context}.session_id")},
+    });
+    let hold_step = pb::Step {
+        key: "wait_for_purchase".to_owned(),
+        name: "Wait for the purchase".to_owned(),
+        kind: Some(pb::step::Kind::HoldUntil(pb::HoldUntilStep {
+            branches: vec![pb::HoldBranch {
+                name: "bought".to_owned(),
+                event: PURCHASE_EVENT.to_owned(),
+                filters: vec![equals("run", workload.run.as_str())],
+                next: END_STEP.to_owned(),
+                return_to_start: false,
+            }],
+            max_duration: Some(prost_types::Duration {
+                seconds: i64::try_from(hold.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(hold.subsec_nanos()).unwrap_or_default(),
+            }),
+            timeout_next: "nudge".to_owned(),
+        })),
+    };
+    pb::Journey {
+        name: name.to_owned(),
+        description: "Nudges the checkouts of one journeys-load run that were not bought in time."
+            .to_owned(),
+        entry: Some(entry(
+            CHECKOUT_EVENT,
+            vec![equals("run", workload.run.as_str())],
+        )),
+        entry_rule: pb::EntryRule::ReenterEveryTime.into(),
+        unique_identifier: "session_id".to_owned(),
+        start_step: hold_step.key.clone(),
+        steps: vec![
+            hold_step,
+            send("nudge", "Checkout Abandoned", destination_id, &mapping),
+            end(),
+        ],
+        ..pb::Journey::default()
+    }
+}
+
+/// An entry trigger on `event` with `filters`.
+fn entry(event: &str, filters: Vec<pb::Filter>) -> pb::Entry {
+    pb::Entry {
+        event: event.to_owned(),
+        audience_key: None,
+        filters,
+    }
+}
+
+/// A filter: property `property` equals `value`.
+fn equals(property: &str, value: impl Into<Value>) -> pb::Filter {
+    pb::Filter {
+        property: property.to_owned(),
+        r#match: Some(pb::filter::Match::Equals(to_proto(&value.into()))),
+    }
+}
+
+/// The send step `key` to `destination_id` with `mapping`, then the end.
+fn send(key: &str, event_name: &str, destination_id: &str, mapping: &Value) -> pb::Step {
+    pb::Step {
+        key: key.to_owned(),
+        name: event_name.to_owned(),
+        kind: Some(pb::step::Kind::Send(pb::SendStep {
+            destination_id: destination_id.to_owned(),
+            action: Some(pb::SendAction {
+                method: "POST".to_owned(),
+                path: String::new(),
+            }),
+            event_name: event_name.to_owned(),
+            traits: Vec::new(),
+            mapping: match to_proto(mapping).kind {
+                Some(Kind::StructValue(mapping)) => Some(mapping),
+                _ => None,
+            },
+            next: END_STEP.to_owned(),
+        })),
+    }
+}
+
+/// The end step.
+fn end() -> pb::Step {
+    pb::Step {
+        key: END_STEP.to_owned(),
+        name: "Done".to_owned(),
+        kind: Some(pb::step::Kind::End(pb::EndStep {})),
     }
 }
 
@@ -215,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_journey_forwards_run_and_seq() {
-        let w = Workload::new(1);
+        let w = Workload::new(WorkloadKind::Forwarding, 1, 1);
         let j = forwarding_journey("n", &w, "d1");
         let Some(pb::step::Kind::Send(send)) = &j.steps[0].kind else {
             panic!("first step is the send");
@@ -225,5 +367,36 @@ mod tests {
         assert!(mapping.fields.contains_key("seq"));
         assert_eq!(send.next, "done");
         assert_eq!(j.unique_identifier, "seq");
+    }
+
+    #[test]
+    fn the_half_journey_filters_on_matches_and_maps_four_fields() {
+        let w = Workload::new(WorkloadKind::ForwardingHalf, 1, 1);
+        let j = half_journey("n", &w, "d1");
+        let filters = &j.entry.as_ref().unwrap().filters;
+        assert!(filters.iter().any(|f| f.property == "matches"
+            && f.r#match == Some(pb::filter::Match::Equals(to_proto(&Value::Bool(true))))));
+        let Some(pb::step::Kind::Send(send)) = &j.steps[0].kind else {
+            panic!("first step is the send");
+        };
+        assert_eq!(send.mapping.as_ref().unwrap().fields.len(), 4);
+    }
+
+    #[test]
+    fn the_abandonment_journey_holds_per_session_then_nudges() {
+        let w = Workload::new(WorkloadKind::Abandonment, 1, 1);
+        let j = abandonment_journey("n", &w, "d1", Duration::from_secs(5));
+        assert_eq!(j.unique_identifier, "session_id");
+        let Some(pb::step::Kind::HoldUntil(hold)) = &j.steps[0].kind else {
+            panic!("first step is the hold");
+        };
+        assert_eq!(hold.max_duration.as_ref().unwrap().seconds, 5);
+        assert_eq!(hold.branches[0].event, PURCHASE_EVENT);
+        assert_eq!(hold.timeout_next, "nudge");
+        let Some(pb::step::Kind::Send(send)) = &j.steps[1].kind else {
+            panic!("the hold times out into the nudge");
+        };
+        let mapping = send.mapping.as_ref().unwrap();
+        assert!(mapping.fields.contains_key("run") && mapping.fields.contains_key("seq"));
     }
 }

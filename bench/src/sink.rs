@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn reads_the_sequence_number_of_this_run_only() {
-        let w = Workload::new(1);
+        let w = Workload::new(crate::cli::WorkloadKind::Forwarding, 1, 1);
         let body = format!(r#"{{"run":"{}","seq":"42","userId":"u"}}"#, w.run);
         assert_eq!(seq_of(body.as_bytes(), &w), Some(42));
         assert_eq!(seq_of(br#"{"run":"other","seq":"42"}"#, &w), None);

@@ -9,6 +9,7 @@ pub mod index;
 pub mod machine;
 pub mod mapping;
 pub mod model;
+pub mod partition;
 pub mod path;
 pub mod payload;
 pub mod problem;

@@ -30,6 +30,16 @@ pub struct EngineConfig {
     /// Events submitted but not yet committed above which new events are rejected with
     /// `overloaded` instead of queueing without bound.
     pub max_in_flight_events: usize,
+    /// Profile partitions of the deployment (SCALE-OUT.md §1): a profile's lane is its
+    /// partition modulo the lane count, so a lane's batch spans the partitions pinned to it.
+    /// Every node over one store must use the same number.
+    pub partitions: u32,
+    /// `Some` when this engine is a partition owner: it applies only the partitions it holds,
+    /// fences every commit with their epochs and keeps their profiles in memory. `None` (an
+    /// engine beside processes that also write profiles, such as a stand-alone control plane
+    /// or scheduler) reads every profile from the store and lets the store's version checks
+    /// arbitrate.
+    pub owner: Option<crate::ownership::OwnerConfig>,
     /// The time the lanes evaluate at: the system clock, or a virtual one (tests that replay
     /// events at chosen times, as `SimulateJourney` does).
     pub clock: Clock,
@@ -93,6 +103,8 @@ impl Default for EngineConfig {
             max_events_per_profile_per_sec: 25,
             refresh_interval: Duration::from_millis(500),
             max_in_flight_events: 100_000,
+            partitions: journeys_core::partition::DEFAULT_PARTITIONS,
+            owner: None,
             clock: Clock::system(),
         }
     }
@@ -107,6 +119,9 @@ impl EngineConfig {
             self.refresh_interval = Duration::from_millis(1);
         }
         self.max_in_flight_events = self.max_in_flight_events.max(1);
+        self.partitions = self
+            .partitions
+            .clamp(1, journeys_core::partition::MAX_PARTITIONS);
         self
     }
 }

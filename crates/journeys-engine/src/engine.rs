@@ -25,6 +25,7 @@ use crate::job::{
     Item, Job, LaneMessage, Outcome, TerminateOutcome, TimerOutcome, TimerStatus, acks_in_order,
 };
 use crate::lane::{Lane, OnCommit, Shared, lane_of};
+use crate::ownership::Ownership;
 use crate::stats::{EngineStats, StatsDelta};
 use crate::watermark::Watermark;
 
@@ -45,6 +46,9 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Dropping or firing it stops the cache poller.
     stop_poller: Mutex<Option<oneshot::Sender<()>>>,
+    /// The ownership task (owners only) and its stop signal; stopped after the lanes drained,
+    /// so it releases the partitions last.
+    ownership_task: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -69,11 +73,16 @@ impl Engine {
     #[must_use]
     pub fn start(store: Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Self {
         let config = config.normalized();
+        let ownership = config
+            .owner
+            .clone()
+            .map(|owner| Arc::new(Ownership::new(owner, config.partitions)));
         let shared = Arc::new(Shared {
             cache: JourneyCache::new(store.clone()),
             store,
             counters: crate::stats::Counters::default(),
             on_commit,
+            ownership,
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),
@@ -87,6 +96,12 @@ impl Engine {
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         tasks.push(tokio::spawn(poll_journeys(Arc::clone(&shared), stop_rx)));
+        let mut ownership_task = None;
+        if let Some(ownership) = &shared.ownership {
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(Arc::clone(ownership).run(shared.store.clone(), stopped));
+            ownership_task = Some((stop, task));
+        }
         Self {
             inner: Arc::new(Inner {
                 shared,
@@ -95,6 +110,7 @@ impl Engine {
                 stopping: AtomicBool::new(false),
                 tasks: Mutex::new(tasks),
                 stop_poller: Mutex::new(Some(stop_tx)),
+                ownership_task: Mutex::new(ownership_task),
             }),
         }
     }
@@ -135,7 +151,7 @@ impl Engine {
                 let profile_id = event.profile_id().map(str::to_owned);
                 match profile_id {
                     Some(profile_id) if !event.message_id.is_empty() => {
-                        let lane = lane_of(&profile_id, parts.len());
+                        let lane = lane_of(&profile_id, self.partitions(), parts.len());
                         parts[lane].push((position, profile_id, Item::Event(event)));
                     }
                     _ => {
@@ -185,7 +201,7 @@ impl Engine {
         let mut parts: Vec<Vec<(usize, String, Item)>> =
             self.inner.lanes.iter().map(|_| Vec::new()).collect();
         for (position, timer) in timers.into_iter().enumerate() {
-            let lane = lane_of(&timer.profile_id, parts.len());
+            let lane = lane_of(&timer.profile_id, self.partitions(), parts.len());
             parts[lane].push((position, timer.profile_id.clone(), Item::Timer(timer)));
         }
         let trace = trace_context::current_traceparent();
@@ -290,7 +306,7 @@ impl Engine {
         let mut parts: Vec<Vec<(usize, String, Item)>> =
             self.inner.lanes.iter().map(|_| Vec::new()).collect();
         for (position, (instance_id, profile_id)) in targets.into_iter().enumerate() {
-            let lane = lane_of(&profile_id, parts.len());
+            let lane = lane_of(&profile_id, self.partitions(), parts.len());
             let item = Item::Terminate {
                 instance_id,
                 reason: reason.clone(),
@@ -389,6 +405,71 @@ impl Engine {
             if let Err(err) = task.await {
                 tracing::error!(error = %err, "engine task ended abnormally");
             }
+        }
+        let ownership = self
+            .inner
+            .ownership_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((stop, task)) = ownership {
+            let _ = stop.send(());
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "ownership task ended abnormally");
+            }
+        }
+    }
+
+    /// Makes owner lanes read these profiles from the store again (after a change made
+    /// outside the engine, such as audience members set by an operator). Returns once the
+    /// lanes were told; a batch that starts afterwards reads the new state. A no-op for an
+    /// engine that is no owner.
+    pub fn forget_profiles(&self, profile_ids: &[String]) {
+        if self.inner.shared.ownership.is_none() {
+            return;
+        }
+        let mut parts: Vec<Vec<String>> = self.inner.lanes.iter().map(|_| Vec::new()).collect();
+        for profile_id in profile_ids {
+            let lane = lane_of(profile_id, self.partitions(), parts.len());
+            parts[lane].push(profile_id.clone());
+        }
+        for (lane, ids) in self.inner.lanes.iter().zip(parts) {
+            if !ids.is_empty() {
+                // A lane that stopped keeps nothing in memory.
+                let _ = lane.send(LaneMessage::Forget(ids));
+            }
+        }
+    }
+
+    fn partitions(&self) -> u32 {
+        self.inner.shared.config.partitions
+    }
+
+    /// How many profile partitions this engine holds now: all of them (by definition) when it
+    /// is no owner.
+    #[must_use]
+    pub fn held_partitions(&self) -> usize {
+        match &self.inner.shared.ownership {
+            Some(ownership) => ownership.held_count(),
+            None => usize::try_from(self.partitions()).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The partitions an owner engine holds now (`None` for an engine that is no owner: it
+    /// applies every partition). The scheduler claims only these partitions' timers.
+    #[must_use]
+    pub fn held_partition_ids(&self) -> Option<Vec<u32>> {
+        self.inner
+            .shared
+            .ownership
+            .as_ref()
+            .map(|ownership| ownership.held_ids())
+    }
+
+    /// Waits until an owner engine finished its first ownership round (at once otherwise).
+    pub async fn ownership_ready(&self) {
+        if let Some(ownership) = &self.inner.shared.ownership {
+            ownership.wait_ready().await;
         }
     }
 }

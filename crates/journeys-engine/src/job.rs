@@ -31,6 +31,9 @@ pub enum TimerStatus {
     /// Not applied and left in place (store unavailable, repeated conflicts, journey not
     /// loaded); the caller should let it be claimed again.
     Retry { code: String, message: String },
+    /// Not applied: another node holds the timer's partition (or this one lost it). The
+    /// caller should release its claim so the owner claims it.
+    Elsewhere,
 }
 
 /// What an operator exit did to one instance.
@@ -104,6 +107,9 @@ pub(crate) struct Job {
 #[derive(Debug)]
 pub(crate) enum LaneMessage {
     Work(Job),
+    /// Drop these profiles from the owner's memory: something outside the lanes changed
+    /// them in the store (audience memberships set by an operator).
+    Forget(Vec<String>),
     /// Finish what is queued before this message, then stop.
     Stop,
 }

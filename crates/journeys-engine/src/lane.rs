@@ -20,16 +20,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use journeys_store::{ProfileState, Store, StoreError};
+use journeys_core::partition::partition_of;
+use journeys_store::{Held, Store, StoreError};
 use journeys_telemetry::{metrics, trace_context};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::ack::AckStatus;
 use crate::cache::JourneyCache;
+use crate::cache::Snapshot;
 use crate::config::EngineConfig;
-use crate::job::{Item, Job, LaneMessage, Outcome};
+use crate::job::{Item, Job, LaneMessage, Outcome, TimerStatus};
+use crate::owner_cache::{ProfileCache, RecentIds};
+use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
+use crate::profile::ProfileWork;
 use crate::rate_limit::RateLimiter;
 use crate::stats::{Counters, StatsDelta};
 
@@ -54,19 +59,18 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Fixed when the engine starts (`Engine::start`).
     pub on_commit: Option<OnCommit>,
+    /// The partitions this node holds, when the engine is an owner.
+    pub ownership: Option<Arc<Ownership>>,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
 
-/// The stable lane of a profile: FNV-1a of its id, modulo the lane count.
-pub(crate) fn lane_of(profile_id: &str, lanes: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in profile_id.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// The stable lane of a profile: its partition modulo the lane count, so each lane owns whole
+/// partitions and one commit covers all the partitions pinned to it.
+pub(crate) fn lane_of(profile_id: &str, partitions: u32, lanes: usize) -> usize {
+    let partition = u64::from(partition_of(profile_id, partitions));
     let lanes = u64::try_from(lanes.max(1)).unwrap_or(1);
-    usize::try_from(hash % lanes).unwrap_or(0)
+    usize::try_from(partition % lanes).unwrap_or(0)
 }
 
 /// One item of a batch while the lane works on it.
@@ -74,6 +78,7 @@ struct Slot {
     job: usize,
     position: usize,
     profile_id: String,
+    partition: u32,
     item: Item,
     /// The rate-limit decision, taken once: a retried batch reuses it.
     allowed: Option<bool>,
@@ -89,15 +94,32 @@ pub(crate) struct Lane {
     shared: Arc<Shared>,
     rx: UnboundedReceiver<LaneMessage>,
     limiter: RateLimiter,
+    /// The owner's profiles in memory (empty unless the engine is an owner).
+    cache: ProfileCache,
+    /// The `messageId`s this owner lane committed (empty unless the engine is an owner).
+    recent: RecentIds,
+    /// Whether the first ownership round was awaited.
+    ready: bool,
 }
 
 impl Lane {
     pub fn new(shared: Arc<Shared>, rx: UnboundedReceiver<LaneMessage>) -> Self {
         let limiter = RateLimiter::new(shared.config.max_events_per_profile_per_sec);
+        let lanes = shared.config.lanes.max(1);
+        let (capacity, recent) = match (&shared.ownership, &shared.config.owner) {
+            (Some(_), Some(owner)) => (
+                owner.profile_cache.div_ceil(lanes),
+                owner.recent_message_ids.div_ceil(lanes),
+            ),
+            _ => (0, 0),
+        };
         Self {
             shared,
             rx,
             limiter,
+            cache: ProfileCache::new(capacity),
+            recent: RecentIds::new(recent),
+            ready: false,
         }
     }
 
@@ -105,14 +127,25 @@ impl Lane {
     /// sender is gone.
     pub async fn run(mut self) {
         loop {
-            let Some(LaneMessage::Work(first)) = self.rx.recv().await else {
-                return;
+            let first = match self.rx.recv().await {
+                Some(LaneMessage::Work(first)) => first,
+                Some(LaneMessage::Forget(profile_ids)) => {
+                    self.forget(&profile_ids);
+                    continue;
+                }
+                Some(LaneMessage::Stop) | None => return,
             };
             let (jobs, stop) = self.collect(first).await;
             self.process(jobs).await;
             if stop {
                 return;
             }
+        }
+    }
+
+    fn forget(&mut self, profile_ids: &[String]) {
+        for profile_id in profile_ids {
+            self.cache.forget(profile_id);
         }
     }
 
@@ -139,6 +172,8 @@ impl Lane {
                     size += job.items.len();
                     jobs.push(job);
                 }
+                // Forgotten before this batch reads them: the batch then sees the change.
+                Some(LaneMessage::Forget(profile_ids)) => self.forget(&profile_ids),
                 Some(LaneMessage::Stop) | None => return (jobs, true),
             }
         }
@@ -147,6 +182,13 @@ impl Lane {
 
     async fn process(&mut self, mut jobs: Vec<Job>) {
         let started = Instant::now();
+        if !self.ready {
+            if let Some(ownership) = &self.shared.ownership {
+                ownership.wait_ready().await;
+            }
+            self.ready = true;
+        }
+        let partitions = self.shared.config.partitions;
         let mut slots = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
             let trace = job.trace.take();
@@ -155,10 +197,12 @@ impl Lane {
                     Some(parent) => item_span(&item, parent),
                     None => (None, None),
                 };
+                let partition = partition_of(&profile_id, partitions);
                 slots.push(Slot {
                     job: j,
                     position,
                     profile_id,
+                    partition,
                     item,
                     allowed: None,
                     outcome: None,
@@ -167,7 +211,7 @@ impl Lane {
                 });
             }
         }
-        let all: Vec<usize> = (0..slots.len()).collect();
+        let all = self.owned(&mut slots);
         match self.with_retries(&mut slots, &all).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
@@ -212,6 +256,44 @@ impl Lane {
         }
     }
 
+    /// The items of `slots` whose partition this node holds; the others are answered
+    /// `unavailable` (another node owns them). All of them when the engine is no owner.
+    fn owned(&self, slots: &mut [Slot]) -> Vec<usize> {
+        let Some(ownership) = &self.shared.ownership else {
+            return (0..slots.len()).collect();
+        };
+        let now = Instant::now();
+        let (owned, foreign): (Vec<usize>, Vec<usize>) =
+            (0..slots.len()).partition(|&i| ownership.held(slots[i].partition, now).is_some());
+        if !foreign.is_empty() {
+            let err = StoreError::Fenced(format!(
+                "node {} does not hold the partition",
+                ownership.node_id()
+            ));
+            self.fail(slots, &foreign, &err);
+        }
+        owned
+    }
+
+    /// The fence of a commit of the items `which`: their partitions at the held epochs.
+    fn fence(&self, slots: &[Slot], which: &[usize]) -> Result<Vec<Held>, StoreError> {
+        let Some(ownership) = &self.shared.ownership else {
+            return Ok(Vec::new());
+        };
+        let now = Instant::now();
+        let mut partitions: Vec<u32> = which.iter().map(|&i| slots[i].partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        partitions
+            .into_iter()
+            .map(|p| {
+                ownership.held(p, now).ok_or_else(|| {
+                    StoreError::Fenced(format!("the lease of partition {p} ran out"))
+                })
+            })
+            .collect()
+    }
+
     /// Evaluates and commits the items `which` of `slots`, setting their outcomes on success.
     async fn attempt(
         &mut self,
@@ -222,9 +304,12 @@ impl Lane {
         let shared = Arc::clone(&self.shared);
         let now = shared.config.clock.now();
         let snapshot = shared.cache.get().await?;
+        let fence = self.fence(slots, which)?;
         // (a) dedupe, (b) rate limit, (c) load the profiles once.
-        let gates = self.gates(slots, which, now).await?;
-        let profiles = load_profiles(&shared, slots, which, &gates).await?;
+        let gates = self.gates(slots, which, now, check_existing).await?;
+        let profiles = self
+            .load_profiles(slots, which, &gates, &snapshot, &fence)
+            .await?;
         // (d) evaluate.
         let items: Vec<(&str, &Item, &Gate, Option<&str>)> = which
             .iter()
@@ -242,23 +327,94 @@ impl Lane {
             max_active: shared.config.max_active_instances_per_profile,
             existing: &none,
         };
-        let plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        plan.changes.partitions = shared.config.partitions;
         drop(items);
+        drop(profiles);
         // (e) commit.
-        commit(&shared, &plan).await?;
+        if let Err(err) = commit(&shared, &plan, &fence).await {
+            if let (StoreError::Fenced(_), Some(ownership)) = (&err, &shared.ownership) {
+                let lost: Vec<u32> = fence.iter().map(|h| h.partition).collect();
+                ownership.lost(&lost);
+            }
+            return Err(err);
+        }
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
         }
+        self.recent.remember(plan.changes.dedupe.iter());
+        self.settle(plan.profiles, &fence);
         Ok(())
     }
 
-    /// Dedupes the events among `which` against the batch and the store's recent
-    /// `messageId`s, and applies the per-profile rate limit (decided once per item).
+    /// Keeps the committed profiles in memory (owners only).
+    fn settle(&mut self, profiles: Vec<(String, ProfileWork)>, fence: &[Held]) {
+        if fence.is_empty() {
+            return;
+        }
+        let partitions = self.shared.config.partitions;
+        for (profile_id, work) in profiles {
+            let partition = partition_of(&profile_id, partitions);
+            if let Some(held) = fence.iter().find(|h| h.partition == partition) {
+                self.cache.put(profile_id, held.epoch, work.settled());
+            }
+        }
+    }
+
+    /// The profiles of the items `which` that pass their gate: from memory when this owner
+    /// holds them at the same epoch, the others in one store read.
+    async fn load_profiles(
+        &mut self,
+        slots: &[Slot],
+        which: &[usize],
+        gates: &[Gate],
+        snapshot: &Snapshot,
+        fence: &[Held],
+    ) -> Result<HashMap<String, ProfileWork>, StoreError> {
+        let mut wanted: Vec<(&str, u32)> = which
+            .iter()
+            .zip(gates)
+            .filter(|(_, gate)| **gate == Gate::Pass)
+            .map(|(&i, _)| (slots[i].profile_id.as_str(), slots[i].partition))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut profiles = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for (profile_id, partition) in wanted {
+            let cached = fence
+                .iter()
+                .find(|h| h.partition == partition)
+                .and_then(|held| self.cache.take(profile_id, held.epoch));
+            match cached {
+                Some(work) => {
+                    profiles.insert(profile_id.to_owned(), work.reopened(&snapshot.audiences));
+                }
+                None => missing.push(profile_id.to_owned()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(profiles);
+        }
+        let mut loaded = self.shared.store.batches().load_profiles(&missing).await?;
+        for profile_id in missing {
+            let state = loaded.remove(&profile_id).unwrap_or_default();
+            let work = ProfileWork::from_state(&profile_id, &state);
+            profiles.insert(profile_id, work);
+        }
+        Ok(profiles)
+    }
+
+    /// Dedupes the events among `which` against the batch and the recent `messageId`s, and
+    /// applies the per-profile rate limit (decided once per item). An owner's first attempt
+    /// checks only the ids it remembers: an id taken in the store fails the commit on its
+    /// unique key, and the retry (`retry`) reads the store.
     async fn gates(
         &mut self,
         slots: &mut [Slot],
         which: &[usize],
         now: DateTime<Utc>,
+        retry: bool,
     ) -> Result<Vec<Gate>, StoreError> {
         let config = &self.shared.config;
         let message_ids: Vec<String> = which
@@ -268,16 +424,19 @@ impl Lane {
                 _ => None,
             })
             .collect();
-        let seen = if message_ids.is_empty() {
-            HashSet::new()
-        } else {
-            let window = TimeDelta::from_std(config.dedupe_window).unwrap_or(TimeDelta::MAX);
-            let since = now
-                .checked_sub_signed(window)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let window = TimeDelta::from_std(config.dedupe_window).unwrap_or(TimeDelta::MAX);
+        let since = now
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut seen: HashSet<String> = message_ids
+            .iter()
+            .filter(|id| self.recent.seen_since(id, since))
+            .cloned()
+            .collect();
+        if !message_ids.is_empty() && (retry || !self.recent.enabled()) {
             let runtime = self.shared.store.batches();
-            runtime.seen_message_ids(&message_ids, since).await?
-        };
+            seen.extend(runtime.seen_message_ids(&message_ids, since).await?);
+        }
         let instant = Instant::now();
         let mut in_batch: HashSet<String> = HashSet::new();
         let mut gates = Vec::with_capacity(which.len());
@@ -317,6 +476,10 @@ impl Lane {
             StoreError::Unavailable(_) => {
                 (crate::ack::UNAVAILABLE, "the store is unavailable; retry")
             }
+            StoreError::Fenced(_) => (
+                crate::ack::UNAVAILABLE,
+                "the profile's partition is not held by this node; retry",
+            ),
             StoreError::Conflict(_) => (
                 crate::ack::UNAVAILABLE,
                 "the change kept conflicting with concurrent writers; retry",
@@ -325,36 +488,19 @@ impl Lane {
         };
         tracing::warn!(error = %err, items = which.len(), code, "batch failed");
         let mut delta = StatsDelta::default();
+        let elsewhere = matches!(err, StoreError::Fenced(_));
         for &i in which {
             let slot = &mut slots[i];
             if matches!(slot.item, Item::Event(_)) {
                 delta.reject(code);
             }
-            slot.outcome = Some(Outcome::failed(&slot.item, code, message));
+            slot.outcome = Some(match slot.item {
+                Item::Timer(_) if elsewhere => Outcome::Timer(TimerStatus::Elsewhere),
+                _ => Outcome::failed(&slot.item, code, message),
+            });
         }
         self.shared.counters.apply(&delta);
     }
-}
-
-/// Loads, in one read, the profiles of the items `which` that pass their gate.
-async fn load_profiles(
-    shared: &Shared,
-    slots: &[Slot],
-    which: &[usize],
-    gates: &[Gate],
-) -> Result<HashMap<String, ProfileState>, StoreError> {
-    let mut profile_ids: Vec<String> = which
-        .iter()
-        .zip(gates)
-        .filter(|(_, gate)| **gate == Gate::Pass)
-        .map(|(&i, _)| slots[i].profile_id.clone())
-        .collect();
-    profile_ids.sort_unstable();
-    profile_ids.dedup();
-    if profile_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    shared.store.batches().load_profiles(&profile_ids).await
 }
 
 /// Evaluates the batch. On a retry (`check_existing`), an entry whose instance already exists
@@ -364,7 +510,7 @@ async fn load_profiles(
 async fn plan(
     shared: &Shared,
     ctx: &PlanContext<'_>,
-    profiles: &HashMap<String, ProfileState>,
+    profiles: &HashMap<String, ProfileWork>,
     items: &[(&str, &Item, &Gate, Option<&str>)],
     check_existing: bool,
 ) -> Result<Plan, StoreError> {
@@ -390,7 +536,7 @@ async fn plan(
 
 /// Commits the plan (if it changes anything), adds its counters and wakes the dispatcher when
 /// it queued sends.
-async fn commit(shared: &Shared, plan: &Plan) -> Result<(), StoreError> {
+async fn commit(shared: &Shared, plan: &Plan, fence: &[Held]) -> Result<(), StoreError> {
     #[cfg(test)]
     {
         let hook = shared
@@ -404,7 +550,11 @@ async fn commit(shared: &Shared, plan: &Plan) -> Result<(), StoreError> {
     }
     if !plan.changes.is_empty() {
         let committing = Instant::now();
-        let committed = shared.store.batches().commit(&plan.changes).await;
+        let committed = shared
+            .store
+            .batches()
+            .commit_fenced(&plan.changes, fence)
+            .await;
         metrics::metrics()
             .engine_commit_duration
             .observe(committing.elapsed());
@@ -475,13 +625,18 @@ mod tests {
 
     #[test]
     fn lanes_are_stable_and_spread() {
-        assert_eq!(lane_of("user-1", 4), lane_of("user-1", 4));
+        assert_eq!(lane_of("user-1", 64, 4), lane_of("user-1", 64, 4));
         let mut used = [false; 4];
         for i in 0..64 {
-            used[lane_of(&format!("user-{i}"), 4)] = true;
+            used[lane_of(&format!("user-{i}"), 64, 4)] = true;
         }
         assert!(used.iter().all(|u| *u));
-        assert_eq!(lane_of("anything", 1), 0);
-        assert_eq!(lane_of("anything", 0), 0);
+        assert_eq!(lane_of("anything", 64, 1), 0);
+        assert_eq!(lane_of("anything", 64, 0), 0);
+        // A lane holds whole partitions.
+        for i in 0..64 {
+            let id = format!("user-{i}");
+            assert_eq!(lane_of(&id, 64, 4), (partition_of(&id, 64) % 4) as usize);
+        }
     }
 }

@@ -10,6 +10,11 @@
 //! [`journeys_core::profile::apply`] (the function `SimulateJourney` runs too); the engine
 //! does the I/O around it and turns its effects into rows.
 //!
+//! An engine with [`EngineConfig::owner`] set is a partition owner (SCALE-OUT.md §1–2): it
+//! applies only the profile partitions it holds (others are answered `unavailable`), opens
+//! every commit with the epoch fence, and keeps its profiles in memory between batches, so a
+//! warm event needs no store read. One process running every role owns every partition.
+//!
 //! Decisions where SPEC.md is silent (details in the modules):
 //! - The per-profile instance limit counts instances that stay active after their entry
 //!   transition; an event whose entry is skipped for the limit is still accepted, and the skip
@@ -44,6 +49,8 @@ mod engine;
 mod error;
 mod job;
 mod lane;
+mod owner_cache;
+mod ownership;
 mod plan;
 mod profile;
 mod rate_limit;
@@ -56,4 +63,5 @@ pub use engine::Engine;
 pub use error::EngineError;
 pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};
 pub use lane::OnCommit;
+pub use ownership::{LIVE_WINDOW, OwnerConfig, default_node_id};
 pub use stats::EngineStats;

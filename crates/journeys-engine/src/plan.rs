@@ -50,6 +50,8 @@ pub(crate) struct Plan {
     pub delta: StatsDelta,
     /// Ids of the instances the plan creates.
     pub new_instance_ids: Vec<String>,
+    /// Every profile the plan evaluated, as it is once the plan is committed (to settle).
+    pub profiles: Vec<(String, ProfileWork)>,
 }
 
 /// Evaluates `items` (`(profile id, item, gate, trace context)`) in order against `profiles`.
@@ -59,7 +61,7 @@ pub(crate) struct Plan {
 /// When an instance cannot be serialized (a bug): the batch cannot be written.
 pub(crate) fn evaluate(
     ctx: &PlanContext<'_>,
-    profiles: &HashMap<String, ProfileState>,
+    profiles: &HashMap<String, ProfileWork>,
     items: &[(&str, &Item, &Gate, Option<&str>)],
 ) -> Result<Plan, serde_json::Error> {
     let mut planner = Planner {
@@ -122,12 +124,12 @@ impl Planner<'_> {
         }
     }
 
-    fn load(&mut self, profile_id: &str, profiles: &HashMap<String, ProfileState>) {
+    fn load(&mut self, profile_id: &str, profiles: &HashMap<String, ProfileWork>) {
         if self.profiles.contains_key(profile_id) {
             return;
         }
         let work = match profiles.get(profile_id) {
-            Some(state) => ProfileWork::from_state(profile_id, state),
+            Some(work) => work.clone(),
             None => ProfileWork::from_state(profile_id, &ProfileState::default()),
         };
         self.profiles.insert(profile_id.to_owned(), work);
@@ -273,11 +275,18 @@ impl Planner<'_> {
             }
         }
         let new_instance_ids = self.out.new_instance_ids();
+        let mut profiles = self.profiles;
+        let profiles = self
+            .order
+            .into_iter()
+            .filter_map(|id| profiles.remove(&id).map(|work| (id, work)))
+            .collect();
         Ok(Plan {
             changes: self.out.into_changes(),
             outcomes,
             delta: self.delta,
             new_instance_ids,
+            profiles,
         })
     }
 }

@@ -87,6 +87,48 @@ impl ProfileWork {
         }
     }
 
+    /// The profile as the store holds it once this batch committed: only active instances,
+    /// at the versions the commit wrote (see `ChangeSet::write_instance`), nothing pending.
+    /// What an owner keeps in memory for the next batch.
+    pub fn settled(mut self) -> Self {
+        let mut instances = Vec::with_capacity(self.state.instances.len());
+        let mut versions = Vec::with_capacity(self.state.instances.len());
+        let rows = std::mem::take(&mut self.state.instances)
+            .into_iter()
+            .zip(self.stored_versions)
+            .zip(self.dirty);
+        for ((inst, stored), dirty) in rows {
+            if !inst.is_active() {
+                continue;
+            }
+            let version = if dirty {
+                stored.map_or(1, |v| v + 1)
+            } else {
+                stored.unwrap_or(1)
+            };
+            instances.push(inst);
+            versions.push(Some(version));
+        }
+        self.state.instances = instances;
+        self.dirty = vec![false; versions.len()];
+        self.stored_versions = versions;
+        self.trait_changes = Map::new();
+        self.loaded_audiences = self.state.audiences.iter().cloned().collect();
+        self
+    }
+
+    /// The working copy of a settled profile, with memberships of audiences that are no
+    /// longer active (archived since) left out, as a load from the store would.
+    pub fn reopened(mut self, active_audiences: &std::collections::HashSet<String>) -> Self {
+        let work = &mut self;
+        work.state
+            .audiences
+            .retain(|key| active_audiences.contains(key));
+        work.loaded_audiences
+            .retain(|key| active_audiences.contains(key));
+        self
+    }
+
     /// The instances changed in this batch, with their stored versions.
     pub fn changed(&self) -> impl Iterator<Item = (&Instance, Option<i64>)> {
         self.state

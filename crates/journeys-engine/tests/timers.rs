@@ -19,7 +19,10 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use common::{checkout, engine, engine_with, instances, sends, sent_steps, timers, welcome_once};
+use common::{
+    checkout, engine, engine_with, instances, sends, sent_steps, split_engines, timers,
+    welcome_once,
+};
 use journeys_core::machine::ExitReason;
 use journeys_engine::{AckStatus, EngineConfig, TerminateOutcome, TimerStatus};
 use journeys_store::InstanceState;
@@ -210,8 +213,7 @@ async fn an_event_racing_a_timer_in_another_engine_takes_exactly_one_branch() {
         let journey = publish(db, &checkout()).await;
         // Two engines on one database stand for a data plane and a scheduler process: only
         // the instance version keeps them from both advancing an instance.
-        let events_engine = engine(db).await;
-        let timers_engine = engine(db).await;
+        let (events_engine, timers_engine) = split_engines(db).await;
         let n = 16;
         let due = waiting_sessions(db, &events_engine, &journey, n).await;
         let purchases = (0..n)

@@ -25,6 +25,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./journeys-dev.db?mode=rwc";
 /// How long a `messageId` is remembered for de-duplication when not configured: one day.
 pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 86_400;
 
+/// Profile partitions unless configured (SCALE-OUT.md §1).
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
+/// The most partitions a deployment may configure.
+pub const MAX_PARTITIONS: u32 = 4096;
+
 /// What replaces secrets in [`Config::to_toml`] and `Debug` output.
 const MASK: &str = "********";
 
@@ -134,6 +140,18 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// How long an event `messageId` is remembered to drop duplicates, in seconds.
     pub dedupe_window_secs: u64,
+    /// This node's id among the nodes sharing a store; unset means the host name. Must be
+    /// unique per process and stable across its restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Profile partitions (1–4096, the same on every node of a deployment). Changing it on a
+    /// store that has run is refused: it is a drain-and-migrate operation.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+}
+
+fn default_partitions() -> u32 {
+    DEFAULT_PARTITIONS
 }
 
 impl Config {
@@ -149,6 +167,8 @@ impl Config {
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
+            node_id: None,
+            partitions: DEFAULT_PARTITIONS,
         }
     }
 
@@ -191,6 +211,9 @@ impl Config {
         {
             self.otlp_endpoint = None;
         }
+        if self.node_id.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            self.node_id = None;
+        }
         self
     }
 }
@@ -208,6 +231,8 @@ impl fmt::Debug for Config {
             .field("log_format", &masked.log_format)
             .field("otlp_endpoint", &masked.otlp_endpoint)
             .field("dedupe_window_secs", &masked.dedupe_window_secs)
+            .field("node_id", &masked.node_id)
+            .field("partitions", &masked.partitions)
             .finish()
     }
 }
@@ -231,6 +256,9 @@ pub enum ConfigError {
         /// What is wrong, naming the key where there is one.
         message: String,
     },
+    /// A setting holds a value out of its range; the message names it.
+    #[error("{0}")]
+    Invalid(String),
     /// The configuration is valid value by value but unsafe as a whole.
     #[error("{0}")]
     Unsafe(String),

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// An optimistic-concurrency check failed: someone else changed the row first.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A partition owner's commit was refused: another node took one of the batch's partitions
+    /// (a newer epoch) since this one acquired it. Nothing of the batch was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The database could not be reached or was too busy; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),

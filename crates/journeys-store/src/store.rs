@@ -10,8 +10,8 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::StoreError;
 use crate::migration::Migrator;
 use crate::repo::{
-    Audiences, Batches, Catalog, Destinations, Instances, Journeys, Outbox, Profiles, Sources,
-    Timers, Watermarks,
+    Audiences, Batches, Catalog, Destinations, Instances, Journeys, Outbox, Partitions, Profiles,
+    Sources, Timers, Watermarks,
 };
 
 /// How long a caller waits for a pooled connection (and the first connect retries) before the
@@ -248,7 +248,13 @@ impl Store {
         Outbox::new(&self.db)
     }
 
-    /// Fairness-watermark heartbeats of data-plane replicas (data plane, scheduler).
+    /// Partition ownership: leases, epochs, node heartbeats (the engine's owners).
+    #[must_use]
+    pub fn partitions(&self) -> Partitions<'_> {
+        Partitions::new(&self.db)
+    }
+
+    /// Fairness-watermark heartbeats of the data-plane replicas.
     #[must_use]
     pub fn watermarks(&self) -> Watermarks<'_> {
         Watermarks::new(&self.db)

@@ -145,6 +145,7 @@ async fn commit_writes_everything_in_one_go() {
         let tm = timer(&i, t + Duration::hours(1));
         let out = send(&i, "welcome", t);
         let changes = Changes {
+            partitions: 8,
             dedupe: vec![("m1".into(), t), ("m2".into(), t)],
             traits: vec![
                 ("u1".into(), traits(json!({"plan": "pro", "name": "Ada"}))),

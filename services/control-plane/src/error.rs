@@ -130,6 +130,10 @@ fn store(err: StoreError) -> ApiError {
         StoreError::Conflict(_) => ApiError::FailedPrecondition(
             "the object was changed concurrently; read it again and retry".to_owned(),
         ),
+        StoreError::Fenced(detail) => {
+            tracing::warn!(%detail, "partition moved to another node");
+            ApiError::Unavailable("the profile's partition moved to another node; retry".to_owned())
+        }
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
             ApiError::Unavailable("the store is unavailable; retry later".to_owned())

@@ -78,7 +78,7 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
             auth.clone(),
         ))
         .add_service(AudienceServiceServer::with_interceptor(
-            grpc::AudienceGrpc::new(api::AudienceApi::new(store.clone())),
+            grpc::AudienceGrpc::new(api::AudienceApi::new(store.clone(), deps.engine.clone())),
             auth.clone(),
         ))
         .add_service(SourceServiceServer::with_interceptor(

@@ -713,6 +713,8 @@ fn configuration_table_matches_the_configuration() {
         "x",
         "--otlp-endpoint",
         "http://collector:4317",
+        "--node-id",
+        "node-1",
     ]);
     let keys: BTreeSet<String> = full.iter().map(|(k, _)| k.clone()).collect();
     let documented_keys: BTreeSet<String> =

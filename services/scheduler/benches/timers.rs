@@ -41,7 +41,7 @@ use journeys_core::model::{
     DelayStep, EntryRule, EntryTrigger, JourneyDefinition, SendAction, SendSpec, SendStep, Step,
     StepKind,
 };
-use journeys_engine::{Engine, EngineConfig};
+use journeys_engine::{Engine, EngineConfig, OwnerConfig};
 use journeys_scheduler::{HousekeepingConfig, Scheduler, SchedulerConfig, WallClock};
 use journeys_store::{
     Changes, DestinationKind, DestinationRecord, InstanceRecord, InstanceState, JourneyRecord,
@@ -168,11 +168,14 @@ async fn run(args: Args) {
         store.clone(),
         EngineConfig {
             lanes: args.lanes,
+            // A partition owner, as in `journeys serve`: fenced commits, profiles in memory.
+            owner: Some(OwnerConfig::default()),
             ..EngineConfig::default()
         },
         None,
     );
     engine.refresh_now().await.expect("load journeys");
+    engine.ownership_ready().await;
     let config = SchedulerConfig {
         housekeeping: HousekeepingConfig {
             schedule: String::new(),

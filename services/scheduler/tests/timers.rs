@@ -473,3 +473,66 @@ async fn a_hold_timeout_waits_for_the_watermark_and_a_delay_does_not() {
     })
     .await;
 }
+
+/// Two nodes, each an owner of half the partitions with its own scheduler: every timer is fired
+/// exactly once, by the owner of its profile's partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_owner_nodes_fire_each_timer_once_by_its_partition_owner() {
+    use journeys_engine::{AckStatus, Engine, EngineConfig, OwnerConfig};
+    each_backend(async |db| {
+        let store = db.store().clone();
+        let counts = raw(db.url()).await;
+        let destination = destination(&store).await;
+        let journey = publish(&store, &delay_journey(&destination, Duration::from_secs(1))).await;
+        let node = |id: &str| {
+            Engine::start(
+                store.clone(),
+                EngineConfig {
+                    partitions: 8,
+                    owner: Some(OwnerConfig {
+                        node_id: id.to_owned(),
+                        lease_ttl: Duration::from_secs(1),
+                        ..OwnerConfig::default()
+                    }),
+                    ..EngineConfig::default()
+                },
+                None,
+            )
+        };
+        let (a, b) = (node("a"), node("b"));
+        for engine in [&a, &b] {
+            engine.refresh_now().await.unwrap();
+        }
+        eventually("the partitions to be split", WAIT, || async {
+            let (x, y) = (a.held_partitions(), b.held_partitions());
+            (x > 0 && y > 0 && x + y == 8).then_some(())
+        })
+        .await;
+        let scheduler_a = scheduler(&store, &a, a.clone(), test_config()).await;
+        let scheduler_b = scheduler(&store, &b, b.clone(), test_config()).await;
+
+        // Each event goes to whichever node owns its profile.
+        let n = 30;
+        for i in 0..n {
+            let event = track(&format!("u{i}"), SIGNED_UP, &format!("m{i}"), json!({}));
+            let by_a = a.submit(vec![event.clone()]).await.remove(0).status;
+            if by_a != AckStatus::Accepted {
+                let by_b = b.submit(vec![event]).await.remove(0).status;
+                assert_eq!(by_b, AckStatus::Accepted, "u{i}");
+            }
+        }
+        eventually("every delay to fire", WAIT, || async {
+            (sends(&counts, &journey, DELAY_SEND).await == n).then_some(())
+        })
+        .await;
+        assert_eq!(timers_left(&counts, &journey).await, 0);
+        let (sa, sb) = (scheduler_a.stats(), scheduler_b.stats());
+        assert_eq!(sa.applied + sb.applied, n.cast_unsigned(), "{sa:?} {sb:?}");
+        assert!(sa.applied > 0 && sb.applied > 0, "{sa:?} {sb:?}");
+        scheduler_a.shutdown().await;
+        scheduler_b.shutdown().await;
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}

@@ -10,7 +10,7 @@ use journeys_core::model::{
     EntryRule, ExitRule, FilterMatch, JourneyDefinition, Json, PropertyFilter, SendStep, Step,
     StepKind,
 };
-use journeys_engine::{Engine, EngineConfig, OnCommit};
+use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig};
 use journeys_store::{InstanceFilter, InstanceRecord, OutboxRecord, Store, TimerRecord};
 use journeys_testkit::journeys::{abandoned_checkout, delay, journey, send_spec, step};
 use serde_json::json;
@@ -44,10 +44,63 @@ pub async fn engine_waking(store: &Store, on_commit: OnCommit) -> Engine {
     .await
 }
 
-async fn start(store: &Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Engine {
+/// Engines under test are partition owners, as in production (`journeys dev`, `journeys
+/// serve`), unless the config says otherwise: the owner path (fence, profiles in memory) is
+/// the one every test exercises. Returns once the engine holds its partitions.
+async fn start(store: &Store, mut config: EngineConfig, on_commit: Option<OnCommit>) -> Engine {
+    if config.owner.is_none() {
+        config.owner = Some(owner("test-node"));
+    }
+    start_as_configured(store, config, on_commit).await
+}
+
+/// The engines of a split deployment on one store: a data plane (an owner that reads profiles
+/// from the store every batch, as `journeys-data-plane` beside other writers) and a scheduler
+/// or control plane process (no owner; the store's version checks arbitrate).
+pub async fn split_engines(store: &Store) -> (Engine, Engine) {
+    let data_plane = start_as_configured(
+        store,
+        EngineConfig {
+            lanes: 2,
+            owner: Some(OwnerConfig {
+                profile_cache: 0,
+                ..owner("data-plane")
+            }),
+            ..EngineConfig::default()
+        },
+        None,
+    )
+    .await;
+    let other = start_as_configured(
+        store,
+        EngineConfig {
+            lanes: 2,
+            ..EngineConfig::default()
+        },
+        None,
+    )
+    .await;
+    (data_plane, other)
+}
+
+async fn start_as_configured(
+    store: &Store,
+    config: EngineConfig,
+    on_commit: Option<OnCommit>,
+) -> Engine {
     let engine = Engine::start(store.clone(), config, on_commit);
     engine.refresh_now().await.unwrap();
+    engine.ownership_ready().await;
     engine
+}
+
+/// Owner settings for node `node_id` with a short lease (tests that take partitions over).
+pub fn owner(node_id: &str) -> OwnerConfig {
+    OwnerConfig {
+        node_id: node_id.to_owned(),
+        lease_ttl: Duration::from_secs(1),
+        ..OwnerConfig::default()
+    }
 }
 
 /// A send to `dest_1` naming the event after the step, with `traits` and `mapping`.

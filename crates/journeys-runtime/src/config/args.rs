@@ -53,4 +53,14 @@ pub struct ConfigArgs {
     /// [env: JOURNEYS_DEDUPE_WINDOW_SECS]
     #[arg(long, value_name = "SECONDS")]
     pub dedupe_window_secs: Option<u64>,
+
+    /// This node's id among the nodes sharing a store (default: the host name)
+    /// [env: JOURNEYS_NODE_ID]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Profile partitions of the deployment, 1-4096; the same on every node
+    /// [env: JOURNEYS_PARTITIONS]
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
 }

@@ -25,6 +25,8 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_ALLOW_SHORT_DURATIONS",
     "JOURNEYS_LOG_FORMAT",
     "JOURNEYS_DEDUPE_WINDOW_SECS",
+    "JOURNEYS_NODE_ID",
+    "JOURNEYS_PARTITIONS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "JOURNEYS_INSTANCE_RETENTION_DAYS",
     "JOURNEYS_HOUSEKEEPING_SCHEDULE",
@@ -99,6 +101,22 @@ const ENV_BINDINGS: &[EnvBinding] = &[
             Ok(())
         },
     },
+    EnvBinding {
+        var: "JOURNEYS_NODE_ID",
+        apply: |config, value| {
+            config.node_id = Some(value.trim().to_owned());
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_PARTITIONS",
+        apply: |config, value| {
+            config.partitions = value.trim().parse().map_err(|_| {
+                format!("invalid number '{value}' (expected a whole number of partitions)")
+            })?;
+            Ok(())
+        },
+    },
 ];
 
 /// Loads the configuration of `service` from defaults, the config file, the process environment
@@ -164,6 +182,13 @@ pub fn load_with_env(
     }
 
     apply_flags(&mut config, args);
+    if !(1..=super::MAX_PARTITIONS).contains(&config.partitions) {
+        return Err(ConfigError::Invalid(format!(
+            "partitions: {} is out of range (1 to {})",
+            config.partitions,
+            super::MAX_PARTITIONS
+        )));
+    }
     Ok(config.normalized())
 }
 
@@ -228,6 +253,8 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         log_format,
         otlp_endpoint,
         dedupe_window_secs,
+        node_id,
+        partitions,
     } = args;
     if let Some(v) = database_url {
         v.clone_into(&mut config.database_url);
@@ -252,6 +279,12 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
     }
     if let Some(v) = dedupe_window_secs {
         config.dedupe_window_secs = *v;
+    }
+    if let Some(v) = node_id {
+        config.node_id = Some(v.clone());
+    }
+    if let Some(v) = partitions {
+        config.partitions = *v;
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Model {
     pub kind: String,
     pub step_key: String,
     pub claimed_until: Option<DateTimeUtc>,
+    /// The profile partition (`None` for timers written before partitions existed).
+    pub partition_id: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,8 @@ mod m20261129_000002_create_runtime_tables;
 mod m20261129_000003_runtime_columns;
 mod m20261129_000004_watermarks;
 mod m20261204_000005_exact_collation;
+mod m20261205_000006_partitions;
+mod m20261205_000009_timer_partitions;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -28,6 +30,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_runtime_columns::Migration),
             Box::new(m20261129_000004_watermarks::Migration),
             Box::new(m20261204_000005_exact_collation::Migration),
+            Box::new(m20261205_000006_partitions::Migration),
+            Box::new(m20261205_000009_timer_partitions::Migration),
         ]
     }
 }

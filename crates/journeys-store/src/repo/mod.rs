@@ -8,6 +8,7 @@ mod destinations;
 mod instances;
 mod journeys;
 mod outbox;
+mod partitions;
 mod profiles;
 mod sources;
 mod timers;
@@ -33,6 +34,8 @@ pub use instances::{
 };
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
 pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};
+pub(crate) use partitions::fence;
+pub use partitions::{Held, PartitionRecord, Partitions};
 pub use profiles::{ProfileRecord, Profiles};
 pub use sources::{SourceRecord, Sources, hash_write_key};
 pub use timers::{TimerRecord, TimerStats, Timers};

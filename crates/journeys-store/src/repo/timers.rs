@@ -82,7 +82,22 @@ impl<'a> Timers<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<TimerRecord>, StoreError> {
-        if limit == 0 {
+        self.claim_due_in(until, limit, lease_until, None).await
+    }
+
+    /// [`Timers::claim_due`] limited to the timers of `partitions` (and those written before
+    /// timers carried a partition); `None` claims from every partition.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_due_in(
+        &self,
+        until: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        partitions: Option<&[u32]>,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        if limit == 0 || partitions.is_some_and(<[u32]>::is_empty) {
             return Ok(Vec::new());
         }
         let now = micros(Utc::now());
@@ -98,6 +113,13 @@ impl<'a> Timers<'a> {
                 )
                 .order_by_asc(Column::DueAt)
                 .limit(u64::from(limit));
+            if let Some(partitions) = partitions {
+                query = query.filter(
+                    Condition::any()
+                        .add(Column::PartitionId.is_in(partitions.iter().copied()))
+                        .add(Column::PartitionId.is_null()),
+                );
+            }
             if skip_locked {
                 query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             }
@@ -201,5 +223,6 @@ pub(crate) fn to_active_model(timer: &TimerRecord) -> timer::ActiveModel {
         kind: Set(timer.kind.clone()),
         step_key: Set(timer.step_key.clone()),
         claimed_until: Set(None),
+        partition_id: Set(None),
     }
 }

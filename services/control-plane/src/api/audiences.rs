@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use journeys_core::Problem;
+use journeys_engine::Engine;
 use journeys_store::{AudienceRecord, Page, Store, StoreError};
 
 use crate::error::{Result, ServiceError};
@@ -14,11 +15,13 @@ pub const MAX_MEMBERS_PER_CALL: usize = 10_000;
 #[derive(Clone)]
 pub struct AudienceApi {
     store: Store,
+    /// Told which profiles' memberships changed, so an owner reads them again.
+    engine: Engine,
 }
 
 impl AudienceApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, engine: Engine) -> Self {
+        Self { store, engine }
     }
 
     /// Creates an audience.
@@ -74,18 +77,22 @@ impl AudienceApi {
     pub async fn add_members(&self, key: &str, user_ids: &[String]) -> Result<u64> {
         self.active(key).await?;
         check_user_ids(user_ids)?;
-        Ok(self
+        let added = self
             .store
             .audiences()
             .add_members(key, user_ids, Utc::now())
-            .await?)
+            .await?;
+        self.engine.forget_profiles(user_ids);
+        Ok(added)
     }
 
     /// Removes members; returns how many were members.
     pub async fn remove_members(&self, key: &str, user_ids: &[String]) -> Result<u64> {
         self.get(key).await?;
         check_user_ids(user_ids)?;
-        Ok(self.store.audiences().remove_members(key, user_ids).await?)
+        let removed = self.store.audiences().remove_members(key, user_ids).await?;
+        self.engine.forget_profiles(user_ids);
+        Ok(removed)
     }
 
     /// One page of member user ids; the audience is checked before the page size.

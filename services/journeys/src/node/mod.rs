@@ -38,7 +38,7 @@ use std::time::Duration;
 use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
 use journeys_delivery::{DeliveryConfig, Dispatcher};
-use journeys_engine::{Engine, EngineConfig, OnCommit};
+use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig};
 use journeys_runtime::auth::check_bind;
 use journeys_runtime::config::Config;
 use journeys_runtime::grpc::{GrpcServer, ServeError};
@@ -188,9 +188,34 @@ impl Node {
     }
 
     /// The engine's settings for this node.
+    ///
+    /// A node running the data plane is a partition owner: it applies the partitions it holds
+    /// and keeps their profiles in memory. The memory is authoritative only when every writer
+    /// of profiles runs here (control plane and scheduler too, as in `journeys dev` and
+    /// `journeys serve`); beside stand-alone control-plane or scheduler processes, which write
+    /// instances through their own engines, it reads profiles from the store every batch.
     fn engine_config(&self) -> EngineConfig {
+        let owner = self.roles.contains(Role::DataPlane).then(|| {
+            let all_writers =
+                self.roles.contains(Role::ControlPlane) && self.roles.contains(Role::Scheduler);
+            OwnerConfig {
+                node_id: self
+                    .config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(journeys_engine::default_node_id),
+                profile_cache: if all_writers {
+                    OwnerConfig::default().profile_cache
+                } else {
+                    0
+                },
+                ..OwnerConfig::default()
+            }
+        });
         EngineConfig {
             dedupe_window: Duration::from_secs(self.config.dedupe_window_secs),
+            partitions: self.config.partitions,
+            owner,
             ..EngineConfig::default()
         }
     }

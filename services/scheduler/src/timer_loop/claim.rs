@@ -36,10 +36,12 @@ pub(super) async fn claim_loop(
         let now = Utc::now();
         let until = after(now, config.horizon);
         let lease_until = after(now, config.lease);
+        // An owner claims only the timers of the partitions it holds.
+        let partitions = shared.engine.held_partition_ids();
         match shared
             .store
             .timers()
-            .claim_due(until, limit, lease_until)
+            .claim_due_in(until, limit, lease_until, partitions.as_deref())
             .await
         {
             Ok(timers) => {

@@ -164,7 +164,7 @@ async fn fire(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .record(called.elapsed());
-    let retry = match result {
+    let (retry, elsewhere) = match result {
         Ok(outcomes) => record(&shared, batch, &outcomes, fired_at),
         Err(error) => {
             if matches!(error, EngineError::ShuttingDown) {
@@ -172,9 +172,11 @@ async fn fire(
             } else {
                 tracing::warn!(%error, count, "firing timers failed");
             }
-            batch
+            (batch, Vec::new())
         }
     };
+    // Timers of partitions another node holds: their owner claims them once released.
+    release(&shared.store, elsewhere).await;
     if retry.len() < count {
         let retrying: std::collections::HashSet<&str> =
             retry.iter().map(|t| t.id.as_str()).collect();
@@ -207,16 +209,18 @@ async fn fire(
     drop(permit);
 }
 
-/// Counts the outcomes of one engine call and returns the timers to try again.
+/// Counts the outcomes of one engine call and returns the timers to try again and those to
+/// release to another node.
 fn record(
     shared: &Shared,
     batch: Vec<TimerRecord>,
     outcomes: &[TimerOutcome],
     fired_at: DateTime<Utc>,
-) -> Vec<TimerRecord> {
+) -> (Vec<TimerRecord>, Vec<TimerRecord>) {
     let mut applied = 0u64;
     let mut discarded = 0u64;
     let mut retry = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut lateness = LatenessHistogram::new();
     let mut by_id: std::collections::HashMap<&str, &TimerStatus> = outcomes
         .iter()
@@ -243,6 +247,7 @@ fn record(
                 tracing::debug!(timer = %timer.id, %code, %message, "timer not applied; retrying");
                 retry.push(timer);
             }
+            Some(TimerStatus::Elsewhere) => elsewhere.push(timer),
             None => unanswered.push(timer),
         }
     }
@@ -263,7 +268,7 @@ fn record(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .merge(&lateness);
-    retry
+    (retry, elsewhere)
 }
 
 /// Releases the claims of `timers`, in chunks; failures only delay them until the lease ends.
@@ -281,5 +286,5 @@ async fn release(store: &Store, timers: Vec<TimerRecord>) {
             }
         }
     }
-    tracing::info!(released, "released unfired timer claims");
+    tracing::debug!(released, "released unfired timer claims");
 }

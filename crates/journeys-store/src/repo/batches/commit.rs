@@ -17,6 +17,8 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
+use journeys_core::partition::partition_of;
+
 use crate::entity::{
     audience, audience_member, dedupe, enter_once, instance, outbox, profile, timer,
 };
@@ -281,7 +283,14 @@ async fn delete_timers<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<(),
 
 async fn insert_timers<C: ConnectionTrait>(db: &C, changes: &Changes) -> Result<(), StoreError> {
     for chunk in changes.timers_new.chunks(INSERT_CHUNK) {
-        let models = chunk.iter().map(crate::repo::timers::to_active_model);
+        let models = chunk.iter().map(|timer| {
+            let mut model = crate::repo::timers::to_active_model(timer);
+            if changes.partitions > 0 {
+                let partition = partition_of(&timer.profile_id, changes.partitions);
+                model.partition_id = Set(i32::try_from(partition).ok());
+            }
+            model
+        });
         timer::Entity::insert_many(models)
             .exec_without_returning(db)
             .await

@@ -19,6 +19,7 @@ use crate::entity::{
 use crate::error::StoreError;
 use crate::repo::instances::{InstanceRecord, InstanceState, TimelineEntry};
 use crate::repo::outbox::OutboxRecord;
+use crate::repo::partitions::Held;
 use crate::repo::profiles::into_object;
 use crate::repo::timers::TimerRecord;
 use crate::repo::{INSERT_CHUNK, finish, micros, rollback};
@@ -58,6 +59,9 @@ pub struct Changes {
     pub timers_deleted: Vec<String>,
     /// Sends to queue.
     pub outbox_new: Vec<OutboxRecord>,
+    /// The deployment's profile partitions: new timers are stamped with their profile's
+    /// partition so owners claim only their own. `0` leaves them unstamped.
+    pub partitions: u32,
 }
 
 impl Changes {
@@ -157,10 +161,24 @@ impl<'a> Batches<'a> {
     /// [`StoreError::Unavailable`] on a deadlock or lock timeout (retry the batch); other
     /// database errors.
     pub async fn commit(&self, changes: &Changes) -> Result<(), StoreError> {
-        if changes.is_empty() {
+        self.commit_fenced(changes, &[]).await
+    }
+
+    /// [`Batches::commit`] by a partition owner: the transaction's first statement is the
+    /// epoch fence over `held` (the partitions of the batch's profiles, at the epochs the owner
+    /// acquired them with). If another node has taken any of them since, nothing is written.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when a partition moved to a newer epoch; otherwise as
+    /// [`Batches::commit`].
+    pub async fn commit_fenced(&self, changes: &Changes, held: &[Held]) -> Result<(), StoreError> {
+        if changes.is_empty() && held.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin().await?;
+        if let Err(err) = crate::repo::fence(&txn, held).await {
+            return finish(txn, Err(err)).await;
+        }
         match commit::apply(&txn, changes, Utc::now()).await {
             Ok(()) => finish(txn, Ok(())).await,
             Err(commit::Failure::Store(err)) => finish(txn, Err(err)).await,

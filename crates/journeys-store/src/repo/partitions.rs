@@ -1,0 +1,310 @@
+//! Partition ownership (SCALE-OUT.md §1): `partition_state` rows with owner, epoch and lease,
+//! node heartbeats for rendezvous assignment, and the epoch fence that every batch commit of an
+//! owner runs first ([`fence`]).
+//!
+//! Lease times come from the database's clock (`db_now`), never from a host's: two nodes with
+//! skewed clocks still agree on whether a lease ran out.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+
+use crate::error::StoreError;
+use crate::repo::placeholders;
+
+/// One partition's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub partition: u32,
+    /// The node holding the lease, if any (a released or never-taken partition has none).
+    pub owner: Option<String>,
+    /// Raised by one on every acquisition; commits of an older epoch are refused.
+    pub epoch: i64,
+    /// End of the lease, microseconds since the Unix epoch on the database's clock.
+    pub lease_until: i64,
+    /// Commits made under the fence (the in-process log's sequence).
+    pub last_seq: i64,
+}
+
+/// A partition held by the caller, at the epoch its commits must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Held {
+    pub partition: u32,
+    pub epoch: i64,
+}
+
+/// Repository of partition ownership; obtained from [`crate::Store::partitions`].
+#[derive(Debug, Clone, Copy)]
+pub struct Partitions<'a> {
+    db: &'a DatabaseConnection,
+}
+
+/// The database's current time in microseconds since the Unix epoch, as an SQL expression.
+fn db_now(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
+        _ => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+    }
+}
+
+fn micros_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl<'a> Partitions<'a> {
+    pub(crate) fn new(db: &'a DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+        let statement = Statement::from_sql_and_values(self.backend(), sql, values);
+        Ok(self.db.execute_raw(statement).await?.rows_affected())
+    }
+
+    /// Makes sure rows `0..count` exist (a first start creates them, unowned).
+    ///
+    /// # Errors
+    /// [`StoreError::Internal`] when the store holds partitions at or above `count`: it was set
+    /// up with more partitions, and changing the number is a drain-and-migrate operation (every
+    /// profile may move); database errors.
+    pub async fn ensure(&self, count: u32) -> Result<(), StoreError> {
+        let rows = self.all().await?;
+        if let Some(max) = rows.iter().map(|r| r.partition).max()
+            && max >= count
+        {
+            return Err(StoreError::Internal(format!(
+                "the store was set up with {} partitions but {count} are configured; changing \
+                 the number of partitions is a drain-and-migrate operation (see the README)",
+                max + 1
+            )));
+        }
+        let missing: Vec<u32> = (0..count)
+            .filter(|p| !rows.iter().any(|r| r.partition == *p))
+            .collect();
+        let verb = match self.backend() {
+            DbBackend::MySql => "INSERT IGNORE",
+            _ => "INSERT OR IGNORE",
+        };
+        for chunk in missing.chunks(500) {
+            let sql = format!(
+                "{verb} INTO partition_state (partition_id) VALUES {}",
+                vec!["(?)"; chunk.len()].join(", ")
+            );
+            self.exec(&sql, chunk.iter().map(|p| Value::from(*p)).collect())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every partition's row, in partition order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn all(&self) -> Result<Vec<PartitionRecord>, StoreError> {
+        let statement = Statement::from_string(
+            self.backend(),
+            "SELECT partition_id, owner, epoch, lease_until, last_seq FROM partition_state \
+             ORDER BY partition_id",
+        );
+        let rows = self.db.query_all_raw(statement).await?;
+        rows.iter()
+            .map(|row| {
+                let partition: i64 = row.try_get("", "partition_id")?;
+                Ok(PartitionRecord {
+                    partition: u32::try_from(partition).unwrap_or(u32::MAX),
+                    owner: row.try_get("", "owner")?,
+                    epoch: row.try_get("", "epoch")?,
+                    lease_until: row.try_get("", "lease_until")?,
+                    last_seq: row.try_get("", "last_seq")?,
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The partitions `node` holds with a lease that has not run out, with their epochs.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn held_by(&self, node: &str) -> Result<Vec<Held>, StoreError> {
+        let sql = format!(
+            "SELECT partition_id, epoch FROM partition_state WHERE owner = ? AND lease_until > {} \
+             ORDER BY partition_id",
+            db_now(self.backend())
+        );
+        let statement = Statement::from_sql_and_values(self.backend(), sql, [node.into()]);
+        let rows = self.db.query_all_raw(statement).await?;
+        rows.iter()
+            .map(|row| {
+                let partition: i64 = row.try_get("", "partition_id")?;
+                Ok(Held {
+                    partition: u32::try_from(partition).unwrap_or(u32::MAX),
+                    epoch: row.try_get("", "epoch")?,
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Takes the partitions among `partitions` that are free (never owned, released, or whose
+    /// lease ran out) or already `node`'s, raising each one's epoch so that commits of any
+    /// earlier holder are fenced, with a lease of `ttl`. Returns how many it took; read
+    /// [`Partitions::held_by`] for the epochs.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn acquire(
+        &self,
+        node: &str,
+        partitions: &[u32],
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let now = db_now(self.backend());
+        let sql = format!(
+            "UPDATE partition_state SET owner = ?, epoch = epoch + 1, lease_until = {now} + ? \
+             WHERE partition_id IN ({}) AND (owner IS NULL OR owner = ? OR lease_until < {now})",
+            placeholders(partitions.len())
+        );
+        let mut values: Vec<Value> = vec![node.into(), micros_of(ttl).into()];
+        values.extend(partitions.iter().map(|p| Value::from(*p)));
+        values.push(node.into());
+        self.exec(&sql, values).await
+    }
+
+    /// Extends by `ttl` the lease of each of `held` that `node` still holds at that epoch.
+    /// Returns how many it extended (fewer than `held` means some were lost).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn renew(&self, node: &str, held: &[Held], ttl: Duration) -> Result<u64, StoreError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE partition_state SET lease_until = {} + ? WHERE owner = ? AND ({})",
+            db_now(self.backend()),
+            pairs(held.len())
+        );
+        let mut values: Vec<Value> = vec![micros_of(ttl).into(), node.into()];
+        values.extend(pair_values(held));
+        self.exec(&sql, values).await
+    }
+
+    /// Gives up `node`'s leases on `partitions` (a graceful hand-over: another node may take
+    /// them at once). The epoch is left as is; the next owner raises it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn release(&self, node: &str, partitions: &[u32]) -> Result<u64, StoreError> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE partition_state SET owner = NULL, lease_until = 0 WHERE owner = ? AND \
+             partition_id IN ({})",
+            placeholders(partitions.len())
+        );
+        let mut values: Vec<Value> = vec![node.into()];
+        values.extend(partitions.iter().map(|p| Value::from(*p)));
+        self.exec(&sql, values).await
+    }
+
+    /// Records that `node` is alive now (insert or update of its heartbeat row).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+        let now = db_now(self.backend());
+        let sql = match self.backend() {
+            DbBackend::MySql => format!(
+                "INSERT INTO partition_nodes (node_id, heartbeat_at) VALUES (?, {now}) \
+                 ON DUPLICATE KEY UPDATE heartbeat_at = VALUES(heartbeat_at)"
+            ),
+            _ => format!(
+                "INSERT INTO partition_nodes (node_id, heartbeat_at) VALUES (?, {now}) \
+                 ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+            ),
+        };
+        self.exec(&sql, vec![node.into()]).await?;
+        Ok(())
+    }
+
+    /// Nodes whose heartbeat is younger than `max_age`, sorted.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn live_nodes(&self, max_age: Duration) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT node_id FROM partition_nodes WHERE heartbeat_at > {} - ? ORDER BY node_id",
+            db_now(self.backend())
+        );
+        let statement =
+            Statement::from_sql_and_values(self.backend(), sql, [micros_of(max_age).into()]);
+        let rows = self.db.query_all_raw(statement).await?;
+        rows.iter()
+            .map(|row| row.try_get::<String>("", "node_id"))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Removes `node`'s heartbeat (a node shutting down), so others take its partitions at once.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn forget_node(&self, node: &str) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM partition_nodes WHERE node_id = ?",
+            vec![node.into()],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `(partition_id = ? AND epoch = ?) OR …` for `n` pairs.
+fn pairs(n: usize) -> String {
+    vec!["(partition_id = ? AND epoch = ?)"; n].join(" OR ")
+}
+
+fn pair_values(held: &[Held]) -> impl Iterator<Item = Value> + '_ {
+    held.iter()
+        .flat_map(|h| [Value::from(h.partition), Value::from(h.epoch)])
+}
+
+/// The epoch fence: the first statement of an owner's batch transaction. Moves each of `held`'s
+/// `last_seq` on, but only where the partition is still at that epoch; if any is not (another
+/// node took it since), the whole batch must roll back.
+///
+/// # Errors
+/// [`StoreError::Fenced`] naming the partitions whose epoch moved on; database errors.
+pub(crate) async fn fence<C: ConnectionTrait>(db: &C, held: &[Held]) -> Result<(), StoreError> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "UPDATE partition_state SET last_seq = last_seq + 1, committed_at = {} WHERE {}",
+        db_now(backend),
+        pairs(held.len())
+    );
+    let values: Vec<Value> = pair_values(held).collect();
+    let matched = db
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .rows_affected();
+    if matched == u64::try_from(held.len()).unwrap_or(u64::MAX) {
+        return Ok(());
+    }
+    Err(StoreError::Fenced(format!(
+        "{} of the batch's {} partitions moved to a newer epoch",
+        u64::try_from(held.len()).unwrap_or(u64::MAX) - matched,
+        held.len()
+    )))
+}

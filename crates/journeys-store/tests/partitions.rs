@@ -1,0 +1,252 @@
+//! Partition ownership on every configured backend: leases, epochs, heartbeats and the epoch
+//! fence in front of a batch commit.
+
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use journeys_core::partition::partition_of;
+use journeys_store::{Changes, Held, StoreError, TimerRecord};
+use journeys_testkit::each_backend;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn dedupe(message_id: &str) -> Changes {
+    Changes {
+        dedupe: vec![(message_id.to_owned(), Utc::now())],
+        ..Changes::default()
+    }
+}
+
+#[tokio::test]
+async fn a_live_lease_keeps_other_nodes_out_and_a_released_one_does_not() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.ensure(8).await.unwrap();
+        parts.ensure(8).await.unwrap();
+        assert_eq!(parts.all().await.unwrap().len(), 8, "{b}");
+        let err = parts.ensure(4).await.unwrap_err();
+        assert!(
+            err.to_string().contains("set up with 8 partitions"),
+            "{b}: {err}"
+        );
+
+        assert_eq!(parts.acquire("a", &[0, 1, 2], LONG).await.unwrap(), 3);
+        assert_eq!(
+            parts.acquire("b", &[1, 2, 3], LONG).await.unwrap(),
+            1,
+            "{b}: only the free one"
+        );
+        let held_a = parts.held_by("a").await.unwrap();
+        assert_eq!(
+            held_a,
+            (0..3)
+                .map(|partition| Held {
+                    partition,
+                    epoch: 1
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            parts.held_by("b").await.unwrap(),
+            vec![Held {
+                partition: 3,
+                epoch: 1
+            }]
+        );
+        // Renewing counts only what is still held at that epoch.
+        assert_eq!(parts.renew("a", &held_a, LONG).await.unwrap(), 3, "{b}");
+        let stale = [Held {
+            partition: 3,
+            epoch: 1,
+        }];
+        assert_eq!(parts.renew("a", &stale, LONG).await.unwrap(), 0, "{b}");
+
+        // A graceful release hands over at once, at a higher epoch.
+        assert_eq!(parts.release("a", &[2]).await.unwrap(), 1);
+        assert_eq!(parts.acquire("b", &[2], LONG).await.unwrap(), 1);
+        let held_b = parts.held_by("b").await.unwrap();
+        assert!(
+            held_b.contains(&Held {
+                partition: 2,
+                epoch: 2
+            }),
+            "{b}: {held_b:?}"
+        );
+        // Re-acquiring one's own partition (a restarted node with the same id) raises the epoch.
+        assert_eq!(parts.acquire("a", &[0], LONG).await.unwrap(), 1);
+        assert!(parts.held_by("a").await.unwrap().contains(&Held {
+            partition: 0,
+            epoch: 2
+        }));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_can_be_taken_and_the_old_owner_is_fenced() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.ensure(4).await.unwrap();
+        parts
+            .acquire("old", &[1], Duration::from_millis(200))
+            .await
+            .unwrap();
+        let old = parts.held_by("old").await.unwrap();
+        assert_eq!(old.len(), 1);
+        // While the lease runs, the old owner commits.
+        db.batches()
+            .commit_fenced(&dedupe("m-before"), &old)
+            .await
+            .unwrap();
+        assert_eq!(parts.acquire("new", &[1], LONG).await.unwrap(), 0, "{b}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(parts.held_by("old").await.unwrap().is_empty(), "{b}");
+        assert_eq!(parts.acquire("new", &[1], LONG).await.unwrap(), 1, "{b}");
+        let new = parts.held_by("new").await.unwrap();
+        assert_eq!(new[0].epoch, old[0].epoch + 1);
+
+        // The old owner (paused past its lease) tries to commit: refused, nothing written.
+        let err = db
+            .batches()
+            .commit_fenced(&dedupe("m-stale"), &old)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced(_)), "{b}: {err:?}");
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let seen = db
+            .batches()
+            .seen_message_ids(&["m-before".into(), "m-stale".into()], since)
+            .await
+            .unwrap();
+        assert!(seen.contains("m-before"), "{b}");
+        assert!(
+            !seen.contains("m-stale"),
+            "{b}: a fenced batch wrote nothing"
+        );
+
+        // A batch spanning a held and a lost partition is refused as a whole.
+        parts.acquire("old", &[2], LONG).await.unwrap();
+        let mut mixed = parts.held_by("old").await.unwrap();
+        mixed.extend(old.iter().copied());
+        let err = db
+            .batches()
+            .commit_fenced(&dedupe("m-mixed"), &mixed)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced(_)), "{b}: {err:?}");
+
+        // The new owner commits, and each fenced commit moves the partition's sequence on.
+        db.batches()
+            .commit_fenced(&dedupe("m-new"), &new)
+            .await
+            .unwrap();
+        let row = &parts.all().await.unwrap()[1];
+        assert_eq!(row.owner.as_deref(), Some("new"));
+        assert_eq!(row.last_seq, 2, "{b}: one commit by each epoch");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn live_nodes_are_those_with_a_recent_heartbeat() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.heartbeat("n1").await.unwrap();
+        parts.heartbeat("n2").await.unwrap();
+        parts.heartbeat("n1").await.unwrap();
+        assert_eq!(
+            parts.live_nodes(Duration::from_secs(2)).await.unwrap(),
+            vec!["n1".to_owned(), "n2".to_owned()],
+            "{b}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        parts.heartbeat("n2").await.unwrap();
+        assert_eq!(
+            parts.live_nodes(Duration::from_millis(200)).await.unwrap(),
+            vec!["n2".to_owned()],
+            "{b}"
+        );
+        parts.forget_node("n2").await.unwrap();
+        assert_eq!(
+            parts.live_nodes(Duration::from_secs(2)).await.unwrap(),
+            vec!["n1".to_owned()],
+            "{b}: a node that left is not live"
+        );
+    })
+    .await;
+}
+
+fn timer(id: &str, profile_id: &str) -> TimerRecord {
+    TimerRecord {
+        id: id.to_owned(),
+        instance_id: format!("i-{id}"),
+        profile_id: profile_id.to_owned(),
+        journey_id: "j".into(),
+        due_at: Utc::now(),
+        kind: "delay".into(),
+        step_key: "wait".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_owner_claims_only_the_timers_of_its_partitions() {
+    each_backend(async |db| {
+        let b = db.backend();
+        // Two profiles in different partitions of 8.
+        let (u1, u2) = ("user-1", "user-2");
+        assert_ne!(partition_of(u1, 8), partition_of(u2, 8));
+        db.batches()
+            .commit(&Changes {
+                partitions: 8,
+                timers_new: vec![timer("t1", u1), timer("t2", u2)],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        // A timer written without partitions (before the migration) is anyone's.
+        db.batches()
+            .commit(&Changes {
+                timers_new: vec![timer("t0", "user-0")],
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        let until = Utc::now() + chrono::Duration::minutes(1);
+        let lease = Utc::now() + chrono::Duration::minutes(1);
+        let timers = db.timers();
+        assert!(
+            timers
+                .claim_due_in(until, 10, lease, Some(&[]))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}: no partitions, no timers"
+        );
+        let mine: Vec<String> = timers
+            .claim_due_in(until, 10, lease, Some(&[partition_of(u1, 8)]))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut mine = mine;
+        mine.sort();
+        assert_eq!(mine, ["t0", "t1"], "{b}");
+        let rest: Vec<String> = timers
+            .claim_due_in(until, 10, lease, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(rest, ["t2"], "{b}");
+    })
+    .await;
+}
