@@ -14,8 +14,16 @@ pub struct DeliveryConfig {
     /// Requests in flight at once, across destinations. Bounds memory and sockets; rows of one
     /// destination may go in parallel (per-send ordering is not promised by webhooks anyway).
     pub max_in_flight: usize,
-    /// Rows claimed per store round trip (never more than the free in-flight slots).
+    /// Rows claimed per store round trip (never more than the free in-flight slots). A claim is
+    /// a store transaction, so hundreds at once rather than a few.
     pub claim_batch: u32,
+    /// Most delivery outcomes recorded in one store statement (one `UPDATE … WHERE id IN (…)`
+    /// for the delivered rows). Also how far recording may fall behind before deliveries wait.
+    pub mark_batch: usize,
+    /// Longest an outcome waits for others before it is recorded. A delivered row stays leased
+    /// until then: a crash in that window sends it again after the lease, as a crash between a
+    /// send and its mark always did.
+    pub mark_delay: Duration,
     /// How long a claim keeps other dispatchers off a row. A dispatcher that dies mid-send loses
     /// its rows for this long, after which they are delivered again (same `Idempotency-Key`).
     /// Must exceed `max_timeout` so that a live send is never claimed twice.
@@ -31,7 +39,8 @@ pub struct DeliveryConfig {
     /// Upper bound on a destination's own timeout ([`WebhookSettings::MAX_TIMEOUT`]).
     pub max_timeout: Duration,
     /// Longest wait at shutdown for requests in flight; rows still unsent after it are
-    /// delivered again once their lease expires.
+    /// delivered again once their lease expires. The outcomes not yet recorded are then given
+    /// as long again to be written.
     pub shutdown_grace: Duration,
 }
 
@@ -39,8 +48,10 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
-            max_in_flight: 64,
-            claim_batch: 64,
+            max_in_flight: 256,
+            claim_batch: 256,
+            mark_batch: 500,
+            mark_delay: Duration::from_millis(10),
             lease: Duration::from_secs(120),
             max_idle_wait: Duration::from_secs(1),
             destination_cache_ttl: Duration::from_secs(5),

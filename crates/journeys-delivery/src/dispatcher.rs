@@ -1,10 +1,12 @@
-//! The outbox dispatcher: claims due sends with a lease, delivers them concurrently and records
-//! each outcome (sent, retry later, dead letter).
+//! The outbox dispatcher: claims due sends with a lease, in batches of up to `claim_batch`,
+//! delivers them concurrently and records each outcome (sent, retry later, dead letter) through
+//! the [`crate::marker`], which writes them in batches.
 //!
 //! It sleeps until the data plane wakes it after a commit, until the next retry comes due, or
 //! for at most `max_idle_wait` (rows committed by other processes, expired leases). Delivery is
 //! at least once: a dispatcher that dies between a send and its mark leaves the row leased, and
-//! the row is sent again with the same `Idempotency-Key` once the lease expires.
+//! the row is sent again with the same `Idempotency-Key` once the lease expires. A clean
+//! shutdown records every outcome it has before returning.
 //!
 //! Each attempt runs in a `webhook.deliver` span, child of the trace context stored with the row
 //! (the transition that queued it), and the request carries that span's `traceparent`, so the
@@ -25,13 +27,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use journeys_store::{OutboxRecord, Store};
+use journeys_store::{OutboxMark, OutboxRecord, Store};
 use journeys_telemetry::{metrics, trace_context};
 
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
 use crate::destination::{DestinationCache, WebhookDestination};
 use crate::error::DeliveryError;
+use crate::marker::{self, MarkSender};
 use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
 
 /// Response bytes kept for the caller of [`Dispatcher::deliver_once`] (and read, so that the
@@ -125,16 +128,38 @@ impl Dispatcher {
     }
 
     /// Delivers due rows until `shutdown` completes, then waits up to `shutdown_grace` for the
-    /// requests in flight. Rows cut off by the end of the grace period are delivered again after
-    /// their lease expires.
+    /// requests in flight and as long again for their outcomes to be recorded. Rows cut off by
+    /// the end of the grace period are delivered again after their lease expires.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let config = &self.inner.config;
+        let (marks, marker) = marker::start(
+            self.inner.store.clone(),
+            Arc::clone(&self.inner.notify),
+            config.mark_batch,
+            config.mark_delay,
+        );
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        self.deliver_until(shutdown, &marks, &mut in_flight).await;
+        tracing::info!(in_flight = in_flight.len(), "delivery dispatcher stopping");
+        self.drain(&mut in_flight).await;
+        // The marker ends once it has written what the last senders gave it.
+        drop(marks);
+        self.finish_marks(marker).await;
+    }
+
+    /// The dispatch loop: claims and starts deliveries until `shutdown` completes.
+    async fn deliver_until(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        marks: &MarkSender,
+        in_flight: &mut JoinSet<()>,
+    ) {
         let config = &self.inner.config;
         let max_in_flight = config.max_in_flight.max(1);
         // Under load, claim in batches instead of one row per finished delivery: each claim is
         // a store transaction.
         let min_claim = (max_in_flight / 4).max(1);
         let mut shutdown = pin!(shutdown);
-        let mut in_flight: JoinSet<()> = JoinSet::new();
         tracing::info!(max_in_flight, "delivery dispatcher started");
         loop {
             while let Some(joined) = in_flight.try_join_next() {
@@ -149,7 +174,7 @@ impl Dispatcher {
                 let limit = u32::try_from(free)
                     .unwrap_or(u32::MAX)
                     .min(config.claim_batch.max(1));
-                Some(self.claim_and_spawn(limit, &mut in_flight).await)
+                Some(self.claim_and_spawn(limit, marks, in_flight).await)
             };
             let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(far_future));
             tokio::select! {
@@ -160,13 +185,16 @@ impl Dispatcher {
                 () = sleep => {}
             }
         }
-        tracing::info!(in_flight = in_flight.len(), "delivery dispatcher stopping");
+    }
+
+    /// Waits up to `shutdown_grace` for the deliveries in flight, then cuts off the rest.
+    async fn drain(&self, in_flight: &mut JoinSet<()>) {
         let drain = async {
             while let Some(joined) = in_flight.join_next().await {
                 log_join(joined);
             }
         };
-        if tokio::time::timeout(config.shutdown_grace, drain)
+        if tokio::time::timeout(self.inner.config.shutdown_grace, drain)
             .await
             .is_err()
         {
@@ -176,11 +204,36 @@ impl Dispatcher {
                  sent again when their lease expires"
             );
             in_flight.abort_all();
+            // Cancelled tasks drop their mark senders as they end.
+            while in_flight.join_next().await.is_some() {}
+        }
+    }
+
+    /// Waits up to `shutdown_grace` for the marker to record the outcomes it still holds.
+    async fn finish_marks(&self, mut marker: tokio::task::JoinHandle<()>) {
+        match tokio::time::timeout(self.inner.config.shutdown_grace, &mut marker).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "delivery marker failed; unrecorded rows are sent \
+                    again after their lease");
+            }
+            Err(_elapsed) => {
+                tracing::warn!(
+                    "delivery outcomes still unrecorded after the shutdown grace period; their \
+                     rows are sent again after their lease"
+                );
+                marker.abort();
+            }
         }
     }
 
     /// Claims up to `limit` due rows, starts their deliveries, and says when to look again.
-    async fn claim_and_spawn(&self, limit: u32, in_flight: &mut JoinSet<()>) -> Instant {
+    async fn claim_and_spawn(
+        &self,
+        limit: u32,
+        marks: &MarkSender,
+        in_flight: &mut JoinSet<()>,
+    ) -> Instant {
         let config = &self.inner.config;
         let outbox = self.inner.store.outbox();
         let now = Utc::now();
@@ -197,7 +250,8 @@ impl Dispatcher {
         let claimed = rows.len();
         for row in rows {
             let this = self.clone();
-            in_flight.spawn(async move { this.deliver_row(row).await });
+            let marks = marks.clone();
+            in_flight.spawn(async move { this.deliver_row(row, marks).await });
         }
         if claimed > 0 {
             tracing::debug!(claimed, "claimed outbox rows");
@@ -223,8 +277,9 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers one claimed row and records the outcome, in a span continuing the row's trace.
-    async fn deliver_row(self, row: OutboxRecord) {
+    /// Delivers one claimed row and hands its outcome to the marker, in a span continuing the
+    /// row's trace.
+    async fn deliver_row(self, row: OutboxRecord, marks: MarkSender) {
         let span = tracing::info_span!(
             "webhook.deliver",
             otel.kind = "client",
@@ -237,10 +292,10 @@ impl Dispatcher {
         if let Some(parent) = &row.traceparent {
             trace_context::set_parent_traceparent(&span, parent);
         }
-        self.deliver_row_in_span(row).instrument(span).await;
+        self.deliver_row_in_span(row, &marks).instrument(span).await;
     }
 
-    async fn deliver_row_in_span(self, row: OutboxRecord) {
+    async fn deliver_row_in_span(self, row: OutboxRecord, marks: &MarkSender) {
         let inner = &self.inner;
         let destination = match inner
             .destinations
@@ -254,7 +309,7 @@ impl Dispatcher {
                 return;
             }
             Err(err) => {
-                self.dead_letter(&row, row.attempts, &err.to_string()).await;
+                dead_letter(&row, row.attempts, err.to_string(), marks).await;
                 return;
             }
         };
@@ -264,7 +319,7 @@ impl Dispatcher {
         let (failure, error) = match sent {
             Ok(response) => match classify_status(response.status.as_u16()) {
                 StatusClass::Delivered => {
-                    self.mark_sent(&row, attempts, &response).await;
+                    mark_sent(&row, attempts, &response, marks).await;
                     return;
                 }
                 StatusClass::Retryable => (
@@ -291,8 +346,8 @@ impl Dispatcher {
             &mut rand::rng(),
         );
         match decision {
-            Decision::RetryAt(at) => self.schedule_retry(&row, attempts, at, &error).await,
-            Decision::DeadLetter => self.dead_letter(&row, attempts, &error).await,
+            Decision::RetryAt(at) => schedule_retry(&row, attempts, at, error, marks).await,
+            Decision::DeadLetter => dead_letter(&row, attempts, error, marks).await,
         }
     }
 
@@ -329,85 +384,6 @@ impl Dispatcher {
             tracing::Span::current().record("http.status_code", response.status.as_u16());
         }
         sent
-    }
-
-    async fn schedule_retry(
-        &self,
-        row: &OutboxRecord,
-        attempts: i32,
-        at: DateTime<Utc>,
-        error: &str,
-    ) {
-        metrics::metrics().deliveries.add(&["retry"], 1);
-        tracing::Span::current().record("outcome", "retry");
-        tracing::info!(
-            outbox_id = %row.id,
-            destination_id = %row.destination_id,
-            message_id = %row.message_id,
-            attempts,
-            retry_at = %at,
-            error = %error,
-            "delivery failed; will retry"
-        );
-        match self
-            .inner
-            .store
-            .outbox()
-            .schedule_retry(&row.id, attempts, at, error)
-            .await
-        {
-            // The loop may be asleep past `at`: let it look at the new due time.
-            Ok(()) => self.inner.notify.notify_one(),
-            Err(err) => {
-                tracing::warn!(outbox_id = %row.id, error = %err, "could not schedule retry");
-            }
-        }
-    }
-
-    async fn mark_sent(&self, row: &OutboxRecord, attempts: i32, response: &WebhookResponse) {
-        metrics::metrics().deliveries.add(&["sent"], 1);
-        tracing::Span::current().record("outcome", "sent");
-        tracing::debug!(
-            outbox_id = %row.id,
-            destination_id = %row.destination_id,
-            message_id = %row.message_id,
-            status = response.status.as_u16(),
-            latency_ms = response.latency.as_secs_f64() * 1000.0,
-            attempts,
-            "delivered"
-        );
-        if let Err(err) = self
-            .inner
-            .store
-            .outbox()
-            .mark_sent(&row.id, Utc::now())
-            .await
-        {
-            // The row is sent again after its lease: a repeat with the same Idempotency-Key.
-            tracing::warn!(outbox_id = %row.id, error = %err, "could not mark delivered");
-        }
-    }
-
-    async fn dead_letter(&self, row: &OutboxRecord, attempts: i32, error: &str) {
-        metrics::metrics().deliveries.add(&["dead"], 1);
-        tracing::Span::current().record("outcome", "dead");
-        tracing::warn!(
-            outbox_id = %row.id,
-            destination_id = %row.destination_id,
-            message_id = %row.message_id,
-            attempts,
-            error,
-            "delivery dead-lettered"
-        );
-        if let Err(err) = self
-            .inner
-            .store
-            .outbox()
-            .mark_dead(&row.id, attempts, error, Utc::now())
-            .await
-        {
-            tracing::warn!(outbox_id = %row.id, error = %err, "could not dead-letter");
-        }
     }
 
     /// Sends one request to `destination_id` right away, with no retries and no outbox row, and
@@ -456,6 +432,74 @@ impl Dispatcher {
             latency: response.latency,
         })
     }
+}
+
+async fn schedule_retry(
+    row: &OutboxRecord,
+    attempts: i32,
+    at: DateTime<Utc>,
+    error: String,
+    marks: &MarkSender,
+) {
+    metrics::metrics().deliveries.add(&["retry"], 1);
+    tracing::Span::current().record("outcome", "retry");
+    tracing::info!(
+        outbox_id = %row.id,
+        destination_id = %row.destination_id,
+        message_id = %row.message_id,
+        attempts,
+        retry_at = %at,
+        error = %error,
+        "delivery failed; will retry"
+    );
+    marks
+        .send(OutboxMark::Retry {
+            id: row.id.clone(),
+            attempts,
+            next_attempt_at: at,
+            last_error: error,
+        })
+        .await;
+}
+
+async fn mark_sent(
+    row: &OutboxRecord,
+    attempts: i32,
+    response: &WebhookResponse,
+    marks: &MarkSender,
+) {
+    metrics::metrics().deliveries.add(&["sent"], 1);
+    tracing::Span::current().record("outcome", "sent");
+    tracing::debug!(
+        outbox_id = %row.id,
+        destination_id = %row.destination_id,
+        message_id = %row.message_id,
+        status = response.status.as_u16(),
+        latency_ms = response.latency.as_secs_f64() * 1000.0,
+        attempts,
+        "delivered"
+    );
+    marks.send(OutboxMark::Sent { id: row.id.clone() }).await;
+}
+
+async fn dead_letter(row: &OutboxRecord, attempts: i32, error: String, marks: &MarkSender) {
+    metrics::metrics().deliveries.add(&["dead"], 1);
+    tracing::Span::current().record("outcome", "dead");
+    tracing::warn!(
+        outbox_id = %row.id,
+        destination_id = %row.destination_id,
+        message_id = %row.message_id,
+        attempts,
+        error,
+        "delivery dead-lettered"
+    );
+    marks
+        .send(OutboxMark::Dead {
+            id: row.id.clone(),
+            attempts,
+            last_error: error,
+        })
+        .await;
 }
 
 /// When the retry budget of `row` started. A new row is claimed right after its commit, so its

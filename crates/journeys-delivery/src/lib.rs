@@ -24,6 +24,7 @@ mod config;
 mod destination;
 mod dispatcher;
 mod error;
+mod marker;
 pub mod retry;
 pub mod signature;
 

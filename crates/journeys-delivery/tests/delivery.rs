@@ -269,6 +269,95 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_records_every_outcome_and_nothing_is_sent_again() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let sink = Sink::start().await;
+        // One answer is slow: its delivery is still in flight when the shutdown starts.
+        sink.script(vec![Reply::status(200).delay(Duration::from_millis(500))]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        // Outcomes wait a minute for company, so only the shutdown can record them; a short
+        // lease, so that an unrecorded row would be sent again soon after.
+        let config = DeliveryConfig {
+            mark_delay: Duration::from_secs(60),
+            lease: Duration::from_millis(700),
+            max_idle_wait: Duration::from_millis(100),
+            ..fast_config()
+        };
+        let rows: Vec<_> = (0..5).map(|_| outbox_row(&dest)).collect();
+        enqueue(db, rows.clone()).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let process = run_as_a_process(db.url().to_owned(), config.clone(), stopped);
+        sink.wait_for(5, PATIENCE).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for row in &rows {
+            let stored = db.outbox().get(&row.id).await.unwrap();
+            assert_eq!(
+                stored.status,
+                OutboxStatus::Pending,
+                "{b}: not recorded yet"
+            );
+        }
+
+        drop(stop);
+        tokio::task::spawn_blocking(move || process.join())
+            .await
+            .unwrap()
+            .unwrap();
+        for row in &rows {
+            let stored = db.outbox().get(&row.id).await.unwrap();
+            assert_eq!(
+                stored.status,
+                OutboxStatus::Sent,
+                "{b}: recorded at shutdown"
+            );
+            assert!(stored.sent_at.is_some(), "{b}");
+        }
+
+        // A restart long after the lease would have run out sends nothing again.
+        let (stop, task) = spawn(Dispatcher::new(db.store().clone(), config));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(sink.count(), 5, "{b}: delivered rows are not sent again");
+        drop(stop);
+        task.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_of_outcomes_is_recorded_without_waiting() {
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(503).body("down"); 4]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        let config = DeliveryConfig {
+            mark_batch: 4,
+            mark_delay: Duration::from_secs(60),
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        // Four first attempts fail (a batch of retries), their retries succeed (a batch of
+        // sends): both batches are full, so neither waits for the minute.
+        let rows: Vec<_> = (0..4).map(|_| outbox_row(&dest)).collect();
+        enqueue(db, rows.clone()).await;
+        waker.wake();
+        sink.wait_for(8, PATIENCE).await;
+        for row in &rows {
+            let sent = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            assert_eq!(sent.attempts, 1, "one failed attempt recorded");
+            assert_eq!(sent.last_error.as_deref(), Some("HTTP 503: down"));
+        }
+        assert_eq!(sink.settle(Duration::from_millis(200)).await.len(), 8);
+
+        drop(stop);
+        task.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_delivers_without_waiting_for_a_poll() {
     each_backend(async |db| {
         let sink = Sink::start().await;
@@ -495,6 +584,29 @@ async fn deliver_once_reports_what_the_destination_answered() {
         assert!(err.is_transient());
     })
     .await;
+}
+
+/// Runs a dispatcher as a service process does: on a runtime of its own with a store connection
+/// of its own, the runtime (and whatever task is left on it) gone as soon as `run` returns.
+fn run_as_a_process(
+    url: String,
+    config: DeliveryConfig,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = journeys_store::Store::connect(&url).await.unwrap();
+            Dispatcher::new(store, config)
+                .run(async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+    })
 }
 
 /// `t=<unix>,v1=<hex>` into its parts.

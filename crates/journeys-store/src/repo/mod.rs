@@ -33,7 +33,7 @@ pub use instances::{
     TimelineRecord,
 };
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
-pub use outbox::{Outbox, OutboxRecord, OutboxStatus};
+pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};
 pub(crate) use partitions::fence;
 pub use partitions::{Held, PartitionRecord, Partitions};
 pub use profiles::{ProfileRecord, Profiles};

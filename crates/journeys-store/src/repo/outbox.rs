@@ -1,14 +1,14 @@
 //! The transactional outbox seen from the delivery dispatcher: claiming due sends with leases,
-//! recording their outcome (sent, retry later, dead-lettered), and listing and replaying dead
-//! letters.
+//! recording their outcome (sent, retry later, dead-lettered) one by one or in batches, and
+//! listing and replaying dead letters.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, UpdateMany,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, UpdateMany,
 };
 use serde_json::Value;
 
@@ -116,6 +116,47 @@ impl TryFrom<outbox::Model> for OutboxRecord {
     }
 }
 
+/// The outcome of one delivery attempt, recorded with others in one transaction by
+/// [`Outbox::record`]. Each form does what its one-row method does, claim cleared included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxMark {
+    /// Delivered: as [`Outbox::mark_sent`].
+    Sent {
+        /// The row.
+        id: String,
+    },
+    /// Failed, to be tried again: as [`Outbox::schedule_retry`].
+    Retry {
+        /// The row.
+        id: String,
+        /// Attempts made so far.
+        attempts: i32,
+        /// When the row is due again.
+        next_attempt_at: DateTime<Utc>,
+        /// What went wrong.
+        last_error: String,
+    },
+    /// Given up: as [`Outbox::mark_dead`].
+    Dead {
+        /// The row.
+        id: String,
+        /// Attempts made.
+        attempts: i32,
+        /// What went wrong last.
+        last_error: String,
+    },
+}
+
+impl OutboxMark {
+    /// The row the mark is for.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Sent { id } | Self::Retry { id, .. } | Self::Dead { id, .. } => id,
+        }
+    }
+}
+
 /// Repository of outbox rows; obtained from [`crate::Store::outbox`].
 ///
 /// Rows are created by [`crate::Batches::commit`] together with the transition that queued
@@ -135,8 +176,9 @@ impl<'a> Outbox<'a> {
     ///
     /// While the lease holds no other dispatcher gets these rows: on MySQL they are picked with
     /// `FOR UPDATE SKIP LOCKED` and stamped in the same transaction. The outcome is recorded
-    /// with [`Outbox::mark_sent`], [`Outbox::schedule_retry`] or [`Outbox::mark_dead`]; a row
-    /// whose dispatcher died is claimed again once its lease expired.
+    /// with [`Outbox::mark_sent`], [`Outbox::schedule_retry`] or [`Outbox::mark_dead`], or for
+    /// many rows at once with [`Outbox::record`]; a row whose dispatcher died (or whose outcome
+    /// was never recorded) is claimed again once its lease expired.
     ///
     /// # Errors
     /// Database errors.
@@ -187,10 +229,79 @@ impl<'a> Outbox<'a> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn mark_sent(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let update = Entity::update_many()
-            .col_expr(Column::Status, Expr::value(OutboxStatus::Sent.as_str()))
-            .col_expr(Column::SentAt, Expr::value(Some(micros(now))));
-        self.update_one(id, update).await
+        self.update_one(id, sent_update(now)).await
+    }
+
+    /// Marks the rows `ids` delivered at `now` and clears their claims: one
+    /// `UPDATE … WHERE id IN (…)` per 500 ids, in one transaction when there are more. Ids of
+    /// missing rows are ignored. Returns how many rows were marked.
+    ///
+    /// # Errors
+    /// Database errors; then no row of the call is marked.
+    pub async fn mark_sent_many(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if ids.len() <= INSERT_CHUNK {
+            return exec_sent(self.db, ids, now).await;
+        }
+        let txn = self.db.begin().await?;
+        let result = exec_sent(&txn, ids, now).await;
+        finish(txn, result).await
+    }
+
+    /// Records the outcomes of many delivery attempts in one transaction: the delivered rows
+    /// with [`Outbox::mark_sent_many`]'s `UPDATE … WHERE id IN (…)`, retries and dead letters
+    /// one statement each (they carry values of their own and are rare next to sends). `now`
+    /// is the `sent_at` and `dead_at` stamp. Marks of missing rows are ignored. Returns how
+    /// many rows changed.
+    ///
+    /// # Errors
+    /// Database errors; then no mark of the call is recorded.
+    pub async fn record(
+        &self,
+        marks: &[OutboxMark],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let sent: Vec<String> = marks
+            .iter()
+            .filter_map(|mark| match mark {
+                OutboxMark::Sent { id } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        if sent.len() == marks.len() {
+            return self.mark_sent_many(&sent, now).await;
+        }
+        let txn = self.db.begin().await?;
+        let result = async {
+            let mut changed = exec_sent(&txn, &sent, now).await?;
+            for mark in marks {
+                let (id, update) = match mark {
+                    OutboxMark::Sent { .. } => continue,
+                    OutboxMark::Retry {
+                        id,
+                        attempts,
+                        next_attempt_at,
+                        last_error,
+                    } => (id, retry_update(*attempts, *next_attempt_at, last_error)),
+                    OutboxMark::Dead {
+                        id,
+                        attempts,
+                        last_error,
+                    } => (id, dead_update(*attempts, last_error, now)),
+                };
+                changed += update
+                    .filter(Column::Id.eq(id.as_str()))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+            }
+            Ok(changed)
+        }
+        .await;
+        finish(txn, result).await
     }
 
     /// Records a failed attempt (`attempts` made so far, the error) to be retried at
@@ -205,11 +316,8 @@ impl<'a> Outbox<'a> {
         next_attempt_at: DateTime<Utc>,
         last_error: &str,
     ) -> Result<(), StoreError> {
-        let update = Entity::update_many()
-            .col_expr(Column::Attempts, Expr::value(attempts))
-            .col_expr(Column::NextAttemptAt, Expr::value(micros(next_attempt_at)))
-            .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())));
-        self.update_one(id, update).await
+        self.update_one(id, retry_update(attempts, next_attempt_at, last_error))
+            .await
     }
 
     /// Dead-letters the row with its attempts and last error, and clears its claim.
@@ -223,21 +331,13 @@ impl<'a> Outbox<'a> {
         last_error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let update = Entity::update_many()
-            .col_expr(Column::Status, Expr::value(OutboxStatus::Dead.as_str()))
-            .col_expr(Column::Attempts, Expr::value(attempts))
-            .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
-            .col_expr(Column::DeadAt, Expr::value(Some(micros(now))));
-        self.update_one(id, update).await
+        self.update_one(id, dead_update(attempts, last_error, now))
+            .await
     }
 
-    /// Runs `update` on row `id`, clearing its claim as well.
+    /// Runs `update` on row `id`.
     async fn update_one(&self, id: &str, update: UpdateMany<Entity>) -> Result<(), StoreError> {
-        let result = update
-            .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
-            .filter(Column::Id.eq(id))
-            .exec(self.db)
-            .await?;
+        let result = update.filter(Column::Id.eq(id)).exec(self.db).await?;
         if result.rows_affected == 0 {
             return Err(StoreError::not_found(ENTITY, id));
         }
@@ -334,6 +434,54 @@ impl<'a> Outbox<'a> {
             .ok_or_else(|| StoreError::not_found(ENTITY, id))?
             .try_into()
     }
+}
+
+/// Marks the rows `ids` sent at `now` on `db`, 500 ids per statement.
+async fn exec_sent<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut changed = 0;
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        changed += sent_update(now)
+            .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
+}
+
+/// Delivered at `now`, claim cleared; the caller adds the row filter.
+fn sent_update(now: DateTime<Utc>) -> UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::Status, Expr::value(OutboxStatus::Sent.as_str()))
+        .col_expr(Column::SentAt, Expr::value(Some(micros(now))))
+        .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+}
+
+/// Still pending, due again at `next_attempt_at`, claim cleared; the caller adds the row filter.
+fn retry_update(
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    last_error: &str,
+) -> UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::Attempts, Expr::value(attempts))
+        .col_expr(Column::NextAttemptAt, Expr::value(micros(next_attempt_at)))
+        .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
+        .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+}
+
+/// Dead-lettered at `now`, claim cleared; the caller adds the row filter.
+fn dead_update(attempts: i32, last_error: &str, now: DateTime<Utc>) -> UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::Status, Expr::value(OutboxStatus::Dead.as_str()))
+        .col_expr(Column::Attempts, Expr::value(attempts))
+        .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
+        .col_expr(Column::DeadAt, Expr::value(Some(micros(now))))
+        .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
 }
 
 /// The row for `record`, unclaimed.
