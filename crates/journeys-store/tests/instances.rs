@@ -54,6 +54,7 @@ fn entry(instance: &InstanceRecord, at: DateTime<Utc>, step: &str) -> TimelineEn
         kind: "step".into(),
         cause: "msg-1".into(),
         detail: json!({"step": step}),
+        journey_id: None,
     }
 }
 
