@@ -1,15 +1,28 @@
-//! Translation of core transitions into store rows: timers, outbox rows, timeline rows and
-//! instance rows, gathered into the one [`Changes`] a lane commits.
+//! Translation of core transitions into store rows: timers, outbox rows, timeline rows,
+//! instance rows and counters, gathered into the one [`Changes`] a lane commits.
 //!
-//! Timers set and cancelled within one batch cancel out, so the commit never inserts and
-//! deletes the same row.
+//! Writes are kept lean:
+//! - Timers set and cancelled within one batch cancel out, so the commit never inserts and
+//!   deletes the same row.
+//! - A transition is one compact timeline row ([`TimelineEntry::transition`]), however many
+//!   entries (steps, branch, send, end) the core recorded for it.
+//! - An instance that starts and ends within the batch gets no instance row: its last timeline
+//!   row stands in for it ([`TimelineEntry::stand_in_for`]). Such an instance is never read
+//!   back by the runtime (only active instances are), and the control plane reads it from that
+//!   row. A resent entry event is then caught by the dedupe window only, not also by the
+//!   instance id until the instance is purged.
+//! - Journey statistics are counters summed per batch ([`Changes::counters`]), so they survive
+//!   purges of finished instances and their timelines.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use journeys_core::machine::{Effect, Instance, InstanceState as CoreState};
+use journeys_core::machine::{
+    BRANCH_DETAIL_KEY, Effect, Instance, InstanceState as CoreState, TimelineKind,
+};
 use journeys_store::{
-    Changes, InstanceRecord, InstanceState, OutboxRecord, OutboxStatus, TimelineEntry, TimerRecord,
+    Changes, CounterKey, CounterKind, InstanceRecord, InstanceState, OutboxRecord, OutboxStatus,
+    TimelineEntry, TimerRecord, TransitionEntry,
 };
 use sha2::{Digest, Sha256};
 
@@ -43,6 +56,8 @@ pub(crate) struct ChangeSet {
     pub changes: Changes,
     timers_new: BTreeMap<String, TimerRecord>,
     timers_deleted: BTreeSet<String>,
+    /// Instance id -> index in `changes.timeline` of its last row in this batch.
+    last_rows: HashMap<String, usize>,
 }
 
 impl ChangeSet {
@@ -67,7 +82,8 @@ impl ChangeSet {
     }
 
     /// Records the effects of a transition of `inst` (the caller keeps the new instance and
-    /// writes its row once, at the end of the batch). Counts sends and endings into `delta`.
+    /// writes its row once, at the end of the batch): timers, sends, one compact timeline row
+    /// and the counters. Counts sends and endings into `delta`.
     pub fn record(
         &mut self,
         inst: &Instance,
@@ -75,6 +91,8 @@ impl ChangeSet {
         now: DateTime<Utc>,
         delta: &mut StatsDelta,
     ) {
+        let mut entries = Vec::new();
+        let mut first = None;
         for effect in effects {
             match effect {
                 Effect::SetTimer(timer) => self.set_timer(TimerRecord {
@@ -89,26 +107,7 @@ impl ChangeSet {
                 Effect::CancelTimer { id } => self.delete_timer(timer_row_id(id)),
                 Effect::Send(send) => {
                     delta.sends_queued += 1;
-                    self.changes.outbox_new.push(OutboxRecord {
-                        id: journeys_store::new_id(),
-                        instance_id: inst.id.clone(),
-                        profile_id: inst.profile_id.clone(),
-                        journey_id: inst.journey_id.clone(),
-                        step_key: send.step_key.clone(),
-                        destination_id: send.destination_id.clone(),
-                        message_id: send.message_id.clone(),
-                        method: send.method.clone(),
-                        path: send.path.clone(),
-                        payload: send.payload.clone(),
-                        status: OutboxStatus::Pending,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        last_error: None,
-                        traceparent: None,
-                        created_at: now,
-                        sent_at: None,
-                        dead_at: None,
-                    });
+                    self.changes.outbox_new.push(outbox_record(inst, send, now));
                 }
                 Effect::Completed => delta.instances_completed += 1,
                 Effect::Exited { .. } => {}
@@ -122,26 +121,90 @@ impl ChangeSet {
                         "instance failed"
                     );
                 }
-                Effect::Timeline(entry) => self.changes.timeline.push(TimelineEntry {
-                    instance_id: inst.id.clone(),
-                    profile_id: inst.profile_id.clone(),
-                    at: entry.at,
-                    step_key: entry.step_key.clone(),
-                    kind: entry.kind.as_str().to_owned(),
-                    cause: entry.cause.label().to_owned(),
-                    detail: entry.detail.clone(),
-                }),
+                Effect::Timeline(entry) => {
+                    self.count(&inst.journey_id, entry);
+                    first.get_or_insert(entry);
+                    entries.push(TransitionEntry {
+                        step_key: entry.step_key.clone(),
+                        kind: entry.kind.as_str().to_owned(),
+                        detail: entry.detail.clone(),
+                    });
+                }
             }
+        }
+        if let Some(first) = first
+            && let Some(row) = TimelineEntry::transition(
+                &inst.id,
+                &inst.profile_id,
+                first.at,
+                first.cause.label(),
+                entries,
+            )
+        {
+            self.last_rows
+                .insert(inst.id.clone(), self.changes.timeline.len());
+            self.changes.timeline.push(row);
         }
     }
 
+    /// Adds a timeline entry of `journey_id` to the counters it feeds.
+    fn count(&mut self, journey_id: &str, entry: &journeys_core::machine::TimelineEntry) {
+        let kind = match entry.kind {
+            TimelineKind::Entered => CounterKind::Entered,
+            TimelineKind::Step => CounterKind::Step,
+            TimelineKind::Send => CounterKind::Send,
+            TimelineKind::Exited => CounterKind::Exited,
+            TimelineKind::Branch => {
+                // "Everyone else" of a data split carries no branch name and is not counted.
+                if let Some(name) = entry.detail.get(BRANCH_DETAIL_KEY).and_then(|v| v.as_str()) {
+                    self.add(CounterKey::with_branch(
+                        journey_id,
+                        &entry.step_key,
+                        CounterKind::Branch,
+                        name,
+                    ));
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.add(CounterKey::new(journey_id, &entry.step_key, kind));
+    }
+
+    /// Counts an entry into `journey_id` not made for `reason`.
+    pub fn count_skip(&mut self, journey_id: &str, reason: &str) {
+        self.add(CounterKey::with_branch(
+            journey_id,
+            "",
+            CounterKind::Skipped,
+            reason,
+        ));
+    }
+
+    fn add(&mut self, key: CounterKey) {
+        *self.changes.counters.entry(key).or_default() += 1;
+    }
+
     /// Adds the row of an instance changed in this batch: new when `stored_version` is
-    /// `None`, else an update expected to find that version.
+    /// `None`, else an update expected to find that version. A new instance that already
+    /// ended gets no row: its last timeline row of the batch stands in for it.
     pub fn write_instance(
         &mut self,
         inst: &Instance,
         stored_version: Option<i64>,
     ) -> Result<(), serde_json::Error> {
+        if stored_version.is_none()
+            && !inst.is_active()
+            && let Some(&last) = self.last_rows.get(&inst.id)
+            && let Some(row) = self.changes.timeline.get_mut(last)
+        {
+            row.stand_in_for(
+                &inst.journey_id,
+                inst.journey_version,
+                inst.unique_value.as_deref(),
+            );
+            return Ok(());
+        }
         let version = stored_version.map_or(1, |v| v + 1);
         let record = instance_record(inst, version)?;
         match stored_version {
@@ -156,6 +219,34 @@ impl ChangeSet {
         self.changes.timers_new = self.timers_new.into_values().collect();
         self.changes.timers_deleted = self.timers_deleted.into_iter().collect();
         self.changes
+    }
+}
+
+/// The outbox row of a send queued by `inst`.
+fn outbox_record(
+    inst: &Instance,
+    send: &journeys_core::machine::SendRequest,
+    now: DateTime<Utc>,
+) -> OutboxRecord {
+    OutboxRecord {
+        id: journeys_store::new_id(),
+        instance_id: inst.id.clone(),
+        profile_id: inst.profile_id.clone(),
+        journey_id: inst.journey_id.clone(),
+        step_key: send.step_key.clone(),
+        destination_id: send.destination_id.clone(),
+        message_id: send.message_id.clone(),
+        method: send.method.clone(),
+        path: send.path.clone(),
+        payload: send.payload.clone(),
+        status: OutboxStatus::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        traceparent: None,
+        created_at: now,
+        sent_at: None,
+        dead_at: None,
     }
 }
 

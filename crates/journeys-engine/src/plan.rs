@@ -319,7 +319,10 @@ fn record(
                 .changes
                 .enter_once
                 .push((journey_id.clone(), profile_id.to_owned())),
-            ProfileEffect::EntrySkipped { reason, .. } => delta.skip(reason.as_str()),
+            ProfileEffect::EntrySkipped { journey_id, reason } => {
+                delta.skip(reason.as_str());
+                out.count_skip(journey_id, reason.as_str());
+            }
             ProfileEffect::Instance(change) => {
                 match change.why {
                     ChangeCause::Entered => delta.entries += 1,

@@ -129,6 +129,24 @@ struct Observed {
     skipped: BTreeMap<String, u64>,
 }
 
+/// The engine stores no instance row (so no state blob) for an instance that started and ended
+/// within one batch; each event here is its own batch, so such an instance entered and ended at
+/// the same instant. Drops the simulated blob of exactly those, so the rest still compares.
+fn forget_unstored_blobs(engine: &Observed, simulated: &mut Observed) {
+    for (id, (_, _, blob)) in &engine.instances {
+        if !blob.is_null() {
+            continue;
+        }
+        if let Some((state, _, sim)) = simulated.instances.get_mut(id)
+            && state != "ACTIVE"
+            && sim.get("entered_at").is_some()
+            && sim.get("entered_at") == sim.get("ended_at")
+        {
+            *sim = Json::Null;
+        }
+    }
+}
+
 fn observed_in_simulation(result: &SimulationResult) -> Observed {
     let mut observed = Observed {
         instances: BTreeMap::new(),
@@ -356,7 +374,8 @@ proptest! {
             .build()
             .unwrap();
         let (engine, meta) = runtime.block_on(run_engine(&definition, &events, max_active));
-        let simulated = run_simulation(&definition, meta, &events, max_active);
+        let mut simulated = run_simulation(&definition, meta, &events, max_active);
+        forget_unstored_blobs(&engine, &mut simulated);
         prop_assert_eq!(&engine.instances, &simulated.instances);
         prop_assert_eq!(&engine.sends, &simulated.sends);
         prop_assert_eq!(&engine.skipped, &simulated.skipped);

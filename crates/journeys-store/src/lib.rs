@@ -24,12 +24,12 @@ pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
 pub use repo::{
     AudienceRecord, Audiences, Batches, BranchCounts, Catalog, CatalogEventRecord, Changes,
-    DestinationKind, DestinationRecord, Destinations, Held, InstanceDetail, InstanceFilter,
-    InstanceRecord, InstanceState, Instances, JourneyChanges, JourneyRecord, JourneyState,
-    JourneyStats, Journeys, Outbox, OutboxMark, OutboxRecord, OutboxStatus, PartitionRecord,
-    Partitions, ProfileRecord, ProfileState, Profiles, SendCounts, SourceRecord, Sources,
-    StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats, Timers, Watermarks,
-    WebhookSettings, hash_write_key,
+    CounterKey, CounterKind, DestinationKind, DestinationRecord, Destinations, Held,
+    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
+    JourneyRecord, JourneyState, JourneyStats, Journeys, Outbox, OutboxMark, OutboxRecord,
+    OutboxStatus, PartitionRecord, Partitions, ProfileRecord, ProfileState, Profiles, SendCounts,
+    SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
+    Timers, TransitionEntry, Watermarks, WebhookSettings, hash_write_key,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, Store};

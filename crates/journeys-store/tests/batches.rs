@@ -12,12 +12,15 @@
     clippy::cast_precision_loss
 )]
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use journeys_store::{
-    BranchCounts, Changes, InstanceRecord, InstanceState, JourneyRecord, JourneyState,
-    OutboxRecord, OutboxStatus, SendCounts, StepCounts, StoreError, TimelineEntry, TimerRecord,
+    BranchCounts, Changes, CounterKey, CounterKind, InstanceRecord, InstanceState, JourneyRecord,
+    JourneyState, OutboxRecord, OutboxStatus, SendCounts, StepCounts, StoreError, TimelineEntry,
+    TimerRecord,
 };
 use journeys_testkit::each_backend;
 
@@ -75,6 +78,7 @@ fn entry(i: &InstanceRecord, step: &str, kind: &str, detail: Value) -> TimelineE
         kind: kind.into(),
         cause: "msg".into(),
         detail,
+        journey_id: None,
     }
 }
 
@@ -173,8 +177,14 @@ async fn commit_writes_everything_in_one_go() {
             timers_new: vec![tm.clone()],
             timers_deleted: vec!["no-such-timer".into()],
             outbox_new: vec![out.clone()],
+            counters: BTreeMap::from([(CounterKey::new("j1", "wait", CounterKind::Entered), 1)]),
         };
         db.batches().commit(&changes).await.unwrap();
+        assert_eq!(
+            db.batches().journey_stats("j1").await.unwrap().entries,
+            1,
+            "{b}"
+        );
 
         let seen = db
             .batches()
@@ -748,6 +758,10 @@ async fn journey_stats_count_steps_sends_and_branches() {
         };
         let mut through_done = at_check(&through);
         through_done.current_step = Some("done".into());
+        // The counters the engine sums from those rows, split over the two batches.
+        let count = |journey: &str, step: &str, kind, branch: &str, n| {
+            (CounterKey::with_branch(journey, step, kind, branch), n)
+        };
         db.batches()
             .commit(&Changes {
                 instances_new: vec![
@@ -758,6 +772,17 @@ async fn journey_stats_count_steps_sends_and_branches() {
                 ],
                 timeline,
                 outbox_new: vec![sent, retried, dead, pending, foreign],
+                counters: BTreeMap::from([
+                    count("j1", "start", CounterKind::Entered, "", 3),
+                    count("j1", "start", CounterKind::Step, "", 3),
+                    count("j1", "check", CounterKind::Step, "", 2),
+                    count("j1", "check", CounterKind::Branch, "yes", 1),
+                    count("j1", "check", CounterKind::Branch, "no", 1),
+                    count("j1", "done", CounterKind::Step, "", 1),
+                    count("j2", "start", CounterKind::Entered, "", 1),
+                    count("j2", "check", CounterKind::Branch, "yes", 1),
+                    count("j1", "", CounterKind::Skipped, "filters_not_matched", 2),
+                ]),
                 ..Changes::default()
             })
             .await
@@ -768,12 +793,28 @@ async fn journey_stats_count_steps_sends_and_branches() {
                     (finished(&at_check(&exited), InstanceState::Exited, t), 1),
                     (finished(&through_done, InstanceState::Completed, t), 1),
                 ],
+                counters: BTreeMap::from([
+                    count("j1", "check", CounterKind::Step, "", 1),
+                    count("j1", "check", CounterKind::Branch, "yes", 1),
+                    count("j1", "check", CounterKind::Exited, "", 1),
+                    count("j1", "", CounterKind::Skipped, "filters_not_matched", 1),
+                    count("j1", "", CounterKind::Skipped, "already_entered", 1),
+                ]),
                 ..Changes::default()
             })
             .await
             .unwrap();
 
         let stats = db.batches().journey_stats("j1").await.unwrap();
+        assert_eq!(stats.entries, 3, "{b}");
+        assert_eq!(
+            stats.entries_skipped,
+            BTreeMap::from([
+                ("already_entered".to_owned(), 1),
+                ("filters_not_matched".to_owned(), 3)
+            ]),
+            "{b}"
+        );
         let step = |key: &str, entered, waiting, completed, exited| StepCounts {
             step_key: key.into(),
             entered,
@@ -817,6 +858,20 @@ async fn journey_stats_count_steps_sends_and_branches() {
         assert_eq!(
             db.batches().journey_stats("none").await.unwrap(),
             Default::default()
+        );
+
+        // Purging the two finished instances and their timelines changes no figure: the
+        // counters and the outbox stay, and the waiting instance is still active.
+        let purged = db
+            .batches()
+            .purge_finished_instances(t + Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(purged, 2, "{b}");
+        assert_eq!(
+            db.batches().journey_stats("j1").await.unwrap(),
+            stats,
+            "{b}"
         );
     })
     .await;

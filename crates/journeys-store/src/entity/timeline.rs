@@ -16,6 +16,9 @@ pub struct Model {
     pub kind: String,
     pub cause: String,
     pub detail: Json,
+    /// Set only on a row that stands for an instance never stored (see
+    /// `TimelineEntry::stand_in_for`).
+    pub journey_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

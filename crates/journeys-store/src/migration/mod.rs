@@ -11,6 +11,7 @@ mod m20261129_000003_runtime_columns;
 mod m20261129_000004_watermarks;
 mod m20261204_000005_exact_collation;
 mod m20261205_000006_partitions;
+mod m20261205_000007_counters;
 mod m20261205_000009_timer_partitions;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000005_exact_collation::Migration),
             Box::new(m20261205_000006_partitions::Migration),
             Box::new(m20261205_000009_timer_partitions::Migration),
+            Box::new(m20261205_000007_counters::Migration),
         ]
     }
 }
@@ -43,6 +45,8 @@ pub(crate) const ID_LEN: u32 = 36;
 pub(crate) const KEY_LEN: u32 = 191;
 /// Step keys are `[a-z0-9_]{1,64}`.
 pub(crate) const STEP_KEY_LEN: u32 = 64;
+/// Branch names as counter keys hold them; longer names are cut (see `CounterKey::branch`).
+pub(crate) const BRANCH_LEN: u32 = 128;
 /// Short enum-like strings (`state`, `kind`, `status`).
 pub(crate) const TAG_LEN: u32 = 32;
 

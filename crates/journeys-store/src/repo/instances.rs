@@ -1,5 +1,22 @@
 //! Journey instances and their timelines: the read side used by the control plane, and the
 //! inserts the runtime (and tests) build on.
+//!
+//! # Compact timeline
+//!
+//! The runtime writes at most one timeline row per transition. A transition that did one
+//! thing is stored as that entry, exactly as before. A transition that did several (an entry
+//! that passes steps, takes a branch, sends and completes) is one row whose `kind` and
+//! `step_key` are those of its last entry (where the transition left the instance) and whose
+//! detail lists every entry in order: `{"transition": [{"step_key", "kind", "detail"?}, ...]}`.
+//! Readers ([`Instances::get`]) expand such a row back into the entries, so `GetInstance` shows
+//! the same path, with the core's timeline kinds, as when every entry had its own row.
+//!
+//! An instance that starts and ends within one batch (a forwarding journey: enter, send,
+//! complete) is not written to `instances` at all. Its last timeline row *stands in* for it:
+//! the row carries the journey in `journey_id` and the revision and unique value in its detail
+//! (`"instance": {...}`). [`Instances::get`] and [`Instances::list`] build the instance from
+//! that row (no context, no state blob), and the housekeeping purge removes it past retention
+//! like a finished instance.
 
 use std::fmt;
 
@@ -154,6 +171,11 @@ impl TryFrom<instance::Model> for InstanceRecord {
     }
 }
 
+/// The detail key under which a compact row lists its transition's entries.
+const TRANSITION_KEY: &str = "transition";
+/// The detail key under which a stand-in row keeps what the instance row would have held.
+const INSTANCE_KEY: &str = "instance";
+
 /// A timeline row to append; the store assigns its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
@@ -166,6 +188,99 @@ pub struct TimelineEntry {
     /// What caused it: an event's `messageId`, or a timer.
     pub cause: String,
     pub detail: Value,
+    /// The journey, on a row that stands in for an instance never stored
+    /// ([`TimelineEntry::stand_in_for`]); `None` on every other row.
+    pub journey_id: Option<String>,
+}
+
+/// One entry of a transition, as [`TimelineEntry::transition`] gathers them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionEntry {
+    pub step_key: String,
+    pub kind: String,
+    /// `null` when the entry has no detail.
+    pub detail: Value,
+}
+
+impl TimelineEntry {
+    /// The one row of a transition of `instance_id` at `at`, caused by `cause`, that did
+    /// `entries` in order (see the module docs); `None` when there are none.
+    #[must_use]
+    pub fn transition(
+        instance_id: &str,
+        profile_id: &str,
+        at: DateTime<Utc>,
+        cause: &str,
+        mut entries: Vec<TransitionEntry>,
+    ) -> Option<Self> {
+        let last = entries.last()?;
+        let (step_key, kind) = (last.step_key.clone(), last.kind.clone());
+        let detail = if entries.len() == 1 {
+            entries.pop().map_or(Value::Null, |e| e.detail)
+        } else {
+            compact_detail(entries)
+        };
+        Some(Self {
+            instance_id: instance_id.to_owned(),
+            profile_id: profile_id.to_owned(),
+            at,
+            step_key,
+            kind,
+            cause: cause.to_owned(),
+            detail,
+            journey_id: None,
+        })
+    }
+
+    /// Makes this row (the instance's last) stand in for an instance of `journey_id` at
+    /// `journey_revision` that is not written to `instances`.
+    pub fn stand_in_for(
+        &mut self,
+        journey_id: &str,
+        journey_revision: i64,
+        unique_value: Option<&str>,
+    ) {
+        if !is_compact(&self.detail) {
+            let single = TransitionEntry {
+                step_key: self.step_key.clone(),
+                kind: self.kind.clone(),
+                detail: std::mem::take(&mut self.detail),
+            };
+            self.detail = compact_detail(vec![single]);
+        }
+        let mut instance = serde_json::Map::new();
+        instance.insert("journey_revision".into(), journey_revision.into());
+        if let Some(value) = unique_value {
+            instance.insert("unique_value".into(), value.into());
+        }
+        if let Value::Object(detail) = &mut self.detail {
+            detail.insert(INSTANCE_KEY.into(), Value::Object(instance));
+        }
+        self.journey_id = Some(journey_id.to_owned());
+    }
+}
+
+/// `{"transition": [...]}` for `entries`.
+fn compact_detail(entries: Vec<TransitionEntry>) -> Value {
+    let list = entries
+        .into_iter()
+        .map(|e| {
+            let mut m = serde_json::Map::new();
+            m.insert("step_key".into(), e.step_key.into());
+            m.insert("kind".into(), e.kind.into());
+            if !e.detail.is_null() {
+                m.insert("detail".into(), e.detail);
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut detail = serde_json::Map::new();
+    detail.insert(TRANSITION_KEY.into(), Value::Array(list));
+    Value::Object(detail)
+}
+
+fn is_compact(detail: &Value) -> bool {
+    detail.get(TRANSITION_KEY).is_some_and(Value::is_array)
 }
 
 /// A stored timeline row.
@@ -194,6 +309,72 @@ impl From<timeline::Model> for TimelineRecord {
             cause: m.cause,
             detail: m.detail,
         }
+    }
+}
+
+/// The entries a stored row holds: itself, or each entry a compact row lists (sharing its id,
+/// time and cause).
+fn expand(row: TimelineRecord, out: &mut Vec<TimelineRecord>) {
+    let Some(Value::Array(entries)) = row.detail.get(TRANSITION_KEY) else {
+        out.push(row);
+        return;
+    };
+    for entry in entries {
+        let text = |key: &str| {
+            entry
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        out.push(TimelineRecord {
+            id: row.id,
+            instance_id: row.instance_id.clone(),
+            profile_id: row.profile_id.clone(),
+            at: row.at,
+            step_key: text("step_key"),
+            kind: text("kind"),
+            cause: row.cause.clone(),
+            detail: entry.get("detail").cloned().unwrap_or(Value::Null),
+        });
+    }
+}
+
+/// The instance a stand-in row (`journey_id` set) records: ended where and when the row says;
+/// entered then too (it started and ended within one batch, whose rows share one time);
+/// without context or state blob, which were never stored.
+fn stood_in(row: &timeline::Model, journey_id: &str) -> InstanceRecord {
+    let entered_at = row.at;
+    let instance = row.detail.get(INSTANCE_KEY);
+    let state = match row.kind.as_str() {
+        "exited" => InstanceState::Exited,
+        "failed" => InstanceState::Failed,
+        _ => InstanceState::Completed,
+    };
+    InstanceRecord {
+        id: row.instance_id.clone(),
+        journey_id: journey_id.to_owned(),
+        journey_revision: instance
+            .and_then(|i| i.get("journey_revision"))
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+        profile_id: row.profile_id.clone(),
+        unique_value: instance
+            .and_then(|i| i.get("unique_value"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        state,
+        current_step: Some(row.step_key.clone()),
+        waiting_event: None,
+        context: Value::Object(serde_json::Map::new()),
+        state_blob: Value::Null,
+        passes: 0,
+        version: 1,
+        entered_at,
+        updated_at: row.at,
+        ended_at: Some(row.at),
+        active_key: None,
+        expires_at: entered_at + chrono::Duration::days(MAX_AGE_DAYS),
     }
 }
 
@@ -248,29 +429,36 @@ impl<'a> Instances<'a> {
         insert_timeline(self.db, entries).await
     }
 
-    /// The instance with `id` and its timeline, ordered by time, then insertion order.
+    /// The instance with `id` and its timeline (compact rows expanded), ordered by time, then
+    /// insertion order. An instance never stored is built from its stand-in timeline row.
     ///
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn get(&self, id: &str) -> Result<InstanceDetail, StoreError> {
-        let instance: InstanceRecord = instance::Entity::find_by_id(id)
-            .one(self.db)
-            .await?
-            .ok_or_else(|| StoreError::not_found(ENTITY, id))?
-            .try_into()?;
-        let timeline = timeline::Entity::find()
+        let stored = instance::Entity::find_by_id(id).one(self.db).await?;
+        let rows = timeline::Entity::find()
             .filter(timeline::Column::InstanceId.eq(id))
             .order_by_asc(timeline::Column::At)
             .order_by_asc(timeline::Column::Id)
             .all(self.db)
-            .await?
-            .into_iter()
-            .map(TimelineRecord::from)
-            .collect();
+            .await?;
+        let instance = match stored {
+            Some(m) => InstanceRecord::try_from(m)?,
+            None => rows
+                .iter()
+                .rev()
+                .find_map(|r| Some(stood_in(r, r.journey_id.as_deref()?)))
+                .ok_or_else(|| StoreError::not_found(ENTITY, id))?,
+        };
+        let mut timeline = Vec::with_capacity(rows.len());
+        for row in rows {
+            expand(TimelineRecord::from(row), &mut timeline);
+        }
         Ok(InstanceDetail { instance, timeline })
     }
 
-    /// Instances matching `filter`, in id order (entry order, as ids are `UUIDv7`).
+    /// Instances matching `filter`, in id order: stored ones and those whose stand-in timeline
+    /// row takes their place.
     ///
     /// # Errors
     /// Database errors.
@@ -296,13 +484,59 @@ impl<'a> Instances<'a> {
         if let Some(after) = page::token(page_token) {
             query = query.filter(Column::Id.gt(after));
         }
-        let rows = query
+        let mut rows = query
             .all(self.db)
             .await?
             .into_iter()
             .map(InstanceRecord::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let stood_in = self
+            .list_stood_in(filter, size + 1, page::token(page_token))
+            .await?;
+        if !stood_in.is_empty() {
+            rows.extend(stood_in);
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         Ok(page::finish(rows, size, |i| i.id.clone()))
+    }
+
+    /// Up to `limit` instances matching `filter` after `after` that only a stand-in timeline
+    /// row records, in id order (none are active).
+    async fn list_stood_in(
+        &self,
+        filter: &InstanceFilter,
+        limit: u64,
+        after: Option<&str>,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        use timeline::Column as T;
+        let kind = match filter.state {
+            Some(InstanceState::Active) => return Ok(Vec::new()),
+            Some(InstanceState::Completed) => Some("completed"),
+            Some(InstanceState::Exited) => Some("exited"),
+            Some(InstanceState::Failed) => Some("failed"),
+            None => None,
+        };
+        let mut query = timeline::Entity::find()
+            .order_by_asc(T::InstanceId)
+            .limit(limit);
+        query = match &filter.journey_id {
+            Some(journey_id) => query.filter(T::JourneyId.eq(journey_id.as_str())),
+            None => query.filter(T::JourneyId.is_not_null()),
+        };
+        if let Some(profile_id) = &filter.profile_id {
+            query = query.filter(T::ProfileId.eq(profile_id.as_str()));
+        }
+        if let Some(kind) = kind {
+            query = query.filter(T::Kind.eq(kind));
+        }
+        if let Some(after) = after {
+            query = query.filter(T::InstanceId.gt(after));
+        }
+        let rows = query.all(self.db).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| Some(stood_in(row, row.journey_id.as_deref()?)))
+            .collect())
     }
 
     /// Active instances of one profile, across journeys (the per-profile limit).
@@ -367,10 +601,45 @@ pub(crate) async fn insert_timeline<C: ConnectionTrait>(
             kind: Set(e.kind.clone()),
             cause: Set(e.cause.clone()),
             detail: Set(e.detail.clone()),
+            journey_id: Set(e.journey_id.clone()),
         });
         timeline::Entity::insert_many(models)
             .exec_without_returning(db)
             .await?;
     }
     Ok(())
+}
+
+/// Deletes the timelines of instances never stored whose stand-in row is older than
+/// `ended_before` (the retention purge of finished instances), in small transactions; returns
+/// how many instances.
+pub(crate) async fn purge_unstored(
+    db: &DatabaseConnection,
+    ended_before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    const CHUNK: u64 = 1000;
+    let ended_before = micros(ended_before);
+    let mut purged = 0;
+    loop {
+        let ids = timeline::Entity::find()
+            .select_only()
+            .column(timeline::Column::InstanceId)
+            .filter(timeline::Column::At.lt(ended_before))
+            .filter(timeline::Column::JourneyId.is_not_null())
+            .limit(CHUNK)
+            .into_tuple::<String>()
+            .all(db)
+            .await?;
+        if ids.is_empty() {
+            return Ok(purged);
+        }
+        timeline::Entity::delete_many()
+            .filter(timeline::Column::InstanceId.is_in(ids.iter().map(String::as_str)))
+            .exec(db)
+            .await?;
+        purged += ids.len() as u64;
+        if (ids.len() as u64) < CHUNK {
+            return Ok(purged);
+        }
+    }
 }

@@ -24,13 +24,14 @@ use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
 pub use batches::{
-    Batches, BranchCounts, Changes, JourneyStats, ProfileState, SendCounts, StepCounts,
+    Batches, BranchCounts, Changes, CounterKey, CounterKind, JourneyStats, ProfileState,
+    SendCounts, StepCounts,
 };
 pub use catalog::{Catalog, CatalogEventRecord};
 pub use destinations::{DestinationKind, DestinationRecord, Destinations, WebhookSettings};
 pub use instances::{
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, TimelineEntry,
-    TimelineRecord,
+    TimelineRecord, TransitionEntry,
 };
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
 pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};

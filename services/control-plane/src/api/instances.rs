@@ -52,12 +52,17 @@ impl InstanceApi {
             .await?
         {
             TerminateOutcome::Exited => self.get(id).await,
+            // An instance that started and ended in one batch has no instance row, only its
+            // timeline: it exists, and has ended. Otherwise the store's NOT_FOUND stands.
             TerminateOutcome::NotFound => {
-                Err(ServiceError::NotFound(format!("instance '{id}' not found")))
+                self.get(id).await?;
+                Err(ended(id))
             }
-            TerminateOutcome::NotActive => Err(ServiceError::FailedPrecondition(format!(
-                "instance '{id}' has already ended"
-            ))),
+            TerminateOutcome::NotActive => Err(ended(id)),
         }
     }
+}
+
+fn ended(id: &str) -> ServiceError {
+    ServiceError::FailedPrecondition(format!("instance '{id}' has already ended"))
 }

@@ -66,6 +66,10 @@ pub(super) async fn apply<C: ConnectionTrait>(
     insert_outbox(db, changes).await?;
     merge_traits(db, &changes.traits, now).await?;
     update_audiences(db, &changes.audience_adds, &changes.audience_removes, now).await?;
+    // Counters and the catalog are rows every batch touches: last, so their locks are held
+    // the shortest; counters first in every batch, each in key order, so no two batches wait
+    // on each other in opposite orders.
+    super::stats::upsert(db, &changes.counters).await?;
     catalog::record_seen(db, &changes.catalog_seen).await?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 mod commit;
 mod stats;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+pub use stats::{CounterKey, CounterKind};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -62,6 +64,8 @@ pub struct Changes {
     /// The deployment's profile partitions: new timers are stamped with their profile's
     /// partition so owners claim only their own. `0` leaves them unstamped.
     pub partitions: u32,
+    /// Increments of the journey counters, summed per key: one upsert row per key.
+    pub counters: BTreeMap<CounterKey, i64>,
 }
 
 impl Changes {
@@ -80,6 +84,7 @@ impl Changes {
             && self.timers_new.is_empty()
             && self.timers_deleted.is_empty()
             && self.outbox_new.is_empty()
+            && self.counters.is_empty()
     }
 }
 
@@ -100,7 +105,8 @@ pub struct ProfileState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepCounts {
     pub step_key: String,
-    /// Instances that reached the step (timeline `step` rows; the `entered` row marks the journey entry, not a step).
+    /// Instances that reached the step (the `step` counter; entering the journey is counted
+    /// apart, in [`JourneyStats::entries`]).
     pub entered: i64,
     /// Active instances currently at the step.
     pub waiting: i64,
@@ -135,6 +141,10 @@ pub struct JourneyStats {
     pub steps: Vec<StepCounts>,
     pub sends: Vec<SendCounts>,
     pub branches: Vec<BranchCounts>,
+    /// Entries into the journey.
+    pub entries: i64,
+    /// Entries not made, by skip reason.
+    pub entries_skipped: BTreeMap<String, i64>,
 }
 
 /// The evaluator's batch repository; obtained from [`crate::Store::batches`].
@@ -360,8 +370,8 @@ impl<'a> Batches<'a> {
             .collect()
     }
 
-    /// Step, send and branch counts of a journey (see [`JourneyStats`]), from grouped queries.
-    /// Purged instances no longer count.
+    /// Step, send and branch counts of a journey (see [`JourneyStats`]), from its counters,
+    /// its active instances and its outbox rows. Purging finished instances changes nothing.
     ///
     /// # Errors
     /// Database errors.
@@ -416,7 +426,7 @@ impl<'a> Batches<'a> {
             InstanceState::Exited.as_str(),
             InstanceState::Failed.as_str(),
         ];
-        let mut purged = 0;
+        let mut purged = crate::repo::instances::purge_unstored(self.db, ended_before).await?;
         loop {
             let ids = instance::Entity::find()
                 .select_only()
