@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
+use journeys_core::partition::partition_of;
 use journeys_store::{InstanceState, Store, TimerRecord};
 use journeys_telemetry::trace_context;
 use tokio::sync::{mpsc, oneshot};
@@ -22,9 +23,10 @@ use crate::cache::JourneyCache;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::job::{
-    Item, Job, LaneMessage, Outcome, TerminateOutcome, TimerOutcome, TimerStatus, acks_in_order,
+    Item, Job, LaneMessage, Outcome, Routed, TerminateOutcome, TimerOutcome, TimerStatus,
+    acks_in_order,
 };
-use crate::lane::{Lane, OnCommit, Shared, lane_of};
+use crate::lane::{Lane, OnCommit, Shared, lane_of, lane_of_partition};
 use crate::ownership::Ownership;
 use crate::stats::{EngineStats, StatsDelta};
 use crate::watermark::Watermark;
@@ -145,14 +147,12 @@ impl Engine {
             }
         } else {
             let in_flight = Arc::new(self.inner.watermark.enter(events.len()));
-            let mut parts: Vec<Vec<(usize, String, Item)>> =
-                self.inner.lanes.iter().map(|_| Vec::new()).collect();
+            let mut parts = self.parts();
             for (position, event) in events.into_iter().enumerate() {
                 let profile_id = event.profile_id().map(str::to_owned);
                 match profile_id {
                     Some(profile_id) if !event.message_id.is_empty() => {
-                        let lane = lane_of(&profile_id, self.partitions(), parts.len());
-                        parts[lane].push((position, profile_id, Item::Event(event)));
+                        self.route(&mut parts, position, profile_id, Item::Event(event));
                     }
                     _ => {
                         delta.reject("invalid");
@@ -198,11 +198,10 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let ids: Vec<String> = timers.iter().map(|t| t.id.clone()).collect();
-        let mut parts: Vec<Vec<(usize, String, Item)>> =
-            self.inner.lanes.iter().map(|_| Vec::new()).collect();
+        let mut parts = self.parts();
         for (position, timer) in timers.into_iter().enumerate() {
-            let lane = lane_of(&timer.profile_id, self.partitions(), parts.len());
-            parts[lane].push((position, timer.profile_id.clone(), Item::Timer(timer)));
+            let profile_id = timer.profile_id.clone();
+            self.route(&mut parts, position, profile_id, Item::Timer(timer));
         }
         let trace = trace_context::current_traceparent();
         let answers = collect(self.dispatch(parts, None, trace.as_deref()), ids.len()).await;
@@ -303,15 +302,13 @@ impl Engine {
         reason: &ExitReason,
     ) -> Result<Vec<TerminateOutcome>, EngineError> {
         let count = targets.len();
-        let mut parts: Vec<Vec<(usize, String, Item)>> =
-            self.inner.lanes.iter().map(|_| Vec::new()).collect();
+        let mut parts = self.parts();
         for (position, (instance_id, profile_id)) in targets.into_iter().enumerate() {
-            let lane = lane_of(&profile_id, self.partitions(), parts.len());
             let item = Item::Terminate {
                 instance_id,
                 reason: reason.clone(),
             };
-            parts[lane].push((position, profile_id, item));
+            self.route(&mut parts, position, profile_id, item);
         }
         collect(self.dispatch(parts, None, None), count)
             .await
@@ -328,7 +325,7 @@ impl Engine {
     /// `trace` is the caller's trace context, continued by the lanes (see `crate::lane`).
     fn dispatch(
         &self,
-        parts: Vec<Vec<(usize, String, Item)>>,
+        parts: Vec<Vec<Routed>>,
         in_flight: Option<&Arc<crate::watermark::InFlight>>,
         trace: Option<&str>,
     ) -> Vec<oneshot::Receiver<Vec<(usize, Outcome)>>> {
@@ -439,6 +436,23 @@ impl Engine {
                 let _ = lane.send(LaneMessage::Forget(ids));
             }
         }
+    }
+
+    /// One empty part per lane.
+    fn parts(&self) -> Vec<Vec<Routed>> {
+        self.inner.lanes.iter().map(|_| Vec::new()).collect()
+    }
+
+    /// Adds `item` of `profile_id` to its lane's part, with the profile's partition.
+    fn route(&self, parts: &mut [Vec<Routed>], position: usize, profile_id: String, item: Item) {
+        let partition = partition_of(&profile_id, self.partitions());
+        let lane = lane_of_partition(partition, parts.len());
+        parts[lane].push(Routed {
+            position,
+            profile_id,
+            partition,
+            item,
+        });
     }
 
     fn partitions(&self) -> u32 {

@@ -88,11 +88,21 @@ impl Outcome {
     }
 }
 
+/// One item of a call on its way to a lane: the profile's partition is computed once, where
+/// the call is split by lane, and travels with it.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    /// Position in the call.
+    pub position: usize,
+    pub profile_id: String,
+    pub partition: u32,
+    pub item: Item,
+}
+
 /// A part of one call, for one lane.
 #[derive(Debug)]
 pub(crate) struct Job {
-    /// `(position in the call, profile id, item)`.
-    pub items: Vec<(usize, String, Item)>,
+    pub items: Vec<Routed>,
     pub reply: oneshot::Sender<Vec<(usize, Outcome)>>,
     /// W3C `traceparent` of the span the call was made in (the ingest request, the timer
     /// firing), when telemetry records one: the lane continues that trace.

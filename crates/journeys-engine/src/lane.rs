@@ -30,7 +30,7 @@ use crate::ack::AckStatus;
 use crate::cache::JourneyCache;
 use crate::cache::Snapshot;
 use crate::config::EngineConfig;
-use crate::job::{Item, Job, LaneMessage, Outcome, TimerStatus};
+use crate::job::{Item, Job, LaneMessage, Outcome, Routed, TimerStatus};
 use crate::owner_cache::{ProfileCache, RecentIds};
 use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
@@ -68,9 +68,13 @@ pub(crate) struct Shared {
 /// The stable lane of a profile: its partition modulo the lane count, so each lane owns whole
 /// partitions and one commit covers all the partitions pinned to it.
 pub(crate) fn lane_of(profile_id: &str, partitions: u32, lanes: usize) -> usize {
-    let partition = u64::from(partition_of(profile_id, partitions));
+    lane_of_partition(partition_of(profile_id, partitions), lanes)
+}
+
+/// The lane of `partition`.
+pub(crate) fn lane_of_partition(partition: u32, lanes: usize) -> usize {
     let lanes = u64::try_from(lanes.max(1)).unwrap_or(1);
-    usize::try_from(partition % lanes).unwrap_or(0)
+    usize::try_from(u64::from(partition) % lanes).unwrap_or(0)
 }
 
 /// One item of a batch while the lane works on it.
@@ -188,16 +192,20 @@ impl Lane {
             }
             self.ready = true;
         }
-        let partitions = self.shared.config.partitions;
         let mut slots = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
             let trace = job.trace.take();
-            for (position, profile_id, item) in std::mem::take(&mut job.items) {
+            for routed in std::mem::take(&mut job.items) {
+                let Routed {
+                    position,
+                    profile_id,
+                    partition,
+                    item,
+                } = routed;
                 let (span, traceparent) = match &trace {
                     Some(parent) => item_span(&item, parent),
                     None => (None, None),
                 };
-                let partition = partition_of(&profile_id, partitions);
                 slots.push(Slot {
                     job: j,
                     position,

@@ -118,26 +118,13 @@ impl Ownership {
 
     /// How many partitions are held now.
     pub fn held_count(&self) -> usize {
-        let now = Instant::now();
-        (0..self.partitions)
-            .filter(|p| self.held(*p, now).is_some())
-            .count()
+        self.held_ids().len()
     }
 
     /// Forgets `partitions` at once (a commit was fenced) and asks for an early round, which
     /// takes back those that are still this node's at a new epoch.
     pub fn lost(&self, partitions: &[u32]) {
-        {
-            let mut leases = self
-                .leases
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for p in partitions {
-                if let Some(slot) = usize::try_from(*p).ok().and_then(|i| leases.get_mut(i)) {
-                    *slot = None;
-                }
-            }
-        }
+        self.set(partitions, |_| None);
         self.recheck.notify_one();
     }
 
