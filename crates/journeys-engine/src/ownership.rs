@@ -1,8 +1,10 @@
 //! Partition ownership of an engine running as an owner (SCALE-OUT.md §1).
 //!
 //! A background task heartbeats this node, computes by rendezvous hashing over the live nodes
-//! which partitions are this node's, releases the others (a graceful hand-over), renews what it
-//! keeps and acquires what is free, every [`OwnerConfig::lease_ttl`] / 3 at most. Each held
+//! which partitions are this node's, releases the others (a graceful hand-over), renews its
+//! lease (one row: the lease is the node's, so renewing never touches the partition rows that
+//! commits lock for their fence) and acquires what is free, every [`OwnerConfig::lease_ttl`] / 3
+//! at most. Each held
 //! partition carries its epoch and a local deadline: the start of the round that last renewed
 //! it plus the lease, measured on this host's monotonic clock, which can only run out sooner
 //! than the lease in the store (the store's deadline counts from when the renewal arrived). A

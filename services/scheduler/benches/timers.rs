@@ -9,7 +9,9 @@
 //!
 //! Options: `--timers N` (default 1,000,000), `--spread-secs S` (default 60; 0 makes every
 //! timer due at the same instant, which measures the fastest drain), `--lanes N` (engine lanes,
-//! default 4).
+//! default 4), `--pending N` (more timers due a day later, which stay pending and never fire:
+//! `--timers 300000 --spread-secs 60 --pending 700000` fires 5,000/s for a minute with a
+//! million pending).
 //!
 //! The instances of a "delay, then send" journey and their timers are written straight to the
 //! store with `Batches::commit` in large batches, exactly as the engine would have written
@@ -60,6 +62,7 @@ struct Args {
     timers: usize,
     spread: Duration,
     lanes: usize,
+    pending: usize,
 }
 
 fn args() -> Args {
@@ -68,6 +71,7 @@ fn args() -> Args {
         timers: 1_000_000,
         spread: Duration::from_secs(60),
         lanes: EngineConfig::default().lanes,
+        pending: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -79,6 +83,7 @@ fn args() -> Args {
                 parsed.spread = Duration::from_secs(value().parse().unwrap_or(60));
             }
             "--lanes" => parsed.lanes = value().parse().unwrap_or(parsed.lanes),
+            "--pending" => parsed.pending = value().parse().unwrap_or(parsed.pending),
             // `cargo bench` passes `--bench`; anything else is ignored as well.
             _ => {}
         }
@@ -112,10 +117,11 @@ async fn run(args: Args) {
     };
     let store = db.store().clone();
     println!(
-        "timers benchmark: backend {}, {} timers due over {:?}, engine lanes {}",
+        "timers benchmark: backend {}, {} timers due over {:?}, {} more pending, engine lanes {}",
         db.backend(),
         args.timers,
         args.spread,
+        args.pending,
         args.lanes
     );
     let target = journey(&store).await;
@@ -128,23 +134,34 @@ async fn run(args: Args) {
     load(&store, &target, 0, calibration, writers, |_| far).await;
     let per_row = started.elapsed().as_secs_f64() / calibration as f64;
     let predicted = Duration::from_secs_f64(per_row * args.timers as f64);
+    if args.pending > 0 {
+        let started = Instant::now();
+        load(
+            &store,
+            &target,
+            calibration,
+            calibration + args.pending,
+            writers,
+            |_| far,
+        )
+        .await;
+        println!(
+            "loaded {} pending instances + timers (due in a day) in {:.1} s",
+            args.pending,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let first = calibration + args.pending;
     let window_start = Utc::now()
         + TimeDelta::from_std(predicted.mul_f64(2.0) + Duration::from_secs(10)).expect("delta");
 
     let started = Instant::now();
     let spread_micros = i64::try_from(args.spread.as_micros()).expect("spread fits");
     let n = i64::try_from(args.timers).expect("count fits");
-    load(
-        &store,
-        &target,
-        calibration,
-        calibration + args.timers,
-        writers,
-        |i| {
-            let i = i64::try_from(i - calibration).expect("index fits");
-            window_start + TimeDelta::microseconds(spread_micros * i / n)
-        },
-    )
+    load(&store, &target, first, first + args.timers, writers, |i| {
+        let i = i64::try_from(i - first).expect("index fits");
+        window_start + TimeDelta::microseconds(spread_micros * i / n)
+    })
     .await;
     let loaded = started.elapsed();
     let loaded_at = Utc::now();
@@ -160,8 +177,9 @@ async fn run(args: Args) {
     }
     let queue = store.timers().stats(Utc::now()).await.expect("timer stats");
     println!(
-        "pending timers: {} ({} of them the calibration batch, due in a day)",
-        queue.pending, calibration
+        "pending timers: {} ({} of them due in a day)",
+        queue.pending,
+        calibration + args.pending
     );
 
     let engine = Engine::start(

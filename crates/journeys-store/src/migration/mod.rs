@@ -13,6 +13,7 @@ mod m20261204_000005_exact_collation;
 mod m20261205_000006_partitions;
 mod m20261205_000007_counters;
 mod m20261205_000009_timer_partitions;
+mod m20261206_000010_node_leases;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000006_partitions::Migration),
             Box::new(m20261205_000009_timer_partitions::Migration),
             Box::new(m20261205_000007_counters::Migration),
+            Box::new(m20261206_000010_node_leases::Migration),
         ]
     }
 }

@@ -1,6 +1,11 @@
-//! Partition ownership (SCALE-OUT.md §1): `partition_state` rows with owner, epoch and lease,
-//! node heartbeats for rendezvous assignment, and the epoch fence that every batch commit of an
-//! owner runs first ([`fence`]).
+//! Partition ownership (SCALE-OUT.md §1): `partition_state` rows with owner and epoch, node
+//! rows with heartbeats (for rendezvous assignment) and leases, and the epoch fence that every
+//! batch commit of an owner runs first ([`fence`]).
+//!
+//! The lease is the node's, not each partition's: a node holds the partitions it owns while its
+//! own `partition_nodes.lease_until` has not run out, and renews them all by renewing that one
+//! row. So a renewal never writes the `partition_state` rows that commits lock for their fence
+//! (only acquisition and release do, rarely), and lanes never queue behind it.
 //!
 //! Lease times come from the database's clock (`db_now`), never from a host's: two nodes with
 //! skewed clocks still agree on whether a lease ran out.
@@ -16,11 +21,13 @@ use crate::repo::placeholders;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRecord {
     pub partition: u32,
-    /// The node holding the lease, if any (a released or never-taken partition has none).
+    /// The node that took it last, if any (a released or never-taken partition has none). It
+    /// holds the partition while its lease runs.
     pub owner: Option<String>,
     /// Raised by one on every acquisition; commits of an older epoch are refused.
     pub epoch: i64,
-    /// End of the lease, microseconds since the Unix epoch on the database's clock.
+    /// End of the owner's lease, microseconds since the Unix epoch on the database's clock
+    /// (`0` without an owner or once the owner's node row is gone).
     pub lease_until: i64,
     /// Commits made under the fence (the in-process log's sequence).
     pub last_seq: i64,
@@ -44,6 +51,17 @@ fn db_now(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
         _ => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+    }
+}
+
+/// `partition_state` as an `UPDATE` target that MySQL/MariaDB must reach through its primary
+/// key. Given a list of a quarter of the partitions, the optimizer otherwise prefers a scan of
+/// the whole (small) table, which locks every row it reads: each lane's fence then waits for
+/// every other lane's open commit, and all commits run one at a time.
+fn partition_rows(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::MySql => "partition_state FORCE INDEX (PRIMARY)",
+        _ => "partition_state",
     }
 }
 
@@ -107,8 +125,9 @@ impl<'a> Partitions<'a> {
     pub async fn all(&self) -> Result<Vec<PartitionRecord>, StoreError> {
         let statement = Statement::from_string(
             self.backend(),
-            "SELECT partition_id, owner, epoch, lease_until, last_seq FROM partition_state \
-             ORDER BY partition_id",
+            "SELECT s.partition_id, s.owner, s.epoch, COALESCE(n.lease_until, 0) AS lease_until, \
+             s.last_seq FROM partition_state s LEFT JOIN partition_nodes n ON n.node_id = s.owner \
+             ORDER BY s.partition_id",
         );
         let rows = self.db.query_all_raw(statement).await?;
         rows.iter()
@@ -126,14 +145,16 @@ impl<'a> Partitions<'a> {
             .map_err(StoreError::from)
     }
 
-    /// The partitions `node` holds with a lease that has not run out, with their epochs.
+    /// The partitions `node` owns, with their epochs, while its lease has not run out (none
+    /// after that).
     ///
     /// # Errors
     /// Database errors.
     pub async fn held_by(&self, node: &str) -> Result<Vec<Held>, StoreError> {
         let sql = format!(
-            "SELECT partition_id, epoch FROM partition_state WHERE owner = ? AND lease_until > {} \
-             ORDER BY partition_id",
+            "SELECT s.partition_id, s.epoch FROM partition_state s JOIN partition_nodes n \
+             ON n.node_id = s.owner WHERE s.owner = ? AND n.lease_until > {} \
+             ORDER BY s.partition_id",
             db_now(self.backend())
         );
         let statement = Statement::from_sql_and_values(self.backend(), sql, [node.into()]);
@@ -151,9 +172,10 @@ impl<'a> Partitions<'a> {
     }
 
     /// Takes the partitions among `partitions` that are free (never owned, released, or whose
-    /// lease ran out) or already `node`'s, raising each one's epoch so that commits of any
-    /// earlier holder are fenced, with a lease of `ttl`. Returns how many it took; read
-    /// [`Partitions::held_by`] for the epochs.
+    /// owner's lease ran out) or already `node`'s, raising each one's epoch so that commits of
+    /// any earlier holder are fenced, and sets `node`'s lease to `ttl` from now (which renews
+    /// every partition it holds). Returns how many it took; read [`Partitions::held_by`] for the
+    /// epochs.
     ///
     /// # Errors
     /// Database errors.
@@ -163,41 +185,71 @@ impl<'a> Partitions<'a> {
         partitions: &[u32],
         ttl: Duration,
     ) -> Result<u64, StoreError> {
+        self.lease(node, ttl).await?;
         if partitions.is_empty() {
             return Ok(0);
         }
         let now = db_now(self.backend());
         let sql = format!(
-            "UPDATE partition_state SET owner = ?, epoch = epoch + 1, lease_until = {now} + ? \
-             WHERE partition_id IN ({}) AND (owner IS NULL OR owner = ? OR lease_until < {now})",
+            "UPDATE {} SET owner = ?, epoch = epoch + 1, lease_until = 0 \
+             WHERE partition_id IN ({}) AND (owner IS NULL OR owner = ? OR NOT EXISTS \
+             (SELECT 1 FROM partition_nodes n WHERE n.node_id = partition_state.owner \
+             AND n.lease_until > {now}))",
+            partition_rows(self.backend()),
             placeholders(partitions.len())
         );
-        let mut values: Vec<Value> = vec![node.into(), micros_of(ttl).into()];
+        let mut values: Vec<Value> = vec![node.into()];
         values.extend(partitions.iter().map(|p| Value::from(*p)));
         values.push(node.into());
         self.exec(&sql, values).await
     }
 
-    /// Extends by `ttl` the lease of each of `held` that `node` still holds at that epoch.
-    /// Returns how many it extended (fewer than `held` means some were lost).
+    /// Sets `node`'s lease to `ttl` from now and returns how many of `held` it still owns at
+    /// those epochs (fewer than `held` means some were taken by another node).
     ///
     /// # Errors
     /// Database errors.
     pub async fn renew(&self, node: &str, held: &[Held], ttl: Duration) -> Result<u64, StoreError> {
+        self.lease(node, ttl).await?;
         if held.is_empty() {
             return Ok(0);
         }
         let sql = format!(
-            "UPDATE partition_state SET lease_until = {} + ? WHERE owner = ? AND ({})",
-            db_now(self.backend()),
+            "SELECT COUNT(*) AS n FROM partition_state WHERE owner = ? AND ({})",
             pairs(held.len())
         );
-        let mut values: Vec<Value> = vec![micros_of(ttl).into(), node.into()];
+        let mut values: Vec<Value> = vec![node.into()];
         values.extend(pair_values(held));
-        self.exec(&sql, values).await
+        let statement = Statement::from_sql_and_values(self.backend(), sql, values);
+        let row = self.db.query_one_raw(statement).await?;
+        let n: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Gives up `node`'s leases on `partitions` (a graceful hand-over: another node may take
+    /// `node`'s lease (and heartbeat) set to `ttl` from now.
+    async fn lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = db_now(self.backend());
+        let sql = match self.backend() {
+            DbBackend::MySql => format!(
+                "INSERT INTO partition_nodes (node_id, heartbeat_at, lease_until) \
+                 VALUES (?, {now}, {now} + ?) ON DUPLICATE KEY UPDATE \
+                 heartbeat_at = VALUES(heartbeat_at), lease_until = VALUES(lease_until)"
+            ),
+            _ => format!(
+                "INSERT INTO partition_nodes (node_id, heartbeat_at, lease_until) \
+                 VALUES (?, {now}, {now} + ?) ON CONFLICT (node_id) DO UPDATE SET \
+                 heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until"
+            ),
+        };
+        self.exec(&sql, vec![node.into(), micros_of(ttl).into()])
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up `node`'s ownership of `partitions` (a graceful hand-over: another node may take
     /// them at once). The epoch is left as is; the next owner raises it.
     ///
     /// # Errors
@@ -207,8 +259,9 @@ impl<'a> Partitions<'a> {
             return Ok(0);
         }
         let sql = format!(
-            "UPDATE partition_state SET owner = NULL, lease_until = 0 WHERE owner = ? AND \
+            "UPDATE {} SET owner = NULL, lease_until = 0 WHERE owner = ? AND \
              partition_id IN ({})",
+            partition_rows(self.backend()),
             placeholders(partitions.len())
         );
         let mut values: Vec<Value> = vec![node.into()];
@@ -254,7 +307,8 @@ impl<'a> Partitions<'a> {
             .map_err(StoreError::from)
     }
 
-    /// Removes `node`'s heartbeat (a node shutting down), so others take its partitions at once.
+    /// Removes `node`'s heartbeat and lease (a node shutting down), so others take whatever it
+    /// still owns at once.
     ///
     /// # Errors
     /// Database errors.
@@ -289,12 +343,20 @@ pub(crate) async fn fence<C: ConnectionTrait>(db: &C, held: &[Held]) -> Result<(
         return Ok(());
     }
     let backend = db.get_database_backend();
+    // Primary-key lookups of the `IN` list lock only these rows (see `partition_rows`).
     let sql = format!(
-        "UPDATE partition_state SET last_seq = last_seq + 1, committed_at = {} WHERE {}",
+        "UPDATE {} SET last_seq = last_seq + 1, committed_at = {} \
+         WHERE partition_id IN ({}) AND ({})",
+        partition_rows(backend),
         db_now(backend),
+        placeholders(held.len()),
         pairs(held.len())
     );
-    let values: Vec<Value> = pair_values(held).collect();
+    let values: Vec<Value> = held
+        .iter()
+        .map(|h| Value::from(h.partition))
+        .chain(pair_values(held))
+        .collect();
     let matched = db
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?
