@@ -32,7 +32,7 @@ pub use repo::{
     Timers, TransitionEntry, Watermarks, WebhookSettings, hash_write_key,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
-pub use store::{Backend, Store};
+pub use store::{Backend, MIGRATE_LOCK_TIMEOUT, Store};
 
 /// Longest id, key or event name the store can index: 191 `utf8mb4` characters fit MySQL's
 /// 767-byte index prefix limit. Every edge that accepts such a value checks it against this.

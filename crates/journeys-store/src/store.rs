@@ -1,11 +1,17 @@
 //! [`Store`]: the connection pool, backend detection, connection tuning and migrations.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::sqlx::{self, Connection};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
+use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::migration::Migrator;
@@ -21,6 +27,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a SQLite statement waits for a lock held by another process before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`Store::migrate`] waits for another process's migrations of the same database:
+/// a long schema change on a big table may hold the lock for minutes.
+pub const MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Longest name MySQL accepts for a named lock.
+const MAX_LOCK_NAME: usize = 64;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,12 +146,134 @@ impl Store {
 
     /// Applies every pending migration. Idempotent, so services call it at each start.
     ///
-    /// When two processes start together and race, the loser's error is ignored as long as the
-    /// schema ends up fully migrated.
+    /// Processes started together on one database take turns: on MySQL/MariaDB the migrations
+    /// run while this process holds the named lock `journeys_migrate:<database>` (`GET_LOCK`,
+    /// held by a connection of its own, so a crash or a cancelled call releases it with the
+    /// session); on SQLite they run in one `BEGIN IMMEDIATE` transaction, which also makes
+    /// them all-or-nothing there. A process that waited finds nothing left to do. Waits at most
+    /// [`MIGRATE_LOCK_TIMEOUT`]; see [`Store::migrate_waiting`].
     ///
     /// # Errors
-    /// Any database error that leaves migrations pending.
+    /// [`StoreError::Unavailable`] when another process kept the lock past the timeout (nothing
+    /// was migrated), or any database error that leaves migrations pending.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_waiting(MIGRATE_LOCK_TIMEOUT).await
+    }
+
+    /// [`Store::migrate`], waiting at most `timeout` for another process's migrations.
+    ///
+    /// # Errors
+    /// As [`Store::migrate`].
+    pub async fn migrate_waiting(&self, timeout: Duration) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::MySql => self.migrate_mysql(timeout).await,
+            Backend::Sqlite => self.migrate_sqlite(timeout).await,
+        }
+    }
+
+    /// Runs the migrations on the pool while a dedicated session holds the named lock.
+    ///
+    /// The session is detached from the pool: if this future is dropped mid-way, the session
+    /// closes and the server releases the lock, instead of the lock idling in a pooled
+    /// connection that no one will release it from.
+    async fn migrate_mysql(&self, timeout: Duration) -> Result<(), StoreError> {
+        let mut session = self
+            .db
+            .get_mysql_connection_pool()
+            .acquire()
+            .await
+            .map_err(sqlx_err)?
+            .detach();
+        let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+            .fetch_one(&mut session)
+            .await
+            .map_err(sqlx_err)?;
+        let lock = migrate_lock_name(database.as_deref().unwrap_or_default());
+        // Whole seconds: MySQL 8 truncates a fractional timeout. Round up so a timeout below
+        // one second still waits.
+        let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        let got: Option<i64> = sqlx::query_scalar("SELECT CAST(GET_LOCK(?, ?) AS SIGNED)")
+            .bind(&lock)
+            .bind(seconds)
+            .fetch_one(&mut session)
+            .await
+            .map_err(sqlx_err)?;
+        match got {
+            Some(1) => {}
+            Some(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "migrations not run: another process held the migration lock {lock} for \
+                     more than {seconds} s (is a migration still running?)"
+                )));
+            }
+            None => {
+                return Err(StoreError::Internal(format!(
+                    "the server refused the migration lock {lock}"
+                )));
+            }
+        }
+        tracing::debug!(%lock, "holding the migration lock");
+        let result = self.migrate_unlocked().await;
+        let released: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT CAST(RELEASE_LOCK(?) AS SIGNED)")
+                .bind(&lock)
+                .fetch_one(&mut session)
+                .await;
+        match released {
+            Ok(Some(1)) => {}
+            // The session was lost during the migrations (so was the lock) or the release
+            // failed: closing the session releases whatever it still holds.
+            other => {
+                tracing::warn!(%lock, outcome = ?other, "migration lock was not released cleanly");
+            }
+        }
+        if let Err(err) = session.close().await {
+            tracing::debug!(error = %err, "closing the migration lock session");
+        }
+        result
+    }
+
+    /// Runs the migrations in one `BEGIN IMMEDIATE` transaction: the write lock it takes
+    /// first serialises processes migrating the same file, and SQLite DDL is transactional.
+    async fn migrate_sqlite(&self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + timeout;
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        let txn = loop {
+            // Each attempt waits up to the busy timeout for the other writer.
+            match self
+                .db
+                .begin_with_options(options)
+                .await
+                .map_err(StoreError::from)
+            {
+                Ok(txn) => break txn,
+                Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                    tracing::debug!(error = %err, "waiting for another process's migrations");
+                }
+                Err(StoreError::Unavailable(detail)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "migrations not run: another process kept the database locked for \
+                         more than {} s ({detail})",
+                        timeout.as_secs()
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        Migrator::up(&txn, None).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Applies the pending migrations without any lock.
+    ///
+    /// A race can still happen if the lock's session was lost mid-way (the server released the
+    /// lock); the loser's error is then ignored as long as the schema ends up fully migrated.
+    async fn migrate_unlocked(&self) -> Result<(), StoreError> {
         match Migrator::up(&self.db, None).await {
             Ok(()) => Ok(()),
             Err(err) => {
@@ -264,5 +399,38 @@ impl Store {
     #[allow(dead_code)]
     pub(crate) fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+}
+
+/// The named lock serialising migrations of `database`. Lock names are server-wide, so the
+/// database is part of the name (hashed when the name would be too long).
+fn migrate_lock_name(database: &str) -> String {
+    const PREFIX: &str = "journeys_migrate:";
+    if PREFIX.len() + database.len() <= MAX_LOCK_NAME {
+        format!("{PREFIX}{database}")
+    } else {
+        let digest = hex::encode(Sha256::digest(database.as_bytes()));
+        format!("{PREFIX}{}", &digest[..MAX_LOCK_NAME - PREFIX.len()])
+    }
+}
+
+/// A `sqlx` error from the lock session, as the store reports database errors.
+fn sqlx_err(err: sqlx::Error) -> StoreError {
+    StoreError::from(DbErr::Query(RuntimeErr::SqlxError(Arc::new(err))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_LOCK_NAME, migrate_lock_name};
+
+    #[test]
+    fn migrate_lock_names_fit_mysql_and_keep_databases_apart() {
+        assert_eq!(migrate_lock_name("journeys"), "journeys_migrate:journeys");
+        let long_a = "a".repeat(64);
+        let long_b = format!("{}b", "a".repeat(63));
+        let (a, b) = (migrate_lock_name(&long_a), migrate_lock_name(&long_b));
+        assert_eq!(a.len(), MAX_LOCK_NAME);
+        assert_eq!(b.len(), MAX_LOCK_NAME);
+        assert_ne!(a, b);
     }
 }
