@@ -63,4 +63,9 @@ pub struct ConfigArgs {
     /// [env: JOURNEYS_PARTITIONS]
     #[arg(long, value_name = "N")]
     pub partitions: Option<u32>,
+
+    /// Networks (CIDRs, IPs) and host names webhooks may reach besides global addresses,
+    /// comma-separated, e.g. 10.0.0.0/8,hooks.internal [env: JOURNEYS_DESTINATION_ALLOW]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub destination_allow: Option<Vec<String>>,
 }

@@ -27,6 +27,7 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_DEDUPE_WINDOW_SECS",
     "JOURNEYS_NODE_ID",
     "JOURNEYS_PARTITIONS",
+    "JOURNEYS_DESTINATION_ALLOW",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "JOURNEYS_INSTANCE_RETENTION_DAYS",
     "JOURNEYS_HOUSEKEEPING_SCHEDULE",
@@ -114,6 +115,13 @@ const ENV_BINDINGS: &[EnvBinding] = &[
             config.partitions = value.trim().parse().map_err(|_| {
                 format!("invalid number '{value}' (expected a whole number of partitions)")
             })?;
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_DESTINATION_ALLOW",
+        apply: |config, value| {
+            config.destination_allow = value.split(',').map(str::to_owned).collect();
             Ok(())
         },
     },
@@ -255,6 +263,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         dedupe_window_secs,
         node_id,
         partitions,
+        destination_allow,
     } = args;
     if let Some(v) = database_url {
         v.clone_into(&mut config.database_url);
@@ -285,6 +294,9 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
     }
     if let Some(v) = partitions {
         config.partitions = *v;
+    }
+    if let Some(v) = destination_allow {
+        config.destination_allow.clone_from(v);
     }
 }
 
@@ -378,6 +390,7 @@ mod tests {
             ("JOURNEYS_LOG_FORMAT", "Json"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("JOURNEYS_DEDUPE_WINDOW_SECS", "60"),
+            ("JOURNEYS_DESTINATION_ALLOW", "10.0.0.0/8, hooks.internal"),
         ]);
         let config =
             load_with_env(Service::DataPlane, &ConfigArgs::default(), &env).expect("loads");
@@ -392,6 +405,7 @@ mod tests {
             Some("http://collector:4317")
         );
         assert_eq!(config.dedupe_window_secs, 60);
+        assert_eq!(config.destination_allow, ["10.0.0.0/8", "hooks.internal"]);
         for binding in ENV_BINDINGS {
             assert!(
                 ENV_VARS.contains(&binding.var),
