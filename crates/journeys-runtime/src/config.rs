@@ -156,6 +156,28 @@ pub struct Config {
     /// refused unless listed here. `journeys dev` lists loopback.
     #[serde(default)]
     pub destination_allow: Vec<String>,
+    /// Most top-level traits of one profile: an identify adding traits past it is rejected
+    /// (`traits_limit`).
+    #[serde(default = "default_max_profile_traits")]
+    pub max_profile_traits: usize,
+    /// Most bytes of one profile's traits (as JSON): an identify growing them past it is
+    /// rejected (`traits_limit`).
+    #[serde(default = "default_max_profile_traits_bytes")]
+    pub max_profile_traits_bytes: usize,
+}
+
+/// Traits per profile unless configured.
+pub const DEFAULT_MAX_PROFILE_TRAITS: usize = 1_000;
+
+/// Bytes of traits per profile unless configured: 256 KiB.
+pub const DEFAULT_MAX_PROFILE_TRAITS_BYTES: usize = 256 * 1024;
+
+fn default_max_profile_traits() -> usize {
+    DEFAULT_MAX_PROFILE_TRAITS
+}
+
+fn default_max_profile_traits_bytes() -> usize {
+    DEFAULT_MAX_PROFILE_TRAITS_BYTES
 }
 
 fn default_partitions() -> u32 {
@@ -185,6 +207,8 @@ impl Config {
             } else {
                 Vec::new()
             },
+            max_profile_traits: DEFAULT_MAX_PROFILE_TRAITS,
+            max_profile_traits_bytes: DEFAULT_MAX_PROFILE_TRAITS_BYTES,
         }
     }
 
@@ -256,6 +280,8 @@ impl fmt::Debug for Config {
             .field("node_id", &masked.node_id)
             .field("partitions", &masked.partitions)
             .field("destination_allow", &masked.destination_allow)
+            .field("max_profile_traits", &masked.max_profile_traits)
+            .field("max_profile_traits_bytes", &masked.max_profile_traits_bytes)
             .finish()
     }
 }

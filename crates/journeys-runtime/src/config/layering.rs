@@ -28,6 +28,8 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_NODE_ID",
     "JOURNEYS_PARTITIONS",
     "JOURNEYS_DESTINATION_ALLOW",
+    "JOURNEYS_MAX_PROFILE_TRAITS",
+    "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "JOURNEYS_INSTANCE_RETENTION_DAYS",
     "JOURNEYS_HOUSEKEEPING_SCHEDULE",
@@ -122,6 +124,24 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         var: "JOURNEYS_DESTINATION_ALLOW",
         apply: |config, value| {
             config.destination_allow = value.split(',').map(str::to_owned).collect();
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_MAX_PROFILE_TRAITS",
+        apply: |config, value| {
+            config.max_profile_traits = value.trim().parse().map_err(|_| {
+                format!("invalid number '{value}' (expected a whole number of traits)")
+            })?;
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
+        apply: |config, value| {
+            config.max_profile_traits_bytes = value.trim().parse().map_err(|_| {
+                format!("invalid number '{value}' (expected a whole number of bytes)")
+            })?;
             Ok(())
         },
     },
@@ -264,6 +284,8 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         node_id,
         partitions,
         destination_allow,
+        max_profile_traits,
+        max_profile_traits_bytes,
     } = args;
     if let Some(v) = database_url {
         v.clone_into(&mut config.database_url);
@@ -297,6 +319,12 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
     }
     if let Some(v) = destination_allow {
         config.destination_allow.clone_from(v);
+    }
+    if let Some(v) = max_profile_traits {
+        config.max_profile_traits = *v;
+    }
+    if let Some(v) = max_profile_traits_bytes {
+        config.max_profile_traits_bytes = *v;
     }
 }
 

@@ -37,8 +37,9 @@ use std::time::Duration;
 
 use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
+
 use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher};
-use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig};
+use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig, TraitLimits};
 use journeys_runtime::auth::check_bind;
 use journeys_runtime::config::{Config, ConfigError};
 use journeys_runtime::grpc::{GrpcServer, ServeError};
@@ -227,6 +228,10 @@ impl Node {
         EngineConfig {
             dedupe_window: Duration::from_secs(self.config.dedupe_window_secs),
             partitions: self.config.partitions,
+            trait_limits: TraitLimits {
+                max_count: self.config.max_profile_traits,
+                max_bytes: self.config.max_profile_traits_bytes,
+            },
             owner,
             ..EngineConfig::default()
         }
