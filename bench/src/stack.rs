@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use journeys::{Listeners, Node, Roles};
-use journeys_runtime::config::{Config, Service};
+use journeys_runtime::config::{Config, DEV_DESTINATION_ALLOW, Service};
 use journeys_store::{create_database, drop_database, remove_sqlite_files};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -115,6 +115,11 @@ impl Embedded {
         config.http_addr = http;
         // The abandonment workloads hold for seconds, not the production minimum of minutes.
         config.allow_short_durations = true;
+        // The load generator's webhook sink listens on loopback.
+        config.destination_allow = DEV_DESTINATION_ALLOW
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let node = Node::new(config, Roles::of_service(Service::Node));
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

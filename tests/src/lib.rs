@@ -16,7 +16,7 @@ use journeys_proto::v1::instance_service_client::InstanceServiceClient;
 use journeys_proto::v1::journey_service_client::JourneyServiceClient;
 use journeys_proto::v1::profile_service_client::ProfileServiceClient;
 use journeys_proto::v1::source_service_client::SourceServiceClient;
-use journeys_runtime::config::{Config, Service};
+use journeys_runtime::config::{Config, DEV_DESTINATION_ALLOW, Service};
 use journeys_runtime::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -28,11 +28,23 @@ pub struct ControlPlane {
     task: JoinHandle<Result<(), journeys::Error>>,
 }
 
+/// The destination allow-list of tests whose webhook sinks listen on loopback (what
+/// `journeys dev` allows by default).
+#[must_use]
+pub fn loopback() -> Vec<String> {
+    DEV_DESTINATION_ALLOW
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
 /// How to start a control plane.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub admin_token: Option<String>,
     pub allow_short_durations: bool,
+    /// The destination allow-list; `None` allows loopback, where test sinks listen.
+    pub destination_allow: Option<Vec<String>>,
 }
 
 impl ControlPlane {
@@ -43,6 +55,8 @@ impl ControlPlane {
         config.admin_token = options.admin_token;
         config.allow_short_durations = options.allow_short_durations;
         config.grpc_addr = "127.0.0.1:0".parse()?;
+        // Test sends go to sinks on loopback unless a test says otherwise.
+        config.destination_allow = options.destination_allow.unwrap_or_else(loopback);
         let node = Node::new(config, Roles::of(&[Role::ControlPlane]));
         let listeners = node.bind().await?;
         let addr = listeners.grpc_addr()?;

@@ -56,6 +56,8 @@ async fn start(service: Service, url: &str) -> anyhow::Result<Server> {
     config.allow_short_durations = true;
     config.grpc_addr = "127.0.0.1:0".parse()?;
     config.http_addr = "127.0.0.1:0".parse()?;
+    // The webhook sink listens on loopback.
+    config.destination_allow = journeys_tests::loopback();
     let node = Node::new(config, Roles::of_service(service));
     let listeners = node.bind().await?;
     let grpc = listeners.grpc_addr()?;

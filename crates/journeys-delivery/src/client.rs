@@ -1,6 +1,11 @@
 //! The webhook client: one pooled HTTP/1.1 client (plain `http://`, or TLS by rustls on the
 //! `ring` provider with bundled Mozilla roots) that builds, signs and times one request.
+//!
+//! Every connection goes through the [`AddressPolicy`]: host names are resolved by the
+//! [`PolicyResolver`] (once per connection, every address checked, the connection made to
+//! those addresses only) and literal IP hosts are checked before the request is made.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use crate::address::{AddressPolicy, PolicyResolver, ResolveError};
 use crate::destination::WebhookDestination;
 use crate::error::DeliveryError;
 use crate::signature::{SIGNATURE_HEADER, sign};
@@ -58,13 +64,17 @@ pub(crate) struct WebhookResponse {
 /// Cheap to clone: clones share the connection pool.
 #[derive(Clone, Debug)]
 pub(crate) struct WebhookClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector<PolicyResolver>>, Full<Bytes>>,
+    policy: AddressPolicy,
 }
 
 impl WebhookClient {
-    /// A client keeping up to `max_idle_per_host` idle connections per destination host.
-    pub fn new(max_idle_per_host: usize) -> Self {
-        let mut http = HttpConnector::new();
+    /// A client keeping up to `max_idle_per_host` idle connections per destination host, and
+    /// connecting only where `policy` allows.
+    pub fn new(max_idle_per_host: usize, policy: AddressPolicy) -> Self {
+        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+            policy: policy.clone(),
+        });
         // The https connector wraps this one and needs it to accept `https://` URIs.
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -79,7 +89,12 @@ impl WebhookClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(max_idle_per_host)
             .build(connector);
-        Self { http }
+        Self { http, policy }
+    }
+
+    /// The policy this client connects under.
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
     }
 
     /// Sends one request and reads the response within the destination's timeout.
@@ -89,13 +104,23 @@ impl WebhookClient {
     pub async fn send(&self, req: WebhookRequest<'_>) -> Result<WebhookResponse, DeliveryError> {
         let destination = req.destination;
         let request = build(&req)?;
+        // The connector resolves host names through the policy but connects to literal IPs
+        // directly: those are checked here.
+        if let Some(host) = request.uri().host() {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                self.policy
+                    .check_ip(ip)
+                    .map_err(|denied| DeliveryError::AddressDenied(denied.to_string()))?;
+            }
+        }
         let started = Instant::now();
         let exchange = async {
             let response = self
                 .http
                 .request(request)
                 .await
-                .map_err(|e| DeliveryError::Transport(error_chain(&e)))?;
+                .map_err(|e| transport_error(&e))?;
             let (parts, body) = response.into_parts();
             let body = read_limited(body, req.body_limit).await;
             Ok::<_, DeliveryError>((parts, body))
@@ -178,6 +203,19 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Bytes {
         buf.extend_from_slice(&data);
     }
     buf.freeze()
+}
+
+/// A failed exchange as a [`DeliveryError`]: a refused address is final, anything else is a
+/// transport error.
+fn transport_error(err: &(dyn std::error::Error + 'static)) -> DeliveryError {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(ResolveError::Denied(why)) = cause.downcast_ref::<ResolveError>() {
+            return DeliveryError::AddressDenied(why.clone());
+        }
+        source = cause.source();
+    }
+    DeliveryError::Transport(error_chain(err))
 }
 
 /// An error with its causes, `a: b: c`: hyper's own messages are too terse to act on.

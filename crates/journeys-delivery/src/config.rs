@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use journeys_store::WebhookSettings;
 
+use crate::address::AddressPolicy;
 use crate::retry::RetryPolicy;
 
 /// Settings of a [`crate::Dispatcher`].
@@ -42,6 +43,9 @@ pub struct DeliveryConfig {
     /// delivered again once their lease expires. The outcomes not yet recorded are then given
     /// as long again to be written.
     pub shutdown_grace: Duration,
+    /// Which addresses webhooks may reach: global ones only unless the operator allows more
+    /// (`journeys dev` and tests with local sinks allow loopback).
+    pub address_policy: AddressPolicy,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +62,7 @@ impl Default for DeliveryConfig {
             default_timeout: WebhookSettings::DEFAULT_TIMEOUT,
             max_timeout: WebhookSettings::MAX_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
+            address_policy: AddressPolicy::default(),
         }
     }
 }

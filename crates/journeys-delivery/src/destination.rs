@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine as _;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use tokio::time::Instant;
 
@@ -16,9 +17,11 @@ use crate::error::DeliveryError;
 /// Where and how to send a destination's requests.
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookDestination {
-    /// Base URL (`http` or `https`, with a host); a send's path is appended.
+    /// Base URL (`http` or `https`, with a host, without credentials); a send's path is
+    /// appended.
     pub url: String,
-    /// Configured extra headers, already valid.
+    /// Configured extra headers, already valid; `Authorization: Basic` from credentials in the
+    /// stored URL (`https://user:password@host/`) unless a configured header sets it.
     pub headers: HeaderMap,
     /// HMAC key; `None` disables signing.
     pub signing_secret: Option<Vec<u8>>,
@@ -38,15 +41,16 @@ impl WebhookDestination {
             reason,
         };
         let settings = WebhookSettings::of(record).map_err(|e| invalid(e.to_string()))?;
-        let uri: Uri = settings
-            .url
+        // Errors quote the URL masked: it may carry credentials.
+        let shown = mask_url_credentials(&settings.url);
+        let (url, credentials) = split_credentials(&settings.url);
+        let uri: Uri = url
             .parse()
-            .map_err(|e| invalid(format!("url {:?}: {e}", settings.url)))?;
+            .map_err(|e| invalid(format!("url {shown:?}: {e}")))?;
         let scheme_ok = uri.scheme() == Some(&Scheme::HTTP) || uri.scheme() == Some(&Scheme::HTTPS);
         if !scheme_ok || uri.host().is_none_or(str::is_empty) {
             return Err(invalid(format!(
-                "url {:?} is not an absolute http(s) URL",
-                settings.url
+                "url {shown:?} is not an absolute http(s) URL"
             )));
         }
         let mut headers = HeaderMap::with_capacity(settings.headers.len());
@@ -57,9 +61,17 @@ impl WebhookDestination {
                 .map_err(|_| invalid(format!("value of header {name} is not valid")))?;
             headers.append(name, value);
         }
+        if let Some(credentials) = credentials
+            && !headers.contains_key(AUTHORIZATION)
+        {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+            let value = HeaderValue::from_str(&format!("Basic {encoded}"))
+                .map_err(|_| invalid("the URL's credentials are not valid".to_owned()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
         let timeout = settings.timeout(default_timeout, max_timeout);
         Ok(Self {
-            url: settings.url,
+            url,
             headers,
             signing_secret: Some(settings.signing_secret)
                 .filter(|s| !s.is_empty())
@@ -74,6 +86,81 @@ impl WebhookDestination {
         url.parse()
             .map_err(|e| DeliveryError::InvalidRequest(format!("url {url:?}: {e}")))
     }
+}
+
+/// What responses, logs and errors show instead of URL credentials.
+pub const CREDENTIALS_MASK: &str = "********";
+
+/// The `user:password@` part of `url`'s authority: its byte range, and where the password
+/// starts (`None` without a password). `None` when the URL has no credentials.
+fn userinfo_range(url: &str) -> Option<(std::ops::Range<usize>, Option<usize>)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':').map(|c| start + c + 1);
+    Some((start..start + at, colon))
+}
+
+/// `url` with its credentials masked: `https://user:********@host/` for a password,
+/// `https://********@host/` for a user name alone (often a token); other URLs unchanged.
+#[must_use]
+pub fn mask_url_credentials(url: &str) -> String {
+    match userinfo_range(url) {
+        None => url.to_owned(),
+        Some((range, Some(password))) => {
+            format!(
+                "{}{CREDENTIALS_MASK}{}",
+                &url[..password],
+                &url[range.end..]
+            )
+        }
+        Some((range, None)) => format!(
+            "{}{CREDENTIALS_MASK}{}",
+            &url[..range.start],
+            &url[range.end..]
+        ),
+    }
+}
+
+/// `url` without its `user:password@`, and the decoded `user:password` when there was one.
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    match userinfo_range(url) {
+        None => (url.to_owned(), None),
+        Some((range, _)) => {
+            let userinfo = percent_decode(&url[range.clone()]);
+            let bare = format!("{}{}", &url[..range.start], &url[range.end + 1..]);
+            let credentials = if userinfo.contains(':') {
+                userinfo
+            } else {
+                format!("{userinfo}:")
+            };
+            (bare, Some(credentials))
+        }
+    }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn join(base: &str, path: &str) -> String {
@@ -237,6 +324,32 @@ mod tests {
                 "{settings}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn url_credentials_become_basic_auth_and_are_masked() {
+        let d = parse(json!({"url": "https://us%40er:p%3Ass@hooks.example.com/in"})).unwrap();
+        assert_eq!(d.url, "https://hooks.example.com/in");
+        let expected = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
+        assert_eq!(
+            d.headers.get(AUTHORIZATION).unwrap(),
+            &format!("Basic {expected}")
+        );
+        // A configured Authorization header wins.
+        let d = parse(json!({"url": "https://u:p@h/", "headers": {"Authorization": "Bearer t"}}))
+            .unwrap();
+        assert_eq!(d.headers.get(AUTHORIZATION).unwrap(), "Bearer t");
+        assert_eq!(
+            mask_url_credentials("https://user:s3cret@h:8080/in?x=a@b"),
+            "https://user:********@h:8080/in?x=a@b"
+        );
+        assert_eq!(
+            mask_url_credentials("https://tok3n@h/in"),
+            "https://********@h/in"
+        );
+        assert_eq!(mask_url_credentials("https://h/a@b"), "https://h/a@b");
+        let err = parse(json!({"url": "ftp://user:s3cret@h/"})).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

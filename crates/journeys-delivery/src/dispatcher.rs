@@ -30,6 +30,7 @@ use tracing::Instrument as _;
 use journeys_store::{OutboxMark, OutboxRecord, Store};
 use journeys_telemetry::{metrics, trace_context};
 
+use crate::address::AddressPolicy;
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
 use crate::destination::{DestinationCache, WebhookDestination};
@@ -102,7 +103,7 @@ impl Dispatcher {
                  claimed and sent again while still in flight"
             );
         }
-        let client = WebhookClient::new(config.max_in_flight.max(1));
+        let client = WebhookClient::new(config.max_in_flight.max(1), config.address_policy.clone());
         let destinations = DestinationCache::new(
             config.destination_cache_ttl,
             config.default_timeout,
@@ -117,6 +118,13 @@ impl Dispatcher {
                 notify: Arc::new(Notify::new()),
             }),
         }
+    }
+
+    /// The address policy sends go out under (the control plane checks new destinations
+    /// against it too).
+    #[must_use]
+    pub fn address_policy(&self) -> &AddressPolicy {
+        self.inner.client.policy()
     }
 
     /// A handle that wakes [`Dispatcher::run`].
@@ -394,7 +402,8 @@ impl Dispatcher {
     /// # Errors
     /// [`DeliveryError::UnknownDestination`], [`DeliveryError::InvalidDestination`],
     /// [`DeliveryError::InvalidRequest`] (bad method or path), [`DeliveryError::Timeout`],
-    /// [`DeliveryError::Transport`], [`DeliveryError::Store`].
+    /// [`DeliveryError::Transport`], [`DeliveryError::AddressDenied`] (nothing was sent),
+    /// [`DeliveryError::Store`].
     pub async fn deliver_once(
         &self,
         destination_id: &str,

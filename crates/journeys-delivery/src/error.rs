@@ -28,6 +28,10 @@ pub enum DeliveryError {
     /// No complete response within the destination's timeout.
     #[error("timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
+    /// The destination's address is one the address policy refuses (loopback, private,
+    /// link-local…): no request was made. Final: the same address is refused next time.
+    #[error("destination address refused: {0}")]
+    AddressDenied(String),
     /// Connecting, sending or receiving failed (refused, reset, DNS, TLS).
     #[error("connection failed: {0}")]
     Transport(String),
@@ -45,7 +49,8 @@ impl DeliveryError {
             Self::Store(err) => err.is_retryable(),
             Self::UnknownDestination(_)
             | Self::InvalidDestination { .. }
-            | Self::InvalidRequest(_) => false,
+            | Self::InvalidRequest(_)
+            | Self::AddressDenied(_) => false,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod address;
 mod client;
 mod config;
 mod destination;
@@ -28,7 +29,9 @@ mod marker;
 pub mod retry;
 pub mod signature;
 
+pub use address::{AddressDenied, AddressPolicy, LOOPBACK_ALLOW_LIST, ResolveError};
 pub use config::DeliveryConfig;
+pub use destination::{CREDENTIALS_MASK, mask_url_credentials};
 pub use dispatcher::{DeliveryOutcome, Dispatcher, MAX_RESPONSE_BODY, Waker};
 pub use error::DeliveryError;
 pub use retry::RetryPolicy;

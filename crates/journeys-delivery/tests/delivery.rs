@@ -22,7 +22,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::json;
 use tokio::time::Instant;
 
-use journeys_delivery::{DeliveryConfig, DeliveryError, Dispatcher};
+use journeys_delivery::{AddressPolicy, DeliveryConfig, DeliveryError, Dispatcher};
 use journeys_store::OutboxStatus;
 use journeys_testkit::{Reply, Sink, each_backend};
 
@@ -621,4 +621,75 @@ fn parse_signature(header: &str) -> (i64, String) {
         }
     }
     (t.expect("t="), v1.expect("v1="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_refused_addresses_are_dead_lettered_without_a_request() {
+    each_backend(async |db| {
+        let sink = Sink::start().await;
+        let port = sink.addr().port();
+        // The production default: global addresses only.
+        let config = DeliveryConfig {
+            address_policy: AddressPolicy::default(),
+            ..fast_config()
+        };
+        let literal = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        let by_name = destination(db, &format!("http://localhost:{port}/hooks"), json!({})).await;
+        let decimal = destination(db, &format!("http://2130706433:{port}/"), json!({})).await;
+        let metadata = destination(db, "http://169.254.169.254/latest/meta-data/", json!({})).await;
+        let unspecified = destination(db, &format!("http://0.0.0.0:{port}/"), json!({})).await;
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+
+        for (dest, why) in [
+            (&literal, "127.0.0.1 is a loopback address"),
+            (&by_name, "localhost: 127.0.0.1 is a loopback address"),
+            (&decimal, "127.0.0.1 is a loopback address"),
+            (&metadata, "169.254.169.254 is a link-local address"),
+            (&unspecified, "0.0.0.0 is an unspecified"),
+        ] {
+            let err = dispatcher
+                .deliver_once(dest, "POST", "/track", &json!({}), "m-1")
+                .await
+                .expect_err(dest);
+            assert!(
+                matches!(&err, DeliveryError::AddressDenied(m) if m.contains(why)),
+                "{dest}: {err}"
+            );
+            assert!(!err.is_transient(), "a refused address is final");
+        }
+
+        // From the outbox: dead-lettered at the first attempt, with the reason.
+        let row = outbox_row(&by_name);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        enqueue(db, vec![row.clone()]).await;
+        waker.wake();
+        let dead = wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Dead).await;
+        assert_eq!(dead.attempts, 1);
+        let error = dead.last_error.unwrap_or_default();
+        assert!(
+            error.contains("destination address refused") && error.contains("loopback"),
+            "{error}"
+        );
+        assert_eq!(sink.count(), 0, "no request was made");
+        drop(stop);
+        task.await.unwrap();
+
+        // Allowed on the allow-list.
+        let allowed = DeliveryConfig {
+            address_policy: AddressPolicy::new(&["127.0.0.0/8"]).unwrap(),
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), allowed);
+        for dest in [&literal, &by_name, &decimal] {
+            let outcome = dispatcher
+                .deliver_once(dest, "POST", "/track", &json!({}), "m-2")
+                .await
+                .unwrap();
+            assert_eq!(outcome.status, 200, "{dest}");
+        }
+        assert_eq!(sink.count(), 3);
+        sink.stop().await;
+    })
+    .await;
 }

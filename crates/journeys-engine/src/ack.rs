@@ -16,6 +16,10 @@ pub const INTERNAL: &str = "internal";
 /// the fronts answer HTTP 503 with `Retry-After`, and clients resend after a pause.
 pub const OVERLOADED: &str = "overloaded";
 
+/// Ack code of an `identify` refused because it would grow the profile's traits past their
+/// limits (count or size). Final: the same traits are refused again.
+pub const TRAITS_LIMIT: &str = "traits_limit";
+
 /// The outcome for one event, sent to the client only once it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {

@@ -24,6 +24,9 @@ pub struct EngineConfig {
     /// Events of one profile beyond this rate are rejected with `rate_limited` (a token bucket
     /// that holds one second's worth). `0` disables the limit.
     pub max_events_per_profile_per_sec: u32,
+    /// How far one profile's traits may grow: an identify that would add traits past the
+    /// count, or bytes past the size, is rejected with `traits_limit` (and not stored).
+    pub trait_limits: journeys_core::profile::traits::TraitLimits,
     /// How often the published-journey cache checks whether a journey was published or
     /// archived.
     pub refresh_interval: Duration,
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             dedupe_window: journeys_core::profile::DEDUPE_WINDOW,
             max_active_instances_per_profile: 25,
             max_events_per_profile_per_sec: 25,
+            trait_limits: journeys_core::profile::traits::TraitLimits::DEFAULT,
             refresh_interval: Duration::from_millis(500),
             max_in_flight_events: 100_000,
             partitions: journeys_core::partition::DEFAULT_PARTITIONS,

@@ -333,6 +333,7 @@ impl Lane {
             snapshot: &snapshot,
             now,
             max_active: shared.config.max_active_instances_per_profile,
+            trait_limits: shared.config.trait_limits,
             existing: &none,
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;

@@ -57,11 +57,15 @@ mod rate_limit;
 mod stats;
 mod watermark;
 
-pub use ack::{Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, RATE_LIMITED, UNAVAILABLE};
+pub use ack::{
+    Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, RATE_LIMITED, TRAITS_LIMIT, UNAVAILABLE,
+};
 pub use config::{Clock, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};
+/// The limits of a profile's traits, re-exported for whoever configures an engine.
+pub use journeys_core::profile::traits::TraitLimits;
 pub use lane::OnCommit;
 pub use ownership::{LIVE_WINDOW, OwnerConfig, default_node_id};
 pub use stats::EngineStats;

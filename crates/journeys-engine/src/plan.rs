@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use journeys_core::machine::{ExitReason, SkipReason, Timer};
-use journeys_core::model::Event;
+use journeys_core::model::{Event, EventType};
+use journeys_core::profile::traits::{TraitLimits, check_limits};
 use journeys_core::profile::{
     Applied, ChangeCause, InputOutcome, ProfileEffect, ProfileInput, Rules, Termination,
     TimerFiring, apply,
@@ -37,6 +38,8 @@ pub(crate) struct PlanContext<'a> {
     pub snapshot: &'a Snapshot,
     pub now: DateTime<Utc>,
     pub max_active: usize,
+    /// How far a profile's traits may grow.
+    pub trait_limits: TraitLimits,
     /// Ids of instances known to exist already (checked on retries only).
     pub existing: &'a HashSet<String>,
 }
@@ -84,10 +87,7 @@ pub(crate) fn evaluate(
             Gate::Pass => {
                 planner.load(profile_id, profiles);
                 match item {
-                    Item::Event(event) => {
-                        planner.event(profile_id, event);
-                        Outcome::Ack(AckStatus::Accepted)
-                    }
+                    Item::Event(event) => planner.event(profile_id, event),
                     Item::Timer(timer) => Outcome::Timer(planner.timer(profile_id, timer)),
                     Item::Terminate {
                         instance_id,
@@ -168,9 +168,20 @@ impl Planner<'_> {
         Some(applied)
     }
 
-    fn event(&mut self, profile_id: &str, event: &Event) {
-        if !self.profiles.contains_key(profile_id) {
-            return;
+    fn event(&mut self, profile_id: &str, event: &Event) -> Outcome {
+        let accepted = Outcome::Ack(AckStatus::Accepted);
+        let Some(work) = self.profiles.get(profile_id) else {
+            return accepted;
+        };
+        if event.kind == EventType::Identify
+            && let Err(why) = check_limits(&work.state.traits, &event.traits, self.ctx.trait_limits)
+        {
+            let status = AckStatus::Rejected {
+                code: crate::ack::TRAITS_LIMIT.into(),
+                message: why,
+            };
+            self.count_answer(&status);
+            return Outcome::Ack(status);
         }
         let now = self.ctx.now;
         self.delta.events_accepted += 1;
@@ -185,6 +196,7 @@ impl Planner<'_> {
         if let Some(applied) = self.apply(profile_id, ProfileInput::Event(event), None) {
             warn_over_limit(self.ctx, profile_id, event, &applied);
         }
+        accepted
     }
 
     fn timer(&mut self, profile_id: &str, timer: &TimerRecord) -> TimerStatus {

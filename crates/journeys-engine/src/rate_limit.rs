@@ -2,16 +2,21 @@
 //! that owns the profile (so no locking and no store round trip).
 //!
 //! A bucket holds one second's worth of tokens and refills continuously; a full bucket is the
-//! same as no bucket, so idle profiles are swept away and memory stays bounded by the profiles
-//! active in the last second.
+//! same as no bucket, so buckets untouched for a second are dropped and memory stays bounded
+//! by the profiles active in the last second. The buckets are kept in the order they were last
+//! used, so the ones to drop are always at the front: each call drops at most
+//! [`EVICT_PER_CALL`] of them, and no call ever walks the whole map.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Buckets beyond this many trigger a sweep of the full ones. After a sweep the threshold is
-/// twice what is left (never below this), so with many profiles active at once a sweep runs
-/// once per doubling, not on every event.
-const SWEEP_ABOVE: usize = 4096;
+use hashlink::LinkedHashMap;
+
+/// Most idle buckets one call drops. More than the one bucket a call can add, so the idle ones
+/// drain however many profiles are active.
+const EVICT_PER_CALL: usize = 4;
+
+/// A bucket untouched this long has refilled completely (it holds one second's worth).
+const FULL_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -24,20 +29,15 @@ struct Bucket {
 pub(crate) struct RateLimiter {
     /// Tokens per second, also the bucket size; `0` disables the limit.
     rate: f64,
-    buckets: HashMap<String, Bucket>,
-    /// Bucket count past which the next sweep runs.
-    sweep_above: usize,
-    /// Sweeps run so far.
-    sweeps: u64,
+    /// Least recently used first.
+    buckets: LinkedHashMap<String, Bucket>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
         Self {
             rate: f64::from(per_second),
-            buckets: HashMap::new(),
-            sweep_above: SWEEP_ABOVE,
-            sweeps: 0,
+            buckets: LinkedHashMap::new(),
         }
     }
 
@@ -47,12 +47,10 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return true;
         }
-        if self.buckets.len() > self.sweep_above {
-            self.sweep(now);
-            self.sweep_above = (self.buckets.len() * 2).max(SWEEP_ABOVE);
-        }
+        self.evict_idle(now);
         let rate = self.rate;
-        let bucket = match self.buckets.get_mut(profile_id) {
+        // Moved to the back: the most recently used.
+        let bucket = match self.buckets.to_back(profile_id) {
             Some(bucket) => bucket,
             None => self.buckets.entry(profile_id.to_owned()).or_insert(Bucket {
                 tokens: rate,
@@ -70,14 +68,18 @@ impl RateLimiter {
         }
     }
 
-    /// Drops buckets that would be full by now.
-    fn sweep(&mut self, now: Instant) {
-        self.sweeps += 1;
-        let rate = self.rate;
-        self.buckets.retain(|_, b| {
-            let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
-            b.tokens + elapsed * rate < rate
-        });
+    /// Drops up to [`EVICT_PER_CALL`] buckets from the front that are full by now.
+    fn evict_idle(&mut self, now: Instant) {
+        for _ in 0..EVICT_PER_CALL {
+            match self.buckets.front() {
+                Some((_, bucket))
+                    if now.saturating_duration_since(bucket.updated) >= FULL_AFTER =>
+                {
+                    self.buckets.pop_front();
+                }
+                _ => return,
+            }
+        }
     }
 }
 
@@ -116,26 +118,36 @@ mod tests {
     }
 
     #[test]
-    fn many_active_profiles_do_not_sweep_on_every_event() {
+    fn idle_buckets_are_dropped_a_few_per_call_never_all_at_once() {
         let mut limiter = RateLimiter::new(25);
         let t0 = Instant::now();
-        // 20,000 profiles in the same instant: none is full, nothing can be swept away.
+        // 20,000 profiles in the same instant: none is full, nothing can be dropped.
         for i in 0..20_000 {
             assert!(limiter.allow(&format!("p{i}"), t0));
         }
         assert_eq!(limiter.buckets.len(), 20_000);
-        // Once per doubling (4,097, 8,195, 16,391), not once per event past 4,096.
-        assert_eq!(limiter.sweeps, 3);
+        // A second later they are all full; each call drops a few, not all 20,000 at once.
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(limiter.allow("late", t1));
+        assert_eq!(limiter.buckets.len(), 20_000 - EVICT_PER_CALL + 1);
+        // Every call drops more than it adds, so the idle ones drain.
+        for i in 0..10_000 {
+            assert!(limiter.allow(&format!("q{i}"), t1));
+        }
+        assert_eq!(limiter.buckets.len(), 10_001);
     }
 
     #[test]
-    fn full_buckets_are_swept() {
+    fn a_busy_profile_is_not_dropped_while_it_is_used() {
         let mut limiter = RateLimiter::new(25);
         let t0 = Instant::now();
-        for i in 0..=SWEEP_ABOVE {
-            assert!(limiter.allow(&format!("p{i}"), t0));
+        for _ in 0..25 {
+            assert!(limiter.allow("busy", t0));
         }
-        assert!(limiter.allow("late", t0 + Duration::from_secs(2)));
-        assert_eq!(limiter.buckets.len(), 1);
+        // Others come and go; the busy profile's empty bucket is kept, so it stays limited.
+        for i in 0..100 {
+            assert!(limiter.allow(&format!("p{i}"), t0 + Duration::from_millis(10)));
+        }
+        assert!(!limiter.allow("busy", t0 + Duration::from_millis(20)));
     }
 }

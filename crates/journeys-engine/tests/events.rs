@@ -631,3 +631,58 @@ async fn one_event_can_exit_an_instance_and_reenter_with_the_same_value() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_identify_growing_traits_past_their_limits_is_rejected_and_not_stored() {
+    each_backend(async |db| {
+        let engine = engine_with(
+            db,
+            EngineConfig {
+                trait_limits: journeys_engine::TraitLimits {
+                    max_count: 3,
+                    max_bytes: 200,
+                },
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        let acks = engine
+            .submit(vec![
+                identify("grower", "i1", json!({"a": 1, "b": 2})),
+                identify("grower", "i2", json!({"c": 3, "d": 4})),
+                identify("grower", "i3", json!({"c": 3})),
+                identify("grower", "i4", json!({"a": "x".repeat(300)})),
+                identify("grower", "i5", json!({"a": "replaced"})),
+            ])
+            .await;
+        let codes: Vec<Option<&str>> = acks
+            .iter()
+            .map(|a| match &a.status {
+                AckStatus::Rejected { code, .. } => Some(code.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [None, Some("traits_limit"), None, Some("traits_limit"), None],
+            "{acks:?}"
+        );
+        let AckStatus::Rejected { message, .. } = &acks[1].status else {
+            unreachable!()
+        };
+        assert!(message.contains("4 traits; at most 3"), "{message}");
+        let traits = db.profiles().get("grower").await.unwrap().traits;
+        assert_eq!(
+            serde_json::Value::Object(traits),
+            json!({"a": "replaced", "b": 2, "c": 3})
+        );
+        // A rejected identify is not deduplicated: resent within the limits, it is applied.
+        let retry = engine
+            .submit(vec![identify("grower", "i2", json!({"c": 4}))])
+            .await;
+        assert!(accepted(&retry), "{retry:?}");
+        assert_eq!(engine.stats().events_rejected.get("traits_limit"), Some(&2));
+        engine.shutdown().await;
+    })
+    .await;
+}

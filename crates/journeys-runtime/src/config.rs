@@ -31,6 +31,9 @@ pub const DEFAULT_PARTITIONS: u32 = 64;
 /// The most partitions a deployment may configure.
 pub const MAX_PARTITIONS: u32 = 4096;
 
+/// The destination allow-list of `journeys dev`: loopback, where its demo sink listens.
+pub const DEV_DESTINATION_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
+
 /// What replaces secrets in [`Config::to_toml`] and `Debug` output.
 const MASK: &str = "********";
 
@@ -148,6 +151,33 @@ pub struct Config {
     /// store that has run is refused: it is a drain-and-migrate operation.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// Networks (CIDRs or IP addresses) and host names that webhook destinations may reach
+    /// besides global addresses: loopback, private, link-local and unspecified addresses are
+    /// refused unless listed here. `journeys dev` lists loopback.
+    #[serde(default)]
+    pub destination_allow: Vec<String>,
+    /// Most top-level traits of one profile: an identify adding traits past it is rejected
+    /// (`traits_limit`).
+    #[serde(default = "default_max_profile_traits")]
+    pub max_profile_traits: usize,
+    /// Most bytes of one profile's traits (as JSON): an identify growing them past it is
+    /// rejected (`traits_limit`).
+    #[serde(default = "default_max_profile_traits_bytes")]
+    pub max_profile_traits_bytes: usize,
+}
+
+/// Traits per profile unless configured.
+pub const DEFAULT_MAX_PROFILE_TRAITS: usize = 1_000;
+
+/// Bytes of traits per profile unless configured: 256 KiB.
+pub const DEFAULT_MAX_PROFILE_TRAITS_BYTES: usize = 256 * 1024;
+
+fn default_max_profile_traits() -> usize {
+    DEFAULT_MAX_PROFILE_TRAITS
+}
+
+fn default_max_profile_traits_bytes() -> usize {
+    DEFAULT_MAX_PROFILE_TRAITS_BYTES
 }
 
 fn default_partitions() -> u32 {
@@ -169,6 +199,16 @@ impl Config {
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
             node_id: None,
             partitions: DEFAULT_PARTITIONS,
+            destination_allow: if service == Service::Dev {
+                DEV_DESTINATION_ALLOW
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            max_profile_traits: DEFAULT_MAX_PROFILE_TRAITS,
+            max_profile_traits_bytes: DEFAULT_MAX_PROFILE_TRAITS_BYTES,
         }
     }
 
@@ -214,6 +254,12 @@ impl Config {
         if self.node_id.as_deref().is_some_and(|n| n.trim().is_empty()) {
             self.node_id = None;
         }
+        self.destination_allow = self
+            .destination_allow
+            .iter()
+            .map(|entry| entry.trim().to_owned())
+            .filter(|entry| !entry.is_empty())
+            .collect();
         self
     }
 }
@@ -233,6 +279,9 @@ impl fmt::Debug for Config {
             .field("dedupe_window_secs", &masked.dedupe_window_secs)
             .field("node_id", &masked.node_id)
             .field("partitions", &masked.partitions)
+            .field("destination_allow", &masked.destination_allow)
+            .field("max_profile_traits", &masked.max_profile_traits)
+            .field("max_profile_traits_bytes", &masked.max_profile_traits_bytes)
             .finish()
     }
 }
@@ -320,6 +369,12 @@ mod tests {
         assert_eq!(dev.admin_token, None);
         assert_eq!(dev.log_format, LogFormat::Text);
         assert!(!dev.allow_short_durations);
+        assert_eq!(dev.destination_allow, ["127.0.0.0/8", "::1/128"]);
+        assert!(
+            Config::defaults_for(Service::Node)
+                .destination_allow
+                .is_empty()
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
     };
     let journeys = api::JourneyApi::new(store.clone(), deps.engine.clone(), validation);
     let simulate = api::SimulateApi::new(deps.delivery.clone());
-    let destinations = api::DestinationApi::new(store.clone(), deps.delivery.waker());
+    let destinations = api::DestinationApi::new(
+        store.clone(),
+        deps.delivery.waker(),
+        deps.delivery.address_policy().clone(),
+    );
     builder
         .add_service(JourneyServiceServer::with_interceptor(
             grpc::JourneyGrpc::new(journeys, simulate),

@@ -6,11 +6,11 @@
 //! notification channel between control plane and data plane. Unknown keys are cached too
 //! (more briefly), so a client hammering with a bad key does not hammer the store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
+use hashlink::LruCache;
 use http::HeaderMap;
 use journeys_store::{SourceRecord, Store, StoreError};
 use tokio::time::Instant;
@@ -26,11 +26,11 @@ pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(5);
 /// can be refused after a failed attempt with its key.
 pub const DEFAULT_NEGATIVE_KEY_TTL: Duration = Duration::from_secs(1);
 
-/// Entries per cache (known keys, unknown keys) beyond which expired ones are swept; past it
-/// the live ones of that cache are dropped, so a flood of random keys cannot grow memory
-/// without bound. Known and unknown keys are cached apart: a flood of unknown keys never evicts
-/// the sources that are really sending.
-const MAX_CACHED_KEYS: usize = 10_000;
+/// Entries per cache (known keys, unknown keys); past it the least recently used entry of that
+/// cache makes room, so a flood of random keys cannot grow memory without bound and the keys
+/// in use stay cached. Known and unknown keys are cached apart: a flood of unknown keys never
+/// evicts the sources that are really sending.
+pub const MAX_CACHED_KEYS: usize = 10_000;
 
 /// The gRPC metadata (and HTTP header) carrying a bare write key.
 pub const WRITE_KEY_HEADER: &str = "x-write-key";
@@ -79,37 +79,39 @@ pub struct WriteKeys {
     cache: Arc<Mutex<Caches>>,
 }
 
-/// Known keys (with their source) and unknown ones, each bounded on its own.
-#[derive(Debug, Default)]
+/// Known keys (with their source) and unknown ones, each a bounded LRU of its own.
+#[derive(Debug)]
 struct Caches {
-    known: HashMap<String, Entry>,
-    unknown: HashMap<String, Entry>,
+    known: LruCache<String, Entry>,
+    unknown: LruCache<String, Entry>,
 }
 
 impl Caches {
-    fn get(&self, hash: &str, now: Instant) -> Option<Option<Arc<SourceRecord>>> {
-        self.known
-            .get(hash)
-            .or_else(|| self.unknown.get(hash))
+    fn new(capacity: usize) -> Caches {
+        Caches {
+            known: LruCache::new(capacity),
+            unknown: LruCache::new(capacity),
+        }
+    }
+
+    fn get(&mut self, hash: &str, now: Instant) -> Option<Option<Arc<SourceRecord>>> {
+        let entry = match self.known.get(hash) {
+            Some(entry) => Some(entry),
+            None => self.unknown.get(hash),
+        };
+        entry
             .filter(|entry| entry.expires > now)
             .map(|entry| entry.source.clone())
     }
 
-    fn insert(&mut self, hash: String, entry: Entry, now: Instant) {
-        let map = if entry.source.is_some() {
+    fn insert(&mut self, hash: String, entry: Entry) {
+        if entry.source.is_some() {
             self.unknown.remove(&hash);
-            &mut self.known
+            self.known.insert(hash, entry);
         } else {
             self.known.remove(&hash);
-            &mut self.unknown
-        };
-        if map.len() >= MAX_CACHED_KEYS {
-            map.retain(|_, entry| entry.expires > now);
-            if map.len() >= MAX_CACHED_KEYS {
-                map.clear();
-            }
+            self.unknown.insert(hash, entry);
         }
-        map.insert(hash, entry);
     }
 }
 
@@ -124,11 +126,22 @@ impl WriteKeys {
     /// `negative_ttl`.
     #[must_use]
     pub fn with_ttl(store: Store, ttl: Duration, negative_ttl: Duration) -> WriteKeys {
+        WriteKeys::with_capacity(store, ttl, negative_ttl, MAX_CACHED_KEYS)
+    }
+
+    /// [`WriteKeys::with_ttl`] keeping at most `capacity` known and `capacity` unknown keys.
+    #[must_use]
+    pub fn with_capacity(
+        store: Store,
+        ttl: Duration,
+        negative_ttl: Duration,
+        capacity: usize,
+    ) -> WriteKeys {
         WriteKeys {
             store,
             ttl,
             negative_ttl,
-            cache: Arc::new(Mutex::new(Caches::default())),
+            cache: Arc::new(Mutex::new(Caches::new(capacity.max(1)))),
         }
     }
 
@@ -162,14 +175,12 @@ impl WriteKeys {
         } else {
             self.negative_ttl
         };
-        let now = Instant::now();
         self.lock().insert(
             hash,
             Entry {
                 source: found.clone(),
-                expires: now + ttl,
+                expires: Instant::now() + ttl,
             },
-            now,
         );
         found.ok_or(AuthError::Invalid)
     }

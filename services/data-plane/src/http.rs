@@ -5,9 +5,11 @@
 //! A request that carries a W3C `traceparent` header is traced as part of the caller's trace;
 //! its events' evaluation and deliveries follow in the same trace.
 //!
-//! A request is all or nothing at the edge: it is read (gzip-decoded, size-limited), parsed,
-//! authenticated and validated completely before any event reaches the sink, so a 400 or 401
-//! means nothing of it was stored. Statuses: 200 `{"success": true}` when every event was
+//! A request is all or nothing at the edge: it is read (gzip-decoded, size-limited),
+//! authenticated, parsed and validated completely before any event reaches the sink, so a 400
+//! or 401 means nothing of it was stored. A write key in the headers is checked before the body
+//! is read; one in the body (`writeKey`) before the body is parsed: the body is only scanned up
+//! to that key. Statuses: 200 `{"success": true}` when every event was
 //! accepted or was a duplicate; 400 for bad input; 401 for a missing, unknown or revoked write
 //! key; 429 / 503 with `Retry-After` when the engine asks the client to come back (events it
 //! did accept are deduplicated by `messageId` when the request is resent).
@@ -142,11 +144,13 @@ async fn read_events<S: EventSink>(
         plane.write_keys().resolve(key).await?;
     }
     let bytes = read_body(headers, body).await?;
-    let body = Body::parse(&bytes)?;
     if header_key.is_none() {
-        let key = body.write_key()?.ok_or(AuthError::Missing)?;
-        plane.write_keys().resolve(key).await?;
+        // Only the body's top-level `writeKey` is read before the key is checked: an
+        // unauthenticated body is scanned up to that key, never parsed into a document.
+        let key = Body::peek_write_key(&bytes)?.ok_or(AuthError::Missing)?;
+        plane.write_keys().resolve(&key).await?;
     }
+    let body = Body::parse(&bytes)?;
     Ok(body.into_events(endpoint, chrono::Utc::now())?)
 }
 

@@ -526,3 +526,58 @@ async fn health_and_unknown_paths() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_write_key_is_checked_before_the_body_is_parsed() {
+    each_backend(async |db| {
+        let h = Harness::start(db).await;
+        // Nearly 500 KB that never becomes valid JSON, behind an unknown key.
+        let junk = format!("[{}", "{\"x\": [1, 2, ".repeat(30_000));
+        let key_in_body = format!("{{\"writeKey\": \"wk_unknown_key_0000\", \"batch\": {junk}");
+        assert!(key_in_body.len() < MAX_REQUEST_BYTES);
+        let reply = request(
+            h.http,
+            "POST",
+            "/v1/batch",
+            &[("content-type", "application/json")],
+            key_in_body.into_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+        assert_eq!(reply.code(), "invalid_write_key");
+
+        // A key in the Basic header is checked before the body is even read.
+        let auth = basic("wk_unknown_key_0000");
+        let reply = request(
+            h.http,
+            "POST",
+            "/v1/batch",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            junk.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+        assert_eq!(reply.code(), "invalid_write_key");
+
+        // A good key still gets the body's own error.
+        let reply = request(
+            h.http,
+            "POST",
+            "/v1/batch",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &basic(WRITE_KEY)),
+            ],
+            junk.into_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+        assert_eq!(reply.code(), "invalid_json");
+        assert!(h.sink.events().is_empty());
+        h.stop().await;
+    })
+    .await;
+}

@@ -49,3 +49,59 @@ async fn a_flood_of_unknown_keys_does_not_evict_a_known_one() {
     );
     db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn past_the_bound_only_the_least_recently_used_key_makes_room() {
+    let db = TestDb::sqlite().await.unwrap();
+    let mut ids = Vec::new();
+    let keys_of = |i: usize| format!("wk_lru_test_{i:012}");
+    for i in 0..4 {
+        let key = keys_of(i);
+        let source = SourceRecord {
+            id: journeys_store::new_id(),
+            name: format!("source-{i}"),
+            key_hash: hash_write_key(&key),
+            key_prefix: key[..8].to_owned(),
+            created_at: chrono::Utc::now(),
+            revoked_at: None,
+        };
+        ids.push(db.sources().insert(&source).await.unwrap().id);
+    }
+    let keys = WriteKeys::with_capacity(
+        db.store().clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        3,
+    );
+    for i in 0..3 {
+        keys.resolve(&keys_of(i)).await.unwrap();
+    }
+    // Revoked in the store: a key still cached keeps resolving, one dropped is refused.
+    for id in &ids {
+        db.sources().revoke(id, chrono::Utc::now()).await.unwrap();
+    }
+    // Key 0 is used again, so key 1 is the least recently used when the fourth needs room.
+    keys.resolve(&keys_of(0)).await.unwrap();
+    assert_eq!(keys.resolve(&keys_of(3)).await, Err(AuthError::Invalid));
+    let source = SourceRecord {
+        id: journeys_store::new_id(),
+        name: "source-4".to_owned(),
+        key_hash: hash_write_key(&keys_of(4)),
+        key_prefix: "wk_lru_t".to_owned(),
+        created_at: chrono::Utc::now(),
+        revoked_at: None,
+    };
+    db.sources().insert(&source).await.unwrap();
+    keys.resolve(&keys_of(4)).await.unwrap();
+    assert!(
+        keys.resolve(&keys_of(0)).await.is_ok(),
+        "recently used: kept"
+    );
+    assert!(keys.resolve(&keys_of(2)).await.is_ok(), "kept");
+    assert_eq!(
+        keys.resolve(&keys_of(1)).await.map(|_| ()),
+        Err(AuthError::Invalid),
+        "the least recently used made room"
+    );
+    db.close().await.unwrap();
+}

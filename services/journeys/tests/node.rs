@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 fn config(database_url: &str) -> Config {
     let mut config = Config::defaults_for(Service::Node);
     config.database_url = database_url.to_owned();
+    config.destination_allow = journeys_tests::loopback();
     config
 }
 

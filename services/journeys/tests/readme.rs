@@ -615,10 +615,21 @@ fn journeys(args: &[&str]) -> String {
 fn print_config(args: &[&str]) -> Vec<(String, String)> {
     let mut all = vec!["dev", "--print-config"];
     all.extend_from_slice(args);
-    journeys(&all)
-        .lines()
-        .filter_map(|line| line.split_once(" = "))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+    let table: toml::Table = journeys(&all).parse().expect("--print-config prints TOML");
+    // Strings unquoted and lists comma-separated, as the README's defaults are written.
+    let text = |value: &toml::Value| match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    table
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                toml::Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+                other => text(other),
+            };
+            (k.clone(), value)
+        })
         .collect()
 }
 

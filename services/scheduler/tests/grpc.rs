@@ -20,7 +20,7 @@ use std::time::Duration;
 use journeys::{Listeners, Node, Roles};
 use journeys_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use journeys_proto::v1::{GetSchedulerStatsRequest, GetSchedulerStatsResponse, ListTimersRequest};
-use journeys_runtime::config::{Config, Service};
+use journeys_runtime::config::{Config, DEV_DESTINATION_ALLOW, Service};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -68,6 +68,11 @@ async fn scheduler_stats_and_timers_over_grpc() {
         let mut config = Config::defaults_for(Service::Scheduler);
         config.database_url = db.url().to_owned();
         config.admin_token = Some(TOKEN.to_owned());
+        // The webhook sink listens on loopback.
+        config.destination_allow = DEV_DESTINATION_ALLOW
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use journeys_delivery::{DeliveryConfig, RetryPolicy};
+use journeys_delivery::{AddressPolicy, DeliveryConfig, RetryPolicy};
 use journeys_store::{Changes, OutboxRecord, OutboxStatus, Store, StoreError};
 use journeys_testkit::eventually;
 use journeys_testkit::journeys::webhook_destination;
@@ -21,6 +21,8 @@ pub fn fast_config() -> DeliveryConfig {
             budget: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(5),
         },
+        // The test sinks listen on loopback.
+        address_policy: AddressPolicy::allow_loopback(),
         ..DeliveryConfig::default()
     }
 }

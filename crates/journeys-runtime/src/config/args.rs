@@ -63,4 +63,19 @@ pub struct ConfigArgs {
     /// [env: JOURNEYS_PARTITIONS]
     #[arg(long, value_name = "N")]
     pub partitions: Option<u32>,
+
+    /// Networks (CIDRs, IPs) and host names webhooks may reach besides global addresses,
+    /// comma-separated, e.g. 10.0.0.0/8,hooks.internal [env: JOURNEYS_DESTINATION_ALLOW]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub destination_allow: Option<Vec<String>>,
+
+    /// Most traits of one profile; an identify adding traits past it is rejected
+    /// [env: JOURNEYS_MAX_PROFILE_TRAITS]
+    #[arg(long, value_name = "N")]
+    pub max_profile_traits: Option<usize>,
+
+    /// Most bytes of one profile's traits as JSON; an identify growing them past it is rejected
+    /// [env: JOURNEYS_MAX_PROFILE_TRAITS_BYTES]
+    #[arg(long, value_name = "BYTES")]
+    pub max_profile_traits_bytes: Option<usize>,
 }

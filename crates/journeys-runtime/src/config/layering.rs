@@ -27,6 +27,9 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_DEDUPE_WINDOW_SECS",
     "JOURNEYS_NODE_ID",
     "JOURNEYS_PARTITIONS",
+    "JOURNEYS_DESTINATION_ALLOW",
+    "JOURNEYS_MAX_PROFILE_TRAITS",
+    "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "JOURNEYS_INSTANCE_RETENTION_DAYS",
     "JOURNEYS_HOUSEKEEPING_SCHEDULE",
@@ -113,6 +116,31 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         apply: |config, value| {
             config.partitions = value.trim().parse().map_err(|_| {
                 format!("invalid number '{value}' (expected a whole number of partitions)")
+            })?;
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_DESTINATION_ALLOW",
+        apply: |config, value| {
+            config.destination_allow = value.split(',').map(str::to_owned).collect();
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_MAX_PROFILE_TRAITS",
+        apply: |config, value| {
+            config.max_profile_traits = value.trim().parse().map_err(|_| {
+                format!("invalid number '{value}' (expected a whole number of traits)")
+            })?;
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
+        apply: |config, value| {
+            config.max_profile_traits_bytes = value.trim().parse().map_err(|_| {
+                format!("invalid number '{value}' (expected a whole number of bytes)")
             })?;
             Ok(())
         },
@@ -255,6 +283,9 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         dedupe_window_secs,
         node_id,
         partitions,
+        destination_allow,
+        max_profile_traits,
+        max_profile_traits_bytes,
     } = args;
     if let Some(v) = database_url {
         v.clone_into(&mut config.database_url);
@@ -285,6 +316,15 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
     }
     if let Some(v) = partitions {
         config.partitions = *v;
+    }
+    if let Some(v) = destination_allow {
+        config.destination_allow.clone_from(v);
+    }
+    if let Some(v) = max_profile_traits {
+        config.max_profile_traits = *v;
+    }
+    if let Some(v) = max_profile_traits_bytes {
+        config.max_profile_traits_bytes = *v;
     }
 }
 
@@ -378,6 +418,7 @@ mod tests {
             ("JOURNEYS_LOG_FORMAT", "Json"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("JOURNEYS_DEDUPE_WINDOW_SECS", "60"),
+            ("JOURNEYS_DESTINATION_ALLOW", "10.0.0.0/8, hooks.internal"),
         ]);
         let config =
             load_with_env(Service::DataPlane, &ConfigArgs::default(), &env).expect("loads");
@@ -392,6 +433,7 @@ mod tests {
             Some("http://collector:4317")
         );
         assert_eq!(config.dedupe_window_secs, 60);
+        assert_eq!(config.destination_allow, ["10.0.0.0/8", "hooks.internal"]);
         for binding in ENV_BINDINGS {
             assert!(
                 ENV_VARS.contains(&binding.var),

@@ -1,14 +1,20 @@
 //! [`DestinationApi`]: webhook destinations and their dead letters.
 //!
 //! The signing secret is write-only: responses carry it masked, and sending the mask back on
-//! update keeps the stored secret. A destination that a published journey sends to cannot be
+//! update keeps the stored secret. Credentials in the URL (`https://user:password@host/`) are
+//! shown masked the same way (`https://user:********@host/`); sending the masked URL back
+//! unchanged keeps the stored one. A destination that a published journey sends to cannot be
 //! deleted.
+//!
+//! URLs are checked against the delivery's address policy: a literal IP host in any form
+//! (`http://2130706433/` is 127.0.0.1) or a `localhost` name that the policy refuses is refused
+//! here with the reason; names are resolved and checked again at every connection.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use journeys_core::Problem;
-use journeys_delivery::Waker;
+use journeys_delivery::{AddressPolicy, CREDENTIALS_MASK, Waker, mask_url_credentials};
 use journeys_store::{
     DestinationKind, DestinationRecord, JourneyState, OutboxRecord, Page, Store, StoreError,
     WebhookSettings,
@@ -56,11 +62,17 @@ pub struct DestinationApi {
     store: Store,
     /// Woken after a replay so the dispatcher picks the rows up at once.
     delivery: Waker,
+    /// Where destinations may point (the delivery's own policy).
+    policy: AddressPolicy,
 }
 
 impl DestinationApi {
-    pub fn new(store: Store, delivery: Waker) -> Self {
-        Self { store, delivery }
+    pub fn new(store: Store, delivery: Waker, policy: AddressPolicy) -> Self {
+        Self {
+            store,
+            delivery,
+            policy,
+        }
     }
 
     /// Creates a destination; `id` may be empty (a fresh id is chosen).
@@ -75,7 +87,7 @@ impl DestinationApi {
             fields::check_id("destination.id", id, &mut problems);
         }
         fields::check_name("destination.name", name, &mut problems);
-        let settings = webhook_settings(webhook, None, &mut problems);
+        let settings = webhook_settings(webhook, None, &self.policy, &mut problems);
         ServiceError::check("destination", problems)?;
         let mut record = DestinationRecord::new(
             name,
@@ -134,7 +146,12 @@ impl DestinationApi {
             .map_err(|e| e.renaming_field("destination.id"))?;
         let mut problems = Vec::new();
         fields::check_name("destination.name", name, &mut problems);
-        let settings = webhook_settings(webhook, Some(&current.settings), &mut problems);
+        let settings = webhook_settings(
+            webhook,
+            Some(&current.settings),
+            &self.policy,
+            &mut problems,
+        );
         ServiceError::check("destination", problems)?;
         match self
             .store
@@ -224,23 +241,24 @@ impl DestinationApi {
     }
 }
 
-/// Checks webhook settings; `current` supplies the secret when the mask is sent back.
+/// Checks webhook settings; `current` supplies the secret (and the URL's credentials) when
+/// the mask is sent back.
 fn webhook_settings(
     input: Option<WebhookInput>,
     current: Option<&WebhookSettings>,
+    policy: &AddressPolicy,
     problems: &mut Vec<Problem>,
 ) -> WebhookSettings {
-    let Some(w) = input else {
+    let Some(mut w) = input else {
         problems.push(Problem::new("destination.webhook", "required"));
         return WebhookSettings::default();
     };
-    match w.url.parse::<http::Uri>() {
-        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
-        _ => problems.push(Problem::new(
-            "destination.webhook.url",
-            format!("'{}' is not an absolute http:// or https:// URL", w.url),
-        )),
+    if let Some(c) = current
+        && w.url == mask_url_credentials(&c.url)
+    {
+        w.url.clone_from(&c.url);
     }
+    check_url(&w.url, policy, problems);
     for (name, value) in &w.headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             problems.push(Problem::new(
@@ -275,6 +293,39 @@ fn webhook_settings(
     }
 }
 
+/// An absolute http(s) URL whose host the address policy does not refuse outright, and no
+/// credentials mask in it (the mask only stands for stored credentials in the URL unchanged).
+fn check_url(url: &str, policy: &AddressPolicy, problems: &mut Vec<Problem>) {
+    const FIELD: &str = "destination.webhook.url";
+    let shown = mask_url_credentials(url);
+    let http_ok = url.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+    });
+    let parsed = url::Url::parse(url).ok().filter(|_| http_ok);
+    let Some(parsed) = parsed else {
+        problems.push(Problem::new(
+            FIELD,
+            format!("'{shown}' is not an absolute http:// or https:// URL"),
+        ));
+        return;
+    };
+    if parsed.username().contains(CREDENTIALS_MASK)
+        || parsed
+            .password()
+            .is_some_and(|p| p.contains(CREDENTIALS_MASK))
+    {
+        problems.push(Problem::new(
+            FIELD,
+            "the credentials mask is only accepted with the stored URL unchanged; give the \
+             credentials to change the URL",
+        ));
+        return;
+    }
+    if let Err(why) = policy.check_url(&parsed) {
+        problems.push(Problem::new(FIELD, format!("'{shown}' is refused: {why}")));
+    }
+}
+
 /// The timeout to store: the default when unset or zero, refused above the maximum.
 fn webhook_timeout(
     timeout: Option<Result<Duration, &'static str>>,
@@ -302,6 +353,10 @@ fn webhook_timeout(
 mod tests {
     use super::*;
 
+    fn open() -> AddressPolicy {
+        AddressPolicy::default()
+    }
+
     fn input(secret: &str, timeout: Option<Result<Duration, &'static str>>) -> WebhookInput {
         WebhookInput {
             url: "https://hooks.example.com/in".to_owned(),
@@ -318,13 +373,18 @@ mod tests {
             ..WebhookSettings::default()
         };
         let mut problems = Vec::new();
-        let kept = webhook_settings(Some(input(MASK, None)), Some(&stored), &mut problems);
+        let kept = webhook_settings(
+            Some(input(MASK, None)),
+            Some(&stored),
+            &open(),
+            &mut problems,
+        );
         assert_eq!(
             (kept.signing_secret.as_str(), problems.len()),
             ("s3cret", 0)
         );
 
-        let created = webhook_settings(Some(input(MASK, None)), None, &mut problems);
+        let created = webhook_settings(Some(input(MASK, None)), None, &open(), &mut problems);
         assert_eq!(created.signing_secret, "");
         assert_eq!(problems[0].path, "destination.webhook.signing_secret");
     }
@@ -332,11 +392,12 @@ mod tests {
     #[test]
     fn timeouts_default_and_are_capped() {
         let mut problems = Vec::new();
-        let unset = webhook_settings(Some(input("", None)), None, &mut problems);
+        let unset = webhook_settings(Some(input("", None)), None, &open(), &mut problems);
         assert_eq!(unset.timeout_ms, 10_000);
         let zero = webhook_settings(
             Some(input("", Some(Ok(Duration::ZERO)))),
             None,
+            &open(),
             &mut problems,
         );
         assert_eq!(zero.timeout_ms, 10_000);
@@ -344,6 +405,7 @@ mod tests {
         webhook_settings(
             Some(input("", Some(Ok(Duration::from_secs(61))))),
             None,
+            &open(),
             &mut problems,
         );
         assert_eq!(
@@ -360,7 +422,7 @@ mod tests {
             headers: vec![("bad name".to_owned(), "v".to_owned())],
             ..WebhookInput::default()
         };
-        webhook_settings(Some(bad), None, &mut problems);
+        webhook_settings(Some(bad), None, &open(), &mut problems);
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -370,7 +432,37 @@ mod tests {
             ]
         );
         let mut problems = Vec::new();
-        webhook_settings(None, None, &mut problems);
+        webhook_settings(None, None, &open(), &mut problems);
         assert_eq!(problems[0].path, "destination.webhook");
+    }
+
+    #[test]
+    fn masked_url_credentials_keep_the_stored_url_only_when_unchanged() {
+        let stored = WebhookSettings {
+            url: "https://user:s3cret@hooks.example.com/in".to_owned(),
+            ..WebhookSettings::default()
+        };
+        let masked = WebhookInput {
+            url: "https://user:********@hooks.example.com/in".to_owned(),
+            ..WebhookInput::default()
+        };
+        let mut problems = Vec::new();
+        let kept = webhook_settings(Some(masked.clone()), Some(&stored), &open(), &mut problems);
+        assert_eq!(
+            (kept.url.as_str(), problems.len()),
+            (stored.url.as_str(), 0)
+        );
+        // The mask elsewhere (another host, or on create) is refused: it stands for nothing.
+        let moved = WebhookInput {
+            url: "https://user:********@elsewhere.example.com/in".to_owned(),
+            ..WebhookInput::default()
+        };
+        webhook_settings(Some(moved), Some(&stored), &open(), &mut problems);
+        webhook_settings(Some(masked), None, &open(), &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].message.contains("credentials mask"),
+            "{problems:?}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use journeys_delivery::mask_url_credentials;
 use journeys_proto::convert::json::{
     duration, from_duration, json_to_struct, opt_timestamp, timestamp,
 };
@@ -46,7 +47,7 @@ fn destination(stored: &StoredDestination) -> pb::Destination {
         id: record.id.clone(),
         name: record.name.clone(),
         webhook: Some(pb::WebhookSettings {
-            url: s.url.clone(),
+            url: mask_url_credentials(&s.url),
             headers: s
                 .headers
                 .iter()

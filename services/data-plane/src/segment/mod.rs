@@ -56,13 +56,21 @@ impl Body {
         }
     }
 
-    /// The body's `writeKey`, when it has one.
-    pub(crate) fn write_key(&self) -> Result<Option<&str>, EventError> {
-        match self.object.get("writeKey") {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(key)) if key.is_empty() => Ok(None),
-            Some(Json::String(key)) => Ok(Some(key)),
-            Some(other) => Err(wrong_type("writeKey", "a string", other)),
+    /// The top-level `writeKey` of a body, read without parsing the body: the scan builds
+    /// nothing and stops at the key, so an unauthenticated request costs a pass over the bytes
+    /// before it, not a parse of the whole body. A body that is not a JSON object (as far as
+    /// the scan got) is refused as [`Body::parse`] refuses it.
+    pub(crate) fn peek_write_key(bytes: &[u8]) -> Result<Option<String>, EventError> {
+        let mut found = None;
+        let scanned = serde::Deserializer::deserialize_map(
+            &mut serde_json::Deserializer::from_slice(bytes),
+            WriteKeyScan(&mut found),
+        );
+        match (found, scanned) {
+            (Some(key), _) => key,
+            (None, Ok(())) => Ok(None),
+            // Not a JSON object: the parser's own words for it.
+            (None, Err(_)) => Body::parse(bytes).map(|_| None),
         }
     }
 
@@ -83,6 +91,35 @@ impl Body {
             }
             Endpoint::Batch => batch_events(self.object, now),
         }
+    }
+}
+
+/// The scan of [`Body::peek_write_key`]: skips top-level values until `writeKey`, reads that
+/// one and stops (by failing, which is what ends a serde walk early).
+struct WriteKeyScan<'a>(&'a mut Option<Result<Option<String>, EventError>>);
+
+impl<'de> serde::de::Visitor<'de> for WriteKeyScan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "writeKey" {
+                let value: Json = map.next_value()?;
+                *self.0 = Some(match value {
+                    Json::Null => Ok(None),
+                    Json::String(key) if key.is_empty() => Ok(None),
+                    Json::String(key) => Ok(Some(key)),
+                    other => Err(wrong_type("writeKey", "a string", &other)),
+                });
+                return Err(serde::de::Error::custom("write key found"));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 

@@ -295,8 +295,32 @@ fn timestamps_in_the_forms_client_libraries_send() {
 
 #[test]
 fn write_key_from_the_body() {
-    let body = Body::parse(br#"{"writeKey": "k1", "batch": []}"#).unwrap();
-    assert_eq!(body.write_key().unwrap(), Some("k1"));
-    let body = Body::parse(br#"{"writeKey": 5}"#).unwrap();
-    assert_eq!(body.write_key().unwrap_err().code, ErrorCode::WrongType);
+    let peek = Body::peek_write_key;
+    assert_eq!(
+        peek(br#"{"writeKey": "k1", "batch": []}"#).unwrap(),
+        Some("k1".to_owned())
+    );
+    assert_eq!(
+        peek(br#"{"batch": [{"a": {"b": [1, "x"]}}], "writeKey": "k2"}"#).unwrap(),
+        Some("k2".to_owned())
+    );
+    assert_eq!(peek(br#"{"batch": []}"#).unwrap(), None);
+    assert_eq!(peek(br#"{"writeKey": ""}"#).unwrap(), None);
+    assert_eq!(
+        peek(br#"{"writeKey": 5}"#).unwrap_err().code,
+        ErrorCode::WrongType
+    );
+    // The scan stops at the key: what follows is not read before the key is checked.
+    assert_eq!(
+        peek(br#"{"writeKey": "k3", "batch": [{"type": "#).unwrap(),
+        Some("k3".to_owned())
+    );
+    // Before the key, or without one, a body that is no JSON object is refused as before.
+    for bad in [&br#"{"batch": [tru"#[..], b"[1]", b"", br#"{"a": 1"#] {
+        assert_eq!(
+            peek(bad).unwrap_err().code,
+            ErrorCode::InvalidJson,
+            "{bad:?}"
+        );
+    }
 }

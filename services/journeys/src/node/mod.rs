@@ -37,10 +37,11 @@ use std::time::Duration;
 
 use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
-use journeys_delivery::{DeliveryConfig, Dispatcher};
-use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig};
+
+use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher};
+use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig, TraitLimits};
 use journeys_runtime::auth::check_bind;
-use journeys_runtime::config::Config;
+use journeys_runtime::config::{Config, ConfigError};
 use journeys_runtime::grpc::{GrpcServer, ServeError};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_scheduler::{Scheduler, SchedulerConfig, StoreWatermark, WatermarkSource};
@@ -159,12 +160,13 @@ impl Node {
         } else {
             None
         };
+        let delivery = self.delivery_config()?;
         let store = Store::connect(&self.config.database_url).await?;
         if let Err(error) = store.migrate().await {
             close(store).await;
             return Err(error.into());
         }
-        let running = match Running::start(&self, &store).await {
+        let running = match Running::start(&self, &store, delivery).await {
             Ok(running) => running,
             Err((error, started)) => {
                 started.stop().await;
@@ -185,6 +187,17 @@ impl Node {
         running.stop().await;
         close(store).await;
         served
+    }
+
+    /// The delivery's settings for this node: the defaults, sending only where the
+    /// configured address policy allows (`destination_allow`).
+    fn delivery_config(&self) -> Result<DeliveryConfig, Error> {
+        let address_policy = AddressPolicy::new(&self.config.destination_allow)
+            .map_err(|e| ConfigError::Invalid(format!("destination_allow: {e}")))?;
+        Ok(DeliveryConfig {
+            address_policy,
+            ..DeliveryConfig::default()
+        })
     }
 
     /// The engine's settings for this node.
@@ -215,6 +228,10 @@ impl Node {
         EngineConfig {
             dedupe_window: Duration::from_secs(self.config.dedupe_window_secs),
             partitions: self.config.partitions,
+            trait_limits: TraitLimits {
+                max_count: self.config.max_profile_traits,
+                max_bytes: self.config.max_profile_traits_bytes,
+            },
             owner,
             ..EngineConfig::default()
         }
@@ -274,11 +291,15 @@ struct Running {
 impl Running {
     /// Starts the parts `node`'s roles need, in start-up order. On failure, returns what was
     /// started so far for the caller to stop.
-    async fn start(node: &Node, store: &Store) -> Result<Running, (Error, Running)> {
+    async fn start(
+        node: &Node,
+        store: &Store,
+        delivery: DeliveryConfig,
+    ) -> Result<Running, (Error, Running)> {
         let roles = node.roles;
         let mut running = Running::default();
         if roles.contains(Role::Delivery) || roles.contains(Role::ControlPlane) {
-            running.dispatcher = Some(Dispatcher::new(store.clone(), DeliveryConfig::default()));
+            running.dispatcher = Some(Dispatcher::new(store.clone(), delivery));
         }
         let mut on_commit: Option<OnCommit> = None;
         if let (true, Some(dispatcher)) = (roles.contains(Role::Delivery), &running.dispatcher) {
