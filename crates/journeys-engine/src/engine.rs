@@ -469,15 +469,16 @@ impl Engine {
         }
     }
 
-    /// The partitions an owner engine holds now (`None` for an engine that is no owner: it
-    /// applies every partition). The scheduler claims only these partitions' timers.
+    /// The partitions an owner engine holds now, when that is not all of them (`None` for an
+    /// engine that is no owner, or one holding every partition: it applies them all). The
+    /// scheduler claims only these partitions' timers; with `None` it claims in due order
+    /// straight from the due-time index, with no partition filter to sort through.
     #[must_use]
     pub fn held_partition_ids(&self) -> Option<Vec<u32>> {
-        self.inner
-            .shared
-            .ownership
-            .as_ref()
-            .map(|ownership| ownership.held_ids())
+        let shared = &self.inner.shared;
+        let held = shared.ownership.as_ref()?.held_ids();
+        let all = usize::try_from(shared.config.partitions).unwrap_or(usize::MAX);
+        (held.len() < all).then_some(held)
     }
 
     /// Waits until an owner engine finished its first ownership round (at once otherwise).
