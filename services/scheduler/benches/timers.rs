@@ -52,6 +52,10 @@ use journeys_store::{
 use journeys_testkit::TestDb;
 use sha2::{Digest, Sha256};
 
+/// The allocator of the production binaries (`journeys`, `journeys-load`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Instances (and timers) per store commit.
 const COMMIT_ROWS: usize = 5_000;
 /// Calibration rows used to predict the load time.

@@ -104,26 +104,24 @@ impl<'a> Timers<'a> {
         let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
         let txn = begin_claim(self.db).await?;
         let result = async {
-            let mut query = timer::Entity::find()
-                .filter(Column::DueAt.lte(micros(until)))
-                .filter(
-                    Condition::any()
-                        .add(Column::ClaimedUntil.is_null())
-                        .add(Column::ClaimedUntil.lt(now)),
-                )
-                .order_by_asc(Column::DueAt)
-                .limit(u64::from(limit));
-            if let Some(partitions) = partitions {
-                query = query.filter(
-                    Condition::any()
-                        .add(Column::PartitionId.is_in(partitions.iter().copied()))
-                        .add(Column::PartitionId.is_null()),
+            // Free timers first, then those whose claim lapsed (a replica that died holding
+            // them). Both passes read the `(claimed_until, due_at)` index from where their
+            // timers start, so a claim never scans through the timers claimed before it and
+            // not yet fired (at 5,000 timers/s, about ten thousand within the horizon).
+            let limit = u64::from(limit);
+            let mut rows = claimable(until, limit, partitions, skip_locked)
+                .filter(Column::ClaimedUntil.is_null())
+                .all(&txn)
+                .await?;
+            let room = limit.saturating_sub(rows.len() as u64);
+            if room > 0 {
+                rows.extend(
+                    claimable(until, room, partitions, skip_locked)
+                        .filter(Column::ClaimedUntil.lt(now))
+                        .all(&txn)
+                        .await?,
                 );
             }
-            if skip_locked {
-                query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-            }
-            let rows = query.all(&txn).await?;
             let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             set_claim(&txn, &ids, Some(micros(lease_until))).await?;
             Ok(rows.into_iter().map(TimerRecord::from).collect())
@@ -194,6 +192,31 @@ impl<'a> Timers<'a> {
             next_due_at,
         })
     }
+}
+
+/// Timers due by `until`, earliest first, at most `limit`, of `partitions` (and those without
+/// one) when given; on MySQL locked for update, skipping rows other claims hold.
+fn claimable(
+    until: DateTime<Utc>,
+    limit: u64,
+    partitions: Option<&[u32]>,
+    skip_locked: bool,
+) -> sea_orm::Select<timer::Entity> {
+    let mut query = timer::Entity::find()
+        .filter(Column::DueAt.lte(micros(until)))
+        .order_by_asc(Column::DueAt)
+        .limit(limit);
+    if let Some(partitions) = partitions {
+        query = query.filter(
+            Condition::any()
+                .add(Column::PartitionId.is_in(partitions.iter().copied()))
+                .add(Column::PartitionId.is_null()),
+        );
+    }
+    if skip_locked {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    query
 }
 
 /// Sets (or clears) `claimed_until` of `ids`.
