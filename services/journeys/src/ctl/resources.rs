@@ -20,6 +20,7 @@ Examples:
 
 pub const SOURCE_EXAMPLES: &str = "\
 Examples:
+  journeys source create web
   WRITE_KEY=$(journeys source create web --key-only)
   journeys source list
   journeys source revoke <id>";
