@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::client::{Clients, Global};
 use super::error::{Error, Result};
-use super::output::{Table, compact, json_value, or_dash, out, print_message, print_value, time};
+use super::output::{
+    Table, compact, json_value, one_line, or_dash, out, print_message, print_value, time,
+};
 
 pub const INSTANCE_EXAMPLES: &str = "\
 Examples:
@@ -364,7 +366,7 @@ pub async fn dead_letters(global: &Global, verb: DeadLetterVerb) -> Result<()> {
                     d.step_key.clone(),
                     d.attempts.to_string(),
                     time(d.dead_lettered_at.as_ref()),
-                    one_line(&d.last_error),
+                    one_line(&d.last_error, 80),
                 ]);
             }
             out(&table.render());
@@ -429,15 +431,5 @@ async fn all_dead_letters(
             return Ok(all);
         }
         request.page_token = page.next_page_token;
-    }
-}
-
-/// An error text on one line, at most 80 characters.
-fn one_line(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > 80 {
-        format!("{}…", flat.chars().take(79).collect::<String>())
-    } else {
-        or_dash(&flat)
     }
 }

@@ -16,7 +16,7 @@ use journeys_proto::v1::step::Kind;
 use super::client::{Clients, Global};
 use super::error::{Error, Problem, Result};
 use super::input;
-use super::output::{Table, duration, or_dash, out, print_message, time};
+use super::output::{Table, duration, one_line, or_dash, out, print_message, time};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -677,7 +677,7 @@ async fn simulate(
                 time(s.at.as_ref()),
                 s.step_key.clone(),
                 s.destination_id.clone(),
-                super::output::compact(s.payload.as_ref()),
+                one_line(&super::output::compact(s.payload.as_ref()), 100),
             ]);
         }
     }

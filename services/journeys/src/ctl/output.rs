@@ -251,6 +251,18 @@ pub fn or_dash(s: &str) -> String {
     }
 }
 
+/// `text` on one line of at most `max` characters (`…` marks a cut; `-o json` shows it all).
+pub fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        or_dash(&flat)
+    }
+}
+
 /// A free-form JSON value (a `Struct`) on one line.
 pub fn compact(s: Option<&prost_types::Struct>) -> String {
     match s {
@@ -274,6 +286,13 @@ mod tests {
             table.render(),
             "ID          NAME        STATE\na           Long name   DRAFT\nlonger-id   n\n"
         );
+    }
+
+    #[test]
+    fn long_cells_are_cut_to_one_line() {
+        assert_eq!(one_line("a\n  b", 10), "a b");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("", 4), "-");
     }
 
     #[test]
