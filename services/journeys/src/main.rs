@@ -6,6 +6,11 @@
 //! - `journeys serve --roles control-plane,data-plane,scheduler,delivery` runs any set of roles
 //!   (all by default) over the configured store.
 //! - `journeys migrate` applies pending store migrations and exits.
+//! - `journeys <noun> <verb>` (`journey`, `events`, `destination`, `source`, `audience`,
+//!   `catalog`, `instance`, `profile`, `dead-letters`) are the operators' commands, clients of
+//!   the gRPC API ([`journeys::ctl`]).
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -15,7 +20,19 @@ use journeys_runtime::config::{self, ConfigArgs, Service};
 use journeys_store::Store;
 
 #[derive(Parser)]
-#[command(version, about = "Journeys: event-triggered journeys, self-hosted")]
+#[command(
+    version,
+    about = "Journeys: event-triggered journeys, self-hosted",
+    after_help = "\
+Examples:
+  journeys dev                                           # everything in one process, on SQLite
+  journeys journey apply -f examples/abandoned-checkout.json
+  journeys journey list -o json
+  journeys events send --write-key \"$WRITE_KEY\" -f events.jsonl
+
+Client commands connect to --addr (JOURNEYS_ADDR, default http://127.0.0.1:50051) with --token
+(JOURNEYS_ADMIN_TOKEN). Exit codes: 0 done, 1 refused or failed, 2 bad usage or invalid input."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,22 +65,26 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    #[command(flatten)]
+    Client(journeys::ctl::Command),
 }
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Dev { config: args } => dev(&args).await,
+        Command::Dev { config: args } => dev(&args).await?,
         Command::Serve {
             roles,
             config: args,
             scheduler,
-        } => serve(&roles, &args, &scheduler).await,
-        Command::Migrate { config: args } => migrate(&args).await,
+        } => serve(&roles, &args, &scheduler).await?,
+        Command::Migrate { config: args } => migrate(&args).await?,
+        Command::Client(command) => return Ok(journeys::ctl::run(command).await),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn dev(args: &ConfigArgs) -> anyhow::Result<()> {

@@ -85,25 +85,32 @@ fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
 
 /// The contents of the fenced code blocks of `text` whose info string is exactly `lang`.
 fn fenced_blocks(text: &str, lang: &str) -> Vec<String> {
+    fenced_blocks_with_lang(text)
+        .into_iter()
+        .filter(|(info, _)| info == lang)
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// Every fenced code block of `text`, with its info string.
+fn fenced_blocks_with_lang(text: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
-    let mut current: Option<(bool, String)> = None;
+    let mut current: Option<(String, String)> = None;
     for line in text.lines() {
         let trimmed = line.trim_start();
         match current.take() {
             None => {
                 if let Some(info) = trimmed.strip_prefix("```") {
-                    current = Some((info.trim() == lang, String::new()));
+                    current = Some((info.trim().to_owned(), String::new()));
                 }
             }
-            Some((wanted, mut body)) => {
+            Some((info, mut body)) => {
                 if trimmed.starts_with("```") {
-                    if wanted {
-                        blocks.push(body);
-                    }
+                    blocks.push((info, body));
                 } else {
                     body.push_str(line);
                     body.push('\n');
-                    current = Some((wanted, body));
+                    current = Some((info, body));
                 }
             }
         }
@@ -326,6 +333,34 @@ fn walk_through_script(readme: &str) -> String {
     blocks.concat()
 }
 
+/// The walk-through with the command-line form of each step that has one: a ```bash block stands
+/// in for the ```sh block before it.
+fn command_line_script(readme: &str) -> String {
+    let mut steps: Vec<String> = Vec::new();
+    let mut replaced = false;
+    for (lang, body) in fenced_blocks_with_lang(section(readme, WALK_THROUGH)) {
+        match lang.as_str() {
+            "sh" => {
+                steps.push(body);
+                replaced = false;
+            }
+            "bash" => {
+                let last = steps
+                    .last_mut()
+                    .expect("a ```bash block follows the ```sh block it replaces");
+                if replaced {
+                    last.push_str(&body);
+                } else {
+                    *last = body;
+                    replaced = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    steps.concat()
+}
+
 #[test]
 fn the_readme_opens_with_the_two_commands_the_walk_through_starts_from() {
     let readme = readme();
@@ -344,90 +379,287 @@ fn the_readme_opens_with_the_two_commands_the_walk_through_starts_from() {
     );
 }
 
+/// A walk-through script that ran to its end against a fresh `journeys dev`.
+struct WalkThrough {
+    dev: Dev,
+    stdout: String,
+    stderr: String,
+    /// Holds the database and the script while the checks run.
+    _dir: tempfile::TempDir,
+}
+
+impl WalkThrough {
+    /// Runs `script` (README addresses rewritten to the dev server's) in `bash -euo pipefail`
+    /// from the repository root, with grpcurl and `journeys` on `PATH` and `JOURNEYS_ADDR` set
+    /// to the dev server (the command line's form uses the default address, never written).
+    fn run(script: &str, grpcurl: &Path) -> WalkThrough {
+        for addr in [README_GRPC, README_HTTP] {
+            assert!(script.contains(addr), "the walk-through never uses {addr}");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("readme-walk-through-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temporary directory");
+        let dev = Dev::start(dir.path());
+        let script = script
+            .replace(README_GRPC, &dev.grpc)
+            .replace(README_HTTP, &dev.http);
+
+        let script_path = dir.path().join("walk-through.sh");
+        std::fs::write(&script_path, &script).expect("write the script");
+        let stdout_path = dir.path().join("walk-through.out");
+        let stderr_path = dir.path().join("walk-through.err");
+        let grpcurl_dir = grpcurl.parent().expect("grpcurl's directory").to_owned();
+        let journeys_dir = Path::new(env!("CARGO_BIN_EXE_journeys"))
+            .parent()
+            .expect("the binaries' directory")
+            .to_owned();
+        let path = std::env::join_paths(
+            [grpcurl_dir, journeys_dir].into_iter().chain(
+                std::env::var_os("PATH")
+                    .map_or_else(Vec::new, |p| std::env::split_paths(&p).collect::<Vec<_>>()),
+            ),
+        )
+        .expect("PATH");
+        let mut command = Command::new("bash");
+        command
+            .args(["-euo", "pipefail", "-x"])
+            .arg(&script_path)
+            .current_dir(repo_root())
+            .env("PATH", path);
+        for var in ENV_VARS {
+            command.env_remove(var);
+        }
+        let mut bash = command
+            .env("JOURNEYS_ADDR", &dev.grpc)
+            .env_remove("JOURNEYS_WRITE_KEY")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).expect("stdout file"))
+            .stderr(File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("bash runs");
+        let deadline = Instant::now() + SCRIPT_TIMEOUT;
+        let status = loop {
+            if let Some(status) = bash.try_wait().expect("wait for bash") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = bash.kill();
+                let _ = bash.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let walk = WalkThrough {
+            stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+            dev,
+            _dir: dir,
+        };
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => panic!("the walk-through failed ({status}):\n{}", walk.report()),
+            None => panic!(
+                "the walk-through did not finish within {SCRIPT_TIMEOUT:?}:\n{}",
+                walk.report()
+            ),
+        }
+        walk
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr (commands traced)\n{}\n--- journeys dev\n{}",
+            self.stdout,
+            self.stderr,
+            self.dev.log_text()
+        )
+    }
+
+    /// What both forms of the walk-through promise: the curl calls' answers, the payloads at
+    /// the demo sink, the stats, the instances and their timeline, the pending timer and the
+    /// duplicated draft.
+    fn check_outcomes(&self, grpcurl: &Path) {
+        let dev = &self.dev;
+        let stdout = &self.stdout;
+        let report = || self.report();
+        // The curl calls and the test send, which both forms share.
+        assert!(
+            stdout.matches(r#"{"success":true}"#).count() >= 3,
+            "each curl to the Segment API answers success:\n{}",
+            report()
+        );
+        assert!(
+            stdout.contains(r#""statusCode": 200"#),
+            "SendTestEvent reports the sink's answer:\n{}",
+            report()
+        );
+
+        // The forwarded form arrived at the sink, shaped by the mapping, signed, with an idempotency
+        // key; the test send of the nudge arrived as a default `track` payload.
+        let deliveries = eventually("both payloads at the sink", || {
+            let body = http_get(&dev.http, "/dev/sink");
+            let deliveries: Vec<Value> = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let forwarded = deliveries.iter().any(|d| {
+                d["body"]["form"] == "demo_request"
+                    && d["body"]["user_id"] == "u1"
+                    && d["body"]["email"] == "ada@example.com"
+            });
+            let nudge = deliveries
+                .iter()
+                .any(|d| d["body"]["event"] == "Checkout Abandoned");
+            if forwarded && nudge {
+                Ok(deliveries)
+            } else {
+                Err(body)
+            }
+        });
+        let forwarded = deliveries
+            .iter()
+            .find(|d| d["body"]["form"] == "demo_request")
+            .expect("forwarded form");
+        assert!(
+            forwarded["idempotency_key"]
+                .as_str()
+                .is_some_and(|k| !k.is_empty()),
+            "{forwarded}"
+        );
+        assert!(
+            forwarded["signature"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+            "{forwarded}"
+        );
+        let nudge = deliveries
+            .iter()
+            .find(|d| d["body"]["event"] == "Checkout Abandoned")
+            .expect("nudge");
+        assert_eq!(nudge["body"]["type"], "track", "{nudge}");
+        assert_eq!(nudge["body"]["userId"], "u1", "{nudge}");
+        assert_eq!(
+            nudge["body"]["properties"]["journey_context"]["checkout_started"]["session_id"], "s1",
+            "{nudge}"
+        );
+        assert_eq!(nudge["body"]["properties"]["first_name"], "Ada", "{nudge}");
+
+        // The forwarding journey counts its send as sent once the sink answered.
+        eventually("form-forwarding's send counted as sent", || {
+            let stats = grpc(
+                grpcurl,
+                &dev.grpc,
+                "journeys.v1.JourneyService/GetJourneyStats",
+                r#"{"id":"form-forwarding"}"#,
+            );
+            let sent = stats["sends"]
+                .as_array()
+                .and_then(|sends| sends.iter().find(|s| s["stepKey"] == "forward"))
+                .map(|s| s["sent"].clone());
+            if sent == Some(Value::from("1")) {
+                Ok(())
+            } else {
+                Err(stats.to_string())
+            }
+        });
+
+        // Abandoned checkout: two entries, u1 waiting in the hold, u2 took the Purchased branch.
+        let stats = grpc(
+            grpcurl,
+            &dev.grpc,
+            "journeys.v1.JourneyService/GetJourneyStats",
+            r#"{"id":"abandoned-checkout"}"#,
+        );
+        let hold = stats["steps"]
+            .as_array()
+            .and_then(|steps| steps.iter().find(|s| s["stepKey"] == "wait_for_purchase"))
+            .unwrap_or_else(|| panic!("no stats for the hold step: {stats}"));
+        assert_eq!(hold["entered"], "2", "{stats}");
+        assert_eq!(hold["waiting"], "1", "{stats}");
+        let purchased = stats["branches"]
+            .as_array()
+            .and_then(|branches| branches.iter().find(|b| b["branchName"] == "Purchased"))
+            .unwrap_or_else(|| panic!("no stats for the Purchased branch: {stats}"));
+        assert_eq!(purchased["taken"], "1", "{stats}");
+
+        let instances = grpc(
+            grpcurl,
+            &dev.grpc,
+            "journeys.v1.InstanceService/ListInstances",
+            r#"{"journey_id":"abandoned-checkout"}"#,
+        );
+        let instance_of = |user: &str| {
+            instances["instances"]
+                .as_array()
+                .and_then(|all| all.iter().find(|i| i["userId"] == user))
+                .unwrap_or_else(|| panic!("no instance of {user}: {instances}"))
+                .clone()
+        };
+        let waiting = instance_of("u1");
+        assert_eq!(waiting["state"], "ACTIVE", "{waiting}");
+        assert_eq!(waiting["currentStep"], "wait_for_purchase", "{waiting}");
+        assert_eq!(waiting["waitingEvent"], "purchase_completed", "{waiting}");
+        let bought = instance_of("u2");
+        assert_eq!(bought["state"], "COMPLETED", "{bought}");
+        assert_eq!(bought["currentStep"], "purchased", "{bought}");
+
+        // The timeline of u2's instance: each transition with its cause.
+        let id = bought["id"].as_str().expect("instance id");
+        let instance = grpc(
+            grpcurl,
+            &dev.grpc,
+            "journeys.v1.InstanceService/GetInstance",
+            &format!(r#"{{"id":"{id}"}}"#),
+        );
+        let timeline = instance["timeline"].as_array().expect("timeline");
+        assert!(
+            timeline
+                .iter()
+                .any(|t| t["kind"] == "branch" && t["detail"]["branch"] == "Purchased"),
+            "{instance}"
+        );
+        assert!(
+            timeline
+                .iter()
+                .all(|t| t["cause"].as_str().is_some_and(|c| !c.is_empty())),
+            "every transition names its cause: {instance}"
+        );
+
+        // u1's hold timer is pending with the scheduler.
+        let scheduler = grpc(
+            grpcurl,
+            &dev.grpc,
+            "journeys.v1.SchedulerService/GetSchedulerStats",
+            "{}",
+        );
+        assert_eq!(scheduler["pendingTimers"], "1", "{scheduler}");
+
+        // "More of the control plane": the duplicate is a draft.
+        let drafts = grpc(
+            grpcurl,
+            &dev.grpc,
+            "journeys.v1.JourneyService/ListJourneys",
+            r#"{"state":"DRAFT"}"#,
+        );
+        assert!(
+            drafts["journeys"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|j| j["name"] == "Abandoned checkout v2")),
+            "{drafts}"
+        );
+    }
+}
+
 #[test]
 fn walk_through_runs_verbatim_and_shows_what_it_promises() {
     let readme = readme();
-    let script = walk_through_script(&readme);
-    for addr in [README_GRPC, README_HTTP] {
-        assert!(script.contains(addr), "the walk-through never uses {addr}");
-    }
-
     let grpcurl = grpcurl();
-    let dir = tempfile::Builder::new()
-        .prefix("readme-walk-through-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temporary directory");
-    let dev = Dev::start(dir.path());
-    let script = script
-        .replace(README_GRPC, &dev.grpc)
-        .replace(README_HTTP, &dev.http);
-
-    let script_path = dir.path().join("walk-through.sh");
-    std::fs::write(&script_path, &script).expect("write the script");
-    let stdout_path = dir.path().join("walk-through.out");
-    let stderr_path = dir.path().join("walk-through.err");
-    let grpcurl_dir = grpcurl.parent().expect("grpcurl's directory").to_owned();
-    let path = std::env::join_paths(
-        std::iter::once(grpcurl_dir).chain(
-            std::env::var_os("PATH")
-                .map_or_else(Vec::new, |p| std::env::split_paths(&p).collect::<Vec<_>>()),
-        ),
-    )
-    .expect("PATH");
-    let mut bash = Command::new("bash")
-        .args(["-euo", "pipefail", "-x"])
-        .arg(&script_path)
-        .current_dir(repo_root())
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).expect("stdout file"))
-        .stderr(File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("bash runs");
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = bash.try_wait().expect("wait for bash") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = bash.kill();
-            let _ = bash.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    let report = || {
-        format!(
-            "--- stdout\n{stdout}\n--- stderr (commands traced)\n{stderr}\n--- journeys dev\n{}",
-            dev.log_text()
-        )
-    };
-    match status {
-        Some(status) if status.success() => {}
-        Some(status) => panic!("the walk-through failed ({status}):\n{}", report()),
-        None => panic!(
-            "the walk-through did not finish within {SCRIPT_TIMEOUT:?}:\n{}",
-            report()
-        ),
-    }
-
+    let walk = WalkThrough::run(&walk_through_script(&readme), &grpcurl);
+    let stdout = &walk.stdout;
+    let report = || walk.report();
     // What the commands printed.
-    assert!(
-        stdout.matches(r#"{"success":true}"#).count() >= 3,
-        "each curl to the Segment API answers success:\n{}",
-        report()
-    );
     assert_eq!(
         stdout.matches(r#""status": "ACCEPTED""#).count(),
         2,
         "the gRPC stream acknowledges both events:\n{}",
-        report()
-    );
-    assert!(
-        stdout.contains(r#""statusCode": 200"#),
-        "SendTestEvent reports the sink's answer:\n{}",
         report()
     );
     assert!(
@@ -436,161 +668,82 @@ fn walk_through_runs_verbatim_and_shows_what_it_promises() {
         report()
     );
 
-    // The forwarded form arrived at the sink, shaped by the mapping, signed, with an idempotency
-    // key; the test send of the nudge arrived as a default `track` payload.
-    let deliveries = eventually("both payloads at the sink", || {
-        let body = http_get(&dev.http, "/dev/sink");
-        let deliveries: Vec<Value> = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        let forwarded = deliveries.iter().any(|d| {
-            d["body"]["form"] == "demo_request"
-                && d["body"]["user_id"] == "u1"
-                && d["body"]["email"] == "ada@example.com"
-        });
-        let nudge = deliveries
-            .iter()
-            .any(|d| d["body"]["event"] == "Checkout Abandoned");
-        if forwarded && nudge {
-            Ok(deliveries)
-        } else {
-            Err(body)
-        }
-    });
-    let forwarded = deliveries
-        .iter()
-        .find(|d| d["body"]["form"] == "demo_request")
-        .expect("forwarded form");
-    assert!(
-        forwarded["idempotency_key"]
-            .as_str()
-            .is_some_and(|k| !k.is_empty()),
-        "{forwarded}"
-    );
-    assert!(
-        forwarded["signature"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
-        "{forwarded}"
-    );
-    let nudge = deliveries
-        .iter()
-        .find(|d| d["body"]["event"] == "Checkout Abandoned")
-        .expect("nudge");
-    assert_eq!(nudge["body"]["type"], "track", "{nudge}");
-    assert_eq!(nudge["body"]["userId"], "u1", "{nudge}");
-    assert_eq!(
-        nudge["body"]["properties"]["journey_context"]["checkout_started"]["session_id"], "s1",
-        "{nudge}"
-    );
-    assert_eq!(nudge["body"]["properties"]["first_name"], "Ada", "{nudge}");
-
-    // The forwarding journey counts its send as sent once the sink answered.
-    eventually("form-forwarding's send counted as sent", || {
-        let stats = grpc(
-            &grpcurl,
-            &dev.grpc,
-            "journeys.v1.JourneyService/GetJourneyStats",
-            r#"{"id":"form-forwarding"}"#,
-        );
-        let sent = stats["sends"]
-            .as_array()
-            .and_then(|sends| sends.iter().find(|s| s["stepKey"] == "forward"))
-            .map(|s| s["sent"].clone());
-        if sent == Some(Value::from("1")) {
-            Ok(())
-        } else {
-            Err(stats.to_string())
-        }
-    });
-
-    // Abandoned checkout: two entries, u1 waiting in the hold, u2 took the Purchased branch.
-    let stats = grpc(
-        &grpcurl,
-        &dev.grpc,
-        "journeys.v1.JourneyService/GetJourneyStats",
-        r#"{"id":"abandoned-checkout"}"#,
-    );
-    let hold = stats["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["stepKey"] == "wait_for_purchase"))
-        .unwrap_or_else(|| panic!("no stats for the hold step: {stats}"));
-    assert_eq!(hold["entered"], "2", "{stats}");
-    assert_eq!(hold["waiting"], "1", "{stats}");
-    let purchased = stats["branches"]
-        .as_array()
-        .and_then(|branches| branches.iter().find(|b| b["branchName"] == "Purchased"))
-        .unwrap_or_else(|| panic!("no stats for the Purchased branch: {stats}"));
-    assert_eq!(purchased["taken"], "1", "{stats}");
-
+    // The timeline the README shows: u2's instance, each transition with its cause.
     let instances = grpc(
         &grpcurl,
-        &dev.grpc,
+        &walk.dev.grpc,
         "journeys.v1.InstanceService/ListInstances",
-        r#"{"journey_id":"abandoned-checkout"}"#,
+        r#"{"journey_id":"abandoned-checkout","user_id":"u2"}"#,
     );
-    let instance_of = |user: &str| {
-        instances["instances"]
-            .as_array()
-            .and_then(|all| all.iter().find(|i| i["userId"] == user))
-            .unwrap_or_else(|| panic!("no instance of {user}: {instances}"))
-            .clone()
-    };
-    let waiting = instance_of("u1");
-    assert_eq!(waiting["state"], "ACTIVE", "{waiting}");
-    assert_eq!(waiting["currentStep"], "wait_for_purchase", "{waiting}");
-    assert_eq!(waiting["waitingEvent"], "purchase_completed", "{waiting}");
-    let bought = instance_of("u2");
-    assert_eq!(bought["state"], "COMPLETED", "{bought}");
-    assert_eq!(bought["currentStep"], "purchased", "{bought}");
-
-    // The timeline the README shows: u2's instance, each transition with its cause.
-    let id = bought["id"].as_str().expect("instance id");
+    let id = instances["instances"][0]["id"]
+        .as_str()
+        .expect("instance id");
     assert!(
         stdout.contains(&format!(r#""id": "{id}""#)) && stdout.contains(r#""timeline""#),
         "GetInstance printed u2's instance with its timeline:\n{}",
         report()
     );
-    let instance = grpc(
-        &grpcurl,
-        &dev.grpc,
-        "journeys.v1.InstanceService/GetInstance",
-        &format!(r#"{{"id":"{id}"}}"#),
-    );
-    let timeline = instance["timeline"].as_array().expect("timeline");
-    assert!(
-        timeline
-            .iter()
-            .any(|t| t["kind"] == "branch" && t["detail"]["branch"] == "Purchased"),
-        "{instance}"
-    );
-    assert!(
-        timeline
-            .iter()
-            .all(|t| t["cause"].as_str().is_some_and(|c| !c.is_empty())),
-        "every transition names its cause: {instance}"
-    );
+    walk.check_outcomes(&grpcurl);
+}
 
-    // u1's hold timer is pending with the scheduler.
-    let scheduler = grpc(
-        &grpcurl,
-        &dev.grpc,
-        "journeys.v1.SchedulerService/GetSchedulerStats",
+#[test]
+fn walk_through_runs_with_the_command_line() {
+    let readme = readme();
+    let script = command_line_script(&readme);
+    assert!(
+        script.matches("journeys ").count() >= 15,
+        "the walk-through offers the command-line form of its steps:\n{script}"
+    );
+    let grpcurl = grpcurl();
+    let walk = WalkThrough::run(&script, &grpcurl);
+    let stdout = &walk.stdout;
+    let report = || walk.report();
+    for line in [
+        "destination/webhook created\n",
+        "event/form_submitted registered\n",
+        "journey/abandoned-checkout created\n",
+        "journey 'abandoned-checkout' is valid\n",
+        "journey/abandoned-checkout published\n",
+        "journey/form-forwarding published\n",
+        "audience/vip_customers created\n",
+        "exit code 2\n",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "the command line printed {line:?}:\n{}",
+            report()
+        );
+    }
+    // events send: both events acknowledged.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(4).eq(["2", "2", "0", "0"])),
+        "events send sums up 2 events, 2 acknowledged:\n{}",
+        report()
+    );
+    // The stats table: two entries, one waiting, the Purchased branch taken once.
+    assert!(
+        stdout.lines().any(|l| l
+            .split_whitespace()
+            .eq(["wait_for_purchase", "2", "1", "1", "0"])),
         "{}",
-    );
-    assert_eq!(scheduler["pendingTimers"], "1", "{scheduler}");
-
-    // "More of the control plane": the duplicate is a draft.
-    let drafts = grpc(
-        &grpcurl,
-        &dev.grpc,
-        "journeys.v1.JourneyService/ListJourneys",
-        r#"{"state":"DRAFT"}"#,
+        report()
     );
     assert!(
-        drafts["journeys"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|j| j["name"] == "Abandoned checkout v2")),
-        "{drafts}"
+        stdout.lines().any(|l| l.split_whitespace().eq([
+            "wait_for_purchase",
+            "Purchased",
+            "1",
+            "100%"
+        ])),
+        "{}",
+        report()
     );
+    // The timeline of u2's instance, and validation's problems with their paths.
+    assert!(stdout.contains("State:          COMPLETED"), "{}", report());
+    assert!(walk.stderr.contains("\n  start_step: "), "{}", report());
+    walk.check_outcomes(&grpcurl);
 }
 
 // ---- configuration, layout, examples --------------------------------------------------------
