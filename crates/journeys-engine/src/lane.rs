@@ -315,7 +315,7 @@ impl Lane {
         let fence = self.fence(slots, which)?;
         // (a) dedupe, (b) rate limit, (c) load the profiles once.
         let gates = self.gates(slots, which, now, check_existing).await?;
-        let profiles = self
+        let (profiles, partial) = self
             .load_profiles(slots, which, &gates, &snapshot, &fence)
             .await?;
         // (d) evaluate.
@@ -352,17 +352,25 @@ impl Lane {
             slots[i].outcome = Some(outcome);
         }
         self.recent.remember(plan.changes.dedupe.iter());
-        self.settle(plan.profiles, &fence);
+        self.settle(plan.profiles, &partial, &fence);
         Ok(())
     }
 
-    /// Keeps the committed profiles in memory (owners only).
-    fn settle(&mut self, profiles: Vec<(String, ProfileWork)>, fence: &[Held]) {
+    /// Keeps the committed profiles in memory (owners only), except the `partial` ones.
+    fn settle(
+        &mut self,
+        profiles: Vec<(String, ProfileWork)>,
+        partial: &HashSet<String>,
+        fence: &[Held],
+    ) {
         if fence.is_empty() {
             return;
         }
         let partitions = self.shared.config.partitions;
         for (profile_id, work) in profiles {
+            if partial.contains(&profile_id) {
+                continue;
+            }
             let partition = partition_of(&profile_id, partitions);
             if let Some(held) = fence.iter().find(|h| h.partition == partition) {
                 self.cache.put(profile_id, held.epoch, work.settled());
@@ -371,7 +379,10 @@ impl Lane {
     }
 
     /// The profiles of the items `which` that pass their gate: from memory when this owner
-    /// holds them at the same epoch, the others in one store read.
+    /// holds them at the same epoch, the others in one store read. A profile not in memory
+    /// whose items are all timers is read partially (traits, audiences and the timers'
+    /// instances, by id: firing a timer reads the instance, not the whole profile); the ids of
+    /// those come back too, so they are never kept as the profile's state.
     async fn load_profiles(
         &mut self,
         slots: &[Slot],
@@ -379,7 +390,7 @@ impl Lane {
         gates: &[Gate],
         snapshot: &Snapshot,
         fence: &[Held],
-    ) -> Result<HashMap<String, ProfileWork>, StoreError> {
+    ) -> Result<(HashMap<String, ProfileWork>, HashSet<String>), StoreError> {
         let mut wanted: Vec<(&str, u32)> = which
             .iter()
             .zip(gates)
@@ -403,15 +414,49 @@ impl Lane {
             }
         }
         if missing.is_empty() {
-            return Ok(profiles);
+            return Ok((profiles, HashSet::new()));
         }
-        let mut loaded = self.shared.store.batches().load_profiles(&missing).await?;
-        for profile_id in missing {
+        // Per missing profile: the instances of its timers, or `None` once it has any other item.
+        let mut timers_of: HashMap<&str, Option<Vec<String>>> = missing
+            .iter()
+            .map(|p| (p.as_str(), Some(Vec::new())))
+            .collect();
+        for (&i, gate) in which.iter().zip(gates) {
+            if *gate != Gate::Pass {
+                continue;
+            }
+            if let Some(entry) = timers_of.get_mut(slots[i].profile_id.as_str()) {
+                match (&slots[i].item, entry.as_mut()) {
+                    (Item::Timer(timer), Some(ids)) => ids.push(timer.instance_id.clone()),
+                    _ => *entry = None,
+                }
+            }
+        }
+        let mut instance_ids = Vec::new();
+        let mut partial = HashSet::new();
+        for (profile_id, ids) in timers_of {
+            if let Some(ids) = ids {
+                instance_ids.extend(ids);
+                partial.insert(profile_id.to_owned());
+            }
+        }
+        let (timer_only, whole): (Vec<String>, Vec<String>) =
+            missing.into_iter().partition(|p| partial.contains(p));
+        let batches = self.shared.store.batches();
+        let mut loaded = batches.load_profiles(&whole).await?;
+        if !timer_only.is_empty() {
+            loaded.extend(
+                batches
+                    .load_timer_profiles(&timer_only, &instance_ids)
+                    .await?,
+            );
+        }
+        for profile_id in whole.into_iter().chain(timer_only) {
             let state = loaded.remove(&profile_id).unwrap_or_default();
             let work = ProfileWork::from_state(&profile_id, &state);
             profiles.insert(profile_id, work);
         }
-        Ok(profiles)
+        Ok((profiles, partial))
     }
 
     /// Dedupes the events among `which` against the batch and the recent `messageId`s, and

@@ -348,3 +348,53 @@ async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
     })
     .await;
 }
+
+/// Firing a timer of a profile that is not in memory reads only the timer's instance (and the
+/// traits and audiences its steps may read). That partial state must never stand in for the
+/// profile: its other instances and enter-once records still count for the next events.
+#[tokio::test]
+async fn a_timer_fired_on_a_cold_profile_leaves_the_rest_of_the_profile_intact() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let welcome = publish(db, &welcome_once()).await;
+        publish(db, &checkout()).await;
+        let engine = engine(db).await;
+        engine
+            .submit(vec![
+                track("u1", "signed_up", "e1", json!({})),
+                track("u1", "checkout_started", "c1", json!({"session_id": "s1"})),
+            ])
+            .await;
+        let delayed = instances(db, &welcome, "u1").await.remove(0);
+        let due = timers(db, &delayed.id).await;
+
+        // The profile leaves memory (as past the cache bound); its delay fires.
+        engine.forget_profiles(&["u1".to_owned()]);
+        let outcomes = engine.apply_timers(due).await.unwrap();
+        assert_eq!(outcomes[0].status, TimerStatus::Fired, "{b}");
+
+        // The hold of the other journey still takes the purchase, and enter-once still holds.
+        let acks = engine
+            .submit(vec![track(
+                "u1",
+                "purchase_completed",
+                "p1",
+                json!({"session_id": "s1"}),
+            )])
+            .await;
+        assert_eq!(acks[0].status, AckStatus::Accepted, "{b}");
+        assert_eq!(sent_steps(db, "u1").await, ["thanks", "welcome"], "{b}");
+        let acks = engine
+            .submit(vec![track("u1", "signed_up", "e2", json!({}))])
+            .await;
+        assert_eq!(acks[0].status, AckStatus::Accepted, "{b}");
+        assert_eq!(instances(db, &welcome, "u1").await.len(), 1, "{b}");
+        assert_eq!(
+            engine.stats().conflicts,
+            0,
+            "{b}: the state in memory was whole"
+        );
+        engine.shutdown().await;
+    })
+    .await;
+}

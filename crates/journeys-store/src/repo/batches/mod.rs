@@ -234,6 +234,30 @@ impl<'a> Batches<'a> {
         &self,
         profile_ids: &[String],
     ) -> Result<HashMap<String, ProfileState>, StoreError> {
+        self.load_profiles_scoped(profile_ids, None).await
+    }
+
+    /// What firing timers needs of each profile in `profile_ids`: its traits and audiences and,
+    /// of its active instances, only those in `instance_ids` (read by primary key); no
+    /// enter-once records. A partial state: never to be kept as the profile's whole state.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn load_timer_profiles(
+        &self,
+        profile_ids: &[String],
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, ProfileState>, StoreError> {
+        self.load_profiles_scoped(profile_ids, Some(instance_ids))
+            .await
+    }
+
+    /// [`Batches::load_profiles`], or with `only_instances` [`Batches::load_timer_profiles`].
+    async fn load_profiles_scoped(
+        &self,
+        profile_ids: &[String],
+        only_instances: Option<&[String]>,
+    ) -> Result<HashMap<String, ProfileState>, StoreError> {
         let ids: BTreeSet<&str> = profile_ids.iter().map(String::as_str).collect();
         let ids: Vec<&str> = ids.into_iter().collect();
         let mut states: HashMap<String, ProfileState> = ids
@@ -261,6 +285,10 @@ impl<'a> Batches<'a> {
                     .all(self.db)
                     .await?,
             );
+            if only_instances.is_some() {
+                // Instances by id after the loop; firing timers reads no enter-once records.
+                continue;
+            }
             let active = instance::Entity::find()
                 .filter(instance::Column::ProfileId.is_in(chunk.iter().copied()))
                 .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
@@ -287,6 +315,9 @@ impl<'a> Batches<'a> {
                 }
             }
         }
+        if let Some(ids) = only_instances {
+            self.load_active_instances(ids, &mut states).await?;
+        }
         let active_keys = self.active_audience_keys(&memberships).await?;
         for (key, user) in memberships {
             if active_keys.contains(&key)
@@ -300,6 +331,34 @@ impl<'a> Batches<'a> {
             state.entered_once.sort();
         }
         Ok(states)
+    }
+
+    /// Adds the active ones among the instances `ids` to their profiles in `states`, in id
+    /// order.
+    async fn load_active_instances(
+        &self,
+        ids: &[String],
+        states: &mut HashMap<String, ProfileState>,
+    ) -> Result<(), StoreError> {
+        let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let active = instance::Entity::find()
+                .filter(instance::Column::Id.is_in(chunk.iter().copied()))
+                .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
+                .all(self.db)
+                .await?;
+            for m in active {
+                let record = InstanceRecord::try_from(m)?;
+                if let Some(state) = states.get_mut(&record.profile_id) {
+                    state.active_instances.push(record);
+                }
+            }
+        }
+        for state in states.values_mut() {
+            state.active_instances.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Ok(())
     }
 
     /// The keys among `memberships`' audiences that are active (archived ones do not count).
