@@ -64,7 +64,7 @@ pub struct Partitions<'a> {
 }
 
 /// The database's current time in microseconds since the Unix epoch, as an SQL expression.
-fn db_now(backend: DbBackend) -> &'static str {
+pub(crate) fn db_now(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
         _ => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
@@ -82,7 +82,7 @@ fn partition_rows(backend: DbBackend) -> &'static str {
     }
 }
 
-fn micros_of(duration: Duration) -> i64 {
+pub(crate) fn micros_of(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
