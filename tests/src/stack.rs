@@ -10,6 +10,7 @@ use journeys::{Listeners, Node};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::audience_service_client::AudienceServiceClient;
 use journeys_proto::v1::catalog_service_client::CatalogServiceClient;
+use journeys_proto::v1::cluster_service_client::ClusterServiceClient;
 use journeys_proto::v1::destination_service_client::DestinationServiceClient;
 use journeys_proto::v1::ingest_service_client::IngestServiceClient;
 use journeys_proto::v1::instance_service_client::InstanceServiceClient;
@@ -41,6 +42,8 @@ pub struct StackOptions {
     pub allow_short_durations: bool,
     /// Bearer token required on control-plane and scheduler calls.
     pub admin_token: Option<String>,
+    /// The node's id in partition ownership (`JOURNEYS_NODE_ID`); the host name when unset.
+    pub node_id: Option<String>,
 }
 
 /// `journeys dev` running in this process on ephemeral ports.
@@ -64,6 +67,7 @@ impl Stack {
         config.http_addr = http_listener.local_addr()?;
         config.admin_token.clone_from(&options.admin_token);
         config.allow_short_durations = options.allow_short_durations;
+        config.node_id.clone_from(&options.node_id);
         let shutdown = Shutdown::new();
         let stack = Stack {
             grpc: config.grpc_addr,
@@ -184,6 +188,7 @@ pub struct StackClients {
     pub profiles: ProfileServiceClient<AdminChannel>,
     pub instances: InstanceServiceClient<AdminChannel>,
     pub scheduler: SchedulerServiceClient<AdminChannel>,
+    pub cluster: ClusterServiceClient<AdminChannel>,
     /// Ingestion; calls carry a write key instead (see [`crate::ingest::keyed`]).
     pub ingest: IngestServiceClient<Channel>,
 }
@@ -205,6 +210,7 @@ impl StackClients {
             profiles: ProfileServiceClient::new(admin()),
             instances: InstanceServiceClient::new(admin()),
             scheduler: SchedulerServiceClient::new(admin()),
+            cluster: ClusterServiceClient::new(admin()),
             ingest: IngestServiceClient::new(channel.clone()),
         })
     }

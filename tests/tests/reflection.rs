@@ -28,6 +28,7 @@ const EXPECTED: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
     "journeys.v1.AudienceService",
     "journeys.v1.CatalogService",
+    "journeys.v1.ClusterService",
     "journeys.v1.DestinationService",
     "journeys.v1.InstanceService",
     "journeys.v1.JourneyService",

@@ -25,10 +25,20 @@ pub struct DeliveryConfig {
     /// until then: a crash in that window sends it again after the lease, as a crash between a
     /// send and its mark always did.
     pub mark_delay: Duration,
-    /// How long a claim keeps other dispatchers off a row. A dispatcher that dies mid-send loses
-    /// its rows for this long, after which they are delivered again (same `Idempotency-Key`).
-    /// Must exceed `max_timeout` so that a live send is never claimed twice.
+    /// How long a claim keeps other dispatchers off a row, however long its dispatcher lives.
+    /// Must exceed `max_timeout` so that a live send is never claimed twice. A dispatcher that
+    /// dies mid-send frees its rows sooner, when its claimant lease (`claimant_ttl`) runs out;
+    /// they are then delivered again with the same `Idempotency-Key`.
     pub lease: Duration,
+    /// The node this dispatcher runs on (`--node-id`): recorded with its claimant lease, so an
+    /// operator can tell whose claims are whose.
+    pub node_id: String,
+    /// How long this dispatcher's claimant lease lasts without renewal (renewed every third of
+    /// it while the dispatcher runs). Its claims are its own while the lease runs; a killed
+    /// process's claimed rows go to other dispatchers this long after its last renewal (plus
+    /// their poll, `max_idle_wait`), instead of after `lease`. The dispatcher claims nothing
+    /// while it cannot renew.
+    pub claimant_ttl: Duration,
     /// Longest sleep without a wake-up: bounds how late a row committed by another process (or
     /// a retry that came due) is picked up.
     pub max_idle_wait: Duration,
@@ -39,9 +49,9 @@ pub struct DeliveryConfig {
     pub default_timeout: Duration,
     /// Upper bound on a destination's own timeout ([`WebhookSettings::MAX_TIMEOUT`]).
     pub max_timeout: Duration,
-    /// Longest wait at shutdown for requests in flight; rows still unsent after it are
-    /// delivered again once their lease expires. The outcomes not yet recorded are then given
-    /// as long again to be written.
+    /// Longest wait at shutdown for requests in flight; rows still unsent after it are freed
+    /// for other dispatchers (delivered again, same `Idempotency-Key`). The outcomes not yet
+    /// recorded are first given as long again to be written.
     pub shutdown_grace: Duration,
     /// Which addresses webhooks may reach: global ones only unless the operator allows more
     /// (`journeys dev` and tests with local sinks allow loopback).
@@ -57,6 +67,8 @@ impl Default for DeliveryConfig {
             mark_batch: 500,
             mark_delay: Duration::from_millis(10),
             lease: Duration::from_secs(120),
+            node_id: "journeys".to_owned(),
+            claimant_ttl: Duration::from_secs(5),
             max_idle_wait: Duration::from_secs(1),
             destination_cache_ttl: Duration::from_secs(5),
             default_timeout: WebhookSettings::DEFAULT_TIMEOUT,

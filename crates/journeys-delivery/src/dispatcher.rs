@@ -4,9 +4,18 @@
 //!
 //! It sleeps until the data plane wakes it after a commit, until the next retry comes due, or
 //! for at most `max_idle_wait` (rows committed by other processes, expired leases). Delivery is
-//! at least once: a dispatcher that dies between a send and its mark leaves the row leased, and
-//! the row is sent again with the same `Idempotency-Key` once the lease expires. A clean
-//! shutdown records every outcome it has before returning.
+//! at least once: a dispatcher that dies between a send and its mark leaves the row claimed, and
+//! the row is sent again with the same `Idempotency-Key` once the claim is free.
+//!
+//! **Claimant lease.** Each running dispatcher is a claimant: it names itself (a fresh id per
+//! run) on its claims and keeps a lease of `claimant_ttl` in the store, renewed every third of
+//! it. A claim is its dispatcher's while that lease runs (and the claim's own `lease` has not
+//! passed); once the lease runs out — the process was killed or cut off from the store — any
+//! other dispatcher takes the rows at once, so a dead process's queued sends go out within
+//! seconds, not after the minutes-long claim lease. A dispatcher claims only while its own
+//! lease runs, so rows are never claimed in a dead claimant's name. A clean shutdown records
+//! every outcome it has, then frees the rows it still claims (sends cut off by the grace period)
+//! and removes its lease, so others take those at once.
 //!
 //! Each attempt runs in a `webhook.deliver` span, child of the trace context stored with the row
 //! (the transition that queued it), and the request carries that span's `traceparent`, so the
@@ -16,14 +25,14 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -45,6 +54,8 @@ pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 const ERROR_EXCERPT_CHARS: usize = 512;
 /// Pause after a failed claim, so that a store outage is not hammered.
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// Claimant leases that ran out this long ago are removed when a dispatcher starts.
+const CLAIMANT_PURGE_AFTER: Duration = Duration::from_secs(3600);
 
 /// What a destination answered to a test delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +100,48 @@ struct Inner {
     client: WebhookClient,
     destinations: DestinationCache,
     notify: Arc<Notify>,
+    claimant: Claimant,
+}
+
+/// This dispatcher as a claimant: its id on claims and how long its lease is known to run.
+#[derive(Debug)]
+struct Claimant {
+    /// Fresh for every dispatcher: a restarted process never passes for its dead predecessor.
+    id: String,
+    /// The start of the last successful renewal plus `claimant_ttl`, on this host's monotonic
+    /// clock: never later than the lease in the store, which counts from when the renewal
+    /// arrived.
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl Claimant {
+    /// The id to claim under, while the lease runs.
+    fn leased(&self) -> Option<&str> {
+        let valid_until = *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        valid_until
+            .is_some_and(|until| until > Instant::now())
+            .then_some(self.id.as_str())
+    }
+
+    fn set_valid_until(&self, until: Option<Instant>) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+}
+
+/// Aborts the task when dropped: a dispatcher's run dropped mid-way (its task aborted) stops
+/// renewing its claimant lease with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Dispatcher {
@@ -116,6 +169,10 @@ impl Dispatcher {
                 client,
                 destinations,
                 notify: Arc::new(Notify::new()),
+                claimant: Claimant {
+                    id: journeys_store::new_id(),
+                    valid_until: Mutex::new(None),
+                },
             }),
         }
     }
@@ -137,9 +194,14 @@ impl Dispatcher {
 
     /// Delivers due rows until `shutdown` completes, then waits up to `shutdown_grace` for the
     /// requests in flight and as long again for their outcomes to be recorded. Rows cut off by
-    /// the end of the grace period are delivered again after their lease expires.
+    /// the end of the grace period are freed for other dispatchers at once (delivered again,
+    /// same `Idempotency-Key`). Dropping the future instead (an aborted task, a killed process)
+    /// leaves them to other dispatchers once the claimant lease runs out.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let config = &self.inner.config;
+        self.purge_claimants().await;
+        self.renew_claimant().await;
+        let keeper = AbortOnDrop(tokio::spawn(self.clone().keep_claimant_lease()));
         let (marks, marker) = marker::start(
             self.inner.store.clone(),
             Arc::clone(&self.inner.notify),
@@ -153,6 +215,76 @@ impl Dispatcher {
         // The marker ends once it has written what the last senders gave it.
         drop(marks);
         self.finish_marks(marker).await;
+        drop(keeper);
+        self.retire_claimant().await;
+    }
+
+    /// Renews the claimant lease every third of `claimant_ttl`, for as long as it runs.
+    async fn keep_claimant_lease(self) {
+        let every = self.inner.config.claimant_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            self.renew_claimant().await;
+        }
+    }
+
+    /// One renewal of the claimant lease; on failure the dispatcher stops claiming once the
+    /// last renewal's lease runs out.
+    async fn renew_claimant(&self) {
+        let inner = &self.inner;
+        let started = Instant::now();
+        match inner
+            .store
+            .outbox()
+            .lease_claimant(
+                &inner.claimant.id,
+                &inner.config.node_id,
+                inner.config.claimant_ttl,
+            )
+            .await
+        {
+            Ok(()) => inner
+                .claimant
+                .set_valid_until(Some(started + inner.config.claimant_ttl)),
+            Err(err) => tracing::warn!(
+                error = %err,
+                claimant = %inner.claimant.id,
+                "could not renew the delivery claimant lease; no new claims once it runs out"
+            ),
+        }
+    }
+
+    /// Removes the leases of claimants dead for an hour (killed processes); their claims are
+    /// free already.
+    async fn purge_claimants(&self) {
+        if let Err(err) = self
+            .inner
+            .store
+            .outbox()
+            .purge_claimants(CLAIMANT_PURGE_AFTER)
+            .await
+        {
+            tracing::warn!(error = %err, "could not remove old delivery claimants");
+        }
+    }
+
+    /// Frees what this dispatcher still claims and removes its lease (a clean stop).
+    async fn retire_claimant(&self) {
+        let inner = &self.inner;
+        inner.claimant.set_valid_until(None);
+        match inner
+            .store
+            .outbox()
+            .retire_claimant(&inner.claimant.id)
+            .await
+        {
+            Ok(0) => {}
+            Ok(freed) => tracing::info!(freed, "freed unsent claimed rows for other dispatchers"),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "could not free claimed rows; others take them when the claimant lease runs out"
+            ),
+        }
     }
 
     /// The dispatch loop: claims and starts deliveries until `shutdown` completes.
@@ -209,7 +341,7 @@ impl Dispatcher {
             tracing::warn!(
                 abandoned = in_flight.len(),
                 "deliveries still in flight after the shutdown grace period; they will be \
-                 sent again when their lease expires"
+                 sent again by another dispatcher"
             );
             in_flight.abort_all();
             // Cancelled tasks drop their mark senders as they end.
@@ -244,9 +376,14 @@ impl Dispatcher {
     ) -> Instant {
         let config = &self.inner.config;
         let outbox = self.inner.store.outbox();
+        let Some(claimant) = self.inner.claimant.leased() else {
+            // Claims in the name of a lapsed claimant would be free for others at once.
+            tracing::debug!("no claimant lease; not claiming");
+            return Instant::now() + CLAIM_ERROR_PAUSE;
+        };
         let now = Utc::now();
         let rows = match outbox
-            .claim_due(now, limit, now + to_chrono(config.lease))
+            .claim_due_by(now, limit, now + to_chrono(config.lease), claimant)
             .await
         {
             Ok(rows) => rows,

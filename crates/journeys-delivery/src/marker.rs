@@ -6,8 +6,8 @@
 //! waiting or the oldest has waited `mark_delay`, whichever comes first. A full channel makes
 //! delivery tasks wait with their in-flight slots taken, so the dispatcher claims no faster than
 //! the store records. Until its mark is written a delivered row stays pending and leased; if the
-//! process dies first, the row is sent again after its lease with the same `Idempotency-Key`
-//! (delivery is at least once). Once every sender is gone (the dispatcher stopped and its
+//! process dies first, the row is sent again once its claim is free (the dispatcher's claimant
+//! lease ran out) with the same `Idempotency-Key` (delivery is at least once). Once every sender is gone (the dispatcher stopped and its
 //! deliveries ended) the marker writes what is left and ends.
 
 use std::sync::Arc;

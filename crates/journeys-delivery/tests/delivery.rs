@@ -269,6 +269,99 @@ async fn a_crash_between_send_and_mark_repeats_once_with_the_same_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dispatchers_claims_go_to_another_within_seconds_not_after_the_lease() {
+    each_backend(async |db| {
+        let b = db.backend();
+        // The first dispatcher's requests hang: it is killed with its rows claimed.
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(200).delay(Duration::from_secs(60)); 3]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        let rows: Vec<_> = (0..3).map(|_| outbox_row(&dest)).collect();
+        enqueue(db, rows.clone()).await;
+        // Claims of two minutes, as in production; claimant leases of a second.
+        let config = |node: &str| DeliveryConfig {
+            node_id: node.to_owned(),
+            claimant_ttl: Duration::from_secs(1),
+            max_idle_wait: Duration::from_millis(100),
+            ..fast_config()
+        };
+        assert_eq!(config("a").lease, Duration::from_secs(120));
+        let (_stop_a, a) = spawn(Dispatcher::new(db.store().clone(), config("a")));
+        sink.wait_for(3, PATIENCE).await;
+
+        // While a lives, b leaves its claims alone, well past a's claimant lease.
+        let (stop_b, task_b) = spawn(Dispatcher::new(db.store().clone(), config("b")));
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert_eq!(
+            sink.count(),
+            3,
+            "{b}: a live dispatcher's rows are not taken"
+        );
+
+        // a is killed: b delivers its rows once a's claimant lease has run out.
+        a.abort();
+        assert!(a.await.unwrap_err().is_cancelled());
+        let killed = Instant::now();
+        let received = sink.wait_for(6, PATIENCE).await;
+        let took = killed.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "{b}: delivered {took:?} after the kill"
+        );
+        for row in &rows {
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+            let keys = received
+                .iter()
+                .filter(|r| r.header("idempotency-key") == Some(row.message_id.as_str()))
+                .count();
+            assert_eq!(keys, 2, "{b}: sent once by each, with the same key");
+        }
+        drop(stop_b);
+        task_b.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_frees_the_sends_it_cut_off_for_others_at_once() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let sink = Sink::start().await;
+        sink.script(vec![Reply::status(200).delay(Duration::from_secs(60)); 2]);
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        let rows: Vec<_> = (0..2).map(|_| outbox_row(&dest)).collect();
+        enqueue(db, rows.clone()).await;
+        // Claimant leases of a minute: only the hand-over at shutdown can free the rows soon.
+        let config = |node: &str| DeliveryConfig {
+            node_id: node.to_owned(),
+            claimant_ttl: Duration::from_secs(60),
+            shutdown_grace: Duration::from_millis(200),
+            max_idle_wait: Duration::from_millis(100),
+            ..fast_config()
+        };
+        let (stop_a, a) = spawn(Dispatcher::new(db.store().clone(), config("a")));
+        sink.wait_for(2, PATIENCE).await;
+        let (stop_b, task_b) = spawn(Dispatcher::new(db.store().clone(), config("b")));
+
+        drop(stop_a);
+        a.await.unwrap();
+        let stopped = Instant::now();
+        sink.wait_for(4, PATIENCE).await;
+        let took = stopped.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{b}: delivered {took:?} after the stop"
+        );
+        for row in &rows {
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        }
+        drop(stop_b);
+        task_b.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_records_every_outcome_and_nothing_is_sent_again() {
     each_backend(async |db| {
         let b = db.backend();

@@ -37,4 +37,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     v1::instance_service_server::SERVICE_NAME,
     v1::ingest_service_server::SERVICE_NAME,
     v1::scheduler_service_server::SERVICE_NAME,
+    v1::cluster_service_server::SERVICE_NAME,
 ];

@@ -88,6 +88,7 @@ const API: &[(&str, &[&str])] = &[
         "journeys.v1.SchedulerService",
         &["GetSchedulerStats", "ListTimers"],
     ),
+    ("journeys.v1.ClusterService", &["ListNodes"]),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

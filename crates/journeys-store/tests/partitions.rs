@@ -183,6 +183,52 @@ async fn live_nodes_are_those_with_a_recent_heartbeat() {
     .await;
 }
 
+#[tokio::test]
+async fn nodes_lists_recent_leased_and_owning_nodes_on_the_database_clock() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.ensure(2).await.unwrap();
+        let before = parts.now().await.unwrap();
+        parts.heartbeat("idle").await.unwrap();
+        parts.heartbeat("owner").await.unwrap();
+        parts
+            .acquire("owner", &[1], Duration::from_secs(30))
+            .await
+            .unwrap();
+        parts.heartbeat("gone").await.unwrap();
+        parts.forget_node("gone").await.unwrap();
+        let after = parts.now().await.unwrap();
+
+        let nodes = parts.nodes(Duration::from_secs(60)).await.unwrap();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["idle", "owner"],
+            "{b}: a node that left is not listed"
+        );
+        for node in &nodes {
+            assert!(
+                (before - 1_000..=after + 1_000).contains(&node.heartbeat_at),
+                "{b}: heartbeat {} outside [{before}, {after}]",
+                node.heartbeat_at
+            );
+        }
+        assert_eq!(nodes[0].lease_until, 0, "{b}: never leased");
+        assert!(nodes[1].lease_until > after + 25_000_000, "{b}");
+
+        // Past the window, only a node that is leased or owns a partition is still listed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let nodes = parts.nodes(Duration::from_millis(200)).await.unwrap();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(ids, vec!["owner"], "{b}");
+
+        let rows = parts.all().await.unwrap();
+        assert_eq!(rows[0].committed_at, 0, "{b}: never committed");
+    })
+    .await;
+}
+
 fn timer(id: &str, profile_id: &str) -> TimerRecord {
     TimerRecord {
         id: id.to_owned(),

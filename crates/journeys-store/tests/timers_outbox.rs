@@ -337,6 +337,122 @@ async fn outbox_claims_respect_due_time_and_leases() {
 }
 
 #[tokio::test]
+async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let outbox = db.outbox();
+        let t = now();
+        let rows: Vec<OutboxRecord> = (1..=3)
+            .map(|i| send("d1", "j1", t - Duration::seconds(10 - i)))
+            .collect();
+        add_sends(db, rows.clone()).await;
+        let all: Vec<String> = ids(&rows, |r| &r.id);
+        // Claim leases of minutes, as the dispatcher takes them: only the claimant's lease
+        // can free these rows sooner.
+        let lease = t + Duration::minutes(2);
+        let ttl = std::time::Duration::from_millis(300);
+
+        outbox.lease_claimant("a", "node-a", ttl).await.unwrap();
+        let claimed = outbox.claim_due_by(t, 10, lease, "a").await.unwrap();
+        assert_eq!(ids(&claimed, |r| &r.id), all, "{b}");
+        assert_eq!(
+            outbox.claimed_by(&all[0]).await.unwrap().as_deref(),
+            Some("a"),
+            "{b}"
+        );
+
+        // While a's lease runs, nobody takes its rows, a itself included.
+        outbox
+            .lease_claimant("b", "node-b", std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            outbox
+                .claim_due_by(t, 10, lease, "b")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
+        assert!(
+            outbox.claim_due(t, 10, lease).await.unwrap().is_empty(),
+            "{b}"
+        );
+        assert!(
+            outbox
+                .claim_due_by(t, 10, lease, "a")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{b}"
+        );
+
+        // a stops renewing (killed): once its lease ran out, its rows are b's at once, long
+        // before their two-minute claim lease.
+        tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+        let taken = outbox.claim_due_by(t, 10, lease, "b").await.unwrap();
+        assert_eq!(ids(&taken, |r| &r.id), all, "{b}");
+        assert_eq!(
+            outbox.claimed_by(&all[0]).await.unwrap().as_deref(),
+            Some("b"),
+            "{b}"
+        );
+        // b is live: nobody else gets them.
+        assert!(
+            outbox.claim_due(t, 10, lease).await.unwrap().is_empty(),
+            "{b}"
+        );
+
+        // A mark clears the claim and its claimant.
+        outbox.mark_sent(&all[0], t).await.unwrap();
+        assert_eq!(outbox.claimed_by(&all[0]).await.unwrap(), None, "{b}");
+
+        // b stops cleanly: what it still claims is free for anyone at once, its row is gone,
+        // and a sent row stays sent.
+        assert_eq!(outbox.retire_claimant("b").await.unwrap(), 2, "{b}");
+        assert_eq!(outbox.claimed_by(&all[1]).await.unwrap(), None, "{b}");
+        let free = outbox.claim_due(t, 10, lease).await.unwrap();
+        assert_eq!(ids(&free, |r| &r.id), all[1..].to_vec(), "{b}");
+        assert_eq!(
+            outbox.get(&all[0]).await.unwrap().status,
+            OutboxStatus::Sent,
+            "{b}"
+        );
+
+        // A claim naming a claimant whose row is gone (purged after its lease lapsed) is free.
+        let late = send("d1", "j1", t);
+        add_sends(db, vec![late.clone()]).await;
+        outbox.lease_claimant("c", "node-c", ttl).await.unwrap();
+        let by_c = outbox.claim_due_by(t, 10, lease, "c").await.unwrap();
+        assert_eq!(ids(&by_c, |r| &r.id), vec![late.id.clone()], "{b}");
+        assert_eq!(
+            outbox
+                .purge_claimants(std::time::Duration::from_secs(60))
+                .await
+                .unwrap(),
+            0,
+            "{b}: a lease that just lapsed (or still runs) is kept"
+        );
+        tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
+        assert!(
+            outbox
+                .purge_claimants(std::time::Duration::ZERO)
+                .await
+                .unwrap()
+                >= 1,
+            "{b}"
+        );
+        outbox
+            .lease_claimant("d", "node-d", std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let taken = outbox.claim_due_by(t, 10, lease, "d").await.unwrap();
+        assert_eq!(ids(&taken, |r| &r.id), vec![late.id.clone()], "{b}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn retry_dead_letter_and_replay() {
     each_backend(async |db| {
         let b = db.backend();

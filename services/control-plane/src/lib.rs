@@ -1,5 +1,6 @@
 //! The Journeys control plane: journey CRUD, validation and publishing, destinations,
-//! audiences, sources, the event catalog, profiles and instances, over gRPC.
+//! audiences, sources, the event catalog, profiles and instances, and the cluster's nodes and
+//! partitions, over gRPC.
 //!
 //! The rules live in domain services ([`api`]: `JourneyApi`, `DestinationApi`, …), which work
 //! on store records and core types; the tonic adapters (`grpc`) only convert. Every failure is
@@ -21,6 +22,7 @@ use journeys_delivery::Dispatcher;
 use journeys_engine::Engine;
 use journeys_proto::v1::audience_service_server::AudienceServiceServer;
 use journeys_proto::v1::catalog_service_server::CatalogServiceServer;
+use journeys_proto::v1::cluster_service_server::ClusterServiceServer;
 use journeys_proto::v1::destination_service_server::DestinationServiceServer;
 use journeys_proto::v1::instance_service_server::InstanceServiceServer;
 use journeys_proto::v1::journey_service_server::JourneyServiceServer;
@@ -43,6 +45,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "journeys.v1.CatalogService",
     "journeys.v1.ProfileService",
     "journeys.v1.InstanceService",
+    "journeys.v1.ClusterService",
 ];
 
 /// What the control plane works with besides configuration.
@@ -99,6 +102,10 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
         ))
         .add_service(InstanceServiceServer::with_interceptor(
             grpc::InstanceGrpc::new(api::InstanceApi::new(store.clone(), deps.engine.clone())),
+            auth.clone(),
+        ))
+        .add_service(ClusterServiceServer::with_interceptor(
+            grpc::ClusterGrpc::new(api::ClusterApi::new(store.clone())),
             auth,
         ));
 }

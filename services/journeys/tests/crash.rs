@@ -4,8 +4,8 @@
 //!
 //! The journey delays its send by a few seconds, longer than the streaming phase, so that
 //! every webhook is produced after the restart (by timers that survived the crash) rather than
-//! by a dispatcher that dies mid-send: a send in flight at a crash is only retried once its
-//! claim lease (two minutes) runs out, which is correct but too slow for a test.
+//! by a dispatcher that dies mid-send (a send in flight at a crash is retried once the dead
+//! dispatcher's claimant lease runs out: `crates/journeys-delivery/tests/delivery.rs` shows that).
 
 // Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
 // one function.

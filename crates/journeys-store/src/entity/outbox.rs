@@ -24,6 +24,8 @@ pub struct Model {
     pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
     pub claimed_until: Option<DateTimeUtc>,
+    /// The dispatcher holding the claim (`outbox_claimants`), if it keeps a lease.
+    pub claimed_by: Option<String>,
     pub traceparent: Option<String>,
     pub sent_at: Option<DateTimeUtc>,
     pub dead_at: Option<DateTimeUtc>,

@@ -15,6 +15,7 @@ mod m20261205_000007_counters;
 mod m20261205_000009_timer_partitions;
 mod m20261206_000010_node_leases;
 mod m20261206_000011_timer_claims;
+mod m20261207_000012_outbox_claimants;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_counters::Migration),
             Box::new(m20261206_000010_node_leases::Migration),
             Box::new(m20261206_000011_timer_claims::Migration),
+            Box::new(m20261207_000012_outbox_claimants::Migration),
         ]
     }
 }

@@ -36,7 +36,7 @@ pub use instances::{
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
 pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};
 pub(crate) use partitions::fence;
-pub use partitions::{Held, PartitionRecord, Partitions};
+pub use partitions::{Held, NodeRecord, PartitionRecord, Partitions};
 pub use profiles::{ProfileRecord, Profiles};
 pub use sources::{SourceRecord, Sources, hash_write_key};
 pub use timers::{TimerRecord, TimerStats, Timers};

@@ -1,20 +1,29 @@
 //! The transactional outbox seen from the delivery dispatcher: claiming due sends with leases,
 //! recording their outcome (sent, retry later, dead-lettered) one by one or in batches, and
 //! listing and replaying dead letters.
+//!
+//! A claim holds a row until its lease (`claimed_until`, minutes: longer than any request) runs
+//! out. A dispatcher that keeps a claimant lease (`outbox_claimants`, seconds, renewed while it
+//! runs) also names itself on its claims (`claimed_by`): when that lease runs out or its row is
+//! gone, the process is taken for dead and its claims are free at once, so a killed process's
+//! queued sends go out within seconds instead of after the claim's lease. A live claimant's
+//! claims are never taken.
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, UpdateMany,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, UpdateMany,
 };
 use serde_json::Value;
 
 use crate::entity::outbox::{self, Column, Entity};
 use crate::error::StoreError;
 use crate::page::{self, Page};
+use crate::repo::partitions::{db_now, micros_of};
 use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros};
 
 const ENTITY: &str = "outbox row";
@@ -171,14 +180,15 @@ impl<'a> Outbox<'a> {
         Self { db }
     }
 
-    /// Claims up to `limit` pending rows due at `now` whose claim is free or expired, earliest
-    /// first, leasing them to the caller until `lease_until`.
+    /// Claims up to `limit` pending rows due at `now` whose claim is free, expired or held by a
+    /// dead claimant, earliest first, leasing them to the caller until `lease_until`.
     ///
     /// While the lease holds no other dispatcher gets these rows: on MySQL they are picked with
     /// `FOR UPDATE SKIP LOCKED` and stamped in the same transaction. The outcome is recorded
     /// with [`Outbox::mark_sent`], [`Outbox::schedule_retry`] or [`Outbox::mark_dead`], or for
     /// many rows at once with [`Outbox::record`]; a row whose dispatcher died (or whose outcome
-    /// was never recorded) is claimed again once its lease expired.
+    /// was never recorded) is claimed again once its lease expired, or at once when the claim
+    /// named a claimant whose lease ran out ([`Outbox::claim_due_by`]).
     ///
     /// # Errors
     /// Database errors.
@@ -188,6 +198,33 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.claim(now, limit, lease_until, None).await
+    }
+
+    /// As [`Outbox::claim_due`], naming `claimant` on the claims: they stay the caller's while
+    /// `claimant`'s lease ([`Outbox::lease_claimant`]) runs and `lease_until` has not passed,
+    /// and are free for others at once when that lease runs out or is removed. The caller's own
+    /// claims are never taken back by itself, even if its lease lapsed meanwhile.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_due_by(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        claimant: &str,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.claim(now, limit, lease_until, Some(claimant)).await
+    }
+
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        claimant: Option<&str>,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -196,13 +233,22 @@ impl<'a> Outbox<'a> {
         let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
         let txn = begin_claim(self.db).await?;
         let result = async {
+            // Read first, not as a subquery of the locking read: `SKIP LOCKED` must never pass
+            // over a claimant row being renewed and take a live claimant for a dead one.
+            let mut live = live_claimants(&txn).await?;
+            live.extend(claimant.map(str::to_owned));
+            let mut orphaned = Condition::all().add(Column::ClaimedBy.is_not_null());
+            if !live.is_empty() {
+                orphaned = orphaned.add(Column::ClaimedBy.is_not_in(live));
+            }
             let mut query = Entity::find()
                 .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
                 .filter(Column::NextAttemptAt.lte(now))
                 .filter(
                     Condition::any()
                         .add(Column::ClaimedUntil.is_null())
-                        .add(Column::ClaimedUntil.lt(now)),
+                        .add(Column::ClaimedUntil.lt(now))
+                        .add(orphaned),
                 )
                 .order_by_asc(Column::NextAttemptAt)
                 .limit(u64::from(limit));
@@ -214,6 +260,7 @@ impl<'a> Outbox<'a> {
             for chunk in ids.chunks(INSERT_CHUNK) {
                 Entity::update_many()
                     .col_expr(Column::ClaimedUntil, Expr::value(Some(lease_until)))
+                    .col_expr(Column::ClaimedBy, Expr::value(claimant.map(str::to_owned)))
                     .filter(Column::Id.is_in(chunk.iter().copied()))
                     .exec(&txn)
                     .await?;
@@ -222,6 +269,107 @@ impl<'a> Outbox<'a> {
         }
         .await;
         finish(txn, result).await
+    }
+
+    /// Sets `claimant`'s lease (a dispatcher of node `node_id`) to `ttl` from now on the
+    /// database's clock, creating its row on first use. Its claims are its own while the lease
+    /// runs; renew well within `ttl`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn lease_claimant(
+        &self,
+        claimant: &str,
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let backend = self.db.get_database_backend();
+        let now = db_now(backend);
+        let sql = match backend {
+            DbBackend::MySql => format!(
+                "INSERT INTO outbox_claimants (claimant_id, node_id, lease_until) \
+                 VALUES (?, ?, {now} + ?) ON DUPLICATE KEY UPDATE \
+                 lease_until = VALUES(lease_until)"
+            ),
+            _ => format!(
+                "INSERT INTO outbox_claimants (claimant_id, node_id, lease_until) \
+                 VALUES (?, ?, {now} + ?) ON CONFLICT (claimant_id) DO UPDATE SET \
+                 lease_until = excluded.lease_until"
+            ),
+        };
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [claimant.into(), node_id.into(), micros_of(ttl).into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// A dispatcher stopping: frees the pending rows `claimant` still claims (their sends
+    /// were cut off; any dispatcher may take them at once) and removes its lease. Returns how
+    /// many rows were freed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn retire_claimant(&self, claimant: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await?;
+        let result = async {
+            let freed = Entity::update_many()
+                .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
+                .filter(Column::ClaimedBy.eq(claimant))
+                .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            let backend = txn.get_database_backend();
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "DELETE FROM outbox_claimants WHERE claimant_id = ?",
+                [claimant.into()],
+            ))
+            .await?;
+            Ok(freed)
+        }
+        .await;
+        finish(txn, result).await
+    }
+
+    /// Removes the rows of claimants whose lease ran out more than `lapsed_for` ago (processes
+    /// that were killed). A claim naming a removed claimant is free, as one naming a lapsed
+    /// claimant is, so this changes no claim. Returns how many rows were removed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge_claimants(&self, lapsed_for: Duration) -> Result<u64, StoreError> {
+        let backend = self.db.get_database_backend();
+        let sql = format!(
+            "DELETE FROM outbox_claimants WHERE lease_until < {} - ?",
+            db_now(backend)
+        );
+        Ok(self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [micros_of(lapsed_for).into()],
+            ))
+            .await?
+            .rows_affected())
+    }
+
+    /// The claimant the pending row `id` is claimed by, if its claim names one.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    pub async fn claimed_by(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Entity::find_by_id(id)
+            .one(self.db)
+            .await?
+            .map(|row| row.claimed_by)
+            .ok_or_else(|| StoreError::not_found(ENTITY, id))
     }
 
     /// Marks the row delivered and clears its claim.
@@ -411,6 +559,7 @@ impl<'a> Outbox<'a> {
                 .col_expr(Column::Attempts, Expr::value(0))
                 .col_expr(Column::NextAttemptAt, Expr::value(now))
                 .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
                 .col_expr(Column::DeadAt, Expr::value(None::<DateTime<Utc>>))
                 // The retry budget runs from `created_at`: a replay queues the send afresh.
                 .col_expr(Column::CreatedAt, Expr::value(now))
@@ -436,6 +585,22 @@ impl<'a> Outbox<'a> {
     }
 }
 
+/// Claimants whose lease runs now, on the database's clock.
+async fn live_claimants<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, StoreError> {
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "SELECT claimant_id FROM outbox_claimants WHERE lease_until > {}",
+        db_now(backend)
+    );
+    let rows = db
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "claimant_id"))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)
+}
+
 /// Marks the rows `ids` sent at `now` on `db`, 500 ids per statement.
 async fn exec_sent<C: ConnectionTrait>(
     db: &C,
@@ -459,6 +624,7 @@ fn sent_update(now: DateTime<Utc>) -> UpdateMany<Entity> {
         .col_expr(Column::Status, Expr::value(OutboxStatus::Sent.as_str()))
         .col_expr(Column::SentAt, Expr::value(Some(micros(now))))
         .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+        .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
 }
 
 /// Still pending, due again at `next_attempt_at`, claim cleared; the caller adds the row filter.
@@ -472,6 +638,7 @@ fn retry_update(
         .col_expr(Column::NextAttemptAt, Expr::value(micros(next_attempt_at)))
         .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
         .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+        .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
 }
 
 /// Dead-lettered at `now`, claim cleared; the caller adds the row filter.
@@ -482,6 +649,7 @@ fn dead_update(attempts: i32, last_error: &str, now: DateTime<Utc>) -> UpdateMan
         .col_expr(Column::LastError, Expr::value(Some(last_error.to_owned())))
         .col_expr(Column::DeadAt, Expr::value(Some(micros(now))))
         .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+        .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
 }
 
 /// The row for `record`, unclaimed.
@@ -503,6 +671,7 @@ pub(crate) fn to_active_model(record: &OutboxRecord) -> outbox::ActiveModel {
         last_error: Set(record.last_error.clone()),
         created_at: Set(micros(record.created_at)),
         claimed_until: Set(None),
+        claimed_by: Set(None),
         traceparent: Set(record.traceparent.clone()),
         sent_at: Set(record.sent_at.map(micros)),
         dead_at: Set(record.dead_at.map(micros)),

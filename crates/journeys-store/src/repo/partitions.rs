@@ -31,6 +31,23 @@ pub struct PartitionRecord {
     pub lease_until: i64,
     /// Commits made under the fence (the in-process log's sequence).
     pub last_seq: i64,
+    /// When the last of them committed, microseconds since the Unix epoch on the database's
+    /// clock (`0` before the first).
+    pub committed_at: i64,
+}
+
+/// One node's row in `partition_nodes`: a process that owns (or may own) partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node_id: String,
+    /// Its last heartbeat, microseconds since the Unix epoch on the database's clock. Nodes
+    /// heartbeating within [the live window] take part in assignment.
+    ///
+    /// [the live window]: Partitions::live_nodes
+    pub heartbeat_at: i64,
+    /// End of its lease, on the same clock (`0` if it never took one): it holds the
+    /// partitions it owns until then.
+    pub lease_until: i64,
 }
 
 /// A partition held by the caller, at the epoch its commits must carry.
@@ -47,7 +64,7 @@ pub struct Partitions<'a> {
 }
 
 /// The database's current time in microseconds since the Unix epoch, as an SQL expression.
-fn db_now(backend: DbBackend) -> &'static str {
+pub(crate) fn db_now(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
         _ => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
@@ -65,7 +82,7 @@ fn partition_rows(backend: DbBackend) -> &'static str {
     }
 }
 
-fn micros_of(duration: Duration) -> i64 {
+pub(crate) fn micros_of(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -126,7 +143,7 @@ impl<'a> Partitions<'a> {
         let statement = Statement::from_string(
             self.backend(),
             "SELECT s.partition_id, s.owner, s.epoch, COALESCE(n.lease_until, 0) AS lease_until, \
-             s.last_seq FROM partition_state s LEFT JOIN partition_nodes n ON n.node_id = s.owner \
+             s.last_seq, s.committed_at FROM partition_state s LEFT JOIN partition_nodes n ON n.node_id = s.owner \
              ORDER BY s.partition_id",
         );
         let rows = self.db.query_all_raw(statement).await?;
@@ -139,6 +156,7 @@ impl<'a> Partitions<'a> {
                     epoch: row.try_get("", "epoch")?,
                     lease_until: row.try_get("", "lease_until")?,
                     last_seq: row.try_get("", "last_seq")?,
+                    committed_at: row.try_get("", "committed_at")?,
                 })
             })
             .collect::<Result<_, sea_orm::DbErr>>()
@@ -304,6 +322,52 @@ impl<'a> Partitions<'a> {
         rows.iter()
             .map(|row| row.try_get::<String>("", "node_id"))
             .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The database's clock now, in microseconds since the Unix epoch: what heartbeats,
+    /// leases and commit times are measured against.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn now(&self) -> Result<i64, StoreError> {
+        let sql = format!("SELECT {} AS clock", db_now(self.backend()));
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(self.backend(), sql))
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get("", "clock")?),
+            None => Err(StoreError::Internal(
+                "the clock query returned no row".into(),
+            )),
+        }
+    }
+
+    /// Nodes seen within `seen_within` (heartbeat), still leased, or named as a partition's
+    /// owner, sorted by id. A node that shut down cleanly has no row and is not listed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn nodes(&self, seen_within: Duration) -> Result<Vec<NodeRecord>, StoreError> {
+        let now = db_now(self.backend());
+        let sql = format!(
+            "SELECT node_id, heartbeat_at, lease_until FROM partition_nodes \
+             WHERE heartbeat_at > {now} - ? OR lease_until > {now} OR node_id IN \
+             (SELECT owner FROM partition_state WHERE owner IS NOT NULL) ORDER BY node_id"
+        );
+        let statement =
+            Statement::from_sql_and_values(self.backend(), sql, [micros_of(seen_within).into()]);
+        let rows = self.db.query_all_raw(statement).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NodeRecord {
+                    node_id: row.try_get("", "node_id")?,
+                    heartbeat_at: row.try_get("", "heartbeat_at")?,
+                    lease_until: row.try_get("", "lease_until")?,
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()
             .map_err(StoreError::from)
     }
 

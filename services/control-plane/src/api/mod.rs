@@ -7,6 +7,7 @@
 
 pub mod audiences;
 pub mod catalog;
+pub mod cluster;
 pub mod destinations;
 pub mod instances;
 pub mod journeys;
@@ -16,6 +17,7 @@ pub mod sources;
 
 pub use audiences::AudienceApi;
 pub use catalog::CatalogApi;
+pub use cluster::ClusterApi;
 pub use destinations::DestinationApi;
 pub use instances::InstanceApi;
 pub use journeys::JourneyApi;

@@ -4,6 +4,7 @@
 
 mod audiences;
 mod catalog;
+mod cluster;
 mod destinations;
 mod instances;
 mod journeys;
@@ -18,6 +19,7 @@ use crate::fields::page_size;
 
 pub use audiences::AudienceGrpc;
 pub use catalog::CatalogGrpc;
+pub use cluster::ClusterGrpc;
 pub use destinations::DestinationGrpc;
 pub use instances::InstanceGrpc;
 pub use journeys::JourneyGrpc;

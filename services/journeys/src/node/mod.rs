@@ -190,14 +190,23 @@ impl Node {
     }
 
     /// The delivery's settings for this node: the defaults, sending only where the
-    /// configured address policy allows (`destination_allow`).
+    /// configured address policy allows (`destination_allow`), under this node's id.
     fn delivery_config(&self) -> Result<DeliveryConfig, Error> {
         let address_policy = AddressPolicy::new(&self.config.destination_allow)
             .map_err(|e| ConfigError::Invalid(format!("destination_allow: {e}")))?;
         Ok(DeliveryConfig {
             address_policy,
+            node_id: self.node_id(),
             ..DeliveryConfig::default()
         })
+    }
+
+    /// This node's id: the configured one, else the host name.
+    fn node_id(&self) -> String {
+        self.config
+            .node_id
+            .clone()
+            .unwrap_or_else(journeys_engine::default_node_id)
     }
 
     /// The engine's settings for this node.
@@ -212,11 +221,7 @@ impl Node {
             let all_writers =
                 self.roles.contains(Role::ControlPlane) && self.roles.contains(Role::Scheduler);
             OwnerConfig {
-                node_id: self
-                    .config
-                    .node_id
-                    .clone()
-                    .unwrap_or_else(journeys_engine::default_node_id),
+                node_id: self.node_id(),
                 profile_cache: if all_writers {
                     OwnerConfig::default().profile_cache
                 } else {
