@@ -333,6 +333,9 @@ impl Lane {
             snapshot: &snapshot,
             now,
             max_active: shared.config.max_active_instances_per_profile,
+            instance_limits: shared.config.instance_limits,
+            instance_lifetime: chrono::TimeDelta::from_std(shared.config.max_instance_lifetime)
+                .unwrap_or(chrono::TimeDelta::MAX),
             trait_limits: shared.config.trait_limits,
             existing: &none,
         };
