@@ -101,7 +101,8 @@ fn serve_takes_a_comma_separated_role_list_and_defaults_to_every_role() {
         "{all}"
     );
     assert!(
-        all.contains("# scheduler: instance_retention_days = 90"),
+        all.contains("# scheduler: housekeeping_schedule = ")
+            && all.contains("instance_retention_days = 90\n"),
         "{all}"
     );
 }
