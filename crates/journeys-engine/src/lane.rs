@@ -341,6 +341,10 @@ impl Lane {
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
         plan.changes.partitions = shared.config.partitions;
+        plan.changes.dedupe_expired_before =
+            chrono::TimeDelta::from_std(shared.config.dedupe_window)
+                .ok()
+                .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
         // (e) commit.
