@@ -41,6 +41,9 @@ pub struct StackOptions {
     pub allow_short_durations: bool,
     /// Bearer token required on control-plane and scheduler calls.
     pub admin_token: Option<String>,
+    /// Changes the configuration before the node starts (operator limits and the like), as
+    /// a config file, the environment or flags would.
+    pub configure: Option<fn(&mut Config)>,
 }
 
 /// `journeys dev` running in this process on ephemeral ports.
@@ -64,6 +67,9 @@ impl Stack {
         config.http_addr = http_listener.local_addr()?;
         config.admin_token.clone_from(&options.admin_token);
         config.allow_short_durations = options.allow_short_durations;
+        if let Some(configure) = options.configure {
+            configure(&mut config);
+        }
         let shutdown = Shutdown::new();
         let stack = Stack {
             grpc: config.grpc_addr,

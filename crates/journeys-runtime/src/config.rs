@@ -285,6 +285,16 @@ impl Config {
         }
     }
 
+    /// Refuses numbers that make no sense (a zero limit, a value past its range, a minimum
+    /// above its maximum); [`load`] does this, and a node checks a configuration built in code
+    /// again before it starts.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first setting at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        limits::check(self)
+    }
+
     /// The configuration as TOML, ready to be saved as a `--config` file, with the admin token
     /// and any database password replaced by `********`.
     #[must_use]

@@ -285,7 +285,7 @@ pub fn load_with_env(
     }
 
     apply_flags(&mut config, args);
-    super::limits::check(&config)?;
+    config.check()?;
     Ok(config.normalized())
 }
 

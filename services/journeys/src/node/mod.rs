@@ -139,6 +139,7 @@ impl Node {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        self.config.check()?;
         let grpc_addr = listeners.grpc.local_addr().map_err(ServeError::from)?;
         check_bind(&grpc_addr, &self.config.admin_token)?;
         let http = if self.serves_http() {
