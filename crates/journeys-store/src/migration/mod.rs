@@ -14,7 +14,7 @@ mod m20261205_000006_partitions;
 mod m20261205_000007_counters;
 mod m20261205_000009_timer_partitions;
 mod m20261206_000010_node_leases;
-mod m20261207_000011_unique_value_text;
+mod m20261208_000013_unique_value_text;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -37,7 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000009_timer_partitions::Migration),
             Box::new(m20261205_000007_counters::Migration),
             Box::new(m20261206_000010_node_leases::Migration),
-            Box::new(m20261207_000011_unique_value_text::Migration),
+            Box::new(m20261208_000013_unique_value_text::Migration),
         ]
     }
 }
