@@ -44,6 +44,9 @@ pub struct StackOptions {
     pub admin_token: Option<String>,
     /// The node's id in partition ownership (`JOURNEYS_NODE_ID`); the host name when unset.
     pub node_id: Option<String>,
+    /// Changes the configuration before the node starts (operator limits and the like), as
+    /// a config file, the environment or flags would.
+    pub configure: Option<fn(&mut Config)>,
 }
 
 /// `journeys dev` running in this process on ephemeral ports.
@@ -68,6 +71,9 @@ impl Stack {
         config.admin_token.clone_from(&options.admin_token);
         config.allow_short_durations = options.allow_short_durations;
         config.node_id.clone_from(&options.node_id);
+        if let Some(configure) = options.configure {
+            configure(&mut config);
+        }
         let shutdown = Shutdown::new();
         let stack = Stack {
             grpc: config.grpc_addr,

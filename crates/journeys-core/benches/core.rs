@@ -27,7 +27,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use journeys_core::eval::NoAudiences;
 use journeys_core::index::{JourneyIndex, WaitingIndex};
 use journeys_core::machine::{
-    EntryFacts, Input, Instance, Journey, StepContext, decide_entry, enter, instance_id, step,
+    DEFAULT_MAX_RETURN_TO_START_PASSES, DEFAULT_MAX_UNIQUE_VALUE_CHARS, EntryFacts, Input,
+    Instance, Journey, StepContext, decide_entry, enter, instance_id, step,
 };
 use journeys_core::model::{Event, JourneyDefinition, JourneyMeta, Timestamp};
 use serde_json::{Value, json};
@@ -162,12 +163,14 @@ fn entry_and_send(c: &mut Criterion) {
         traits: &traits,
         audiences: &NoAudiences,
         now: now(),
+        max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
     };
     let active: [&str; 2] = ["o-0", "o-9"];
     let facts = EntryFacts {
         audiences: &NoAudiences,
         already_entered: false,
         active_unique_values: &active,
+        max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
     };
     // Sanity: the transition sends one payload with the 20 mapped fields.
     {
@@ -240,11 +243,13 @@ fn hold_match(c: &mut Criterion) {
         traits: &traits,
         audiences: &NoAudiences,
         now: now(),
+        max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
     };
     let facts = EntryFacts {
         audiences: &NoAudiences,
         already_entered: false,
         active_unique_values: &[],
+        max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
     };
     // 100,000 instances of other profiles waiting for the same event, plus the target.
     let mut store: HashMap<String, Instance> = HashMap::with_capacity(100_001);
@@ -278,6 +283,7 @@ fn hold_match(c: &mut Criterion) {
         traits: &traits,
         audiences: &NoAudiences,
         now: now() + chrono::TimeDelta::minutes(5),
+        max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
     };
     let mut group = c.benchmark_group("core");
     group.throughput(Throughput::Elements(1));

@@ -186,7 +186,10 @@ mod tests {
     use super::*;
     use crate::eval::NoAudiences;
     use crate::machine::tests::{event, journey_with, t0};
-    use crate::machine::{EntryFacts, StepContext, decide_entry, enter};
+    use crate::machine::{
+        DEFAULT_MAX_RETURN_TO_START_PASSES, DEFAULT_MAX_UNIQUE_VALUE_CHARS, EntryFacts,
+        StepContext, decide_entry, enter,
+    };
     use crate::model::{EntryRule, JourneyMeta};
 
     fn journeys() -> Vec<Journey> {
@@ -231,11 +234,13 @@ mod tests {
             traits: &json!({}),
             audiences: &NoAudiences,
             now: t0(),
+            max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
         };
         let facts = EntryFacts {
             audiences: &NoAudiences,
             already_entered: false,
             active_unique_values: &[],
+            max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
         };
         let mut index = WaitingIndex::new();
         let mut ids = Vec::new();

@@ -13,9 +13,13 @@
 //! - Each event and each fired timer goes through [`crate::profile::apply`], the function the
 //!   production engine calls: traits (an `identify` merges its traits and syncs the audiences
 //!   named by boolean traits), exit rules, waiting hold-untils, then the entry decision
-//!   (enter-once, re-entry, replayed entries, the active-instance limit when one is given).
-//! - An event whose `messageId` was applied within [`DEDUPE_WINDOW`] before is a duplicate
-//!   and ignored, as the data plane acknowledges it `DUPLICATE` and drops it.
+//!   (enter-once, re-entry, replayed entries, the active-instance limit when one is given),
+//!   under the return-to-start and unique-identifier limits given (the engine's configured
+//!   ones when the control plane simulates).
+//! - An event whose `messageId` was applied within the dedupe window before (the one given,
+//!   else [`DEDUPE_WINDOW`]) is a duplicate and ignored, as the data plane acknowledges it
+//!   `DUPLICATE` and drops it. An event refused whole at the active-instance limit was not
+//!   applied: the same `messageId` later is applied like a new event.
 //! - Instance ids come from [`instance_id`] (journey id and entry `messageId`), as in
 //!   production, so randomized splits draw the same branches.
 //! - With `until`, events after it are not applied and timers due after it do not fire; without
@@ -23,14 +27,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::index::JourneyIndex;
-use crate::machine::{Effect, Instance, InstanceState, Journey, SkipReason, TimelineKind, Timer};
+use crate::machine::{
+    Effect, Instance, InstanceLimits, InstanceState, Journey, SkipReason, TimelineKind, Timer,
+};
 use crate::model::{ConditionSubject, Event, Json, StepKind, Timestamp};
 use crate::profile::{
-    ChangeCause, DEDUPE_WINDOW, InstanceChange, ProfileEffect, ProfileInput, ProfileState, Rules,
-    apply, is_duplicate,
+    ChangeCause, DEDUPE_WINDOW, InputOutcome, InstanceChange, ProfileEffect, ProfileInput,
+    ProfileState, Rules, apply, is_duplicate,
 };
 
 /// An event applied at a virtual time.
@@ -71,6 +79,12 @@ pub struct Simulation {
     /// The per-profile limit of active instances, as the engine applies it. `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_active_instances: Option<usize>,
+    /// Return-to-start passes and unique-identifier length, as the engine applies them.
+    #[serde(default)]
+    pub instance_limits: InstanceLimits,
+    /// The dedupe window, as the engine applies it. `None`: [`DEDUPE_WINDOW`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_window: Option<Duration>,
 }
 
 /// What a simulation found.
@@ -155,6 +169,8 @@ struct World<'s> {
     index: JourneyIndex,
     audience_keys: HashSet<String>,
     max_active: usize,
+    instance_limits: InstanceLimits,
+    dedupe_window: Duration,
     /// Always empty: nothing is archived and every instance is in memory.
     none: HashSet<String>,
     profiles: HashMap<String, Profile>,
@@ -189,6 +205,8 @@ pub fn simulate(journey: &Journey, simulation: &Simulation) -> SimulationResult 
         index: JourneyIndex::new([journey.clone()]),
         audience_keys,
         max_active: simulation.max_active_instances.unwrap_or(usize::MAX),
+        instance_limits: simulation.instance_limits,
+        dedupe_window: simulation.dedupe_window.unwrap_or(DEDUPE_WINDOW),
         none: HashSet::new(),
         profiles: HashMap::new(),
         initial: &simulation.profiles,
@@ -264,21 +282,25 @@ impl World<'_> {
             return;
         };
         if let Some(first) = self.seen.get(&event.message_id)
-            && is_duplicate(*first, at, DEDUPE_WINDOW)
+            && is_duplicate(*first, at, self.dedupe_window)
         {
             return;
         }
-        self.seen.insert(event.message_id.clone(), at);
-        self.apply(&profile_id, ProfileInput::Event(event), at);
+        let outcome = self.apply(&profile_id, ProfileInput::Event(event), at);
+        // A refused event is not stored by the engine, so its `messageId` is not seen.
+        if !matches!(outcome, InputOutcome::TooManyInstances { .. }) {
+            self.seen.insert(event.message_id.clone(), at);
+        }
     }
 
     /// Applies `input` to the profile through the production rules and keeps what it did.
-    fn apply(&mut self, profile_id: &str, input: ProfileInput<'_>, at: Timestamp) {
+    fn apply(&mut self, profile_id: &str, input: ProfileInput<'_>, at: Timestamp) -> InputOutcome {
         let rules = Rules {
             journeys: &self.index,
             archived: &self.none,
             audience_keys: &self.audience_keys,
             max_active_instances: self.max_active,
+            instance_limits: self.instance_limits,
             known_instance_ids: &self.none,
             now: at,
         };
@@ -324,6 +346,7 @@ impl World<'_> {
                 ProfileEffect::TraitsMerged(_) | ProfileEffect::EnteredOnce { .. } => {}
             }
         }
+        applied.outcome
     }
 
     /// Keeps the path, sends and timers of one transition of instance `tracked`.

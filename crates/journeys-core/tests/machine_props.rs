@@ -21,8 +21,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, TimeZone, Utc};
 use journeys_core::eval::NoAudiences;
 use journeys_core::machine::{
-    Admission, Effect, Input, Instance, InstanceState, Journey, StepContext, Timer, TimerKind,
-    Transition, matching_exit_rule, random_branch, step,
+    Admission, DEFAULT_MAX_RETURN_TO_START_PASSES, Effect, Input, Instance, InstanceState, Journey,
+    StepContext, Timer, TimerKind, Transition, matching_exit_rule, random_branch, step,
 };
 use journeys_core::model::{
     Condition, ConditionOp, ConditionSubject, DataSplitBranch, DataSplitStep, DelayStep, EntryRule,
@@ -302,6 +302,7 @@ fn drive(case: &Case, round_trip: bool) -> Vec<Transition> {
         traits: &traits,
         audiences: &NoAudiences,
         now,
+        max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
     };
     let t = step(&j, &inst, Input::Enter(&entry), &ctx(now));
     apply_timers(&mut live, None, &t);
@@ -381,7 +382,7 @@ proptest! {
             let inst = &transition.instance;
             let now = inst.updated_at + TimeDelta::seconds(1);
             let quit = event("m-quit".into(), "quit", 0, "s1", now);
-            let ctx = StepContext { traits: &json!({}), audiences: &NoAudiences, now };
+            let ctx = StepContext { traits: &json!({}), audiences: &NoAudiences, now, max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES };
             let rule = matching_exit_rule(&j, &quit, inst);
             if inst.state != InstanceState::Active {
                 prop_assert_eq!(rule, None);

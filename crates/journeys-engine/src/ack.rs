@@ -20,6 +20,11 @@ pub const OVERLOADED: &str = "overloaded";
 /// limits (count or size). Final: the same traits are refused again.
 pub const TRAITS_LIMIT: &str = "traits_limit";
 
+/// Ack code of an event refused because it would start an instance while its profile has the
+/// maximum of active instances. Final for automatic retries (instances may wait for days); the
+/// same event sent once some of the profile's instances have ended is applied.
+pub const TOO_MANY_INSTANCES: &str = "too_many_instances";
+
 /// The outcome for one event, sent to the client only once it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {

@@ -28,9 +28,6 @@ use sha2::{Digest, Sha256};
 
 use crate::stats::StatsDelta;
 
-/// Instances live at most this long (SPEC section 7); the store ends them afterwards.
-const MAX_INSTANCE_LIFETIME_DAYS: i64 = 365;
-
 /// The row id of a core timer id.
 ///
 /// Core timer ids are deterministic (`<instance>:<step>:<pass>`) but longer than the store's
@@ -187,11 +184,13 @@ impl ChangeSet {
 
     /// Adds the row of an instance changed in this batch: new when `stored_version` is
     /// `None`, else an update expected to find that version. A new instance that already
-    /// ended gets no row: its last timeline row of the batch stands in for it.
+    /// ended gets no row: its last timeline row of the batch stands in for it. The row expires
+    /// `lifetime` after the instance entered (the configured maximum lifetime).
     pub fn write_instance(
         &mut self,
         inst: &Instance,
         stored_version: Option<i64>,
+        lifetime: TimeDelta,
     ) -> Result<(), serde_json::Error> {
         if stored_version.is_none()
             && !inst.is_active()
@@ -206,7 +205,7 @@ impl ChangeSet {
             return Ok(());
         }
         let version = stored_version.map_or(1, |v| v + 1);
-        let record = instance_record(inst, version)?;
+        let record = instance_record(inst, version, lifetime)?;
         match stored_version {
             None => self.changes.instances_new.push(record),
             Some(expected) => self.changes.instances_updated.push((record, expected)),
@@ -250,8 +249,12 @@ fn outbox_record(
     }
 }
 
-/// The stored form of a core instance at `version`.
-fn instance_record(inst: &Instance, version: i64) -> Result<InstanceRecord, serde_json::Error> {
+/// The stored form of a core instance at `version`, expiring `lifetime` after it entered.
+fn instance_record(
+    inst: &Instance,
+    version: i64,
+    lifetime: TimeDelta,
+) -> Result<InstanceRecord, serde_json::Error> {
     let state = match inst.state {
         CoreState::Active => InstanceState::Active,
         CoreState::Completed => InstanceState::Completed,
@@ -284,7 +287,7 @@ fn instance_record(inst: &Instance, version: i64) -> Result<InstanceRecord, serd
         updated_at: inst.updated_at,
         ended_at: inst.ended_at,
         active_key,
-        expires_at: inst.entered_at + TimeDelta::days(MAX_INSTANCE_LIFETIME_DAYS),
+        expires_at: inst.entered_at + lifetime,
     })
 }
 

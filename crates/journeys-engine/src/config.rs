@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// Instances live at most this long unless configured (SPEC.md section 7): 365 days.
+pub const DEFAULT_MAX_INSTANCE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How the engine runs. [`Default`] gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -18,9 +21,14 @@ pub struct EngineConfig {
     pub max_batch_delay: Duration,
     /// A `messageId` seen within this window is acknowledged `DUPLICATE` and ignored.
     pub dedupe_window: Duration,
-    /// Entries beyond this many active instances of one profile (across journeys) are skipped
-    /// and counted.
+    /// An event that would start an instance while its profile has this many active (across
+    /// journeys) is rejected with `too_many_instances`, and the refused entries are counted.
     pub max_active_instances_per_profile: usize,
+    /// Return-to-start passes and unique-identifier length the rules apply.
+    pub instance_limits: journeys_core::machine::InstanceLimits,
+    /// How long an instance lives at most: its `expires_at` (stamped whenever it is written)
+    /// is its entry time plus this, after which housekeeping ends it.
+    pub max_instance_lifetime: Duration,
     /// Events of one profile beyond this rate are rejected with `rate_limited` (a token bucket
     /// that holds one second's worth). `0` disables the limit.
     pub max_events_per_profile_per_sec: u32,
@@ -103,6 +111,8 @@ impl Default for EngineConfig {
             max_batch_delay: Duration::from_millis(2),
             dedupe_window: journeys_core::profile::DEDUPE_WINDOW,
             max_active_instances_per_profile: 25,
+            instance_limits: journeys_core::machine::InstanceLimits::DEFAULT,
+            max_instance_lifetime: DEFAULT_MAX_INSTANCE_LIFETIME,
             max_events_per_profile_per_sec: 25,
             trait_limits: journeys_core::profile::traits::TraitLimits::DEFAULT,
             refresh_interval: Duration::from_millis(500),

@@ -333,11 +333,18 @@ impl Lane {
             snapshot: &snapshot,
             now,
             max_active: shared.config.max_active_instances_per_profile,
+            instance_limits: shared.config.instance_limits,
+            instance_lifetime: chrono::TimeDelta::from_std(shared.config.max_instance_lifetime)
+                .unwrap_or(chrono::TimeDelta::MAX),
             trait_limits: shared.config.trait_limits,
             existing: &none,
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
         plan.changes.partitions = shared.config.partitions;
+        plan.changes.dedupe_expired_before =
+            chrono::TimeDelta::from_std(shared.config.dedupe_window)
+                .ok()
+                .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
         // (e) commit.

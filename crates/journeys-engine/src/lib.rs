@@ -17,8 +17,10 @@
 //!
 //! Decisions where SPEC.md is silent (details in the modules):
 //! - The per-profile instance limit counts instances that stay active after their entry
-//!   transition; an event whose entry is skipped for the limit is still accepted, and the skip
-//!   is logged and counted (`too_many_instances`). See [`journeys_core::profile`].
+//!   transition; an event that would start an instance past it is rejected whole with code
+//!   [`TOO_MANY_INSTANCES`] (nothing of it is stored, so it can be sent again once instances
+//!   have ended), and the refused entry is logged and counted (`too_many_instances`). See
+//!   [`journeys_core::profile`].
 //! - Rate-limited and otherwise rejected events are not stored (no dedupe key), so a client
 //!   may resend them; duplicates do not use up the rate limit.
 //! - Beyond [`EngineConfig::max_in_flight_events`] submitted-but-uncommitted events, new
@@ -58,12 +60,15 @@ mod stats;
 mod watermark;
 
 pub use ack::{
-    Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, RATE_LIMITED, TRAITS_LIMIT, UNAVAILABLE,
+    Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, RATE_LIMITED, TOO_MANY_INSTANCES,
+    TRAITS_LIMIT, UNAVAILABLE,
 };
-pub use config::{Clock, EngineConfig};
+pub use config::{Clock, DEFAULT_MAX_INSTANCE_LIFETIME, EngineConfig};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use job::{TerminateOutcome, TimerOutcome, TimerStatus};
+/// The per-instance limits of the rules, re-exported for whoever configures an engine.
+pub use journeys_core::machine::InstanceLimits;
 /// The limits of a profile's traits, re-exported for whoever configures an engine.
 pub use journeys_core::profile::traits::TraitLimits;
 pub use lane::OnCommit;

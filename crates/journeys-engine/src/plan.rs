@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use journeys_core::machine::{ExitReason, SkipReason, Timer};
+use chrono::{DateTime, TimeDelta, Utc};
+use journeys_core::machine::{ExitReason, InstanceLimits, Timer};
 use journeys_core::model::{Event, EventType};
 use journeys_core::profile::traits::{TraitLimits, check_limits};
 use journeys_core::profile::{
@@ -38,6 +38,10 @@ pub(crate) struct PlanContext<'a> {
     pub snapshot: &'a Snapshot,
     pub now: DateTime<Utc>,
     pub max_active: usize,
+    /// Return-to-start passes and unique-identifier length.
+    pub instance_limits: InstanceLimits,
+    /// How long after its entry an instance expires.
+    pub instance_lifetime: TimeDelta,
     /// How far a profile's traits may grow.
     pub trait_limits: TraitLimits,
     /// Ids of instances known to exist already (checked on retries only).
@@ -183,6 +187,33 @@ impl Planner<'_> {
             self.count_answer(&status);
             return Outcome::Ack(status);
         }
+        let applied = self.apply(profile_id, ProfileInput::Event(event), None);
+        if let Some(Applied {
+            outcome: InputOutcome::TooManyInstances { journey_ids },
+            ..
+        }) = &applied
+        {
+            // Refused whole: the core left the profile as it was; only the refused entries
+            // were recorded (counted). No dedupe key, so the event may be sent again.
+            tracing::warn!(
+                profile_id,
+                message_id = %event.message_id,
+                journeys = ?journey_ids,
+                limit = self.ctx.max_active,
+                "event rejected: it would start an instance while the profile has the maximum of active instances"
+            );
+            let status = AckStatus::Rejected {
+                code: crate::ack::TOO_MANY_INSTANCES.into(),
+                message: format!(
+                    "the profile has the maximum of {} active instances; this event would start \
+                     another (journey {}); send it again once some have ended",
+                    self.ctx.max_active,
+                    journey_ids.join(", ")
+                ),
+            };
+            self.count_answer(&status);
+            return Outcome::Ack(status);
+        }
         let now = self.ctx.now;
         self.delta.events_accepted += 1;
         self.out
@@ -193,9 +224,6 @@ impl Planner<'_> {
             .changes
             .catalog_seen
             .push((event.event.clone(), now));
-        if let Some(applied) = self.apply(profile_id, ProfileInput::Event(event), None) {
-            warn_over_limit(self.ctx, profile_id, event, &applied);
-        }
         accepted
     }
 
@@ -283,7 +311,8 @@ impl Planner<'_> {
                     .push((key, profile_id.clone()));
             }
             for (inst, stored_version) in work.changed() {
-                self.out.write_instance(inst, stored_version)?;
+                self.out
+                    .write_instance(inst, stored_version, self.ctx.instance_lifetime)?;
             }
         }
         let new_instance_ids = self.out.new_instance_ids();
@@ -310,6 +339,7 @@ fn rules<'a>(ctx: &'a PlanContext<'a>) -> Rules<'a> {
         archived: &ctx.snapshot.archived,
         audience_keys: &ctx.snapshot.audiences,
         max_active_instances: ctx.max_active,
+        instance_limits: ctx.instance_limits,
         known_instance_ids: ctx.existing,
         now: ctx.now,
     }
@@ -347,25 +377,6 @@ fn record(
                     out.record(inst, &change.effects, ctx.now, delta);
                 }
             }
-        }
-    }
-}
-
-/// Logs each entry skipped because the profile has the maximum of active instances.
-fn warn_over_limit(ctx: &PlanContext<'_>, profile_id: &str, event: &Event, applied: &Applied) {
-    for effect in &applied.effects {
-        if let ProfileEffect::EntrySkipped {
-            journey_id,
-            reason: SkipReason::TooManyInstances,
-        } = effect
-        {
-            tracing::warn!(
-                profile_id,
-                journey_id = %journey_id,
-                message_id = %event.message_id,
-                limit = ctx.max_active,
-                "entry skipped: the profile has the maximum number of active instances"
-            );
         }
     }
 }

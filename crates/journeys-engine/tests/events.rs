@@ -480,7 +480,7 @@ async fn the_twenty_sixth_event_in_a_second_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
+async fn events_over_the_active_instance_limit_are_rejected_and_counted() {
     each_backend(async |db| {
         let journey = publish(db, &checkout()).await;
         let engine = engine_with(
@@ -502,12 +502,140 @@ async fn entries_over_the_active_instance_limit_are_skipped_and_counted() {
             })
             .collect();
         let acks = engine.submit(events).await;
-        assert!(accepted(&acks), "the events themselves are accepted");
-        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
+        let codes: Vec<Option<&str>> = acks
+            .iter()
+            .map(|a| match &a.status {
+                AckStatus::Rejected { code, .. } => Some(code.as_str()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(
-            engine.stats().entries_skipped.get("too_many_instances"),
-            Some(&2)
+            codes,
+            [
+                None,
+                None,
+                None,
+                Some("too_many_instances"),
+                Some("too_many_instances")
+            ]
         );
+        let AckStatus::Rejected { message, .. } = &acks[3].status else {
+            unreachable!()
+        };
+        assert!(
+            message.contains("maximum of 3 active instances"),
+            "{message}"
+        );
+        assert_eq!(instances(db, &journey, "u1").await.len(), 3);
+        let stats = engine.stats();
+        assert_eq!(stats.entries_skipped.get("too_many_instances"), Some(&2));
+        assert_eq!(stats.events_rejected.get("too_many_instances"), Some(&2));
+
+        // Not stored: once an instance ended, the same event is applied, not a duplicate.
+        let acks = engine
+            .submit(vec![
+                track("u1", "session_cancelled", "x1", json!({"session_id": "s0"})),
+                track("u1", "checkout_started", "c3", json!({"session_id": "s3"})),
+            ])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let active = instances(db, &journey, "u1")
+            .await
+            .into_iter()
+            .filter(|i| i.state == InstanceState::Active)
+            .count();
+        assert_eq!(active, 3);
+        engine.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_configured_unique_value_length_and_lifetime_apply() {
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine_with(
+            db,
+            EngineConfig {
+                instance_limits: journeys_engine::InstanceLimits {
+                    max_unique_value_chars: 10,
+                    ..journeys_engine::InstanceLimits::default()
+                },
+                max_instance_lifetime: std::time::Duration::from_secs(7 * 86_400),
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        let acks = engine
+            .submit(vec![
+                track(
+                    "u1",
+                    "checkout_started",
+                    "c1",
+                    json!({"session_id": "0123456789"}),
+                ),
+                track(
+                    "u1",
+                    "checkout_started",
+                    "c2",
+                    json!({"session_id": "0123456789a"}),
+                ),
+            ])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let stored = instances(db, &journey, "u1").await;
+        assert_eq!(stored.len(), 1, "the 11-character value is refused");
+        assert_eq!(unique(&stored[0]), "0123456789");
+        assert_eq!(
+            stored[0].expires_at - stored[0].entered_at,
+            chrono::TimeDelta::days(7)
+        );
+        assert_eq!(
+            engine
+                .stats()
+                .entries_skipped
+                .get("unique_identifier_too_long"),
+            Some(&1)
+        );
+        engine.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unique_values_of_the_default_500_characters_are_stored() {
+    each_backend(async |db| {
+        let journey = publish(db, &checkout()).await;
+        let engine = engine(db).await;
+        // Longer than the 191 characters of an indexed key, in multi-byte characters.
+        let long = "é".repeat(500);
+        let acks = engine
+            .submit(vec![
+                track("u1", "checkout_started", "c1", json!({"session_id": long})),
+                track(
+                    "u1",
+                    "checkout_started",
+                    "c2",
+                    json!({"session_id": "x".repeat(501)}),
+                ),
+            ])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let stored = instances(db, &journey, "u1").await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(unique(&stored[0]), long);
+        // A purchase with that value takes the hold branch of exactly that instance.
+        let acks = engine
+            .submit(vec![track(
+                "u1",
+                "purchase_completed",
+                "p1",
+                json!({"session_id": long}),
+            )])
+            .await;
+        assert!(accepted(&acks), "{acks:?}");
+        let stored = instances(db, &journey, "u1").await;
+        assert_eq!(stored[0].state, InstanceState::Completed);
         engine.shutdown().await;
     })
     .await;

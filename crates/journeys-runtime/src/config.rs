@@ -7,6 +7,7 @@
 
 mod args;
 mod layering;
+mod limits;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -17,6 +18,14 @@ use serde::{Deserialize, Serialize};
 
 pub use args::ConfigArgs;
 pub use layering::{ENV_VARS, load, load_with_env};
+pub use limits::{
+    DEFAULT_INSTANCE_RETENTION_DAYS, DEFAULT_MAX_ACTIVE_INSTANCES_PER_PROFILE,
+    DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC, DEFAULT_MAX_HOLD_SECS,
+    DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
+    DEFAULT_MAX_UNIQUE_VALUE_CHARS, DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS,
+    DEFAULT_RETRY_AFTER_MAX_SECS, DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS,
+    DEFAULT_RETRY_BUDGET_SECS,
+};
 
 /// Database used when nothing else is configured: a SQLite file in the working directory, created
 /// on first use, so `journeys dev` works on a fresh machine.
@@ -164,6 +173,56 @@ pub struct Config {
     /// rejected (`traits_limit`).
     #[serde(default = "default_max_profile_traits_bytes")]
     pub max_profile_traits_bytes: usize,
+    /// Most instances of one profile active at once, across journeys: an event that would
+    /// start another is rejected (`too_many_instances`).
+    #[serde(default = "limits::default_max_active_instances_per_profile")]
+    pub max_active_instances_per_profile: usize,
+    /// Events of one profile per second beyond which events are rejected (`rate_limited`);
+    /// `0` disables the limit.
+    #[serde(default = "limits::default_max_events_per_profile_per_sec")]
+    pub max_events_per_profile_per_sec: u32,
+    /// How long after its first attempt a failing send is still retried before it is
+    /// dead-lettered, in seconds.
+    #[serde(default = "limits::default_retry_budget_secs")]
+    pub retry_budget_secs: u64,
+    /// Ceiling of the first retry's backoff (doubling per attempt, full jitter), in ms.
+    #[serde(default = "limits::default_retry_backoff_base_ms")]
+    pub retry_backoff_base_ms: u64,
+    /// Largest backoff ceiling between two attempts, in seconds.
+    #[serde(default = "limits::default_retry_backoff_max_secs")]
+    pub retry_backoff_max_secs: u64,
+    /// Longest `Retry-After` of a destination that is honoured, in seconds.
+    #[serde(default = "limits::default_retry_after_max_secs")]
+    pub retry_after_max_secs: u64,
+    /// Return-to-start passes one hold-until step allows per instance; the next match of a
+    /// return-to-start branch continues onward.
+    #[serde(default = "limits::default_max_return_to_start_passes")]
+    pub max_return_to_start_passes: u32,
+    /// Longest unique-identifier value an entry event may carry, in characters; a longer one
+    /// starts no instance (`unique_identifier_too_long`).
+    #[serde(default = "limits::default_max_unique_value_chars")]
+    pub max_unique_value_chars: usize,
+    /// Shortest delay step a journey may define, in seconds (unless short durations are
+    /// allowed). Checked when journeys are validated.
+    #[serde(default = "limits::default_min_delay_secs")]
+    pub min_delay_secs: u64,
+    /// Longest delay step a journey may define, in seconds.
+    #[serde(default = "limits::default_max_delay_secs")]
+    pub max_delay_secs: u64,
+    /// Shortest maximum hold of a hold-until step, in seconds (unless short durations are
+    /// allowed).
+    #[serde(default = "limits::default_min_hold_secs")]
+    pub min_hold_secs: u64,
+    /// Longest maximum hold of a hold-until step, in seconds.
+    #[serde(default = "limits::default_max_hold_secs")]
+    pub max_hold_secs: u64,
+    /// Days an instance lives at most: housekeeping ends it (exited) afterwards.
+    #[serde(default = "limits::default_max_instance_lifetime_days")]
+    pub max_instance_lifetime_days: u64,
+    /// Days a finished instance (with its timeline) is kept before housekeeping purges it;
+    /// journey statistics are counters and survive the purge.
+    #[serde(default = "limits::default_instance_retention_days")]
+    pub instance_retention_days: u64,
 }
 
 /// Traits per profile unless configured.
@@ -209,7 +268,31 @@ impl Config {
             },
             max_profile_traits: DEFAULT_MAX_PROFILE_TRAITS,
             max_profile_traits_bytes: DEFAULT_MAX_PROFILE_TRAITS_BYTES,
+            max_active_instances_per_profile: DEFAULT_MAX_ACTIVE_INSTANCES_PER_PROFILE,
+            max_events_per_profile_per_sec: DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC,
+            retry_budget_secs: DEFAULT_RETRY_BUDGET_SECS,
+            retry_backoff_base_ms: DEFAULT_RETRY_BACKOFF_BASE_MS,
+            retry_backoff_max_secs: DEFAULT_RETRY_BACKOFF_MAX_SECS,
+            retry_after_max_secs: DEFAULT_RETRY_AFTER_MAX_SECS,
+            max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
+            max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
+            min_delay_secs: DEFAULT_MIN_DELAY_SECS,
+            max_delay_secs: DEFAULT_MAX_DELAY_SECS,
+            min_hold_secs: DEFAULT_MIN_HOLD_SECS,
+            max_hold_secs: DEFAULT_MAX_HOLD_SECS,
+            max_instance_lifetime_days: DEFAULT_MAX_INSTANCE_LIFETIME_DAYS,
+            instance_retention_days: DEFAULT_INSTANCE_RETENTION_DAYS,
         }
+    }
+
+    /// Refuses numbers that make no sense (a zero limit, a value past its range, a minimum
+    /// above its maximum); [`load`] does this, and a node checks a configuration built in code
+    /// again before it starts.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first setting at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        limits::check(self)
     }
 
     /// The configuration as TOML, ready to be saved as a `--config` file, with the admin token
@@ -282,6 +365,32 @@ impl fmt::Debug for Config {
             .field("destination_allow", &masked.destination_allow)
             .field("max_profile_traits", &masked.max_profile_traits)
             .field("max_profile_traits_bytes", &masked.max_profile_traits_bytes)
+            .field(
+                "max_active_instances_per_profile",
+                &masked.max_active_instances_per_profile,
+            )
+            .field(
+                "max_events_per_profile_per_sec",
+                &masked.max_events_per_profile_per_sec,
+            )
+            .field("retry_budget_secs", &masked.retry_budget_secs)
+            .field("retry_backoff_base_ms", &masked.retry_backoff_base_ms)
+            .field("retry_backoff_max_secs", &masked.retry_backoff_max_secs)
+            .field("retry_after_max_secs", &masked.retry_after_max_secs)
+            .field(
+                "max_return_to_start_passes",
+                &masked.max_return_to_start_passes,
+            )
+            .field("max_unique_value_chars", &masked.max_unique_value_chars)
+            .field("min_delay_secs", &masked.min_delay_secs)
+            .field("max_delay_secs", &masked.max_delay_secs)
+            .field("min_hold_secs", &masked.min_hold_secs)
+            .field("max_hold_secs", &masked.max_hold_secs)
+            .field(
+                "max_instance_lifetime_days",
+                &masked.max_instance_lifetime_days,
+            )
+            .field("instance_retention_days", &masked.instance_retention_days)
             .finish()
     }
 }

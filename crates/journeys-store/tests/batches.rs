@@ -151,6 +151,7 @@ async fn commit_writes_everything_in_one_go() {
         let changes = Changes {
             partitions: 8,
             dedupe: vec![("m1".into(), t), ("m2".into(), t)],
+            dedupe_expired_before: None,
             traits: vec![
                 ("u1".into(), traits(json!({"plan": "pro", "name": "Ada"}))),
                 ("u2".into(), traits(json!({"x": 1}))),
@@ -458,6 +459,50 @@ async fn active_key_allows_one_active_instance_per_value() {
             ),
             "{b}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dedupe_key_past_the_window_is_replaced_not_a_conflict() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let t = now();
+        let seen = |ids: &[&str], at: DateTime<Utc>| Changes {
+            dedupe: ids.iter().map(|id| ((*id).to_owned(), at)).collect(),
+            dedupe_expired_before: Some(t - Duration::hours(1)),
+            ..Changes::default()
+        };
+        db.batches()
+            .commit(&seen(&["old"], t - Duration::hours(2)))
+            .await
+            .unwrap();
+        db.batches()
+            .commit(&seen(&["recent"], t - Duration::minutes(5)))
+            .await
+            .unwrap();
+        // Past the window, not purged yet: seen again now, and remembered from now on.
+        db.batches().commit(&seen(&["old", "x"], t)).await.unwrap();
+        let recent = db
+            .batches()
+            .seen_message_ids(&["old".into()], t - Duration::minutes(1))
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 1, "{b}");
+        // Within the window a key still conflicts, and the batch writes nothing.
+        assert!(
+            is_conflict(
+                &db.batches().commit(&seen(&["y", "recent"], t)).await,
+                "messageId"
+            ),
+            "{b}"
+        );
+        let y = db
+            .batches()
+            .seen_message_ids(&["y".into()], t - Duration::days(1))
+            .await
+            .unwrap();
+        assert!(y.is_empty(), "{b}");
     })
     .await;
 }

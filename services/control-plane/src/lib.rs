@@ -17,7 +17,10 @@ mod fields;
 mod grpc;
 mod references;
 
-use journeys_core::validate::ValidationOptions;
+use std::time::Duration;
+
+use journeys_core::machine::InstanceLimits;
+use journeys_core::validate::{Limits, ValidationOptions};
 use journeys_delivery::Dispatcher;
 use journeys_engine::Engine;
 use journeys_proto::v1::audience_service_server::AudienceServiceServer;
@@ -64,12 +67,12 @@ pub struct Deps {
 pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
     let store = &deps.store;
     let auth = AdminAuth::new(config.admin_token.clone());
-    let validation = ValidationOptions {
-        allow_short_durations: config.allow_short_durations,
-        ..ValidationOptions::default()
-    };
-    let journeys = api::JourneyApi::new(store.clone(), deps.engine.clone(), validation);
-    let simulate = api::SimulateApi::new(deps.delivery.clone());
+    let journeys = api::JourneyApi::new(
+        store.clone(),
+        deps.engine.clone(),
+        validation_options(config),
+    );
+    let simulate = api::SimulateApi::new(deps.delivery.clone(), simulation_limits(config));
     let destinations = api::DestinationApi::new(
         store.clone(),
         deps.delivery.waker(),
@@ -108,4 +111,69 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
             grpc::ClusterGrpc::new(api::ClusterApi::new(store.clone())),
             auth,
         ));
+}
+
+/// How journeys are validated under `config`: the configured delay and hold bounds, and
+/// second-scale durations when allowed.
+#[must_use]
+pub fn validation_options(config: &Config) -> ValidationOptions {
+    ValidationOptions {
+        allow_short_durations: config.allow_short_durations,
+        limits: Limits {
+            min_delay: Duration::from_secs(config.min_delay_secs),
+            max_delay: Duration::from_secs(config.max_delay_secs),
+            min_hold: Duration::from_secs(config.min_hold_secs),
+            max_hold: Duration::from_secs(config.max_hold_secs),
+            ..Limits::default()
+        },
+    }
+}
+
+/// What `SimulateJourney` applies as the engine does under `config`.
+#[must_use]
+pub fn simulation_limits(config: &Config) -> api::SimulationLimits {
+    api::SimulationLimits {
+        instances: InstanceLimits {
+            max_return_to_start_passes: config.max_return_to_start_passes,
+            max_unique_value_chars: config.max_unique_value_chars,
+        },
+        dedupe_window: Duration::from_secs(config.dedupe_window_secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use journeys_runtime::config::Service;
+
+    use super::*;
+
+    #[test]
+    fn the_default_settings_validate_as_the_core_defaults() {
+        let config = Config::defaults_for(Service::ControlPlane);
+        assert_eq!(validation_options(&config), ValidationOptions::default());
+        assert_eq!(
+            simulation_limits(&config).instances,
+            InstanceLimits::DEFAULT
+        );
+        assert_eq!(
+            simulation_limits(&config).dedupe_window,
+            journeys_core::profile::DEDUPE_WINDOW
+        );
+    }
+
+    #[test]
+    fn configured_bounds_reach_validation() {
+        let mut config = Config::defaults_for(Service::ControlPlane);
+        config.min_delay_secs = 120;
+        config.max_delay_secs = 3_600;
+        config.min_hold_secs = 600;
+        config.max_hold_secs = 7_200;
+        config.allow_short_durations = true;
+        let options = validation_options(&config);
+        assert!(options.allow_short_durations);
+        assert_eq!(options.limits.min_delay, Duration::from_secs(120));
+        assert_eq!(options.limits.max_delay, Duration::from_secs(3_600));
+        assert_eq!(options.limits.min_hold, Duration::from_secs(600));
+        assert_eq!(options.limits.max_hold, Duration::from_secs(7_200));
+    }
 }

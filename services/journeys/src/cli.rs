@@ -2,8 +2,6 @@
 //! own flags ([`SchedulerArgs`]) and [`run`], which sets up telemetry, binds and serves a
 //! [`Node`] until SIGINT/SIGTERM.
 
-use std::time::Duration;
-
 use journeys_runtime::config::{self, Config, ConfigArgs, Service};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_scheduler::SchedulerConfig;
@@ -14,15 +12,6 @@ use crate::node::{Error, Node, Roles};
 /// configuration flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
-    /// Days a finished instance is kept before housekeeping deletes it with its timeline
-    #[arg(
-        long,
-        env = "JOURNEYS_INSTANCE_RETENTION_DAYS",
-        value_name = "DAYS",
-        default_value_t = 90
-    )]
-    pub instance_retention_days: u64,
-
     /// Cron expression with seconds (UTC) on which the housekeeping jobs run; empty disables
     /// them (when another replica runs them)
     #[arg(
@@ -39,8 +28,6 @@ impl SchedulerArgs {
     #[must_use]
     pub fn scheduler_config(&self, config: &Config) -> SchedulerConfig {
         let mut scheduler = SchedulerConfig::from_config(config);
-        scheduler.housekeeping.instance_retention =
-            Duration::from_secs(self.instance_retention_days.saturating_mul(86_400));
         scheduler
             .housekeeping
             .schedule
@@ -52,8 +39,8 @@ impl SchedulerArgs {
     #[must_use]
     pub fn print_line(&self) -> String {
         format!(
-            "# scheduler: instance_retention_days = {}, housekeeping_schedule = {:?}",
-            self.instance_retention_days, self.housekeeping_schedule
+            "# scheduler: housekeeping_schedule = {:?}",
+            self.housekeeping_schedule
         )
     }
 }

@@ -59,6 +59,63 @@ async fn journeys_dev_refuses_a_non_loopback_http_port_without_a_token() {
 }
 
 #[tokio::test]
+async fn a_node_refuses_a_nonsensical_limit_before_touching_the_store() {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut config = config("not-a-database");
+    config.max_active_instances_per_profile = 0;
+    let result = Node::new(config, Roles::of(&[Role::Delivery]))
+        .serve(Listeners::new(grpc, None), std::future::pending())
+        .await;
+    let message = format!("{}", result.expect_err("refused"));
+    assert!(
+        message.contains("max_active_instances_per_profile: 0 is out of range"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_binaries_refuse_bad_limits_at_start_naming_the_setting() {
+    let output = Command::new(env!("CARGO_BIN_EXE_journeys"))
+        .args(["dev", "--max-delay-secs", "60", "--min-delay-secs", "120"])
+        .arg("--print-config")
+        .output()
+        .expect("journeys runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("min_delay_secs: 120 is more than max_delay_secs (60)"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_journeys-data-plane"))
+        .env("JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC", "-3")
+        .arg("--print-config")
+        .output()
+        .expect("journeys-data-plane runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC: invalid number '-3'"),
+        "{stderr}"
+    );
+    // The limits are shown by --print-config, as keys of a config file.
+    let output = Command::new(env!("CARGO_BIN_EXE_journeys-scheduler"))
+        .args(["--instance-retention-days", "30", "--print-config"])
+        .output()
+        .expect("journeys-scheduler runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "instance_retention_days = 30\n",
+        "max_active_instances_per_profile = 25\n",
+        "max_unique_value_chars = 500\n",
+        "retry_budget_secs = 86400\n",
+        "max_delay_secs = 15724800\n",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+}
+
+#[tokio::test]
 async fn a_delivery_only_node_serves_health_and_stops() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("node.db").display());
@@ -101,7 +158,8 @@ fn serve_takes_a_comma_separated_role_list_and_defaults_to_every_role() {
         "{all}"
     );
     assert!(
-        all.contains("# scheduler: instance_retention_days = 90"),
+        all.contains("# scheduler: housekeeping_schedule = ")
+            && all.contains("instance_retention_days = 90\n"),
         "{all}"
     );
 }

@@ -61,11 +61,14 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// The defaults, with the dedupe window taken from the process configuration.
+    /// The defaults, with the dedupe window and the instance retention taken from the
+    /// process configuration.
     #[must_use]
     pub fn from_config(config: &Config) -> Self {
         let mut scheduler = Self::default();
         scheduler.housekeeping.dedupe_window = Duration::from_secs(config.dedupe_window_secs);
+        scheduler.housekeeping.instance_retention =
+            Duration::from_secs(config.instance_retention_days.saturating_mul(86_400));
         scheduler
     }
 
@@ -131,11 +134,20 @@ mod tests {
     }
 
     #[test]
-    fn the_dedupe_window_comes_from_the_process_config() {
+    fn the_dedupe_window_and_retention_come_from_the_process_config() {
         let mut process = Config::defaults_for(Service::Scheduler);
+        assert_eq!(
+            SchedulerConfig::from_config(&process),
+            SchedulerConfig::default()
+        );
         process.dedupe_window_secs = 3600;
+        process.instance_retention_days = 7;
         let config = SchedulerConfig::from_config(&process);
         assert_eq!(config.housekeeping.dedupe_window, Duration::from_secs(3600));
+        assert_eq!(
+            config.housekeeping.instance_retention,
+            Duration::from_secs(7 * 86_400)
+        );
     }
 
     #[test]

@@ -13,9 +13,6 @@ use super::Journey;
 use crate::eval::{AudienceMembership, filters_match};
 use crate::model::{EntryRule, Event, Json};
 
-/// Longest unique-identifier value accepted (in characters); it is stored in an indexed column.
-pub const MAX_UNIQUE_VALUE_CHARS: usize = 255;
-
 /// What the runtime knows about the profile that the event alone does not say.
 #[derive(Clone, Copy)]
 pub struct EntryFacts<'a> {
@@ -25,6 +22,9 @@ pub struct EntryFacts<'a> {
     pub already_entered: bool,
     /// Unique values of this profile's *active* instances of this journey (for re-entry).
     pub active_unique_values: &'a [&'a str],
+    /// Longest unique-identifier value admitted, in characters
+    /// ([`InstanceLimits::max_unique_value_chars`](super::InstanceLimits)).
+    pub max_unique_value_chars: usize,
 }
 
 /// Permission to enter, with what the new instance needs.
@@ -50,7 +50,8 @@ pub enum SkipReason {
     NotInAudience,
     /// Re-entry: the event has no value (or `null`, or `""`) at the unique identifier.
     MissingUniqueIdentifier,
-    /// Re-entry: the value is longer than [`MAX_UNIQUE_VALUE_CHARS`].
+    /// Re-entry: the value is longer than the configured
+    /// [`max_unique_value_chars`](super::InstanceLimits::max_unique_value_chars).
     UniqueIdentifierTooLong,
     /// `ENTER_ONCE`: the profile entered before.
     AlreadyEntered,
@@ -118,7 +119,7 @@ pub fn decide_entry(
                 .property(unique_identifier)
                 .and_then(canonical_value)
                 .ok_or(SkipReason::MissingUniqueIdentifier)?;
-            if value.chars().count() > MAX_UNIQUE_VALUE_CHARS {
+            if value.chars().count() > facts.max_unique_value_chars {
                 return Err(SkipReason::UniqueIdentifierTooLong);
             }
             if facts.active_unique_values.contains(&value.as_str()) {
@@ -207,6 +208,7 @@ mod tests {
 
     use super::*;
     use crate::eval::NoAudiences;
+    use crate::machine::DEFAULT_MAX_UNIQUE_VALUE_CHARS;
     use crate::machine::tests::{event, journey_with};
     use crate::model::{FilterMatch, PropertyFilter};
 
@@ -215,6 +217,7 @@ mod tests {
             audiences: &NoAudiences,
             already_entered: already,
             active_unique_values: active,
+            max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
         }
     }
 
@@ -256,9 +259,10 @@ mod tests {
             decide_entry(&j, &missing, &facts(&[], false)),
             Err(SkipReason::MissingUniqueIdentifier)
         );
+        // 500 characters by default (Segment's limit), counted in characters, not bytes.
         let long = event(
             "checkout_started",
-            json!({"session": {"id": "x".repeat(256)}}),
+            json!({"session": {"id": "x".repeat(501)}}),
         );
         assert_eq!(
             decide_entry(&j, &long, &facts(&[], false)),
@@ -266,9 +270,31 @@ mod tests {
         );
         let just_fits = event(
             "checkout_started",
-            json!({"session": {"id": "é".repeat(255)}}),
+            json!({"session": {"id": "é".repeat(500)}}),
         );
         assert!(decide_entry(&j, &just_fits, &facts(&[], false)).is_ok());
+    }
+
+    #[test]
+    fn the_unique_value_length_is_the_configured_one() {
+        let j = journey_with(
+            EntryRule::ReenterEveryTime {
+                unique_identifier: "session_id".into(),
+            },
+            vec![],
+        );
+        let tight = EntryFacts {
+            max_unique_value_chars: 8,
+            ..facts(&[], false)
+        };
+        let nine = event("checkout_started", json!({"session_id": "123456789"}));
+        assert_eq!(
+            decide_entry(&j, &nine, &tight),
+            Err(SkipReason::UniqueIdentifierTooLong)
+        );
+        assert!(decide_entry(&j, &nine, &facts(&[], false)).is_ok());
+        let eight = event("checkout_started", json!({"session_id": "12345678"}));
+        assert!(decide_entry(&j, &eight, &tight).is_ok());
     }
 
     #[test]
@@ -335,6 +361,7 @@ mod tests {
             audiences: &vip,
             already_entered: false,
             active_unique_values: &[],
+            max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
         };
         assert!(decide_entry(&j, &e, &member).is_ok());
     }

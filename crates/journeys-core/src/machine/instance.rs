@@ -116,8 +116,8 @@ pub struct Instance {
     /// two branches of one hold share an event name. A newer event replaces an older one.
     #[serde(default)]
     pub context: Map<String, Json>,
-    /// Return-to-start passes taken per hold-until step key (at most
-    /// [`MAX_HOLD_PASSES`](super::MAX_HOLD_PASSES)).
+    /// Return-to-start passes taken per hold-until step key (at most the configured
+    /// [`max_return_to_start_passes`](super::InstanceLimits::max_return_to_start_passes)).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub passes: BTreeMap<String, u32>,
     pub entered_at: Timestamp,

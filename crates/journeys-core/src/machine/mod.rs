@@ -12,6 +12,7 @@
 mod entry;
 mod exit;
 mod instance;
+mod limits;
 mod random;
 mod run;
 mod timeline;
@@ -20,14 +21,15 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use entry::{
-    Admission, EntryFacts, MAX_UNIQUE_VALUE_CHARS, SkipReason, canonical_value, decide_entry,
-};
+pub use entry::{Admission, EntryFacts, SkipReason, canonical_value, decide_entry};
 pub use exit::{exit_rule_matches, matching_exit_rule};
 pub(crate) use instance::push_hex;
 pub use instance::{Instance, InstanceState, Timer, TimerKind, Waiting, instance_id};
+pub use limits::{
+    DEFAULT_MAX_RETURN_TO_START_PASSES, DEFAULT_MAX_UNIQUE_VALUE_CHARS, InstanceLimits,
+};
 pub use random::{random_branch, random_bucket};
-pub use run::{MAX_HOLD_PASSES, enter, step, step_owned};
+pub use run::{enter, step, step_owned};
 pub use timeline::{
     BRANCH_DETAIL_KEY, BRANCH_DETAIL_PATH, Cause, TimelineEntry, TimelineKind, branch_detail,
 };
@@ -146,13 +148,18 @@ pub fn exit_send_key(rule_index: usize) -> String {
 }
 
 /// What the step function needs besides the instance: the profile as it is *now* (traits and
-/// audiences are read live, never snapshotted into the context) and the current time.
+/// audiences are read live, never snapshotted into the context), the current time and the
+/// configured return-to-start limit.
 #[derive(Clone, Copy)]
 pub struct StepContext<'a> {
     /// The profile's traits (a JSON object).
     pub traits: &'a Json,
     pub audiences: &'a dyn AudienceMembership,
     pub now: Timestamp,
+    /// Return-to-start passes a hold-until step allows per instance
+    /// ([`InstanceLimits::max_return_to_start_passes`]); the next match of a return-to-start
+    /// branch continues onward to that branch's next step.
+    pub max_return_to_start_passes: u32,
 }
 
 /// Something that happened to an instance.

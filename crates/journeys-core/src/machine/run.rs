@@ -17,10 +17,6 @@ use crate::model::{
 };
 use crate::payload::{PayloadError, SendContext, render_send};
 
-/// Return-to-start passes a hold-until step allows per instance; the next match of a
-/// return-to-start branch continues onward to that branch's next step.
-pub const MAX_HOLD_PASSES: u32 = 100;
-
 /// Applies `input` to `instance`. Pure: the same arguments always give the same transition.
 ///
 /// Inputs that do not apply (an event no waiting branch takes, a stale timer, anything sent to
@@ -217,7 +213,7 @@ impl<'a> Run<'a> {
         );
         self.cancel_waiting_timer();
         let passes = self.inst.passes.get(&step_key).copied().unwrap_or(0);
-        if branch.return_to_start && passes < MAX_HOLD_PASSES {
+        if branch.return_to_start && passes < self.ctx.max_return_to_start_passes {
             self.inst.passes.insert(step_key.clone(), passes + 1);
             self.timeline(
                 &step_key,

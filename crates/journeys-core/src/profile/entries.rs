@@ -55,6 +55,7 @@ fn enter_one(
         audiences: &state.audiences,
         already_entered: state.entered_once.contains(journey.id()),
         active_unique_values: &active_values,
+        max_unique_value_chars: rules.instance_limits.max_unique_value_chars,
     };
     let admission = match decide_entry(journey, event, &facts) {
         Ok(admission) => admission,
@@ -70,6 +71,7 @@ fn enter_one(
         traits: &state.traits,
         audiences: &state.audiences,
         now: rules.now,
+        max_return_to_start_passes: rules.instance_limits.max_return_to_start_passes,
     };
     let transition = step(journey, &fresh, Input::Enter(event), &ctx);
     if transition.instance.is_active() && state.active_count() >= rules.max_active_instances {

@@ -20,8 +20,11 @@
 //! Decisions where SPEC.md is silent:
 //! - The per-profile instance limit counts instances that stay active: an entry whose
 //!   transition ends at once (a forwarding journey) is always made; one that would wait while
-//!   the profile already has the maximum active is skipped as `too_many_instances`. The event
-//!   itself still applies (its other effects stand).
+//!   the profile already has the maximum active is refused as `too_many_instances`. Such an
+//!   event is refused whole ([`InputOutcome::TooManyInstances`]): nothing of it applies (no
+//!   traits, exits, hold branches or other entries), so the runtime can answer it as rejected
+//!   and not stored, and the same event sent again once instances have ended applies in full.
+//!   Only the refused entries are reported (as skips, to be counted).
 //! - An entry whose deterministic instance id already exists (the same `messageId` resent after
 //!   the dedupe window) is skipped as `replayed_entry`, never started twice.
 
@@ -38,7 +41,8 @@ use serde_json::Map;
 
 use crate::index::JourneyIndex;
 use crate::machine::{
-    Effect, ExitReason, Input, Instance, Journey, SkipReason, StepContext, Timer, step,
+    Effect, ExitReason, Input, Instance, InstanceLimits, Journey, SkipReason, StepContext, Timer,
+    step,
 };
 use crate::model::{Event, EventType, Json, Timestamp};
 
@@ -90,6 +94,8 @@ pub struct Rules<'a> {
     pub audience_keys: &'a HashSet<String>,
     /// Most instances of one profile that may be active at once (across journeys).
     pub max_active_instances: usize,
+    /// Return-to-start passes and unique-identifier length, as configured.
+    pub instance_limits: InstanceLimits,
     /// Instance ids known to exist beyond `ProfileState::instances` (finished ones): an entry
     /// that would create one of them is a replay.
     pub known_instance_ids: &'a HashSet<String>,
@@ -127,6 +133,12 @@ pub struct Applied {
 pub enum InputOutcome {
     /// The event applied (whatever it changed).
     Event,
+    /// The event was refused whole: it would have started an instance of each of
+    /// `journey_ids` while the profile had the maximum of active instances. The profile is as
+    /// it was; the effects hold only the refused entries (`too_many_instances` skips).
+    TooManyInstances {
+        journey_ids: Vec<String>,
+    },
     Timer(TimerFiring),
     Terminate(Termination),
 }
@@ -200,10 +212,7 @@ pub enum ChangeCause {
 pub fn apply(state: &mut ProfileState, rules: &Rules<'_>, input: ProfileInput<'_>) -> Applied {
     let mut effects = Vec::new();
     let outcome = match input {
-        ProfileInput::Event(event) => {
-            apply_event(state, rules, event, &mut effects);
-            InputOutcome::Event
-        }
+        ProfileInput::Event(event) => apply_event(state, rules, event, &mut effects),
         ProfileInput::TimerFired {
             instance_id,
             is_fired,
@@ -233,16 +242,49 @@ fn apply_event(
     rules: &Rules<'_>,
     event: &Event,
     effects: &mut Vec<ProfileEffect>,
-) {
+) -> InputOutcome {
+    let routes = rules.journeys.routes(&event.event);
+    // An event starts at most one instance per journey it enters, and nothing else it does
+    // adds active instances: below this bound no entry can meet the limit, so the state is
+    // kept for a refusal only when one might.
+    let entries = routes.map_or(0, |r| r.entries.len());
+    let before = (entries > 0 && state.active_count() + entries > rules.max_active_instances)
+        .then(|| state.clone());
     if event.kind == EventType::Identify {
         traits::merge(state, &event.traits, rules.audience_keys, effects);
     }
-    let Some(routes) = rules.journeys.routes(&event.event) else {
-        return;
+    let Some(routes) = routes else {
+        return InputOutcome::Event;
     };
     exits::exit_rules(state, rules, routes, event, effects);
     holds::hold_matches(state, rules, routes, event, effects);
     entries::enter(state, rules, routes, event, effects);
+    if let Some(before) = before {
+        let journey_ids: Vec<String> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                ProfileEffect::EntrySkipped {
+                    journey_id,
+                    reason: SkipReason::TooManyInstances,
+                } => Some(journey_id.clone()),
+                _ => None,
+            })
+            .collect();
+        if !journey_ids.is_empty() {
+            *state = before;
+            effects.retain(|effect| {
+                matches!(
+                    effect,
+                    ProfileEffect::EntrySkipped {
+                        reason: SkipReason::TooManyInstances,
+                        ..
+                    }
+                )
+            });
+            return InputOutcome::TooManyInstances { journey_ids };
+        }
+    }
+    InputOutcome::Event
 }
 
 /// Offers each instance of the journeys at `positions` (in the index) to `offer`, in instance
@@ -292,6 +334,7 @@ fn advance(
         traits,
         audiences,
         now: rules.now,
+        max_return_to_start_passes: rules.instance_limits.max_return_to_start_passes,
     };
     let transition = step(journey, slot, input, &ctx);
     if transition.is_noop() {

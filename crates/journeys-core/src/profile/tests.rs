@@ -39,6 +39,7 @@ impl Fixture {
             archived: &self.archived,
             audience_keys: &self.audiences,
             max_active_instances: self.max_active,
+            instance_limits: InstanceLimits::DEFAULT,
             known_instance_ids: &self.known,
             now: t0(),
         }
@@ -102,9 +103,63 @@ fn entries_that_would_wait_stop_at_the_active_limit() {
     fx.max_active = 1;
     let mut state = ProfileState::default();
     fx.event(&mut state, &checkout("m1", "s1"));
-    let second = fx.event(&mut state, &checkout("m2", "s2"));
-    assert_eq!(skips(&second), [SkipReason::TooManyInstances]);
+    let second = apply(
+        &mut state,
+        &fx.rules(),
+        ProfileInput::Event(&checkout("m2", "s2")),
+    );
+    assert_eq!(skips(&second.effects), [SkipReason::TooManyInstances]);
+    assert_eq!(
+        second.outcome,
+        InputOutcome::TooManyInstances {
+            journey_ids: vec!["j1".into()]
+        }
+    );
     assert_eq!(state.active_count(), 1);
+}
+
+#[test]
+fn an_event_refused_at_the_active_limit_changes_nothing() {
+    // Two journeys entered by one event: at the limit, the first could still be entered but
+    // the second not. The event is refused whole: no traits, no first entry.
+    let first = journey_with(session(), vec![]);
+    let second = Journey::new(
+        crate::model::JourneyMeta {
+            id: "j2".into(),
+            version: 1,
+            name: "second".into(),
+        },
+        first.definition().clone(),
+    );
+    let mut fx = Fixture::new(vec![first, second]);
+    let mut state = ProfileState {
+        traits: json!({"plan": "free"}),
+        ..ProfileState::default()
+    };
+    fx.event(&mut state, &checkout("m1", "s1"));
+    assert_eq!(state.active_count(), 2);
+    fx.max_active = 3;
+    let before = state.clone();
+    let mut both = checkout("m2", "s2");
+    both.kind = EventType::Identify;
+    both.traits = json!({"plan": "pro"});
+    let applied = apply(&mut state, &fx.rules(), ProfileInput::Event(&both));
+    assert_eq!(
+        applied.outcome,
+        InputOutcome::TooManyInstances {
+            journey_ids: vec!["j2".into()]
+        }
+    );
+    assert_eq!(skips(&applied.effects), [SkipReason::TooManyInstances]);
+    assert_eq!(applied.effects.len(), 1, "{:?}", applied.effects);
+    assert_eq!(state, before, "nothing of the refused event applied");
+
+    // Below the limit the same event applies in full.
+    fx.max_active = 4;
+    let applied = apply(&mut state, &fx.rules(), ProfileInput::Event(&both));
+    assert_eq!(applied.outcome, InputOutcome::Event);
+    assert_eq!(state.active_count(), 4);
+    assert_eq!(state.traits["plan"], json!("pro"));
 }
 
 #[test]

@@ -31,9 +31,9 @@ pub struct ValidationOptions {
     pub limits: Limits,
 }
 
-/// Size and duration limits. Public so that operators can raise or lower them; the runtime
-/// reads the ones that only matter while instances run (`max_return_to_start_passes`,
-/// `max_unique_identifier_value_len`).
+/// Size and duration limits of a definition. The delay and hold bounds are operator settings
+/// (the control plane validates with the configured ones); the limits that only matter while
+/// instances run are [`InstanceLimits`](crate::machine::InstanceLimits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_steps: usize,
@@ -52,10 +52,6 @@ pub struct Limits {
     /// Lower bound of delays and holds when short durations are allowed.
     pub min_short_duration: Duration,
     pub max_mapped_fields: usize,
-    /// Passes through a hold branch with `return_to_start` before it continues onward.
-    pub max_return_to_start_passes: u32,
-    /// Longest unique-identifier value an entry event may carry (checked at entry).
-    pub max_unique_identifier_value_len: usize,
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -77,8 +73,6 @@ impl Default for Limits {
             max_hold: Duration::from_secs(182 * DAY),
             min_short_duration: Duration::from_secs(1),
             max_mapped_fields: 100,
-            max_return_to_start_passes: 100,
-            max_unique_identifier_value_len: 255,
         }
     }
 }

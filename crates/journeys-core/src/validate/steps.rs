@@ -240,6 +240,44 @@ mod tests {
     }
 
     #[test]
+    fn configured_bounds_replace_the_defaults() {
+        let tight = ValidationOptions {
+            limits: crate::validate::Limits {
+                min_delay: Duration::from_secs(600),
+                max_delay: Duration::from_secs(2 * 3600),
+                min_hold: Duration::from_secs(900),
+                max_hold: Duration::from_secs(DAY),
+                ..crate::validate::Limits::default()
+            },
+            ..ValidationOptions::default()
+        };
+        assert!(validate(&delay_journey(2 * 3600), &tight).is_empty());
+        assert_eq!(
+            validate(&delay_journey(3 * 3600), &tight),
+            [Problem::new(
+                "steps[0].delay.duration",
+                "delay of 3h is longer than the maximum of 2h"
+            )]
+        );
+        assert_eq!(
+            validate(&delay_journey(300), &tight)[0].message,
+            "delay of 5m is shorter than the minimum of 10m (shorter durations need the allow-short-durations setting)"
+        );
+        assert!(
+            problems(&delay_journey(300)).is_empty(),
+            "within the defaults"
+        );
+        assert_eq!(
+            validate(&hold_journey(Duration::from_secs(2 * DAY)), &tight)[0].message,
+            "maximum hold of 2d is longer than the maximum of 1d"
+        );
+        assert_eq!(
+            validate(&hold_journey(Duration::from_secs(600)), &tight)[0].message,
+            "maximum hold of 10m is shorter than the minimum of 15m (shorter durations need the allow-short-durations setting)"
+        );
+    }
+
+    #[test]
     fn holds_have_one_to_nine_branches() {
         let mut def = hold_journey(Duration::from_secs(3600));
         let StepKind::HoldUntil(h) = &mut def.steps[0].kind else {

@@ -78,4 +78,70 @@ pub struct ConfigArgs {
     /// [env: JOURNEYS_MAX_PROFILE_TRAITS_BYTES]
     #[arg(long, value_name = "BYTES")]
     pub max_profile_traits_bytes: Option<usize>,
+
+    /// Most active instances of one profile across journeys; an event that would start
+    /// another is rejected [env: JOURNEYS_MAX_ACTIVE_INSTANCES_PER_PROFILE]
+    #[arg(long, value_name = "N")]
+    pub max_active_instances_per_profile: Option<usize>,
+
+    /// Most events of one profile per second, 0 for no limit
+    /// [env: JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC]
+    #[arg(long, value_name = "N")]
+    pub max_events_per_profile_per_sec: Option<u32>,
+
+    /// How long a failing send is retried before it is dead-lettered, in seconds
+    /// [env: JOURNEYS_RETRY_BUDGET_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_budget_secs: Option<u64>,
+
+    /// Ceiling of the first retry's backoff, in milliseconds (doubles per attempt)
+    /// [env: JOURNEYS_RETRY_BACKOFF_BASE_MS]
+    #[arg(long, value_name = "MS")]
+    pub retry_backoff_base_ms: Option<u64>,
+
+    /// Largest backoff between two attempts of a send, in seconds
+    /// [env: JOURNEYS_RETRY_BACKOFF_MAX_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_backoff_max_secs: Option<u64>,
+
+    /// Longest Retry-After of a destination that is honoured, in seconds
+    /// [env: JOURNEYS_RETRY_AFTER_MAX_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_after_max_secs: Option<u64>,
+
+    /// Return-to-start passes one hold-until step allows per instance
+    /// [env: JOURNEYS_MAX_RETURN_TO_START_PASSES]
+    #[arg(long, value_name = "N")]
+    pub max_return_to_start_passes: Option<u32>,
+
+    /// Longest unique-identifier value of an entry event, in characters
+    /// [env: JOURNEYS_MAX_UNIQUE_VALUE_CHARS]
+    #[arg(long, value_name = "CHARS")]
+    pub max_unique_value_chars: Option<usize>,
+
+    /// Shortest delay step a journey may define, in seconds [env: JOURNEYS_MIN_DELAY_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub min_delay_secs: Option<u64>,
+
+    /// Longest delay step a journey may define, in seconds [env: JOURNEYS_MAX_DELAY_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub max_delay_secs: Option<u64>,
+
+    /// Shortest maximum hold of a hold-until step, in seconds [env: JOURNEYS_MIN_HOLD_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub min_hold_secs: Option<u64>,
+
+    /// Longest maximum hold of a hold-until step, in seconds [env: JOURNEYS_MAX_HOLD_SECS]
+    #[arg(long, value_name = "SECONDS")]
+    pub max_hold_secs: Option<u64>,
+
+    /// Days an instance lives at most before housekeeping ends it
+    /// [env: JOURNEYS_MAX_INSTANCE_LIFETIME_DAYS]
+    #[arg(long, value_name = "DAYS")]
+    pub max_instance_lifetime_days: Option<u64>,
+
+    /// Days a finished instance is kept before housekeeping deletes it with its timeline
+    /// [env: JOURNEYS_INSTANCE_RETENTION_DAYS]
+    #[arg(long, value_name = "DAYS")]
+    pub instance_retention_days: Option<u64>,
 }

@@ -14,8 +14,7 @@ const CONFIG_FILE_VAR: &str = "JOURNEYS_CONFIG";
 
 /// Every environment variable a Journeys process reads, for deployment files to be checked
 /// against. `RUST_LOG`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by
-/// `telemetry::init`; the two `JOURNEYS_*` names after `OTEL_EXPORTER_OTLP_ENDPOINT` only by
-/// `journeys-scheduler`'s own flags.
+/// `telemetry::init`; `JOURNEYS_HOUSEKEEPING_SCHEDULE` only by the scheduler's own flags.
 pub const ENV_VARS: &[&str] = &[
     CONFIG_FILE_VAR,
     "JOURNEYS_DATABASE_URL",
@@ -30,8 +29,21 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_DESTINATION_ALLOW",
     "JOURNEYS_MAX_PROFILE_TRAITS",
     "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "JOURNEYS_MAX_ACTIVE_INSTANCES_PER_PROFILE",
+    "JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC",
+    "JOURNEYS_RETRY_BUDGET_SECS",
+    "JOURNEYS_RETRY_BACKOFF_BASE_MS",
+    "JOURNEYS_RETRY_BACKOFF_MAX_SECS",
+    "JOURNEYS_RETRY_AFTER_MAX_SECS",
+    "JOURNEYS_MAX_RETURN_TO_START_PASSES",
+    "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
+    "JOURNEYS_MIN_DELAY_SECS",
+    "JOURNEYS_MAX_DELAY_SECS",
+    "JOURNEYS_MIN_HOLD_SECS",
+    "JOURNEYS_MAX_HOLD_SECS",
+    "JOURNEYS_MAX_INSTANCE_LIFETIME_DAYS",
     "JOURNEYS_INSTANCE_RETENTION_DAYS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
     "JOURNEYS_HOUSEKEEPING_SCHEDULE",
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
@@ -43,6 +55,19 @@ pub const ENV_VARS: &[&str] = &[
 struct EnvBinding {
     var: &'static str,
     apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+/// An [`EnvBinding`] of a whole-number setting; `$unit` names what the number counts.
+macro_rules! number_binding {
+    ($var:literal, $field:ident, $unit:literal) => {
+        EnvBinding {
+            var: $var,
+            apply: |config, value| {
+                config.$field = parse_number(value, $unit)?;
+                Ok(())
+            },
+        }
+    };
 }
 
 const ENV_BINDINGS: &[EnvBinding] = &[
@@ -145,6 +170,56 @@ const ENV_BINDINGS: &[EnvBinding] = &[
             Ok(())
         },
     },
+    number_binding!(
+        "JOURNEYS_MAX_ACTIVE_INSTANCES_PER_PROFILE",
+        max_active_instances_per_profile,
+        "instances"
+    ),
+    number_binding!(
+        "JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC",
+        max_events_per_profile_per_sec,
+        "events"
+    ),
+    number_binding!("JOURNEYS_RETRY_BUDGET_SECS", retry_budget_secs, "seconds"),
+    number_binding!(
+        "JOURNEYS_RETRY_BACKOFF_BASE_MS",
+        retry_backoff_base_ms,
+        "milliseconds"
+    ),
+    number_binding!(
+        "JOURNEYS_RETRY_BACKOFF_MAX_SECS",
+        retry_backoff_max_secs,
+        "seconds"
+    ),
+    number_binding!(
+        "JOURNEYS_RETRY_AFTER_MAX_SECS",
+        retry_after_max_secs,
+        "seconds"
+    ),
+    number_binding!(
+        "JOURNEYS_MAX_RETURN_TO_START_PASSES",
+        max_return_to_start_passes,
+        "passes"
+    ),
+    number_binding!(
+        "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
+        max_unique_value_chars,
+        "characters"
+    ),
+    number_binding!("JOURNEYS_MIN_DELAY_SECS", min_delay_secs, "seconds"),
+    number_binding!("JOURNEYS_MAX_DELAY_SECS", max_delay_secs, "seconds"),
+    number_binding!("JOURNEYS_MIN_HOLD_SECS", min_hold_secs, "seconds"),
+    number_binding!("JOURNEYS_MAX_HOLD_SECS", max_hold_secs, "seconds"),
+    number_binding!(
+        "JOURNEYS_MAX_INSTANCE_LIFETIME_DAYS",
+        max_instance_lifetime_days,
+        "days"
+    ),
+    number_binding!(
+        "JOURNEYS_INSTANCE_RETENTION_DAYS",
+        instance_retention_days,
+        "days"
+    ),
 ];
 
 /// Loads the configuration of `service` from defaults, the config file, the process environment
@@ -210,13 +285,7 @@ pub fn load_with_env(
     }
 
     apply_flags(&mut config, args);
-    if !(1..=super::MAX_PARTITIONS).contains(&config.partitions) {
-        return Err(ConfigError::Invalid(format!(
-            "partitions: {} is out of range (1 to {})",
-            config.partitions,
-            super::MAX_PARTITIONS
-        )));
-    }
+    config.check()?;
     Ok(config.normalized())
 }
 
@@ -286,46 +355,76 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         destination_allow,
         max_profile_traits,
         max_profile_traits_bytes,
+        max_active_instances_per_profile,
+        max_events_per_profile_per_sec,
+        retry_budget_secs,
+        retry_backoff_base_ms,
+        retry_backoff_max_secs,
+        retry_after_max_secs,
+        max_return_to_start_passes,
+        max_unique_value_chars,
+        min_delay_secs,
+        max_delay_secs,
+        min_hold_secs,
+        max_hold_secs,
+        max_instance_lifetime_days,
+        instance_retention_days,
     } = args;
     if let Some(v) = database_url {
         v.clone_into(&mut config.database_url);
     }
-    if let Some(v) = grpc_addr {
-        config.grpc_addr = *v;
-    }
-    if let Some(v) = http_addr {
-        config.http_addr = *v;
-    }
     if let Some(v) = admin_token {
         config.admin_token = Some(v.clone());
-    }
-    if let Some(v) = allow_short_durations {
-        config.allow_short_durations = *v;
-    }
-    if let Some(v) = log_format {
-        config.log_format = *v;
     }
     if let Some(v) = otlp_endpoint {
         config.otlp_endpoint = Some(v.clone());
     }
-    if let Some(v) = dedupe_window_secs {
-        config.dedupe_window_secs = *v;
-    }
     if let Some(v) = node_id {
         config.node_id = Some(v.clone());
-    }
-    if let Some(v) = partitions {
-        config.partitions = *v;
     }
     if let Some(v) = destination_allow {
         config.destination_allow.clone_from(v);
     }
-    if let Some(v) = max_profile_traits {
-        config.max_profile_traits = *v;
+    // The flags that set a plain value of the same name.
+    macro_rules! set {
+        ($($field:ident),* $(,)?) => {
+            $(if let Some(v) = $field {
+                config.$field = *v;
+            })*
+        };
     }
-    if let Some(v) = max_profile_traits_bytes {
-        config.max_profile_traits_bytes = *v;
-    }
+    set!(
+        grpc_addr,
+        http_addr,
+        allow_short_durations,
+        log_format,
+        dedupe_window_secs,
+        partitions,
+        max_profile_traits,
+        max_profile_traits_bytes,
+        max_active_instances_per_profile,
+        max_events_per_profile_per_sec,
+        retry_budget_secs,
+        retry_backoff_base_ms,
+        retry_backoff_max_secs,
+        retry_after_max_secs,
+        max_return_to_start_passes,
+        max_unique_value_chars,
+        min_delay_secs,
+        max_delay_secs,
+        min_hold_secs,
+        max_hold_secs,
+        max_instance_lifetime_days,
+        instance_retention_days,
+    );
+}
+
+/// A whole number of `unit`s.
+fn parse_number<T: std::str::FromStr>(value: &str, unit: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid number '{value}' (expected a whole number of {unit})"))
 }
 
 fn parse_socket_addr(value: &str) -> Result<SocketAddr, String> {
@@ -441,6 +540,121 @@ mod tests {
                 binding.var
             );
         }
+    }
+
+    #[test]
+    fn every_limit_is_set_by_file_env_and_flags() {
+        use clap::Parser as _;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: ConfigArgs,
+        }
+
+        let file = toml_file(
+            r"
+            max_active_instances_per_profile = 5
+            max_unique_value_chars = 40
+            max_delay_secs = 7200
+            instance_retention_days = 7
+            ",
+        );
+        let env = env(&[
+            ("JOURNEYS_MAX_ACTIVE_INSTANCES_PER_PROFILE", "6"),
+            ("JOURNEYS_MAX_EVENTS_PER_PROFILE_PER_SEC", "3"),
+            ("JOURNEYS_RETRY_BUDGET_SECS", "120"),
+            ("JOURNEYS_RETRY_BACKOFF_BASE_MS", "50"),
+            ("JOURNEYS_RETRY_BACKOFF_MAX_SECS", "5"),
+            ("JOURNEYS_RETRY_AFTER_MAX_SECS", "30"),
+            ("JOURNEYS_MAX_RETURN_TO_START_PASSES", "4"),
+            ("JOURNEYS_MIN_DELAY_SECS", "30"),
+            ("JOURNEYS_MIN_HOLD_SECS", "60"),
+            ("JOURNEYS_MAX_HOLD_SECS", "86400"),
+            ("JOURNEYS_MAX_INSTANCE_LIFETIME_DAYS", "30"),
+            ("JOURNEYS_INSTANCE_RETENTION_DAYS", "14"),
+        ]);
+        let cli = Cli::try_parse_from([
+            "journeys",
+            "--config",
+            file.path().to_str().expect("utf-8 path"),
+            "--max-active-instances-per-profile",
+            "7",
+            "--max-delay-secs",
+            "3600",
+        ])
+        .expect("flags parse");
+        let config = load_with_env(Service::Dev, &cli.config, &env).expect("loads");
+        // Flags over the environment over the file.
+        assert_eq!(config.max_active_instances_per_profile, 7);
+        assert_eq!(config.max_delay_secs, 3600);
+        assert_eq!(config.instance_retention_days, 14);
+        assert_eq!(config.max_unique_value_chars, 40);
+        assert_eq!(config.max_events_per_profile_per_sec, 3);
+        assert_eq!(config.retry_budget_secs, 120);
+        assert_eq!(config.retry_backoff_base_ms, 50);
+        assert_eq!(config.retry_backoff_max_secs, 5);
+        assert_eq!(config.retry_after_max_secs, 30);
+        assert_eq!(config.max_return_to_start_passes, 4);
+        assert_eq!(config.min_delay_secs, 30);
+        assert_eq!(config.min_hold_secs, 60);
+        assert_eq!(config.max_hold_secs, 86_400);
+        assert_eq!(config.max_instance_lifetime_days, 30);
+        // --print-config shows them, and reads back.
+        let printed = config.to_toml();
+        assert!(
+            printed.contains("max_active_instances_per_profile = 7"),
+            "{printed}"
+        );
+        assert!(printed.contains("max_unique_value_chars = 40"), "{printed}");
+        let parsed: Config = toml::from_str(&printed).expect("printed config parses");
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn bad_limits_fail_at_load_naming_the_setting() {
+        let err = load_with_env(
+            Service::DataPlane,
+            &ConfigArgs::default(),
+            &env(&[("JOURNEYS_MAX_ACTIVE_INSTANCES_PER_PROFILE", "0")]),
+        )
+        .expect_err("zero instances");
+        assert_eq!(
+            err.to_string(),
+            "max_active_instances_per_profile: 0 is out of range (1 to 100000)"
+        );
+        let err = load_with_env(
+            Service::DataPlane,
+            &ConfigArgs::default(),
+            &env(&[("JOURNEYS_MAX_UNIQUE_VALUE_CHARS", "-1")]),
+        )
+        .expect_err("negative");
+        assert!(
+            err.to_string().starts_with(
+                "JOURNEYS_MAX_UNIQUE_VALUE_CHARS: invalid number '-1' (expected a whole number of characters)"
+            ),
+            "{err}"
+        );
+        let file = toml_file("min_delay_secs = -5\n");
+        let args = ConfigArgs {
+            config: Some(file.path().to_owned()),
+            ..ConfigArgs::default()
+        };
+        let err = load_with_env(Service::ControlPlane, &args, &HashMap::new())
+            .expect_err("negative in the file");
+        assert!(
+            err.to_string().contains("key `min_delay_secs` = -5"),
+            "{err}"
+        );
+        let args = ConfigArgs {
+            max_return_to_start_passes: Some(0),
+            ..ConfigArgs::default()
+        };
+        let err = load_with_env(Service::Dev, &args, &HashMap::new()).expect_err("zero passes");
+        assert_eq!(
+            err.to_string(),
+            "max_return_to_start_passes: 0 is out of range (1 to 10000)"
+        );
     }
 
     #[test]

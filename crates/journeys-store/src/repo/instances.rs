@@ -39,8 +39,6 @@ const ENTITY: &str = "instance";
 
 /// Longest `active_key` the indexed column holds.
 const ACTIVE_KEY_LEN: usize = crate::MAX_KEY_CHARS;
-/// Instances live at most this long (SPEC §7).
-pub(crate) const MAX_AGE_DAYS: i64 = 365;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,8 +116,8 @@ pub struct InstanceRecord {
     /// [`InstanceRecord::active_key_for`]); `None` otherwise, and once the instance finished.
     /// The database refuses a second active instance with the same key.
     pub active_key: Option<String>,
-    /// When the instance is ended by the store's age limit: `entered_at` + 365 days, set by
-    /// the caller.
+    /// When housekeeping ends the instance for its age: `entered_at` plus the configured
+    /// maximum lifetime (365 days by default), set by the caller.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -161,10 +159,8 @@ impl TryFrom<instance::Model> for InstanceRecord {
             entered_at: m.entered_at,
             updated_at: m.updated_at,
             // Rows written before `expires_at` existed were backfilled by the migration; a
-            // NULL can only come from outside the store.
-            expires_at: m
-                .expires_at
-                .unwrap_or_else(|| m.entered_at + chrono::Duration::days(MAX_AGE_DAYS)),
+            // NULL can only come from outside the store, and says no expiry is known.
+            expires_at: m.expires_at.unwrap_or(DateTime::<Utc>::MAX_UTC),
             ended_at: m.ended_at,
             active_key: m.active_key,
         })
@@ -374,7 +370,8 @@ fn stood_in(row: &timeline::Model, journey_id: &str) -> InstanceRecord {
         updated_at: row.at,
         ended_at: Some(row.at),
         active_key: None,
-        expires_at: entered_at + chrono::Duration::days(MAX_AGE_DAYS),
+        // Finished: nothing left to expire.
+        expires_at: row.at,
     }
 }
 

@@ -22,5 +22,5 @@ pub use destinations::DestinationApi;
 pub use instances::InstanceApi;
 pub use journeys::JourneyApi;
 pub use profiles::ProfileApi;
-pub use simulate::SimulateApi;
+pub use simulate::{SimulateApi, SimulationLimits};
 pub use sources::SourceApi;

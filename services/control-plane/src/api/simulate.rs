@@ -1,8 +1,10 @@
 //! [`SimulateApi`]: previews, test sends and simulations — the core's pure renderer and
 //! simulator behind the control plane. Nothing is stored; only a test send leaves the process.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use journeys_core::machine::{Journey, SendRequest};
+use journeys_core::machine::{InstanceLimits, Journey, SendRequest};
 use journeys_core::model::{Event, Json};
 use journeys_core::payload::{PreviewError, preview_send};
 use journeys_core::simulate::{Simulation, SimulationResult, simulate};
@@ -16,16 +18,25 @@ pub const MAX_SIMULATED_EVENTS: usize = 10_000;
 /// The profile id a preview uses when the sample event names none.
 pub const PREVIEW_USER: &str = "preview-user";
 
+/// The engine's configured limits, which a simulation applies so that it agrees with
+/// production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimulationLimits {
+    pub instances: InstanceLimits,
+    pub dedupe_window: Duration,
+}
+
 /// Previews and simulations over the core; test sends through the delivery client.
 #[derive(Clone)]
 pub struct SimulateApi {
     /// Delivers test sends once (no outbox, no retries).
     delivery: Dispatcher,
+    limits: SimulationLimits,
 }
 
 impl SimulateApi {
-    pub fn new(delivery: Dispatcher) -> Self {
-        Self { delivery }
+    pub fn new(delivery: Dispatcher, limits: SimulationLimits) -> Self {
+        Self { delivery, limits }
     }
 
     /// Renders send step `step_key` of `journey` for a sample entry event and traits: exactly
@@ -67,11 +78,17 @@ impl SimulateApi {
             .await?)
     }
 
-    /// Replays `sim` through `journey` on a virtual clock.
-    pub async fn simulate(journey: Journey, sim: Simulation) -> Result<SimulationResult> {
+    /// Replays `sim` through `journey` on a virtual clock, under the configured limits.
+    pub async fn simulate(
+        &self,
+        journey: Journey,
+        mut sim: Simulation,
+    ) -> Result<SimulationResult> {
         if sim.events.len() > MAX_SIMULATED_EVENTS {
             return Err(too_many_events());
         }
+        sim.instance_limits = self.limits.instances;
+        sim.dedupe_window = Some(self.limits.dedupe_window);
         // CPU-bound and may replay thousands of events: kept off the I/O threads.
         tokio::task::spawn_blocking(move || simulate(&journey, &sim))
             .await

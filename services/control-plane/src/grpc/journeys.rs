@@ -282,7 +282,7 @@ impl JourneyService for JourneyGrpc {
             }
         };
         let sim = simulate::simulation(&req, Utc::now())?;
-        let result = SimulateApi::simulate(journey, sim).await?;
+        let result = self.simulate.simulate(journey, sim).await?;
         Ok(Response::new(simulate::response(&result)))
     }
 

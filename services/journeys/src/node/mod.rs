@@ -38,8 +38,8 @@ use std::time::Duration;
 use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
 
-use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher};
-use journeys_engine::{Engine, EngineConfig, OnCommit, OwnerConfig, TraitLimits};
+use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher, RetryPolicy};
+use journeys_engine::{Engine, EngineConfig, InstanceLimits, OnCommit, OwnerConfig, TraitLimits};
 use journeys_runtime::auth::check_bind;
 use journeys_runtime::config::{Config, ConfigError};
 use journeys_runtime::grpc::{GrpcServer, ServeError};
@@ -139,6 +139,7 @@ impl Node {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        self.config.check()?;
         let grpc_addr = listeners.grpc.local_addr().map_err(ServeError::from)?;
         check_bind(&grpc_addr, &self.config.admin_token)?;
         let http = if self.serves_http() {
@@ -189,14 +190,16 @@ impl Node {
         served
     }
 
-    /// The delivery's settings for this node: the defaults, sending only where the
-    /// configured address policy allows (`destination_allow`), under this node's id.
+    /// The delivery's settings for this node: the configured retry budget and backoff,
+    /// sending only where the configured address policy allows (`destination_allow`), under
+    /// this node's id.
     fn delivery_config(&self) -> Result<DeliveryConfig, Error> {
         let address_policy = AddressPolicy::new(&self.config.destination_allow)
             .map_err(|e| ConfigError::Invalid(format!("destination_allow: {e}")))?;
         Ok(DeliveryConfig {
             address_policy,
             node_id: self.node_id(),
+            retry: retry_policy(&self.config),
             ..DeliveryConfig::default()
         })
     }
@@ -230,8 +233,18 @@ impl Node {
                 ..OwnerConfig::default()
             }
         });
+        let config = &self.config;
         EngineConfig {
-            dedupe_window: Duration::from_secs(self.config.dedupe_window_secs),
+            dedupe_window: Duration::from_secs(config.dedupe_window_secs),
+            max_active_instances_per_profile: config.max_active_instances_per_profile,
+            max_events_per_profile_per_sec: config.max_events_per_profile_per_sec,
+            instance_limits: InstanceLimits {
+                max_return_to_start_passes: config.max_return_to_start_passes,
+                max_unique_value_chars: config.max_unique_value_chars,
+            },
+            max_instance_lifetime: Duration::from_secs(
+                config.max_instance_lifetime_days.saturating_mul(86_400),
+            ),
             partitions: self.config.partitions,
             trait_limits: TraitLimits {
                 max_count: self.config.max_profile_traits,
@@ -448,6 +461,18 @@ impl Running {
     }
 }
 
+/// The retry policy of `config`: its budget and backoff; the backoff grows as documented
+/// ([`RetryPolicy::default`]'s factor).
+fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(config.retry_backoff_base_ms),
+        max_delay: Duration::from_secs(config.retry_backoff_max_secs),
+        budget: Duration::from_secs(config.retry_budget_secs),
+        max_retry_after: Duration::from_secs(config.retry_after_max_secs),
+        ..RetryPolicy::default()
+    }
+}
+
 /// Binds `addr`, naming it in the error.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
@@ -459,5 +484,74 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 async fn close(store: Store) {
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use journeys_runtime::config::Service;
+    use journeys_scheduler::SchedulerConfig;
+
+    use super::*;
+
+    /// The settings' defaults are the defaults of the crates that apply them: a node
+    /// configured with nothing behaves as each crate documents.
+    #[test]
+    fn default_settings_are_the_crates_defaults() {
+        let config = Config::defaults_for(Service::Node);
+        let node = Node::new(config.clone(), Roles::ALL);
+        let engine = node.engine_config();
+        let defaults = EngineConfig::default();
+        assert_eq!(engine.dedupe_window, defaults.dedupe_window);
+        assert_eq!(
+            engine.max_active_instances_per_profile,
+            defaults.max_active_instances_per_profile
+        );
+        assert_eq!(
+            engine.max_events_per_profile_per_sec,
+            defaults.max_events_per_profile_per_sec
+        );
+        assert_eq!(engine.instance_limits, InstanceLimits::DEFAULT);
+        assert_eq!(engine.max_instance_lifetime, defaults.max_instance_lifetime);
+        assert_eq!(engine.trait_limits, defaults.trait_limits);
+        assert_eq!(retry_policy(&config), RetryPolicy::default());
+        assert_eq!(
+            SchedulerConfig::from_config(&config),
+            SchedulerConfig::default()
+        );
+    }
+
+    #[test]
+    fn settings_reach_the_engine_and_delivery() {
+        let mut config = Config::defaults_for(Service::Node);
+        config.max_active_instances_per_profile = 3;
+        config.max_events_per_profile_per_sec = 2;
+        config.max_return_to_start_passes = 4;
+        config.max_unique_value_chars = 10;
+        config.max_instance_lifetime_days = 30;
+        config.retry_budget_secs = 60;
+        config.retry_backoff_base_ms = 20;
+        config.retry_backoff_max_secs = 2;
+        config.retry_after_max_secs = 5;
+        let node = Node::new(config, Roles::ALL);
+        let engine = node.engine_config();
+        assert_eq!(engine.max_active_instances_per_profile, 3);
+        assert_eq!(engine.max_events_per_profile_per_sec, 2);
+        assert_eq!(
+            engine.instance_limits,
+            InstanceLimits {
+                max_return_to_start_passes: 4,
+                max_unique_value_chars: 10,
+            }
+        );
+        assert_eq!(
+            engine.max_instance_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        let retry = node.delivery_config().expect("valid").retry;
+        assert_eq!(retry.budget, Duration::from_secs(60));
+        assert_eq!(retry.base_delay, Duration::from_millis(20));
+        assert_eq!(retry.max_delay, Duration::from_secs(2));
+        assert_eq!(retry.max_retry_after, Duration::from_secs(5));
     }
 }

@@ -151,6 +151,7 @@ fn ctx(now: Timestamp) -> StepContext<'static> {
         traits: TRAITS.get_or_init(|| json!({"email": "a@example.com", "plan": "pro"})),
         audiences: &NoAudiences,
         now,
+        max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
     }
 }
 
@@ -159,6 +160,7 @@ fn enter(journey: &Journey, e: &Event) -> Transition {
         audiences: &NoAudiences,
         already_entered: false,
         active_unique_values: &[],
+        max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
     };
     let admission = decide_entry(journey, e, &facts).expect("admitted");
     let inst = Instance::new(
@@ -455,7 +457,7 @@ fn return_to_start_restarts_the_hold_then_continues_after_100_passes() {
     let mut inst = enter(&j, &event("checkout_started", json!({}))).instance;
     let first_timer = inst.waiting_timer().unwrap().clone();
     let mut now = t0();
-    for pass in 1..=MAX_HOLD_PASSES {
+    for pass in 1..=DEFAULT_MAX_RETURN_TO_START_PASSES {
         now += secs(10);
         let e = with_id(
             event("order_completed", json!({"total": pass % 2 + 1})),
@@ -484,6 +486,36 @@ fn return_to_start_restarts_the_hold_then_continues_after_100_passes() {
     assert_eq!(t.instance.current_step, "small_send");
     assert_eq!(t.instance.state, InstanceState::Completed);
     assert_eq!(t.sends().count(), 1);
+}
+
+#[test]
+fn return_to_start_continues_after_the_configured_passes() {
+    let j = two_branch_hold(true);
+    let mut inst = enter(&j, &event("checkout_started", json!({}))).instance;
+    let two = StepContext {
+        max_return_to_start_passes: 2,
+        ..ctx(t0())
+    };
+    for pass in 1..=2 {
+        let e = with_id(
+            event("order_completed", json!({"total": 1})),
+            &format!("m{pass}"),
+        );
+        let t = step(&j, &inst, Input::Event(&e), &two);
+        assert_eq!(t.instance.current_step, "wait", "pass {pass}");
+        inst = t.instance;
+    }
+    let e = with_id(event("order_completed", json!({"total": 1})), "m3");
+    let t = step(&j, &inst, Input::Event(&e), &two);
+    assert_eq!(t.instance.current_step, "small_send");
+    assert_eq!(t.instance.state, InstanceState::Completed);
+    // Under the default (100) the same third match would have returned to the start.
+    assert_eq!(
+        step(&j, &inst, Input::Event(&e), &ctx(t0()))
+            .instance
+            .current_step,
+        "wait"
+    );
 }
 
 #[test]

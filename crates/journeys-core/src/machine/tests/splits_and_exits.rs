@@ -77,6 +77,7 @@ fn data_split_first_match_wins_else_everyone_else() {
                 traits,
                 audiences,
                 now: t0(),
+                max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             },
         )
     };

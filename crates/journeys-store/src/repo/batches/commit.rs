@@ -54,7 +54,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     changes: &Changes,
     now: DateTime<Utc>,
 ) -> Result<(), Failure> {
-    insert_dedupe(db, &changes.dedupe).await?;
+    insert_dedupe(db, &changes.dedupe, changes.dedupe_expired_before).await?;
     insert_enter_once(db, &changes.enter_once, now).await?;
     // Updates first: an event may end an instance (freeing its `active_key`) and start a new
     // one with the same unique value in the same batch.
@@ -74,17 +74,35 @@ pub(super) async fn apply<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Remembers `seen`. A key stored before `expired_before` is past the window (the purge has
+/// not reached it yet): only when the insert conflicts are such keys deleted and the insert
+/// tried again, so the common path stays one statement; a second conflict is a real one.
 async fn insert_dedupe<C: ConnectionTrait>(
     db: &C,
     seen: &[(String, DateTime<Utc>)],
+    expired_before: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    for chunk in seen.chunks(INSERT_CHUNK) {
+    let insert = |chunk: &[(String, DateTime<Utc>)]| {
         let models = chunk.iter().map(|(message_id, at)| dedupe::ActiveModel {
             message_id: Set(message_id.clone()),
             seen_at: Set(micros(*at)),
         });
-        dedupe::Entity::insert_many(models)
-            .exec_without_returning(db)
+        dedupe::Entity::insert_many(models).exec_without_returning(db)
+    };
+    for chunk in seen.chunks(INSERT_CHUNK) {
+        let Err(err) = insert(chunk).await else {
+            continue;
+        };
+        let err = conflict_on_unique("messageId already seen", err);
+        let (StoreError::Conflict(_), Some(before)) = (&err, expired_before) else {
+            return Err(err);
+        };
+        dedupe::Entity::delete_many()
+            .filter(dedupe::Column::MessageId.is_in(chunk.iter().map(|(id, _)| id.as_str())))
+            .filter(dedupe::Column::SeenAt.lt(micros(before)))
+            .exec(db)
+            .await?;
+        insert(chunk)
             .await
             .map_err(|e| conflict_on_unique("messageId already seen", e))?;
     }

@@ -34,8 +34,13 @@ const PURGE_CHUNK: usize = 1000;
 /// in one transaction with multi-row statements.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
-    /// `(messageId, seen at)` to remember; a key already stored is a conflict.
+    /// `(messageId, seen at)` to remember; a key already stored is a conflict, unless it was
+    /// seen before `dedupe_expired_before`.
     pub dedupe: Vec<(String, DateTime<Utc>)>,
+    /// The start of the dedupe window: a key of `dedupe` stored but seen before it is past the
+    /// window (not yet purged) and is replaced, not a conflict. `None`: every stored key
+    /// conflicts.
+    pub dedupe_expired_before: Option<DateTime<Utc>>,
     /// `(profile id, traits)` shallow-merged into the profile (created when missing), in order.
     pub traits: Vec<(String, Map<String, Value>)>,
     /// `(event name, received at)` for the event catalog.
