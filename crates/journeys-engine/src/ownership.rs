@@ -1,11 +1,10 @@
 //! Partition ownership of an engine running as an owner (SCALE-OUT.md §1).
 //!
-//! A background task heartbeats this node, computes by rendezvous hashing over the live nodes
-//! which partitions are this node's, releases the others (a graceful hand-over), renews its
-//! lease (one row: the lease is the node's, so renewing never touches the partition rows that
-//! commits lock for their fence) and acquires what is free, every [`OwnerConfig::lease_ttl`] / 3
-//! at most. Each held
-//! partition carries its epoch and a local deadline: the start of the round that last renewed
+//! A background task renews this node's heartbeat and lease (one row: the lease is the node's,
+//! so renewing never touches the partition rows that commits lock for their fence), computes by
+//! rendezvous hashing over the live nodes which partitions are this node's, releases the others
+//! (a graceful hand-over) and acquires what is free, every [`OwnerConfig::lease_ttl`] / 3 at
+//! most. Each held partition carries its epoch and a local deadline: the start of the round that last renewed
 //! it plus the lease, measured on this host's monotonic clock, which can only run out sooner
 //! than the lease in the store (the store's deadline counts from when the renewal arrived). A
 //! lane applies an item only while its partition is held and before that deadline, so a node
@@ -160,14 +159,15 @@ impl Ownership {
         self.release_all(&store).await;
     }
 
-    /// One round: heartbeat, assignment, release, renew, acquire, then the held set as the
+    /// One round: heartbeat and lease, assignment, release, acquire, then the held set as the
     /// store has it.
     async fn round(&self, store: &Store) -> Result<(), StoreError> {
         let started = Instant::now();
         let node = self.config.node_id.as_str();
         let ttl = self.config.lease_ttl;
         let parts = store.partitions();
-        parts.heartbeat(node).await?;
+        // The heartbeat and the lease of everything this node owns, in one row.
+        parts.lease(node, ttl).await?;
         let mut live = parts.live_nodes(LIVE_WINDOW).await?;
         if !live.iter().any(|n| n == node) {
             live.push(node.to_owned());
@@ -194,7 +194,6 @@ impl Ownership {
             .into_iter()
             .filter(|h| wanted.contains(&h.partition))
             .collect();
-        parts.renew(node, &keep, ttl).await?;
         let missing: Vec<u32> = wanted
             .iter()
             .copied()

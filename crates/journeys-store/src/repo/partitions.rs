@@ -247,8 +247,12 @@ impl<'a> Partitions<'a> {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// `node`'s lease (and heartbeat) set to `ttl` from now.
-    async fn lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+    /// Sets `node`'s lease (and heartbeat) to `ttl` from now: every partition it owns stays
+    /// held that long.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
         let now = db_now(self.backend());
         let sql = match self.backend() {
             DbBackend::MySql => format!(
