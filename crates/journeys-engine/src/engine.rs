@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
 use journeys_core::partition::partition_of;
+use journeys_log::PartitionLog;
 use journeys_store::{InstanceState, Store, TimerRecord};
 use journeys_telemetry::trace_context;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,7 @@ use crate::job::{
     acks_in_order,
 };
 use crate::lane::{Lane, OnCommit, Shared, lane_of, lane_of_partition};
+use crate::log::Pump;
 use crate::ownership::Ownership;
 use crate::stats::{EngineStats, StatsDelta};
 use crate::watermark::Watermark;
@@ -51,6 +53,9 @@ struct Inner {
     /// The ownership task (owners only) and its stop signal; stopped after the lanes drained,
     /// so it releases the partitions last.
     ownership_task: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// The partition readers of an owner reading the NATS log (`start_logged`); stopped first,
+    /// so the lanes drain what they handed over.
+    pump: Mutex<Option<Pump>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -74,6 +79,34 @@ impl Engine {
     /// Outside a tokio runtime.
     #[must_use]
     pub fn start(store: Store, config: EngineConfig, on_commit: Option<OnCommit>) -> Self {
+        Self::launch(store, config, on_commit, None)
+    }
+
+    /// Starts an owner that applies the partitions it holds from the NATS partition log
+    /// (SCALE-OUT.md §3): one reader per held partition, from the `last_seq` committed before,
+    /// each commit recording the log sequences it applied. Events reach it through the log
+    /// (a [`crate::LogFront`] on any node), not through [`Engine::submit`]. An engine without
+    /// [`EngineConfig::owner`] becomes an owner with the default [`crate::OwnerConfig`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    #[must_use]
+    pub fn start_logged(
+        store: Store,
+        mut config: EngineConfig,
+        on_commit: Option<OnCommit>,
+        log: PartitionLog,
+    ) -> Self {
+        config.owner.get_or_insert_with(crate::OwnerConfig::default);
+        Self::launch(store, config, on_commit, Some(log))
+    }
+
+    fn launch(
+        store: Store,
+        config: EngineConfig,
+        on_commit: Option<OnCommit>,
+        log: Option<PartitionLog>,
+    ) -> Self {
         let config = config.normalized();
         let ownership = config
             .owner
@@ -85,6 +118,7 @@ impl Engine {
             counters: crate::stats::Counters::default(),
             on_commit,
             ownership,
+            logged: log.is_some(),
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),
@@ -104,8 +138,10 @@ impl Engine {
             let task = tokio::spawn(Arc::clone(ownership).run(shared.store.clone(), stopped));
             ownership_task = Some((stop, task));
         }
+        let pump = log.map(|log| Pump::start(Arc::clone(&shared), lanes.clone(), log));
         Self {
             inner: Arc::new(Inner {
+                pump: Mutex::new(pump),
                 shared,
                 lanes,
                 watermark: Arc::new(Watermark::default()),
@@ -340,6 +376,7 @@ impl Engine {
                 reply,
                 trace: trace.map(str::to_owned),
                 in_flight: in_flight.map(Arc::clone),
+                epoch: None,
             };
             if let Some(sender) = self.inner.lanes.get(lane)
                 && sender.send(LaneMessage::Work(job)).is_ok()
@@ -378,6 +415,15 @@ impl Engine {
     /// [`EngineError::ShuttingDown`]). Idempotent.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
+        let pump = self
+            .inner
+            .pump
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(pump) = pump {
+            pump.stop().await;
+        }
         for lane in &self.inner.lanes {
             // A lane that already stopped has nothing left to drain.
             let _ = lane.send(LaneMessage::Stop);
@@ -452,6 +498,7 @@ impl Engine {
             profile_id,
             partition,
             item,
+            seq: None,
         });
     }
 
@@ -476,7 +523,23 @@ impl Engine {
     #[must_use]
     pub fn held_partition_ids(&self) -> Option<Vec<u32>> {
         let shared = &self.inner.shared;
-        let held = shared.ownership.as_ref()?.held_ids();
+        let ownership = shared.ownership.as_ref()?;
+        let mut held = ownership.held_ids();
+        if let Some(pump) = &*self
+            .inner
+            .pump
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            // A partition still catching up on its log fires no timers: a timer must not
+            // overtake the events published before it was due.
+            let now = std::time::Instant::now();
+            held.retain(|p| {
+                ownership
+                    .held(*p, now)
+                    .is_some_and(|h| pump.caught_up().is(h))
+            });
+        }
         let all = usize::try_from(shared.config.partitions).unwrap_or(usize::MAX);
         (held.len() < all).then_some(held)
     }

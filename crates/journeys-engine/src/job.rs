@@ -97,6 +97,9 @@ pub(crate) struct Routed {
     pub profile_id: String,
     pub partition: u32,
     pub item: Item,
+    /// The item's partition-log sequence, when an owner read it from the NATS log: the
+    /// commit that applies it records it as the partition's `last_seq`.
+    pub seq: Option<u64>,
 }
 
 /// A part of one call, for one lane.
@@ -111,6 +114,10 @@ pub(crate) struct Job {
     /// only its `Drop` matters.
     #[allow(dead_code)]
     pub in_flight: Option<Arc<InFlight>>,
+    /// For a job read from the partition log: the epoch its reader was started at. The lane
+    /// applies it only while the partition is held at that epoch (a reader of an older
+    /// tenure must not commit under a newer one, which has its own reader).
+    pub epoch: Option<i64>,
 }
 
 /// A lane's mailbox message.

@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     pub on_commit: Option<OnCommit>,
     /// The partitions this node holds, when the engine is an owner.
     pub ownership: Option<Arc<Ownership>>,
+    /// Whether the owner reads its partitions from the NATS log: commits then record the log
+    /// sequences they applied as `last_seq` (and leave it alone when they applied none),
+    /// instead of counting commits.
+    pub logged: bool,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -92,6 +96,9 @@ struct Slot {
     _span: Option<tracing::Span>,
     /// Trace context for the outbox rows the item queues.
     traceparent: Option<String>,
+    /// Its partition-log sequence and its reader's epoch (items read from the NATS log).
+    seq: Option<u64>,
+    epoch: Option<i64>,
 }
 
 pub(crate) struct Lane {
@@ -195,12 +202,14 @@ impl Lane {
         let mut slots = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
             let trace = job.trace.take();
+            let epoch = job.epoch;
             for routed in std::mem::take(&mut job.items) {
                 let Routed {
                     position,
                     profile_id,
                     partition,
                     item,
+                    seq,
                 } = routed;
                 let (span, traceparent) = match &trace {
                     Some(parent) => item_span(&item, parent),
@@ -216,6 +225,8 @@ impl Lane {
                     outcome: None,
                     _span: span,
                     traceparent,
+                    seq,
+                    epoch,
                 });
             }
         }
@@ -227,9 +238,24 @@ impl Lane {
                     items = slots.len(),
                     "batch kept conflicting; applying its items one by one"
                 );
+                // A log item that failed holds back the later items of its partition: they
+                // are read again from the log after it, in order.
+                let mut stalled: HashSet<u32> = HashSet::new();
                 for i in all {
+                    let logged = slots[i].seq.is_some();
+                    let partition = slots[i].partition;
+                    if logged && stalled.contains(&partition) {
+                        let err = StoreError::Unavailable(
+                            "an earlier entry of the partition is not applied yet".to_owned(),
+                        );
+                        self.fail(&mut slots, &[i], &err);
+                        continue;
+                    }
                     if let Err(err) = self.with_retries(&mut slots, &[i]).await {
                         self.fail(&mut slots, &[i], &err);
+                        if logged {
+                            stalled.insert(partition);
+                        }
                     }
                 }
             }
@@ -271,8 +297,11 @@ impl Lane {
             return (0..slots.len()).collect();
         };
         let now = Instant::now();
-        let (owned, foreign): (Vec<usize>, Vec<usize>) =
-            (0..slots.len()).partition(|&i| ownership.held(slots[i].partition, now).is_some());
+        let (owned, foreign): (Vec<usize>, Vec<usize>) = (0..slots.len()).partition(|&i| {
+            ownership
+                .held(slots[i].partition, now)
+                .is_some_and(|held| slots[i].epoch.is_none_or(|e| e == held.epoch))
+        });
         if !foreign.is_empty() {
             let err = StoreError::Fenced(format!(
                 "node {} does not hold the partition",
@@ -289,17 +318,23 @@ impl Lane {
             return Ok(Vec::new());
         };
         let now = Instant::now();
-        let mut partitions: Vec<u32> = which.iter().map(|&i| slots[i].partition).collect();
+        let mut partitions: Vec<(u32, Option<i64>)> = which
+            .iter()
+            .map(|&i| (slots[i].partition, slots[i].epoch))
+            .collect();
         partitions.sort_unstable();
         partitions.dedup();
-        partitions
-            .into_iter()
-            .map(|p| {
-                ownership.held(p, now).ok_or_else(|| {
-                    StoreError::Fenced(format!("the lease of partition {p} ran out"))
-                })
-            })
-            .collect()
+        let mut fence: Vec<Held> = Vec::with_capacity(partitions.len());
+        for (p, epoch) in partitions {
+            let held = ownership
+                .held(p, now)
+                .filter(|held| epoch.is_none_or(|e| e == held.epoch))
+                .ok_or_else(|| StoreError::Fenced(format!("the lease of partition {p} ran out")))?;
+            if fence.last() != Some(&held) {
+                fence.push(held);
+            }
+        }
+        Ok(fence)
     }
 
     /// Evaluates and commits the items `which` of `slots`, setting their outcomes on success.
@@ -347,8 +382,9 @@ impl Lane {
                 .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
-        // (e) commit.
-        if let Err(err) = commit(&shared, &plan, &fence).await {
+        // (e) commit, with the log sequences applied.
+        let seqs = log_progress(slots, which);
+        if let Err(err) = commit(&shared, &plan, &fence, &seqs).await {
             if let (StoreError::Fenced(_), Some(ownership)) = (&err, &shared.ownership) {
                 let lost: Vec<u32> = fence.iter().map(|h| h.partition).collect();
                 ownership.lost(&lost);
@@ -597,7 +633,12 @@ async fn plan(
 
 /// Commits the plan (if it changes anything), adds its counters and wakes the dispatcher when
 /// it queued sends.
-async fn commit(shared: &Shared, plan: &Plan, fence: &[Held]) -> Result<(), StoreError> {
+async fn commit(
+    shared: &Shared,
+    plan: &Plan,
+    fence: &[Held],
+    seqs: &[(u32, i64)],
+) -> Result<(), StoreError> {
     #[cfg(test)]
     {
         let hook = shared
@@ -609,13 +650,14 @@ async fn commit(shared: &Shared, plan: &Plan, fence: &[Held]) -> Result<(), Stor
             hook(shared.store.clone()).await;
         }
     }
-    if !plan.changes.is_empty() {
+    if !plan.changes.is_empty() || !seqs.is_empty() {
         let committing = Instant::now();
-        let committed = shared
-            .store
-            .batches()
-            .commit_fenced(&plan.changes, fence)
-            .await;
+        let batches = shared.store.batches();
+        let committed = if shared.logged {
+            batches.commit_logged(&plan.changes, fence, seqs).await
+        } else {
+            batches.commit_fenced(&plan.changes, fence).await
+        };
         metrics::metrics()
             .engine_commit_duration
             .observe(committing.elapsed());
@@ -629,6 +671,22 @@ async fn commit(shared: &Shared, plan: &Plan, fence: &[Held]) -> Result<(), Stor
         wake();
     }
     Ok(())
+}
+
+/// The highest log sequence among the items `which`, per partition (items read from the log).
+fn log_progress(slots: &[Slot], which: &[usize]) -> Vec<(u32, i64)> {
+    let mut seqs: Vec<(u32, i64)> = Vec::new();
+    for &i in which {
+        let Some(seq) = slots[i].seq.and_then(|s| i64::try_from(s).ok()) else {
+            continue;
+        };
+        let partition = slots[i].partition;
+        match seqs.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, top)) => *top = (*top).max(seq),
+            None => seqs.push((partition, seq)),
+        }
+    }
+    seqs
 }
 
 /// The `engine.evaluate` span of an item whose call was traced with `parent`, and the context

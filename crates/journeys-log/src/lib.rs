@@ -58,6 +58,7 @@ mod reader;
 
 pub use error::LogError;
 pub use log::{
-    DEFAULT_DUPLICATE_WINDOW, DEFAULT_REQUEST_TIMEOUT, LogConfig, PartitionLog, Published, Record,
+    DEFAULT_DUPLICATE_WINDOW, DEFAULT_REQUEST_TIMEOUT, LogConfig, Notices, PartitionLog, Published,
+    Record,
 };
 pub use reader::{Entry, Reader};

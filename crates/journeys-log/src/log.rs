@@ -372,6 +372,40 @@ impl PartitionLog {
         }
     }
 
+    /// Announces `payload` on `partition`'s notice subject (`<stream>.done.<partition>`),
+    /// outside the stream: core NATS, at most once, to whoever listens now. Owners announce
+    /// their commits this way; fronts waiting to acknowledge a client listen with
+    /// [`PartitionLog::notices`], and fall back to the store when a notice is lost.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidArgument`] for a partition out of range, [`LogError::Unavailable`]
+    /// when the connection cannot take it.
+    pub async fn notify(&self, partition: u32, payload: Bytes) -> Result<(), LogError> {
+        self.subject(partition)?;
+        let subject = format!("{}.done.{partition}", self.config.stream);
+        self.context
+            .client()
+            .publish(subject, payload)
+            .await
+            .map_err(|err| LogError::Unavailable(format!("announcing a commit: {err}")))
+    }
+
+    /// Every partition's notices from now on, as `(partition, payload)`. Ends only when the
+    /// connection is closed for good; notices sent while the connection was down are lost.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`] when the subscription cannot be made.
+    pub async fn notices(&self) -> Result<Notices, LogError> {
+        let subject = format!("{}.done.*", self.config.stream);
+        let subscriber = self
+            .context
+            .client()
+            .subscribe(subject)
+            .await
+            .map_err(|err| LogError::Unavailable(format!("listening for commits: {err}")))?;
+        Ok(Notices { subscriber })
+    }
+
     /// Deletes the stream with every partition's entries (tests, tear-down). A stream already
     /// gone is fine.
     ///
@@ -467,6 +501,31 @@ mod tests {
         assert!(check_msg_id("web:m-1").is_ok());
         for bad in ["", " ", "a\nb", "a\rb"] {
             assert!(check_msg_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// The notices of every partition, from [`PartitionLog::notices`].
+#[derive(Debug)]
+pub struct Notices {
+    subscriber: async_nats::Subscriber,
+}
+
+impl Notices {
+    /// The next notice as `(partition, payload)`; `None` once the connection closed for good.
+    /// A notice on a subject that does not end in a partition number is skipped.
+    pub async fn next(&mut self) -> Option<(u32, Bytes)> {
+        use futures::StreamExt;
+        loop {
+            let message = self.subscriber.next().await?;
+            let partition = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|p| p.parse().ok());
+            if let Some(partition) = partition {
+                return Some((partition, message.payload));
+            }
         }
     }
 }

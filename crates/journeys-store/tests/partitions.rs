@@ -154,6 +154,52 @@ async fn a_lease_that_ran_out_can_be_taken_and_the_old_owner_is_fenced() {
 }
 
 #[tokio::test]
+async fn a_logged_commit_records_each_partitions_log_sequence_with_its_effects() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.ensure(4).await.unwrap();
+        parts.acquire("n1", &[0, 1, 2], LONG).await.unwrap();
+        let held = parts.held_by("n1").await.unwrap();
+        assert_eq!(held.len(), 3, "{b}");
+        // Effects of entries 17 (partition 0) and 42 (partition 2); partition 1 is fenced but
+        // read nothing, so it keeps its sequence.
+        db.batches()
+            .commit_logged(&dedupe("m-logged"), &held, &[(0, 17), (2, 42)])
+            .await
+            .unwrap();
+        let seqs = |rows: Vec<journeys_store::PartitionRecord>| {
+            rows.iter().map(|r| r.last_seq).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(parts.all().await.unwrap()), vec![17, 0, 42, 0], "{b}");
+        // Progress alone: an entry without effects.
+        db.batches()
+            .commit_logged(&Changes::default(), &held[..1], &[(0, 18)])
+            .await
+            .unwrap();
+        assert_eq!(seqs(parts.all().await.unwrap()), vec![18, 0, 42, 0], "{b}");
+        // A fenced logged commit records neither effects nor progress.
+        parts.release("n1", &[2]).await.unwrap();
+        parts.acquire("n2", &[2], LONG).await.unwrap();
+        let err = db
+            .batches()
+            .commit_logged(&dedupe("m-late"), &held[2..], &[(2, 99)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced(_)), "{b}: {err:?}");
+        assert_eq!(seqs(parts.all().await.unwrap()), vec![18, 0, 42, 0], "{b}");
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let seen = db
+            .batches()
+            .seen_message_ids(&["m-logged".into(), "m-late".into()], since)
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1, "{b}: only the held commit wrote");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn live_nodes_are_those_with_a_recent_heartbeat() {
     each_backend(async |db| {
         let b = db.backend();

@@ -29,7 +29,8 @@ pub struct PartitionRecord {
     /// End of the owner's lease, microseconds since the Unix epoch on the database's clock
     /// (`0` without an owner or once the owner's node row is gone).
     pub lease_until: i64,
-    /// Commits made under the fence (the in-process log's sequence).
+    /// Where the owner resumes: the sequence of the last partition-log entry committed (NATS
+    /// log), or the count of commits made under the fence (in-process log).
     pub last_seq: i64,
     /// When the last of them committed, microseconds since the Unix epoch on the database's
     /// clock (`0` before the first).
@@ -404,27 +405,47 @@ fn pair_values(held: &[Held]) -> impl Iterator<Item = Value> + '_ {
 /// `last_seq` on, but only where the partition is still at that epoch; if any is not (another
 /// node took it since), the whole batch must roll back.
 ///
+/// `seqs` is the progress of an owner reading the partition log: each partition listed there
+/// records that log sequence as its `last_seq`, and the others keep theirs. Without it
+/// (`None`, the in-process log) every fenced partition counts one more commit.
+///
 /// # Errors
 /// [`StoreError::Fenced`] naming the partitions whose epoch moved on; database errors.
-pub(crate) async fn fence<C: ConnectionTrait>(db: &C, held: &[Held]) -> Result<(), StoreError> {
+pub(crate) async fn fence<C: ConnectionTrait>(
+    db: &C,
+    held: &[Held],
+    seqs: Option<&[(u32, i64)]>,
+) -> Result<(), StoreError> {
     if held.is_empty() {
         return Ok(());
     }
     let backend = db.get_database_backend();
+    let mut values: Vec<Value> = Vec::new();
+    let progress = match seqs {
+        None => "last_seq + 1".to_owned(),
+        Some([]) => "last_seq".to_owned(),
+        Some(seqs) => {
+            values.extend(
+                seqs.iter()
+                    .flat_map(|(p, seq)| [Value::from(*p), Value::from(*seq)]),
+            );
+            format!(
+                "CASE partition_id {} ELSE last_seq END",
+                vec!["WHEN ? THEN ?"; seqs.len()].join(" ")
+            )
+        }
+    };
     // Primary-key lookups of the `IN` list lock only these rows (see `partition_rows`).
     let sql = format!(
-        "UPDATE {} SET last_seq = last_seq + 1, committed_at = {} \
+        "UPDATE {} SET last_seq = {progress}, committed_at = {} \
          WHERE partition_id IN ({}) AND ({})",
         partition_rows(backend),
         db_now(backend),
         placeholders(held.len()),
         pairs(held.len())
     );
-    let values: Vec<Value> = held
-        .iter()
-        .map(|h| Value::from(h.partition))
-        .chain(pair_values(held))
-        .collect();
+    values.extend(held.iter().map(|h| Value::from(h.partition)));
+    values.extend(pair_values(held));
     let matched = db
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?

@@ -187,11 +187,36 @@ impl<'a> Batches<'a> {
     /// [`StoreError::Fenced`] when a partition moved to a newer epoch; otherwise as
     /// [`Batches::commit`].
     pub async fn commit_fenced(&self, changes: &Changes, held: &[Held]) -> Result<(), StoreError> {
+        self.commit_with_progress(changes, held, None).await
+    }
+
+    /// [`Batches::commit_fenced`] by an owner reading the partition log: each partition listed
+    /// in `seqs` records that log sequence as its `last_seq` (where the owner resumes), in the
+    /// same transaction as the effects; the other fenced partitions keep theirs. With `changes`
+    /// empty it records progress alone (an entry with no effect).
+    ///
+    /// # Errors
+    /// As [`Batches::commit_fenced`].
+    pub async fn commit_logged(
+        &self,
+        changes: &Changes,
+        held: &[Held],
+        seqs: &[(u32, i64)],
+    ) -> Result<(), StoreError> {
+        self.commit_with_progress(changes, held, Some(seqs)).await
+    }
+
+    async fn commit_with_progress(
+        &self,
+        changes: &Changes,
+        held: &[Held],
+        seqs: Option<&[(u32, i64)]>,
+    ) -> Result<(), StoreError> {
         if changes.is_empty() && held.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin().await?;
-        if let Err(err) = crate::repo::fence(&txn, held).await {
+        if let Err(err) = crate::repo::fence(&txn, held, seqs).await {
             return finish(txn, Err(err)).await;
         }
         match commit::apply(&txn, changes, Utc::now()).await {

@@ -1,0 +1,110 @@
+//! What travels on the log: the entries fronts publish, and the commit notices owners announce.
+
+use bytes::Bytes;
+use journeys_core::model::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::ack::AckStatus;
+
+/// One entry of a partition.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Entry {
+    /// An event a front received and validated.
+    Event(Event),
+}
+
+impl Entry {
+    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(Bytes::from)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// An owner's announcement that it committed its partition up to `seq`: every entry of the
+/// partition at or below it is applied. Entries not answered `accepted` are listed with their
+/// outcome; the rest were accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Notice {
+    pub epoch: i64,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<(u64, Answer)>,
+}
+
+/// The outcome of an entry that was not simply accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Answer {
+    Duplicate,
+    Rejected { code: String, message: String },
+}
+
+impl Answer {
+    /// The answer of a status, `None` for accepted.
+    pub fn of(status: &AckStatus) -> Option<Self> {
+        match status {
+            AckStatus::Accepted => None,
+            AckStatus::Duplicate => Some(Self::Duplicate),
+            AckStatus::Rejected { code, message } => Some(Self::Rejected {
+                code: code.clone(),
+                message: message.clone(),
+            }),
+        }
+    }
+
+    pub fn status(self) -> AckStatus {
+        match self {
+            Self::Duplicate => AckStatus::Duplicate,
+            Self::Rejected { code, message } => AckStatus::Rejected { code, message },
+        }
+    }
+}
+
+impl Notice {
+    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(Bytes::from)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_list_only_what_was_not_accepted() {
+        let notice = Notice {
+            epoch: 3,
+            seq: 42,
+            outcomes: vec![
+                (40, Answer::Duplicate),
+                (
+                    41,
+                    Answer::Rejected {
+                        code: "rate_limited".into(),
+                        message: "slow down".into(),
+                    },
+                ),
+            ],
+        };
+        let bytes = notice.encode().unwrap();
+        assert_eq!(Notice::decode(&bytes).unwrap(), notice);
+        assert_eq!(Answer::of(&AckStatus::Accepted), None);
+        let empty = Notice {
+            epoch: 1,
+            seq: 7,
+            outcomes: Vec::new(),
+        };
+        assert_eq!(
+            std::str::from_utf8(&empty.encode().unwrap()).unwrap(),
+            r#"{"epoch":1,"seq":7}"#
+        );
+    }
+}

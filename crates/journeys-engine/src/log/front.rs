@@ -1,0 +1,393 @@
+//! [`LogFront`]: the event sink of a data plane whose node shares a NATS log with others.
+//!
+//! It publishes each valid event into its profile's partition and answers once the owner
+//! announced the commit that applied it. A notice can be lost (core NATS is at most once, and
+//! the owner may die between its commit and its notice), so every second the front also reads
+//! `last_seq` of the partitions it has waited on for longer than [`FrontConfig::fallback_after`]:
+//! an entry at or below it is applied, and answered `accepted` (the notice would have said
+//! more, such as `rate_limited`; that detail is what a lost notice costs). An event still not
+//! applied after [`FrontConfig::commit_wait`] is answered `unavailable`: it is in the log and
+//! will be applied, and a resend is answered from the same entry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use journeys_core::model::Event;
+use journeys_core::partition::partition_of;
+use journeys_log::{PartitionLog, Record};
+use journeys_store::Store;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::entry::{Answer, Entry, Notice};
+use crate::ack::{Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, UNAVAILABLE};
+use crate::watermark::Watermark;
+
+/// Outcomes other than `accepted` a front remembers per partition, for answers that arrive
+/// before their waiter registers.
+const REMEMBERED_ANSWERS: usize = 4096;
+
+/// How a [`LogFront`] waits for owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontConfig {
+    /// Partitions of the deployment: the same number every node and the log use.
+    pub partitions: u32,
+    /// How long an event may wait for its commit before it is answered `unavailable`.
+    pub commit_wait: Duration,
+    /// How long a front waits for a commit notice before it reads the partition's progress
+    /// from the store instead.
+    pub fallback_after: Duration,
+    /// Events received but not yet answered above which new ones are answered `overloaded`.
+    pub max_in_flight_events: usize,
+}
+
+impl FrontConfig {
+    /// The defaults for `partitions`: 30 s to commit, the store read after 1 s without a
+    /// notice, 100,000 events in flight.
+    #[must_use]
+    pub fn new(partitions: u32) -> Self {
+        Self {
+            partitions,
+            commit_wait: Duration::from_secs(30),
+            fallback_after: Duration::from_secs(1),
+            max_in_flight_events: 100_000,
+        }
+    }
+}
+
+/// The event sink that publishes into the partition log. Cheap to clone.
+#[derive(Clone)]
+pub struct LogFront {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: PartitionLog,
+    store: Store,
+    config: FrontConfig,
+    waits: Mutex<HashMap<u32, Waits>>,
+    watermark: Arc<Watermark>,
+    stopping: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One partition's progress as this front knows it, and who waits on it.
+#[derive(Default)]
+struct Waits {
+    committed: u64,
+    /// Recent outcomes other than `accepted`, by sequence.
+    answers: BTreeMap<u64, Answer>,
+    /// Waiters by sequence, with when the first of them started waiting.
+    waiting: BTreeMap<u64, (Instant, Vec<oneshot::Sender<AckStatus>>)>,
+}
+
+impl Waits {
+    /// Moves the committed sequence to `seq` and answers whoever waited up to it.
+    fn advance(&mut self, seq: u64, outcomes: Vec<(u64, Answer)>) {
+        self.answers.extend(outcomes);
+        while self.answers.len() > REMEMBERED_ANSWERS {
+            self.answers.pop_first();
+        }
+        self.committed = self.committed.max(seq);
+        while let Some(entry) = self.waiting.first_entry() {
+            if *entry.key() > self.committed {
+                break;
+            }
+            let (waited, (_, senders)) = entry.remove_entry();
+            let status = self.status_of(waited);
+            for sender in senders {
+                let _ = sender.send(status.clone());
+            }
+        }
+    }
+
+    fn status_of(&self, seq: u64) -> AckStatus {
+        self.answers
+            .get(&seq)
+            .cloned()
+            .map_or(AckStatus::Accepted, Answer::status)
+    }
+}
+
+impl LogFront {
+    /// Starts listening for commit notices on `log`. `store` is where the fallback reads
+    /// partition progress.
+    ///
+    /// # Errors
+    /// The notice subscription could not be made (NATS is down).
+    pub async fn start(
+        log: PartitionLog,
+        store: Store,
+        config: FrontConfig,
+    ) -> Result<Self, journeys_log::LogError> {
+        let mut notices = log.notices().await?;
+        let inner = Arc::new(Inner {
+            log,
+            store,
+            config,
+            waits: Mutex::new(HashMap::new()),
+            watermark: Arc::new(Watermark::default()),
+            stopping: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let listening = Arc::downgrade(&inner);
+        let listener = tokio::spawn(async move {
+            while let Some((partition, payload)) = notices.next().await {
+                let Some(inner) = listening.upgrade() else {
+                    return;
+                };
+                match Notice::decode(&payload) {
+                    Ok(notice) => {
+                        inner.waits_of(partition, |w| w.advance(notice.seq, notice.outcomes));
+                    }
+                    Err(err) => {
+                        tracing::warn!(partition, error = %err, "commit notice does not decode");
+                    }
+                }
+            }
+        });
+        let checking = Arc::downgrade(&inner);
+        let fallback_after = inner.config.fallback_after;
+        let fallback = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(fallback_after.max(Duration::from_millis(50)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = checking.upgrade() else {
+                    return;
+                };
+                inner.fall_back().await;
+            }
+        });
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([listener, fallback]);
+        Ok(Self { inner })
+    }
+
+    /// The receive time of the oldest event received but not yet answered, or now when idle.
+    #[must_use]
+    pub fn watermark(&self) -> DateTime<Utc> {
+        self.inner.watermark.current()
+    }
+
+    /// Stops taking events (they are answered `unavailable`) and stops listening. Events
+    /// already published are applied by their owners regardless.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    /// Publishes `events` and returns one acknowledgement per event, in input order, each once
+    /// its owner committed it (or it was refused).
+    pub fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move { inner.submit(events).await }
+    }
+}
+
+impl Inner {
+    fn waits_of<T>(&self, partition: u32, f: impl FnOnce(&mut Waits) -> T) -> T {
+        let mut waits = self.waits.lock().unwrap_or_else(PoisonError::into_inner);
+        f(waits.entry(partition).or_default())
+    }
+
+    async fn submit(&self, events: Vec<Event>) -> Vec<Ack> {
+        let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        let refusal = if self.stopping.load(Ordering::Acquire) {
+            Some((UNAVAILABLE, "the node is shutting down"))
+        } else if self.watermark.in_flight_events() + events.len()
+            > self.config.max_in_flight_events
+        {
+            Some((OVERLOADED, "too many events in flight; retry later"))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            return message_ids
+                .into_iter()
+                .map(|id| Ack::rejected(id, code, message))
+                .collect();
+        }
+        let _in_flight = self.watermark.enter(events.len());
+        let mut answers: Vec<Option<AckStatus>> = vec![None; events.len()];
+        let mut records = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
+        for (position, event) in events.into_iter().enumerate() {
+            let partition = match event.profile_id() {
+                Some(profile) if !event.message_id.is_empty() => {
+                    partition_of(profile, self.config.partitions)
+                }
+                _ => {
+                    answers[position] = Some(rejected(
+                        "invalid",
+                        "an event needs a messageId and a userId or anonymousId",
+                    ));
+                    continue;
+                }
+            };
+            let msg_id = event.message_id.clone();
+            match Entry::Event(event).encode() {
+                Ok(payload) => {
+                    records.push(Record {
+                        partition,
+                        msg_id,
+                        payload,
+                    });
+                    positions.push(position);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "an event does not encode");
+                    answers[position] = Some(rejected(INTERNAL, "the event could not be encoded"));
+                }
+            }
+        }
+        if !records.is_empty() {
+            self.publish(&records, &positions, &mut answers).await;
+        }
+        message_ids
+            .into_iter()
+            .zip(answers)
+            .map(|(message_id, status)| Ack {
+                message_id,
+                status: status.unwrap_or_else(|| rejected(INTERNAL, "no answer")),
+            })
+            .collect()
+    }
+
+    /// Publishes `records` (of the events at `positions`) and waits for their commits.
+    async fn publish(
+        &self,
+        records: &[Record],
+        positions: &[usize],
+        answers: &mut [Option<AckStatus>],
+    ) {
+        match self.log.publish_batch(records).await {
+            Ok(published) => {
+                let mut waiting = Vec::with_capacity(published.len());
+                for ((record, done), position) in records.iter().zip(published).zip(positions) {
+                    let rx = self.wait_for(record.partition, done.seq);
+                    waiting.push((*position, done.duplicate, rx));
+                }
+                let deadline = tokio::time::Instant::now() + self.config.commit_wait;
+                for (position, duplicate, rx) in waiting {
+                    let status = match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(AckStatus::Accepted)) if duplicate => AckStatus::Duplicate,
+                        Ok(Ok(status)) => status,
+                        _ => rejected(
+                            UNAVAILABLE,
+                            "the event is in the log but not applied yet; resend it (it is deduplicated)",
+                        ),
+                    };
+                    answers[position] = Some(status);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, events = records.len(), "publishing to the log failed");
+                for &position in positions {
+                    answers[position] =
+                        Some(rejected(UNAVAILABLE, "the event log is unavailable; retry"));
+                }
+            }
+        }
+    }
+
+    /// A receiver answered once `seq` of `partition` is committed (at once if it is).
+    fn wait_for(&self, partition: u32, seq: u64) -> oneshot::Receiver<AckStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.waits_of(partition, |waits| {
+            if seq <= waits.committed {
+                let _ = tx.send(waits.status_of(seq));
+            } else {
+                waits
+                    .waiting
+                    .entry(seq)
+                    .or_insert_with(|| (Instant::now(), Vec::new()))
+                    .1
+                    .push(tx);
+            }
+        });
+        rx
+    }
+
+    /// Reads the progress of the partitions whose oldest waiter has waited past
+    /// `fallback_after`, and answers what it shows committed.
+    async fn fall_back(&self) {
+        let overdue: Vec<u32> = {
+            let waits = self.waits.lock().unwrap_or_else(PoisonError::into_inner);
+            waits
+                .iter()
+                .filter(|(_, w)| {
+                    w.waiting
+                        .values()
+                        .next()
+                        .is_some_and(|(since, _)| since.elapsed() >= self.config.fallback_after)
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        if overdue.is_empty() {
+            return;
+        }
+        match self.store.partitions().all().await {
+            Ok(rows) => {
+                for row in rows.into_iter().filter(|r| overdue.contains(&r.partition)) {
+                    let seq = u64::try_from(row.last_seq).unwrap_or(0);
+                    self.waits_of(row.partition, |w| w.advance(seq, Vec::new()));
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "partition progress unreadable"),
+        }
+    }
+}
+
+impl EventSink for LogFront {
+    fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send {
+        LogFront::submit(self, events)
+    }
+}
+
+fn rejected(code: &str, message: &str) -> AckStatus {
+    AckStatus::Rejected {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_answers_waiters_up_to_its_sequence_with_their_outcomes() {
+        let mut waits = Waits::default();
+        let mut receivers = Vec::new();
+        for seq in [3, 5, 9] {
+            let (tx, rx) = oneshot::channel();
+            waits.waiting.insert(seq, (Instant::now(), vec![tx]));
+            receivers.push(rx);
+        }
+        waits.advance(5, vec![(5, Answer::Duplicate)]);
+        assert_eq!(receivers[0].try_recv().unwrap(), AckStatus::Accepted);
+        assert_eq!(receivers[1].try_recv().unwrap(), AckStatus::Duplicate);
+        assert!(receivers[2].try_recv().is_err(), "9 is not committed yet");
+        // A late, older notice moves nothing back.
+        waits.advance(4, Vec::new());
+        assert_eq!(waits.committed, 5);
+        assert_eq!(waits.status_of(5), AckStatus::Duplicate);
+    }
+}
