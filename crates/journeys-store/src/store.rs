@@ -27,6 +27,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a SQLite statement waits for a lock held by another process before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a locked SQLite file is retried (see `connect_retrying_locked`).
+const SQLITE_LOCKED_RETRY: Duration = Duration::from_secs(30);
 
 /// How long [`Store::migrate`] waits for another process's migrations of the same database:
 /// a long schema change on a big table may hold the lock for minutes.
@@ -125,7 +127,7 @@ impl Store {
                         .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 });
         }
-        let db = Database::connect(options).await?;
+        let db = connect_retrying_locked(options, backend).await?;
         let detected = match db.get_database_backend() {
             DbBackend::Sqlite => Backend::Sqlite,
             DbBackend::MySql => Backend::MySql,
@@ -417,6 +419,31 @@ fn migrate_lock_name(database: &str) -> String {
 /// A `sqlx` error from the lock session, as the store reports database errors.
 fn sqlx_err(err: sqlx::Error) -> StoreError {
     StoreError::from(DbErr::Query(RuntimeErr::SqlxError(Arc::new(err))))
+}
+
+/// Connects; on SQLite, retries for up to [`SQLITE_LOCKED_RETRY`] while the file is locked.
+/// Opening a new SQLite file switches it to WAL, which needs the file's write lock and, unlike
+/// statements, does not wait for it: processes starting together on one new file would
+/// otherwise fail with "database is locked" while another one migrates.
+async fn connect_retrying_locked(
+    options: ConnectOptions,
+    backend: Backend,
+) -> Result<DatabaseConnection, StoreError> {
+    let deadline = Instant::now() + SQLITE_LOCKED_RETRY;
+    loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => return Ok(db),
+            Err(err)
+                if backend == Backend::Sqlite
+                    && err.to_string().contains("database is locked")
+                    && Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %err, "the SQLite file is locked; connecting again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! Owners reading the NATS partition log (SCALE-OUT.md §3), on every configured backend, when
+//! `JOURNEYS_TEST_NATS_URL` names a NATS server with JetStream (skipped otherwise): any front
+//! takes any event, the partition's owner applies it once and in order, the client hears the
+//! owner's outcome, and partitions handed over resume where their last owner committed.
+
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{checkout, owner, sends};
+use journeys_core::model::{EntryRule, Event, StepKind};
+use journeys_core::partition::partition_of;
+use journeys_engine::{
+    AckStatus, Engine, EngineConfig, FrontConfig, LogFront, PartitionLog, RATE_LIMITED,
+};
+use journeys_store::Store;
+use journeys_testkit::journeys::{journey, publish, send_spec, step};
+use journeys_testkit::{each_backend, eventually, track};
+use serde_json::json;
+
+const PARTITIONS: u32 = 8;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn nats_url() -> Option<String> {
+    let url = std::env::var("JOURNEYS_TEST_NATS_URL").ok();
+    if url.is_none() {
+        eprintln!("JOURNEYS_TEST_NATS_URL unset: NATS test skipped");
+    }
+    url
+}
+
+async fn log(url: &str) -> PartitionLog {
+    let stream = format!("jt_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    PartitionLog::connect(url, &stream, PARTITIONS)
+        .await
+        .unwrap()
+}
+
+/// A node: an owner reading the log, and a front publishing into it.
+async fn node(store: &Store, log: &PartitionLog, node_id: &str) -> (Engine, LogFront) {
+    let engine = Engine::start_logged(
+        store.clone(),
+        EngineConfig {
+            lanes: 2,
+            partitions: PARTITIONS,
+            max_events_per_profile_per_sec: 25,
+            owner: Some(owner(node_id)),
+            ..EngineConfig::default()
+        },
+        None,
+        log.clone(),
+    );
+    engine.refresh_now().await.unwrap();
+    engine.ownership_ready().await;
+    let front = LogFront::start(log.clone(), store.clone(), FrontConfig::new(PARTITIONS))
+        .await
+        .unwrap();
+    (engine, front)
+}
+
+/// Forwards every `order_completed`, once per `order_id`.
+fn forwarding() -> journeys_core::model::JourneyDefinition {
+    let mut spec = send_spec("dest_1");
+    spec.event_name = Some("forward".into());
+    journey(
+        "Forward orders",
+        "order_completed",
+        EntryRule::ReenterEveryTime {
+            unique_identifier: "order_id".into(),
+        },
+        vec![step(
+            "forward",
+            StepKind::Send(journeys_core::model::SendStep { spec, next: None }),
+        )],
+    )
+}
+
+fn order(user: &str, n: usize) -> Event {
+    track(
+        user,
+        "order_completed",
+        &format!("{user}-m{n}"),
+        json!({"order_id": format!("{user}-o{n}")}),
+    )
+}
+
+#[tokio::test]
+async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        publish(db, &forwarding()).await;
+        let (a, front_a) = node(db, &log, "node-a").await;
+        let (b_engine, front_b) = node(db, &log, "node-b").await;
+        eventually("both nodes to hold partitions", WAIT, async || {
+            let (x, y) = (a.held_partitions(), b_engine.held_partitions());
+            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
+        })
+        .await;
+
+        // 40 profiles × 5 orders, alternating fronts: each front publishes events of
+        // partitions the other node owns.
+        let mut expected = BTreeSet::new();
+        for n in 0..5 {
+            let (first, second): (Vec<Event>, Vec<Event>) = (0..40)
+                .map(|u| order(&format!("u{u}"), n))
+                .partition(|e| e.user_id.as_deref().is_some_and(|u| u.len() % 2 == 0));
+            for event in first.iter().chain(&second) {
+                expected.insert(event.message_id.clone());
+            }
+            let (acks_a, acks_b) = tokio::join!(front_a.submit(first), front_b.submit(second));
+            for ack in acks_a.iter().chain(&acks_b) {
+                assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+            }
+        }
+        // Acknowledged means committed: every send is queued, once.
+        let queued = sends(db).await;
+        assert_eq!(queued.len(), 200, "{b}");
+        let orders: BTreeSet<String> = queued
+            .iter()
+            .map(|s| format!("{}-{}", s.profile_id, s.instance_id))
+            .collect();
+        assert_eq!(orders.len(), 200, "{b}: one instance per order");
+
+        // A resend through the other front is a duplicate, answered from the first entry.
+        let again = front_b.submit(vec![order("u1", 0)]).await;
+        assert_eq!(again[0].status, AckStatus::Duplicate, "{b}");
+
+        // The owner's outcome reaches the client: past 25 events/s, a profile is refused.
+        let burst: Vec<Event> = (100..140).map(|n| order("u7", n)).collect();
+        let acks = front_a.submit(burst).await;
+        let limited = acks
+            .iter()
+            .filter(
+                |a| matches!(&a.status, AckStatus::Rejected { code, .. } if code == RATE_LIMITED),
+            )
+            .count();
+        assert!(limited >= 10, "{b}: {limited} of 40 rate limited: {acks:?}");
+
+        // Each partition's progress is its last applied log sequence.
+        let rows = db.partitions().all().await.unwrap();
+        let u7 = partition_of("u7", PARTITIONS) as usize;
+        assert_eq!(
+            u64::try_from(rows[u7].last_seq).unwrap(),
+            log.tail(u7 as u32).await.unwrap(),
+            "{b}"
+        );
+
+        front_a.stop();
+        front_b.stop();
+        a.shutdown().await;
+        b_engine.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_hands_over_and_its_successor_resumes_where_it_committed() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        publish(db, &forwarding()).await;
+        publish(db, &checkout()).await;
+        let (a, front_a) = node(db, &log, "node-a").await;
+        let (other, front_b) = node(db, &log, "node-b").await;
+        eventually("both nodes to hold partitions", WAIT, async || {
+            (a.held_partitions() > 0 && other.held_partitions() > 0).then_some(())
+        })
+        .await;
+        let first: Vec<Event> = (0..30).map(|u| order(&format!("p{u}"), 0)).collect();
+        for ack in front_b.submit(first).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let epochs_before = db.partitions().all().await.unwrap();
+
+        // node-b stops: its partitions go to node-a, at new epochs, well within the lease.
+        front_b.stop();
+        other.shutdown().await;
+        eventually("node-a to hold every partition", WAIT, async || {
+            (a.held_partitions() == PARTITIONS as usize).then_some(())
+        })
+        .await;
+        let rows = db.partitions().all().await.unwrap();
+        assert!(
+            rows.iter()
+                .zip(&epochs_before)
+                .any(|(now, before)| now.epoch > before.epoch),
+            "{b}: taken-over partitions have a newer epoch"
+        );
+        // Events published while nobody read them are applied by the successor, from where
+        // node-b committed: nothing twice, nothing lost.
+        let second: Vec<Event> = (0..30).map(|u| order(&format!("p{u}"), 1)).collect();
+        for ack in front_a.submit(second).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let queued = sends(db).await;
+        assert_eq!(queued.len(), 60, "{b}");
+
+        front_a.stop();
+        a.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}
