@@ -145,10 +145,10 @@ async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
 
         // Each partition's progress is its last applied log sequence.
         let rows = db.partitions().all().await.unwrap();
-        let u7 = partition_of("u7", PARTITIONS) as usize;
+        let u7 = partition_of("u7", PARTITIONS);
         assert_eq!(
-            u64::try_from(rows[u7].last_seq).unwrap(),
-            log.tail(u7 as u32).await.unwrap(),
+            u64::try_from(rows[u7 as usize].last_seq).unwrap(),
+            log.tail(u7).await.unwrap(),
             "{b}"
         );
 
