@@ -73,7 +73,7 @@ pub use journeys_core::machine::InstanceLimits;
 /// The limits of a profile's traits, re-exported for whoever configures an engine.
 pub use journeys_core::profile::traits::TraitLimits;
 /// The partition log on NATS JetStream, re-exported for whoever starts a logged engine.
-pub use journeys_log::{LogConfig, PartitionLog};
+pub use journeys_log::{LogConfig, LogError, PartitionLog};
 pub use lane::OnCommit;
 pub use log::{FrontConfig, LogFront};
 pub use ownership::{LIVE_WINDOW, OwnerConfig, default_node_id};

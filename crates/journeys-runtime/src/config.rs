@@ -36,6 +36,8 @@ pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 86_400;
 
 /// Profile partitions unless configured (SCALE-OUT.md §1).
 pub const DEFAULT_PARTITIONS: u32 = 64;
+/// The partition log's stream unless configured.
+pub const DEFAULT_NATS_STREAM: &str = "journeys";
 
 /// The most partitions a deployment may configure.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -160,6 +162,14 @@ pub struct Config {
     /// store that has run is refused: it is a drain-and-migrate operation.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// NATS server (`nats://host:4222`) whose JetStream stream carries events and timers
+    /// between the nodes: any node takes any event and the owner of its partition applies it.
+    /// Unset: this node applies what it receives itself (one node, or `journeys dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// Name of that stream (its subjects are `<name>.ev.<partition>`); the same on every node.
+    #[serde(default = "default_nats_stream")]
+    pub nats_stream: String,
     /// Networks (CIDRs or IP addresses) and host names that webhook destinations may reach
     /// besides global addresses: loopback, private, link-local and unspecified addresses are
     /// refused unless listed here. `journeys dev` lists loopback.
@@ -243,6 +253,10 @@ fn default_partitions() -> u32 {
     DEFAULT_PARTITIONS
 }
 
+fn default_nats_stream() -> String {
+    DEFAULT_NATS_STREAM.to_owned()
+}
+
 impl Config {
     /// Built-in defaults of `service`: loopback addresses only, SQLite, no token, text logs.
     #[must_use]
@@ -258,6 +272,8 @@ impl Config {
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
             node_id: None,
             partitions: DEFAULT_PARTITIONS,
+            nats_url: None,
+            nats_stream: DEFAULT_NATS_STREAM.to_owned(),
             destination_allow: if service == Service::Dev {
                 DEV_DESTINATION_ALLOW
                     .iter()
@@ -312,6 +328,7 @@ impl Config {
     fn masked(&self) -> Config {
         Config {
             database_url: mask_url_password(&self.database_url),
+            nats_url: self.nats_url.as_deref().map(mask_url_password),
             admin_token: self.admin_token.as_ref().map(|_| MASK.to_owned()),
             ..self.clone()
         }
@@ -336,6 +353,13 @@ impl Config {
         }
         if self.node_id.as_deref().is_some_and(|n| n.trim().is_empty()) {
             self.node_id = None;
+        }
+        if self
+            .nats_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            self.nats_url = None;
         }
         self.destination_allow = self
             .destination_allow

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use journeys_engine::Engine;
+use chrono::{DateTime, Utc};
 use journeys_runtime::shutdown::Shutdown;
 use journeys_store::Store;
 use tokio::task::JoinHandle;
@@ -26,17 +26,20 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Writes `engine`'s watermark under a fresh replica id now (before any server takes
+    /// Writes the `watermark` (the engine's, or the log front's) under a fresh replica id now (before any server takes
     /// events) and then every [`WATERMARK_HEARTBEAT`]. A failed write is logged and retried on
     /// the next beat; a replica that cannot beat for the schedulers' lease drops out of their
     /// minimum.
-    pub async fn start(store: Store, engine: Engine) -> Heartbeat {
+    pub async fn start(
+        store: Store,
+        watermark: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Heartbeat {
         let stop = Shutdown::new();
         let replica_id = uuid::Uuid::new_v4().to_string();
         let mut failing = false;
         if let Err(error) = store
             .watermarks()
-            .beat(&replica_id, engine.watermark(), chrono::Utc::now())
+            .beat(&replica_id, watermark(), chrono::Utc::now())
             .await
         {
             failing = true;
@@ -55,10 +58,9 @@ impl Heartbeat {
                     () = &mut stopped => break,
                     _ = ticker.tick() => {}
                 }
-                let watermark = engine.watermark();
                 match store
                     .watermarks()
-                    .beat(&replica_id, watermark, chrono::Utc::now())
+                    .beat(&replica_id, watermark(), chrono::Utc::now())
                     .await
                 {
                     Ok(()) => failing = false,

@@ -64,6 +64,15 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub partitions: Option<u32>,
 
+    /// NATS server whose JetStream carries events between the replicas (unset: one node
+    /// applies everything in process) [env: JOURNEYS_NATS_URL]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream of the partition log; the same on every node [env: JOURNEYS_NATS_STREAM]
+    #[arg(long, value_name = "NAME")]
+    pub nats_stream: Option<String>,
+
     /// Networks (CIDRs, IPs) and host names webhooks may reach besides global addresses,
     /// comma-separated, e.g. 10.0.0.0/8,hooks.internal [env: JOURNEYS_DESTINATION_ALLOW]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]

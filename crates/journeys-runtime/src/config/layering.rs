@@ -26,6 +26,8 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_DEDUPE_WINDOW_SECS",
     "JOURNEYS_NODE_ID",
     "JOURNEYS_PARTITIONS",
+    "JOURNEYS_NATS_URL",
+    "JOURNEYS_NATS_STREAM",
     "JOURNEYS_DESTINATION_ALLOW",
     "JOURNEYS_MAX_PROFILE_TRAITS",
     "JOURNEYS_MAX_PROFILE_TRAITS_BYTES",
@@ -133,6 +135,20 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         var: "JOURNEYS_NODE_ID",
         apply: |config, value| {
             config.node_id = Some(value.trim().to_owned());
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_NATS_URL",
+        apply: |config, value| {
+            config.nats_url = Some(value.trim().to_owned());
+            Ok(())
+        },
+    },
+    EnvBinding {
+        var: "JOURNEYS_NATS_STREAM",
+        apply: |config, value| {
+            config.nats_stream = value.trim().to_owned();
             Ok(())
         },
     },
@@ -352,6 +368,8 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         dedupe_window_secs,
         node_id,
         partitions,
+        nats_url,
+        nats_stream,
         destination_allow,
         max_profile_traits,
         max_profile_traits_bytes,
@@ -370,21 +388,24 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         max_instance_lifetime_days,
         instance_retention_days,
     } = args;
-    if let Some(v) = database_url {
-        v.clone_into(&mut config.database_url);
+    // The flags that set an optional text of the same name.
+    macro_rules! set_some {
+        ($($field:ident),* $(,)?) => {
+            $(if let Some(v) = $field {
+                config.$field = Some(v.clone());
+            })*
+        };
     }
-    if let Some(v) = admin_token {
-        config.admin_token = Some(v.clone());
+    set_some!(admin_token, otlp_endpoint, node_id, nats_url);
+    // The flags that set a text or list of the same name.
+    macro_rules! set_clone {
+        ($($field:ident),* $(,)?) => {
+            $(if let Some(v) = $field {
+                config.$field.clone_from(v);
+            })*
+        };
     }
-    if let Some(v) = otlp_endpoint {
-        config.otlp_endpoint = Some(v.clone());
-    }
-    if let Some(v) = node_id {
-        config.node_id = Some(v.clone());
-    }
-    if let Some(v) = destination_allow {
-        config.destination_allow.clone_from(v);
-    }
+    set_clone!(database_url, nats_stream, destination_allow);
     // The flags that set a plain value of the same name.
     macro_rules! set {
         ($($field:ident),* $(,)?) => {

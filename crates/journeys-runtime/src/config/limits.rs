@@ -95,6 +95,7 @@ pub(super) fn default_instance_retention_days() -> u64 {
 /// [`ConfigError::Invalid`] for the first setting out of order.
 pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     in_range("partitions", c.partitions, 1, MAX_PARTITIONS)?;
+    check_nats(c)?;
     in_range(
         "dedupe_window_secs",
         c.dedupe_window_secs,
@@ -187,6 +188,31 @@ fn bounds(what: &str, min: u64, max: u64, lifetime_secs: u64) -> Result<(), Conf
     if min > max {
         return Err(invalid(format!(
             "{min_name}: {min} is more than {max_name} ({max})"
+        )));
+    }
+    Ok(())
+}
+
+/// The NATS address must be one the client can dial, and the stream name one subject token.
+fn check_nats(c: &Config) -> Result<(), ConfigError> {
+    if let Some(url) = &c.nats_url {
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !scheme_ok {
+            return Err(invalid(format!(
+                "nats_url: '{url}' is not a NATS address (expected nats://host:port)"
+            )));
+        }
+    }
+    let stream = &c.nats_stream;
+    if stream.is_empty()
+        || stream
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control() || ".*>/\\".contains(ch))
+    {
+        return Err(invalid(format!(
+            "nats_stream: '{stream}' is not a stream name (one word: no spaces, '.', '*', '>', '/' or '\\')"
         )));
     }
     Ok(())

@@ -37,6 +37,9 @@ pub enum Error {
     /// The housekeeping schedule is invalid or the job scheduler failed to start.
     #[error("housekeeping jobs: {0}")]
     Housekeeping(#[from] JobSchedulerError),
+    /// The NATS partition log (`nats_url`) is unreachable or its stream unusable.
+    #[error("partition log: {0}")]
+    Log(#[from] journeys_engine::LogError),
     /// A listener is unusable or a server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),

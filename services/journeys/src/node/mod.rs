@@ -39,7 +39,10 @@ use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
 
 use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher, RetryPolicy};
-use journeys_engine::{Engine, EngineConfig, InstanceLimits, OnCommit, OwnerConfig, TraitLimits};
+use journeys_engine::{
+    Engine, EngineConfig, FrontConfig, InstanceLimits, LogConfig, LogFront, OnCommit, OwnerConfig,
+    PartitionLog, TraitLimits,
+};
 use journeys_runtime::auth::check_bind;
 use journeys_runtime::config::{Config, ConfigError};
 use journeys_runtime::grpc::{GrpcServer, ServeError};
@@ -299,8 +302,12 @@ struct Running {
     /// The running dispatcher (delivery role) and its own stop switch: it outlives the
     /// servers and the engine's drain.
     delivery: Option<(Shutdown, JoinHandle<()>)>,
-    /// The data plane's watermark in the store (data plane without a scheduler).
+    /// The data plane's watermark in the store (data plane without a scheduler, or any data
+    /// plane publishing into the NATS log).
     heartbeat: Option<Heartbeat>,
+    /// The data plane's event sink when the node shares a NATS log with others: it publishes
+    /// events into their partitions, and the partitions' owners apply them.
+    front: Option<LogFront>,
     /// The refresh of the replicas' watermarks (scheduler without a data plane).
     store_watermark: Option<(Shutdown, JoinHandle<()>)>,
     scheduler: Option<Scheduler>,
@@ -333,16 +340,48 @@ impl Running {
         if !needs_engine {
             return Ok(running);
         }
-        let engine = Engine::start(store.clone(), node.engine_config(), on_commit);
-        running.engine = Some(engine.clone());
-
         let data_plane = roles.contains(Role::DataPlane);
-        if data_plane && !roles.contains(Role::Scheduler) {
+        let log = match (&node.config.nats_url, data_plane) {
+            (Some(url), true) => {
+                let connected = PartitionLog::connect_with(
+                    url,
+                    LogConfig::new(node.config.nats_stream.clone(), node.config.partitions),
+                )
+                .await;
+                match connected {
+                    Ok(log) => Some(log),
+                    Err(error) => return Err((Error::Log(error), running)),
+                }
+            }
+            _ => None,
+        };
+        let config = node.engine_config();
+        let engine = match &log {
+            Some(log) => Engine::start_logged(store.clone(), config, on_commit, log.clone()),
+            None => Engine::start(store.clone(), config, on_commit),
+        };
+        running.engine = Some(engine.clone());
+        if let Some(log) = log {
+            let front_config = FrontConfig::new(node.config.partitions);
+            match LogFront::start(log, store.clone(), front_config).await {
+                Ok(front) => running.front = Some(front),
+                Err(error) => return Err((Error::Log(error), running)),
+            }
+        }
+
+        if let Some(front) = &running.front {
+            // Every front beats: a hold-until timeout waits for events any of them received.
+            let front = front.clone();
+            running.heartbeat =
+                Some(Heartbeat::start(store.clone(), move || front.watermark()).await);
+        } else if data_plane && !roles.contains(Role::Scheduler) {
             // Before the servers take events, so no event escapes the schedulers' minimum.
-            running.heartbeat = Some(Heartbeat::start(store.clone(), engine.clone()).await);
+            let engine = engine.clone();
+            running.heartbeat =
+                Some(Heartbeat::start(store.clone(), move || engine.watermark()).await);
         }
         if roles.contains(Role::Scheduler) {
-            let watermark: Arc<dyn WatermarkSource> = if data_plane {
+            let watermark: Arc<dyn WatermarkSource> = if data_plane && running.front.is_none() {
                 // One process: the engine's own watermark is exact.
                 Arc::new(engine.clone())
             } else {
@@ -388,7 +427,12 @@ impl Running {
             names.extend(journeys_control_plane::SERVICE_NAMES);
         }
         let mut router = axum::Router::new();
-        if let (true, Some(engine)) = (roles.contains(Role::DataPlane), &self.engine) {
+        if let (true, Some(front)) = (roles.contains(Role::DataPlane), &self.front) {
+            let plane = DataPlane::new(front.clone(), store.clone());
+            routes.add_service(plane.ingest_service());
+            names.push(journeys_data_plane::SERVICE_NAME);
+            router = router.merge(plane.http_router());
+        } else if let (true, Some(engine)) = (roles.contains(Role::DataPlane), &self.engine) {
             let plane = DataPlane::new(engine.clone(), store.clone());
             routes.add_service(plane.ingest_service());
             names.push(journeys_data_plane::SERVICE_NAME);
@@ -437,6 +481,9 @@ impl Running {
     /// Stops what runs, in the one shutdown order (the servers have stopped already): drain the
     /// engine → stop timers and the watermark → drain delivery.
     async fn stop(self) {
+        if let Some(front) = &self.front {
+            front.stop();
+        }
         if let Some(engine) = &self.engine {
             engine.shutdown().await;
         }
