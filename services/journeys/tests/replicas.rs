@@ -1,0 +1,512 @@
+//! Several `journeys serve` processes sharing one MariaDB and one NATS JetStream log
+//! (SCALE-OUT.md §3–4), run when both `JOURNEYS_TEST_MYSQL_URL` and `JOURNEYS_TEST_NATS_URL`
+//! are set (skipped otherwise).
+//!
+//! Three replicas start together on an empty database (the migrations are serialised by a
+//! store lock), own 16 partitions between them, and take events at any front: a bounded
+//! generator sends every profile's events in sequence, each to the next front round-robin,
+//! while one replica is SIGKILLed mid-load and restarted. The checks: every acknowledged event
+//! is applied once and forwarded (the sink's idempotency keys against the acknowledged set),
+//! each profile's events were applied in its sequence, no buyer whose purchase was acknowledged
+//! before the hold's deadline is nudged, and the killed replica's partitions moved on to newer
+//! epochs.
+
+// Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
+// one function.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use journeys_proto::v1 as pb;
+use journeys_proto::v1::ingest_service_client::IngestServiceClient;
+use journeys_testkit::{Sink, eventually};
+use journeys_tests::ingest::{keyed, track};
+use journeys_tests::stack::wait_serving;
+use journeys_tests::{StackClients, on_each_backend};
+use serde_json::json;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+const PARTITIONS: u32 = 16;
+const REPLICAS: usize = 3;
+/// Profiles of the generator, and events per profile.
+const PROFILES: usize = 1000;
+const EVENTS_PER_PROFILE: usize = 20;
+/// The hold-until timeout of the checkout journey.
+const HOLD: Duration = Duration::from_secs(3);
+/// How long after their checkout the buyers buy: shortly before the deadline.
+const BUY_AFTER: Duration = Duration::from_millis(2_000);
+
+/// One `journeys serve` process with every role, killed (SIGKILL) when dropped.
+struct Replica {
+    child: Child,
+    grpc: SocketAddr,
+    log: PathBuf,
+}
+
+struct Cluster {
+    database_url: String,
+    nats_url: String,
+    stream: String,
+}
+
+impl Cluster {
+    fn spawn(&self, node: usize, grpc: SocketAddr, http: SocketAddr) -> anyhow::Result<Replica> {
+        let log = std::env::temp_dir().join(format!(
+            "journeys-replica-{}-{}-{node}.log",
+            std::process::id(),
+            self.stream
+        ));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_journeys"))
+            .args([
+                "serve",
+                "--roles",
+                "control-plane,data-plane,scheduler,delivery",
+            ])
+            .args(["--database-url", &self.database_url])
+            .args(["--nats-url", &self.nats_url])
+            .args(["--nats-stream", &self.stream])
+            .args(["--partitions", &PARTITIONS.to_string()])
+            .args(["--node-id", &format!("node-{node}")])
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--destination-allow", "127.0.0.1"])
+            .args(["--housekeeping-schedule", ""])
+            .arg("--allow-short-durations")
+            .env_remove("JOURNEYS_ADMIN_TOKEN")
+            .env_remove("JOURNEYS_CONFIG")
+            .env("RUST_LOG", "warn,journeys_engine::log=info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        Ok(Replica { child, grpc, log })
+    }
+}
+
+impl Replica {
+    async fn serving(&mut self) -> anyhow::Result<()> {
+        let child = &mut self.child;
+        let started =
+            wait_serving(self.grpc, || child.try_wait().map_or(true, |s| s.is_some())).await;
+        if let Err(err) = started {
+            anyhow::bail!("{err}; log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// One event of the generator: profile `u`'s `seq`-th event.
+fn event_of(u: usize, seq: usize) -> pb::Event {
+    let user = format!("u{u}");
+    let message_id = format!("u{u}-e{seq}");
+    match seq {
+        0 => track(
+            &user,
+            "checkout_started",
+            &message_id,
+            &json!({"session_id": format!("s{u}"), "seq": seq}),
+        ),
+        _ => track(&user, "order", &message_id, &json!({"seq": seq})),
+    }
+}
+
+fn purchase_of(u: usize) -> pb::Event {
+    track(
+        &format!("u{u}"),
+        "purchase_completed",
+        &format!("u{u}-buy"),
+        &json!({"session_id": format!("s{u}")}),
+    )
+}
+
+/// Sends `events` in one `Batch` call to the fronts, starting at `front` and moving on to the
+/// next front after a failure, until every event is acknowledged (accepted or duplicate).
+/// Returns the time each was acknowledged.
+async fn deliver(
+    fronts: &[IngestServiceClient<Channel>],
+    key: &str,
+    mut front: usize,
+    mut events: Vec<pb::Event>,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut acked = Vec::new();
+    while !events.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "events never acknowledged: {events:?}"
+        );
+        let mut client = fronts[front % fronts.len()].clone();
+        front += 1;
+        let request = keyed(
+            pb::BatchRequest {
+                events: events.clone(),
+            },
+            key,
+        )?;
+        let Ok(reply) = client.batch(request).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        for (event, ack) in events.into_iter().zip(reply.into_inner().results) {
+            let status = pb::AckStatus::try_from(ack.status)?;
+            match status {
+                pb::AckStatus::Accepted | pb::AckStatus::Duplicate => {
+                    acked.push((event.message_id, now));
+                }
+                _ if ack.code == "unavailable" || ack.code == "overloaded" => retry.push(event),
+                _ => anyhow::bail!("event {} refused: {ack:?}", event.message_id),
+            }
+        }
+        events = retry;
+        if !events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(acked)
+}
+
+#[tokio::test]
+async fn replicas_on_one_log_lose_nothing_when_one_is_killed_mid_load() -> anyhow::Result<()> {
+    let Ok(nats_url) = std::env::var("JOURNEYS_TEST_NATS_URL") else {
+        eprintln!("JOURNEYS_TEST_NATS_URL unset: replica test skipped");
+        return Ok(());
+    };
+    on_each_backend(|database_url| {
+        let nats_url = nats_url.clone();
+        async move {
+            if !database_url.starts_with("mysql") {
+                eprintln!("replicas share a MariaDB/MySQL store: skipped on {database_url}");
+                return Ok(());
+            }
+            let cluster = Cluster {
+                database_url,
+                nats_url,
+                stream: format!("jr_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            };
+            let outcome = run(&cluster).await;
+            let log = journeys_engine::PartitionLog::connect(
+                &cluster.nats_url,
+                &cluster.stream,
+                PARTITIONS,
+            )
+            .await?;
+            log.delete_stream().await?;
+            outcome
+        }
+    })
+    .await
+}
+
+async fn run(cluster: &Cluster) -> anyhow::Result<()> {
+    let sink = Sink::start().await;
+    // Started together on the empty database.
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..REPLICAS)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let mut replicas: Vec<Replica> = addrs
+        .iter()
+        .enumerate()
+        .map(|(node, (grpc, http))| cluster.spawn(node, *grpc, *http))
+        .collect::<anyhow::Result<_>>()?;
+    for replica in &mut replicas {
+        replica.serving().await?;
+    }
+
+    let mut c = StackClients::connect(replicas[0].grpc, None).await?;
+    let key = c.create_source("replicas").await?;
+    c.webhook("hook", &sink.url(), None).await?;
+    c.register_events(&["order", "checkout_started", "purchase_completed"])
+        .await?;
+    c.publish(&json!({"journey": {
+        "id": "forward",
+        "name": "Forward orders",
+        "entry": {"event": "order"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "seq",
+        "start_step": "send",
+        "steps": [{"key": "send", "name": "Forward", "send": {
+            "destination_id": "hook",
+            "mapping": {
+                "kind": "order",
+                "user": {"@path": "$.userId"},
+                "seq": {"@path": "$.properties.journey_context.order.seq"}
+            }
+        }}]
+    }}))
+    .await?;
+    c.publish(&json!({"journey": {
+        "id": "checkout",
+        "name": "Checkout nudge",
+        "entry": {"event": "checkout_started"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "session_id",
+        "start_step": "wait",
+        "steps": [
+            {"key": "wait", "name": "Wait for purchase", "hold_until": {
+                "branches": [{"name": "Bought", "event": "purchase_completed", "next": "bought"}],
+                "max_duration": format!("{}s", HOLD.as_secs()),
+                "timeout_next": "nudge"
+            }},
+            {"key": "nudge", "name": "Nudge", "send": {
+                "destination_id": "hook",
+                "mapping": {"kind": "nudge", "user": {"@path": "$.userId"}},
+                "next": "done"
+            }},
+            {"key": "bought", "name": "Bought", "end": {}},
+            {"key": "done", "name": "Nudged", "end": {}}
+        ]
+    }}))
+    .await?;
+
+    let mut fronts = Vec::new();
+    for replica in &replicas {
+        fronts.push(IngestServiceClient::new(
+            Channel::from_shared(format!("http://{}", replica.grpc))?.connect_lazy(),
+        ));
+    }
+    let store = journeys_store::Store::connect(&cluster.database_url).await?;
+    // Every replica holds partitions before the load starts.
+    eventually(
+        "the partitions to spread over the replicas",
+        Duration::from_secs(30),
+        || {
+            let store = &store;
+            async move {
+                let rows = store.partitions().all().await?;
+                let owners: BTreeSet<String> =
+                    rows.iter().filter_map(|r| r.owner.clone()).collect();
+                let all_owned = rows.iter().all(|r| r.owner.is_some());
+                Ok::<_, anyhow::Error>((owners.len() == REPLICAS && all_owned).then_some(()))
+            }
+        },
+    )
+    .await;
+
+    // The load: each profile's events in sequence, every round one batch per front.
+    let mut acked: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut checkout_sent: Option<Instant> = None;
+    let mut buying = None;
+    let mut killed_partitions = Vec::new();
+    let mut restarted = None;
+    for seq in 0..EVENTS_PER_PROFILE {
+        if seq == 0 {
+            checkout_sent = Some(Instant::now());
+        }
+        let mut rounds = Vec::new();
+        for f in 0..REPLICAS {
+            let events: Vec<pb::Event> = (0..PROFILES)
+                .filter(|u| (u + seq) % REPLICAS == f)
+                .map(|u| event_of(u, seq))
+                .collect();
+            rounds.push(deliver(&fronts, &key, f, events));
+        }
+        for done in futures::future::join_all(rounds).await {
+            acked.extend(done?);
+        }
+        if seq == 0 {
+            // The buyers (even profiles) buy shortly before their hold runs out, whatever
+            // the rounds are doing then.
+            let fronts = fronts.clone();
+            let key = key.clone();
+            let at = checkout_sent.unwrap() + BUY_AFTER;
+            buying = Some(tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let purchases: Vec<pb::Event> = (0..PROFILES).step_by(2).map(purchase_of).collect();
+                deliver(&fronts, &key, 0, purchases).await
+            }));
+        }
+        if seq == EVENTS_PER_PROFILE / 3 {
+            // SIGKILL replica 1 mid-load; restart it a few seconds later, same node id.
+            killed_partitions = store
+                .partitions()
+                .all()
+                .await?
+                .into_iter()
+                .filter(|r| r.owner.as_deref() == Some("node-1"))
+                .map(|r| (r.partition, r.epoch))
+                .collect();
+            replicas[1].kill()?;
+            let (grpc, http) = addrs[1];
+            let spawned = cluster.spawn(1, grpc, http)?;
+            restarted = Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                spawned
+            }));
+        }
+    }
+    let purchases = buying.unwrap().await??;
+    let buy_deadline = checkout_sent.unwrap() + HOLD;
+    let in_time: BTreeSet<String> = purchases
+        .iter()
+        .filter(|(_, at)| *at < buy_deadline)
+        .map(|(id, _)| id.trim_end_matches("-buy").to_owned())
+        .collect();
+    let mut restarted = restarted.unwrap().await?;
+    restarted.serving().await?;
+    replicas[1] = restarted;
+
+    // Every acknowledged order is forwarded (at least once per idempotency key, each order
+    // once), and only those.
+    let expected_orders: BTreeSet<String> = acked
+        .keys()
+        .filter(|id| !id.ends_with("-e0"))
+        .cloned()
+        .collect();
+    let received = eventually(
+        "a webhook for every acknowledged order",
+        Duration::from_secs(120),
+        || {
+            let sink = &sink;
+            let expected = &expected_orders;
+            async move {
+                let received = sink.requests();
+                let orders: BTreeSet<String> = received
+                    .iter()
+                    .filter(|r| r.str_field("kind") == "order")
+                    .map(|r| format!("{}-e{}", r.str_field("user"), r.body["seq"]))
+                    .collect();
+                Ok::<_, anyhow::Error>((orders.len() >= expected.len()).then_some(received))
+            }
+        },
+    )
+    .await;
+    let mut keys_by_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for request in received.iter().filter(|r| r.str_field("kind") == "order") {
+        keys_by_order
+            .entry(format!(
+                "{}-e{}",
+                request.str_field("user"),
+                request.body["seq"]
+            ))
+            .or_default()
+            .insert(request.idempotency_key().to_owned());
+    }
+    let forwarded: BTreeSet<String> = keys_by_order.keys().cloned().collect();
+    assert_eq!(
+        forwarded, expected_orders,
+        "forwarded = acknowledged orders"
+    );
+    assert!(
+        keys_by_order.values().all(|keys| keys.len() == 1),
+        "each order applied once: one idempotency key per order"
+    );
+
+    // Each profile's orders were applied in its sequence.
+    let mut c = StackClients::connect(replicas[0].grpc, None).await?;
+    let instances = c.instances_of("forward", "").await?;
+    assert_eq!(
+        instances.len(),
+        expected_orders.len(),
+        "one instance per order"
+    );
+    let mut entered: BTreeMap<String, Vec<(u64, prost_types::Timestamp)>> = BTreeMap::new();
+    for i in &instances {
+        entered.entry(i.user_id.clone()).or_default().push((
+            i.unique_value.parse()?,
+            i.entered_at.clone().unwrap_or_default(),
+        ));
+    }
+    for (user, mut list) in entered {
+        list.sort_by_key(|(seq, _)| *seq);
+        let times: Vec<(i64, i32)> = list.iter().map(|(_, t)| (t.seconds, t.nanos)).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{user}'s orders applied out of sequence: {list:?}"
+        );
+    }
+
+    // No buyer whose purchase was acknowledged before the deadline was nudged.
+    tokio::time::sleep(HOLD).await;
+    let nudged: BTreeSet<String> = eventually("every nudge", Duration::from_secs(60), || {
+        let sink = &sink;
+        async move {
+            let nudged: BTreeSet<String> = sink
+                .requests()
+                .iter()
+                .filter(|r| r.str_field("kind") == "nudge")
+                .map(|r| r.str_field("user").to_owned())
+                .collect();
+            // The non-buyers (odd profiles) are all nudged.
+            Ok::<_, anyhow::Error>((nudged.len() >= PROFILES / 2).then_some(nudged))
+        }
+    })
+    .await;
+    let wrongly: Vec<&String> = nudged.intersection(&in_time).collect();
+    assert!(
+        wrongly.is_empty(),
+        "{} buyers nudged although they bought in time, e.g. {:?}",
+        wrongly.len(),
+        &wrongly[..wrongly.len().min(5)]
+    );
+    assert!(
+        in_time.len() >= PROFILES / 4,
+        "most purchases came in time ({} of {})",
+        in_time.len(),
+        PROFILES / 2
+    );
+
+    // The killed replica's partitions moved on to newer epochs.
+    let rows = store.partitions().all().await?;
+    for (partition, epoch) in &killed_partitions {
+        assert!(
+            rows[*partition as usize].epoch > *epoch,
+            "partition {partition} still at epoch {epoch}"
+        );
+    }
+    assert!(!killed_partitions.is_empty(), "node-1 held partitions");
+    eprintln!(
+        "replicas: {} events acknowledged, {} orders forwarded, {} of {} buyers in time, {} nudged, {} partitions taken over",
+        acked.len(),
+        forwarded.len(),
+        in_time.len(),
+        PROFILES / 2,
+        nudged.len(),
+        killed_partitions.len()
+    );
+    store.close().await?;
+    drop(replicas);
+    sink.stop().await;
+    Ok(())
+}
