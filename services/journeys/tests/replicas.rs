@@ -443,10 +443,10 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
     );
     let mut entered: BTreeMap<String, Vec<(u64, prost_types::Timestamp)>> = BTreeMap::new();
     for i in &instances {
-        entered.entry(i.user_id.clone()).or_default().push((
-            i.unique_value.parse()?,
-            i.entered_at.clone().unwrap_or_default(),
-        ));
+        entered
+            .entry(i.user_id.clone())
+            .or_default()
+            .push((i.unique_value.parse()?, i.entered_at.unwrap_or_default()));
     }
     for (user, mut list) in entered {
         list.sort_by_key(|(seq, _)| *seq);
