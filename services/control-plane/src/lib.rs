@@ -61,6 +61,9 @@ pub struct Deps {
     /// Delivers `SendTestEvent` requests (no outbox, no retries) and is woken by
     /// `ReplayDeadLetters`.
     pub delivery: Dispatcher,
+    /// The partition log's tails, when the nodes share a NATS log: `ListNodes` then shows
+    /// each partition's lag.
+    pub log_tails: Option<std::sync::Arc<dyn api::LogTails>>,
 }
 
 /// Adds the control-plane services to `builder`, each behind the admin-token check.
@@ -108,7 +111,10 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
             auth.clone(),
         ))
         .add_service(ClusterServiceServer::with_interceptor(
-            grpc::ClusterGrpc::new(api::ClusterApi::new(store.clone())),
+            grpc::ClusterGrpc::new(match &deps.log_tails {
+                Some(tails) => api::ClusterApi::new(store.clone()).with_log_tails(tails.clone()),
+                None => api::ClusterApi::new(store.clone()),
+            }),
             auth,
         ));
 }

@@ -496,6 +496,36 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
         );
     }
     assert!(!killed_partitions.is_empty(), "node-1 held partitions");
+
+    // ListNodes shows the three live nodes and, once drained, no partition lagging its log.
+    let cluster_client = pb::cluster_service_client::ClusterServiceClient::new(
+        Channel::from_shared(format!("http://{}", replicas[2].grpc))?.connect_lazy(),
+    );
+    let view = eventually(
+        "every partition caught up with its log",
+        Duration::from_secs(30),
+        || {
+            let mut client = cluster_client.clone();
+            async move {
+                let view = client
+                    .list_nodes(pb::ListNodesRequest::default())
+                    .await?
+                    .into_inner();
+                let drained = view.partitions.iter().all(|p| p.lag == Some(0));
+                Ok::<_, anyhow::Error>(drained.then_some(view))
+            }
+        },
+    )
+    .await;
+    let live: BTreeSet<&str> = view
+        .nodes
+        .iter()
+        .filter(|n| n.live)
+        .map(|n| n.id.as_str())
+        .collect();
+    assert_eq!(live, BTreeSet::from(["node-0", "node-1", "node-2"]));
+    assert!(view.partitions.iter().all(|p| p.last_seq > 0 && p.held));
+
     eprintln!(
         "replicas: {} events acknowledged, {} orders forwarded, {} of {} buyers in time, {} nudged, {} partitions taken over",
         acked.len(),

@@ -28,6 +28,17 @@ pub trait LogTails: Send + Sync {
     fn tail(&self, partition: u32) -> Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>>;
 }
 
+/// The NATS partition log's tails.
+impl LogTails for journeys_engine::PartitionLog {
+    fn tail(&self, partition: u32) -> Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>> {
+        Box::pin(async move {
+            journeys_engine::PartitionLog::tail(self, partition)
+                .await
+                .ok()
+        })
+    }
+}
+
 /// What [`ClusterApi::list_nodes`] shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {

@@ -17,7 +17,7 @@ pub mod sources;
 
 pub use audiences::AudienceApi;
 pub use catalog::CatalogApi;
-pub use cluster::ClusterApi;
+pub use cluster::{ClusterApi, LogTails};
 pub use destinations::DestinationApi;
 pub use instances::InstanceApi;
 pub use journeys::JourneyApi;

@@ -308,6 +308,8 @@ struct Running {
     /// The data plane's event sink when the node shares a NATS log with others: it publishes
     /// events into their partitions, and the partitions' owners apply them.
     front: Option<LogFront>,
+    /// The NATS partition log, when configured and this node runs the data plane.
+    log: Option<PartitionLog>,
     /// The refresh of the replicas' watermarks (scheduler without a data plane).
     store_watermark: Option<(Shutdown, JoinHandle<()>)>,
     scheduler: Option<Scheduler>,
@@ -361,6 +363,7 @@ impl Running {
             None => Engine::start(store.clone(), config, on_commit),
         };
         running.engine = Some(engine.clone());
+        running.log.clone_from(&log);
         if let Some(log) = log {
             let front_config = FrontConfig::new(node.config.partitions);
             match LogFront::start(log, store.clone(), front_config).await {
@@ -422,6 +425,10 @@ impl Running {
                 store: store.clone(),
                 engine: engine.clone(),
                 delivery: dispatcher.clone(),
+                log_tails: self
+                    .log
+                    .clone()
+                    .map(|log| Arc::new(log) as Arc<dyn journeys_control_plane::api::LogTails>),
             };
             journeys_control_plane::add_services(&mut routes, &deps, &node.config);
             names.extend(journeys_control_plane::SERVICE_NAMES);
