@@ -605,3 +605,86 @@ fn services_wait_for_mysql_and_the_migration_and_schedulers_run_twice() {
         "the collector exports traces to the jaeger service"
     );
 }
+
+#[test]
+fn data_plane_replicas_share_the_nats_log_behind_one_address() {
+    let root = compose();
+    let all = services(&root);
+    let service = |name: &str| {
+        all.iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| panic!("compose.yaml has no {name} service"), |(_, s)| s)
+    };
+    let journeys = journeys_services(&root);
+    let data_planes: Vec<_> = journeys
+        .iter()
+        .filter(|(_, _, command)| command[0] == "journeys-data-plane")
+        .collect();
+    assert_eq!(data_planes.len(), 1, "one data-plane service, replicated");
+    let (name, data_plane, _) = data_planes[0];
+    let replicas = data_plane
+        .get("deploy")
+        .and_then(|d| d.get("replicas"))
+        .and_then(Node::scalar);
+    assert_eq!(replicas, Some("2"), "two data-plane replicas");
+    assert!(
+        data_plane.get("ports").is_none(),
+        "{name}: the replicas publish no ports; the ingest proxy does"
+    );
+
+    // The replicas share the NATS service, which runs JetStream.
+    let env = environment(name, data_plane);
+    let config = load_with_env(Service::DataPlane, &ConfigArgs::default(), &env)
+        .unwrap_or_else(|e| panic!("{name}: the environment does not load: {e}"));
+    let nats_url = config.nats_url.expect("JOURNEYS_NATS_URL is set");
+    let (host, port) = url_host_port(&nats_url);
+    assert_eq!(port, 4222, "{nats_url}");
+    let nats = service(&host);
+    assert!(
+        nats.get("image")
+            .and_then(Node::scalar)
+            .is_some_and(|image| image.starts_with("nats:")),
+        "{host} runs NATS"
+    );
+    let args = nats.get("command").map(Node::list).unwrap_or_default();
+    assert!(
+        args.iter().any(|a| a == "-js"),
+        "NATS runs JetStream: {args:?}"
+    );
+    assert_eq!(
+        depends_on(data_plane).get(host.as_str()),
+        Some(&"service_started")
+    );
+
+    // One address in front: nginx, with its configuration mounted, reaching both ports.
+    let ingest = service("ingest");
+    let mounted = ingest.get("volumes").map(Node::list).unwrap_or_default();
+    assert!(
+        mounted
+            .iter()
+            .any(|v| v == "./ingest-nginx.conf:/etc/nginx/nginx.conf:ro"),
+        "the proxy mounts docker/ingest-nginx.conf: {mounted:?}"
+    );
+    let proxy = read("docker/ingest-nginx.conf");
+    for port in [config.grpc_addr.port(), config.http_addr.port()] {
+        assert!(
+            proxy.contains(&format!("server {name}:{port};")),
+            "the proxy forwards to {name}:{port}"
+        );
+        assert!(
+            proxy.contains(&format!("listen {port};")),
+            "the proxy listens on {port}"
+        );
+        let published = ingest.get("ports").map(Node::list).unwrap_or_default();
+        assert!(
+            published
+                .iter()
+                .any(|p| p == &format!("127.0.0.1:{port}:{port}")),
+            "the proxy publishes {port}: {published:?}"
+        );
+    }
+    assert!(
+        proxy.contains("grpc_pass grpc://"),
+        "gRPC is proxied as gRPC"
+    );
+}

@@ -879,6 +879,8 @@ fn configuration_table_matches_the_configuration() {
         "http://collector:4317",
         "--node-id",
         "node-1",
+        "--nats-url",
+        "nats://127.0.0.1:4222",
     ]);
     let keys: BTreeSet<String> = full.iter().map(|(k, _)| k.clone()).collect();
     let documented_keys: BTreeSet<String> =
