@@ -302,6 +302,11 @@ impl Lane {
                 .held(slots[i].partition, now)
                 .is_some_and(|held| slots[i].epoch.is_none_or(|e| e == held.epoch))
         });
+        if foreign.iter().any(|&i| slots[i].epoch.is_some()) {
+            // Log entries read under a lease that ran out (the node was paused or cut off):
+            // refused here, before the store's fence would refuse them.
+            self.shared.counters.fenced();
+        }
         if !foreign.is_empty() {
             let err = StoreError::Fenced(format!(
                 "node {} does not hold the partition",
@@ -386,6 +391,8 @@ impl Lane {
         let seqs = log_progress(slots, which);
         if let Err(err) = commit(&shared, &plan, &fence, &seqs).await {
             if let (StoreError::Fenced(_), Some(ownership)) = (&err, &shared.ownership) {
+                shared.counters.fenced();
+                tracing::warn!(partitions = ?fence, "commit refused by the epoch fence: the partitions moved to another node");
                 let lost: Vec<u32> = fence.iter().map(|h| h.partition).collect();
                 ownership.lost(&lost);
             }

@@ -165,6 +165,7 @@ impl Ownership {
         let started = Instant::now();
         let node = self.config.node_id.as_str();
         let ttl = self.config.lease_ttl;
+        self.count_lapses(started);
         let parts = store.partitions();
         // The heartbeat and the lease of everything this node owns, in one row.
         parts.lease(node, ttl).await?;
@@ -228,6 +229,34 @@ impl Ownership {
             );
         }
         Ok(())
+    }
+
+    /// Counts (and logs) the partitions whose lease ran out before this round: the node was
+    /// paused or could not reach the store for a whole lease. They are forgotten here; the
+    /// round takes back those that are still this node's, at a new epoch.
+    fn count_lapses(&self, now: Instant) {
+        let mut leases = self
+            .leases
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lapsed = Vec::new();
+        for (p, slot) in leases.iter_mut().enumerate() {
+            if slot.is_some_and(|lease| lease.until <= now) {
+                *slot = None;
+                lapsed.push(p);
+            }
+        }
+        if !lapsed.is_empty() {
+            let count = u64::try_from(lapsed.len()).unwrap_or(u64::MAX);
+            journeys_telemetry::metrics::metrics()
+                .engine_lease_lapses
+                .add(count);
+            tracing::warn!(
+                node = %self.config.node_id,
+                partitions = ?lapsed,
+                "partition leases ran out before they were renewed; stopped applying them"
+            );
+        }
     }
 
     fn set(&self, partitions: &[u32], to: impl Fn(Option<Lease>) -> Option<Lease>) {

@@ -41,6 +41,8 @@ pub struct EngineStats {
     pub commits: u64,
     /// Commits that lost an optimistic-concurrency check and were retried.
     pub conflicts: u64,
+    /// Batches refused by the epoch fence (the partition had moved to another node).
+    pub fenced: u64,
 }
 
 /// What one batch adds to the counters, applied after its commit.
@@ -92,6 +94,7 @@ pub(crate) struct Counters {
     sends_queued: AtomicU64,
     commits: AtomicU64,
     conflicts: AtomicU64,
+    fenced: AtomicU64,
     by_reason: Mutex<ByReason>,
 }
 
@@ -164,6 +167,13 @@ impl Counters {
             .add(1);
     }
 
+    pub fn fenced(&self) {
+        add(&self.fenced, 1);
+        journeys_telemetry::metrics::metrics()
+            .engine_fenced_commits
+            .add(1);
+    }
+
     pub fn snapshot(&self) -> EngineStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let maps = self
@@ -186,6 +196,7 @@ impl Counters {
             sends_queued: get(&self.sends_queued),
             commits: get(&self.commits),
             conflicts: get(&self.conflicts),
+            fenced: get(&self.fenced),
         }
     }
 }

@@ -27,6 +27,8 @@
 //! | `journeys_engine_batch_duration_seconds` | histogram | |
 //! | `journeys_engine_commit_duration_seconds` | histogram | |
 //! | `journeys_engine_conflicts_total` | counter | |
+//! | `journeys_engine_fenced_commits_total` | counter | |
+//! | `journeys_engine_lease_lapses_total` | counter | |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -247,6 +249,14 @@ pub struct Metrics {
     pub engine_commit_duration: Histogram,
     /// Engine commits that lost an optimistic-concurrency check and were redone.
     pub engine_conflicts: Counter,
+    /// Batches refused by the epoch fence: the node had lost a partition (its lease ran out
+    /// while it was paused or cut off, and another node took it), refused by the store's fence
+    /// or, for log entries, by the node's own lease clock first.
+    pub engine_fenced_commits: Counter,
+    /// Partitions whose lease ran out before this node renewed it (the node was paused or cut
+    /// off from the store): it stopped applying them, and takes them back at a new epoch if
+    /// they are still its own.
+    pub engine_lease_lapses: Counter,
 }
 
 impl Metrics {
@@ -302,16 +312,26 @@ impl Metrics {
                 "journeys_engine_conflicts_total",
                 "Engine commits that conflicted with a concurrent writer and were redone.",
             ),
+            engine_fenced_commits: Counter::new(
+                "journeys_engine_fenced_commits_total",
+                "Engine batches refused by the epoch fence: the partition had moved to another node.",
+            ),
+            engine_lease_lapses: Counter::new(
+                "journeys_engine_lease_lapses_total",
+                "Partitions whose lease ran out before this node renewed it (paused or cut off).",
+            ),
         }
     }
 
-    fn counters(&self) -> [&Counter; 5] {
+    fn counters(&self) -> [&Counter; 7] {
         [
             &self.entries,
             &self.hold_matches,
             &self.exits,
             &self.sends_queued,
             &self.engine_conflicts,
+            &self.engine_fenced_commits,
+            &self.engine_lease_lapses,
         ]
     }
 

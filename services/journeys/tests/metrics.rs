@@ -267,6 +267,8 @@ async fn metrics_lists_every_series_and_counts_the_traffic() -> anyhow::Result<(
             "journeys_timers_fired_total",
             "journeys_deliveries_total",
             "journeys_engine_conflicts_total",
+            "journeys_engine_fenced_commits_total",
+            "journeys_engine_lease_lapses_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} counter\n")),
