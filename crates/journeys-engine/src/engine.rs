@@ -83,7 +83,7 @@ impl Engine {
     }
 
     /// Starts an owner that applies the partitions it holds from the NATS partition log
-    /// (SCALE-OUT.md §3): one reader per held partition, from the `last_seq` committed before,
+    /// (SCALE-OUT.md §3): one reader per held partition, from the `log_seq` committed before,
     /// each commit recording the log sequences it applied. Events reach it through the log
     /// (a [`crate::LogFront`] on any node), not through [`Engine::submit`]. An engine without
     /// [`EngineConfig::owner`] becomes an owner with the default [`crate::OwnerConfig`].

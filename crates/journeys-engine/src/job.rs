@@ -98,7 +98,7 @@ pub(crate) struct Routed {
     pub partition: u32,
     pub item: Item,
     /// The item's partition-log sequence, when an owner read it from the NATS log: the
-    /// commit that applies it records it as the partition's `last_seq`.
+    /// commit that applies it records it as the partition's `log_seq`.
     pub seq: Option<u64>,
 }
 

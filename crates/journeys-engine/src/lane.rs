@@ -61,9 +61,8 @@ pub(crate) struct Shared {
     pub on_commit: Option<OnCommit>,
     /// The partitions this node holds, when the engine is an owner.
     pub ownership: Option<Arc<Ownership>>,
-    /// Whether the owner reads its partitions from the NATS log: commits then record the log
-    /// sequences they applied as `last_seq` (and leave it alone when they applied none),
-    /// instead of counting commits.
+    /// Whether the owner reads its partitions from the NATS log: commits then also record the
+    /// log sequences they applied as `log_seq` (where the next owner resumes).
     pub logged: bool,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,

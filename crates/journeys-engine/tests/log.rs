@@ -147,7 +147,7 @@ async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
         let rows = db.partitions().all().await.unwrap();
         let u7 = partition_of("u7", PARTITIONS);
         assert_eq!(
-            u64::try_from(rows[u7 as usize].last_seq).unwrap(),
+            u64::try_from(rows[u7 as usize].log_seq).unwrap(),
             log.tail(u7).await.unwrap(),
             "{b}"
         );
@@ -205,6 +205,67 @@ async fn a_node_that_stops_hands_over_and_its_successor_resumes_where_it_committ
         assert_eq!(queued.len(), 60, "{b}");
 
         front_a.stop();
+        a.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_that_ran_without_the_log_or_on_an_earlier_stream_reads_the_new_one_from_its_start()
+{
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        publish(db, &forwarding()).await;
+        // A node without the log commits for a while: `last_seq` counts its commits.
+        let plain = Engine::start(
+            (**db).clone(),
+            EngineConfig {
+                lanes: 2,
+                partitions: PARTITIONS,
+                owner: Some(owner("plain")),
+                ..EngineConfig::default()
+            },
+            None,
+        );
+        plain.refresh_now().await.unwrap();
+        plain.ownership_ready().await;
+        for ack in plain
+            .submit((0..20).map(|u| order(&format!("w{u}"), 0)).collect())
+            .await
+        {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        plain.shutdown().await;
+        let rows = db.partitions().all().await.unwrap();
+        assert!(rows.iter().any(|r| r.last_seq > 0), "{b}");
+        // And half of the partitions carry progress from an earlier stream of the same name.
+        {
+            use sea_orm::ConnectionTrait as _;
+            let raw = sea_orm::Database::connect(db.url()).await.unwrap();
+            raw.execute_unprepared(
+                "UPDATE partition_state SET log_seq = 1000000 WHERE partition_id < 4",
+            )
+            .await
+            .unwrap();
+            raw.close().await.unwrap();
+        }
+
+        // Started with a (new) log, the nodes read it from its start: nothing is skipped.
+        let log = log(&url).await;
+        let (a, front) = node(db, &log, "node-a").await;
+        let events: Vec<Event> = (0..40).map(|u| order(&format!("w{u}"), 1)).collect();
+        for ack in front.submit(events).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+        }
+        assert_eq!(sends(db).await.len(), 60, "{b}");
+        let rows = db.partitions().all().await.unwrap();
+        assert!(
+            rows.iter().all(|r| r.log_seq < 1000000),
+            "{b}: progress is the new stream's: {rows:?}"
+        );
+        front.stop();
         a.shutdown().await;
         log.delete_stream().await.unwrap();
     })

@@ -406,6 +406,19 @@ impl PartitionLog {
         Ok(Notices { subscriber })
     }
 
+    /// The sequence of the stream's last entry, whatever its partition (0 for a new stream).
+    /// Sequences only grow over a stream's life, trimming included: a progress above it was
+    /// made on an earlier stream of the same name.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`] when JetStream does not answer.
+    pub async fn last_seq(&self) -> Result<u64, LogError> {
+        let info = self.stream.get_info().await.map_err(|err| {
+            LogError::Unavailable(format!("reading stream {}: {err}", self.config.stream))
+        })?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Deletes the stream with every partition's entries (tests, tear-down). A stream already
     /// gone is fine.
     ///

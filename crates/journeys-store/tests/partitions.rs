@@ -169,7 +169,7 @@ async fn a_logged_commit_records_each_partitions_log_sequence_with_its_effects()
             .await
             .unwrap();
         let seqs = |rows: Vec<journeys_store::PartitionRecord>| {
-            rows.iter().map(|r| r.last_seq).collect::<Vec<_>>()
+            rows.iter().map(|r| r.log_seq).collect::<Vec<_>>()
         };
         assert_eq!(seqs(parts.all().await.unwrap()), vec![17, 0, 42, 0], "{b}");
         // Progress alone: an entry without effects.

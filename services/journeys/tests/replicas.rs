@@ -529,7 +529,7 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
         .map(|n| n.id.as_str())
         .collect();
     assert_eq!(live, BTreeSet::from(["node-0", "node-1", "node-2"]));
-    assert!(view.partitions.iter().all(|p| p.last_seq > 0 && p.held));
+    assert!(view.partitions.iter().all(|p| p.log_seq > 0 && p.held));
 
     eprintln!(
         "replicas: {} events acknowledged, {} orders forwarded, {} of {} buyers in time, {} nudged, {} partitions taken over",

@@ -3,7 +3,7 @@
 //! It publishes each valid event into its profile's partition and answers once the owner
 //! announced the commit that applied it. A notice can be lost (core NATS is at most once, and
 //! the owner may die between its commit and its notice), so every second the front also reads
-//! `last_seq` of the partitions it has waited on for longer than [`FrontConfig::fallback_after`]:
+//! `log_seq` of the partitions it has waited on for longer than [`FrontConfig::fallback_after`]:
 //! an entry at or below it is applied, and answered `accepted` (the notice would have said
 //! more, such as `rate_limited`; that detail is what a lost notice costs). An event still not
 //! applied after [`FrontConfig::commit_wait`] is answered `unavailable`: it is in the log and
@@ -346,7 +346,7 @@ impl Inner {
         match self.store.partitions().all().await {
             Ok(rows) => {
                 for row in rows.into_iter().filter(|r| overdue.contains(&r.partition)) {
-                    let seq = u64::try_from(row.last_seq).unwrap_or(0);
+                    let seq = u64::try_from(row.log_seq).unwrap_or(0);
                     self.waits_of(row.partition, |w| w.advance(seq, Vec::new()));
                 }
             }

@@ -4,9 +4,9 @@
 //! partition held at an epoch it has no reader for, and stops readers of partitions no longer
 //! held (or held again at a newer epoch, which gets its own reader). A reader:
 //!
-//! 1. reads the partition's `last_seq` from the store (what the previous tenure committed) and
+//! 1. reads the partition's `log_seq` from the store (what the previous tenure committed) and
 //!    the log's tail (what was published before this tenure began);
-//! 2. reads entries from `last_seq + 1`, a batch at a time (what is ready, up to the lane's
+//! 2. reads entries from `log_seq + 1`, a batch at a time (what is ready, up to the lane's
 //!    batch size), hands the batch to the lane stamped with its epoch, and waits for the answers;
 //! 3. announces the committed prefix to the fronts (a [`Notice`]), and every few seconds trims
 //!    what is committed;
@@ -240,7 +240,7 @@ impl PartitionReader {
         }
     }
 
-    /// The partition's committed `last_seq` and the log's tail, retried until both are read.
+    /// The partition's committed `log_seq` and the log's tail, retried until both are read.
     async fn start_points(&self) -> (u64, u64) {
         let partition = self.held.partition;
         loop {
@@ -254,13 +254,26 @@ impl PartitionReader {
                 .and_then(|rows| {
                     rows.iter()
                         .find(|r| r.partition == partition)
-                        .map(|r| u64::try_from(r.last_seq).unwrap_or(0))
+                        .map(|r| u64::try_from(r.log_seq).unwrap_or(0))
                         .ok_or_else(|| format!("partition {partition} has no row"))
                 });
             let tail = self.log.tail(partition).await.map_err(|e| e.to_string());
-            match (committed, tail) {
-                (Ok(committed), Ok(tail)) => return (committed, tail),
-                (Err(err), _) | (_, Err(err)) => {
+            let stream_end = self.log.last_seq().await.map_err(|e| e.to_string());
+            match (committed, tail, stream_end) {
+                (Ok(committed), Ok(tail), Ok(end)) if committed > end => {
+                    // The progress is from an earlier stream of this name (deleted and made
+                    // again): this one's entries all come after it.
+                    tracing::warn!(
+                        partition,
+                        committed,
+                        stream_end = end,
+                        "the partition's progress is past the stream's end (the stream was made \
+                         again); reading the stream from its start"
+                    );
+                    return (0, tail);
+                }
+                (Ok(committed), Ok(tail), Ok(_)) => return (committed, tail),
+                (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => {
                     tracing::warn!(partition, error = %err, "cannot start reading the partition; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -17,6 +17,7 @@ mod m20261206_000010_node_leases;
 mod m20261206_000011_timer_claims;
 mod m20261207_000012_outbox_claimants;
 mod m20261208_000013_unique_value_text;
+mod m20261209_000014_log_seq;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_timer_claims::Migration),
             Box::new(m20261207_000012_outbox_claimants::Migration),
             Box::new(m20261208_000013_unique_value_text::Migration),
+            Box::new(m20261209_000014_log_seq::Migration),
         ]
     }
 }

@@ -29,9 +29,11 @@ pub struct PartitionRecord {
     /// End of the owner's lease, microseconds since the Unix epoch on the database's clock
     /// (`0` without an owner or once the owner's node row is gone).
     pub lease_until: i64,
-    /// Where the owner resumes: the sequence of the last partition-log entry committed (NATS
-    /// log), or the count of commits made under the fence (in-process log).
+    /// Commits made under the fence.
     pub last_seq: i64,
+    /// Where an owner reading the NATS partition log resumes: the stream sequence of the last
+    /// entry it committed (`0` before any, and without a log).
+    pub log_seq: i64,
     /// When the last of them committed, microseconds since the Unix epoch on the database's
     /// clock (`0` before the first).
     pub committed_at: i64,
@@ -144,7 +146,7 @@ impl<'a> Partitions<'a> {
         let statement = Statement::from_string(
             self.backend(),
             "SELECT s.partition_id, s.owner, s.epoch, COALESCE(n.lease_until, 0) AS lease_until, \
-             s.last_seq, s.committed_at FROM partition_state s LEFT JOIN partition_nodes n ON n.node_id = s.owner \
+             s.last_seq, s.log_seq, s.committed_at FROM partition_state s LEFT JOIN partition_nodes n ON n.node_id = s.owner \
              ORDER BY s.partition_id",
         );
         let rows = self.db.query_all_raw(statement).await?;
@@ -157,6 +159,7 @@ impl<'a> Partitions<'a> {
                     epoch: row.try_get("", "epoch")?,
                     lease_until: row.try_get("", "lease_until")?,
                     last_seq: row.try_get("", "last_seq")?,
+                    log_seq: row.try_get("", "log_seq")?,
                     committed_at: row.try_get("", "committed_at")?,
                 })
             })
@@ -405,9 +408,9 @@ fn pair_values(held: &[Held]) -> impl Iterator<Item = Value> + '_ {
 /// `last_seq` on, but only where the partition is still at that epoch; if any is not (another
 /// node took it since), the whole batch must roll back.
 ///
-/// `seqs` is the progress of an owner reading the partition log: each partition listed there
-/// records that log sequence as its `last_seq`, and the others keep theirs. Without it
-/// (`None`, the in-process log) every fenced partition counts one more commit.
+/// Every fenced partition counts one more commit (`last_seq`). `seqs` is the progress of an owner
+/// reading the partition log: each partition listed there records that stream sequence as its
+/// `log_seq`, and the others keep theirs.
 ///
 /// # Errors
 /// [`StoreError::Fenced`] naming the partitions whose epoch moved on; database errors.
@@ -422,22 +425,21 @@ pub(crate) async fn fence<C: ConnectionTrait>(
     let backend = db.get_database_backend();
     let mut values: Vec<Value> = Vec::new();
     let progress = match seqs {
-        None => "last_seq + 1".to_owned(),
-        Some([]) => "last_seq".to_owned(),
+        None | Some([]) => String::new(),
         Some(seqs) => {
             values.extend(
                 seqs.iter()
                     .flat_map(|(p, seq)| [Value::from(*p), Value::from(*seq)]),
             );
             format!(
-                "CASE partition_id {} ELSE last_seq END",
+                ", log_seq = CASE partition_id {} ELSE log_seq END",
                 vec!["WHEN ? THEN ?"; seqs.len()].join(" ")
             )
         }
     };
     // Primary-key lookups of the `IN` list lock only these rows (see `partition_rows`).
     let sql = format!(
-        "UPDATE {} SET last_seq = {progress}, committed_at = {} \
+        "UPDATE {} SET last_seq = last_seq + 1{progress}, committed_at = {} \
          WHERE partition_id IN ({}) AND ({})",
         partition_rows(backend),
         db_now(backend),

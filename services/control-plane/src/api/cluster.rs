@@ -72,7 +72,7 @@ pub struct PartitionView {
     pub record: PartitionRecord,
     /// The owner's lease still runs.
     pub held: bool,
-    /// Log entries past `last_seq`; `None` without a log tail.
+    /// Log entries past `log_seq`; `None` without a log tail.
     pub lag: Option<i64>,
 }
 
@@ -108,7 +108,7 @@ impl ClusterApi {
                 Some(tails) => tails
                     .tail(record.partition)
                     .await
-                    .map(|tail| lag(tail, record.last_seq)),
+                    .map(|tail| lag(tail, record.log_seq)),
                 None => None,
             });
         }
@@ -145,9 +145,9 @@ impl ClusterApi {
     }
 }
 
-/// Entries of a log whose last entry is `tail` that come after `last_seq`.
-fn lag(tail: u64, last_seq: i64) -> i64 {
-    let applied = u64::try_from(last_seq).unwrap_or(0);
+/// Entries of a log whose last entry is `tail` that come after `log_seq`.
+fn lag(tail: u64, log_seq: i64) -> i64 {
+    let applied = u64::try_from(log_seq).unwrap_or(0);
     i64::try_from(tail.saturating_sub(applied)).unwrap_or(i64::MAX)
 }
 

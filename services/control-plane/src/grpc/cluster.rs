@@ -48,6 +48,7 @@ fn partition(p: PartitionView) -> pb::ClusterPartition {
         owner: p.record.owner.unwrap_or_default(),
         epoch: p.record.epoch,
         last_seq: p.record.last_seq,
+        log_seq: p.record.log_seq,
         committed_at: micros_timestamp(p.record.committed_at),
         held: p.held,
         lag: p.lag,

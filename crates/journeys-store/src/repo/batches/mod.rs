@@ -191,7 +191,7 @@ impl<'a> Batches<'a> {
     }
 
     /// [`Batches::commit_fenced`] by an owner reading the partition log: each partition listed
-    /// in `seqs` records that log sequence as its `last_seq` (where the owner resumes), in the
+    /// in `seqs` records that stream sequence as its `log_seq` (where the owner resumes), in the
     /// same transaction as the effects; the other fenced partitions keep theirs. With `changes`
     /// empty it records progress alone (an entry with no effect).
     ///
