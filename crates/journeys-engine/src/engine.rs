@@ -56,6 +56,9 @@ struct Inner {
     /// The partition readers of an owner reading the NATS log (`start_logged`); stopped first,
     /// so the lanes drain what they handed over.
     pump: Mutex<Option<Pump>>,
+    /// Where operator exits go when the nodes share a NATS log: through the instances'
+    /// partitions, to their owners (`route_exits_through`).
+    front: std::sync::OnceLock<crate::LogFront>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +145,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 pump: Mutex::new(pump),
+                front: std::sync::OnceLock::new(),
                 shared,
                 lanes,
                 watermark: Arc::new(Watermark::default()),
@@ -332,11 +336,29 @@ impl Engine {
         }
     }
 
+    /// Sends operator exits (`ExitInstance`, archiving in exit mode) through `front`: each to
+    /// the owner of its instance's partition, in that partition's log order, wherever the
+    /// operator's call arrived. Set once, by a node sharing a NATS log; without it, exits go to
+    /// this engine's own lanes.
+    pub fn route_exits_through(&self, front: crate::LogFront) {
+        if self.inner.front.set(front).is_err() {
+            tracing::warn!("operator exits already go through a log front");
+        }
+    }
+
     async fn terminate(
         &self,
         targets: Vec<(String, String)>,
         reason: &ExitReason,
     ) -> Result<Vec<TerminateOutcome>, EngineError> {
+        if let Some(front) = self.inner.front.get() {
+            return front
+                .terminate(targets, reason)
+                .await
+                .into_iter()
+                .map(|outcome| outcome.map_err(EngineError::Failed))
+                .collect();
+        }
         let count = targets.len();
         let mut parts = self.parts();
         for (position, (instance_id, profile_id)) in targets.into_iter().enumerate() {

@@ -37,7 +37,8 @@ pub enum TimerStatus {
 }
 
 /// What an operator exit did to one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TerminateOutcome {
     /// The instance was active and is now exited.
     Exited,

@@ -15,10 +15,12 @@ use std::time::Duration;
 use common::{checkout, owner, sends};
 use journeys_core::model::{EntryRule, Event, StepKind};
 use journeys_core::partition::partition_of;
+use journeys_core::machine::ExitReason;
 use journeys_engine::{
     AckStatus, Engine, EngineConfig, FrontConfig, LogFront, PartitionLog, RATE_LIMITED,
+    TerminateOutcome,
 };
-use journeys_store::Store;
+use journeys_store::{InstanceState, Store};
 use journeys_testkit::journeys::{journey, publish, send_spec, step};
 use journeys_testkit::{each_backend, eventually, track};
 use serde_json::json;
@@ -267,6 +269,89 @@ async fn a_store_that_ran_without_the_log_or_on_an_earlier_stream_reads_the_new_
         );
         front.stop();
         a.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        let journey = publish(db, &checkout()).await;
+        let (a, front_a) = node(db, &log, "node-a").await;
+        let (other, front_b) = node(db, &log, "node-b").await;
+        a.route_exits_through(front_a.clone());
+        other.route_exits_through(front_b.clone());
+        eventually("both nodes to hold partitions", WAIT, async || {
+            let (x, y) = (a.held_partitions(), other.held_partitions());
+            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
+        })
+        .await;
+        let users: Vec<String> = (0..16).map(|u| format!("x{u}")).collect();
+        let started: Vec<Event> = users
+            .iter()
+            .map(|u| {
+                track(
+                    u,
+                    "checkout_started",
+                    &format!("{u}-start"),
+                    json!({"session_id": "s1"}),
+                )
+            })
+            .collect();
+        for ack in front_a.submit(started).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+
+        // Every instance is ended through node-a, half of them owned by node-b.
+        let mut owned_elsewhere = 0;
+        for user in &users {
+            let instance = common::instances(db, &journey, user).await.remove(0);
+            if other.held_partition_ids().is_none_or(|held| {
+                held.contains(&partition_of(user, PARTITIONS))
+            }) {
+                owned_elsewhere += 1;
+            }
+            let outcome = a
+                .terminate_instance(&instance.id, ExitReason::Operator)
+                .await
+                .unwrap();
+            assert_eq!(outcome, TerminateOutcome::Exited, "{b}: {user}");
+            let again = a
+                .terminate_instance(&instance.id, ExitReason::Operator)
+                .await
+                .unwrap();
+            assert_eq!(again, TerminateOutcome::NotActive, "{b}: {user}");
+            let ended = common::instances(db, &journey, user).await.remove(0);
+            assert_eq!(ended.state, InstanceState::Exited, "{b}: {user}");
+        }
+        assert!(owned_elsewhere > 0, "{b}: some instances were node-b's");
+
+        // Archiving in exit mode ends the instances of both nodes, asked of node-b.
+        let again: Vec<Event> = users
+            .iter()
+            .map(|u| {
+                track(
+                    u,
+                    "checkout_started",
+                    &format!("{u}-start-2"),
+                    json!({"session_id": "s2"}),
+                )
+            })
+            .collect();
+        for ack in front_b.submit(again).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let ended = other.terminate_journey_instances(&journey).await.unwrap();
+        assert_eq!(ended, users.len() as u64, "{b}");
+
+        front_a.stop();
+        front_b.stop();
+        a.shutdown().await;
+        other.shutdown().await;
         log.delete_stream().await.unwrap();
     })
     .await;

@@ -1,10 +1,12 @@
 //! What travels on the log: the entries fronts publish, and the commit notices owners announce.
 
 use bytes::Bytes;
+use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::ack::AckStatus;
+use crate::job::{Outcome, TerminateOutcome};
 
 /// One entry of a partition.
 #[derive(Debug, Serialize, Deserialize)]
@@ -12,6 +14,13 @@ use crate::ack::AckStatus;
 pub(crate) enum Entry {
     /// An event a front received and validated.
     Event(Event),
+    /// An operator exit (`ExitInstance`, archiving in exit mode) of one of the partition's
+    /// instances.
+    Terminate {
+        profile_id: String,
+        instance_id: String,
+        reason: ExitReason,
+    },
 }
 
 impl Entry {
@@ -40,7 +49,12 @@ pub(crate) struct Notice {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Answer {
     Duplicate,
-    Rejected { code: String, message: String },
+    Rejected {
+        code: String,
+        message: String,
+    },
+    /// An operator exit that found nothing to end (`exited` is the accepted outcome).
+    Terminated(TerminateOutcome),
 }
 
 impl Answer {
@@ -56,10 +70,31 @@ impl Answer {
         }
     }
 
-    pub fn status(self) -> AckStatus {
-        match self {
-            Self::Duplicate => AckStatus::Duplicate,
-            Self::Rejected { code, message } => AckStatus::Rejected { code, message },
+    /// What a lane's outcome announces: `Ok(None)` accepted, `Ok(Some(answer))` settled
+    /// otherwise, `Err(code)` not applied (the entry is read again).
+    pub fn settle(outcome: Option<Outcome>) -> Result<Option<Self>, String> {
+        let retryable =
+            |code: &str| code == crate::ack::UNAVAILABLE || code == crate::ack::INTERNAL;
+        match outcome {
+            Some(Outcome::Ack(AckStatus::Rejected { code, .. })) if retryable(&code) => Err(code),
+            Some(Outcome::Ack(status)) => Ok(Self::of(&status)),
+            Some(Outcome::Terminate(Ok(TerminateOutcome::Exited))) => Ok(None),
+            Some(Outcome::Terminate(Ok(other))) => Ok(Some(Self::Terminated(other))),
+            Some(Outcome::Terminate(Err(failure))) => Err(failure
+                .split(':')
+                .next()
+                .unwrap_or(crate::ack::UNAVAILABLE)
+                .to_owned()),
+            Some(Outcome::Timer(_)) | None => Err(crate::ack::UNAVAILABLE.to_owned()),
+        }
+    }
+
+    /// The acknowledgement of an event with this answer (`None`: accepted).
+    pub fn status(answer: Option<Self>) -> AckStatus {
+        match answer {
+            Some(Self::Duplicate) => AckStatus::Duplicate,
+            Some(Self::Rejected { code, message }) => AckStatus::Rejected { code, message },
+            None | Some(Self::Terminated(_)) => AckStatus::Accepted,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
 use journeys_core::partition::partition_of;
 use journeys_log::{PartitionLog, Record};
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::entry::{Answer, Entry, Notice};
 use crate::ack::{Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, UNAVAILABLE};
+use crate::job::TerminateOutcome;
 use crate::watermark::Watermark;
 
 /// Outcomes other than `accepted` a front remembers per partition, for answers that arrive
@@ -75,6 +77,9 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Who waits for an entry's commit, and hears its outcome (`None`: accepted).
+type Waiter = oneshot::Sender<Option<Answer>>;
+
 /// One partition's progress as this front knows it, and who waits on it.
 #[derive(Default)]
 struct Waits {
@@ -82,7 +87,7 @@ struct Waits {
     /// Recent outcomes other than `accepted`, by sequence.
     answers: BTreeMap<u64, Answer>,
     /// Waiters by sequence, with when the first of them started waiting.
-    waiting: BTreeMap<u64, (Instant, Vec<oneshot::Sender<AckStatus>>)>,
+    waiting: BTreeMap<u64, (Instant, Vec<Waiter>)>,
 }
 
 impl Waits {
@@ -105,11 +110,9 @@ impl Waits {
         }
     }
 
-    fn status_of(&self, seq: u64) -> AckStatus {
-        self.answers
-            .get(&seq)
-            .cloned()
-            .map_or(AckStatus::Accepted, Answer::status)
+    /// The outcome of `seq` once committed: `None` accepted (or exited), else its answer.
+    fn status_of(&self, seq: u64) -> Option<Answer> {
+        self.answers.get(&seq).cloned()
     }
 }
 
@@ -190,6 +193,23 @@ impl LogFront {
         {
             task.abort();
         }
+    }
+
+    /// Ends the instances `targets` (instance id, profile id) through the owners of their
+    /// partitions, each in its partition's order: per target, what the exit did, or why it
+    /// could not be applied (`code: message`).
+    pub async fn terminate(
+        &self,
+        targets: Vec<(String, String)>,
+        reason: &ExitReason,
+    ) -> Vec<Result<TerminateOutcome, String>> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return targets
+                .iter()
+                .map(|_| Err(format!("{UNAVAILABLE}: the node is shutting down")))
+                .collect();
+        }
+        self.inner.terminate(targets, reason).await
     }
 
     /// Publishes `events` and returns one acknowledgement per event, in input order, each once
@@ -276,19 +296,13 @@ impl Inner {
         positions: &[usize],
         answers: &mut [Option<AckStatus>],
     ) {
-        match self.log.publish_batch(records).await {
-            Ok(published) => {
-                let mut waiting = Vec::with_capacity(published.len());
-                for ((record, done), position) in records.iter().zip(published).zip(positions) {
-                    let rx = self.wait_for(record.partition, done.seq);
-                    waiting.push((*position, done.duplicate, rx));
-                }
-                let deadline = tokio::time::Instant::now() + self.config.commit_wait;
-                for (position, duplicate, rx) in waiting {
-                    let status = match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(AckStatus::Accepted)) if duplicate => AckStatus::Duplicate,
-                        Ok(Ok(status)) => status,
-                        _ => rejected(
+        match self.publish_and_wait(records).await {
+            Ok(settled) => {
+                for ((duplicate, answer), &position) in settled.into_iter().zip(positions) {
+                    let status = match answer.map(Answer::status) {
+                        Some(AckStatus::Accepted) if duplicate => AckStatus::Duplicate,
+                        Some(status) => status,
+                        None => rejected(
                             UNAVAILABLE,
                             "the event is in the log but not applied yet; resend it (it is deduplicated)",
                         ),
@@ -306,8 +320,79 @@ impl Inner {
         }
     }
 
+    /// Publishes `records` and waits (up to `commit_wait`) for the commit of each: per record,
+    /// whether it was a duplicate of an entry in the log, and its committed outcome (`None`
+    /// when it did not commit in time).
+    async fn publish_and_wait(
+        &self,
+        records: &[Record],
+    ) -> Result<Vec<(bool, Option<Option<Answer>>)>, journeys_log::LogError> {
+        let published = self.log.publish_batch(records).await?;
+        let waiting: Vec<_> = records
+            .iter()
+            .zip(published)
+            .map(|(record, done)| (done.duplicate, self.wait_for(record.partition, done.seq)))
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.config.commit_wait;
+        let mut settled = Vec::with_capacity(waiting.len());
+        for (duplicate, rx) in waiting {
+            let answer = tokio::time::timeout_at(deadline, rx)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            settled.push((duplicate, answer));
+        }
+        Ok(settled)
+    }
+
+    /// Ends `targets` (instance id, profile id) through their partitions' owners.
+    async fn terminate(
+        &self,
+        targets: Vec<(String, String)>,
+        reason: &ExitReason,
+    ) -> Vec<Result<TerminateOutcome, String>> {
+        let request = uuid::Uuid::new_v4().simple().to_string();
+        let mut records = Vec::with_capacity(targets.len());
+        for (instance_id, profile_id) in targets {
+            let partition = partition_of(&profile_id, self.config.partitions);
+            let msg_id = format!("exit:{instance_id}:{request}");
+            let entry = Entry::Terminate {
+                profile_id,
+                instance_id,
+                reason: reason.clone(),
+            };
+            match entry.encode() {
+                Ok(payload) => records.push(Record {
+                    partition,
+                    msg_id,
+                    payload,
+                }),
+                Err(err) => return vec![Err(format!("{INTERNAL}: {err}"))],
+            }
+        }
+        match self.publish_and_wait(&records).await {
+            Ok(settled) => settled
+                .into_iter()
+                .map(|(_, answer)| match answer {
+                    Some(None) => Ok(TerminateOutcome::Exited),
+                    Some(Some(Answer::Terminated(outcome))) => Ok(outcome),
+                    Some(Some(Answer::Rejected { code, message })) => {
+                        Err(format!("{code}: {message}"))
+                    }
+                    Some(Some(Answer::Duplicate)) | None => Err(format!(
+                        "{UNAVAILABLE}: the exit is in the log but not applied yet"
+                    )),
+                })
+                .collect(),
+            Err(err) => records
+                .iter()
+                .map(|_| Err(format!("{UNAVAILABLE}: {err}")))
+                .collect(),
+        }
+    }
+
     /// A receiver answered once `seq` of `partition` is committed (at once if it is).
-    fn wait_for(&self, partition: u32, seq: u64) -> oneshot::Receiver<AckStatus> {
+    fn wait_for(&self, partition: u32, seq: u64) -> oneshot::Receiver<Option<Answer>> {
         let (tx, rx) = oneshot::channel();
         self.waits_of(partition, |waits| {
             if seq <= waits.committed {
@@ -382,12 +467,12 @@ mod tests {
             receivers.push(rx);
         }
         waits.advance(5, vec![(5, Answer::Duplicate)]);
-        assert_eq!(receivers[0].try_recv().unwrap(), AckStatus::Accepted);
-        assert_eq!(receivers[1].try_recv().unwrap(), AckStatus::Duplicate);
+        assert_eq!(receivers[0].try_recv().unwrap(), None);
+        assert_eq!(receivers[1].try_recv().unwrap(), Some(Answer::Duplicate));
         assert!(receivers[2].try_recv().is_err(), "9 is not committed yet");
         // A late, older notice moves nothing back.
         waits.advance(4, Vec::new());
         assert_eq!(waits.committed, 5);
-        assert_eq!(waits.status_of(5), AckStatus::Duplicate);
+        assert_eq!(waits.status_of(5), Some(Answer::Duplicate));
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::entry::{Answer, Entry, Notice};
-use crate::ack::{AckStatus, INTERNAL, UNAVAILABLE};
+use crate::ack::INTERNAL;
 use crate::job::{Item, Job, LaneMessage, Outcome, Routed};
 use crate::lane::{Shared, lane_of_partition};
 
@@ -309,21 +309,21 @@ impl PartitionReader {
         };
         for (position, log_entry) in entries.iter().enumerate() {
             // An entry the reader answered itself can never apply: it is committed past.
-            let (status, settled) = match (answered.remove(&position), outcomes.remove(&position)) {
-                (Some(status), _) => (status, true),
-                (None, Some(Outcome::Ack(status))) => (status, false),
-                _ => (rejected(UNAVAILABLE, "not answered"), false),
+            let answer = match answered.remove(&position) {
+                Some(answer) => Ok(Some(answer)),
+                None => Answer::settle(outcomes.remove(&position)),
             };
-            if let AckStatus::Rejected { code, .. } = &status
-                && !settled
-                && (code == UNAVAILABLE || code == INTERNAL)
-            {
-                applied.stalled = Some((log_entry.seq, code.clone()));
-                break;
-            }
-            notice.seq = log_entry.seq;
-            if let Some(answer) = Answer::of(&status) {
-                notice.outcomes.push((log_entry.seq, answer));
+            match answer {
+                Ok(answer) => {
+                    notice.seq = log_entry.seq;
+                    if let Some(answer) = answer {
+                        notice.outcomes.push((log_entry.seq, answer));
+                    }
+                }
+                Err(code) => {
+                    applied.stalled = Some((log_entry.seq, code));
+                    break;
+                }
             }
         }
         if notice.seq > committed {
@@ -335,39 +335,54 @@ impl PartitionReader {
 
     /// The entries as lane items, and the answers of those that can never apply (undecodable,
     /// or of another partition), by position.
-    fn decode(&self, entries: &[LogEntry]) -> (Vec<Routed>, HashMap<usize, AckStatus>) {
+    fn decode(&self, entries: &[LogEntry]) -> (Vec<Routed>, HashMap<usize, Answer>) {
         let partitions = self.shared.config.partitions;
         let partition = self.held.partition;
         // Entries answered without the lane: undecodable, or of another partition.
-        let mut answered: HashMap<usize, AckStatus> = HashMap::new();
+        let mut answered: HashMap<usize, Answer> = HashMap::new();
         let mut items = Vec::with_capacity(entries.len());
         for (position, log_entry) in entries.iter().enumerate() {
-            match Entry::decode(&log_entry.payload) {
-                Ok(Entry::Event(event)) => match event.profile_id().map(str::to_owned) {
-                    Some(profile_id) if partition_of(&profile_id, partitions) == partition => {
-                        items.push(Routed {
-                            position,
-                            profile_id,
-                            partition,
-                            item: Item::Event(event),
-                            seq: Some(log_entry.seq),
-                        });
-                    }
-                    _ => {
-                        tracing::error!(
-                            partition,
-                            seq = log_entry.seq,
-                            "an entry of another partition (do all nodes use the same partition count?)"
-                        );
-                        answered.insert(
-                            position,
-                            rejected(INTERNAL, "published to the wrong partition"),
-                        );
-                    }
-                },
+            let (profile_id, item) = match Entry::decode(&log_entry.payload) {
+                Ok(Entry::Event(event)) => {
+                    (event.profile_id().map(str::to_owned), Item::Event(event))
+                }
+                Ok(Entry::Terminate {
+                    profile_id,
+                    instance_id,
+                    reason,
+                }) => (
+                    Some(profile_id),
+                    Item::Terminate {
+                        instance_id,
+                        reason,
+                    },
+                ),
                 Err(err) => {
                     tracing::error!(partition, seq = log_entry.seq, error = %err, "undecodable log entry skipped");
                     answered.insert(position, rejected(INTERNAL, "the entry does not decode"));
+                    continue;
+                }
+            };
+            match profile_id {
+                Some(profile_id) if partition_of(&profile_id, partitions) == partition => {
+                    items.push(Routed {
+                        position,
+                        profile_id,
+                        partition,
+                        item,
+                        seq: Some(log_entry.seq),
+                    });
+                }
+                _ => {
+                    tracing::error!(
+                        partition,
+                        seq = log_entry.seq,
+                        "an entry of another partition (do all nodes use the same partition count?)"
+                    );
+                    answered.insert(
+                        position,
+                        rejected(INTERNAL, "published to the wrong partition"),
+                    );
                 }
             }
         }
@@ -426,8 +441,8 @@ impl PartitionReader {
     }
 }
 
-fn rejected(code: &str, message: &str) -> AckStatus {
-    AckStatus::Rejected {
+fn rejected(code: &str, message: &str) -> Answer {
+    Answer::Rejected {
         code: code.to_owned(),
         message: message.to_owned(),
     }

@@ -367,7 +367,10 @@ impl Running {
         if let Some(log) = log {
             let front_config = FrontConfig::new(node.config.partitions);
             match LogFront::start(log, store.clone(), front_config).await {
-                Ok(front) => running.front = Some(front),
+                Ok(front) => {
+                    engine.route_exits_through(front.clone());
+                    running.front = Some(front);
+                }
                 Err(error) => return Err((Error::Log(error), running)),
             }
         }
