@@ -57,7 +57,7 @@ struct Inner {
     /// so the lanes drain what they handed over.
     pump: Mutex<Option<Pump>>,
     /// Where operator exits go when the nodes share a NATS log: through the instances'
-    /// partitions, to their owners (`route_exits_through`).
+    /// partitions, to their owners (`route_through_log`).
     front: std::sync::OnceLock<crate::LogFront>,
 }
 
@@ -237,6 +237,9 @@ impl Engine {
         if self.inner.stopping.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
+        if let Some(front) = self.inner.front.get() {
+            return Ok(front.fire_timers(timers).await);
+        }
         let ids: Vec<String> = timers.iter().map(|t| t.id.clone()).collect();
         let mut parts = self.parts();
         for (position, timer) in timers.into_iter().enumerate() {
@@ -336,13 +339,14 @@ impl Engine {
         }
     }
 
-    /// Sends operator exits (`ExitInstance`, archiving in exit mode) through `front`: each to
-    /// the owner of its instance's partition, in that partition's log order, wherever the
-    /// operator's call arrived. Set once, by a node sharing a NATS log; without it, exits go to
-    /// this engine's own lanes.
-    pub fn route_exits_through(&self, front: crate::LogFront) {
+    /// Sends due timers ([`Engine::apply_timers`]) and operator exits (`ExitInstance`,
+    /// archiving in exit mode) through `front`: each to the owner of its profile's partition,
+    /// applied in that partition's log order (after every event published into it before),
+    /// wherever the call was made. Set once, by a node sharing a NATS log; without it, they go
+    /// to this engine's own lanes.
+    pub fn route_through_log(&self, front: crate::LogFront) {
         if self.inner.front.set(front).is_err() {
-            tracing::warn!("operator exits already go through a log front");
+            tracing::warn!("timers and exits already go through a log front");
         }
     }
 

@@ -13,12 +13,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{checkout, owner, sends};
+use journeys_core::machine::ExitReason;
 use journeys_core::model::{EntryRule, Event, StepKind};
 use journeys_core::partition::partition_of;
-use journeys_core::machine::ExitReason;
 use journeys_engine::{
     AckStatus, Engine, EngineConfig, FrontConfig, LogFront, PartitionLog, RATE_LIMITED,
-    TerminateOutcome,
+    TerminateOutcome, TimerStatus,
 };
 use journeys_store::{InstanceState, Store};
 use journeys_testkit::journeys::{journey, publish, send_spec, step};
@@ -283,8 +283,8 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         let journey = publish(db, &checkout()).await;
         let (a, front_a) = node(db, &log, "node-a").await;
         let (other, front_b) = node(db, &log, "node-b").await;
-        a.route_exits_through(front_a.clone());
-        other.route_exits_through(front_b.clone());
+        a.route_through_log(front_a.clone());
+        other.route_through_log(front_b.clone());
         eventually("both nodes to hold partitions", WAIT, async || {
             let (x, y) = (a.held_partitions(), other.held_partitions());
             (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
@@ -310,9 +310,10 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         let mut owned_elsewhere = 0;
         for user in &users {
             let instance = common::instances(db, &journey, user).await.remove(0);
-            if other.held_partition_ids().is_none_or(|held| {
-                held.contains(&partition_of(user, PARTITIONS))
-            }) {
+            if other
+                .held_partition_ids()
+                .is_none_or(|held| held.contains(&partition_of(user, PARTITIONS)))
+            {
                 owned_elsewhere += 1;
             }
             let outcome = a
@@ -347,6 +348,106 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         }
         let ended = other.terminate_journey_instances(&journey).await.unwrap();
         assert_eq!(ended, users.len() as u64, "{b}");
+
+        front_a.stop();
+        front_b.stop();
+        a.shutdown().await;
+        other.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn timers_fired_through_the_log_come_after_the_events_published_before_them() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        let journey = publish(db, &checkout()).await;
+        let (a, front_a) = node(db, &log, "node-a").await;
+        let (other, front_b) = node(db, &log, "node-b").await;
+        a.route_through_log(front_a.clone());
+        other.route_through_log(front_b.clone());
+        eventually("both nodes to hold partitions", WAIT, async || {
+            let (x, y) = (a.held_partitions(), other.held_partitions());
+            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
+        })
+        .await;
+        let start = |user: &str| {
+            track(
+                user,
+                "checkout_started",
+                &format!("{user}-start"),
+                json!({"session_id": "s1"}),
+            )
+        };
+        let users = ["buyer-1", "buyer-2", "idle-1", "idle-2"];
+        for ack in front_b
+            .submit(users.iter().map(|u| start(u)).collect())
+            .await
+        {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let mut hold_timers = Vec::new();
+        for user in users {
+            let instance = common::instances(db, &journey, user).await.remove(0);
+            hold_timers.extend(common::timers(db, &instance.id).await);
+        }
+        assert_eq!(hold_timers.len(), users.len(), "{b}: one hold timer each");
+
+        // The buyers' purchases are published before their timers: the owners apply them
+        // first, so those timers find nothing to do, whichever node fires them.
+        let purchases: Vec<Event> = ["buyer-1", "buyer-2"]
+            .iter()
+            .map(|u| {
+                track(
+                    u,
+                    "purchase_completed",
+                    &format!("{u}-buy"),
+                    json!({"session_id": "s1"}),
+                )
+            })
+            .collect();
+        for ack in front_b.submit(purchases).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let outcomes = a.apply_timers(hold_timers.clone()).await.unwrap();
+        let statuses: Vec<(String, TimerStatus)> = hold_timers
+            .iter()
+            .zip(&outcomes)
+            .map(|(t, o)| (t.profile_id.clone(), o.status.clone()))
+            .collect();
+        for (profile, status) in &statuses {
+            let expected = if profile.starts_with("buyer") {
+                TimerStatus::Discarded
+            } else {
+                TimerStatus::Fired
+            };
+            assert_eq!(status, &expected, "{b}: {profile}");
+        }
+        // Fired again (a claim that lapsed): applied once all the same.
+        let again = other.apply_timers(hold_timers.clone()).await.unwrap();
+        assert_eq!(again.len(), hold_timers.len(), "{b}");
+        for user in users {
+            let expected = if user.starts_with("buyer") {
+                "thanks"
+            } else {
+                "nudge"
+            };
+            assert_eq!(
+                common::sent_steps(db, user).await,
+                [expected],
+                "{b}: {user}: buyers thanked, never nudged; idle checkouts nudged once"
+            );
+        }
+        for user in users {
+            let instance = common::instances(db, &journey, user).await.remove(0);
+            assert!(
+                common::timers(db, &instance.id).await.is_empty(),
+                "{b}: {user}"
+            );
+        }
 
         front_a.stop();
         front_b.stop();

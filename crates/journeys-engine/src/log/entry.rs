@@ -1,12 +1,14 @@
 //! What travels on the log: the entries fronts publish, and the commit notices owners announce.
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
+use journeys_store::TimerRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::ack::AckStatus;
-use crate::job::{Outcome, TerminateOutcome};
+use crate::job::{Outcome, TerminateOutcome, TimerStatus};
 
 /// One entry of a partition.
 #[derive(Debug, Serialize, Deserialize)]
@@ -21,6 +23,49 @@ pub(crate) enum Entry {
         instance_id: String,
         reason: ExitReason,
     },
+    /// A due timer a scheduler claimed: applied by the owner in log order, after every event
+    /// published into the partition before it.
+    Timer(TimerEntry),
+}
+
+/// A timer on the log (the store's [`TimerRecord`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TimerEntry {
+    pub id: String,
+    pub instance_id: String,
+    pub profile_id: String,
+    pub journey_id: String,
+    pub due_at: DateTime<Utc>,
+    pub kind: String,
+    pub step_key: String,
+}
+
+impl From<&TimerRecord> for TimerEntry {
+    fn from(t: &TimerRecord) -> Self {
+        Self {
+            id: t.id.clone(),
+            instance_id: t.instance_id.clone(),
+            profile_id: t.profile_id.clone(),
+            journey_id: t.journey_id.clone(),
+            due_at: t.due_at,
+            kind: t.kind.clone(),
+            step_key: t.step_key.clone(),
+        }
+    }
+}
+
+impl From<TimerEntry> for TimerRecord {
+    fn from(t: TimerEntry) -> Self {
+        Self {
+            id: t.id,
+            instance_id: t.instance_id,
+            profile_id: t.profile_id,
+            journey_id: t.journey_id,
+            due_at: t.due_at,
+            kind: t.kind,
+            step_key: t.step_key,
+        }
+    }
 }
 
 impl Entry {
@@ -55,6 +100,8 @@ pub(crate) enum Answer {
     },
     /// An operator exit that found nothing to end (`exited` is the accepted outcome).
     Terminated(TerminateOutcome),
+    /// A timer deleted without effect (`fired` is the accepted outcome).
+    Discarded,
 }
 
 impl Answer {
@@ -78,14 +125,21 @@ impl Answer {
         match outcome {
             Some(Outcome::Ack(AckStatus::Rejected { code, .. })) if retryable(&code) => Err(code),
             Some(Outcome::Ack(status)) => Ok(Self::of(&status)),
-            Some(Outcome::Terminate(Ok(TerminateOutcome::Exited))) => Ok(None),
+            Some(
+                Outcome::Terminate(Ok(TerminateOutcome::Exited))
+                | Outcome::Timer(TimerStatus::Fired),
+            ) => Ok(None),
             Some(Outcome::Terminate(Ok(other))) => Ok(Some(Self::Terminated(other))),
             Some(Outcome::Terminate(Err(failure))) => Err(failure
                 .split(':')
                 .next()
                 .unwrap_or(crate::ack::UNAVAILABLE)
                 .to_owned()),
-            Some(Outcome::Timer(_)) | None => Err(crate::ack::UNAVAILABLE.to_owned()),
+            Some(Outcome::Timer(TimerStatus::Discarded)) => Ok(Some(Self::Discarded)),
+            Some(Outcome::Timer(TimerStatus::Retry { code, .. })) => Err(code),
+            Some(Outcome::Timer(TimerStatus::Elsewhere)) | None => {
+                Err(crate::ack::UNAVAILABLE.to_owned())
+            }
         }
     }
 
@@ -94,7 +148,7 @@ impl Answer {
         match answer {
             Some(Self::Duplicate) => AckStatus::Duplicate,
             Some(Self::Rejected { code, message }) => AckStatus::Rejected { code, message },
-            None | Some(Self::Terminated(_)) => AckStatus::Accepted,
+            None | Some(Self::Terminated(_) | Self::Discarded) => AckStatus::Accepted,
         }
     }
 }

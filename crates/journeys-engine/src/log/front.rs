@@ -20,13 +20,13 @@ use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
 use journeys_core::partition::partition_of;
 use journeys_log::{PartitionLog, Record};
-use journeys_store::Store;
+use journeys_store::{Store, TimerRecord};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::entry::{Answer, Entry, Notice};
 use crate::ack::{Ack, AckStatus, EventSink, INTERNAL, OVERLOADED, UNAVAILABLE};
-use crate::job::TerminateOutcome;
+use crate::job::{TerminateOutcome, TimerOutcome, TimerStatus};
 use crate::watermark::Watermark;
 
 /// Outcomes other than `accepted` a front remembers per partition, for answers that arrive
@@ -212,6 +212,72 @@ impl LogFront {
         self.inner.terminate(targets, reason).await
     }
 
+    /// Fires `timers` through the owners of their partitions: each is applied after every
+    /// event published into its partition before it. Per timer, in input order, what became
+    /// of it.
+    pub async fn fire_timers(&self, timers: Vec<TimerRecord>) -> Vec<TimerOutcome> {
+        let retry = |message: String| TimerStatus::Retry {
+            code: UNAVAILABLE.to_owned(),
+            message,
+        };
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return timers
+                .into_iter()
+                .map(|t| TimerOutcome {
+                    timer_id: t.id,
+                    status: retry("the node is shutting down".to_owned()),
+                })
+                .collect();
+        }
+        let mut records = Vec::with_capacity(timers.len());
+        for timer in &timers {
+            let partition = partition_of(&timer.profile_id, self.inner.config.partitions);
+            // One entry per timer and due time: a timer claimed again (its claim lapsed) is
+            // answered from the entry already in the log.
+            let msg_id = format!("timer:{}:{}", timer.id, timer.due_at.timestamp_micros());
+            match Entry::Timer(timer.into()).encode() {
+                Ok(payload) => records.push(Record {
+                    partition,
+                    msg_id,
+                    payload,
+                }),
+                Err(err) => {
+                    return timers
+                        .into_iter()
+                        .map(|t| TimerOutcome {
+                            timer_id: t.id,
+                            status: retry(format!("the timer does not encode: {err}")),
+                        })
+                        .collect();
+                }
+            }
+        }
+        let settled = match self.inner.publish_and_wait(&records).await {
+            Ok(settled) => settled.into_iter().map(|(_, answer)| answer).collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, timers = records.len(), "publishing timers failed");
+                vec![None; timers.len()]
+            }
+        };
+        timers
+            .into_iter()
+            .zip(settled)
+            .map(|(timer, answer)| TimerOutcome {
+                timer_id: timer.id,
+                status: match answer {
+                    Some(None) => TimerStatus::Fired,
+                    Some(Some(Answer::Discarded)) => TimerStatus::Discarded,
+                    Some(Some(Answer::Rejected { code, message })) => {
+                        TimerStatus::Retry { code, message }
+                    }
+                    Some(Some(_)) | None => {
+                        retry("the timer is in the log but not applied yet".to_owned())
+                    }
+                },
+            })
+            .collect()
+    }
+
     /// Publishes `events` and returns one acknowledgement per event, in input order, each once
     /// its owner committed it (or it was refused).
     pub fn submit(&self, events: Vec<Event>) -> impl Future<Output = Vec<Ack>> + Send + 'static {
@@ -379,7 +445,7 @@ impl Inner {
                     Some(Some(Answer::Rejected { code, message })) => {
                         Err(format!("{code}: {message}"))
                     }
-                    Some(Some(Answer::Duplicate)) | None => Err(format!(
+                    Some(Some(Answer::Duplicate | Answer::Discarded)) | None => Err(format!(
                         "{UNAVAILABLE}: the exit is in the log but not applied yet"
                     )),
                 })

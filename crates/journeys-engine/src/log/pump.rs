@@ -357,6 +357,9 @@ impl PartitionReader {
                         reason,
                     },
                 ),
+                Ok(Entry::Timer(timer)) => {
+                    (Some(timer.profile_id.clone()), Item::Timer(timer.into()))
+                }
                 Err(err) => {
                     tracing::error!(partition, seq = log_entry.seq, error = %err, "undecodable log entry skipped");
                     answered.insert(position, rejected(INTERNAL, "the entry does not decode"));

@@ -343,8 +343,11 @@ impl Running {
             return Ok(running);
         }
         let data_plane = roles.contains(Role::DataPlane);
-        let log = match (&node.config.nats_url, data_plane) {
-            (Some(url), true) => {
+        // With a NATS log, every engine role uses it: the data plane publishes events and owns
+        // partitions, the scheduler publishes due timers and the control plane operator exits,
+        // all applied by the partitions' owners.
+        let log = match &node.config.nats_url {
+            Some(url) => {
                 let connected = PartitionLog::connect_with(
                     url,
                     LogConfig::new(node.config.nats_stream.clone(), node.config.partitions),
@@ -355,12 +358,14 @@ impl Running {
                     Err(error) => return Err((Error::Log(error), running)),
                 }
             }
-            _ => None,
+            None => None,
         };
         let config = node.engine_config();
-        let engine = match &log {
-            Some(log) => Engine::start_logged(store.clone(), config, on_commit, log.clone()),
-            None => Engine::start(store.clone(), config, on_commit),
+        let engine = match (&log, data_plane) {
+            (Some(log), true) => {
+                Engine::start_logged(store.clone(), config, on_commit, log.clone())
+            }
+            _ => Engine::start(store.clone(), config, on_commit),
         };
         running.engine = Some(engine.clone());
         running.log.clone_from(&log);
@@ -368,14 +373,14 @@ impl Running {
             let front_config = FrontConfig::new(node.config.partitions);
             match LogFront::start(log, store.clone(), front_config).await {
                 Ok(front) => {
-                    engine.route_exits_through(front.clone());
+                    engine.route_through_log(front.clone());
                     running.front = Some(front);
                 }
                 Err(error) => return Err((Error::Log(error), running)),
             }
         }
 
-        if let Some(front) = &running.front {
+        if let (Some(front), true) = (&running.front, data_plane) {
             // Every front beats: a hold-until timeout waits for events any of them received.
             let front = front.clone();
             running.heartbeat =
