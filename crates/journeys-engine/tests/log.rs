@@ -65,6 +65,21 @@ async fn node(store: &Store, log: &PartitionLog, node_id: &str) -> (Engine, LogF
     (engine, front)
 }
 
+/// Two nodes on `log`, each routing its timers and exits through its own front, once both
+/// hold partitions.
+async fn two_nodes(store: &Store, log: &PartitionLog) -> ((Engine, LogFront), (Engine, LogFront)) {
+    let (a, front_a) = node(store, log, "node-a").await;
+    let (b, front_b) = node(store, log, "node-b").await;
+    a.route_through_log(front_a.clone());
+    b.route_through_log(front_b.clone());
+    eventually("both nodes to hold partitions", WAIT, async || {
+        let (x, y) = (a.held_partitions(), b.held_partitions());
+        (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
+    })
+    .await;
+    ((a, front_a), (b, front_b))
+}
+
 /// Forwards every `order_completed`, once per `order_id`.
 fn forwarding() -> journeys_core::model::JourneyDefinition {
     let mut spec = send_spec("dest_1");
@@ -98,13 +113,7 @@ async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
         let b = db.backend();
         let log = log(&url).await;
         publish(db, &forwarding()).await;
-        let (a, front_a) = node(db, &log, "node-a").await;
-        let (b_engine, front_b) = node(db, &log, "node-b").await;
-        eventually("both nodes to hold partitions", WAIT, async || {
-            let (x, y) = (a.held_partitions(), b_engine.held_partitions());
-            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
-        })
-        .await;
+        let ((a, front_a), (b_engine, front_b)) = two_nodes(db, &log).await;
 
         // 40 profiles × 5 orders, alternating fronts: each front publishes events of
         // partitions the other node owns.
@@ -171,12 +180,7 @@ async fn a_node_that_stops_hands_over_and_its_successor_resumes_where_it_committ
         let log = log(&url).await;
         publish(db, &forwarding()).await;
         publish(db, &checkout()).await;
-        let (a, front_a) = node(db, &log, "node-a").await;
-        let (other, front_b) = node(db, &log, "node-b").await;
-        eventually("both nodes to hold partitions", WAIT, async || {
-            (a.held_partitions() > 0 && other.held_partitions() > 0).then_some(())
-        })
-        .await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
         let first: Vec<Event> = (0..30).map(|u| order(&format!("p{u}"), 0)).collect();
         for ack in front_b.submit(first).await {
             assert_eq!(ack.status, AckStatus::Accepted, "{b}");
@@ -281,15 +285,7 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         let b = db.backend();
         let log = log(&url).await;
         let journey = publish(db, &checkout()).await;
-        let (a, front_a) = node(db, &log, "node-a").await;
-        let (other, front_b) = node(db, &log, "node-b").await;
-        a.route_through_log(front_a.clone());
-        other.route_through_log(front_b.clone());
-        eventually("both nodes to hold partitions", WAIT, async || {
-            let (x, y) = (a.held_partitions(), other.held_partitions());
-            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
-        })
-        .await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
         let users: Vec<String> = (0..16).map(|u| format!("x{u}")).collect();
         let started: Vec<Event> = users
             .iter()
@@ -365,15 +361,7 @@ async fn timers_fired_through_the_log_come_after_the_events_published_before_the
         let b = db.backend();
         let log = log(&url).await;
         let journey = publish(db, &checkout()).await;
-        let (a, front_a) = node(db, &log, "node-a").await;
-        let (other, front_b) = node(db, &log, "node-b").await;
-        a.route_through_log(front_a.clone());
-        other.route_through_log(front_b.clone());
-        eventually("both nodes to hold partitions", WAIT, async || {
-            let (x, y) = (a.held_partitions(), other.held_partitions());
-            (x > 0 && y > 0 && x + y == PARTITIONS as usize).then_some(())
-        })
-        .await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
         let start = |user: &str| {
             track(
                 user,

@@ -136,6 +136,26 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// Forwards every `order` to the sink as `{kind, user, seq}`, once per `seq`.
+fn forward_journey() -> serde_json::Value {
+    json!({"journey": {
+        "id": "forward",
+        "name": "Forward orders",
+        "entry": {"event": "order"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "seq",
+        "start_step": "send",
+        "steps": [{"key": "send", "name": "Forward", "send": {
+            "destination_id": "hook",
+            "mapping": {
+                "kind": "order",
+                "user": {"@path": "$.userId"},
+                "seq": {"@path": "$.properties.journey_context.order.seq"}
+            }
+        }}]
+    }})
+}
+
 /// One event of the generator: profile `u`'s `seq`-th event.
 fn event_of(u: usize, seq: usize) -> pb::Event {
     let user = format!("u{u}");
@@ -260,23 +280,7 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
     c.webhook("hook", &sink.url(), None).await?;
     c.register_events(&["order", "checkout_started", "purchase_completed"])
         .await?;
-    c.publish(&json!({"journey": {
-        "id": "forward",
-        "name": "Forward orders",
-        "entry": {"event": "order"},
-        "entry_rule": "REENTER_EVERY_TIME",
-        "unique_identifier": "seq",
-        "start_step": "send",
-        "steps": [{"key": "send", "name": "Forward", "send": {
-            "destination_id": "hook",
-            "mapping": {
-                "kind": "order",
-                "user": {"@path": "$.userId"},
-                "seq": {"@path": "$.properties.journey_context.order.seq"}
-            }
-        }}]
-    }}))
-    .await?;
+    c.publish(&forward_journey()).await?;
     c.publish(&json!({"journey": {
         "id": "checkout",
         "name": "Checkout nudge",
@@ -685,23 +689,7 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
         let key = c.create_source("replicas").await?;
         c.webhook("hook", &sink.url(), None).await?;
         c.register_events(&["order"]).await?;
-        c.publish(&json!({"journey": {
-            "id": "forward",
-            "name": "Forward orders",
-            "entry": {"event": "order"},
-            "entry_rule": "REENTER_EVERY_TIME",
-            "unique_identifier": "seq",
-            "start_step": "send",
-            "steps": [{"key": "send", "name": "Forward", "send": {
-                "destination_id": "hook",
-                "mapping": {
-                    "kind": "order",
-                    "user": {"@path": "$.userId"},
-                    "seq": {"@path": "$.properties.journey_context.order.seq"}
-                }
-            }}]
-        }}))
-        .await?;
+        c.publish(&forward_journey()).await?;
         let store = journeys_store::Store::connect(&database_url).await?;
         let owners = async || -> anyhow::Result<BTreeMap<String, usize>> {
             let mut owners = BTreeMap::new();
