@@ -491,9 +491,16 @@ impl Engine {
 
     /// Makes owner lanes read these profiles from the store again (after a change made
     /// outside the engine, such as audience members set by an operator). Returns once the
-    /// lanes were told; a batch that starts afterwards reads the new state. A no-op for an
-    /// engine that is no owner.
-    pub fn forget_profiles(&self, profile_ids: &[String]) {
+    /// lanes were told; a batch that starts afterwards reads the new state. With a NATS log
+    /// (`route_through_log`), every node's owners are told through the profiles' partitions,
+    /// and this returns once they applied it. A no-op for an engine that is no owner and has
+    /// no log.
+    pub async fn forget_profiles(&self, profile_ids: &[String]) {
+        if let Some(front) = self.inner.front.get()
+            && let Err(err) = front.forget(profile_ids).await
+        {
+            tracing::warn!(error = %err, profiles = profile_ids.len(), "owners not told to forget changed profiles");
+        }
         if self.inner.shared.ownership.is_none() {
             return;
         }

@@ -445,3 +445,62 @@ async fn timers_fired_through_the_log_come_after_the_events_published_before_the
     })
     .await;
 }
+
+#[tokio::test]
+async fn audience_changes_reach_the_owner_of_the_profile_whichever_node_is_told() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        db.audiences()
+            .insert("vip", "VIP", chrono::Utc::now())
+            .await
+            .unwrap();
+        let log = log(&url).await;
+        publish(db, &common::forwarding()).await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
+        let users: Vec<String> = (0..8).map(|u| format!("z{u}")).collect();
+        let order = |user: &str, n: u32| {
+            track(
+                user,
+                "order_completed",
+                &format!("{user}-o{n}"),
+                json!({"plan": "pro", "order_id": format!("{user}-o{n}"), "total": 1}),
+            )
+        };
+        // Not members yet: nothing is forwarded, and each owner keeps the profile in memory.
+        for ack in front_a
+            .submit(users.iter().map(|u| order(u, 1)).collect())
+            .await
+        {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        assert!(sends(db).await.is_empty(), "{b}");
+
+        // An operator adds them (through node-a, whichever node owns them).
+        db.audiences()
+            .add_members("vip", &users, chrono::Utc::now())
+            .await
+            .unwrap();
+        a.forget_profiles(&users).await;
+        for ack in front_b
+            .submit(users.iter().map(|u| order(u, 2)).collect())
+            .await
+        {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        let forwarded: BTreeSet<String> =
+            sends(db).await.into_iter().map(|s| s.profile_id).collect();
+        assert_eq!(
+            forwarded,
+            users.iter().cloned().collect::<BTreeSet<_>>(),
+            "{b}: every owner saw the new members"
+        );
+
+        front_a.stop();
+        front_b.stop();
+        a.shutdown().await;
+        other.shutdown().await;
+        log.delete_stream().await.unwrap();
+    })
+    .await;
+}

@@ -369,7 +369,7 @@ async fn a_timer_fired_on_a_cold_profile_leaves_the_rest_of_the_profile_intact()
         let due = timers(db, &delayed.id).await;
 
         // The profile leaves memory (as past the cache bound); its delay fires.
-        engine.forget_profiles(&["u1".to_owned()]);
+        engine.forget_profiles(&["u1".to_owned()]).await;
         let outcomes = engine.apply_timers(due).await.unwrap();
         assert_eq!(outcomes[0].status, TimerStatus::Fired, "{b}");
 

@@ -26,6 +26,9 @@ pub(crate) enum Entry {
     /// A due timer a scheduler claimed: applied by the owner in log order, after every event
     /// published into the partition before it.
     Timer(TimerEntry),
+    /// Profiles changed outside the owners (audience members set by an operator): the owner
+    /// drops them from memory, so what it applies next reads them from the store.
+    Forget { profile_ids: Vec<String> },
 }
 
 /// A timer on the log (the store's [`TimerRecord`]).

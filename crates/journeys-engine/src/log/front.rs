@@ -212,6 +212,44 @@ impl LogFront {
         self.inner.terminate(targets, reason).await
     }
 
+    /// Makes the owners of `profile_ids` drop them from memory, in their partitions' log
+    /// order; returns once every owner did (or the wait ran out).
+    ///
+    /// # Errors
+    /// The log is unavailable, or an owner did not apply it within the commit wait.
+    pub async fn forget(&self, profile_ids: &[String]) -> Result<(), String> {
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for profile_id in profile_ids {
+            by_partition
+                .entry(partition_of(profile_id, self.inner.config.partitions))
+                .or_default()
+                .push(profile_id.clone());
+        }
+        let request = uuid::Uuid::new_v4().simple().to_string();
+        let mut records = Vec::with_capacity(by_partition.len());
+        for (partition, profile_ids) in by_partition {
+            let payload = Entry::Forget { profile_ids }
+                .encode()
+                .map_err(|err| err.to_string())?;
+            records.push(Record {
+                partition,
+                msg_id: format!("forget:{request}:{partition}"),
+                payload,
+            });
+        }
+        let settled = self
+            .inner
+            .publish_and_wait(&records)
+            .await
+            .map_err(|err| err.to_string())?;
+        if settled.iter().all(|(_, answer)| answer.is_some()) {
+            Ok(())
+        } else {
+            Err("an owner did not apply the change in time".to_owned())
+        }
+    }
+
     /// Fires `timers` through the owners of their partitions: each is applied after every
     /// event published into its partition before it. Per timer, in input order, what became
     /// of it.

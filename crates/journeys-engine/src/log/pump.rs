@@ -167,6 +167,9 @@ struct PartitionReader {
     caught_up: Arc<CaughtUp>,
 }
 
+/// Answers of entries settled without the lane, by position (`None`: applied).
+type Answered = HashMap<usize, Option<Answer>>;
+
 /// What became of a batch handed to the lane.
 struct Applied {
     /// The highest sequence of the committed prefix (unchanged when nothing committed).
@@ -284,7 +287,12 @@ impl PartitionReader {
     /// Hands `entries` to the lane, waits for the answers and announces the committed prefix.
     /// `None` when the lane is gone.
     async fn apply(&self, entries: &[LogEntry], committed: u64) -> Option<Applied> {
-        let (items, mut answered) = self.decode(entries);
+        let (items, mut answered, forget) = self.decode(entries);
+        if !forget.is_empty() {
+            // Before the batch: its items read those profiles from the store (at least as new
+            // as the entries before the forget need).
+            self.lane.send(LaneMessage::Forget(forget)).ok()?;
+        }
         let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
         if !items.is_empty() {
             let (reply, answers) = oneshot::channel();
@@ -310,7 +318,7 @@ impl PartitionReader {
         for (position, log_entry) in entries.iter().enumerate() {
             // An entry the reader answered itself can never apply: it is committed past.
             let answer = match answered.remove(&position) {
-                Some(answer) => Ok(Some(answer)),
+                Some(answer) => Ok(answer),
                 None => Answer::settle(outcomes.remove(&position)),
             };
             match answer {
@@ -335,11 +343,13 @@ impl PartitionReader {
 
     /// The entries as lane items, and the answers of those that can never apply (undecodable,
     /// or of another partition), by position.
-    fn decode(&self, entries: &[LogEntry]) -> (Vec<Routed>, HashMap<usize, Answer>) {
+    fn decode(&self, entries: &[LogEntry]) -> (Vec<Routed>, Answered, Vec<String>) {
         let partitions = self.shared.config.partitions;
         let partition = self.held.partition;
-        // Entries answered without the lane: undecodable, or of another partition.
-        let mut answered: HashMap<usize, Answer> = HashMap::new();
+        // Entries answered without the lane: forgets (applied at once), undecodable ones and
+        // those of another partition (never applicable).
+        let mut answered: Answered = HashMap::new();
+        let mut forget = Vec::new();
         let mut items = Vec::with_capacity(entries.len());
         for (position, log_entry) in entries.iter().enumerate() {
             let (profile_id, item) = match Entry::decode(&log_entry.payload) {
@@ -360,9 +370,17 @@ impl PartitionReader {
                 Ok(Entry::Timer(timer)) => {
                     (Some(timer.profile_id.clone()), Item::Timer(timer.into()))
                 }
+                Ok(Entry::Forget { profile_ids }) => {
+                    forget.extend(profile_ids);
+                    answered.insert(position, None);
+                    continue;
+                }
                 Err(err) => {
                     tracing::error!(partition, seq = log_entry.seq, error = %err, "undecodable log entry skipped");
-                    answered.insert(position, rejected(INTERNAL, "the entry does not decode"));
+                    answered.insert(
+                        position,
+                        Some(rejected(INTERNAL, "the entry does not decode")),
+                    );
                     continue;
                 }
             };
@@ -384,12 +402,12 @@ impl PartitionReader {
                     );
                     answered.insert(
                         position,
-                        rejected(INTERNAL, "published to the wrong partition"),
+                        Some(rejected(INTERNAL, "published to the wrong partition")),
                     );
                 }
             }
         }
-        (items, answered)
+        (items, answered, forget)
     }
 
     /// Commits `seq` as applied without effect (an entry that keeps failing) and announces it.

@@ -82,7 +82,7 @@ impl AudienceApi {
             .audiences()
             .add_members(key, user_ids, Utc::now())
             .await?;
-        self.engine.forget_profiles(user_ids);
+        self.engine.forget_profiles(user_ids).await;
         Ok(added)
     }
 
@@ -91,7 +91,7 @@ impl AudienceApi {
         self.get(key).await?;
         check_user_ids(user_ids)?;
         let removed = self.store.audiences().remove_members(key, user_ids).await?;
-        self.engine.forget_profiles(user_ids);
+        self.engine.forget_profiles(user_ids).await;
         Ok(removed)
     }
 
