@@ -153,6 +153,27 @@ async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
             )
             .count();
         assert!(limited >= 10, "{b}: {limited} of 40 rate limited: {acks:?}");
+        // Resent a second later (same messageIds, well within the log's duplicate window), the
+        // refused events are judged afresh and applied; the others are duplicates.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let refused: Vec<Event> = acks
+            .iter()
+            .zip(100..140)
+            .filter(|(a, _)| matches!(&a.status, AckStatus::Rejected { .. }))
+            .map(|(_, n)| order("u7", n))
+            .collect();
+        let resent = front_b.submit(refused.clone()).await;
+        let accepted = resent
+            .iter()
+            .filter(|a| a.status == AckStatus::Accepted)
+            .count();
+        assert!(
+            accepted >= 20.min(refused.len()),
+            "{b}: {accepted} of {} resent events applied: {resent:?}",
+            refused.len()
+        );
+        let again = front_a.submit(vec![order("u7", 100)]).await;
+        assert_eq!(again[0].status, AckStatus::Duplicate, "{b}");
 
         // Each partition's progress is its last applied log sequence.
         let rows = db.partitions().all().await.unwrap();

@@ -77,6 +77,16 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Per published record: its entry's sequence, whether that entry was already in the log, and
+/// its committed outcome (`None`: not committed in time; `Some(None)`: accepted).
+type Settled = (u64, bool, Option<Option<Answer>>);
+
+/// Refusals an owner may judge otherwise later: a resend of an event refused with one of these
+/// is published again for a fresh judgement.
+const REEVALUATED: [&str; 2] = [crate::ack::RATE_LIMITED, crate::ack::TOO_MANY_INSTANCES];
+/// How many times one call publishes such a resend again (each matching an earlier refusal).
+const MAX_REEVALUATIONS: usize = 8;
+
 /// Who waits for an entry's commit, and hears its outcome (`None`: accepted).
 type Waiter = oneshot::Sender<Option<Answer>>;
 
@@ -243,7 +253,7 @@ impl LogFront {
             .publish_and_wait(&records)
             .await
             .map_err(|err| err.to_string())?;
-        if settled.iter().all(|(_, answer)| answer.is_some()) {
+        if settled.iter().all(|(_, _, answer)| answer.is_some()) {
             Ok(())
         } else {
             Err("an owner did not apply the change in time".to_owned())
@@ -291,7 +301,7 @@ impl LogFront {
             }
         }
         let settled = match self.inner.publish_and_wait(&records).await {
-            Ok(settled) => settled.into_iter().map(|(_, answer)| answer).collect(),
+            Ok(settled) => settled.into_iter().map(|(_, _, answer)| answer).collect(),
             Err(err) => {
                 tracing::warn!(error = %err, timers = records.len(), "publishing timers failed");
                 vec![None; timers.len()]
@@ -400,51 +410,83 @@ impl Inner {
         positions: &[usize],
         answers: &mut [Option<AckStatus>],
     ) {
-        match self.publish_and_wait(records).await {
-            Ok(settled) => {
-                for ((duplicate, answer), &position) in settled.into_iter().zip(positions) {
-                    let status = match answer.map(Answer::status) {
-                        Some(AckStatus::Accepted) if duplicate => AckStatus::Duplicate,
-                        Some(status) => status,
-                        None => rejected(
-                            UNAVAILABLE,
-                            "the event is in the log but not applied yet; resend it (it is deduplicated)",
-                        ),
-                    };
-                    answers[position] = Some(status);
+        let mut batch: Vec<(usize, Record)> = positions
+            .iter()
+            .copied()
+            .zip(records.iter().cloned())
+            .collect();
+        for round in 0..=MAX_REEVALUATIONS {
+            let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+            let settled = match self.publish_and_wait(&records).await {
+                Ok(settled) => settled,
+                Err(err) => {
+                    tracing::warn!(error = %err, events = records.len(), "publishing to the log failed");
+                    for (position, _) in batch {
+                        answers[position] =
+                            Some(rejected(UNAVAILABLE, "the event log is unavailable; retry"));
+                    }
+                    return;
                 }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, events = records.len(), "publishing to the log failed");
-                for &position in positions {
-                    answers[position] =
-                        Some(rejected(UNAVAILABLE, "the event log is unavailable; retry"));
+            };
+            let mut again = Vec::new();
+            for ((position, record), (seq, duplicate, answer)) in batch.into_iter().zip(settled) {
+                // A resend of an event the owner refused for now (rate limit, instance limit)
+                // matches the refused entry within JetStream's duplicate window: it is published
+                // again under a new id derived from that entry, for the owner to judge afresh
+                // (a refused event left no dedupe key, so it cannot apply twice).
+                if let (true, Some(Some(Answer::Rejected { code, .. }))) = (duplicate, &answer)
+                    && REEVALUATED.contains(&code.as_str())
+                    && round < MAX_REEVALUATIONS
+                {
+                    again.push((
+                        position,
+                        Record {
+                            msg_id: format!("{}~{seq}", record.msg_id),
+                            ..record
+                        },
+                    ));
+                    continue;
                 }
+                answers[position] = Some(match answer.map(Answer::status) {
+                    Some(AckStatus::Accepted) if duplicate => AckStatus::Duplicate,
+                    Some(status) => status,
+                    None => rejected(
+                        UNAVAILABLE,
+                        "the event is in the log but not applied yet; resend it (it is deduplicated)",
+                    ),
+                });
             }
+            if again.is_empty() {
+                return;
+            }
+            batch = again;
         }
     }
 
     /// Publishes `records` and waits (up to `commit_wait`) for the commit of each: per record,
-    /// whether it was a duplicate of an entry in the log, and its committed outcome (`None`
-    /// when it did not commit in time).
+    /// its entry's sequence, whether that entry was already in the log, and its committed
+    /// outcome (`None` when it did not commit in time).
     async fn publish_and_wait(
         &self,
         records: &[Record],
-    ) -> Result<Vec<(bool, Option<Option<Answer>>)>, journeys_log::LogError> {
+    ) -> Result<Vec<Settled>, journeys_log::LogError> {
         let published = self.log.publish_batch(records).await?;
         let waiting: Vec<_> = records
             .iter()
             .zip(published)
-            .map(|(record, done)| (done.duplicate, self.wait_for(record.partition, done.seq)))
+            .map(|(record, done)| {
+                let rx = self.wait_for(record.partition, done.seq);
+                (done.seq, done.duplicate, rx)
+            })
             .collect();
         let deadline = tokio::time::Instant::now() + self.config.commit_wait;
         let mut settled = Vec::with_capacity(waiting.len());
-        for (duplicate, rx) in waiting {
+        for (seq, duplicate, rx) in waiting {
             let answer = tokio::time::timeout_at(deadline, rx)
                 .await
                 .ok()
                 .and_then(Result::ok);
-            settled.push((duplicate, answer));
+            settled.push((seq, duplicate, answer));
         }
         Ok(settled)
     }
@@ -477,7 +519,7 @@ impl Inner {
         match self.publish_and_wait(&records).await {
             Ok(settled) => settled
                 .into_iter()
-                .map(|(_, answer)| match answer {
+                .map(|(_, _, answer)| match answer {
                     Some(None) => Ok(TerminateOutcome::Exited),
                     Some(Some(Answer::Terminated(outcome))) => Ok(outcome),
                     Some(Some(Answer::Rejected { code, message })) => {
