@@ -80,6 +80,18 @@ async fn two_nodes(store: &Store, log: &PartitionLog) -> ((Engine, LogFront), (E
     ((a, front_a), (b, front_b))
 }
 
+/// Stops the fronts, then the engines (which release their partitions), and deletes the
+/// test's stream.
+async fn stop(nodes: Vec<(Engine, LogFront)>, log: PartitionLog) {
+    for (_, front) in &nodes {
+        front.stop();
+    }
+    for (engine, _) in nodes {
+        engine.shutdown().await;
+    }
+    log.delete_stream().await.unwrap();
+}
+
 /// Forwards every `order_completed`, once per `order_id`.
 fn forwarding() -> journeys_core::model::JourneyDefinition {
     let mut spec = send_spec("dest_1");
@@ -184,11 +196,7 @@ async fn events_sent_to_any_front_are_applied_once_by_their_partitions_owner() {
             "{b}"
         );
 
-        front_a.stop();
-        front_b.stop();
-        a.shutdown().await;
-        b_engine.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front_a), (b_engine, front_b)], log).await;
     })
     .await;
 }
@@ -231,9 +239,7 @@ async fn a_node_that_stops_hands_over_and_its_successor_resumes_where_it_committ
         let queued = sends(db).await;
         assert_eq!(queued.len(), 60, "{b}");
 
-        front_a.stop();
-        a.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front_a)], log).await;
     })
     .await;
 }
@@ -292,9 +298,7 @@ async fn a_store_that_ran_without_the_log_or_on_an_earlier_stream_reads_the_new_
             rows.iter().all(|r| r.log_seq < 1000000),
             "{b}: progress is the new stream's: {rows:?}"
         );
-        front.stop();
-        a.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front)], log).await;
     })
     .await;
 }
@@ -366,11 +370,7 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         let ended = other.terminate_journey_instances(&journey).await.unwrap();
         assert_eq!(ended, users.len() as u64, "{b}");
 
-        front_a.stop();
-        front_b.stop();
-        a.shutdown().await;
-        other.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front_a), (other, front_b)], log).await;
     })
     .await;
 }
@@ -458,11 +458,7 @@ async fn timers_fired_through_the_log_come_after_the_events_published_before_the
             );
         }
 
-        front_a.stop();
-        front_b.stop();
-        a.shutdown().await;
-        other.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front_a), (other, front_b)], log).await;
     })
     .await;
 }
@@ -517,11 +513,7 @@ async fn audience_changes_reach_the_owner_of_the_profile_whichever_node_is_told(
             "{b}: every owner saw the new members"
         );
 
-        front_a.stop();
-        front_b.stop();
-        a.shutdown().await;
-        other.shutdown().await;
-        log.delete_stream().await.unwrap();
+        stop(vec![(a, front_a), (other, front_b)], log).await;
     })
     .await;
 }
