@@ -29,6 +29,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a locked SQLite file is retried (see `connect_retrying_locked`).
 const SQLITE_LOCKED_RETRY: Duration = Duration::from_secs(30);
+/// MariaDB ends a session left idle 10 s inside a write transaction (its
+/// `idle_write_transaction_timeout`), rolling the transaction back. A process paused
+/// mid-commit (stopped, frozen) would otherwise keep its rows locked for as long as it stays
+/// paused: among them its partitions' `partition_state` rows, which no other node could then
+/// take over. Our transactions never wait between statements this long.
+const IDLE_WRITE_TRANSACTION_TIMEOUT: &str = "SET SESSION idle_write_transaction_timeout = 10";
 
 /// How long [`Store::migrate`] waits for another process's migrations of the same database:
 /// a long schema change on a big table may hold the lock for minutes.
@@ -126,6 +132,21 @@ impl Store {
                         .foreign_keys(true)
                         .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 });
+        }
+        if backend == Backend::MySql {
+            options.map_sqlx_mysql_pool_opts(|pool| {
+                pool.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // MySQL has no such setting; the session works as before there.
+                        if let Err(err) =
+                            sqlx::Executor::execute(conn, IDLE_WRITE_TRANSACTION_TIMEOUT).await
+                        {
+                            tracing::debug!(error = %err, "idle write transactions are not timed out by this server");
+                        }
+                        Ok(())
+                    })
+                })
+            });
         }
         let db = connect_retrying_locked(options, backend).await?;
         let detected = match db.get_database_backend() {

@@ -391,3 +391,48 @@ async fn a_fenced_commit_waits_only_for_its_own_partitions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn taking_over_skips_rows_a_paused_commit_holds() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    each_backend(async |db| {
+        let b = db.backend();
+        if !db.url().starts_with("mysql") {
+            // SQLite has one writer and one process: no commit can be left open by another.
+            return;
+        }
+        let parts = db.partitions();
+        parts.ensure(4).await.unwrap();
+        parts
+            .acquire("old", &[0, 1], Duration::from_millis(200))
+            .await
+            .unwrap();
+
+        // The old owner's commit ran its fence on partition 0, then its process stopped.
+        let paused = Database::connect(db.url()).await.unwrap();
+        let open = paused.begin().await.unwrap();
+        open.execute_unprepared(
+            "UPDATE partition_state SET last_seq = last_seq + 1 WHERE partition_id = 0",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+
+        // Another node takes what it can at once (partition 1), not waiting for the lock on 0.
+        let took =
+            tokio::time::timeout(Duration::from_secs(5), parts.acquire("new", &[0, 1], LONG)).await;
+        assert!(
+            matches!(took, Ok(Ok(1))),
+            "{b}: the take-over waited for the paused commit: {took:?}"
+        );
+        let new = parts.held_by("new").await.unwrap();
+        assert_eq!(new.iter().map(|h| h.partition).collect::<Vec<_>>(), [1]);
+
+        // Once that transaction ends, partition 0 is taken too.
+        open.rollback().await.unwrap();
+        assert_eq!(parts.acquire("new", &[0, 1], LONG).await.unwrap(), 2, "{b}");
+        assert_eq!(parts.held_by("new").await.unwrap().len(), 2, "{b}");
+        paused.close().await.unwrap();
+    })
+    .await;
+}

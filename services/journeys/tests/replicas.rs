@@ -7,6 +7,8 @@
 //! generator sends every profile's events in sequence, each to the next front round-robin,
 //! while one replica is SIGKILLed mid-load and restarted. The checks: every acknowledged event
 //! is applied once and forwarded (the sink's idempotency keys against the acknowledged set),
+//! the sink's and the outbox's keys equal the sends of the acknowledged events replayed
+//! through journeys-core (SimulateJourney),
 //! each profile's events were applied in its sequence, no buyer whose purchase was acknowledged
 //! before the hold's deadline is nudged, and the killed replica's partitions moved on to newer
 //! epochs.
@@ -496,6 +498,97 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
         PROFILES / 2
     );
 
+    // The oracle: each profile's acknowledged events replayed through journeys-core (the
+    // SimulateJourney call) give the sends there must be; the sink's idempotency keys and the
+    // outbox's keys are exactly those. The checkouts count from when they were sent (no later
+    // than applied), the purchases from their acknowledgement (no earlier than applied), so a
+    // buyer the replay lets off was surely in time; a purchase acknowledged after that deadline
+    // may have been applied before or after the real one, and its nudge is left out of the
+    // comparison either way.
+    let clock = (std::time::SystemTime::now(), Instant::now());
+    let virtual_time = |at: Instant| prost_types::Timestamp::from(clock.0 - (clock.1 - at));
+    let mut by_profile: Vec<Vec<pb::SimulatedEvent>> = Vec::new();
+    for u in 0..PROFILES {
+        let events = (1..EVENTS_PER_PROFILE)
+            .filter_map(|seq| {
+                let at = acked.get(&format!("u{u}-e{seq}"))?;
+                Some(pb::SimulatedEvent {
+                    event: Some(event_of(u, seq)),
+                    at: Some(virtual_time(*at)),
+                })
+            })
+            .collect();
+        by_profile.push(events);
+    }
+    let mut expected = replay(&mut c, "forward", by_profile).await?;
+    let checkout_at = virtual_time(checkout_sent.unwrap());
+    let mut checkouts: Vec<Vec<pb::SimulatedEvent>> = (0..PROFILES)
+        .map(|u| {
+            vec![pb::SimulatedEvent {
+                event: Some(event_of(u, 0)),
+                at: Some(checkout_at),
+            }]
+        })
+        .collect();
+    let mut undecided = BTreeSet::new();
+    for (id, at) in &purchases {
+        let u: usize = id
+            .trim_start_matches('u')
+            .trim_end_matches("-buy")
+            .parse()?;
+        if *at >= buy_deadline {
+            undecided.insert(format!("u{u}"));
+        }
+        checkouts[u].push(pb::SimulatedEvent {
+            event: Some(purchase_of(u)),
+            at: Some(virtual_time(*at)),
+        });
+    }
+    let nudges = replay(&mut c, "checkout", checkouts).await?;
+    let left_out: BTreeSet<String> = nudges
+        .iter()
+        .filter(|(user, _)| undecided.contains(user))
+        .map(|(_, key)| key.clone())
+        .collect();
+    expected.extend(nudges);
+    let expected: BTreeSet<String> = expected
+        .into_iter()
+        .map(|(_, key)| key)
+        .filter(|key| !left_out.contains(key))
+        .collect();
+    let sent: BTreeSet<String> = eventually(
+        "the sink to receive every send of the replay",
+        Duration::from_secs(60),
+        || {
+            let sink = &sink;
+            let expected = &expected;
+            async move {
+                let sent: BTreeSet<String> = sink
+                    .requests()
+                    .iter()
+                    .map(|r| r.idempotency_key().to_owned())
+                    .collect();
+                Ok::<_, anyhow::Error>(sent.is_superset(expected).then_some(sent))
+            }
+        },
+    )
+    .await;
+    let sent: BTreeSet<String> = sent
+        .into_iter()
+        .filter(|key| !left_out.contains(key))
+        .collect();
+    let extra: Vec<&String> = sent.difference(&expected).take(5).collect();
+    assert!(
+        extra.is_empty(),
+        "sends the replay does not have, e.g. {extra:?}"
+    );
+    let outbox: BTreeSet<String> = outbox_keys(&cluster.database_url)
+        .await?
+        .into_iter()
+        .filter(|key| !left_out.contains(key))
+        .collect();
+    assert_eq!(outbox, expected, "outbox keys = the replay's sends");
+
     // The killed replica's partitions moved on to newer epochs.
     let rows = store.partitions().all().await?;
     for (partition, epoch) in &killed_partitions {
@@ -536,8 +629,10 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
     assert!(view.partitions.iter().all(|p| p.log_seq > 0 && p.held));
 
     eprintln!(
-        "replicas: {} events acknowledged, {} orders forwarded, {} of {} buyers in time, {} nudged, {} partitions taken over",
+        "replicas: {} events acknowledged, {} sends as the replay has them ({} undecided left out), {} orders forwarded, {} of {} buyers in time, {} nudged, {} partitions taken over",
         acked.len(),
+        expected.len(),
+        left_out.len(),
         forwarded.len(),
         in_time.len(),
         PROFILES / 2,
@@ -548,6 +643,62 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
     drop(replicas);
     sink.stop().await;
     Ok(())
+}
+
+/// Replays each profile's events (a list per profile) through `journey` with SimulateJourney,
+/// a few hundred profiles per call, and returns every send as (profile, idempotency key).
+async fn replay(
+    c: &mut StackClients,
+    journey: &str,
+    by_profile: Vec<Vec<pb::SimulatedEvent>>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    /// Below the control plane's 10,000 events per simulation.
+    const PER_CALL: usize = 8_000;
+    let mut sends = Vec::new();
+    let mut chunk: Vec<pb::SimulatedEvent> = Vec::new();
+    let mut profiles = by_profile.into_iter().peekable();
+    while let Some(events) = profiles.next() {
+        chunk.extend(events);
+        let full = profiles
+            .peek()
+            .is_none_or(|next| chunk.len() + next.len() > PER_CALL);
+        if !full {
+            continue;
+        }
+        let result = c
+            .journeys
+            .simulate_journey(pb::SimulateJourneyRequest {
+                target: Some(pb::simulate_journey_request::Target::Id(journey.to_owned())),
+                events: std::mem::take(&mut chunk),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for instance in result.instances {
+            for send in instance.sends {
+                sends.push((instance.user_id.clone(), send.message_id));
+            }
+        }
+    }
+    Ok(sends)
+}
+
+/// Every outbox row's idempotency key.
+async fn outbox_keys(database_url: &str) -> anyhow::Result<BTreeSet<String>> {
+    use sea_orm::{ConnectionTrait as _, Database, Statement};
+    let db = Database::connect(database_url).await?;
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT message_id FROM outbox",
+        ))
+        .await?;
+    let keys = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect::<Result<_, _>>()?;
+    db.close().await?;
+    Ok(keys)
 }
 
 /// A NATS server with JetStream of this test's own, on a free port, storing in a directory
@@ -717,7 +868,30 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
             acked.insert(order_at(&fronts, &key, n, n).await?);
         }
 
-        // Zombie: node-1 paused for twice its lease while events keep coming through node-0.
+        // Zombie: node-1 paused for twice its lease while events keep coming through node-0,
+        // stopped while it applies a burst of orders from many profiles (so it has work in
+        // hand: a batch being evaluated or committed, others queued).
+        let applied_before = counter(addrs[1].1, "journeys_entries_total").await?;
+        let burst = tokio::spawn({
+            let fronts = only_first.to_vec();
+            let key = key.clone();
+            async move {
+                let batches = (0..30).map(|b| {
+                    let events = (0..100).map(|i| event_of(100 + b * 100 + i, 1)).collect();
+                    deliver(&fronts, &key, 0, events)
+                });
+                let mut acked = Vec::new();
+                for done in futures::future::join_all(batches).await {
+                    acked.extend(done?.into_iter().map(|(id, _)| id));
+                }
+                anyhow::Ok(acked)
+            }
+        });
+        eventually("node-1 to apply the burst", Duration::from_secs(30), || async {
+            let applied = counter(addrs[1].1, "journeys_entries_total").await?;
+            Ok::<_, anyhow::Error>((applied > applied_before).then_some(()))
+        })
+        .await;
         signal(&replicas[1], "STOP")?;
         let paused = Instant::now();
         let mut n = 50;
@@ -726,11 +900,14 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
             n += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            owners().await?.get("node-0"),
-            Some(&(PARTITIONS as usize)),
-            "node-0 took every partition over"
-        );
+        // (A partition whose row node-1's open commit locked is taken once the server ends that
+        // transaction, 10 s idle.)
+        eventually("node-0 to take every partition over", Duration::from_secs(20), || async {
+            Ok::<_, anyhow::Error>(
+                (owners().await?.get("node-0") == Some(&(PARTITIONS as usize))).then_some(()),
+            )
+        })
+        .await;
         signal(&replicas[1], "CONT")?;
         let resumed = Instant::now();
         while resumed.elapsed() < Duration::from_secs(2) {
@@ -738,14 +915,20 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
             n += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // It noticed that its leases ran out, and applied nothing more of those partitions
-        // (the checks at the end: each order once, all of them forwarded).
+        // It noticed that its leases ran out, and its work in hand was refused by the fence
+        // (nothing it applied after losing the lease is visible: the checks at the end, each
+        // order once, all of them forwarded).
         let lapsed = eventually("node-1 to count its lapsed leases", Duration::from_secs(15), || async {
             let lapsed = counter(addrs[1].1, "journeys_engine_lease_lapses_total").await?;
             Ok::<_, anyhow::Error>((lapsed > 0.0).then_some(lapsed))
         })
         .await;
-        let fenced = counter(addrs[1].1, "journeys_engine_fenced_commits_total").await?;
+        let fenced = eventually("node-1's next commit to be fenced", Duration::from_secs(15), || async {
+            let fenced = counter(addrs[1].1, "journeys_engine_fenced_commits_total").await?;
+            Ok::<_, anyhow::Error>((fenced > 0.0).then_some(fenced))
+        })
+        .await;
+        acked.extend(burst.await??);
         // node-1 takes its share back at new epochs, and both fronts work again.
         eventually("node-1 to rejoin", Duration::from_secs(30), || async {
             Ok::<_, anyhow::Error>(owners().await?.contains_key("node-1").then_some(()))

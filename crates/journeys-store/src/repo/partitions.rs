@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
 use crate::error::StoreError;
 use crate::repo::placeholders;
@@ -83,6 +83,24 @@ fn partition_rows(backend: DbBackend) -> &'static str {
         DbBackend::MySql => "partition_state FORCE INDEX (PRIMARY)",
         _ => "partition_state",
     }
+}
+
+/// The `UPDATE` that gives `node` those of `partitions` that are free (no owner, or an owner
+/// whose lease ran out) or already its own, at the next epoch.
+fn take_statement(backend: DbBackend, node: &str, partitions: &[u32]) -> Statement {
+    let now = db_now(backend);
+    let sql = format!(
+        "UPDATE {} SET owner = ?, epoch = epoch + 1, lease_until = 0 \
+         WHERE partition_id IN ({}) AND (owner IS NULL OR owner = ? OR NOT EXISTS \
+         (SELECT 1 FROM partition_nodes n WHERE n.node_id = partition_state.owner \
+         AND n.lease_until > {now}))",
+        partition_rows(backend),
+        placeholders(partitions.len())
+    );
+    let mut values: Vec<Value> = vec![node.into()];
+    values.extend(partitions.iter().map(|p| Value::from(*p)));
+    values.push(node.into());
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 pub(crate) fn micros_of(duration: Duration) -> i64 {
@@ -211,19 +229,42 @@ impl<'a> Partitions<'a> {
         if partitions.is_empty() {
             return Ok(0);
         }
-        let now = db_now(self.backend());
+        let backend = self.backend();
+        if backend != DbBackend::MySql {
+            let statement = take_statement(backend, node, partitions);
+            return Ok(self.db.execute_raw(statement).await?.rows_affected());
+        }
+        // A row locked by an open commit (its fence, the transaction's first statement) is
+        // skipped rather than waited for: the committing node may be paused mid-transaction
+        // (a stopped process, a frozen VM), and waiting would stall this node's whole round,
+        // renewals of its own lease included. The row is taken at a later round, once that
+        // transaction ends (the server ends it, see `Store::connect`).
+        let txn = self.db.begin().await?;
         let sql = format!(
-            "UPDATE {} SET owner = ?, epoch = epoch + 1, lease_until = 0 \
-             WHERE partition_id IN ({}) AND (owner IS NULL OR owner = ? OR NOT EXISTS \
-             (SELECT 1 FROM partition_nodes n WHERE n.node_id = partition_state.owner \
-             AND n.lease_until > {now}))",
-            partition_rows(self.backend()),
+            "SELECT partition_id FROM partition_state WHERE partition_id IN ({}) \
+             FOR UPDATE SKIP LOCKED",
             placeholders(partitions.len())
         );
-        let mut values: Vec<Value> = vec![node.into()];
-        values.extend(partitions.iter().map(|p| Value::from(*p)));
-        values.push(node.into());
-        self.exec(&sql, values).await
+        let values: Vec<Value> = partitions.iter().map(|p| Value::from(*p)).collect();
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        let free = rows
+            .iter()
+            .map(|row| {
+                let partition: i64 = row.try_get("", "partition_id")?;
+                Ok(u32::try_from(partition).unwrap_or(u32::MAX))
+            })
+            .collect::<Result<Vec<u32>, sea_orm::DbErr>>()?;
+        let taken = if free.is_empty() {
+            0
+        } else {
+            txn.execute_raw(take_statement(backend, node, &free))
+                .await?
+                .rows_affected()
+        };
+        txn.commit().await?;
+        Ok(taken)
     }
 
     /// Sets `node`'s lease to `ttl` from now and returns how many of `held` it still owns at
