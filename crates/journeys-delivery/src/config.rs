@@ -13,8 +13,13 @@ pub struct DeliveryConfig {
     /// When failed sends are retried and when they are dead-lettered.
     pub retry: RetryPolicy,
     /// Requests in flight at once, across destinations. Bounds memory and sockets; rows of one
-    /// destination may go in parallel (per-send ordering is not promised by webhooks anyway).
+    /// destination may go in parallel (per-send ordering is not promised by webhooks anyway),
+    /// up to `max_in_flight_per_destination`.
     pub max_in_flight: usize,
+    /// Requests in flight at once to one destination: its share of `max_in_flight`, so that a
+    /// destination that hangs or answers slowly holds at most this many slots and the others
+    /// keep theirs. Its further due rows wait in the outbox (unclaimed) until its sends end.
+    pub max_in_flight_per_destination: usize,
     /// Rows claimed per store round trip (never more than the free in-flight slots). A claim is
     /// a store transaction, so hundreds at once rather than a few.
     pub claim_batch: u32,
@@ -63,6 +68,7 @@ impl Default for DeliveryConfig {
         Self {
             retry: RetryPolicy::default(),
             max_in_flight: 256,
+            max_in_flight_per_destination: 64,
             claim_batch: 256,
             mark_batch: 500,
             mark_delay: Duration::from_millis(10),

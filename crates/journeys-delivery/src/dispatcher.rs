@@ -23,6 +23,7 @@
 //! [`journeys_telemetry::metrics`] (`journeys_deliveries_total`,
 //! `journeys_delivery_duration_seconds`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,71 @@ struct Inner {
     destinations: DestinationCache,
     notify: Arc<Notify>,
     claimant: Claimant,
+    /// Sends in flight per destination id (only those with any).
+    busy: Mutex<HashMap<String, usize>>,
+}
+
+impl Inner {
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The destinations with their whole share in flight.
+    fn saturated(&self) -> Vec<String> {
+        let cap = self.config.max_in_flight_per_destination.max(1);
+        self.busy()
+            .iter()
+            .filter(|(_, n)| **n >= cap)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// One send in flight to a destination, counted in its share until dropped (the delivery ended
+/// or was cut off). A destination that had its whole share in flight and drops to three
+/// quarters of it wakes the dispatcher to claim its waiting rows, in a batch rather than one
+/// per finished send.
+struct Slot {
+    inner: Arc<Inner>,
+    destination: String,
+}
+
+impl Slot {
+    /// Takes a slot of `destination`'s share; `None` when the share is in flight already.
+    fn take(inner: &Arc<Inner>, destination: &str) -> Option<Slot> {
+        let cap = inner.config.max_in_flight_per_destination.max(1);
+        let mut busy = inner.busy();
+        let n = busy.entry(destination.to_owned()).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            inner: Arc::clone(inner),
+            destination: destination.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let cap = self.inner.config.max_in_flight_per_destination.max(1);
+        let mut busy = self.inner.busy();
+        let Some(n) = busy.get_mut(&self.destination) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        let left = *n;
+        if left == 0 {
+            busy.remove(&self.destination);
+        }
+        drop(busy);
+        if left + (cap / 4).max(1) == cap {
+            self.inner.notify.notify_one();
+        }
+    }
 }
 
 /// This dispatcher as a claimant: its id on claims and how long its lease is known to run.
@@ -173,6 +239,7 @@ impl Dispatcher {
                     id: journeys_store::new_id(),
                     valid_until: Mutex::new(None),
                 },
+                busy: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -382,8 +449,15 @@ impl Dispatcher {
             return Instant::now() + CLAIM_ERROR_PAUSE;
         };
         let now = Utc::now();
+        let saturated = self.inner.saturated();
         let rows = match outbox
-            .claim_due_by(now, limit, now + to_chrono(config.lease), claimant)
+            .claim_due_by(
+                now,
+                limit,
+                now + to_chrono(config.lease),
+                claimant,
+                &saturated,
+            )
             .await
         {
             Ok(rows) => rows,
@@ -393,13 +467,33 @@ impl Dispatcher {
             }
         };
         let claimed = rows.len();
+        let mut over_share = Vec::new();
         for row in rows {
+            let Some(slot) = Slot::take(&self.inner, &row.destination_id) else {
+                over_share.push(row.id);
+                continue;
+            };
             let this = self.clone();
             let marks = marks.clone();
-            in_flight.spawn(async move { this.deliver_row(row, marks).await });
+            in_flight.spawn(async move {
+                this.deliver_row(row, marks).await;
+                drop(slot);
+            });
         }
         if claimed > 0 {
-            tracing::debug!(claimed, "claimed outbox rows");
+            tracing::debug!(
+                claimed,
+                over_share = over_share.len(),
+                "claimed outbox rows"
+            );
+        }
+        if !over_share.is_empty() {
+            // Rows past their destination's share go back at once; the next claim leaves that
+            // destination out and finds other destinations' due rows.
+            if let Err(err) = outbox.unclaim(&over_share, claimant).await {
+                tracing::warn!(error = %err, "could not give back claimed rows; they are claimed again after their lease");
+            }
+            return Instant::now();
         }
         if u32::try_from(claimed).is_ok_and(|n| n >= limit) {
             // A full batch: more rows are probably due.

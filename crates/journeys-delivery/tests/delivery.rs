@@ -556,6 +556,56 @@ async fn deliveries_run_in_parallel_up_to_the_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_holds_only_its_share_and_others_keep_flowing() {
+    each_backend(async |db| {
+        let hanging = Sink::start().await;
+        hanging.answer_by_default(Reply::status(200).delay(Duration::from_secs(30)));
+        let healthy = Sink::start().await;
+        let stuck = destination(db, &hanging.url_at("/hooks"), json!({"timeout_ms": 30_000})).await;
+        let fine = destination(db, &healthy.url_at("/hooks"), json!({})).await;
+        let config = DeliveryConfig {
+            max_in_flight: 8,
+            max_in_flight_per_destination: 2,
+            claim_batch: 8,
+            shutdown_grace: Duration::from_millis(100),
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        // The hanging destination's rows come due first, more of them than every slot.
+        let mut rows: Vec<_> = (0..20).map(|_| outbox_row(&stuck)).collect();
+        let early = Utc::now() - chrono::TimeDelta::seconds(5);
+        for row in &mut rows {
+            row.next_attempt_at = early;
+        }
+        enqueue(db, rows).await;
+        waker.wake();
+        hanging.wait_for(2, PATIENCE).await;
+        let healthy_rows: Vec<_> = (0..5).map(|_| outbox_row(&fine)).collect();
+        enqueue(db, healthy_rows.clone()).await;
+        waker.wake();
+
+        // The healthy destination gets its sends while the hanging one still holds its two.
+        healthy.wait_for(5, PATIENCE).await;
+        for row in &healthy_rows {
+            wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+        }
+        assert_eq!(
+            hanging.count(),
+            2,
+            "{}: the hanging destination has only its share in flight",
+            db.backend()
+        );
+        assert_eq!(hanging.peak_concurrency(), 2);
+
+        drop(stop);
+        task.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_retried() {
     each_backend(async |db| {
         let sink = Sink::start().await;

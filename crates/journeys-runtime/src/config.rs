@@ -22,9 +22,10 @@ pub use limits::{
     DEFAULT_INSTANCE_RETENTION_DAYS, DEFAULT_MAX_ACTIVE_INSTANCES_PER_PROFILE,
     DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC, DEFAULT_MAX_HOLD_SECS,
     DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
-    DEFAULT_MAX_UNIQUE_VALUE_CHARS, DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS,
-    DEFAULT_RETRY_AFTER_MAX_SECS, DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS,
-    DEFAULT_RETRY_BUDGET_SECS,
+    DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION, DEFAULT_MAX_UNIQUE_VALUE_CHARS,
+    DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS, DEFAULT_RETRY_AFTER_MAX_SECS,
+    DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS, DEFAULT_RETRY_BUDGET_SECS,
+    MAX_SENDS_IN_FLIGHT,
 };
 
 /// Database used when nothing else is configured: a SQLite file in the working directory, created
@@ -204,6 +205,11 @@ pub struct Config {
     /// Longest `Retry-After` of a destination that is honoured, in seconds.
     #[serde(default = "limits::default_retry_after_max_secs")]
     pub retry_after_max_secs: u64,
+    /// Webhook requests in flight at once to one destination, of the 256 a node sends at once:
+    /// a destination that hangs or answers slowly holds at most this many, and the others
+    /// keep flowing. Its further sends wait in the outbox.
+    #[serde(default = "limits::default_max_sends_in_flight_per_destination")]
+    pub max_sends_in_flight_per_destination: usize,
     /// Return-to-start passes one hold-until step allows per instance; the next match of a
     /// return-to-start branch continues onward.
     #[serde(default = "limits::default_max_return_to_start_passes")]
@@ -290,6 +296,7 @@ impl Config {
             retry_backoff_base_ms: DEFAULT_RETRY_BACKOFF_BASE_MS,
             retry_backoff_max_secs: DEFAULT_RETRY_BACKOFF_MAX_SECS,
             retry_after_max_secs: DEFAULT_RETRY_AFTER_MAX_SECS,
+            max_sends_in_flight_per_destination: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION,
             max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
             min_delay_secs: DEFAULT_MIN_DELAY_SECS,
@@ -401,6 +408,10 @@ impl fmt::Debug for Config {
             .field("retry_backoff_base_ms", &masked.retry_backoff_base_ms)
             .field("retry_backoff_max_secs", &masked.retry_backoff_max_secs)
             .field("retry_after_max_secs", &masked.retry_after_max_secs)
+            .field(
+                "max_sends_in_flight_per_destination",
+                &masked.max_sends_in_flight_per_destination,
+            )
             .field(
                 "max_return_to_start_passes",
                 &masked.max_return_to_start_passes,

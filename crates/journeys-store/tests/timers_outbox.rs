@@ -353,7 +353,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
         let ttl = std::time::Duration::from_millis(300);
 
         outbox.lease_claimant("a", "node-a", ttl).await.unwrap();
-        let claimed = outbox.claim_due_by(t, 10, lease, "a").await.unwrap();
+        let claimed = outbox.claim_due_by(t, 10, lease, "a", &[]).await.unwrap();
         assert_eq!(ids(&claimed, |r| &r.id), all, "{b}");
         assert_eq!(
             outbox.claimed_by(&all[0]).await.unwrap().as_deref(),
@@ -368,7 +368,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
             .unwrap();
         assert!(
             outbox
-                .claim_due_by(t, 10, lease, "b")
+                .claim_due_by(t, 10, lease, "b", &[])
                 .await
                 .unwrap()
                 .is_empty(),
@@ -380,7 +380,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
         );
         assert!(
             outbox
-                .claim_due_by(t, 10, lease, "a")
+                .claim_due_by(t, 10, lease, "a", &[])
                 .await
                 .unwrap()
                 .is_empty(),
@@ -390,7 +390,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
         // a stops renewing (killed): once its lease ran out, its rows are b's at once, long
         // before their two-minute claim lease.
         tokio::time::sleep(ttl + std::time::Duration::from_millis(200)).await;
-        let taken = outbox.claim_due_by(t, 10, lease, "b").await.unwrap();
+        let taken = outbox.claim_due_by(t, 10, lease, "b", &[]).await.unwrap();
         assert_eq!(ids(&taken, |r| &r.id), all, "{b}");
         assert_eq!(
             outbox.claimed_by(&all[0]).await.unwrap().as_deref(),
@@ -423,7 +423,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
         let late = send("d1", "j1", t);
         add_sends(db, vec![late.clone()]).await;
         outbox.lease_claimant("c", "node-c", ttl).await.unwrap();
-        let by_c = outbox.claim_due_by(t, 10, lease, "c").await.unwrap();
+        let by_c = outbox.claim_due_by(t, 10, lease, "c", &[]).await.unwrap();
         assert_eq!(ids(&by_c, |r| &r.id), vec![late.id.clone()], "{b}");
         assert_eq!(
             outbox
@@ -446,7 +446,7 @@ async fn claims_of_a_dead_claimant_are_free_at_once_and_a_live_ones_are_not() {
             .lease_claimant("d", "node-d", std::time::Duration::from_secs(60))
             .await
             .unwrap();
-        let taken = outbox.claim_due_by(t, 10, lease, "d").await.unwrap();
+        let taken = outbox.claim_due_by(t, 10, lease, "d", &[]).await.unwrap();
         assert_eq!(ids(&taken, |r| &r.id), vec![late.id.clone()], "{b}");
     })
     .await;

@@ -118,6 +118,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "SECONDS")]
     pub retry_after_max_secs: Option<u64>,
 
+    /// Webhook requests in flight at once to one destination (1–256)
+    /// [env: JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION]
+    #[arg(long, value_name = "N")]
+    pub max_sends_in_flight_per_destination: Option<usize>,
+
     /// Return-to-start passes one hold-until step allows per instance
     /// [env: JOURNEYS_MAX_RETURN_TO_START_PASSES]
     #[arg(long, value_name = "N")]

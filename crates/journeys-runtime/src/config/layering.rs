@@ -37,6 +37,7 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_RETRY_BACKOFF_BASE_MS",
     "JOURNEYS_RETRY_BACKOFF_MAX_SECS",
     "JOURNEYS_RETRY_AFTER_MAX_SECS",
+    "JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION",
     "JOURNEYS_MAX_RETURN_TO_START_PASSES",
     "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
     "JOURNEYS_MIN_DELAY_SECS",
@@ -213,6 +214,11 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         "seconds"
     ),
     number_binding!(
+        "JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION",
+        max_sends_in_flight_per_destination,
+        "requests"
+    ),
+    number_binding!(
         "JOURNEYS_MAX_RETURN_TO_START_PASSES",
         max_return_to_start_passes,
         "passes"
@@ -353,6 +359,8 @@ fn merge_value(base: &mut toml::Table, key: String, value: toml::Value) {
     }
 }
 
+// One line per flag: a long list, not a long procedure.
+#[allow(clippy::too_many_lines)]
 fn apply_flags(config: &mut Config, args: &ConfigArgs) {
     // Destructured so that a new flag cannot be forgotten here.
     let ConfigArgs {
@@ -379,6 +387,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_base_ms,
         retry_backoff_max_secs,
         retry_after_max_secs,
+        max_sends_in_flight_per_destination,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,
@@ -429,6 +438,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_base_ms,
         retry_backoff_max_secs,
         retry_after_max_secs,
+        max_sends_in_flight_per_destination,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,
@@ -588,6 +598,7 @@ mod tests {
             ("JOURNEYS_RETRY_BACKOFF_BASE_MS", "50"),
             ("JOURNEYS_RETRY_BACKOFF_MAX_SECS", "5"),
             ("JOURNEYS_RETRY_AFTER_MAX_SECS", "30"),
+            ("JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION", "16"),
             ("JOURNEYS_MAX_RETURN_TO_START_PASSES", "4"),
             ("JOURNEYS_MIN_DELAY_SECS", "30"),
             ("JOURNEYS_MIN_HOLD_SECS", "60"),
@@ -616,6 +627,7 @@ mod tests {
         assert_eq!(config.retry_backoff_base_ms, 50);
         assert_eq!(config.retry_backoff_max_secs, 5);
         assert_eq!(config.retry_after_max_secs, 30);
+        assert_eq!(config.max_sends_in_flight_per_destination, 16);
         assert_eq!(config.max_return_to_start_passes, 4);
         assert_eq!(config.min_delay_secs, 30);
         assert_eq!(config.min_hold_secs, 60);

@@ -21,6 +21,10 @@ pub const DEFAULT_RETRY_BACKOFF_BASE_MS: u64 = 1_000;
 pub const DEFAULT_RETRY_BACKOFF_MAX_SECS: u64 = 10 * 60;
 /// Longest `Retry-After` honoured: one hour.
 pub const DEFAULT_RETRY_AFTER_MAX_SECS: u64 = 60 * 60;
+/// Sends in flight at once to one destination (its share of the dispatcher's 256).
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 64;
+/// The dispatcher's sends in flight across destinations: the most one destination may have.
+pub const MAX_SENDS_IN_FLIGHT: usize = 256;
 /// Return-to-start passes of one hold-until step per instance.
 pub const DEFAULT_MAX_RETURN_TO_START_PASSES: u32 = 100;
 /// Characters of a unique-identifier value (Segment's limit).
@@ -61,6 +65,9 @@ pub(super) fn default_retry_backoff_max_secs() -> u64 {
 }
 pub(super) fn default_retry_after_max_secs() -> u64 {
     DEFAULT_RETRY_AFTER_MAX_SECS
+}
+pub(super) fn default_max_sends_in_flight_per_destination() -> usize {
+    DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION
 }
 pub(super) fn default_max_return_to_start_passes() -> u32 {
     DEFAULT_MAX_RETURN_TO_START_PASSES
@@ -122,26 +129,7 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
         0,
         1_000_000,
     )?;
-    in_range("retry_budget_secs", c.retry_budget_secs, 1, 30 * DAY_SECS)?;
-    in_range(
-        "retry_backoff_base_ms",
-        c.retry_backoff_base_ms,
-        1,
-        DAY_SECS * 1_000,
-    )?;
-    in_range(
-        "retry_backoff_max_secs",
-        c.retry_backoff_max_secs,
-        1,
-        DAY_SECS,
-    )?;
-    if c.retry_backoff_base_ms > c.retry_backoff_max_secs.saturating_mul(1_000) {
-        return Err(invalid(format!(
-            "retry_backoff_base_ms: {} ms is more than retry_backoff_max_secs ({} s)",
-            c.retry_backoff_base_ms, c.retry_backoff_max_secs
-        )));
-    }
-    in_range("retry_after_max_secs", c.retry_after_max_secs, 1, DAY_SECS)?;
+    check_delivery(c)?;
     in_range(
         "max_return_to_start_passes",
         c.max_return_to_start_passes,
@@ -170,6 +158,37 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     let lifetime_secs = c.max_instance_lifetime_days * DAY_SECS;
     bounds("delay", c.min_delay_secs, c.max_delay_secs, lifetime_secs)?;
     bounds("hold", c.min_hold_secs, c.max_hold_secs, lifetime_secs)?;
+    Ok(())
+}
+
+/// The delivery settings: retry budget, backoff and a destination's share.
+fn check_delivery(c: &Config) -> Result<(), ConfigError> {
+    in_range("retry_budget_secs", c.retry_budget_secs, 1, 30 * DAY_SECS)?;
+    in_range(
+        "retry_backoff_base_ms",
+        c.retry_backoff_base_ms,
+        1,
+        DAY_SECS * 1_000,
+    )?;
+    in_range(
+        "retry_backoff_max_secs",
+        c.retry_backoff_max_secs,
+        1,
+        DAY_SECS,
+    )?;
+    if c.retry_backoff_base_ms > c.retry_backoff_max_secs.saturating_mul(1_000) {
+        return Err(invalid(format!(
+            "retry_backoff_base_ms: {} ms is more than retry_backoff_max_secs ({} s)",
+            c.retry_backoff_base_ms, c.retry_backoff_max_secs
+        )));
+    }
+    in_range("retry_after_max_secs", c.retry_after_max_secs, 1, DAY_SECS)?;
+    in_range(
+        "max_sends_in_flight_per_destination",
+        c.max_sends_in_flight_per_destination,
+        1,
+        MAX_SENDS_IN_FLIGHT,
+    )?;
     Ok(())
 }
 

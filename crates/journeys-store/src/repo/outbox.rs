@@ -198,13 +198,15 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.claim(now, limit, lease_until, None).await
+        self.claim(now, limit, lease_until, None, &[]).await
     }
 
     /// As [`Outbox::claim_due`], naming `claimant` on the claims: they stay the caller's while
     /// `claimant`'s lease ([`Outbox::lease_claimant`]) runs and `lease_until` has not passed,
     /// and are free for others at once when that lease runs out or is removed. The caller's own
-    /// claims are never taken back by itself, even if its lease lapsed meanwhile.
+    /// claims are never taken back by itself, even if its lease lapsed meanwhile. Rows of the
+    /// destinations in `excluding` (those the caller has as many sends in flight to as it
+    /// allows) are left for later.
     ///
     /// # Errors
     /// Database errors.
@@ -214,8 +216,31 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
         claimant: &str,
+        excluding: &[String],
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.claim(now, limit, lease_until, Some(claimant)).await
+        self.claim(now, limit, lease_until, Some(claimant), excluding)
+            .await
+    }
+
+    /// Gives back rows `claimant` claimed but will not send now: any dispatcher (itself
+    /// included) may claim them again at once. Returns how many were freed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn unclaim(&self, ids: &[String], claimant: &str) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            freed += Entity::update_many()
+                .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
+                .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .filter(Column::ClaimedBy.eq(claimant))
+                .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+                .exec(self.db)
+                .await?
+                .rows_affected;
+        }
+        Ok(freed)
     }
 
     async fn claim(
@@ -224,6 +249,7 @@ impl<'a> Outbox<'a> {
         limit: u32,
         lease_until: DateTime<Utc>,
         claimant: Option<&str>,
+        excluding: &[String],
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -252,6 +278,9 @@ impl<'a> Outbox<'a> {
                 )
                 .order_by_asc(Column::NextAttemptAt)
                 .limit(u64::from(limit));
+            if !excluding.is_empty() {
+                query = query.filter(Column::DestinationId.is_not_in(excluding.iter().cloned()));
+            }
             if skip_locked {
                 query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             }

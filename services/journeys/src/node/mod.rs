@@ -193,9 +193,9 @@ impl Node {
         served
     }
 
-    /// The delivery's settings for this node: the configured retry budget and backoff,
-    /// sending only where the configured address policy allows (`destination_allow`), under
-    /// this node's id.
+    /// The delivery's settings for this node: the configured retry budget and backoff and
+    /// share of one destination, sending only where the configured address policy allows
+    /// (`destination_allow`), under this node's id.
     fn delivery_config(&self) -> Result<DeliveryConfig, Error> {
         let address_policy = AddressPolicy::new(&self.config.destination_allow)
             .map_err(|e| ConfigError::Invalid(format!("destination_allow: {e}")))?;
@@ -203,6 +203,7 @@ impl Node {
             address_policy,
             node_id: self.node_id(),
             retry: retry_policy(&self.config),
+            max_in_flight_per_destination: self.config.max_sends_in_flight_per_destination,
             ..DeliveryConfig::default()
         })
     }
