@@ -124,6 +124,7 @@ impl ControlPlane {
         journeys
             .publish_journey(self.request(pb::PublishJourneyRequest {
                 id: journey.id.clone(),
+                ..Default::default()
             }))
             .await
             .context("PublishJourney")?;

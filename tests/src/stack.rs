@@ -302,7 +302,10 @@ impl StackClients {
             .into_inner();
         Ok(self
             .journeys
-            .publish_journey(pb::PublishJourneyRequest { id: created.id })
+            .publish_journey(pb::PublishJourneyRequest {
+                id: created.id,
+                ..Default::default()
+            })
             .await?
             .into_inner())
     }

@@ -107,6 +107,7 @@ async fn journey_lifecycle_from_draft_to_archive() -> anyhow::Result<()> {
             .journeys
             .publish_journey(pb::PublishJourneyRequest {
                 id: created.id.clone(),
+                ..Default::default()
             })
             .await
             .expect_err("publish without catalog events must fail");
@@ -132,6 +133,7 @@ async fn journey_lifecycle_from_draft_to_archive() -> anyhow::Result<()> {
             .journeys
             .publish_journey(pb::PublishJourneyRequest {
                 id: created.id.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -429,7 +431,10 @@ async fn examples_validate_once_their_references_exist() -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             c.journeys
-                .publish_journey(pb::PublishJourneyRequest { id: created.id })
+                .publish_journey(pb::PublishJourneyRequest {
+                    id: created.id,
+                    ..Default::default()
+                })
                 .await?;
         }
         cp.stop().await
@@ -476,7 +481,10 @@ async fn destinations_hide_secrets_and_stay_while_published_journeys_use_them() 
             .await?
             .into_inner();
         c.journeys
-            .publish_journey(pb::PublishJourneyRequest { id: j.id.clone() })
+            .publish_journey(pb::PublishJourneyRequest {
+                id: j.id.clone(),
+                ..Default::default()
+            })
             .await?;
         let err = c
             .destinations
@@ -606,7 +614,10 @@ async fn everything_survives_a_restart_unchanged() -> anyhow::Result<()> {
             .await?
             .into_inner();
         c.journeys
-            .publish_journey(pb::PublishJourneyRequest { id: j.id })
+            .publish_journey(pb::PublishJourneyRequest {
+                id: j.id,
+                ..Default::default()
+            })
             .await?;
         c.journeys
             .create_journey(example("content-follow-up.json")?)

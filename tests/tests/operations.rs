@@ -314,3 +314,164 @@ async fn archiving_in_drain_mode_lets_waiting_instances_finish() -> anyhow::Resu
     })
     .await
 }
+
+/// Creates the draft of `json` and returns its id.
+async fn draft(c: &mut StackClients, json: &Value) -> anyhow::Result<String> {
+    Ok(c.journeys
+        .create_journey(journeys_tests::journey_request_from_json(json)?)
+        .await?
+        .into_inner()
+        .id)
+}
+
+fn replacing(
+    id: &str,
+    replaces: &str,
+    mode: pb::ArchiveMode,
+    exclude: bool,
+) -> pb::PublishJourneyRequest {
+    pb::PublishJourneyRequest {
+        id: id.to_owned(),
+        replaces: replaces.to_owned(),
+        replace_mode: mode as i32,
+        exclude_active: exclude,
+    }
+}
+
+#[tokio::test]
+async fn a_published_journey_is_replaced_in_one_step_draining_or_exiting_the_old_one()
+-> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await;
+        let stack = Stack::start(&url, StackOptions::default()).await?;
+        let mut c = stack.clients().await?;
+        let key = c.create_source("app").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["trial_started", "subscribed"]).await?;
+        c.publish(&trials_journey("v1")).await?;
+        let trial = |user: &str, n: u32| {
+            track(
+                user,
+                "trial_started",
+                &format!("t-{user}-{n}"),
+                &json!({"trial_id": format!("T{user}{n}")}),
+            )
+        };
+        send_accepted(&mut c.ingest, &key, vec![trial("u1", 1)]).await?;
+        sink.wait_for(1, Duration::from_secs(20)).await;
+
+        // Refused, each for its field, changing nothing.
+        let v2 = draft(&mut c, &trials_journey("v2")).await?;
+        let refusals = [
+            (
+                replacing(&v2, "v1", pb::ArchiveMode::Exit, true),
+                Code::InvalidArgument,
+                "exclude_active",
+            ),
+            (
+                replacing(&v2, &v2, pb::ArchiveMode::Drain, false),
+                Code::InvalidArgument,
+                "replaces",
+            ),
+            (
+                replacing(&v2, "nope", pb::ArchiveMode::Drain, false),
+                Code::NotFound,
+                "nope",
+            ),
+            (
+                replacing(&v2, "", pb::ArchiveMode::Exit, false),
+                Code::InvalidArgument,
+                "replace_mode",
+            ),
+        ];
+        for (request, code, names) in refusals {
+            let err = c.journeys.publish_journey(request).await.unwrap_err();
+            assert_eq!(err.code(), code, "{err:?}");
+            assert!(err.message().contains(names), "{}", err.message());
+        }
+        let v3 = draft(&mut c, &trials_journey("v3")).await?;
+        let err = c
+            .journeys
+            .publish_journey(replacing(&v2, &v3, pb::ArchiveMode::Drain, false))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::FailedPrecondition,
+            "a draft is not replaced"
+        );
+        let v1 = c
+            .journeys
+            .get_journey(pb::GetJourneyRequest { id: "v1".into() })
+            .await?
+            .into_inner();
+        assert_eq!(
+            v1.state,
+            pb::JourneyState::Published as i32,
+            "nothing changed"
+        );
+
+        // Drain with exclusion: v2 takes the entries, u1 (waiting in v1) stays out of it until
+        // that instance ends; v1's instance still takes its branch.
+        let published = c
+            .journeys
+            .publish_journey(replacing(&v2, "v1", pb::ArchiveMode::Drain, true))
+            .await?
+            .into_inner();
+        assert_eq!(published.state, pb::JourneyState::Published as i32);
+        assert_eq!(published.replaces, "v1");
+        assert!(published.replace_excludes_active);
+        let v1 = c
+            .journeys
+            .get_journey(pb::GetJourneyRequest { id: "v1".into() })
+            .await?
+            .into_inner();
+        assert_eq!(v1.state, pb::JourneyState::Archived as i32);
+        send_accepted(&mut c.ingest, &key, vec![trial("u1", 2), trial("u2", 1)]).await?;
+        let received = sink.wait_for(2, Duration::from_secs(20)).await;
+        assert_eq!(received[1].path, "/v2/welcome");
+        assert_eq!(received[1].body["userId"], "u2");
+        assert!(c.instances_of(&v2, "u1").await?.is_empty(), "u1 excluded");
+        assert_eq!(
+            c.instances_of("v1", "u1").await?.len(),
+            1,
+            "no new entries in v1"
+        );
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![
+                track("u1", "subscribed", "s-1", &json!({"trial_id": "Tu11"})),
+                trial("u1", 3),
+            ],
+        )
+        .await?;
+        let received = sink.wait_for(4, Duration::from_secs(20)).await;
+        let paths: Vec<(&str, &str)> = received[2..]
+            .iter()
+            .map(|r| (r.path.as_str(), r.str_field("userId")))
+            .collect();
+        assert_eq!(
+            paths,
+            [("/v1/thanks", "u1"), ("/v2/welcome", "u1")],
+            "u1 enters v2 once done in v1"
+        );
+
+        // Exit mode: v2's waiting instances end at once; v3 takes the entries.
+        let before = c.instances_of(&v2, "").await?;
+        assert!(before.iter().all(|i| state(i) == pb::InstanceState::Active));
+        c.journeys
+            .publish_journey(replacing(&v3, &v2, pb::ArchiveMode::Exit, false))
+            .await?;
+        for instance in c.instances_of(&v2, "").await? {
+            assert_eq!(state(&instance), pb::InstanceState::Exited, "{instance:?}");
+        }
+        send_accepted(&mut c.ingest, &key, vec![trial("u2", 2)]).await?;
+        let received = sink.wait_for(5, Duration::from_secs(20)).await;
+        assert_eq!(received[4].path, "/v3/welcome");
+        stack.stop().await?;
+        sink.stop().await;
+        Ok(())
+    })
+    .await
+}

@@ -173,6 +173,8 @@ struct World<'s> {
     dedupe_window: Duration,
     /// Always empty: nothing is archived and every instance is in memory.
     none: HashSet<String>,
+    /// Always empty: a simulated journey replaced none.
+    no_exclusions: HashMap<String, String>,
     profiles: HashMap<String, Profile>,
     initial: &'s BTreeMap<String, ProfileSnapshot>,
     defaults: &'s ProfileSnapshot,
@@ -208,6 +210,7 @@ pub fn simulate(journey: &Journey, simulation: &Simulation) -> SimulationResult 
         instance_limits: simulation.instance_limits,
         dedupe_window: simulation.dedupe_window.unwrap_or(DEDUPE_WINDOW),
         none: HashSet::new(),
+        no_exclusions: HashMap::new(),
         profiles: HashMap::new(),
         initial: &simulation.profiles,
         defaults: &simulation.default_profile,
@@ -298,6 +301,7 @@ impl World<'_> {
         let rules = Rules {
             journeys: &self.index,
             archived: &self.none,
+            excluded_while_active_in: &self.no_exclusions,
             audience_keys: &self.audience_keys,
             max_active_instances: self.max_active,
             instance_limits: self.instance_limits,

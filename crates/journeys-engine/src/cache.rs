@@ -12,7 +12,7 @@
 //! [`AUDIENCE_REFRESH_EVERY`] polls: the store's audience listing also counts members, which is
 //! too heavy to run twice a second against large audiences.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -30,6 +30,8 @@ pub(crate) struct Snapshot {
     pub index: JourneyIndex,
     /// Ids of archived journeys: loaded for draining, never entered.
     pub archived: HashSet<String>,
+    /// Published journeys that replaced another with `exclude_active`: id → the replaced id.
+    pub excluded_while_active_in: HashMap<String, String>,
     /// Keys of active audiences.
     pub audiences: HashSet<String>,
 }
@@ -105,6 +107,7 @@ impl JourneyCache {
                         let snapshot = Snapshot {
                             index: previous.index.clone(),
                             archived: previous.archived.clone(),
+                            excluded_while_active_in: previous.excluded_while_active_in.clone(),
                             audiences,
                         };
                         let mut loaded =
@@ -125,6 +128,7 @@ impl JourneyCache {
         let stamp = self.store.journeys().published_stamp().await?;
         let mut journeys = Vec::new();
         let mut archived = HashSet::new();
+        let mut excluded_while_active_in = HashMap::new();
         for state in [JourneyState::Published, JourneyState::Archived] {
             for record in self.journeys_in(state).await? {
                 let Some(journey) = decode(&record) else {
@@ -133,6 +137,9 @@ impl JourneyCache {
                 if state == JourneyState::Archived {
                     archived.insert(record.id.clone());
                 }
+                if let (Some(replaced), true) = (&record.replaces, record.replace_excludes_active) {
+                    excluded_while_active_in.insert(record.id.clone(), replaced.clone());
+                }
                 journeys.push(journey);
             }
         }
@@ -140,6 +147,7 @@ impl JourneyCache {
         let snapshot = Arc::new(Snapshot {
             index: JourneyIndex::new(journeys),
             archived,
+            excluded_while_active_in,
             audiences,
         });
         tracing::debug!(

@@ -337,6 +337,7 @@ fn rules<'a>(ctx: &'a PlanContext<'a>) -> Rules<'a> {
     Rules {
         journeys: &ctx.snapshot.index,
         archived: &ctx.snapshot.archived,
+        excluded_while_active_in: &ctx.snapshot.excluded_while_active_in,
         audience_keys: &ctx.snapshot.audiences,
         max_active_instances: ctx.max_active,
         instance_limits: ctx.instance_limits,

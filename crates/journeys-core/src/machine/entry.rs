@@ -62,6 +62,9 @@ pub enum SkipReason {
     ReplayedEntry,
     /// The entry would wait while the profile already has the maximum of active instances.
     TooManyInstances,
+    /// The journey replaced another with `exclude_active`, and the profile still has an
+    /// instance active in that one.
+    ActiveInReplacedJourney,
 }
 
 impl SkipReason {
@@ -78,6 +81,7 @@ impl SkipReason {
             SkipReason::DuplicateEntry => "duplicate_entry",
             SkipReason::ReplayedEntry => "replayed_entry",
             SkipReason::TooManyInstances => "too_many_instances",
+            SkipReason::ActiveInReplacedJourney => "active_in_replaced_journey",
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The entry decision for one profile: for each journey an event triggers, whether it starts
 //! an instance. On top of the journey's own admission ([`decide_entry`]: trigger, filters,
 //! audience, unique identifier, entry rule) come the profile-wide rules: archived journeys are
-//! never entered, an entry that would recreate an existing instance is a replay, and an entry
-//! that would wait while the profile has the maximum of active instances is skipped.
+//! never entered, a journey that replaced another with `exclude_active` is not entered while
+//! the profile is active in the replaced one, an entry that would recreate an existing
+//! instance is a replay, and an entry that would wait while the profile has the maximum of
+//! active instances is skipped.
 
 use super::{ChangeCause, InstanceChange, ProfileEffect, ProfileState, Rules};
 use crate::index::EventRoutes;
@@ -62,6 +64,14 @@ fn enter_one(
         Err(SkipReason::NotTriggered) => return Ok(()),
         Err(reason) => return Err(reason),
     };
+    if let Some(replaced) = rules.excluded_while_active_in.get(journey.id())
+        && state
+            .instances
+            .iter()
+            .any(|i| i.is_active() && i.journey_id == *replaced)
+    {
+        return Err(SkipReason::ActiveInReplacedJourney);
+    }
     let id = instance_id(journey.id(), &event.message_id);
     if rules.known_instance_ids.contains(&id) || state.instances.iter().any(|i| i.id == id) {
         return Err(SkipReason::ReplayedEntry);

@@ -34,7 +34,7 @@ mod holds;
 mod timers;
 pub mod traits;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Map;
@@ -90,6 +90,9 @@ pub struct Rules<'a> {
     pub journeys: &'a JourneyIndex,
     /// Ids of archived journeys: their instances drain, but none starts.
     pub archived: &'a HashSet<String>,
+    /// Journeys published to replace another with `exclude_active`, by id, with the id of the
+    /// one they replaced: a profile with an instance still active there does not enter them.
+    pub excluded_while_active_in: &'a HashMap<String, String>,
     /// Keys of active audiences: a boolean trait with such a key sets the membership.
     pub audience_keys: &'a HashSet<String>,
     /// Most instances of one profile that may be active at once (across journeys).

@@ -17,6 +17,7 @@ fn session() -> EntryRule {
 struct Fixture {
     index: JourneyIndex,
     archived: HashSet<String>,
+    exclusions: std::collections::HashMap<String, String>,
     audiences: HashSet<String>,
     known: HashSet<String>,
     max_active: usize,
@@ -27,6 +28,7 @@ impl Fixture {
         Self {
             index: JourneyIndex::new(journeys),
             archived: HashSet::new(),
+            exclusions: std::collections::HashMap::new(),
             audiences: HashSet::new(),
             known: HashSet::new(),
             max_active: 25,
@@ -37,6 +39,7 @@ impl Fixture {
         Rules {
             journeys: &self.index,
             archived: &self.archived,
+            excluded_while_active_in: &self.exclusions,
             audience_keys: &self.audiences,
             max_active_instances: self.max_active,
             instance_limits: InstanceLimits::DEFAULT,
@@ -285,5 +288,42 @@ fn only_the_awaited_timer_fires_and_operator_exits_end_active_instances() {
         InputOutcome::Terminate(Termination::JourneyNotLoaded {
             journey_id: "j1".into()
         })
+    );
+}
+
+#[test]
+fn a_replacement_with_exclusion_is_not_entered_while_active_in_the_replaced_journey() {
+    let old = journey_with(session(), vec![]);
+    let new = Journey::new(
+        crate::model::JourneyMeta {
+            id: "j2".into(),
+            version: 1,
+            name: "replacement".into(),
+        },
+        old.definition().clone(),
+    );
+    let mut fx = Fixture::new(vec![old, new]);
+    let mut state = ProfileState::default();
+    fx.archived.insert("j2".into());
+    fx.event(&mut state, &checkout("m1", "s1"));
+    assert_eq!(state.active_count(), 1, "waiting in j1");
+
+    // j2 replaces j1 (archived), keeping out profiles still active there.
+    fx.archived.clear();
+    fx.archived.insert("j1".into());
+    fx.exclusions.insert("j2".into(), "j1".into());
+    let refused = fx.event(&mut state, &checkout("m2", "s2"));
+    assert_eq!(skips(&refused), [SkipReason::ActiveInReplacedJourney]);
+
+    // Once the j1 instance ends, the profile enters j2.
+    let mut bought = event("purchase_completed", json!({ "session_id": "s1" }));
+    bought.message_id = "m3".into();
+    fx.event(&mut state, &bought);
+    assert_eq!(state.active_count(), 0);
+    let entered = fx.event(&mut state, &checkout("m4", "s4"));
+    assert!(skips(&entered).is_empty(), "{entered:?}");
+    assert_eq!(
+        state.instances.last().map(|i| i.journey_id.as_str()),
+        Some("j2")
     );
 }

@@ -19,6 +19,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub published_at: Option<DateTimeUtc>,
     pub archived_at: Option<DateTimeUtc>,
+    pub replaces: Option<String>,
+    pub replace_excludes_active: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,7 @@ mod m20261206_000011_timer_claims;
 mod m20261207_000012_outbox_claimants;
 mod m20261208_000013_unique_value_text;
 mod m20261209_000014_log_seq;
+mod m20261210_000015_journey_replaces;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000012_outbox_claimants::Migration),
             Box::new(m20261208_000013_unique_value_text::Migration),
             Box::new(m20261209_000014_log_seq::Migration),
+            Box::new(m20261210_000015_journey_replaces::Migration),
         ]
     }
 }

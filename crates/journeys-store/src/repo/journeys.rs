@@ -76,6 +76,11 @@ pub struct JourneyRecord {
     pub updated_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// The journey this one replaced when it was published ([`Journeys::replace`]).
+    pub replaces: Option<String>,
+    /// Whether profiles with an instance still active in the replaced journey are kept from
+    /// entering this one.
+    pub replace_excludes_active: bool,
 }
 
 impl JourneyRecord {
@@ -138,6 +143,8 @@ impl JourneyRecord {
             updated_at: now,
             published_at: None,
             archived_at: None,
+            replaces: None,
+            replace_excludes_active: false,
         }
     }
 }
@@ -157,6 +164,8 @@ impl TryFrom<journey::Model> for JourneyRecord {
             updated_at: m.updated_at,
             published_at: m.published_at,
             archived_at: m.archived_at,
+            replaces: m.replaces,
+            replace_excludes_active: m.replace_excludes_active,
         })
     }
 }
@@ -201,6 +210,8 @@ impl<'a> Journeys<'a> {
             updated_at: Set(stored.updated_at),
             published_at: Set(stored.published_at),
             archived_at: Set(stored.archived_at),
+            replaces: Set(stored.replaces.clone()),
+            replace_excludes_active: Set(stored.replace_excludes_active),
         };
         journey::Entity::insert(model)
             .exec_without_returning(self.db)
@@ -330,6 +341,62 @@ impl<'a> Journeys<'a> {
         let updated = find(&txn, id).await?;
         txn.commit().await?;
         Ok(updated)
+    }
+
+    /// Publishes draft `id` in place of published journey `replaced`, in one transaction: the
+    /// new one is published naming the one it replaces (and whether profiles active there are
+    /// kept out), the replaced one archived. Returns both records, the new one first.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when either is missing; [`StoreError::Conflict`] when `id` is
+    /// no longer a draft or `replaced` no longer published (a concurrent publish or archive:
+    /// nothing changed).
+    pub async fn replace(
+        &self,
+        id: &str,
+        replaced: &str,
+        exclude_active: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(JourneyRecord, JourneyRecord), StoreError> {
+        let now = micros(now);
+        let txn = self.db.begin().await?;
+        let published = journey::Entity::update_many()
+            .col_expr(Column::State, Expr::value(JourneyState::Published.as_str()))
+            .col_expr(Column::Revision, Expr::col(Column::Revision).add(1))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .col_expr(Column::PublishedAt, Expr::value(now))
+            .col_expr(Column::Replaces, Expr::value(replaced))
+            .col_expr(Column::ReplaceExcludesActive, Expr::value(exclude_active))
+            .filter(Column::Id.eq(id))
+            .filter(Column::State.eq(JourneyState::Draft.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let archived = journey::Entity::update_many()
+            .col_expr(Column::State, Expr::value(JourneyState::Archived.as_str()))
+            .col_expr(Column::Revision, Expr::col(Column::Revision).add(1))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .col_expr(Column::ArchivedAt, Expr::value(now))
+            .filter(Column::Id.eq(replaced))
+            .filter(Column::State.eq(JourneyState::Published.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let new = find(&txn, id).await?;
+        let old = find(&txn, replaced).await?;
+        if published == 0 || archived == 0 {
+            txn.rollback().await?;
+            let (which, state) = if published == 0 {
+                (id, "a draft")
+            } else {
+                (replaced, "published")
+            };
+            return Err(StoreError::Conflict(format!(
+                "journey {which} is no longer {state}"
+            )));
+        }
+        txn.commit().await?;
+        Ok((new, old))
     }
 
     /// A cheap stamp of the non-draft journeys: `(how many, latest updated_at)`. It changes

@@ -207,6 +207,21 @@ impl JourneyApi {
 
     /// Publishes a valid draft whose references all resolve.
     pub async fn publish(&self, id: &str) -> Result<StoredJourney> {
+        let journey = self.publishable(id).await?;
+        let record = self
+            .store
+            .journeys()
+            .set_state(id, JourneyState::Published, Utc::now())
+            .await?;
+        self.refresh_engine().await;
+        Ok(StoredJourney {
+            record,
+            definition: journey.definition,
+        })
+    }
+
+    /// The draft `id`, when it can be published: valid, with every reference resolved.
+    async fn publishable(&self, id: &str) -> Result<StoredJourney> {
         let journey = self.get(id).await?;
         check_publishable(&journey.record)?;
         let problems = self.problems(&journey.definition).await?;
@@ -216,12 +231,75 @@ impl JourneyApi {
                 joined(&problems)
             )));
         }
-        let record = self
+        Ok(journey)
+    }
+
+    /// Publishes draft `id` in place of published journey `replaced`: in one step `id` takes
+    /// the entries from then on and `replaced` is archived in `mode` (its instances drain, or
+    /// exit at once). With `exclude_active` (drain mode only), a profile with an instance
+    /// still active in `replaced` does not enter `id` until that instance ends.
+    pub async fn publish_replacing(
+        &self,
+        id: &str,
+        replaced: &str,
+        mode: ArchiveMode,
+        exclude_active: bool,
+    ) -> Result<StoredJourney> {
+        if replaced == id {
+            return Err(ServiceError::invalid_field(
+                "replaces",
+                "a journey cannot replace itself",
+            ));
+        }
+        if exclude_active && mode == ArchiveMode::Exit {
+            return Err(ServiceError::invalid_field(
+                "exclude_active",
+                "applies to DRAIN mode only: in EXIT mode the replaced journey's instances end \
+                 at once, so none stays active to exclude",
+            ));
+        }
+        let journey = self.publishable(id).await?;
+        let old = self
+            .get(replaced)
+            .await
+            .map_err(|e| e.renaming_field("replaces"))?;
+        if old.record.state != JourneyState::Published {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "journey '{replaced}' is {}; only a published journey can be replaced",
+                old.record.state.as_str().to_ascii_lowercase()
+            )));
+        }
+        let (record, _) = match self
             .store
             .journeys()
-            .set_state(id, JourneyState::Published, Utc::now())
-            .await?;
+            .replace(id, replaced, exclude_active, Utc::now())
+            .await
+        {
+            Ok(records) => records,
+            Err(StoreError::Conflict(message)) => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "nothing changed: {message} (published or archived meanwhile)"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.refresh_engine().await;
+        if mode == ArchiveMode::Exit {
+            let exited = self.engine.terminate_journey_instances(replaced).await?;
+            tracing::info!(
+                journey_id = replaced,
+                replaced_by = id,
+                exited,
+                "replaced in exit mode"
+            );
+        } else {
+            tracing::info!(
+                journey_id = replaced,
+                replaced_by = id,
+                exclude_active,
+                "replaced in drain mode"
+            );
+        }
         Ok(StoredJourney {
             record,
             definition: journey.definition,

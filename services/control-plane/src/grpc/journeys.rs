@@ -77,7 +77,18 @@ pub fn journey(stored: &StoredJourney) -> pb::Journey {
     out.updated_at = Some(timestamp(record.updated_at));
     out.published_at = opt_timestamp(record.published_at);
     out.archived_at = opt_timestamp(record.archived_at);
+    out.replaces = record.replaces.clone().unwrap_or_default();
+    out.replace_excludes_active = record.replace_excludes_active;
     out
+}
+
+/// An archive mode field: unspecified is drain.
+fn archive_mode(field: &str, mode: i32) -> Result<ArchiveMode> {
+    match pb::ArchiveMode::try_from(mode) {
+        Ok(pb::ArchiveMode::Exit) => Ok(ArchiveMode::Exit),
+        Ok(_) => Ok(ArchiveMode::Drain),
+        Err(_) => Err(ServiceError::invalid_field(field, "unknown archive mode")),
+    }
 }
 
 fn state(s: JourneyState) -> pb::JourneyState {
@@ -184,19 +195,35 @@ impl JourneyService for JourneyGrpc {
     }
 
     async fn publish_journey(&self, req: Request<pb::PublishJourneyRequest>) -> Reply<pb::Journey> {
-        let stored = self.api.publish(&req.into_inner().id).await?;
+        let req = req.into_inner();
+        let mode = archive_mode("replace_mode", req.replace_mode)?;
+        let stored = if req.replaces.is_empty() {
+            if req.replace_mode != pb::ArchiveMode::Unspecified as i32 {
+                return Err(ServiceError::invalid_field(
+                    "replace_mode",
+                    "only with `replaces` (the journey this one replaces)",
+                )
+                .into());
+            }
+            if req.exclude_active {
+                return Err(ServiceError::invalid_field(
+                    "exclude_active",
+                    "only with `replaces` (the journey this one replaces)",
+                )
+                .into());
+            }
+            self.api.publish(&req.id).await?
+        } else {
+            self.api
+                .publish_replacing(&req.id, &req.replaces, mode, req.exclude_active)
+                .await?
+        };
         Ok(Response::new(journey(&stored)))
     }
 
     async fn archive_journey(&self, req: Request<pb::ArchiveJourneyRequest>) -> Reply<pb::Journey> {
         let req = req.into_inner();
-        let mode = match pb::ArchiveMode::try_from(req.mode) {
-            Ok(pb::ArchiveMode::Exit) => ArchiveMode::Exit,
-            Ok(_) => ArchiveMode::Drain,
-            Err(_) => {
-                return Err(ServiceError::invalid_field("mode", "unknown archive mode").into());
-            }
-        };
+        let mode = archive_mode("mode", req.mode)?;
         let stored = self.api.archive(&req.id, mode).await?;
         Ok(Response::new(journey(&stored)))
     }

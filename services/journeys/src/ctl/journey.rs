@@ -25,6 +25,7 @@ Examples:
   journeys journey list --state published
   journeys journey get abandoned-checkout -o yaml > journey.yaml
   journeys journey publish abandoned-checkout
+  journeys journey publish abandoned-checkout-v2 --replaces abandoned-checkout --exclude-active
   journeys journey stats abandoned-checkout
   journeys journey archive abandoned-checkout --mode exit
   journeys journey duplicate abandoned-checkout --name 'Abandoned checkout v2'
@@ -76,7 +77,21 @@ Examples:
     /// Show a journey: its entry, rules and steps
     Get { id: String },
     /// Publish a draft; from then on it is immutable
-    Publish { id: String },
+    Publish {
+        id: String,
+        /// A published journey this one replaces: in one step this one takes the entries
+        /// from then on and that one is archived (see --mode)
+        #[arg(long, value_name = "ID")]
+        replaces: Option<String>,
+        /// How the replaced journey is archived: `drain` lets its active instances run to
+        /// their end, `exit` ends them now
+        #[arg(long, value_enum, requires = "replaces")]
+        mode: Option<Mode>,
+        /// Keep profiles with an instance still active in the replaced journey from entering
+        /// this one until it ends (drain mode)
+        #[arg(long, requires = "replaces")]
+        exclude_active: bool,
+    },
     /// Stop new entries of a published journey
     Archive {
         id: String,
@@ -138,6 +153,15 @@ pub enum Mode {
     Exit,
 }
 
+impl Mode {
+    fn proto(self) -> pb::ArchiveMode {
+        match self {
+            Mode::Drain => pb::ArchiveMode::Drain,
+            Mode::Exit => pb::ArchiveMode::Exit,
+        }
+    }
+}
+
 pub async fn run(global: &Global, verb: Verb) -> Result<()> {
     // Files are read before connecting: a bad file fails the same with or without a server.
     let mut clients = match &verb {
@@ -194,20 +218,28 @@ pub async fn run(global: &Global, verb: Verb) -> Result<()> {
 /// `publish`, `archive` and `duplicate`.
 async fn lifecycle(global: &Global, c: &mut Clients, verb: Verb) -> Result<()> {
     let (journey, what) = match verb {
-        Verb::Publish { id } => (
-            c.journeys
-                .publish_journey(pb::PublishJourneyRequest { id })
-                .await?,
-            "published".to_owned(),
-        ),
-        Verb::Archive { id, mode } => {
-            let mode = match mode {
-                Mode::Drain => pb::ArchiveMode::Drain,
-                Mode::Exit => pb::ArchiveMode::Exit,
+        Verb::Publish {
+            id,
+            replaces,
+            mode,
+            exclude_active,
+        } => {
+            let what = match &replaces {
+                Some(old) => format!("published, replacing journey/{old}"),
+                None => "published".to_owned(),
             };
+            let request = pb::PublishJourneyRequest {
+                id,
+                replaces: replaces.unwrap_or_default(),
+                replace_mode: mode.map_or(pb::ArchiveMode::Unspecified, Mode::proto) as i32,
+                exclude_active,
+            };
+            (c.journeys.publish_journey(request).await?, what)
+        }
+        Verb::Archive { id, mode } => {
             let request = pb::ArchiveJourneyRequest {
                 id,
-                mode: mode as i32,
+                mode: mode.proto() as i32,
             };
             (
                 c.journeys.archive_journey(request).await?,
