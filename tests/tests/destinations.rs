@@ -41,6 +41,7 @@ fn test_send() -> pb::SendTestEventRequest {
             &json!({"form_type": "contact", "submission_id": "f1", "email": "a@example.com"}),
         )),
         traits: None,
+        sample_events: vec![],
     }
 }
 

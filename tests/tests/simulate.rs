@@ -171,6 +171,7 @@ async fn preview_renders_the_mapped_payload_of_a_stored_journey() -> anyhow::Res
                 traits: Some(journeys_control_plane::convert::json::json_to_struct(
                     &json!({"email": "reader@example.com", "first_name": "Grace"}),
                 )),
+                sample_events: vec![],
             })
             .await?
             .into_inner();
@@ -196,6 +197,95 @@ async fn preview_renders_the_mapped_payload_of_a_stored_journey() -> anyhow::Res
             .expect_err("a delay step has no payload");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("step_key"));
+        cp.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn previews_take_samples_of_hold_and_exit_events_for_mappings_that_read_them()
+-> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let cp = ControlPlane::start(&url, Options::default()).await?;
+        let mut c = cp.clients().await?;
+        c.destinations
+            .create_destination(pb::CreateDestinationRequest {
+                destination: Some(pb::Destination {
+                    id: "hook".into(),
+                    name: "Hook".into(),
+                    webhook: Some(pb::WebhookSettings {
+                        url: "https://hooks.example.com/in".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        let journey = json!({"journey": {
+            "id": "thanks",
+            "name": "Thank buyers",
+            "entry": {"event": "checkout_started"},
+            "entry_rule": "REENTER_EVERY_TIME",
+            "unique_identifier": "session_id",
+            "start_step": "wait",
+            "steps": [
+                {"key": "wait", "name": "Wait", "hold_until": {
+                    "branches": [{"name": "Bought", "event": "purchase_completed", "next": "thank"}],
+                    "max_duration": "3600s",
+                    "timeout_next": ""
+                }},
+                {"key": "thank", "name": "Thank", "send": {
+                    "destination_id": "hook",
+                    "mapping": {
+                        "session": {"@path": "$.properties.journey_context.checkout_started.session_id"},
+                        "order": {"@path": "$.properties.journey_context.purchase_completed.order_id"}
+                    }
+                }}
+            ],
+            "exit_rules": [{"event": "account_closed", "send": {
+                "destination_id": "hook",
+                "mapping": {"why": {"@path": "$.properties.journey_context.account_closed.reason"}}
+            }}]
+        }});
+        let created = c
+            .journeys
+            .create_journey(journeys_tests::journey_request_from_json(&journey)?)
+            .await?
+            .into_inner();
+        let checkout = track("u1", "checkout_started", "m-1", &json!({"session_id": "s1"}));
+        let preview = async |c: &mut journeys_tests::Clients, step: &str, others: Vec<pb::Event>| {
+            c.journeys
+                .preview_payload(pb::PreviewPayloadRequest {
+                    journey_id: created.id.clone(),
+                    step_key: step.to_owned(),
+                    sample_event: Some(checkout.clone()),
+                    sample_events: others,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| to_json(r.into_inner().payload.as_ref()))
+        };
+        let bought = track("u1", "purchase_completed", "m-2", &json!({"order_id": "o-7"}));
+        assert_eq!(
+            preview(&mut c, "thank", vec![bought]).await?,
+            json!({"session": "s1", "order": "o-7"})
+        );
+        let closed = track("u1", "account_closed", "m-3", &json!({"reason": "moved"}));
+        assert_eq!(
+            preview(&mut c, "exit_rules[0]", vec![closed]).await?,
+            json!({"why": "moved"})
+        );
+        // Without the sample, the path reads nothing (as it would before the purchase).
+        assert_eq!(preview(&mut c, "thank", vec![]).await?, json!({"session": "s1"}));
+        let stray = track("u1", "page_viewed", "m-4", &json!({}));
+        let err = preview(&mut c, "thank", vec![stray]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("sample_events[0].event")
+                && err.message().contains("purchase_completed, account_closed"),
+            "{}",
+            err.message()
+        );
         cp.stop().await
     })
     .await

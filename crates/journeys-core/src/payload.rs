@@ -262,21 +262,50 @@ fn percent_encode(text: &str, out: &mut String) {
 pub enum PreviewError {
     #[error("no send step with key {0}")]
     NotASendStep(String),
+    /// Sample `index` is of an event the journey's context never holds.
+    #[error("'{event}' is not an event this journey's context holds ({allowed})")]
+    NotInContext {
+        index: usize,
+        event: String,
+        allowed: String,
+    },
     #[error(transparent)]
     Payload(#[from] PayloadError),
 }
 
 /// Renders what send step `step_key` (or an exit send, `exit_rules[i]`) would send for a
 /// sample entry event and traits (`PreviewPayload`). The sample stands in for the entry event:
-/// it is put in the journey context under the journey's entry event name.
+/// it is put in the journey context under the journey's entry event name. `others` are samples
+/// of the other events the context can hold (a hold-until branch's event, an exit rule's
+/// event), each put in under its own name.
 pub fn preview(
     journey: &Journey,
     step_key: &str,
     sample_event: &Event,
+    others: &[Event],
     traits: &Json,
     now: Timestamp,
 ) -> Result<Json, PreviewError> {
-    preview_send(journey, step_key, sample_event, traits, now).map(|request| request.payload)
+    preview_send(journey, step_key, sample_event, others, traits, now)
+        .map(|request| request.payload)
+}
+
+/// The events besides the entry event that an instance's context can hold: those of the
+/// hold-until branches and of the exit rules, in definition order, without repeats.
+pub fn context_events(journey: &Journey) -> Vec<&str> {
+    let def = journey.definition();
+    let holds = def.steps.iter().flat_map(|step| match &step.kind {
+        StepKind::HoldUntil(hold) => hold.branches.iter().map(|b| b.event.as_str()).collect(),
+        _ => Vec::new(),
+    });
+    let exits = def.exit_rules.iter().map(|rule| rule.event.as_str());
+    let mut events: Vec<&str> = Vec::new();
+    for event in holds.chain(exits) {
+        if event != def.entry.event && !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    events
 }
 
 /// Like [`preview`], but the whole rendered send: destination, method, filled path and
@@ -285,9 +314,30 @@ pub fn preview_send(
     journey: &Journey,
     step_key: &str,
     sample_event: &Event,
+    others: &[Event],
     traits: &Json,
     now: Timestamp,
 ) -> Result<SendRequest, PreviewError> {
+    let holdable = context_events(journey);
+    if let Some((index, other)) = others
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !holdable.contains(&e.event.as_str()))
+    {
+        let allowed = if holdable.is_empty() {
+            "it holds only the entry event, whose sample is `sample_event`".to_owned()
+        } else {
+            format!(
+                "besides the entry event, whose sample is `sample_event`: {}",
+                holdable.join(", ")
+            )
+        };
+        return Err(PreviewError::NotInContext {
+            index,
+            event: other.event.clone(),
+            allowed,
+        });
+    }
     let def = journey.definition();
     let (spec, step_name) = match journey.step(step_key) {
         Some(step) => match &step.kind {
@@ -319,6 +369,11 @@ pub fn preview_send(
     instance
         .context
         .insert(def.entry.event.clone(), sample_event.properties.clone());
+    for other in others {
+        instance
+            .context
+            .insert(other.event.clone(), other.properties.clone());
+    }
     let request = render_send(&SendContext {
         journey,
         instance: &instance,
@@ -430,7 +485,7 @@ mod tests {
         );
         let sample = event("checkout_started", json!({"session_id": "s9", "total": 3}));
         let traits = json!({"email": "x@example.com"});
-        let payload = preview(&j, "nudge", &sample, &traits, t0()).unwrap();
+        let payload = preview(&j, "nudge", &sample, &[], &traits, t0()).unwrap();
         assert_eq!(payload["type"], "track");
         assert_eq!(payload["userId"], "u1");
         assert_eq!(
@@ -443,8 +498,32 @@ mod tests {
         );
         assert_eq!(payload["context"]["journeys"]["step_name"], "Step nudge");
         assert_eq!(
-            preview(&j, "wait_purchase", &sample, &traits, t0()),
+            preview(&j, "wait_purchase", &sample, &[], &traits, t0()),
             Err(PreviewError::NotASendStep("wait_purchase".into()))
+        );
+    }
+
+    #[test]
+    fn preview_puts_samples_of_hold_and_exit_events_in_the_context() {
+        let j = journey_with(
+            EntryRule::ReenterEveryTime {
+                unique_identifier: "session_id".into(),
+            },
+            vec![],
+        );
+        let sample = event("checkout_started", json!({"session_id": "s9"}));
+        let bought = event("purchase_completed", json!({"order_id": "o-1"}));
+        let payload = preview(&j, "nudge", &sample, &[bought], &json!({}), t0()).unwrap();
+        assert_eq!(
+            payload["properties"]["journey_context"]["purchase_completed"],
+            json!({"order_id": "o-1"})
+        );
+        let stray = event("page_viewed", json!({}));
+        let err = preview(&j, "nudge", &sample, &[stray], &json!({}), t0()).unwrap_err();
+        assert!(
+            matches!(&err, PreviewError::NotInContext { index: 0, event, allowed }
+                if event == "page_viewed" && allowed.contains("purchase_completed")),
+            "{err:?}"
         );
     }
 }

@@ -109,7 +109,7 @@ impl Housekeeping {
                 let engine = self.engine.clone();
                 exits.spawn(async move {
                     engine
-                        .terminate_instance(&instance.id, ExitReason::Operator)
+                        .terminate_instance(&instance.id, ExitReason::LifetimeReached)
                         .await
                 });
             }

@@ -123,6 +123,16 @@ async fn the_jobs_purge_and_expire_what_is_due() {
                 .await
                 .expect("instance");
             assert_eq!(detail.instance.state, InstanceState::Exited);
+            let exit = detail
+                .timeline
+                .iter()
+                .find(|t| t.kind == "exited")
+                .expect("an exit in the timeline");
+            assert_eq!(
+                exit.detail,
+                json!({"code": "lifetime_reached"}),
+                "its own exit reason, not an operator's"
+            );
         }
         // The holds' timers went with them, and nothing was sent.
         assert_eq!(timers_left(&counts, &hold).await, 0);

@@ -251,6 +251,9 @@ pub enum ExitReason {
     JourneyArchived,
     /// An operator ended it (`ExitInstance`).
     Operator,
+    /// It reached the longest an instance may live (`max_instance_lifetime_days`) and
+    /// housekeeping ended it.
+    LifetimeReached,
 }
 
 /// Why an instance failed. `code()` names are stable.

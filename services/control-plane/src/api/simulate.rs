@@ -45,17 +45,21 @@ impl SimulateApi {
         journey: &Journey,
         step_key: &str,
         sample: &Event,
+        others: &[Event],
         traits: &Json,
         now: DateTime<Utc>,
     ) -> Result<SendRequest> {
         if step_key.is_empty() {
             return Err(ServiceError::invalid_field("step_key", "required"));
         }
-        preview_send(journey, step_key, sample, traits, now).map_err(|e| match e {
+        preview_send(journey, step_key, sample, others, traits, now).map_err(|e| match e {
             PreviewError::NotASendStep(key) => ServiceError::invalid_field(
                 "step_key",
                 format!("'{key}' is not a send step of this journey"),
             ),
+            e @ PreviewError::NotInContext { index, .. } => {
+                ServiceError::invalid_field(format!("sample_events[{index}].event"), e.to_string())
+            }
             PreviewError::Payload(e) => {
                 ServiceError::FailedPrecondition(format!("the payload cannot be rendered: {e}"))
             }

@@ -44,6 +44,7 @@ impl JourneyGrpc {
         journey_id: &str,
         step_key: &str,
         sample: Option<&pb::Event>,
+        others: &[pb::Event],
         traits: Option<&prost_types::Struct>,
     ) -> Result<journeys_core::machine::SendRequest> {
         let journey = self.journey(journey_id).await?;
@@ -52,7 +53,8 @@ impl JourneyGrpc {
         }
         let now = Utc::now();
         let (sample, traits) = simulate::sample(&journey, sample, traits, now)?;
-        SimulateApi::render_sample(&journey, step_key, &sample, &traits, now)
+        let others = simulate::samples(&sample, others, now)?;
+        SimulateApi::render_sample(&journey, step_key, &sample, &others, &traits, now)
     }
 }
 
@@ -247,6 +249,7 @@ impl JourneyService for JourneyGrpc {
                 &req.journey_id,
                 &req.step_key,
                 req.sample_event.as_ref(),
+                &req.sample_events,
                 req.traits.as_ref(),
             )
             .await?;
@@ -265,6 +268,7 @@ impl JourneyService for JourneyGrpc {
                 &req.journey_id,
                 &req.step_key,
                 req.sample_event.as_ref(),
+                &req.sample_events,
                 req.traits.as_ref(),
             )
             .await?;

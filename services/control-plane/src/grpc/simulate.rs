@@ -38,6 +38,33 @@ pub fn sample(
     Ok((sample, traits))
 }
 
+/// The samples of the other context events of a preview (`sample_events`), each for the
+/// entry sample's profile unless it names its own; every bad one is reported with its path.
+pub fn samples(entry: &Event, others: &[pb::Event], now: DateTime<Utc>) -> Result<Vec<Event>> {
+    let mut problems = Vec::new();
+    let mut events = Vec::with_capacity(others.len());
+    for (i, other) in others.iter().enumerate() {
+        let path = format!("sample_events[{i}]");
+        if other.event.is_empty() && other.r#type <= pb::EventType::Track as i32 {
+            problems.push(Problem::new(
+                format!("{path}.event"),
+                "required: the name of the event whose sample this is",
+            ));
+            continue;
+        }
+        let mut other = other.clone();
+        if other.user_id.is_empty() && other.anonymous_id.is_empty() {
+            other.user_id = entry.profile_id().unwrap_or(PREVIEW_USER).to_owned();
+        }
+        match event(&other, now, &path) {
+            Ok(e) => events.push(e),
+            Err(p) => problems.extend(p),
+        }
+    }
+    ServiceError::check("sample_events", problems)?;
+    Ok(events)
+}
+
 fn non_finite(e: NonFiniteNumber) -> ServiceError {
     ServiceError::invalid_field(e.field, NonFiniteNumber::DESCRIPTION)
 }
