@@ -475,3 +475,183 @@ async fn a_published_journey_is_replaced_in_one_step_draining_or_exiting_the_old
     })
     .await
 }
+
+/// Rows of `table` whose `column` is `id`.
+async fn rows_of(db: &sea_orm::DatabaseConnection, table: &str, column: &str, id: &str) -> i64 {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let statement = Statement::from_sql_and_values(
+        db.get_database_backend(),
+        format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?"),
+        [id.into()],
+    );
+    let row = db.query_one_raw(statement).await.unwrap().unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+fn delete(user: &str, suppress: bool) -> pb::DeleteProfileRequest {
+    pb::DeleteProfileRequest {
+        user_id: user.to_owned(),
+        anonymous_id: String::new(),
+        suppress,
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_profile_leaves_only_its_tombstone_and_its_queued_sends_never_go_out()
+-> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await;
+        // The first send is refused with a long Retry-After: it is still queued when the
+        // profile is deleted.
+        sink.script(vec![
+            journeys_testkit::Reply::status(429).header("retry-after", "60"),
+        ]);
+        let stack = Stack::start(&url, StackOptions::default()).await?;
+        let mut c = stack.clients().await?;
+        let key = c.create_source("app").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["trial_started", "subscribed", "signed_up"])
+            .await?;
+        c.audience("vip", &["u1", "u2"]).await?;
+        c.publish(&trials_journey("trials")).await?;
+        c.publish(&json!({"journey": {
+            "id": "once",
+            "name": "Signed up once",
+            "entry": {"event": "signed_up"},
+            "entry_rule": "ENTER_ONCE",
+            "start_step": "done",
+            "steps": [{"key": "done", "name": "Done", "end": {}}]
+        }}))
+        .await?;
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![
+                identify("u1", "i-1", &json!({"email": "u1@example.com"})),
+                track("u1", "signed_up", "su-1", &json!({})),
+                track("u1", "trial_started", "t-1", &json!({"trial_id": "T1"})),
+                track("u2", "trial_started", "t-2", &json!({"trial_id": "T2"})),
+            ],
+        )
+        .await?;
+        sink.wait_for(2, Duration::from_secs(20)).await;
+        let db = sea_orm::Database::connect(url.as_str()).await?;
+        for (table, column) in [
+            ("audience_members", "user_id"),
+            ("enter_once", "profile_id"),
+            ("instances", "profile_id"),
+            ("timeline", "profile_id"),
+            ("timers", "profile_id"),
+            ("outbox", "profile_id"),
+        ] {
+            assert!(
+                rows_of(&db, table, column, "u1").await > 0,
+                "u1 has {table} rows"
+            );
+        }
+
+        // Refused, each for its field, changing nothing.
+        for (request, field) in [
+            (delete("", false), "user_id"),
+            (
+                pb::DeleteProfileRequest {
+                    anonymous_id: "a1".into(),
+                    ..delete("u1", false)
+                },
+                "anonymous_id",
+            ),
+            (delete(&"x".repeat(200), false), "user_id"),
+        ] {
+            let err = c.profiles.delete_profile(request).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(field), "{}", err.message());
+        }
+
+        let deleted = c
+            .profiles
+            .delete_profile(delete("u1", false))
+            .await?
+            .into_inner();
+        assert_eq!(deleted.user_id, "u1");
+        assert!(deleted.deleted_at.is_some() && !deleted.suppressed);
+        let err = profile(&mut c, "u1").await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        for (table, column) in [
+            ("audience_members", "user_id"),
+            ("enter_once", "profile_id"),
+            ("instances", "profile_id"),
+            ("timeline", "profile_id"),
+            ("timers", "profile_id"),
+            ("outbox", "profile_id"),
+        ] {
+            assert_eq!(
+                rows_of(&db, table, column, "u1").await,
+                0,
+                "u1's {table} rows"
+            );
+        }
+        assert_eq!(
+            rows_of(&db, "profiles", "user_id", "u1").await,
+            1,
+            "the tombstone"
+        );
+        assert_eq!(
+            c.instances_of("trials", "u2").await?.len(),
+            1,
+            "u2 untouched"
+        );
+
+        // An event sent before the deletion, arriving after it, does not bring u1 back.
+        let mut late = track("u1", "trial_started", "t-late", &json!({"trial_id": "T9"}));
+        late.timestamp = Some(prost_types::Timestamp::from(
+            std::time::SystemTime::now() - Duration::from_secs(60),
+        ));
+        send_accepted(&mut c.ingest, &key, vec![late]).await?;
+        assert!(c.instances_of("trials", "u1").await?.is_empty());
+        assert_eq!(
+            profile(&mut c, "u1").await.unwrap_err().code(),
+            Code::NotFound
+        );
+
+        // u1's queued send never goes out; u2's does.
+        sink.answer_by_default(journeys_testkit::Reply::status(200));
+        let received = sink.settle(Duration::from_secs(2)).await;
+        let to_u1 = received.iter().filter(|r| r.body["userId"] == "u1").count();
+        assert_eq!(to_u1, 1, "only the attempt refused before the deletion");
+
+        // Not suppressed: a later event starts afresh.
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![track(
+                "u1",
+                "trial_started",
+                "t-3",
+                &json!({"trial_id": "T3"}),
+            )],
+        )
+        .await?;
+        assert_eq!(c.instances_of("trials", "u1").await?.len(), 1);
+
+        // Suppressed: later events of u2 are dropped.
+        c.profiles.delete_profile(delete("u2", true)).await?;
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![track(
+                "u2",
+                "trial_started",
+                "t-4",
+                &json!({"trial_id": "T4"}),
+            )],
+        )
+        .await?;
+        assert!(c.instances_of("trials", "u2").await?.is_empty());
+        assert_eq!(rows_of(&db, "outbox", "profile_id", "u2").await, 0);
+        db.close().await?;
+        stack.stop().await?;
+        sink.stop().await;
+        Ok(())
+    })
+    .await
+}

@@ -339,6 +339,48 @@ impl Engine {
         }
     }
 
+    /// Deletes profile `profile_id` (`DeleteProfile`) through the owner of its partition,
+    /// after every event it received before: its traits, memberships, enter-once records,
+    /// instances with their timelines and timers, and its sends (delivered or not) are
+    /// removed; its row stays as a tombstone. Events sent before the deletion and still in
+    /// flight are dropped, as is every later event of the id with `suppress`.
+    ///
+    /// # Errors
+    /// [`EngineError::ShuttingDown`]; [`EngineError::Failed`] when the deletion could not be
+    /// committed.
+    pub async fn delete_profile(
+        &self,
+        profile_id: &str,
+        suppress: bool,
+    ) -> Result<(), EngineError> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        if let Some(front) = self.inner.front.get() {
+            return front
+                .delete_profile(profile_id, suppress)
+                .await
+                .map_err(EngineError::Failed);
+        }
+        let mut parts = self.parts();
+        self.route(
+            &mut parts,
+            0,
+            profile_id.to_owned(),
+            Item::Delete { suppress },
+        );
+        match collect(self.dispatch(parts, None, None), 1)
+            .await
+            .into_iter()
+            .next()
+            .flatten()
+        {
+            Some(Outcome::Delete(Ok(()))) => Ok(()),
+            Some(Outcome::Delete(Err(message))) => Err(EngineError::Failed(message)),
+            _ => Err(EngineError::ShuttingDown),
+        }
+    }
+
     /// Sends due timers ([`Engine::apply_timers`]) and operator exits (`ExitInstance`,
     /// archiving in exit mode) through `front`: each to the owner of its profile's partition,
     /// applied in that partition's log order (after every event published into it before),

@@ -57,6 +57,10 @@ pub(crate) enum Item {
         instance_id: String,
         reason: ExitReason,
     },
+    /// `DeleteProfile` of the item's profile.
+    Delete {
+        suppress: bool,
+    },
 }
 
 /// The answer for one item.
@@ -65,6 +69,8 @@ pub(crate) enum Outcome {
     Ack(AckStatus),
     Timer(TimerStatus),
     Terminate(Result<TerminateOutcome, String>),
+    /// A deletion applied (`Err`: "code: message" when it could not be committed).
+    Delete(Result<(), String>),
 }
 
 impl Outcome {
@@ -85,6 +91,7 @@ impl Outcome {
                 message: message.to_owned(),
             }),
             Item::Terminate { .. } => Self::Terminate(Err(format!("{code}: {message}"))),
+            Item::Delete { .. } => Self::Delete(Err(format!("{code}: {message}"))),
         }
     }
 }

@@ -566,7 +566,7 @@ impl Lane {
                         ))
                     }
                 }
-                Item::Timer(_) | Item::Terminate { .. } => Gate::Pass,
+                Item::Timer(_) | Item::Terminate { .. } | Item::Delete { .. } => Gate::Pass,
             };
             gates.push(gate);
         }
@@ -719,6 +719,12 @@ fn item_span(item: &Item, parent: &str) -> (Option<tracing::Span>, Option<String
             "engine.evaluate",
             item = "terminate",
             instance_id = %instance_id,
+        ),
+        Item::Delete { suppress } => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "delete_profile",
+            suppress,
         ),
     };
     trace_context::set_parent_traceparent(&span, parent);

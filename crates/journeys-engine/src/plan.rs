@@ -97,6 +97,10 @@ pub(crate) fn evaluate(
                         instance_id,
                         reason,
                     } => Outcome::Terminate(planner.terminate(profile_id, instance_id, reason)),
+                    Item::Delete { suppress } => {
+                        planner.delete(profile_id, *suppress);
+                        Outcome::Delete(Ok(()))
+                    }
                 }
             }
         };
@@ -172,11 +176,40 @@ impl Planner<'_> {
         Some(applied)
     }
 
+    /// Deletes the profile: what the batch did to it so far and everything stored go (the
+    /// commit removes its rows after the batch's other writes); what follows in the batch sees
+    /// only the tombstone.
+    fn delete(&mut self, profile_id: &str, suppress: bool) {
+        let tombstone = journeys_store::Tombstone {
+            deleted_at: self.ctx.now,
+            suppressed: suppress,
+        };
+        self.profiles
+            .insert(profile_id.to_owned(), ProfileWork::deleted(tombstone));
+        self.out
+            .changes
+            .deletions
+            .push(journeys_store::ProfileDeletion {
+                profile_id: profile_id.to_owned(),
+                deleted_at: self.ctx.now,
+                suppressed: suppress,
+            });
+        tracing::info!(profile_id, suppress, "profile deleted");
+    }
+
     fn event(&mut self, profile_id: &str, event: &Event) -> Outcome {
         let accepted = Outcome::Ack(AckStatus::Accepted);
         let Some(work) = self.profiles.get(profile_id) else {
             return accepted;
         };
+        if let Some(tombstone) = work.tombstone
+            && (tombstone.drops(event.timestamp) || self.deleted_in_batch(profile_id))
+        {
+            // Acknowledged like any event (a client has nothing to retry), applied to nothing.
+            tracing::debug!(profile_id, message_id = %event.message_id, "event of a deleted profile dropped");
+            self.delta.events_accepted += 1;
+            return accepted;
+        }
         if event.kind == EventType::Identify
             && let Err(why) = check_limits(&work.state.traits, &event.traits, self.ctx.trait_limits)
         {
@@ -225,6 +258,16 @@ impl Planner<'_> {
             .catalog_seen
             .push((event.event.clone(), now));
         accepted
+    }
+
+    /// Whether the batch deleted the profile (its later events in the batch are dropped
+    /// whatever their timestamps: the deletion's rows are written after everything else).
+    fn deleted_in_batch(&self, profile_id: &str) -> bool {
+        self.out
+            .changes
+            .deletions
+            .iter()
+            .any(|d| d.profile_id == profile_id)
     }
 
     fn timer(&mut self, profile_id: &str, timer: &TimerRecord) -> TimerStatus {

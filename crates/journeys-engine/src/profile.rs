@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use journeys_core::machine::Instance;
 use journeys_core::model::Json;
 use journeys_core::profile::{ChangeCause, ProfileEffect, ProfileState as CoreProfile};
-use journeys_store::ProfileState;
+use journeys_store::{ProfileState, Tombstone};
 use serde_json::Map;
 
 /// A profile as the batch sees it.
@@ -25,6 +25,9 @@ pub(crate) struct ProfileWork {
     pub trait_changes: Map<String, Json>,
     /// Memberships as loaded, to write only the net difference at the end.
     pub loaded_audiences: BTreeSet<String>,
+    /// Set once the profile was deleted: its events are then dropped (see
+    /// [`Tombstone::drops`]).
+    pub tombstone: Option<Tombstone>,
 }
 
 impl ProfileWork {
@@ -59,7 +62,15 @@ impl ProfileWork {
             dirty,
             trait_changes: Map::new(),
             loaded_audiences: state.audiences.iter().cloned().collect(),
+            tombstone: state.tombstone,
         }
+    }
+
+    /// What is left of a profile deleted at `tombstone`: nothing but the tombstone.
+    pub fn deleted(tombstone: Tombstone) -> Self {
+        let mut work = Self::from_state("", &ProfileState::default());
+        work.tombstone = Some(tombstone);
+        work
     }
 
     /// Notes what the core changed: traits set, instances started or moved on.

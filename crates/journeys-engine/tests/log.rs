@@ -376,6 +376,64 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
 }
 
 #[tokio::test]
+async fn profile_deletions_reach_the_owner_whichever_node_is_asked() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        let journey = publish(db, &checkout()).await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
+        let users: Vec<String> = (0..16).map(|u| format!("d{u}")).collect();
+        let started: Vec<Event> = users
+            .iter()
+            .map(|u| {
+                track(
+                    u,
+                    "checkout_started",
+                    &format!("{u}-start"),
+                    json!({"session_id": "s1"}),
+                )
+            })
+            .collect();
+        for ack in front_b.submit(started).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        for user in &users {
+            a.delete_profile(user, false).await.unwrap();
+            assert!(
+                common::instances(db, &journey, user).await.is_empty(),
+                "{b}: {user}'s instance deleted"
+            );
+        }
+        // The owners hold the tombstones: an event sent before the deletion is dropped, a
+        // later one starts afresh.
+        let mut late = track(
+            "d0",
+            "checkout_started",
+            "d0-late",
+            json!({"session_id": "s2"}),
+        );
+        late.timestamp -= chrono::TimeDelta::minutes(1);
+        let fresh = track(
+            "d1",
+            "checkout_started",
+            "d1-again",
+            json!({"session_id": "s3"}),
+        );
+        for ack in front_b.submit(vec![late, fresh]).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+        }
+        assert!(
+            common::instances(db, &journey, "d0").await.is_empty(),
+            "{b}"
+        );
+        assert_eq!(common::instances(db, &journey, "d1").await.len(), 1, "{b}");
+        stop(vec![(a, front_a), (other, front_b)], log).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn timers_fired_through_the_log_come_after_the_events_published_before_them() {
     let Some(url) = nats_url() else { return };
     each_backend(async |db| {

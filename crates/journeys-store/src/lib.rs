@@ -27,9 +27,10 @@ pub use repo::{
     CounterKey, CounterKind, DestinationKind, DestinationRecord, Destinations, Held,
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
     JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox, OutboxMark,
-    OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileRecord, ProfileState, Profiles,
-    SendCounts, SourceRecord, Sources, StepCounts, TimelineEntry, TimelineRecord, TimerRecord,
-    TimerStats, Timers, TransitionEntry, Watermarks, WebhookSettings, hash_write_key,
+    OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion, ProfileRecord,
+    ProfileState, Profiles, SendCounts, SourceRecord, Sources, StepCounts, TimelineEntry,
+    TimelineRecord, TimerRecord, TimerStats, Timers, Tombstone, TransitionEntry, Watermarks,
+    WebhookSettings, hash_write_key,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, MIGRATE_LOCK_TIMEOUT, Store};

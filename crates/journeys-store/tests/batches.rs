@@ -179,6 +179,7 @@ async fn commit_writes_everything_in_one_go() {
             timers_deleted: vec!["no-such-timer".into()],
             outbox_new: vec![out.clone()],
             counters: BTreeMap::from([(CounterKey::new("j1", "wait", CounterKind::Entered), 1)]),
+            deletions: vec![],
         };
         db.batches().commit(&changes).await.unwrap();
         assert_eq!(

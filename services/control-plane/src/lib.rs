@@ -103,7 +103,7 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
             auth.clone(),
         ))
         .add_service(ProfileServiceServer::with_interceptor(
-            grpc::ProfileGrpc::new(api::ProfileApi::new(store.clone())),
+            grpc::ProfileGrpc::new(api::ProfileApi::new(store.clone(), deps.engine.clone())),
             auth.clone(),
         ))
         .add_service(InstanceServiceServer::with_interceptor(

@@ -29,6 +29,9 @@ pub(crate) enum Entry {
     /// Profiles changed outside the owners (audience members set by an operator): the owner
     /// drops them from memory, so what it applies next reads them from the store.
     Forget { profile_ids: Vec<String> },
+    /// `DeleteProfile`: applied by the owner after every event published into the partition
+    /// before it.
+    Delete { profile_id: String, suppress: bool },
 }
 
 /// A timer on the log (the store's [`TimerRecord`]).
@@ -130,10 +133,11 @@ impl Answer {
             Some(Outcome::Ack(status)) => Ok(Self::of(&status)),
             Some(
                 Outcome::Terminate(Ok(TerminateOutcome::Exited))
-                | Outcome::Timer(TimerStatus::Fired),
+                | Outcome::Timer(TimerStatus::Fired)
+                | Outcome::Delete(Ok(())),
             ) => Ok(None),
             Some(Outcome::Terminate(Ok(other))) => Ok(Some(Self::Terminated(other))),
-            Some(Outcome::Terminate(Err(failure))) => Err(failure
+            Some(Outcome::Terminate(Err(failure)) | Outcome::Delete(Err(failure))) => Err(failure
                 .split(':')
                 .next()
                 .unwrap_or(crate::ack::UNAVAILABLE)

@@ -222,6 +222,18 @@ impl LogFront {
         self.inner.terminate(targets, reason).await
     }
 
+    /// Deletes `profile_id` through the owner of its partition, in the partition's order
+    /// (`code: message` when it could not be applied).
+    ///
+    /// # Errors
+    /// As described: `unavailable` while shutting down or without the log.
+    pub async fn delete_profile(&self, profile_id: &str, suppress: bool) -> Result<(), String> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(format!("{UNAVAILABLE}: the node is shutting down"));
+        }
+        self.inner.delete_profile(profile_id, suppress).await
+    }
+
     /// Makes the owners of `profile_ids` drop them from memory, in their partitions' log
     /// order; returns once every owner did (or the wait ran out).
     ///
@@ -489,6 +501,39 @@ impl Inner {
             settled.push((seq, duplicate, answer));
         }
         Ok(settled)
+    }
+
+    /// Deletes `profile_id` through its partition's owner, after every event published into
+    /// the partition before.
+    pub(crate) async fn delete_profile(
+        &self,
+        profile_id: &str,
+        suppress: bool,
+    ) -> Result<(), String> {
+        let partition = partition_of(profile_id, self.config.partitions);
+        let request = uuid::Uuid::new_v4().simple().to_string();
+        let entry = Entry::Delete {
+            profile_id: profile_id.to_owned(),
+            suppress,
+        };
+        let payload = entry.encode().map_err(|err| format!("{INTERNAL}: {err}"))?;
+        let records = [Record {
+            partition,
+            msg_id: format!("delete:{profile_id}:{request}"),
+            payload,
+        }];
+        match self.publish_and_wait(&records).await {
+            Ok(settled) => match settled.into_iter().next().map(|(_, _, answer)| answer) {
+                Some(Some(None)) => Ok(()),
+                Some(Some(Some(Answer::Rejected { code, message }))) => {
+                    Err(format!("{code}: {message}"))
+                }
+                _ => Err(format!(
+                    "{UNAVAILABLE}: the deletion is in the log but not applied yet"
+                )),
+            },
+            Err(err) => Err(format!("{UNAVAILABLE}: {err}")),
+        }
     }
 
     /// Ends `targets` (instance id, profile id) through their partitions' owners.

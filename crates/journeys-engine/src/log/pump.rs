@@ -370,6 +370,10 @@ impl PartitionReader {
                 Ok(Entry::Timer(timer)) => {
                     (Some(timer.profile_id.clone()), Item::Timer(timer.into()))
                 }
+                Ok(Entry::Delete {
+                    profile_id,
+                    suppress,
+                }) => (Some(profile_id), Item::Delete { suppress }),
                 Ok(Entry::Forget { profile_ids }) => {
                     forget.extend(profile_ids);
                     answered.insert(position, None);

@@ -19,6 +19,7 @@ mod m20261207_000012_outbox_claimants;
 mod m20261208_000013_unique_value_text;
 mod m20261209_000014_log_seq;
 mod m20261210_000015_journey_replaces;
+mod m20261210_000016_profile_deletion;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000013_unique_value_text::Migration),
             Box::new(m20261209_000014_log_seq::Migration),
             Box::new(m20261210_000015_journey_replaces::Migration),
+            Box::new(m20261210_000016_profile_deletion::Migration),
         ]
     }
 }

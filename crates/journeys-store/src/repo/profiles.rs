@@ -23,6 +23,10 @@ pub struct ProfileRecord {
     pub traits: Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the profile was deleted (its row is then the tombstone: no traits).
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Whether later events of a deleted profile's id are dropped too.
+    pub suppressed: bool,
 }
 
 impl From<profile::Model> for ProfileRecord {
@@ -32,6 +36,8 @@ impl From<profile::Model> for ProfileRecord {
             traits: into_object(m.traits),
             created_at: m.created_at,
             updated_at: m.updated_at,
+            deleted_at: m.deleted_at,
+            suppressed: m.suppressed,
         }
     }
 }
@@ -89,6 +95,7 @@ impl<'a> Profiles<'a> {
             traits: Set(Value::Object(Map::new())),
             created_at: Set(now),
             updated_at: Set(now),
+            ..Default::default()
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&txn)

@@ -1,5 +1,7 @@
 //! [`ProfileApi`]: what the store knows about one profile.
 
+use chrono::{DateTime, Utc};
+use journeys_engine::Engine;
 use journeys_store::{InstanceFilter, InstanceRecord, InstanceState, Store, StoreError};
 use serde_json::{Map, Value};
 
@@ -18,15 +20,67 @@ pub struct ProfileView {
     pub active_instances: Vec<InstanceRecord>,
 }
 
-/// Profile reads over the store's `Profiles`, `Audiences` and `Instances` repositories.
+/// A deletion as applied.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub user_id: String,
+    pub deleted_at: DateTime<Utc>,
+    pub suppressed: bool,
+}
+
+/// Profile reads over the store's `Profiles`, `Audiences` and `Instances` repositories, and
+/// deletions through the engine (the owner of the profile's partition).
 #[derive(Clone)]
 pub struct ProfileApi {
     store: Store,
+    engine: Engine,
 }
 
 impl ProfileApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, engine: Engine) -> Self {
+        Self { store, engine }
+    }
+
+    /// Deletes the profile of `user_id` (else `anonymous_id`: exactly one is given).
+    pub async fn delete(
+        &self,
+        user_id: &str,
+        anonymous_id: &str,
+        suppress: bool,
+    ) -> Result<Deleted> {
+        let (field, id) = match (user_id.is_empty(), anonymous_id.is_empty()) {
+            (false, true) => ("user_id", user_id),
+            (true, false) => ("anonymous_id", anonymous_id),
+            (true, true) => {
+                return Err(ServiceError::invalid_field(
+                    "user_id",
+                    "required: the user id of the profile to delete (or anonymous_id)",
+                ));
+            }
+            (false, false) => {
+                return Err(ServiceError::invalid_field(
+                    "anonymous_id",
+                    "give user_id or anonymous_id, not both: a profile is keyed by its user id \
+                     when it has one",
+                ));
+            }
+        };
+        if id.chars().count() > journeys_store::MAX_KEY_CHARS {
+            return Err(ServiceError::invalid_field(
+                field,
+                format!(
+                    "longer than {} characters: no profile has such an id",
+                    journeys_store::MAX_KEY_CHARS
+                ),
+            ));
+        }
+        self.engine.delete_profile(id, suppress).await?;
+        let record = self.store.profiles().get(id).await?;
+        Ok(Deleted {
+            user_id: record.user_id,
+            deleted_at: record.deleted_at.unwrap_or_else(Utc::now),
+            suppressed: record.suppressed,
+        })
     }
 
     /// The profile `user_id`; not found when the store knows nothing about it.
@@ -35,6 +89,11 @@ impl ProfileApi {
             return Err(ServiceError::invalid_field("user_id", "required"));
         }
         let traits = match self.store.profiles().get(&user_id).await {
+            Ok(p) if p.deleted_at.is_some() && p.traits.is_empty() => {
+                return Err(ServiceError::NotFound(format!(
+                    "profile '{user_id}' was deleted"
+                )));
+            }
             Ok(p) => Some(p.traits),
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),

@@ -1,6 +1,6 @@
 //! `journeys.v1.ProfileService` over [`ProfileApi`]: conversion only.
 
-use journeys_proto::convert::json::json_to_struct;
+use journeys_proto::convert::json::{json_to_struct, timestamp};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::profile_service_server::ProfileService;
 use tonic::{Request, Response};
@@ -32,6 +32,22 @@ impl ProfileService for ProfileGrpc {
                 .map(|t| json_to_struct(&serde_json::Value::Object(t))),
             audiences: view.audiences,
             active_instances: view.active_instances.iter().map(instance).collect(),
+        }))
+    }
+
+    async fn delete_profile(
+        &self,
+        req: Request<pb::DeleteProfileRequest>,
+    ) -> Reply<pb::DeleteProfileResponse> {
+        let req = req.into_inner();
+        let deleted = self
+            .api
+            .delete(&req.user_id, &req.anonymous_id, req.suppress)
+            .await?;
+        Ok(Response::new(pb::DeleteProfileResponse {
+            user_id: deleted.user_id,
+            deleted_at: Some(timestamp(deleted.deleted_at)),
+            suppressed: deleted.suppressed,
         }))
     }
 }

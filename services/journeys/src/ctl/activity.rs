@@ -69,6 +69,15 @@ pub enum ProfileVerb {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Delete a profile: traits, memberships, instances, timers and sends; a tombstone stays
+    /// so that events sent before do not bring it back
+    Delete {
+        /// User id (or anonymous id of a profile without one)
+        user: String,
+        /// Drop every later event of this id too
+        #[arg(long)]
+        suppress: bool,
+    },
 }
 
 /// The verbs of `journeys dead-letters`.
@@ -244,7 +253,31 @@ fn describe_instance(i: &pb::Instance) -> String {
 }
 
 pub async fn profile(global: &Global, verb: ProfileVerb) -> Result<()> {
-    let ProfileVerb::Get { user, limit } = verb;
+    let (user, limit) = match verb {
+        ProfileVerb::Get { user, limit } => (user, limit),
+        ProfileVerb::Delete { user, suppress } => {
+            let c = &mut global.clients().await?;
+            let deleted = c
+                .profiles
+                .delete_profile(pb::DeleteProfileRequest {
+                    user_id: user,
+                    anonymous_id: String::new(),
+                    suppress,
+                })
+                .await?
+                .into_inner();
+            if global.output != super::output::Format::Table {
+                return print_value(global.output, &json_value(&deleted)?);
+            }
+            let how = if deleted.suppressed {
+                ", its later events suppressed"
+            } else {
+                ""
+            };
+            out(&format!("profile/{} deleted{how}\n", deleted.user_id));
+            return Ok(());
+        }
+    };
     let c = &mut global.clients().await?;
     let profile = c
         .profiles

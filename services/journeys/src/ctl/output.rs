@@ -57,6 +57,7 @@ named!(
     RemoveMembersResponse,
     ListMembersResponse,
     CheckMembershipResponse,
+    DeleteProfileResponse,
     CatalogEvent,
     ListEventsResponse,
     Profile,

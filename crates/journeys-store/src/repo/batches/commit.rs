@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use journeys_core::partition::partition_of;
 
 use crate::entity::{
-    audience, audience_member, dedupe, enter_once, instance, outbox, profile, timer,
+    audience, audience_member, dedupe, enter_once, instance, outbox, profile, timeline, timer,
 };
 use crate::error::StoreError;
 use crate::repo::instances::{InstanceRecord, to_active_model, truncated};
@@ -66,6 +66,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     insert_outbox(db, changes).await?;
     merge_traits(db, &changes.traits, now).await?;
     update_audiences(db, &changes.audience_adds, &changes.audience_removes, now).await?;
+    delete_profiles(db, &changes.deletions, now).await?;
     // Counters and the catalog are rows every batch touches: last, so their locks are held
     // the shortest; counters first in every batch, each in key order, so no two batches wait
     // on each other in opposite orders.
@@ -352,6 +353,7 @@ async fn merge_traits<C: ConnectionTrait>(
         traits: Set(traits),
         created_at: Set(now),
         updated_at: Set(now),
+        ..Default::default()
     };
     for chunk in ids.chunks(INSERT_CHUNK) {
         // An update on conflict (not `INSERT IGNORE`) takes the exclusive lock right away; a
@@ -385,6 +387,82 @@ async fn merge_traits<C: ConnectionTrait>(
             .on_conflict(
                 OnConflict::column(profile::Column::UserId)
                     .update_columns([profile::Column::Traits, profile::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removes everything of the deleted profiles but their rows, which become tombstones (no
+/// traits, `deleted_at`, `suppressed`). Runs after the batch's other writes, so what the batch
+/// wrote for a profile before deleting it goes too.
+async fn delete_profiles<C: ConnectionTrait>(
+    db: &C,
+    deletions: &[super::ProfileDeletion],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if deletions.is_empty() {
+        return Ok(());
+    }
+    let now = micros(now);
+    let ids: BTreeSet<&str> = deletions.iter().map(|d| d.profile_id.as_str()).collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let of_profiles = || chunk.iter().copied();
+        let instance_ids: Vec<String> = instance::Entity::find()
+            .select_only()
+            .column(instance::Column::Id)
+            .filter(instance::Column::ProfileId.is_in(of_profiles()))
+            .into_tuple::<String>()
+            .all(db)
+            .await?;
+        for ids in instance_ids.chunks(INSERT_CHUNK) {
+            timer::Entity::delete_many()
+                .filter(timer::Column::InstanceId.is_in(ids.iter().map(String::as_str)))
+                .exec(db)
+                .await?;
+        }
+        outbox::Entity::delete_many()
+            .filter(outbox::Column::ProfileId.is_in(of_profiles()))
+            .exec(db)
+            .await?;
+        timeline::Entity::delete_many()
+            .filter(timeline::Column::ProfileId.is_in(of_profiles()))
+            .exec(db)
+            .await?;
+        instance::Entity::delete_many()
+            .filter(instance::Column::ProfileId.is_in(of_profiles()))
+            .exec(db)
+            .await?;
+        enter_once::Entity::delete_many()
+            .filter(enter_once::Column::ProfileId.is_in(of_profiles()))
+            .exec(db)
+            .await?;
+        audience_member::Entity::delete_many()
+            .filter(audience_member::Column::UserId.is_in(of_profiles()))
+            .exec(db)
+            .await?;
+    }
+    let tombstones = deletions.iter().map(|d| profile::ActiveModel {
+        user_id: Set(d.profile_id.clone()),
+        traits: Set(Value::Object(Map::new())),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deleted_at: Set(Some(micros(d.deleted_at))),
+        suppressed: Set(d.suppressed),
+    });
+    for chunk in tombstones.collect::<Vec<_>>().chunks(INSERT_CHUNK) {
+        profile::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::column(profile::Column::UserId)
+                    .update_columns([
+                        profile::Column::Traits,
+                        profile::Column::UpdatedAt,
+                        profile::Column::DeletedAt,
+                        profile::Column::Suppressed,
+                    ])
                     .to_owned(),
             )
             .exec_without_returning(db)

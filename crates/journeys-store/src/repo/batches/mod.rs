@@ -71,6 +71,36 @@ pub struct Changes {
     pub partitions: u32,
     /// Increments of the journey counters, summed per key: one upsert row per key.
     pub counters: BTreeMap<CounterKey, i64>,
+    /// Profiles deleted (`DeleteProfile`): applied after every other change of the batch, so
+    /// rows the batch wrote for them before their deletion go too.
+    pub deletions: Vec<ProfileDeletion>,
+}
+
+/// A profile deletion: its traits, memberships, enter-once records, instances with their
+/// timelines and timers, and sends (delivered or not) are removed; its row stays as the
+/// tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileDeletion {
+    pub profile_id: String,
+    pub deleted_at: DateTime<Utc>,
+    /// Whether every later event of the id is dropped too, not only those sent before.
+    pub suppressed: bool,
+}
+
+/// A deleted profile's tombstone, as loaded with its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tombstone {
+    pub deleted_at: DateTime<Utc>,
+    pub suppressed: bool,
+}
+
+impl Tombstone {
+    /// Whether an event with `timestamp` is dropped: every event of a suppressed id, else
+    /// those sent no later than the deletion (in flight when it ran).
+    #[must_use]
+    pub fn drops(&self, timestamp: DateTime<Utc>) -> bool {
+        self.suppressed || timestamp <= self.deleted_at
+    }
 }
 
 impl Changes {
@@ -90,6 +120,7 @@ impl Changes {
             && self.timers_deleted.is_empty()
             && self.outbox_new.is_empty()
             && self.counters.is_empty()
+            && self.deletions.is_empty()
     }
 }
 
@@ -104,6 +135,8 @@ pub struct ProfileState {
     pub active_instances: Vec<InstanceRecord>,
     /// Ids of the enter-once journeys the profile has entered, sorted.
     pub entered_once: Vec<String>,
+    /// Set when the profile was deleted.
+    pub tombstone: Option<Tombstone>,
 }
 
 /// Per-step counts of one journey.
@@ -303,6 +336,10 @@ impl<'a> Batches<'a> {
             for p in profiles {
                 if let Some(state) = states.get_mut(&p.user_id) {
                     state.traits = into_object(p.traits);
+                    state.tombstone = p.deleted_at.map(|deleted_at| Tombstone {
+                        deleted_at,
+                        suppressed: p.suppressed,
+                    });
                 }
             }
             memberships.extend(
