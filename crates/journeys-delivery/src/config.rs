@@ -68,7 +68,7 @@ impl Default for DeliveryConfig {
         Self {
             retry: RetryPolicy::default(),
             max_in_flight: 256,
-            max_in_flight_per_destination: 64,
+            max_in_flight_per_destination: 128,
             claim_batch: 256,
             mark_batch: 500,
             mark_delay: Duration::from_millis(10),
