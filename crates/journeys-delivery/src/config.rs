@@ -67,8 +67,8 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
-            max_in_flight: 512,
-            max_in_flight_per_destination: 256,
+            max_in_flight: 256,
+            max_in_flight_per_destination: 192,
             claim_batch: 256,
             mark_batch: 500,
             mark_delay: Duration::from_millis(10),

@@ -205,7 +205,7 @@ pub struct Config {
     /// Longest `Retry-After` of a destination that is honoured, in seconds.
     #[serde(default = "limits::default_retry_after_max_secs")]
     pub retry_after_max_secs: u64,
-    /// Webhook requests in flight at once to one destination, of the 512 a node sends at once:
+    /// Webhook requests in flight at once to one destination, of the 256 a node sends at once:
     /// a destination that hangs or answers slowly holds at most this many, and the others
     /// keep flowing. Its further sends wait in the outbox.
     #[serde(default = "limits::default_max_sends_in_flight_per_destination")]

@@ -118,7 +118,7 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "SECONDS")]
     pub retry_after_max_secs: Option<u64>,
 
-    /// Webhook requests in flight at once to one destination (1–512)
+    /// Webhook requests in flight at once to one destination (1–256)
     /// [env: JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION]
     #[arg(long, value_name = "N")]
     pub max_sends_in_flight_per_destination: Option<usize>,

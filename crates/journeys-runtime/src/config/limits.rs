@@ -21,11 +21,11 @@ pub const DEFAULT_RETRY_BACKOFF_BASE_MS: u64 = 1_000;
 pub const DEFAULT_RETRY_BACKOFF_MAX_SECS: u64 = 10 * 60;
 /// Longest `Retry-After` honoured: one hour.
 pub const DEFAULT_RETRY_AFTER_MAX_SECS: u64 = 60 * 60;
-/// Sends in flight at once to one destination: half of the dispatcher's 512, so that a
-/// destination that hangs leaves the other half to the others.
-pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 256;
-/// The dispatcher's sends in flight across destinations (512): the most one destination may have.
-pub const MAX_SENDS_IN_FLIGHT: usize = 512;
+/// Sends in flight at once to one destination: three quarters of the dispatcher's 256, so that a
+/// destination that hangs leaves a quarter to the others.
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 192;
+/// The dispatcher's sends in flight across destinations (256): the most one destination may have.
+pub const MAX_SENDS_IN_FLIGHT: usize = 256;
 /// Return-to-start passes of one hold-until step per instance.
 pub const DEFAULT_MAX_RETURN_TO_START_PASSES: u32 = 100;
 /// Characters of a unique-identifier value (Segment's limit).
