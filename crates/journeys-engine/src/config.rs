@@ -32,6 +32,9 @@ pub struct EngineConfig {
     /// Events of one profile beyond this rate are rejected with `rate_limited` (a token bucket
     /// that holds one second's worth). `0` disables the limit.
     pub max_events_per_profile_per_sec: u32,
+    /// Most event names the event catalog records from events: a new name past it is not
+    /// recorded (its events are still applied). See `crate::catalog`.
+    pub max_catalog_events: usize,
     /// How far one profile's traits may grow: an identify that would add traits past the
     /// count, or bytes past the size, is rejected with `traits_limit` (and not stored).
     pub trait_limits: journeys_core::profile::traits::TraitLimits,
@@ -114,6 +117,7 @@ impl Default for EngineConfig {
             instance_limits: journeys_core::machine::InstanceLimits::DEFAULT,
             max_instance_lifetime: DEFAULT_MAX_INSTANCE_LIFETIME,
             max_events_per_profile_per_sec: 25,
+            max_catalog_events: 10_000,
             trait_limits: journeys_core::profile::traits::TraitLimits::DEFAULT,
             refresh_interval: Duration::from_millis(500),
             max_in_flight_events: 100_000,

@@ -122,6 +122,7 @@ impl Engine {
             on_commit,
             ownership,
             logged: log.is_some(),
+            catalog: crate::catalog::CatalogNames::new(config.max_catalog_events),
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     /// Whether the owner reads its partitions from the NATS log: commits then also record the
     /// log sequences they applied as `log_seq` (where the next owner resumes).
     pub logged: bool,
+    /// The bound on the event catalog's names.
+    pub catalog: crate::catalog::CatalogNames,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -379,6 +381,10 @@ impl Lane {
             existing: &none,
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
+        shared
+            .catalog
+            .admit(&shared.store, &mut plan.changes.catalog_seen)
+            .await?;
         plan.changes.partitions = shared.config.partitions;
         plan.changes.dedupe_expired_before =
             chrono::TimeDelta::from_std(shared.config.dedupe_window)

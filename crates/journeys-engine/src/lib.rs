@@ -43,6 +43,7 @@
 
 mod ack;
 mod cache;
+mod catalog;
 mod changes;
 mod config;
 #[cfg(test)]

@@ -814,3 +814,31 @@ async fn an_identify_growing_traits_past_their_limits_is_rejected_and_not_stored
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_event_catalog_records_at_most_its_bound_of_names_and_every_event_still_applies() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let engine = common::engine_with(
+            db,
+            EngineConfig {
+                max_catalog_events: 2,
+                ..EngineConfig::default()
+            },
+        )
+        .await;
+        let events = ["a", "b", "c", "a", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| track("u1", name, &format!("m{i}"), json!({})))
+            .collect();
+        for ack in engine.submit(events).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}: every event applies");
+        }
+        let catalog = db.catalog().list().await.unwrap();
+        let names: Vec<(&str, i64)> = catalog.iter().map(|e| (e.name.as_str(), e.count)).collect();
+        assert_eq!(names, [("a", 2), ("b", 1)], "{b}");
+        engine.shutdown().await;
+    })
+    .await;
+}

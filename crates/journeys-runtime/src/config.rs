@@ -20,8 +20,8 @@ pub use args::ConfigArgs;
 pub use layering::{ENV_VARS, load, load_with_env};
 pub use limits::{
     DEFAULT_INSTANCE_RETENTION_DAYS, DEFAULT_MAX_ACTIVE_INSTANCES_PER_PROFILE,
-    DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC, DEFAULT_MAX_HOLD_SECS,
-    DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
+    DEFAULT_MAX_CATALOG_EVENTS, DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC,
+    DEFAULT_MAX_HOLD_SECS, DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
     DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION, DEFAULT_MAX_UNIQUE_VALUE_CHARS,
     DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS, DEFAULT_RETRY_AFTER_MAX_SECS,
     DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS, DEFAULT_RETRY_BUDGET_SECS,
@@ -210,6 +210,10 @@ pub struct Config {
     /// keep flowing. Its further sends wait in the outbox.
     #[serde(default = "limits::default_max_sends_in_flight_per_destination")]
     pub max_sends_in_flight_per_destination: usize,
+    /// Event names the event catalog records from events: a new name past it is not recorded
+    /// (its events are still applied).
+    #[serde(default = "limits::default_max_catalog_events")]
+    pub max_catalog_events: usize,
     /// Return-to-start passes one hold-until step allows per instance; the next match of a
     /// return-to-start branch continues onward.
     #[serde(default = "limits::default_max_return_to_start_passes")]
@@ -297,6 +301,7 @@ impl Config {
             retry_backoff_max_secs: DEFAULT_RETRY_BACKOFF_MAX_SECS,
             retry_after_max_secs: DEFAULT_RETRY_AFTER_MAX_SECS,
             max_sends_in_flight_per_destination: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION,
+            max_catalog_events: DEFAULT_MAX_CATALOG_EVENTS,
             max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
             min_delay_secs: DEFAULT_MIN_DELAY_SECS,
@@ -412,6 +417,7 @@ impl fmt::Debug for Config {
                 "max_sends_in_flight_per_destination",
                 &masked.max_sends_in_flight_per_destination,
             )
+            .field("max_catalog_events", &masked.max_catalog_events)
             .field(
                 "max_return_to_start_passes",
                 &masked.max_return_to_start_passes,

@@ -29,6 +29,7 @@
 //! | `journeys_engine_conflicts_total` | counter | |
 //! | `journeys_engine_fenced_commits_total` | counter | |
 //! | `journeys_engine_lease_lapses_total` | counter | |
+//! | `journeys_catalog_names_refused_total` | counter | |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,6 +258,8 @@ pub struct Metrics {
     /// off from the store): it stopped applying them, and takes them back at a new epoch if
     /// they are still its own.
     pub engine_lease_lapses: Counter,
+    /// New event names not recorded in the event catalog: it held `max_catalog_events` names.
+    pub catalog_names_refused: Counter,
 }
 
 impl Metrics {
@@ -320,10 +323,14 @@ impl Metrics {
                 "journeys_engine_lease_lapses_total",
                 "Partitions whose lease ran out before this node renewed it (paused or cut off).",
             ),
+            catalog_names_refused: Counter::new(
+                "journeys_catalog_names_refused_total",
+                "New event names not recorded: the event catalog held max_catalog_events names.",
+            ),
         }
     }
 
-    fn counters(&self) -> [&Counter; 7] {
+    fn counters(&self) -> [&Counter; 8] {
         [
             &self.entries,
             &self.hold_matches,
@@ -332,6 +339,7 @@ impl Metrics {
             &self.engine_conflicts,
             &self.engine_fenced_commits,
             &self.engine_lease_lapses,
+            &self.catalog_names_refused,
         ]
     }
 

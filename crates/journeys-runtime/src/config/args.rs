@@ -123,6 +123,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_sends_in_flight_per_destination: Option<usize>,
 
+    /// Event names the event catalog records from events (1–1,000,000)
+    /// [env: JOURNEYS_MAX_CATALOG_EVENTS]
+    #[arg(long, value_name = "N")]
+    pub max_catalog_events: Option<usize>,
+
     /// Return-to-start passes one hold-until step allows per instance
     /// [env: JOURNEYS_MAX_RETURN_TO_START_PASSES]
     #[arg(long, value_name = "N")]

@@ -38,6 +38,7 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_RETRY_BACKOFF_MAX_SECS",
     "JOURNEYS_RETRY_AFTER_MAX_SECS",
     "JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION",
+    "JOURNEYS_MAX_CATALOG_EVENTS",
     "JOURNEYS_MAX_RETURN_TO_START_PASSES",
     "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
     "JOURNEYS_MIN_DELAY_SECS",
@@ -219,6 +220,11 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         "requests"
     ),
     number_binding!(
+        "JOURNEYS_MAX_CATALOG_EVENTS",
+        max_catalog_events,
+        "event names"
+    ),
+    number_binding!(
         "JOURNEYS_MAX_RETURN_TO_START_PASSES",
         max_return_to_start_passes,
         "passes"
@@ -388,6 +394,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_max_secs,
         retry_after_max_secs,
         max_sends_in_flight_per_destination,
+        max_catalog_events,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,
@@ -439,6 +446,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_max_secs,
         retry_after_max_secs,
         max_sends_in_flight_per_destination,
+        max_catalog_events,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,

@@ -26,6 +26,8 @@ pub const DEFAULT_RETRY_AFTER_MAX_SECS: u64 = 60 * 60;
 pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 192;
 /// The dispatcher's sends in flight across destinations (256): the most one destination may have.
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+/// Event names the catalog records from events.
+pub const DEFAULT_MAX_CATALOG_EVENTS: usize = 10_000;
 /// Return-to-start passes of one hold-until step per instance.
 pub const DEFAULT_MAX_RETURN_TO_START_PASSES: u32 = 100;
 /// Characters of a unique-identifier value (Segment's limit).
@@ -69,6 +71,9 @@ pub(super) fn default_retry_after_max_secs() -> u64 {
 }
 pub(super) fn default_max_sends_in_flight_per_destination() -> usize {
     DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION
+}
+pub(super) fn default_max_catalog_events() -> usize {
+    DEFAULT_MAX_CATALOG_EVENTS
 }
 pub(super) fn default_max_return_to_start_passes() -> u32 {
     DEFAULT_MAX_RETURN_TO_START_PASSES
@@ -131,6 +136,7 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
         1_000_000,
     )?;
     check_delivery(c)?;
+    in_range("max_catalog_events", c.max_catalog_events, 1, 1_000_000)?;
     in_range(
         "max_return_to_start_passes",
         c.max_return_to_start_passes,

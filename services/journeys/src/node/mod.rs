@@ -242,6 +242,7 @@ impl Node {
             dedupe_window: Duration::from_secs(config.dedupe_window_secs),
             max_active_instances_per_profile: config.max_active_instances_per_profile,
             max_events_per_profile_per_sec: config.max_events_per_profile_per_sec,
+            max_catalog_events: config.max_catalog_events,
             instance_limits: InstanceLimits {
                 max_return_to_start_passes: config.max_return_to_start_passes,
                 max_unique_value_chars: config.max_unique_value_chars,
