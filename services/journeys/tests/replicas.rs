@@ -42,6 +42,10 @@ use serde_json::json;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+/// The two scenarios each start a cluster on this box's two cores: run one at a time, so
+/// neither's timing rests on the other's load.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const PARTITIONS: u32 = 16;
 const REPLICAS: usize = 3;
 /// Profiles of the generator, and events per profile.
@@ -232,6 +236,7 @@ async fn deliver(
 
 #[tokio::test]
 async fn replicas_on_one_log_lose_nothing_when_one_is_killed_mid_load() -> anyhow::Result<()> {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let Ok(nats_url) = std::env::var("JOURNEYS_TEST_NATS_URL") else {
         eprintln!("JOURNEYS_TEST_NATS_URL unset: replica test skipped");
         return Ok(());
@@ -806,6 +811,7 @@ async fn order_at(
 #[tokio::test]
 async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_restart()
 -> anyhow::Result<()> {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     if std::env::var("JOURNEYS_TEST_NATS_URL").is_err() {
         eprintln!("JOURNEYS_TEST_NATS_URL unset: replica test skipped");
         return Ok(());
