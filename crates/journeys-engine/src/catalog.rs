@@ -41,13 +41,13 @@ impl CatalogNames {
         if seen.is_empty() {
             return Ok(());
         }
-        let mut known = self.known.lock().await;
-        if known.is_none() {
-            let names = store.catalog().list().await?;
-            *known = Some(names.into_iter().map(|e| e.name).collect());
-        }
-        let Some(known) = known.as_mut() else {
-            return Ok(());
+        let mut loaded = self.known.lock().await;
+        let known = match &mut *loaded {
+            Some(known) => known,
+            None => {
+                let names = store.catalog().list().await?;
+                loaded.insert(names.into_iter().map(|e| e.name).collect())
+            }
         };
         let mut refused = 0u64;
         seen.retain(|(name, _)| {

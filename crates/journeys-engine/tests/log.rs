@@ -303,6 +303,29 @@ async fn a_store_that_ran_without_the_log_or_on_an_earlier_stream_reads_the_new_
     .await;
 }
 
+/// Each of `users` starts a checkout of session `session` through `front`, all accepted.
+async fn start_checkouts(
+    front: &LogFront,
+    users: &[String],
+    session: &str,
+    b: impl std::fmt::Display,
+) {
+    let started: Vec<Event> = users
+        .iter()
+        .map(|u| {
+            track(
+                u,
+                "checkout_started",
+                &format!("{u}-start"),
+                json!({"session_id": session}),
+            )
+        })
+        .collect();
+    for ack in front.submit(started).await {
+        assert_eq!(ack.status, AckStatus::Accepted, "{b}");
+    }
+}
+
 #[tokio::test]
 async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked() {
     let Some(url) = nats_url() else { return };
@@ -312,20 +335,7 @@ async fn operator_exits_reach_the_owner_of_the_instance_whichever_node_is_asked(
         let journey = publish(db, &checkout()).await;
         let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
         let users: Vec<String> = (0..16).map(|u| format!("x{u}")).collect();
-        let started: Vec<Event> = users
-            .iter()
-            .map(|u| {
-                track(
-                    u,
-                    "checkout_started",
-                    &format!("{u}-start"),
-                    json!({"session_id": "s1"}),
-                )
-            })
-            .collect();
-        for ack in front_a.submit(started).await {
-            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
-        }
+        start_checkouts(&front_a, &users, "s1", b).await;
 
         // Every instance is ended through node-a, half of them owned by node-b.
         let mut owned_elsewhere = 0;
@@ -384,20 +394,7 @@ async fn profile_deletions_reach_the_owner_whichever_node_is_asked() {
         let journey = publish(db, &checkout()).await;
         let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
         let users: Vec<String> = (0..16).map(|u| format!("d{u}")).collect();
-        let started: Vec<Event> = users
-            .iter()
-            .map(|u| {
-                track(
-                    u,
-                    "checkout_started",
-                    &format!("{u}-start"),
-                    json!({"session_id": "s1"}),
-                )
-            })
-            .collect();
-        for ack in front_b.submit(started).await {
-            assert_eq!(ack.status, AckStatus::Accepted, "{b}");
-        }
+        start_checkouts(&front_b, &users, "s1", b).await;
         for user in &users {
             a.delete_profile(user, false).await.unwrap();
             assert!(
