@@ -252,7 +252,7 @@ impl Planner<'_> {
         self.out
             .changes
             .dedupe
-            .push((event.message_id.clone(), now));
+            .push((event.dedupe_key().into_owned(), now));
         self.out
             .changes
             .catalog_seen
