@@ -36,6 +36,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 const TOKEN: &str = "console-s3cret";
 
+/// A trait that would run script if the console did not escape payloads.
+const HOSTILE_TRAIT: &str = "<script>window.pwned=1</script>Grace";
+
 /// The first of `candidates` that exists, else the first one found on `PATH`.
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
@@ -340,6 +343,17 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
         json!({"session_id": "s1"}),
     )
     .await;
+    // u2's first name would run as script if a payload were not escaped.
+    let reply = stack
+        .http()
+        .post_json(
+            "/v1/identify",
+            Some(&key),
+            &json!({"userId": "u2", "traits": {"email": "u2@example.com", "first_name": HOSTILE_TRAIT}}),
+        )
+        .await
+        .expect("identify");
+    assert!(reply.status.is_success(), "{reply:?}");
     track(
         &stack,
         &key,
@@ -423,6 +437,16 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
         .await
         .expect("rows");
     assert_eq!(rows.len(), 1);
+    // The payload, shown as text.
+    browser.click(Locator::Css("#dead-letters summary")).await;
+    let payload = browser.text("#dead-letters pre").await;
+    assert!(payload.contains(HOSTILE_TRAIT), "{payload}");
+    let untouched = browser
+        .client
+        .execute("return window.pwned === undefined;", vec![])
+        .await
+        .expect("script");
+    assert_eq!(untouched, json!(true), "markup from a payload ran");
     browser.screenshot("dead-letters").await;
     sink.answer_by_default(200);
     browser
@@ -792,4 +816,69 @@ async fn the_console_refuses_strangers_forged_forms_and_borrowed_host_names() {
     guarded.stop().await.expect("stops");
     db.close().await.expect("db closes");
     db2.close().await.expect("db closes");
+}
+
+/// This machine's address on its default route, when it has one besides loopback.
+fn outside_address() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the local address of the route.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_console_answers_loopback_clients_only() {
+    use journeys::{Listeners, Node, Roles};
+    use journeys_runtime::config::{Config, Service};
+    use journeys_runtime::shutdown::Shutdown;
+
+    // `journeys serve` with every role: the Segment API may listen on every interface
+    // without an admin token, the admin API (gRPC) on loopback.
+    let db = TestDb::sqlite().await.expect("a database");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let grpc_addr = grpc.local_addr().expect("addr");
+    let port = http.local_addr().expect("addr").port();
+    let mut config = Config::defaults_for(Service::Node);
+    config.database_url = db.url().to_owned();
+    let shutdown = Shutdown::new();
+    let node = tokio::spawn(
+        Node::new(config, Roles::ALL).serve(Listeners::new(grpc, Some(http)), shutdown.wait()),
+    );
+    journeys_tests::stack::wait_serving(grpc_addr, || node.is_finished())
+        .await
+        .expect("the node serves");
+
+    let local = format!("127.0.0.1:{port}");
+    let get =
+        |host: &str| format!("GET /console/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, head) = raw(&local, &get(&local)).await;
+    assert_eq!(status, 200, "{head}");
+    match outside_address() {
+        Some(ip) => {
+            let outside = std::net::SocketAddr::new(ip, port).to_string();
+            let (status, body) = raw(&outside, &get(&outside)).await;
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("answers loopback clients only"), "{body}");
+            // The Segment API on the same port still answers everyone.
+            let (status, _) = raw(
+                &outside,
+                &format!("GET /v1/track HTTP/1.1\r\nHost: {outside}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert_ne!(status, 403);
+        }
+        None => eprintln!(
+            "this machine has no address besides loopback: the refusal of outside clients \
+             was not exercised"
+        ),
+    }
+    shutdown.trigger();
+    node.await.expect("join").expect("the node stops cleanly");
+    db.close().await.expect("db closes");
 }
