@@ -448,6 +448,20 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
         .expect("script");
     assert_eq!(untouched, json!(true), "markup from a payload ran");
     browser.screenshot("dead-letters").await;
+
+    // Its instance: the timer that ended the wait, and the send with the payload it carried.
+    browser
+        .click(Locator::Css("#dead-letters td:nth-child(3) a"))
+        .await;
+    let timeline = browser.text("#timeline").await;
+    for expected in ["timed_out", "timer", "send"] {
+        assert!(timeline.contains(expected), "{expected:?} in:\n{timeline}");
+    }
+    browser.click(Locator::Css("#timeline summary")).await;
+    let sent = browser.text("#timeline pre").await;
+    assert!(sent.contains(HOSTILE_TRAIT), "{sent}");
+    browser.screenshot("instance-dead-letter").await;
+    browser.client.back().await.expect("back");
     sink.answer_by_default(200);
     browser
         .click(Locator::Css("#dead-letters button[name=one]"))

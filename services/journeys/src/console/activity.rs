@@ -139,19 +139,8 @@ pub async fn instance(
             })
             .await
             .map_or_else(|_| i.journey_id.clone(), |j| j.into_inner().name);
-        let mut rows = String::new();
-        for t in &i.timeline {
-            let _ = write!(
-                rows,
-                "<tr><td>{at}</td><td><code>{step}</code></td><td>{kind}</td><td>{cause}</td>\
-                 <td><code>{detail}</code></td></tr>",
-                at = html::time(t.at.as_ref()),
-                step = esc(&t.step_key),
-                kind = esc(&t.kind),
-                cause = cause(&t.cause),
-                detail = esc(&compact(t.detail.as_ref())),
-            );
-        }
+        let letters = instance_dead_letters(&mut c, &i).await?;
+        let rows = timeline_rows(&i, &letters);
         let body = format!(
             "<h1>Instance <code>{id}</code></h1><dl class=\"facts\">\
              <dt>Journey</dt><dd><a href=\"/console/journeys/{jid_q}\">{jname}</a> (revision {rev})</dd>\
@@ -465,6 +454,82 @@ fn dead_letter_rows(letters: &[pb::DeadLetter]) -> String {
             error = esc(&l.last_error),
             at = html::time(l.dead_lettered_at.as_ref()),
             payload = esc(&pretty(l.payload.as_ref())),
+        );
+    }
+    rows
+}
+
+/// Dead letters of `instance` (their payloads are the payloads the API keeps), looked up by
+/// the destinations its sends went to, at most [`HEALTH_JOURNEYS`] per destination.
+async fn instance_dead_letters(
+    c: &mut super::Clients,
+    instance: &pb::Instance,
+) -> Result<Vec<pb::DeadLetter>, PageError> {
+    let mut destinations: Vec<String> = instance
+        .timeline
+        .iter()
+        .filter(|t| t.kind == "send")
+        .filter_map(|t| {
+            let detail = journeys_proto::convert::json::response_struct_to_json(t.detail.as_ref());
+            detail["destination_id"].as_str().map(str::to_owned)
+        })
+        .collect();
+    destinations.sort();
+    destinations.dedup();
+    let mut found = Vec::new();
+    for destination_id in destinations {
+        let mut page_token = String::new();
+        let mut read = 0;
+        loop {
+            let page = c
+                .destinations
+                .list_dead_letters(pb::ListDeadLettersRequest {
+                    destination_id: destination_id.clone(),
+                    journey_id: instance.journey_id.clone(),
+                    page_size: 100,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            read += page.dead_letters.len();
+            found.extend(
+                page.dead_letters
+                    .into_iter()
+                    .filter(|l| l.instance_id == instance.id),
+            );
+            if page.next_page_token.is_empty() || read >= HEALTH_JOURNEYS {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    Ok(found)
+}
+
+/// The timeline as table rows; a send that was dead-lettered shows the payload it carried.
+fn timeline_rows(instance: &pb::Instance, letters: &[pb::DeadLetter]) -> String {
+    let mut rows = String::new();
+    for t in &instance.timeline {
+        let detail = journeys_proto::convert::json::response_struct_to_json(t.detail.as_ref());
+        let letter = detail["message_id"]
+            .as_str()
+            .and_then(|id| letters.iter().find(|l| l.message_id == id));
+        let payload = letter.map_or_else(String::new, |l| {
+            format!(
+                "<details><summary>Payload (dead-lettered: {})</summary><pre>{}</pre></details>",
+                esc(&l.last_error),
+                esc(&pretty(l.payload.as_ref()))
+            )
+        });
+        let _ = write!(
+            rows,
+            "<tr><td>{at}</td><td><code>{step}</code></td><td>{kind}</td><td>{cause}</td>\
+             <td><code>{detail}</code>{payload}</td></tr>",
+            at = html::time(t.at.as_ref()),
+            step = esc(&t.step_key),
+            kind = esc(&t.kind),
+            cause = cause(&t.cause),
+            detail = esc(&compact(t.detail.as_ref())),
         );
     }
     rows
