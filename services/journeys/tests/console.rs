@@ -896,3 +896,69 @@ async fn without_a_token_the_console_answers_loopback_clients_only() {
     node.await.expect("join").expect("the node stops cleanly");
     db.close().await.expect("db closes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_page_shows_one_page_of_instances_and_links_the_next() {
+    let db = TestDb::sqlite().await.expect("a database");
+    let stack = Stack::start(db.url(), StackOptions::default())
+        .await
+        .expect("journeys dev starts");
+    let mut c = stack.clients().await.expect("clients");
+    let key = c.create_source("web").await.expect("a source");
+    let sink = Sink::start().await;
+    c.webhook("webhook", &sink.url(), None)
+        .await
+        .expect("a destination");
+    c.register_events(&["checkout_started", "purchase_completed"])
+        .await
+        .expect("catalog");
+    // An hour's wait: every instance stays active.
+    let journey = c
+        .publish(&checkout_journey("3600s"))
+        .await
+        .expect("published");
+    let batch: Vec<Value> = (0..30)
+        .map(|n| {
+            json!({"type": "track", "userId": format!("u{n}"), "event": "checkout_started",
+                   "properties": {"session_id": format!("s{n}")}})
+        })
+        .collect();
+    let reply = stack
+        .http()
+        .post_json("/v1/batch", Some(&key), &json!({ "batch": batch }))
+        .await
+        .expect("batch");
+    assert!(reply.status.is_success(), "{reply:?}");
+    eventually("30 instances", SETTLE, || {
+        let mut c = c.clone();
+        let id = journey.id.clone();
+        async move { (c.instances_of(&id, "").await.ok()?.len() == 30).then_some(()) }
+    })
+    .await;
+
+    let addr = stack.http_base().trim_start_matches("http://").to_owned();
+    let get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (status, first) = raw(&addr, &get("/console/journeys/abandoned-checkout")).await;
+    assert_eq!(status, 200, "{first}");
+    let rows = |page: &str| page.matches("<a href=\"/console/instances/").count();
+    assert_eq!(rows(&first), 25, "one page of instances");
+    assert!(
+        first.contains("entered <tspan id=\"n1-entered\">30</tspan>"),
+        "{first}"
+    );
+    let next = first
+        .split("rel=\"next\"")
+        .next()
+        .and_then(|before| before.rsplit("href=\"").next())
+        .and_then(|link| link.split('"').next())
+        .expect("a link to the next page")
+        .replace("&amp;", "&");
+    let (status, second) = raw(&addr, &get(&next)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(rows(&second), 5, "the rest");
+    assert!(!second.contains("rel=\"next\""), "no page after the last");
+    sink.stop().await;
+    stack.stop().await.expect("stops");
+    db.close().await.expect("db closes");
+}

@@ -83,7 +83,8 @@ pub fn page(session: &Session, section: Section, title: &str, body: &str) -> Str
          <title>{title} · Journeys console</title>\
          <link rel=\"stylesheet\" href=\"/console/assets/console.css\">\
          <script src=\"/console/assets/console.js\" defer></script></head>\
-         <body><header><a class=\"brand\" href=\"/console/\">Journeys</a>\
+         <body><a class=\"skip\" href=\"#main\">Skip to the content</a>\
+         <header><a class=\"brand\" href=\"/console/\">Journeys</a>\
          <nav aria-label=\"Main\"><ul>{nav}</ul></nav>{logout}</header>\
          <main id=\"main\">{body}</main></body></html>\n",
         title = esc(title),
