@@ -768,6 +768,14 @@ async fn the_console_refuses_strangers_forged_forms_and_borrowed_host_names() {
     let (status, head) = raw(&addr, &get(&addr, "/console/")).await;
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
+    assert!(
+        head.contains("x-frame-options: DENY"),
+        "never framed: {head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'self'; script-src 'self'"),
+        "{head}"
+    );
     let (status, _) = raw(
         &addr,
         &get(

@@ -84,8 +84,35 @@ pub async fn guard(State(console): State<Console>, mut request: Request, next: N
         token,
         csrf: csrf.clone(),
     });
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    protect(&mut response);
     with_csrf_cookie(response, &csrf, new_csrf)
+}
+
+/// Headers every console response carries: its own script and style only (so that markup
+/// slipping through could run nothing), never inside another site's frame (no clickjacking),
+/// no referrer leaving it, and no caching of pages that show profiles.
+fn protect(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// Whether `token` passes the gRPC services' own admin check.
