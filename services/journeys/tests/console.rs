@@ -39,10 +39,12 @@ const TOKEN: &str = "console-s3cret";
 /// A trait that would run script if the console did not escape payloads.
 const HOSTILE_TRAIT: &str = "<script>window.pwned=1</script>Grace";
 
-/// The first of `candidates` that exists, else the first one found on `PATH`.
+/// The program `env` names (when it exists), else the first of `candidates` that exists as an
+/// absolute path or on `PATH`.
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return path.exists().then_some(path);
     }
     for candidate in candidates {
         let path = Path::new(candidate);
@@ -59,6 +61,15 @@ fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Says on the terminal, past the test harness's capture, why a browser test did not run.
+fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {why}; the console's browser test did not run"
+    );
 }
 
 /// A chromedriver process (killed on drop) and a headless Chromium session through it.
@@ -89,18 +100,15 @@ impl Browser {
                 "google-chrome",
             ],
         ) else {
-            eprintln!(
-                "SKIPPED: no Chromium found (install the Debian package `chromium`, or set \
-                 CHROME_BIN); the console's browser tests did not run"
-            );
+            skipped("no Chromium found (install the Debian package `chromium`, or set CHROME_BIN)");
             return None;
         };
         let Some(chromedriver) =
             find_program("CHROMEDRIVER", &["/usr/bin/chromedriver", "chromedriver"])
         else {
-            eprintln!(
-                "SKIPPED: no chromedriver found (install the Debian package `chromium-driver`, \
-                 or set CHROMEDRIVER); the console's browser tests did not run"
+            skipped(
+                "no chromedriver found (install the Debian package `chromium-driver`, or set \
+                 CHROMEDRIVER)",
             );
             return None;
         };
