@@ -96,6 +96,7 @@ fn enter_one(
     effects.push(ProfileEffect::Instance(InstanceChange {
         position: state.instances.len(),
         why: ChangeCause::Entered,
+        from_step: None,
         effects: transition.effects,
     }));
     state.instances.push(transition.instance);
