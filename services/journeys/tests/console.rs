@@ -407,7 +407,7 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
     assert_eq!(
         row.split_whitespace().skip(5).take(2).collect::<Vec<_>>(),
         ["2", "0"],
-        "entries, active instances: {row}"
+        "entries today, active instances: {row}"
     );
     browser.screenshot("journeys").await;
 
@@ -443,7 +443,17 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
 
     // The dead letter, with its payload, replayed to a destination that now accepts.
     browser.click(Locator::LinkText("Destinations")).await;
+    // Sent, failed attempts and dead-lettered in 24 hours, dead letters waiting.
+    for (column, expected) in [(3, "0"), (4, "1"), (5, "1"), (6, "1")] {
+        let css = format!("#destinations tbody tr td:nth-child({column})");
+        browser.text_is(&css, expected).await;
+    }
     browser.click(Locator::LinkText("Webhook webhook")).await;
+    // Delivery health, all time and by the hour.
+    browser.text_is("#health tbody td:nth-child(3)", "1").await;
+    browser
+        .text_is("#hourly tbody tr:first-child td:nth-child(4)", "1")
+        .await;
     let page = browser.main_contains("Dead letters").await;
     assert!(page.contains("400"), "the last error: {page}");
     let rows = browser
@@ -494,6 +504,22 @@ async fn an_operator_logs_in_reads_the_graph_replays_a_dead_letter_and_finds_a_t
     })
     .await;
     assert_eq!(delivered.method, "POST");
+    // The replayed delivery counts as sent.
+    let destination_page = format!("{base}/console/destinations/webhook");
+    eventually("the replayed send in the health table", SETTLE, || async {
+        browser.goto(&destination_page).await;
+        let sent = browser
+            .client
+            .find(Locator::Css("#health tbody td:nth-child(1)"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (sent == "1").then_some(())
+    })
+    .await;
+    browser.screenshot("destination-health").await;
 
     // The counts refresh by themselves: a third checkout, then its timeout, show without
     // reloading the page.

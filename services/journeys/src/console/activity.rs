@@ -8,7 +8,6 @@ use axum::Extension;
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use journeys_proto::v1 as pb;
-use journeys_proto::v1::step::Kind;
 use serde::Deserialize;
 
 use super::auth::{Session, csrf_ok};
@@ -22,8 +21,10 @@ const INSTANCE_PAGE: i32 = 25;
 const DESTINATION_PAGE: i32 = 50;
 /// Dead letters per page of a destination.
 const DEAD_LETTER_PAGE: i32 = 25;
-/// Journeys read (in pages of 100) to total a destination's deliveries.
-const HEALTH_JOURNEYS: usize = 500;
+/// Dead letters read (in pages of 100) per destination when looking for an instance's.
+const DEAD_LETTERS_SEARCHED: usize = 500;
+/// The span of the hourly delivery table, in seconds.
+const HOURLY_WINDOW: i64 = 24 * 3600;
 
 /// The explorer's query.
 #[derive(Deserialize, Default)]
@@ -198,24 +199,36 @@ pub async fn destinations(
             })
             .await?
             .into_inner();
-        let dead = futures::future::join_all(page.destinations.iter().map(|d| {
+        let health = futures::future::join_all(page.destinations.iter().map(|d| {
             let mut client = c.destinations.clone();
             let destination_id = d.id.clone();
             async move {
-                client
+                let dead = client
                     .list_dead_letters(pb::ListDeadLettersRequest {
-                        destination_id,
+                        destination_id: destination_id.clone(),
                         page_size: 100,
                         ..pb::ListDeadLettersRequest::default()
                     })
-                    .await
-                    .map(tonic::Response::into_inner)
+                    .await?
+                    .into_inner();
+                let recent = client
+                    .get_destination_stats(pb::GetDestinationStatsRequest {
+                        id: destination_id,
+                        from: Some(prost_types::Timestamp {
+                            seconds: chrono::Utc::now().timestamp() - HOURLY_WINDOW,
+                            nanos: 0,
+                        }),
+                        to: None,
+                    })
+                    .await?
+                    .into_inner();
+                Ok::<_, tonic::Status>((dead, recent))
             }
         }))
         .await;
         let mut rows = String::new();
-        for (d, dead) in page.destinations.iter().zip(dead) {
-            let dead = dead?;
+        for (d, health) in page.destinations.iter().zip(health) {
+            let (dead, recent) = health?;
             let count = if dead.next_page_token.is_empty() {
                 dead.dead_letters.len().to_string()
             } else {
@@ -224,16 +237,22 @@ pub async fn destinations(
             let _ = write!(
                 rows,
                 "<tr><td><a href=\"/console/destinations/{id}\">{name}</a></td><td><code>{url}</code></td>\
-                 <td class=\"num\">{count}</td><td>{created}</td></tr>",
+                 <td class=\"num\">{sent}</td><td class=\"num\">{failed}</td>\
+                 <td class=\"num\">{dead_recent}</td><td class=\"num\">{count}</td><td>{created}</td></tr>",
                 id = url_part(&d.id),
                 name = esc(&d.name),
                 url = esc(&d.webhook.as_ref().map(|w| w.url.clone()).unwrap_or_default()),
                 created = html::time(d.created_at.as_ref()),
+                sent = recent.sent,
+                failed = recent.failed,
+                dead_recent = recent.dead_lettered,
             );
         }
         let body = format!(
             "<h1>Destinations</h1><table class=\"list\" id=\"destinations\"><thead><tr>\
-             <th scope=\"col\">Name</th><th scope=\"col\">URL</th><th scope=\"col\">Dead letters</th>\
+             <th scope=\"col\">Name</th><th scope=\"col\">URL</th><th scope=\"col\">Sent (24 h)</th>\
+             <th scope=\"col\">Failed attempts (24 h)</th><th scope=\"col\">Dead-lettered (24 h)</th>\
+             <th scope=\"col\">Dead letters waiting</th>\
              <th scope=\"col\">Created</th></tr></thead><tbody>{rows}</tbody></table>{next}",
             next = html::next_page("/console/destinations", &page.next_page_token),
         );
@@ -241,63 +260,6 @@ pub async fn destinations(
     }
     .await;
     respond(&session, result)
-}
-
-/// Sent, failed and dead-lettered deliveries to `destination_id`, totalled over the send
-/// steps of the first [`HEALTH_JOURNEYS`] journeys; and how many journeys use it.
-async fn delivery_totals(
-    c: &mut super::Clients,
-    destination_id: &str,
-) -> Result<(i64, i64, i64, usize), PageError> {
-    let mut totals = (0, 0, 0, 0);
-    let mut page_token = String::new();
-    let mut read = 0;
-    loop {
-        let page = c
-            .journeys
-            .list_journeys(pb::ListJourneysRequest {
-                page_size: 100,
-                page_token,
-                ..pb::ListJourneysRequest::default()
-            })
-            .await?
-            .into_inner();
-        read += page.journeys.len();
-        for journey in &page.journeys {
-            let keys: Vec<&str> = journey
-                .steps
-                .iter()
-                .filter(|s| {
-                    matches!(&s.kind, Some(Kind::Send(send)) if send.destination_id == destination_id)
-                })
-                .map(|s| s.key.as_str())
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            totals.3 += 1;
-            let stats = c
-                .journeys
-                .get_journey_stats(pb::GetJourneyStatsRequest {
-                    id: journey.id.clone(),
-                })
-                .await?
-                .into_inner();
-            for s in stats
-                .sends
-                .iter()
-                .filter(|s| keys.contains(&s.step_key.as_str()))
-            {
-                totals.0 += s.sent;
-                totals.1 += s.failed;
-                totals.2 += s.dead_lettered;
-            }
-        }
-        if page.next_page_token.is_empty() || read >= HEALTH_JOURNEYS {
-            return Ok(totals);
-        }
-        page_token = page.next_page_token;
-    }
 }
 
 /// `GET /console/destinations/{id}`: a destination, its delivery health and its dead letters.
@@ -314,7 +276,8 @@ pub async fn destination(
             .get_destination(pb::GetDestinationRequest { id: id.clone() })
             .await?
             .into_inner();
-        let (sent, failed, dead, journeys) = delivery_totals(&mut c, &id).await?;
+        let all_time = destination_stats(&mut c, &id, None).await?;
+        let recent = destination_stats(&mut c, &id, Some(HOURLY_WINDOW)).await?;
         let letters = c
             .destinations
             .list_dead_letters(pb::ListDeadLettersRequest {
@@ -352,15 +315,19 @@ pub async fn destination(
             "<h1>{name}</h1>{notice}<dl class=\"facts\"><dt>Id</dt><dd><code>{id}</code></dd>\
              <dt>URL</dt><dd><code>{url}</code></dd><dt>Updated</dt><dd>{updated}</dd></dl>\
              <section aria-labelledby=\"health-heading\"><h2 id=\"health-heading\">Delivery health</h2>\
-             <table class=\"list\" id=\"health\"><caption>Totals over the send steps of the {journeys} \
-             journey(s) using it</caption><thead><tr><th scope=\"col\">Sent</th><th scope=\"col\">Failed</th>\
+             <table class=\"list\" id=\"health\"><caption>All time</caption><thead><tr>\
+             <th scope=\"col\">Sent</th><th scope=\"col\">Failed attempts</th>\
              <th scope=\"col\">Dead-lettered</th></tr></thead><tbody><tr><td class=\"num\">{sent}</td>\
-             <td class=\"num\">{failed}</td><td class=\"num\">{dead}</td></tr></tbody></table></section>\
+             <td class=\"num\">{failed}</td><td class=\"num\">{dead}</td></tr></tbody></table>{hourly}</section>\
              <section aria-labelledby=\"dl-heading\"><h2 id=\"dl-heading\">Dead letters</h2>{letters_section}</section>",
             name = esc(&d.name),
             id = esc(&d.id),
             url = esc(&d.webhook.as_ref().map(|w| w.url.clone()).unwrap_or_default()),
             updated = html::time(d.updated_at.as_ref()),
+            sent = all_time.sent,
+            failed = all_time.failed,
+            dead = all_time.dead_lettered,
+            hourly = hourly_table(&recent.hours),
         );
         Ok(Html(html::page(&session, Section::Destinations, &d.name, &body)).into_response())
     }
@@ -460,7 +427,7 @@ fn dead_letter_rows(letters: &[pb::DeadLetter]) -> String {
 }
 
 /// Dead letters of `instance` (their payloads are the payloads the API keeps), looked up by
-/// the destinations its sends went to, at most [`HEALTH_JOURNEYS`] per destination.
+/// the destinations its sends went to, at most [`DEAD_LETTERS_SEARCHED`] per destination.
 async fn instance_dead_letters(
     c: &mut super::Clients,
     instance: &pb::Instance,
@@ -497,7 +464,7 @@ async fn instance_dead_letters(
                     .into_iter()
                     .filter(|l| l.instance_id == instance.id),
             );
-            if page.next_page_token.is_empty() || read >= HEALTH_JOURNEYS {
+            if page.next_page_token.is_empty() || read >= DEAD_LETTERS_SEARCHED {
                 break;
             }
             page_token = page.next_page_token;
@@ -533,4 +500,92 @@ fn timeline_rows(instance: &pb::Instance, letters: &[pb::DeadLetter]) -> String 
         );
     }
     rows
+}
+
+/// Deliveries per hour as a table, newest first, with a bar per hour scaled to the busiest.
+fn hourly_table(hours: &[pb::DeliveryHourStats]) -> String {
+    if hours.is_empty() {
+        return format!(
+            "<p id=\"hourly\">No deliveries in the last {} hours.</p>",
+            HOURLY_WINDOW / 3600
+        );
+    }
+    let busiest = hours
+        .iter()
+        .map(|h| h.sent + h.failed + h.dead_lettered)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut rows = String::new();
+    for h in hours.iter().rev() {
+        let total = h.sent + h.failed + h.dead_lettered;
+        let _ = write!(
+            rows,
+            "<tr><td>{at}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td><meter min=\"0\" max=\"{busiest}\" value=\"{total}\" \
+             aria-label=\"{total} deliveries\">{total}</meter></td></tr>",
+            h.sent,
+            h.failed,
+            h.dead_lettered,
+            at = html::time(h.start_time.as_ref()),
+        );
+    }
+    format!(
+        "<table class=\"list\" id=\"hourly\"><caption>Per hour, the last {} hours</caption><thead><tr>\
+         <th scope=\"col\">Hour</th><th scope=\"col\">Sent</th><th scope=\"col\">Failed</th>\
+         <th scope=\"col\">Dead-lettered</th><th scope=\"col\">Volume</th></tr></thead>\
+         <tbody>{rows}</tbody></table>",
+        HOURLY_WINDOW / 3600
+    )
+}
+
+/// `GetDestinationStats` of `id`, over the last `seconds` when given (else all time).
+async fn destination_stats(
+    c: &mut super::Clients,
+    id: &str,
+    seconds: Option<i64>,
+) -> Result<pb::GetDestinationStatsResponse, PageError> {
+    let from = seconds.map(|seconds| prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() - seconds,
+        nanos: 0,
+    });
+    Ok(c.destinations
+        .get_destination_stats(pb::GetDestinationStatsRequest {
+            id: id.to_owned(),
+            from,
+            to: None,
+        })
+        .await?
+        .into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_read_as_events_timers_and_operators() {
+        assert_eq!(cause("timer"), "timer");
+        assert_eq!(cause("operator"), "operator");
+        assert_eq!(cause("m<1>"), "event <code>m&lt;1&gt;</code>");
+        assert_eq!(cause(""), "-");
+    }
+
+    #[test]
+    fn hours_show_newest_first_scaled_to_the_busiest() {
+        let hour = |h: i64, sent, failed, dead_lettered| pb::DeliveryHourStats {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 1_764_900_000 + h * 3600,
+                nanos: 0,
+            }),
+            sent,
+            failed,
+            dead_lettered,
+        };
+        let table = hourly_table(&[hour(0, 3, 1, 0), hour(1, 8, 0, 2)]);
+        let second = table.find("value=\"10\"").expect("the busier hour");
+        let first = table.find("value=\"4\"").expect("the quieter hour");
+        assert!(second < first, "newest first: {table}");
+        assert!(table.contains("max=\"10\""), "{table}");
+    }
 }

@@ -39,7 +39,7 @@ pub enum Counter {
     Branch(String),
     /// A data split's "everyone else".
     Else,
-    /// A hold-until's timeout: the instances that left the step by no branch.
+    /// A hold-until's timeout.
     Timeout,
     /// The one way out of a delay or send, or the entry.
     Plain,
@@ -273,24 +273,17 @@ fn taken(graph: &Graph, edge: &Edge, stats: &pb::GetJourneyStatsResponse) -> Opt
     match &edge.counter {
         Counter::Branch(name) => Some(
             branches()
-                .filter(|b| &b.branch_name == name)
+                .filter(|b| !b.everyone_else && !b.timed_out && &b.branch_name == name)
                 .map(|b| b.taken)
                 .sum(),
         ),
         Counter::Else => Some(
             branches()
-                .filter(|b| b.branch_name.is_empty())
+                .filter(|b| b.everyone_else)
                 .map(|b| b.taken)
                 .sum(),
         ),
-        Counter::Timeout => {
-            let completed = step_stats(stats, key).map_or(0, |s| s.completed);
-            let by_branch: i64 = branches()
-                .filter(|b| !b.branch_name.is_empty())
-                .map(|b| b.taken)
-                .sum();
-            Some((completed - by_branch).max(0))
-        }
+        Counter::Timeout => Some(branches().filter(|b| b.timed_out).map(|b| b.taken).sum()),
         Counter::Plain => None,
     }
 }
@@ -303,13 +296,7 @@ fn step_stats<'a>(stats: &'a pb::GetJourneyStatsResponse, key: &str) -> Option<&
 /// `n{i}-waiting`, `n{i}-completed`, `n{i}-exited` and `e{j}-share`.
 pub fn live_values(graph: &Graph, stats: &pb::GetJourneyStatsResponse) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let entries = graph
-        .edges
-        .iter()
-        .find(|e| e.from == 0)
-        .and_then(|e| step_stats(stats, &graph.nodes[e.to].key))
-        .map_or(0, |s| s.entered);
-    out.push(("n0-entered".to_owned(), entries.to_string()));
+    out.push(("n0-entered".to_owned(), stats.entries.to_string()));
     for (i, node) in graph.nodes.iter().enumerate().skip(1) {
         let s = step_stats(stats, &node.key).cloned().unwrap_or_default();
         out.push((format!("n{i}-entered"), s.entered.to_string()));
@@ -540,22 +527,31 @@ mod tests {
     }
 
     #[test]
-    fn shares_come_from_branch_counts_and_the_timeout_from_the_rest() {
+    fn shares_come_from_the_branch_counts_with_the_timeout_among_them() {
         let graph = layout(&checkout(), &[]);
         let stats = pb::GetJourneyStatsResponse {
+            entries: 4,
             steps: vec![pb::StepStats {
                 step_key: "wait_for_purchase".into(),
                 entered: 4,
-                waiting: 0,
                 completed: 4,
-                exited: 0,
+                ..pb::StepStats::default()
             }],
-            sends: vec![],
-            branches: vec![pb::BranchStats {
-                step_key: "wait_for_purchase".into(),
-                branch_name: "Purchased".into(),
-                taken: 1,
-            }],
+            branches: vec![
+                pb::BranchStats {
+                    step_key: "wait_for_purchase".into(),
+                    branch_name: "Purchased".into(),
+                    taken: 1,
+                    ..pb::BranchStats::default()
+                },
+                pb::BranchStats {
+                    step_key: "wait_for_purchase".into(),
+                    taken: 3,
+                    timed_out: true,
+                    ..pb::BranchStats::default()
+                },
+            ],
+            ..pb::GetJourneyStatsResponse::default()
         };
         let values = live_values(&graph, &stats);
         let get = |id: &str| values.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone());

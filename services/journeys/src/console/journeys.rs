@@ -33,7 +33,7 @@ pub struct ListQuery {
     page_token: String,
 }
 
-/// `GET /console/`: journeys with state, entries and active instances.
+/// `GET /console/`: journeys with state, entries today and active instances.
 pub async fn list(
     State(console): State<Console>,
     Extension(session): Extension<Session>,
@@ -51,12 +51,18 @@ pub async fn list(
             })
             .await?
             .into_inner();
+        let today = start_of_today();
         let stats = futures::future::join_all(page.journeys.iter().map(|j| {
             let mut client = c.journeys.clone();
             let id = j.id.clone();
+            let today = &today;
             async move {
                 client
-                    .get_journey_stats(pb::GetJourneyStatsRequest { id })
+                    .get_journey_stats(pb::GetJourneyStatsRequest {
+                        id,
+                        from: Some(*today),
+                        ..pb::GetJourneyStatsRequest::default()
+                    })
                     .await
                     .map(tonic::Response::into_inner)
             }
@@ -65,11 +71,7 @@ pub async fn list(
         let mut rows = String::new();
         for (journey, stats) in page.journeys.iter().zip(stats) {
             let stats = stats?;
-            let entries = stats
-                .steps
-                .iter()
-                .find(|s| s.step_key == journey.start_step)
-                .map_or(0, |s| s.entered);
+            let entries = stats.entries;
             let active: i64 = stats.steps.iter().map(|s| s.waiting).sum();
             let _ = write!(
                 rows,
@@ -83,20 +85,7 @@ pub async fn list(
                 updated = html::time(journey.updated_at.as_ref()),
             );
         }
-        let mut filter = String::from(
-            "<form method=\"get\" action=\"/console/\" class=\"inline\">\
-             <label for=\"state\">State</label><select id=\"state\" name=\"state\">",
-        );
-        for (value, label) in [
-            ("", "Any"),
-            ("DRAFT", "Draft"),
-            ("PUBLISHED", "Published"),
-            ("ARCHIVED", "Archived"),
-        ] {
-            let selected = if value == query.state { " selected" } else { "" };
-            let _ = write!(filter, "<option value=\"{value}\"{selected}>{label}</option>");
-        }
-        filter.push_str("</select> <button type=\"submit\">Show</button></form>");
+        let filter = state_filter(&query.state);
         let empty = if rows.is_empty() {
             "<p>No journeys yet. Create one with <code>journeys journey apply -f FILE</code> \
              or the API's <code>CreateJourney</code>.</p>"
@@ -108,7 +97,7 @@ pub async fn list(
             "<h1>Journeys</h1>{filter}{empty}\
              <table class=\"list\" id=\"journeys\"><caption>Journeys, {LIST_PAGE} a page</caption>\
              <thead><tr><th scope=\"col\">Name</th><th scope=\"col\">State</th>\
-             <th scope=\"col\">Revision</th><th scope=\"col\">Entries (all time)</th>\
+             <th scope=\"col\">Revision</th><th scope=\"col\">Entries today (UTC)</th>\
              <th scope=\"col\">Active instances</th><th scope=\"col\">Updated</th></tr></thead>\
              <tbody>{rows}</tbody></table>{next}",
             next = html::next_page(&base, &page.next_page_token),
@@ -155,7 +144,10 @@ pub async fn show(
         };
         let stats = c
             .journeys
-            .get_journey_stats(pb::GetJourneyStatsRequest { id: id.clone() })
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                id: id.clone(),
+                ..pb::GetJourneyStatsRequest::default()
+            })
             .await?
             .into_inner();
         let instances = c
@@ -379,7 +371,10 @@ pub async fn stats_json(
             .into_inner();
         let stats = c
             .journeys
-            .get_journey_stats(pb::GetJourneyStatsRequest { id })
+            .get_journey_stats(pb::GetJourneyStatsRequest {
+                id,
+                ..pb::GetJourneyStatsRequest::default()
+            })
             .await?
             .into_inner();
         let graph = graph::layout(&journey, &[]);
@@ -913,4 +908,38 @@ pub async fn test_send(
     }
     .await;
     respond(&session, result)
+}
+
+/// Midnight UTC of today, as the API's timestamps.
+fn start_of_today() -> prost_types::Timestamp {
+    let midnight = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp());
+    prost_types::Timestamp {
+        seconds: midnight,
+        nanos: 0,
+    }
+}
+
+/// The list's state filter, with `state` selected.
+fn state_filter(state: &str) -> String {
+    let mut filter = String::from(
+        "<form method=\"get\" action=\"/console/\" class=\"inline\">\
+         <label for=\"state\">State</label><select id=\"state\" name=\"state\">",
+    );
+    for (value, label) in [
+        ("", "Any"),
+        ("DRAFT", "Draft"),
+        ("PUBLISHED", "Published"),
+        ("ARCHIVED", "Archived"),
+    ] {
+        let selected = if value == state { " selected" } else { "" };
+        let _ = write!(
+            filter,
+            "<option value=\"{value}\"{selected}>{label}</option>"
+        );
+    }
+    filter.push_str("</select> <button type=\"submit\">Show</button></form>");
+    filter
 }
