@@ -223,14 +223,20 @@ impl StackClients {
 
     /// Creates a source and returns its write key.
     pub async fn create_source(&mut self, name: &str) -> anyhow::Result<String> {
-        Ok(self
+        Ok(self.create_source_with_id(name).await?.1)
+    }
+
+    /// Creates a source named `name`; its id (which scopes its events' message ids) and its
+    /// write key.
+    pub async fn create_source_with_id(&mut self, name: &str) -> anyhow::Result<(String, String)> {
+        let created = self
             .sources
             .create_source(pb::CreateSourceRequest {
                 name: name.to_owned(),
             })
             .await?
-            .into_inner()
-            .write_key)
+            .into_inner();
+        Ok((created.id, created.write_key))
     }
 
     /// Creates the webhook destination `id` delivering to `url`, signed with `secret` when

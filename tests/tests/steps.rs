@@ -409,7 +409,8 @@ async fn a_randomized_split_keeps_its_shares_and_agrees_with_the_simulation() ->
         let sink = Sink::start().await;
         let stack = Stack::start(&url, StackOptions::default()).await?;
         let mut c = stack.clients().await?;
-        let key = c.create_source("web").await?;
+        // The source scopes message ids, and so the instance ids the draws derive from.
+        let (source, key) = c.create_source_with_id("web").await?;
         c.webhook("hook", &sink.url(), None).await?;
         c.register_events(&["visited"]).await?;
         c.publish(&experiment("experiment", false)).await?;
@@ -503,7 +504,7 @@ async fn a_randomized_split_keeps_its_shares_and_agrees_with_the_simulation() ->
                         .map(|e| pb::SimulatedEvent {
                             event: Some(e.clone()),
                             at: None,
-                            source_id: String::new(),
+                            source_id: source.clone(),
                         })
                         .collect(),
                     ..Default::default()
