@@ -24,8 +24,8 @@ pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
 pub use repo::{
     AudienceRecord, Audiences, Batches, BranchCounts, Catalog, CatalogEventRecord, Changes,
-    CounterKey, CounterKind, DestinationKind, DestinationRecord, Destinations, Held,
-    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
+    CounterKey, CounterKind, DestinationKind, DestinationRecord, Destinations, FunctionSettings,
+    Held, InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
     JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox, OutboxMark,
     OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion, ProfileRecord,
     ProfileState, Profiles, SendCounts, SourceRecord, Sources, StepCounts, TimelineEntry,
