@@ -180,6 +180,17 @@ async fn the_segment_example_delivers_through_a_journey_and_retry_error_is_retri
         let send = stats.sends.iter().find(|s| s.step_key == "notify").unwrap();
         assert_eq!((send.sent, send.failed, send.dead_lettered), (1, 1, 0));
 
+        let stats = c
+            .destinations
+            .get_function_stats(pb::GetFunctionStatsRequest {
+                destination_id: "notify".to_owned(),
+            })
+            .await?
+            .into_inner();
+        assert!(stats.invocations >= 2, "{stats:?}");
+        assert!(stats.errors["RetryError"] >= 1, "{stats:?}");
+        assert!(!stats.errors.contains_key("ok"), "{stats:?}");
+        assert!(stats.p50.is_some() && stats.p99.is_some(), "{stats:?}");
         let text = metrics(&stack).await?;
         assert!(
             series(

@@ -135,6 +135,12 @@ impl CounterVec {
             .map_or(0, |(_, total)| *total)
     }
 
+    /// Every series: its label values and total.
+    #[must_use]
+    pub fn series(&self) -> Vec<(Vec<String>, u64)> {
+        self.snapshot()
+    }
+
     fn padded<'a>(&self, values: &[&'a str]) -> Vec<&'a str> {
         (0..self.labels.len())
             .map(|i| values.get(i).copied().unwrap_or(""))

@@ -133,7 +133,51 @@ fn timeout(
     }
 }
 
+/// A function destination's invocations on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionStats {
+    pub invocations: u64,
+    /// Failed invocations by error name.
+    pub errors: BTreeMap<String, u64>,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
 impl DestinationApi {
+    /// The invocations of function destination `id` on this node, from its metrics.
+    pub async fn function_stats(&self, id: &str) -> Result<FunctionStats> {
+        let destination = self
+            .get(id)
+            .await
+            .map_err(|e| e.renaming_field("destination_id"))?;
+        if destination.function().is_none() {
+            return Err(ServiceError::invalid_field(
+                "destination_id",
+                format!("'{id}' is a webhook, not a function"),
+            ));
+        }
+        let m = journeys_telemetry::metrics::metrics();
+        let mut stats = FunctionStats {
+            invocations: 0,
+            errors: BTreeMap::new(),
+            p50: m.function_duration.quantile(&[id], 0.5),
+            p99: m.function_duration.quantile(&[id], 0.99),
+        };
+        for (values, total) in m.function_invocations.series() {
+            let [destination, outcome] = values.as_slice() else {
+                continue;
+            };
+            if destination != id {
+                continue;
+            }
+            stats.invocations += total;
+            if outcome != "ok" {
+                *stats.errors.entry(outcome.clone()).or_default() += total;
+            }
+        }
+        Ok(stats)
+    }
+
     /// Runs function code once on a sample payload (`TestFunction`): the request's code and
     /// settings, or a stored function's where the request leaves them out.
     pub async fn test_function(&self, input: TestFunctionInput) -> Result<InvocationReport> {

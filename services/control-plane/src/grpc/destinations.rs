@@ -256,6 +256,27 @@ impl DestinationService for DestinationGrpc {
         }))
     }
 
+    async fn get_function_stats(
+        &self,
+        req: Request<pb::GetFunctionStatsRequest>,
+    ) -> Reply<pb::GetFunctionStatsResponse> {
+        let stats = self
+            .api
+            .function_stats(&req.into_inner().destination_id)
+            .await?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(Response::new(pb::GetFunctionStatsResponse {
+            invocations: count(stats.invocations),
+            errors: stats
+                .errors
+                .into_iter()
+                .map(|(name, n)| (name, count(n)))
+                .collect(),
+            p50: stats.p50.map(duration),
+            p99: stats.p99.map(duration),
+        }))
+    }
+
     async fn test_function(
         &self,
         req: Request<pb::TestFunctionRequest>,
