@@ -1,6 +1,6 @@
 //! Destination functions next to webhooks, through the real dispatcher: `N` queued sends to a
 //! webhook destination, then `N` to a function destination whose `onTrack` does one `fetch` to
-//! the same sink, each drained by a fresh dispatcher (SQLite store, one function worker).
+//! the same sink, each drained by a fresh dispatcher (SQLite store, default function workers).
 //! Prints sends per second of wall time and per second of process CPU time (user + system of
 //! the whole process, the in-process sink included): the second is the per-core figure.
 //!
@@ -104,10 +104,7 @@ async fn drain(store: &Store, sink: &Sink, destination_id: &str, n: usize) -> (D
     enqueue(store, destination_id, n).await;
     let config = DeliveryConfig {
         address_policy: AddressPolicy::allow_loopback(),
-        functions: FunctionLimits {
-            workers: 1,
-            ..FunctionLimits::default()
-        },
+        functions: FunctionLimits::default(),
         ..DeliveryConfig::default()
     };
     let dispatcher = Dispatcher::new(store.clone(), config);
@@ -167,7 +164,10 @@ fn main() {
         // A short warm-up of each path, then the measured runs.
         drain(&store, &sink, &webhook, 500).await;
         drain(&store, &sink, &function, 500).await;
-        println!("sends: {n} per destination, SQLite outbox, one function worker");
+        println!(
+            "sends: {n} per destination, SQLite outbox, {} function workers",
+            FunctionLimits::default().workers
+        );
         println!("kind      wall s   sends/s (wall)   CPU s   sends per CPU-second");
         for (kind, id) in [("webhook", &webhook), ("function", &function)] {
             let (wall, cpu) = drain(&store, &sink, id, n).await;

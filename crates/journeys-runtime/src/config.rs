@@ -211,8 +211,9 @@ pub struct Config {
     /// keep flowing. Its further sends wait in the outbox.
     #[serde(default = "limits::default_max_sends_in_flight_per_destination")]
     pub max_sends_in_flight_per_destination: usize,
-    /// Threads running destination functions, each with its own engine; 0 means one per
-    /// core. Invocations beyond them wait for a free one.
+    /// Threads running destination functions, each with its own engine; 0 means four per
+    /// core (a worker waits for its invocation's fetches). Invocations beyond them wait for a
+    /// free one.
     #[serde(default = "limits::default_function_workers")]
     pub function_workers: usize,
     /// CPU time one function invocation may use running JavaScript, in milliseconds; past it

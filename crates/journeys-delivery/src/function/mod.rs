@@ -64,6 +64,8 @@ pub fn handler_for(payload: &Value) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionLimits {
     /// Worker threads, each with its own engine: invocations run at most this many at once.
+    /// A worker waits for its invocation's fetches, so there are more workers than cores
+    /// (JavaScript itself is short: the CPU limit bounds it).
     pub workers: usize,
     /// CPU time one invocation may use running JavaScript (waiting for fetches not counted).
     pub cpu_time: Duration,
@@ -86,7 +88,7 @@ pub struct FunctionLimits {
 impl Default for FunctionLimits {
     fn default() -> Self {
         Self {
-            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            workers: 4 * std::thread::available_parallelism().map_or(2, usize::from),
             cpu_time: Duration::from_secs(1),
             memory_bytes: 64 * 1024 * 1024,
             stack_bytes: 512 * 1024,

@@ -123,7 +123,7 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_sends_in_flight_per_destination: Option<usize>,
 
-    /// Threads running destination functions, one engine each; 0 = one per core (0–256)
+    /// Threads running destination functions, one engine each; 0 = four per core (0–256)
     /// [env: JOURNEYS_FUNCTION_WORKERS]
     #[arg(long, value_name = "N")]
     pub function_workers: Option<usize>,

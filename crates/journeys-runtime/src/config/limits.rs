@@ -26,7 +26,7 @@ pub const DEFAULT_RETRY_AFTER_MAX_SECS: u64 = 60 * 60;
 pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 192;
 /// The dispatcher's sends in flight across destinations (256): the most one destination may have.
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
-/// Threads running destination functions: 0 means one per core.
+/// Threads running destination functions: 0 means four per core.
 pub const DEFAULT_FUNCTION_WORKERS: usize = 0;
 /// CPU time of one function invocation: one second.
 pub const DEFAULT_FUNCTION_CPU_MS: u64 = 1000;
