@@ -2,23 +2,32 @@
 //! webhook destination, then `N` to a function destination whose `onTrack` does one `fetch` to
 //! the same sink, each drained by a fresh dispatcher (SQLite store, default function workers).
 //! Prints sends per second of wall time and per second of process CPU time (user + system of
-//! the whole process, the in-process sink included): the second is the per-core figure.
+//! the whole process, the in-process sink included): the second is the per-core figure. The
+//! sink only counts (a recording sink's bookkeeping would dominate the profile).
 //!
 //! `cargo bench -p journeys-delivery --bench functions -- [N]` (default 20,000).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use journeys_delivery::function::FunctionLimits;
 use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher};
 use journeys_store::{
     Changes, DestinationKind, DestinationRecord, FunctionSettings, OutboxRecord, OutboxStatus,
     Store,
 };
+use journeys_testkit::TestDb;
 use journeys_testkit::journeys::webhook_destination;
-use journeys_testkit::{Sink, TestDb};
 use serde_json::json;
 
 #[global_allocator]
@@ -50,6 +59,62 @@ fn cpu_time() -> Duration {
     };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state field.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// An HTTP/1.1 server on `127.0.0.1` answering 200 `{"ok":true}` and counting requests.
+struct Sink {
+    base: String,
+    count: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        let counted = Arc::clone(&counted);
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"{\"ok\":true}"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Sink { base, count }
+    }
+
+    fn url_at(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    async fn wait_for(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} sends arrived",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 fn row(destination_id: &str) -> OutboxRecord {
@@ -189,7 +254,6 @@ fn main() {
             "no send failed: {:?}",
             failed.items
         );
-        sink.stop().await;
         db.close().await.expect("close store");
     });
 }

@@ -141,6 +141,8 @@ impl Engine {
         let runtime = Runtime::new()?;
         runtime.set_memory_limit(limits.memory_bytes);
         runtime.set_max_stack_size(limits.stack_bytes);
+        // Cycle collection scans every object of the runtime: not after every few invocations.
+        runtime.set_gc_threshold(8 * 1024 * 1024);
         let interrupt = Rc::new(Interrupt::default());
         let seen = Rc::clone(&interrupt);
         runtime.set_interrupt_handler(Some(Box::new(move || {
@@ -246,6 +248,12 @@ impl Engine {
                     return Err(self.timed_out(invocation.timeout));
                 }
             };
+            if let Err(DeliveryError::Timeout(_)) = &fetched {
+                // A fetch is given the invocation's remaining time: its timeout is the
+                // invocation's.
+                self.record_fetch(index, fetched);
+                return Err(self.timed_out(invocation.timeout));
+            }
             let (response, error) = self.record_fetch(index, fetched);
             let id = u32::try_from(index).unwrap_or(u32::MAX);
             self.run_js(&mut cpu, deadline, || {
