@@ -440,6 +440,21 @@ async fn code_is_checked_secrets_stay_write_only_and_test_runs_report_what_happe
             "{}",
             err.message()
         );
+        let mut bare = updated.clone();
+        bare.function = None;
+        let err = c
+            .destinations
+            .update_destination(pb::UpdateDestinationRequest {
+                destination: Some(bare),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("destination.function: required"),
+            "{}",
+            err.message()
+        );
         let listed = c
             .destinations
             .list_destinations(pb::ListDestinationsRequest::default())

@@ -162,6 +162,10 @@ impl DestinationApi {
                 ));
                 Settings::Webhook(WebhookSettings::default())
             }
+            (None, None, Some(Settings::Function(_))) => {
+                problems.push(Problem::new("destination.function", "required"));
+                Settings::Webhook(WebhookSettings::default())
+            }
             (None, Some(function), current) => {
                 let current = match current {
                     Some(Settings::Function(f)) => Some(f),
