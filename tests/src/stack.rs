@@ -370,6 +370,7 @@ impl StackClients {
             .journeys
             .get_journey_stats(pb::GetJourneyStatsRequest {
                 id: journey_id.to_owned(),
+                ..pb::GetJourneyStatsRequest::default()
             })
             .await?
             .into_inner())

@@ -188,3 +188,77 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
     })
     .await
 }
+
+#[tokio::test]
+async fn message_ids_are_scoped_per_source() -> anyhow::Result<()> {
+    on_each_backend(|url| async move {
+        let sink = Sink::start().await;
+        let stack = Stack::start(&url, StackOptions::default()).await?;
+        let mut c = stack.clients().await?;
+        let web = c.create_source("web").await?;
+        let mobile = c.create_source("mobile").await?;
+        c.webhook("hook", &sink.url(), None).await?;
+        c.register_events(&["purchase"]).await?;
+        c.publish(&json!({"journey": {
+            "id": "purchases",
+            "name": "Forward purchases",
+            "entry": {"event": "purchase"},
+            "entry_rule": "REENTER_EVERY_TIME",
+            "unique_identifier": "order_id",
+            "start_step": "forward",
+            "steps": [{"key": "forward", "name": "Forward purchase", "send": {
+                "destination_id": "hook"
+            }}]
+        }}))
+        .await?;
+
+        // The same messageId through two sources: two events, as Segment scopes ids per
+        // source. The web source cannot suppress the mobile source's event.
+        let http = stack.http();
+        let purchase = |order: &str| {
+            json!({"userId": "u1", "messageId": "m-1", "event": "purchase",
+                   "properties": {"order_id": order}})
+        };
+        for (key, order) in [(&web, "web-1"), (&mobile, "mobile-1")] {
+            let reply = http
+                .post_json("/v1/track", Some(key), &purchase(order))
+                .await?;
+            assert_eq!(reply.status, 200, "{:?}", reply.body);
+        }
+        // A resend through either source is a duplicate of that source's event only.
+        let ack = c
+            .ingest
+            .track(keyed(
+                track("u1", "purchase", "m-1", &json!({"order_id": "mobile-2"})),
+                &mobile,
+            )?)
+            .await?
+            .into_inner();
+        assert_eq!(ack.status, pb::AckStatus::Duplicate as i32, "{ack:?}");
+        let reply = http
+            .post_json("/v1/track", Some(&web), &purchase("web-2"))
+            .await?;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+
+        let mut orders: Vec<String> = c
+            .instances_of("purchases", "u1")
+            .await?
+            .into_iter()
+            .map(|i| i.unique_value)
+            .collect();
+        orders.sort();
+        assert_eq!(orders, ["mobile-1", "web-1"]);
+        sink.wait_for(2, Duration::from_secs(20)).await;
+        let received = sink.settle(Duration::from_millis(800)).await;
+        assert_eq!(received.len(), 2, "one delivery per source's event");
+        let keys: std::collections::BTreeSet<String> = received
+            .iter()
+            .map(|r| r.idempotency_key().to_owned())
+            .collect();
+        assert_eq!(keys.len(), 2, "each with its own idempotency key");
+        stack.stop().await?;
+        sink.stop().await;
+        Ok(())
+    })
+    .await
+}

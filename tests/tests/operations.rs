@@ -178,7 +178,65 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
             .iter()
             .map(|b| (b.step_key.as_str(), b.branch_name.as_str(), b.taken))
             .collect();
-        assert_eq!(branches, [("wait", "converted", 1)]);
+        // The hold's timeout branch is listed too (taken by no one yet).
+        assert_eq!(branches, [("wait", "converted", 1), ("wait", "", 0)]);
+        assert!(stats.branches[1].timed_out);
+        assert_eq!(stats.entries, 3);
+
+        // The same figures for a range around now, in one hourly bucket; none for a range
+        // in the past; a range that ends before it starts is refused, naming the field.
+        let now = chrono::Utc::now();
+        let at = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        };
+        let ranged = |start, end| pb::GetJourneyStatsRequest {
+            id: "trials".into(),
+            from: Some(at(start)),
+            to: Some(at(end)),
+            hourly: true,
+        };
+        let hour = chrono::TimeDelta::hours(1);
+        let this_hour = c
+            .journeys
+            .get_journey_stats(ranged(now - hour, now + hour))
+            .await?
+            .into_inner();
+        assert_eq!(this_hour.entries, 3);
+        let bucket_entries: i64 = this_hour.hours.iter().map(|h| h.entries).sum();
+        assert_eq!(bucket_entries, 3, "{:?}", this_hour.hours);
+        let past = c
+            .journeys
+            .get_journey_stats(ranged(now - hour * 48, now - hour * 24))
+            .await?
+            .into_inner();
+        assert_eq!((past.entries, past.hours.len()), (0, 0));
+        assert_eq!(step_counts(&past)[0], ("welcome", [0, 0, 0, 0]));
+        let backwards = c
+            .journeys
+            .get_journey_stats(ranged(now, now - hour))
+            .await
+            .unwrap_err();
+        assert_eq!(backwards.code(), Code::InvalidArgument);
+        assert!(
+            backwards.message().contains("to: must be after from"),
+            "{backwards:?}"
+        );
+        // The destination's deliveries of this hour.
+        let delivered = c
+            .destinations
+            .get_destination_stats(pb::GetDestinationStatsRequest {
+                id: "hook".into(),
+                from: Some(at(now - hour)),
+                to: None,
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            (delivered.sent, delivered.failed, delivered.dead_lettered),
+            (4, 0, 0)
+        );
+        assert_eq!(delivered.hours.iter().map(|h| h.sent).sum::<i64>(), 4);
 
         // An operator exits u1's T2.
         let t2 = u1.active_instances[0].id.clone();
@@ -244,6 +302,12 @@ async fn stats_profiles_exits_and_archiving_follow_live_instances() -> anyhow::R
         assert!(c.instances_of("trials", "u3").await?.is_empty());
         let stats = c.stats("trials").await?;
         assert_eq!(step_counts(&stats)[1], ("wait", [3, 0, 1, 2]));
+        let exits: Vec<(&str, i64)> = stats
+            .exits
+            .iter()
+            .map(|e| (e.reason.as_str(), e.count))
+            .collect();
+        assert_eq!(exits, [("journey_archived", 1), ("operator", 1)]);
         assert_eq!(
             sink.settle(Duration::from_millis(800)).await.len(),
             4,

@@ -29,6 +29,7 @@ fn at(event: pb::Event, secs: i64) -> pb::SimulatedEvent {
     pb::SimulatedEvent {
         event: Some(event),
         at: Some(ts(secs)),
+        source_id: String::new(),
     }
 }
 

@@ -503,6 +503,7 @@ async fn a_randomized_split_keeps_its_shares_and_agrees_with_the_simulation() ->
                         .map(|e| pb::SimulatedEvent {
                             event: Some(e.clone()),
                             at: None,
+                            source_id: String::new(),
                         })
                         .collect(),
                     ..Default::default()

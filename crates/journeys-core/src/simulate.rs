@@ -284,7 +284,7 @@ impl World<'_> {
             }
             return;
         };
-        if let Some(first) = self.seen.get(&event.message_id)
+        if let Some(first) = self.seen.get(event.dedupe_key().as_ref())
             && is_duplicate(*first, at, self.dedupe_window)
         {
             return;
@@ -292,7 +292,7 @@ impl World<'_> {
         let outcome = self.apply(&profile_id, ProfileInput::Event(event), at);
         // A refused event is not stored by the engine, so its `messageId` is not seen.
         if !matches!(outcome, InputOutcome::TooManyInstances { .. }) {
-            self.seen.insert(event.message_id.clone(), at);
+            self.seen.insert(event.dedupe_key().into_owned(), at);
         }
     }
 

@@ -240,6 +240,7 @@ fn event(message_id: String, name: &str, v: u8, sid: &str, at: Timestamp) -> Eve
         traits: json!({}),
         context: json!({}),
         timestamp: at,
+        source_id: None,
     }
 }
 

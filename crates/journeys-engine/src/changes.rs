@@ -47,6 +47,19 @@ pub(crate) fn timer_row_id(core_id: &str) -> String {
     )
 }
 
+/// The exit-reason counter label of an `exited` timeline entry's detail (a serialized
+/// `ExitReason`): `exit_rule:<index>` for an exit rule, else the reason's code.
+fn exit_reason_label(detail: &serde_json::Value) -> String {
+    let code = detail
+        .get("code")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
+    match detail.get("index").and_then(serde_json::Value::as_u64) {
+        Some(index) if code == "exit_rule" => format!("exit_rule:{index}"),
+        _ => code.to_owned(),
+    }
+}
+
 /// Rows gathered for one commit.
 #[derive(Debug, Default)]
 pub(crate) struct ChangeSet {
@@ -84,12 +97,14 @@ impl ChangeSet {
     pub fn record(
         &mut self,
         inst: &Instance,
+        from_step: Option<&str>,
         effects: &[Effect],
         now: DateTime<Utc>,
         delta: &mut StatsDelta,
     ) {
         let mut entries = Vec::new();
         let mut first = None;
+        let mut at_step = from_step;
         for effect in effects {
             match effect {
                 Effect::SetTimer(timer) => self.set_timer(TimerRecord {
@@ -119,7 +134,8 @@ impl ChangeSet {
                     );
                 }
                 Effect::Timeline(entry) => {
-                    self.count(&inst.journey_id, entry);
+                    self.count(&inst.journey_id, at_step, entry);
+                    at_step = Some(&entry.step_key);
                     first.get_or_insert(entry);
                     entries.push(TransitionEntry {
                         step_key: entry.step_key.clone(),
@@ -144,38 +160,61 @@ impl ChangeSet {
         }
     }
 
-    /// Adds a timeline entry of `journey_id` to the counters it feeds.
-    fn count(&mut self, journey_id: &str, entry: &journeys_core::machine::TimelineEntry) {
-        let kind = match entry.kind {
-            TimelineKind::Entered => CounterKind::Entered,
-            TimelineKind::Step => CounterKind::Step,
-            TimelineKind::Send => CounterKind::Send,
-            TimelineKind::Exited => CounterKind::Exited,
-            TimelineKind::Branch => {
-                // "Everyone else" of a data split carries no branch name and is not counted.
-                if let Some(name) = entry.detail.get(BRANCH_DETAIL_KEY).and_then(|v| v.as_str()) {
-                    self.add(CounterKey::with_branch(
-                        journey_id,
-                        &entry.step_key,
-                        CounterKind::Branch,
-                        name,
-                    ));
+    /// Adds a timeline entry of `journey_id` to the counters it feeds, in the hour of the
+    /// entry. `at_step` is the step the instance was at before the entry: reaching another
+    /// step completes that one.
+    fn count(
+        &mut self,
+        journey_id: &str,
+        at_step: Option<&str>,
+        entry: &journeys_core::machine::TimelineEntry,
+    ) {
+        let at = entry.at;
+        let key = |kind| CounterKey::new(journey_id, &entry.step_key, kind).at(at);
+        match entry.kind {
+            TimelineKind::Entered => self.add(key(CounterKind::Entered)),
+            TimelineKind::Step => {
+                if let Some(left) = at_step.filter(|left| *left != entry.step_key) {
+                    self.add(CounterKey::new(journey_id, left, CounterKind::Completed).at(at));
                 }
-                return;
+                self.add(key(CounterKind::Step));
             }
-            _ => return,
-        };
-        self.add(CounterKey::new(journey_id, &entry.step_key, kind));
+            TimelineKind::Send => self.add(key(CounterKind::Send)),
+            TimelineKind::Completed => self.add(key(CounterKind::Completed)),
+            TimelineKind::Failed => self.add(key(CounterKind::Failed)),
+            TimelineKind::TimedOut => self.add(key(CounterKind::TimedOut)),
+            TimelineKind::Exited => {
+                self.add(key(CounterKind::Exited));
+                self.add(
+                    CounterKey::with_branch(
+                        journey_id,
+                        "",
+                        CounterKind::ExitReason,
+                        &exit_reason_label(&entry.detail),
+                    )
+                    .at(at),
+                );
+            }
+            TimelineKind::Branch => {
+                // A data split's "everyone else" carries no branch name: counted as the empty
+                // branch.
+                let name = entry
+                    .detail
+                    .get(BRANCH_DETAIL_KEY)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                self.add(
+                    CounterKey::with_branch(journey_id, &entry.step_key, CounterKind::Branch, name)
+                        .at(at),
+                );
+            }
+            TimelineKind::ReturnedToStart => {}
+        }
     }
 
-    /// Counts an entry into `journey_id` not made for `reason`.
-    pub fn count_skip(&mut self, journey_id: &str, reason: &str) {
-        self.add(CounterKey::with_branch(
-            journey_id,
-            "",
-            CounterKind::Skipped,
-            reason,
-        ));
+    /// Counts an entry into `journey_id` not made for `reason`, at `now`.
+    pub fn count_skip(&mut self, journey_id: &str, reason: &str, now: DateTime<Utc>) {
+        self.add(CounterKey::with_branch(journey_id, "", CounterKind::Skipped, reason).at(now));
     }
 
     fn add(&mut self, key: CounterKey) {

@@ -529,7 +529,7 @@ impl Lane {
         let message_ids: Vec<String> = which
             .iter()
             .filter_map(|&i| match &slots[i].item {
-                Item::Event(event) => Some(event.message_id.clone()),
+                Item::Event(event) => Some(event.dedupe_key().into_owned()),
                 _ => None,
             })
             .collect();
@@ -553,14 +553,14 @@ impl Lane {
             let slot = &mut slots[i];
             let gate = match &slot.item {
                 Item::Event(event) => {
-                    let id = &event.message_id;
-                    if seen.contains(id) || in_batch.contains(id) {
+                    let id = event.dedupe_key();
+                    if seen.contains(id.as_ref()) || in_batch.contains(id.as_ref()) {
                         Gate::Answer(Outcome::Ack(AckStatus::Duplicate))
                     } else if *slot
                         .allowed
                         .get_or_insert_with(|| self.limiter.allow(&slot.profile_id, instant))
                     {
-                        in_batch.insert(id.clone());
+                        in_batch.insert(id.into_owned());
                         Gate::Pass
                     } else {
                         Gate::Answer(Outcome::rejected(

@@ -252,7 +252,7 @@ impl Planner<'_> {
         self.out
             .changes
             .dedupe
-            .push((event.message_id.clone(), now));
+            .push((event.dedupe_key().into_owned(), now));
         self.out
             .changes
             .catalog_seen
@@ -407,7 +407,7 @@ fn record(
                 .push((journey_id.clone(), profile_id.to_owned())),
             ProfileEffect::EntrySkipped { journey_id, reason } => {
                 delta.skip(reason.as_str());
-                out.count_skip(journey_id, reason.as_str());
+                out.count_skip(journey_id, reason.as_str(), ctx.now);
             }
             ProfileEffect::Instance(change) => {
                 match change.why {
@@ -418,7 +418,13 @@ fn record(
                     ChangeCause::Terminated => delta.terminations += 1,
                 }
                 if let Some(inst) = work.state.instances.get(change.position) {
-                    out.record(inst, &change.effects, ctx.now, delta);
+                    out.record(
+                        inst,
+                        change.from_step.as_deref(),
+                        &change.effects,
+                        ctx.now,
+                        delta,
+                    );
                 }
             }
         }

@@ -112,6 +112,7 @@ fn events(specs: &[EventSpec]) -> Vec<(DateTime<Utc>, Event)> {
                 traits,
                 context: json!({}),
                 timestamp: at,
+                source_id: None,
             };
             (at, event)
         })

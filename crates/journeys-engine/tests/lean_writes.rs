@@ -201,8 +201,15 @@ async fn journey_stats_survive_a_purge_of_finished_instances() {
                 waiting: 2,
                 completed: 2,
                 exited: 1,
+                failed: 0,
             },
             "{b}: {before:?}"
+        );
+        // The cancellation left by the journey's first exit rule.
+        assert_eq!(
+            before.exits,
+            std::collections::BTreeMap::from([("exit_rule:0".to_owned(), 1)]),
+            "{b}"
         );
         assert_eq!(before.entries, 5, "{b}");
         let bought: i64 = before.branches.iter().map(|c| c.taken).sum();

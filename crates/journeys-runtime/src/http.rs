@@ -13,6 +13,7 @@
 //! which the data plane applies while reading a body.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,36 @@ impl Default for HttpLimits {
             max_header_bytes: 64 * 1024,
             body_read_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// The router, with the connection's peer address added to each request it serves.
+#[derive(Clone)]
+struct AddConnectInfo {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<http::Request<B>> for AddConnectInfo
+where
+    axum::Router: tower::Service<http::Request<B>>,
+{
+    type Response = <axum::Router as tower::Service<http::Request<B>>>::Response;
+    type Error = <axum::Router as tower::Service<http::Request<B>>>::Error;
+    type Future = <axum::Router as tower::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.router.call(request)
     }
 }
 
@@ -94,7 +125,7 @@ pub async fn serve_with(
                 Err(_) => break,
             },
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -110,7 +141,12 @@ pub async fn serve_with(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        // Each request carries its connection's peer (`axum::extract::ConnectInfo`): the web
+        // console answers only loopback clients when no admin token is configured.
+        let service = TowerToHyperService::new(AddConnectInfo {
+            router: router.clone(),
+            peer,
+        });
         let connection = graceful.watch(
             // No upgrades (WebSocket and the like): no route uses them.
             builder.serve_connection(TokioIo::new(tcp), service),

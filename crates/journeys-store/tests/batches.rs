@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use journeys_store::{
     BranchCounts, Changes, CounterKey, CounterKind, InstanceRecord, InstanceState, JourneyRecord,
-    JourneyState, OutboxRecord, OutboxStatus, SendCounts, StepCounts, StoreError, TimelineEntry,
-    TimerRecord,
+    JourneyState, OutboxMark, OutboxRecord, OutboxStatus, SendCounts, StatsRange, StepCounts,
+    StoreError, TimelineEntry, TimerRecord, hour_start,
 };
 use journeys_testkit::each_backend;
 
@@ -784,18 +784,13 @@ async fn journey_stats_count_steps_sends_and_branches() {
         timeline.push(entry(&other, "start", "entered", json!({})));
         timeline.push(entry(&other, "check", "branch", json!({"branch": "yes"})));
 
-        // `attempts` counts failed attempts: 1 + 2 + 5 = 8 failed attempts on `notify`.
-        let mut sent = send(&through, "notify", t);
-        sent.status = OutboxStatus::Sent;
-        sent.attempts = 1;
-        let mut retried = send(&waiting, "notify", t);
-        retried.attempts = 2;
-        let mut dead = send(&exited, "notify", t);
-        dead.status = OutboxStatus::Dead;
-        dead.attempts = 5;
-        dead.last_error = Some("HTTP 500".into());
+        // Five sends; their outcomes are recorded below as the dispatcher records them.
+        let sent = send(&through, "notify", t);
+        let retried = send(&waiting, "notify", t);
+        let dead = send(&exited, "notify", t);
         let pending = send(&waiting, "remind", t);
         let foreign = send(&other, "notify", t);
+        let (sent_id, retried_id, dead_id) = (sent.id.clone(), retried.id.clone(), dead.id.clone());
 
         let at_check = |i: &InstanceRecord| {
             let mut i = i.clone();
@@ -828,9 +823,70 @@ async fn journey_stats_count_steps_sends_and_branches() {
                     count("j2", "start", CounterKind::Entered, "", 1),
                     count("j2", "check", CounterKind::Branch, "yes", 1),
                     count("j1", "", CounterKind::Skipped, "filters_not_matched", 2),
+                    count("j1", "start", CounterKind::Completed, "", 3),
                 ]),
                 ..Changes::default()
             })
+            .await
+            .unwrap();
+        // Failed attempts: 1 before the delivery of `sent`, 2 of `retried`, 5 of `dead` (the
+        // last one dead-letters it) = 8 on `notify`. A mark repeated for a row already sent
+        // is not counted again.
+        let retry = |id: &str, attempts| OutboxMark::Retry {
+            id: id.to_owned(),
+            attempts,
+            next_attempt_at: t,
+            last_error: "HTTP 500".into(),
+        };
+        let outbox = db.outbox();
+        outbox
+            .record(
+                &[
+                    retry(&sent_id, 1),
+                    retry(&retried_id, 1),
+                    retry(&dead_id, 1),
+                ],
+                t,
+            )
+            .await
+            .unwrap();
+        outbox
+            .record(&[retry(&retried_id, 2), retry(&dead_id, 2)], t)
+            .await
+            .unwrap();
+        outbox
+            .record(
+                &[
+                    retry(&dead_id, 3),
+                    OutboxMark::Sent {
+                        id: sent_id.clone(),
+                    },
+                ],
+                t,
+            )
+            .await
+            .unwrap();
+        outbox
+            .record(
+                &[
+                    retry(&dead_id, 4),
+                    OutboxMark::Sent {
+                        id: sent_id.clone(),
+                    },
+                ],
+                t,
+            )
+            .await
+            .unwrap();
+        outbox
+            .record(
+                &[OutboxMark::Dead {
+                    id: dead_id.clone(),
+                    attempts: 5,
+                    last_error: "HTTP 500".into(),
+                }],
+                t,
+            )
             .await
             .unwrap();
         db.batches()
@@ -845,6 +901,11 @@ async fn journey_stats_count_steps_sends_and_branches() {
                     count("j1", "check", CounterKind::Exited, "", 1),
                     count("j1", "", CounterKind::Skipped, "filters_not_matched", 1),
                     count("j1", "", CounterKind::Skipped, "already_entered", 1),
+                    count("j1", "", CounterKind::ExitReason, "exit_rule:0", 1),
+                    count("j1", "check", CounterKind::Completed, "", 1),
+                    count("j1", "done", CounterKind::Completed, "", 1),
+                    count("j1", "check", CounterKind::TimedOut, "", 1),
+                    count("j1", "check", CounterKind::Branch, "", 1),
                 ]),
                 ..Changes::default()
             })
@@ -861,12 +922,18 @@ async fn journey_stats_count_steps_sends_and_branches() {
             ]),
             "{b}"
         );
+        assert_eq!(
+            stats.exits,
+            BTreeMap::from([("exit_rule:0".to_owned(), 1)]),
+            "{b}"
+        );
         let step = |key: &str, entered, waiting, completed, exited| StepCounts {
             step_key: key.into(),
             entered,
             waiting,
             completed,
             exited,
+            failed: 0,
         };
         assert_eq!(
             stats.steps,
@@ -877,28 +944,31 @@ async fn journey_stats_count_steps_sends_and_branches() {
             ],
             "{b}"
         );
-        let branch = |name: &str, taken| BranchCounts {
+        let branch = |name: &str, taken, timed_out: bool| BranchCounts {
             step_key: "check".into(),
             branch_name: name.into(),
             taken,
+            everyone_else: name.is_empty() && !timed_out,
+            timed_out,
         };
-        assert_eq!(stats.branches, [branch("no", 1), branch("yes", 2)], "{b}");
+        assert_eq!(
+            stats.branches,
+            [
+                branch("", 1, false),
+                branch("", 1, true),
+                branch("no", 1, false),
+                branch("yes", 2, false)
+            ],
+            "{b}"
+        );
         assert_eq!(
             stats.sends,
-            [
-                SendCounts {
-                    step_key: "notify".into(),
-                    sent: 1,
-                    failed: 8,
-                    dead_lettered: 1,
-                },
-                SendCounts {
-                    step_key: "remind".into(),
-                    sent: 0,
-                    failed: 0,
-                    dead_lettered: 0,
-                },
-            ],
+            [SendCounts {
+                step_key: "notify".into(),
+                sent: 1,
+                failed: 8,
+                dead_lettered: 1,
+            },],
             "{b}"
         );
         assert_eq!(
@@ -906,8 +976,26 @@ async fn journey_stats_count_steps_sends_and_branches() {
             Default::default()
         );
 
+        // The destination's deliveries by the hour.
+        let hours = db
+            .batches()
+            .destination_stats("d1", &StatsRange::default())
+            .await
+            .unwrap();
+        assert_eq!(hours.len(), 1, "{b}");
+        assert_eq!(
+            (
+                hours[0].start.timestamp(),
+                hours[0].sent,
+                hours[0].failed,
+                hours[0].dead_lettered
+            ),
+            (hour_start(t), 1, 8, 1),
+            "{b}"
+        );
+
         // Purging the two finished instances and their timelines changes no figure: the
-        // counters and the outbox stay, and the waiting instance is still active.
+        // counters stay, and the waiting instance is still active.
         let purged = db
             .batches()
             .purge_finished_instances(t + Duration::days(1))
@@ -919,6 +1007,73 @@ async fn journey_stats_count_steps_sends_and_branches() {
             stats,
             "{b}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn journey_stats_by_the_hour_and_in_a_time_range() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let base = DateTime::from_timestamp(hour_start(now()) - 5 * 3600, 0).unwrap();
+        let hour = |h: i64| base + Duration::hours(h);
+        let at = |h: i64, kind, n| {
+            (
+                CounterKey::new("j1", "start", kind).at(hour(h) + Duration::minutes(7)),
+                n,
+            )
+        };
+        // Hour 0 (counts older than hourly counting), then entries at hours 1, 2 and 4.
+        db.batches()
+            .commit(&Changes {
+                counters: BTreeMap::from([
+                    (CounterKey::new("j1", "start", CounterKind::Entered), 10),
+                    at(1, CounterKind::Entered, 1),
+                    at(2, CounterKind::Entered, 2),
+                    at(4, CounterKind::Entered, 4),
+                    at(4, CounterKind::Step, 4),
+                ]),
+                ..Changes::default()
+            })
+            .await
+            .unwrap();
+        let all = db.batches().journey_stats("j1").await.unwrap();
+        assert_eq!(all.entries, 17, "{b}");
+        assert!(all.hours.is_empty(), "{b}");
+
+        // [hour 2 + 30 min, hour 4): the hour holding the start, not the hour the end starts.
+        let range = StatsRange {
+            start: Some(hour(2) + Duration::minutes(30)),
+            end: Some(hour(4)),
+        };
+        let ranged = db
+            .batches()
+            .journey_stats_in("j1", &range, true)
+            .await
+            .unwrap();
+        assert_eq!(ranged.entries, 2, "{b}");
+        assert_eq!(ranged.hours.len(), 1, "{b}");
+        assert_eq!(ranged.hours[0].start, hour(2), "{b}");
+        assert_eq!(ranged.hours[0].stats.entries, 2, "{b}");
+
+        // Open-ended from hour 1: hours 1, 2 and 4, each its own bucket; hour 0 left out.
+        let from = StatsRange {
+            start: Some(hour(1)),
+            end: None,
+        };
+        let stats = db
+            .batches()
+            .journey_stats_in("j1", &from, true)
+            .await
+            .unwrap();
+        assert_eq!(stats.entries, 7, "{b}");
+        let buckets: Vec<_> = stats
+            .hours
+            .iter()
+            .map(|h| (h.start, h.stats.entries))
+            .collect();
+        assert_eq!(buckets, [(hour(1), 1), (hour(2), 2), (hour(4), 4)], "{b}");
+        assert_eq!(stats.hours[2].stats.steps[0].entered, 4, "{b}");
     })
     .await;
 }

@@ -200,3 +200,79 @@ async fn a_held_migration_lock_times_out_clearly_and_migrates_nothing() {
     holder.close().await.unwrap();
     fresh.remove().await;
 }
+
+/// A store from before hourly counters keeps its figures: `counters` is copied into
+/// `journey_counters` at hour 0 (with the completions the old statistics derived) and dropped.
+#[tokio::test]
+async fn counters_from_before_hourly_counting_are_kept() {
+    for fresh in fresh_databases().await {
+        let url = fresh.url();
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let db = Database::connect(url.as_str()).await.unwrap();
+        let backend = db.get_database_backend();
+        // The schema as the earlier version left it, with its counts.
+        for sql in [
+            "DROP TABLE journey_counters",
+            "CREATE TABLE counters (journey_id varchar(36) NOT NULL, step_key varchar(64) NOT NULL, \
+             kind varchar(32) NOT NULL, branch varchar(128) NOT NULL, n bigint NOT NULL, \
+             PRIMARY KEY (journey_id, step_key, kind, branch))",
+            "INSERT INTO counters VALUES ('j1', 'start', 'entered', '', 5), \
+             ('j1', 'start', 'step', '', 5), ('j1', 'wait', 'step', '', 5), \
+             ('j1', 'wait', 'exited', '', 1), ('j1', '', 'skipped', 'already_entered', 2), \
+             ('j1', 'wait', 'branch', 'bought', 3)",
+            "DELETE FROM seaql_migrations WHERE version LIKE '%hourly_counters'",
+        ] {
+            db.execute_raw(Statement::from_string(backend, sql.to_owned()))
+                .await
+                .unwrap();
+        }
+        store.migrate().await.unwrap();
+        // Run again (as after an interruption): it finds its work done.
+        db.execute_raw(Statement::from_string(
+            backend,
+            "DELETE FROM seaql_migrations WHERE version LIKE '%hourly_counters'".to_owned(),
+        ))
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+
+        let stats = store.batches().journey_stats("j1").await.unwrap();
+        assert_eq!(stats.entries, 5, "{url}");
+        assert_eq!(
+            stats.entries_skipped.get("already_entered"),
+            Some(&2),
+            "{url}"
+        );
+        let wait = stats.steps.iter().find(|s| s.step_key == "wait").unwrap();
+        assert_eq!(
+            (wait.entered, wait.completed, wait.exited),
+            (5, 4, 1),
+            "{url}"
+        );
+        assert_eq!(stats.branches[0].taken, 3, "{url}");
+        // Hour 0: in no range with a start.
+        let since = journeys_store::StatsRange {
+            start: Some(chrono::Utc::now() - chrono::TimeDelta::days(1)),
+            end: None,
+        };
+        let recent = store
+            .batches()
+            .journey_stats_in("j1", &since, true)
+            .await
+            .unwrap();
+        assert_eq!((recent.entries, recent.hours.len()), (0, 0), "{url}");
+        assert!(
+            db.execute_raw(Statement::from_string(
+                backend,
+                "SELECT 1 FROM counters".to_owned()
+            ))
+            .await
+            .is_err(),
+            "counters is dropped ({url})"
+        );
+        db.close().await.unwrap();
+        store.close().await.unwrap();
+        fresh.remove().await;
+    }
+}

@@ -620,3 +620,63 @@ async fn list_dead_filters_and_pages() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn delivered_sends_are_purged_past_retention_with_the_stats_unchanged() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let t = now();
+        let (delivered, dead, pending) = (
+            send("d1", "j1", t),
+            send("d1", "j1", t),
+            send("d1", "j1", t),
+        );
+        add_sends(
+            db.store(),
+            vec![delivered.clone(), dead.clone(), pending.clone()],
+        )
+        .await;
+        db.outbox().mark_sent(&delivered.id, t).await.unwrap();
+        db.outbox()
+            .mark_dead(&dead.id, 1, "HTTP 400", t)
+            .await
+            .unwrap();
+        let stats = db.batches().journey_stats("j1").await.unwrap();
+        let counts = |s: &journeys_store::JourneyStats| {
+            s.sends
+                .iter()
+                .map(|s| (s.sent, s.failed, s.dead_lettered))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&stats), [(1, 1, 1)], "{b}");
+
+        // Not yet past the boundary: nothing goes.
+        assert_eq!(db.outbox().purge_sent(t).await.unwrap(), 0, "{b}");
+        // Past it: the delivered row only; the dead letter and the pending send stay.
+        assert_eq!(
+            db.outbox()
+                .purge_sent(t + Duration::seconds(1))
+                .await
+                .unwrap(),
+            1,
+            "{b}"
+        );
+        assert!(db.outbox().get(&delivered.id).await.is_err(), "{b}");
+        assert_eq!(
+            db.outbox().get(&dead.id).await.unwrap().status,
+            OutboxStatus::Dead,
+            "{b}"
+        );
+        assert_eq!(
+            db.outbox().get(&pending.id).await.unwrap().status,
+            OutboxStatus::Pending,
+            "{b}"
+        );
+        assert_eq!(
+            db.batches().journey_stats("j1").await.unwrap(),
+            stats,
+            "{b}"
+        );
+    })
+    .await;
+}

@@ -19,6 +19,7 @@ pub fn track(user: &str, event: &str, message_id: &str, properties: Json) -> Eve
         traits: json!({}),
         context: json!({}),
         timestamp: Utc::now(),
+        source_id: None,
     }
 }
 
@@ -35,6 +36,7 @@ pub fn identify(user: &str, message_id: &str, traits: Json) -> Event {
         traits,
         context: json!({}),
         timestamp: Utc::now(),
+        source_id: None,
     }
 }
 

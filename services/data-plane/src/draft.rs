@@ -119,6 +119,7 @@ impl Draft {
             traits: Json::Object(self.traits),
             context: Json::Object(self.context),
             timestamp: self.timestamp.unwrap_or(now),
+            source_id: None,
         })
     }
 }

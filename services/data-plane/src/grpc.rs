@@ -52,10 +52,14 @@ impl<S: EventSink> IngestApi<S> {
         IngestApi { plane }
     }
 
-    /// The write key of a call, checked against the store (through the cache).
-    async fn authenticate(&self, metadata: &MetadataMap) -> Result<String, Status> {
+    /// The write key of a call and its source's id, checked against the store (through the
+    /// cache).
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<(String, String), Status> {
         let resolved = match write_key_from_headers(metadata.as_ref()) {
-            Some(key) => self.plane.write_keys().resolve(&key).await.map(|_| key),
+            Some(key) => match self.plane.write_keys().resolve(&key).await {
+                Ok(source) => Ok((key, source.id.clone())),
+                Err(err) => Err(err),
+            },
             None => Err(AuthError::Missing),
         };
         resolved.map_err(|err| {
@@ -69,12 +73,13 @@ impl<S: EventSink> IngestApi<S> {
         request: Request<pb::Event>,
         kind: EventType,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.authenticate(request.metadata()).await?;
-        let event = event_from_proto(request.into_inner(), Some(kind), "", chrono::Utc::now())
+        let (_, source) = self.authenticate(request.metadata()).await?;
+        let mut event = event_from_proto(request.into_inner(), Some(kind), "", chrono::Utc::now())
             .map_err(|error| {
                 refused(error.code.as_str(), 1);
                 Status::from(error)
             })?;
+        event.source_id = Some(source);
         let message_id = event.message_id.clone();
         let ack = acks::submit(self.plane.sink(), vec![event])
             .await
@@ -94,9 +99,15 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
-        let key = self.authenticate(request.metadata()).await?;
+        let (key, source) = self.authenticate(request.metadata()).await?;
         let (responses, rx) = mpsc::channel(MAX_IN_FLIGHT);
-        let pump = pump(self.plane.clone(), key, request.into_inner(), responses);
+        let pump = pump(
+            self.plane.clone(),
+            key,
+            source,
+            request.into_inner(),
+            responses,
+        );
         tokio::spawn(pump.in_current_span());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -113,7 +124,7 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        self.authenticate(request.metadata()).await?;
+        let (_, source) = self.authenticate(request.metadata()).await?;
         let events = request.into_inner().events;
         if events.len() > MAX_BATCH_EVENTS {
             let error = too_many_events("events", events.len());
@@ -124,7 +135,7 @@ impl<S: EventSink> IngestService for IngestApi<S> {
         let items = events
             .into_iter()
             .enumerate()
-            .map(|(i, event)| item(event, &format!("events[{i}]."), now))
+            .map(|(i, event)| item(event, &format!("events[{i}]."), now, &source))
             .collect();
         let results = acks::submit_items(self.plane.sink(), items)
             .await
@@ -141,6 +152,7 @@ impl<S: EventSink> IngestService for IngestApi<S> {
 async fn pump<S: EventSink>(
     plane: DataPlane<S>,
     key: String,
+    source: String,
     mut inbound: Streaming<pb::IngestRequest>,
     responses: mpsc::Sender<Result<pb::IngestResponse, Status>>,
 ) {
@@ -170,7 +182,7 @@ async fn pump<S: EventSink>(
                         reading = false;
                         continue;
                     }
-                    let items = request_items(request, chrono::Utc::now());
+                    let items = request_items(request, chrono::Utc::now(), &source);
                     let sink = plane.sink().clone();
                     // Created (and so first polled) in request order: the sink sees requests
                     // in the order they arrived.
@@ -202,10 +214,10 @@ async fn pump<S: EventSink>(
 }
 
 /// The events of one stream request; a batch over the limit has every event refused.
-fn request_items(request: pb::IngestRequest, now: Timestamp) -> Vec<Item> {
+fn request_items(request: pb::IngestRequest, now: Timestamp, source: &str) -> Vec<Item> {
     match request.payload {
         None => Vec::new(),
-        Some(Payload::Event(event)) => vec![item(event, "event.", now)],
+        Some(Payload::Event(event)) => vec![item(event, "event.", now, source)],
         Some(Payload::Batch(batch)) => {
             let count = batch.events.len();
             if count > MAX_BATCH_EVENTS {
@@ -221,18 +233,26 @@ fn request_items(request: pb::IngestRequest, now: Timestamp) -> Vec<Item> {
                 .events
                 .into_iter()
                 .enumerate()
-                .map(|(i, event)| item(event, &format!("batch.events[{i}]."), now))
+                .map(|(i, event)| item(event, &format!("batch.events[{i}]."), now, source))
                 .collect()
         }
     }
 }
 
-fn item(event: pb::Event, prefix: &str, now: Timestamp) -> Item {
+/// One event of a request, stamped with the `source` it came through (which scopes its
+/// dedupe key), or why it was refused.
+fn item(event: pb::Event, prefix: &str, now: Timestamp, source: &str) -> Item {
     let message_id = event.message_id.clone();
-    event_from_proto(event, None, prefix, now).map_err(|error| {
-        refused(error.code.as_str(), 1);
-        (message_id, error)
-    })
+    match event_from_proto(event, None, prefix, now) {
+        Ok(mut event) => {
+            event.source_id = Some(source.to_owned());
+            Ok(event)
+        }
+        Err(error) => {
+            refused(error.code.as_str(), 1);
+            Err((message_id, error))
+        }
+    }
 }
 
 /// Counts `n` events (or calls) refused here with `code`.

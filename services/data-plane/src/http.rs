@@ -140,18 +140,27 @@ async fn read_events<S: EventSink>(
 ) -> Result<Vec<Event>, Reply> {
     // A key in the headers is checked before the body is read: a bad key costs no upload.
     let header_key = write_key_from_headers(headers);
+    let mut source = None;
     if let Some(key) = &header_key {
-        plane.write_keys().resolve(key).await?;
+        source = Some(plane.write_keys().resolve(key).await?);
     }
     let bytes = read_body(headers, body).await?;
-    if header_key.is_none() {
-        // Only the body's top-level `writeKey` is read before the key is checked: an
-        // unauthenticated body is scanned up to that key, never parsed into a document.
-        let key = Body::peek_write_key(&bytes)?.ok_or(AuthError::Missing)?;
-        plane.write_keys().resolve(&key).await?;
-    }
+    let source = match source {
+        Some(source) => source,
+        None => {
+            // Only the body's top-level `writeKey` is read before the key is checked: an
+            // unauthenticated body is scanned up to that key, never parsed into a document.
+            let key = Body::peek_write_key(&bytes)?.ok_or(AuthError::Missing)?;
+            plane.write_keys().resolve(&key).await?
+        }
+    };
     let body = Body::parse(&bytes)?;
-    Ok(body.into_events(endpoint, chrono::Utc::now())?)
+    let mut events = body.into_events(endpoint, chrono::Utc::now())?;
+    // The source scopes each event's dedupe key.
+    for event in &mut events {
+        event.source_id = Some(source.id.clone());
+    }
+    Ok(events)
 }
 
 /// `GET /metrics`: every series of the process, in the Prometheus text format.
@@ -212,9 +221,15 @@ async fn read_body(headers: &HeaderMap, body: HttpBody) -> Result<Bytes, EventEr
     if !gzip {
         return Ok(raw);
     }
+    gunzip(&raw)
+}
+
+/// `raw` gzip-decoded (one or more members), at most [`MAX_REQUEST_BYTES`] decoded: decoding
+/// stops past the limit.
+pub(crate) fn gunzip(raw: &[u8]) -> Result<Bytes, EventError> {
     let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_REQUEST_BYTES));
     let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
-    flate2::read::MultiGzDecoder::new(&raw[..])
+    flate2::read::MultiGzDecoder::new(raw)
         .take(limit)
         .read_to_end(&mut decoded)
         .map_err(|err| {

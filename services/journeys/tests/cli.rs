@@ -288,6 +288,18 @@ async fn journey_verbs_define_publish_observe_and_retire_a_journey() {
             .find(|s| s["stepKey"] == "wait_for_purchase")
             .unwrap();
         assert_eq!((&hold["entered"], &hold["waiting"]), (&"2".into(), &"1".into()));
+        // By the hour, from an hour ago: this hour's two entries; a bad time is a usage error.
+        let an_hour_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+        let hourly = cli(
+            addr,
+            &["journey", "stats", "abandoned-checkout", "--from", &an_hour_ago, "--hourly"],
+        )
+        .await;
+        let text = hourly.ok();
+        assert_eq!(row(text, "ENTRIES"), ["ENTRIES", "2"], "{text}");
+        assert_eq!(row(text, "HOUR")[..2], ["HOUR", "ENTRIES"], "{text}");
+        let bad = cli(addr, &["journey", "stats", "abandoned-checkout", "--to", "yesterday"]).await;
+        assert!(bad.failed(2).contains("--to"), "{bad:#?}");
 
         // simulate: a file and a stored journey, over JSON lines with virtual times.
         let sim = write(

@@ -722,11 +722,17 @@ fn walk_through_runs_with_the_command_line() {
         "events send sums up 2 events, 2 acknowledged:\n{}",
         report()
     );
-    // The stats table: two entries, one waiting, the Purchased branch taken once.
+    // The stats table: two entries, one waiting, one completed, none exited or failed; the
+    // Purchased branch taken once.
     assert!(
-        stdout.lines().any(|l| l
-            .split_whitespace()
-            .eq(["wait_for_purchase", "2", "1", "1", "0"])),
+        stdout.lines().any(|l| l.split_whitespace().eq([
+            "wait_for_purchase",
+            "2",
+            "1",
+            "1",
+            "0",
+            "0"
+        ])),
         "{}",
         report()
     );

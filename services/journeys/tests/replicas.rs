@@ -283,7 +283,15 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
     }
 
     let mut c = StackClients::connect(replicas[0].grpc, None).await?;
-    let key = c.create_source("replicas").await?;
+    // The source's id scopes the events' message ids; the oracle replays with it.
+    let created = c
+        .sources
+        .create_source(pb::CreateSourceRequest {
+            name: "replicas".into(),
+        })
+        .await?
+        .into_inner();
+    let (key, source) = (created.write_key, created.id);
     c.webhook("hook", &sink.url(), None).await?;
     c.register_events(&["order", "checkout_started", "purchase_completed"])
         .await?;
@@ -520,6 +528,7 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
                 Some(pb::SimulatedEvent {
                     event: Some(event_of(u, seq)),
                     at: Some(virtual_time(*at)),
+                    source_id: source.clone(),
                 })
             })
             .collect();
@@ -532,6 +541,7 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
             vec![pb::SimulatedEvent {
                 event: Some(event_of(u, 0)),
                 at: Some(checkout_at),
+                source_id: source.clone(),
             }]
         })
         .collect();
@@ -547,6 +557,7 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
         checkouts[u].push(pb::SimulatedEvent {
             event: Some(purchase_of(u)),
             at: Some(virtual_time(*at)),
+            source_id: source.clone(),
         });
     }
     let nudges = replay(&mut c, "checkout", checkouts).await?;

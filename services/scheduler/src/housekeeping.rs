@@ -3,6 +3,8 @@
 //! - **purge dedupe keys** older than the dedupe window (they can no longer match);
 //! - **purge finished instances** (with their timelines) once the retention (90 days by
 //!   default) has passed since they ended;
+//! - **purge delivered sends** from the outbox after the same retention (dead letters stay
+//!   until replayed; statistics are counters and keep their figures);
 //! - **expire instances** past their maximum lifetime (365 days; the store stamps
 //!   `expires_at` when an instance is created): each is ended through the engine, so the exit
 //!   is one committed transition with its timeline row and its timer removed, like any other.
@@ -34,6 +36,8 @@ pub struct HousekeepingReport {
     pub dedupe_keys_purged: u64,
     /// Finished instances deleted with their timelines.
     pub instances_purged: u64,
+    /// Delivered sends deleted from the outbox.
+    pub sends_purged: u64,
     /// Active instances ended for being past their maximum lifetime.
     pub instances_expired: u64,
 }
@@ -86,6 +90,16 @@ impl Housekeeping {
             .batches()
             .purge_finished_instances(ended_before)
             .await
+    }
+
+    /// Deletes delivered sends due before `now` − retention (the instance retention); returns
+    /// how many. Dead letters stay until replayed; statistics are counters and do not change.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_sent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let due_before = before(now, self.config.instance_retention);
+        self.store.outbox().purge_sent(due_before).await
     }
 
     /// Ends every active instance whose maximum lifetime has passed at `now`; returns how many
@@ -144,6 +158,7 @@ impl Housekeeping {
         HousekeepingReport {
             dedupe_keys_purged: self.logged_purge_dedupe(now).await,
             instances_purged: self.logged_purge_finished(now).await,
+            sends_purged: self.logged_purge_sent(now).await,
             instances_expired: self.logged_expire(now).await,
         }
     }
@@ -169,6 +184,19 @@ impl Housekeeping {
             }
             Err(error) => {
                 tracing::warn!(job = "purge_finished_instances", %error, "housekeeping job failed");
+                0
+            }
+        }
+    }
+
+    async fn logged_purge_sent(&self, now: DateTime<Utc>) -> u64 {
+        match self.purge_sent(now).await {
+            Ok(purged) => {
+                tracing::info!(job = "purge_sent", purged, retention = ?self.config.instance_retention, "housekeeping: purged delivered sends past retention");
+                purged
+            }
+            Err(error) => {
+                tracing::warn!(job = "purge_sent", %error, "housekeeping job failed");
                 0
             }
         }
@@ -227,6 +255,13 @@ impl CronJobs {
             .add(job(schedule, &housekeeping, |h, now| {
                 Box::pin(async move {
                     h.logged_purge_finished(now).await;
+                })
+            })?)
+            .await?;
+        scheduler
+            .add(job(schedule, &housekeeping, |h, now| {
+                Box::pin(async move {
+                    h.logged_purge_sent(now).await;
                 })
             })?)
             .await?;

@@ -92,7 +92,7 @@ async fn schedulers_sharing_a_database_fire_every_timer_exactly_once() {
         // per transition, so sends are not rows of their own there).
         let counted_sends = count(
             &counts,
-            "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM counters \
+            "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM journey_counters \
              WHERE journey_id = ? AND kind = 'send' AND step_key = ?",
             &[&journey, DELAY_SEND],
         )

@@ -72,7 +72,7 @@ fn enter_one(
     {
         return Err(SkipReason::ActiveInReplacedJourney);
     }
-    let id = instance_id(journey.id(), &event.message_id);
+    let id = instance_id(journey.id(), &event.dedupe_key());
     if rules.known_instance_ids.contains(&id) || state.instances.iter().any(|i| i.id == id) {
         return Err(SkipReason::ReplayedEntry);
     }
@@ -96,6 +96,7 @@ fn enter_one(
     effects.push(ProfileEffect::Instance(InstanceChange {
         position: state.instances.len(),
         why: ChangeCause::Entered,
+        from_step: None,
         effects: transition.effects,
     }));
     state.instances.push(transition.instance);

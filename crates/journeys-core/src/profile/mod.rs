@@ -191,6 +191,8 @@ pub struct InstanceChange {
     /// Position in `ProfileState::instances`.
     pub position: usize,
     pub why: ChangeCause,
+    /// The step the instance was in before the change; `None` for an entry.
+    pub from_step: Option<String>,
     /// The state machine's effects (timers, sends, timeline rows, ending), in order.
     pub effects: Vec<Effect>,
 }
@@ -343,10 +345,11 @@ fn advance(
     if transition.is_noop() {
         return false;
     }
-    *slot = transition.instance;
+    let from_step = std::mem::replace(slot, transition.instance).current_step;
     effects.push(ProfileEffect::Instance(InstanceChange {
         position,
         why,
+        from_step: Some(from_step),
         effects: transition.effects,
     }));
     true

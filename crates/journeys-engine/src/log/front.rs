@@ -386,7 +386,8 @@ impl Inner {
                     continue;
                 }
             };
-            let msg_id = event.message_id.clone();
+            // Scoped per source, as the engine's own dedupe is.
+            let msg_id = event.dedupe_key().into_owned();
             match Entry::Event(event).encode() {
                 Ok(payload) => {
                     records.push(Record {

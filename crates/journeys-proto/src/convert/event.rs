@@ -194,6 +194,7 @@ pub fn event(e: &pb::Event, now: DateTime<Utc>, path: &str) -> Result<Event, Vec
         traits: Json::Object(parts.traits),
         context: Json::Object(parts.context),
         timestamp: parts.timestamp.unwrap_or(now),
+        source_id: None,
     })
 }
 

@@ -20,6 +20,7 @@ mod m20261208_000013_unique_value_text;
 mod m20261209_000014_log_seq;
 mod m20261210_000015_journey_replaces;
 mod m20261210_000016_profile_deletion;
+mod m20261211_000018_hourly_counters;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000014_log_seq::Migration),
             Box::new(m20261210_000015_journey_replaces::Migration),
             Box::new(m20261210_000016_profile_deletion::Migration),
+            Box::new(m20261211_000018_hourly_counters::Migration),
         ]
     }
 }

@@ -24,8 +24,8 @@ use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
 pub use batches::{
-    Batches, BranchCounts, Changes, CounterKey, CounterKind, JourneyStats, ProfileDeletion,
-    ProfileState, SendCounts, StepCounts, Tombstone,
+    Batches, BranchCounts, Changes, CounterKey, CounterKind, DeliveryHour, HourStats, JourneyStats,
+    ProfileDeletion, ProfileState, SendCounts, StatsRange, StepCounts, Tombstone, hour_start,
 };
 pub use catalog::{Catalog, CatalogEventRecord};
 pub use destinations::{

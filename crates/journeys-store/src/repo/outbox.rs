@@ -9,6 +9,7 @@
 //! queued sends go out within seconds instead of after the claim's lease. A live claimant's
 //! claims are never taken.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -23,8 +24,9 @@ use serde_json::Value;
 use crate::entity::outbox::{self, Column, Entity};
 use crate::error::StoreError;
 use crate::page::{self, Page};
+use crate::repo::batches::{count_deliveries, upsert_counters};
 use crate::repo::partitions::{db_now, micros_of};
-use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros};
+use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, begin_claim, finish, micros};
 
 const ENTITY: &str = "outbox row";
 
@@ -406,12 +408,12 @@ impl<'a> Outbox<'a> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn mark_sent(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.update_one(id, sent_update(now)).await
+        self.record_one(OutboxMark::Sent { id: id.to_owned() }, now)
+            .await
     }
 
-    /// Marks the rows `ids` delivered at `now` and clears their claims: one
-    /// `UPDATE … WHERE id IN (…)` per 500 ids, in one transaction when there are more. Ids of
-    /// missing rows are ignored. Returns how many rows were marked.
+    /// Marks the rows `ids` delivered at `now` and clears their claims, as [`Outbox::record`].
+    /// Ids of missing rows are ignored. Returns how many rows were marked.
     ///
     /// # Errors
     /// Database errors; then no row of the call is marked.
@@ -420,19 +422,19 @@ impl<'a> Outbox<'a> {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        if ids.len() <= INSERT_CHUNK {
-            return exec_sent(self.db, ids, now).await;
-        }
-        let txn = self.db.begin().await?;
-        let result = exec_sent(&txn, ids, now).await;
-        finish(txn, result).await
+        let marks: Vec<OutboxMark> = ids
+            .iter()
+            .map(|id| OutboxMark::Sent { id: id.clone() })
+            .collect();
+        self.record(&marks, now).await
     }
 
-    /// Records the outcomes of many delivery attempts in one transaction: the delivered rows
-    /// with [`Outbox::mark_sent_many`]'s `UPDATE … WHERE id IN (…)`, retries and dead letters
-    /// one statement each (they carry values of their own and are rare next to sends). `now`
-    /// is the `sent_at` and `dead_at` stamp. Marks of missing rows are ignored. Returns how
-    /// many rows changed.
+    /// Records the outcomes of many delivery attempts in one transaction: the outcomes of the
+    /// rows still pending are counted into the journey counters (one `INSERT … SELECT` per
+    /// outcome), the delivered rows are marked with one `UPDATE … WHERE id IN (…)` per 500,
+    /// retries and dead letters one statement each (they carry values of their own and are
+    /// rare next to sends). `now` is the `sent_at` and `dead_at` stamp and the counters' hour.
+    /// Marks of missing rows are ignored. Returns how many rows changed.
     ///
     /// # Errors
     /// Database errors; then no mark of the call is recorded.
@@ -441,43 +443,11 @@ impl<'a> Outbox<'a> {
         marks: &[OutboxMark],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let sent: Vec<String> = marks
-            .iter()
-            .filter_map(|mark| match mark {
-                OutboxMark::Sent { id } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
-        if sent.len() == marks.len() {
-            return self.mark_sent_many(&sent, now).await;
+        if marks.is_empty() {
+            return Ok(0);
         }
         let txn = self.db.begin().await?;
-        let result = async {
-            let mut changed = exec_sent(&txn, &sent, now).await?;
-            for mark in marks {
-                let (id, update) = match mark {
-                    OutboxMark::Sent { .. } => continue,
-                    OutboxMark::Retry {
-                        id,
-                        attempts,
-                        next_attempt_at,
-                        last_error,
-                    } => (id, retry_update(*attempts, *next_attempt_at, last_error)),
-                    OutboxMark::Dead {
-                        id,
-                        attempts,
-                        last_error,
-                    } => (id, dead_update(*attempts, last_error, now)),
-                };
-                changed += update
-                    .filter(Column::Id.eq(id.as_str()))
-                    .exec(&txn)
-                    .await?
-                    .rows_affected;
-            }
-            Ok(changed)
-        }
-        .await;
+        let result = record_marks(&txn, marks, now).await;
         finish(txn, result).await
     }
 
@@ -493,8 +463,13 @@ impl<'a> Outbox<'a> {
         next_attempt_at: DateTime<Utc>,
         last_error: &str,
     ) -> Result<(), StoreError> {
-        self.update_one(id, retry_update(attempts, next_attempt_at, last_error))
-            .await
+        let mark = OutboxMark::Retry {
+            id: id.to_owned(),
+            attempts,
+            next_attempt_at,
+            last_error: last_error.to_owned(),
+        };
+        self.record_one(mark, Utc::now()).await
     }
 
     /// Dead-letters the row with its attempts and last error, and clears its claim.
@@ -508,15 +483,18 @@ impl<'a> Outbox<'a> {
         last_error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.update_one(id, dead_update(attempts, last_error, now))
-            .await
+        let mark = OutboxMark::Dead {
+            id: id.to_owned(),
+            attempts,
+            last_error: last_error.to_owned(),
+        };
+        self.record_one(mark, now).await
     }
 
-    /// Runs `update` on row `id`.
-    async fn update_one(&self, id: &str, update: UpdateMany<Entity>) -> Result<(), StoreError> {
-        let result = update.filter(Column::Id.eq(id)).exec(self.db).await?;
-        if result.rows_affected == 0 {
-            return Err(StoreError::not_found(ENTITY, id));
+    /// [`Outbox::record`] of one mark; [`StoreError::NotFound`] when its row is missing.
+    async fn record_one(&self, mark: OutboxMark, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.record(std::slice::from_ref(&mark), now).await? == 0 {
+            return Err(StoreError::not_found(ENTITY, mark.id()));
         }
         Ok(())
     }
@@ -574,31 +552,51 @@ impl<'a> Outbox<'a> {
 
     /// Moves the dead rows among `ids` back to pending: due at `now`, no attempts, unclaimed,
     /// and `created_at = now` so the retry budget starts again (the last error is kept for
-    /// reference). Rows that are not dead are left alone. Returns
-    /// how many rows changed.
+    /// reference). Rows that are not dead are left alone. Each replayed row is taken off the
+    /// dead-lettered count of the hour it was dead-lettered in (that count is of sends still
+    /// dead), in the same transaction. Returns how many rows changed.
     ///
     /// # Errors
-    /// Database errors.
+    /// Database errors; then nothing changed.
     pub async fn replay(&self, ids: &[String], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let now = micros(now);
-        let mut changed = 0;
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            let result = Entity::update_many()
-                .col_expr(Column::Status, Expr::value(OutboxStatus::Pending.as_str()))
-                .col_expr(Column::Attempts, Expr::value(0))
-                .col_expr(Column::NextAttemptAt, Expr::value(now))
-                .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
-                .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
-                .col_expr(Column::DeadAt, Expr::value(None::<DateTime<Utc>>))
-                // The retry budget runs from `created_at`: a replay queues the send afresh.
-                .col_expr(Column::CreatedAt, Expr::value(now))
-                .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
-                .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
+        let txn = self.db.begin().await?;
+        let result = replay_rows(&txn, ids, now).await;
+        finish(txn, result).await
+    }
+
+    /// Deletes delivered rows last due before `before` (their delivery came after), in chunks
+    /// of 1,000, each its own statement; returns how many. Dead letters and pending rows stay.
+    /// The journey and destination statistics are counters and do not change.
+    ///
+    /// # Errors
+    /// Database errors; rows deleted before the error stay deleted.
+    pub async fn purge_sent(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const CHUNK: u64 = 1000;
+        let before = micros(before);
+        let mut purged = 0;
+        loop {
+            let ids = Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
+                .filter(Column::NextAttemptAt.lt(before))
+                .limit(CHUNK)
+                .into_tuple::<String>()
+                .all(self.db)
+                .await?;
+            if ids.is_empty() {
+                return Ok(purged);
+            }
+            let deleted = Entity::delete_many()
+                .filter(Column::Id.is_in(ids.iter().map(String::as_str)))
+                .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
                 .exec(self.db)
                 .await?;
-            changed += result.rows_affected;
+            purged += deleted.rows_affected;
+            if (ids.len() as u64) < CHUNK {
+                return Ok(purged);
+            }
         }
-        Ok(changed)
     }
 
     /// The row with `id`.
@@ -631,6 +629,102 @@ async fn live_claimants<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, Store
 }
 
 /// Marks the rows `ids` sent at `now` on `db`, 500 ids per statement.
+/// [`Outbox::replay`] inside a transaction.
+async fn replay_rows<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let now = micros(now);
+    let mut changed = 0;
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let dead = Entity::find()
+            .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
+            .all(db)
+            .await?;
+        let mut undone: BTreeMap<CounterKey, i64> = BTreeMap::new();
+        for row in &dead {
+            let key = CounterKey::with_branch(
+                &row.journey_id,
+                &row.step_key,
+                CounterKind::DeadLettered,
+                &row.destination_id,
+            );
+            let key = match row.dead_at {
+                Some(at) => key.at(at),
+                None => key,
+            };
+            *undone.entry(key).or_default() -= 1;
+        }
+        if dead.is_empty() {
+            continue;
+        }
+        upsert_counters(db, &undone).await?;
+        let result = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(OutboxStatus::Pending.as_str()))
+            .col_expr(Column::Attempts, Expr::value(0))
+            .col_expr(Column::NextAttemptAt, Expr::value(now))
+            .col_expr(Column::ClaimedUntil, Expr::value(None::<DateTime<Utc>>))
+            .col_expr(Column::ClaimedBy, Expr::value(None::<String>))
+            .col_expr(Column::DeadAt, Expr::value(None::<DateTime<Utc>>))
+            // The retry budget runs from `created_at`: a replay queues the send afresh.
+            .col_expr(Column::CreatedAt, Expr::value(now))
+            .filter(Column::Id.is_in(dead.iter().map(|row| row.id.as_str())))
+            .filter(Column::Status.eq(OutboxStatus::Dead.as_str()))
+            .exec(db)
+            .await?;
+        changed += result.rows_affected;
+    }
+    Ok(changed)
+}
+
+/// [`Outbox::record`] inside a transaction: counts the outcomes of the rows still pending
+/// (delivered, failed attempts, dead-lettered; `journey_counters`), then marks them.
+async fn record_marks<C: ConnectionTrait>(
+    db: &C,
+    marks: &[OutboxMark],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let ids_of = |pick: fn(&OutboxMark) -> bool| -> Vec<&str> {
+        marks
+            .iter()
+            .filter(|mark| pick(mark))
+            .map(OutboxMark::id)
+            .collect()
+    };
+    let sent = ids_of(|mark| matches!(mark, OutboxMark::Sent { .. }));
+    let failed = ids_of(|mark| !matches!(mark, OutboxMark::Sent { .. }));
+    let dead = ids_of(|mark| matches!(mark, OutboxMark::Dead { .. }));
+    count_deliveries(db, CounterKind::Delivered, &sent, now).await?;
+    count_deliveries(db, CounterKind::DeliveryFailed, &failed, now).await?;
+    count_deliveries(db, CounterKind::DeadLettered, &dead, now).await?;
+    let sent: Vec<String> = sent.into_iter().map(str::to_owned).collect();
+    let mut changed = exec_sent(db, &sent, now).await?;
+    for mark in marks {
+        let (id, update) = match mark {
+            OutboxMark::Sent { .. } => continue,
+            OutboxMark::Retry {
+                id,
+                attempts,
+                next_attempt_at,
+                last_error,
+            } => (id, retry_update(*attempts, *next_attempt_at, last_error)),
+            OutboxMark::Dead {
+                id,
+                attempts,
+                last_error,
+            } => (id, dead_update(*attempts, last_error, now)),
+        };
+        changed += update
+            .filter(Column::Id.eq(id.as_str()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
+}
+
 async fn exec_sent<C: ConnectionTrait>(
     db: &C,
     ids: &[String],

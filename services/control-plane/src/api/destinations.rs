@@ -22,8 +22,8 @@ use chrono::Utc;
 use journeys_core::Problem;
 use journeys_delivery::{AddressPolicy, CREDENTIALS_MASK, Dispatcher, Waker, mask_url_credentials};
 use journeys_store::{
-    DestinationKind, DestinationRecord, FunctionSettings, JourneyState, OutboxRecord, Page, Store,
-    StoreError, WebhookSettings,
+    DeliveryHour, DestinationKind, DestinationRecord, FunctionSettings, JourneyState, OutboxRecord,
+    Page, StatsRange, Store, StoreError, WebhookSettings,
 };
 
 use super::functions::{FunctionInput, function_settings};
@@ -219,6 +219,17 @@ impl DestinationApi {
             return Err(ServiceError::invalid_field("id", "required"));
         }
         StoredDestination::decode(self.store.destinations().get(id).await?)
+    }
+
+    /// Deliveries to destination `id` over `range`, by the hour; NOT_FOUND for an unknown
+    /// destination.
+    pub async fn stats(&self, id: &str, range: &StatsRange) -> Result<Vec<DeliveryHour>> {
+        let destination = self.get(id).await?;
+        Ok(self
+            .store
+            .batches()
+            .destination_stats(&destination.record.id, range)
+            .await?)
     }
 
     /// One page of destinations.

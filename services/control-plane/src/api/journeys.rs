@@ -14,7 +14,7 @@ use journeys_core::model::JourneyDefinition;
 use journeys_core::validate::{ValidationOptions, validate};
 use journeys_engine::Engine;
 use journeys_store::{
-    JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Page, Store, StoreError,
+    JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Page, StatsRange, Store, StoreError,
 };
 
 use crate::error::{Result, ServiceError, joined};
@@ -395,13 +395,18 @@ impl JourneyApi {
         Ok(self.store.journeys().delete(id).await?)
     }
 
-    /// The journey and the store's counts for it.
-    pub async fn stats(&self, id: &str) -> Result<(StoredJourney, JourneyStats)> {
+    /// The journey and the store's counts for it over `range`, by the hour when `hourly`.
+    pub async fn stats(
+        &self,
+        id: &str,
+        range: &StatsRange,
+        hourly: bool,
+    ) -> Result<(StoredJourney, JourneyStats)> {
         let journey = self.get(id).await?;
         let counts = self
             .store
             .batches()
-            .journey_stats(&journey.record.id)
+            .journey_stats_in(&journey.record.id, range, hourly)
             .await?;
         Ok((journey, counts))
     }

@@ -298,4 +298,14 @@ impl DestinationService for DestinationGrpc {
             .await?;
         Ok(Response::new(test_function_response(&report)))
     }
+
+    async fn get_destination_stats(
+        &self,
+        req: Request<pb::GetDestinationStatsRequest>,
+    ) -> Reply<pb::GetDestinationStatsResponse> {
+        let req = req.into_inner();
+        let range = super::stats::range(req.from.as_ref(), req.to.as_ref())?;
+        let hours = self.api.stats(&req.id, &range).await?;
+        Ok(Response::new(super::stats::destination_response(&hours)))
+    }
 }

@@ -336,7 +336,9 @@ impl JourneyService for JourneyGrpc {
         &self,
         req: Request<pb::GetJourneyStatsRequest>,
     ) -> Reply<pb::GetJourneyStatsResponse> {
-        let (stored, counts) = self.api.stats(&req.into_inner().id).await?;
+        let req = req.into_inner();
+        let range = super::stats::range(req.from.as_ref(), req.to.as_ref())?;
+        let (stored, counts) = self.api.stats(&req.id, &range, req.hourly).await?;
         Ok(Response::new(super::stats::response(
             &stored.definition,
             &counts,

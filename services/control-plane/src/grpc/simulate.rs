@@ -97,7 +97,10 @@ pub fn simulation(req: &pb::SimulateJourneyRequest, now: DateTime<Utc>) -> Resul
         };
         // An event without a timestamp happens at its virtual time (or now).
         match event(raw, at.unwrap_or(now), &format!("{path}.event")) {
-            Ok(ev) => events.push(SimulatedEvent { event: ev, at }),
+            Ok(mut ev) => {
+                ev.source_id = Some(e.source_id.clone()).filter(|s| !s.is_empty());
+                events.push(SimulatedEvent { event: ev, at });
+            }
             Err(p) => problems.extend(p),
         }
     }

@@ -413,4 +413,6 @@ fn json_len(value: &Json) -> usize {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

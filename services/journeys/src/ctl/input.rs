@@ -176,11 +176,13 @@ pub fn simulated_event(value: Value) -> Result<pb::SimulatedEvent, String> {
             Ok(pb::SimulatedEvent {
                 event: Some(event(inner).map_err(|e| format!("event.{e}"))?),
                 at,
+                source_id: String::new(),
             })
         }
         other => Ok(pb::SimulatedEvent {
             event: Some(event(other)?),
             at: None,
+            source_id: String::new(),
         }),
     }
 }

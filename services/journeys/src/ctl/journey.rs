@@ -108,9 +108,24 @@ Examples:
     },
     /// Delete a draft
     Delete { id: String },
-    /// Counts per step (entered, waiting, completed, exited), send (sent, failed,
-    /// dead-lettered) and branch (taken, share)
-    Stats { id: String },
+    /// Counts per step (entered, waiting, completed, exited, failed), send (sent, failed,
+    /// dead-lettered), branch (taken, share), exit reason and skip reason
+    #[command(after_help = "\
+Examples:
+  journeys journey stats abandoned-checkout
+  journeys journey stats abandoned-checkout --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z --hourly")]
+    Stats {
+        id: String,
+        /// Only the hours from this time on (RFC 3339; rounded down to its hour)
+        #[arg(long)]
+        from: Option<String>,
+        /// Only the hours before this time (RFC 3339)
+        #[arg(long)]
+        to: Option<String>,
+        /// Also print the entries of each hour
+        #[arg(long)]
+        hourly: bool,
+    },
     /// Run a definition over events on a virtual clock; nothing is stored or sent
     #[command(after_help = "\
 EVENTS holds one event per line, as `journeys events send` reads them, optionally wrapped with
@@ -211,7 +226,20 @@ pub async fn run(global: &Global, verb: Verb) -> Result<()> {
             out(&format!("journey/{id} deleted\n"));
             Ok(())
         }
-        Verb::Stats { id } => stats(global, c, id).await,
+        Verb::Stats {
+            id,
+            from,
+            to,
+            hourly,
+        } => {
+            let request = pb::GetJourneyStatsRequest {
+                id,
+                from: time_flag("--from", from.as_deref())?,
+                to: time_flag("--to", to.as_deref())?,
+                hourly,
+            };
+            stats(global, c, request).await
+        }
     }
 }
 
@@ -594,16 +622,41 @@ fn step_summary(step: &pb::Step) -> (&'static str, String) {
     }
 }
 
-async fn stats(global: &Global, c: &mut Clients, id: String) -> Result<()> {
-    let stats = c
-        .journeys
-        .get_journey_stats(pb::GetJourneyStatsRequest { id })
-        .await?
-        .into_inner();
+/// The timestamp of an RFC 3339 time flag.
+fn time_flag(flag: &str, value: Option<&str>) -> Result<Option<prost_types::Timestamp>> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: 0,
+                })
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "{flag} {v:?}: not an RFC 3339 time such as 2026-12-01T00:00:00Z ({e})"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+async fn stats(
+    global: &Global,
+    c: &mut Clients,
+    request: pb::GetJourneyStatsRequest,
+) -> Result<()> {
+    let stats = c.journeys.get_journey_stats(request).await?.into_inner();
     if print_message(global.output, &stats)? {
         return Ok(());
     }
-    let mut steps = Table::new(&["STEP", "ENTERED", "WAITING", "COMPLETED", "EXITED"]);
+    let mut steps = Table::new(&[
+        "STEP",
+        "ENTERED",
+        "WAITING",
+        "COMPLETED",
+        "EXITED",
+        "FAILED",
+    ]);
     for s in &stats.steps {
         steps.row(vec![
             s.step_key.clone(),
@@ -611,6 +664,7 @@ async fn stats(global: &Global, c: &mut Clients, id: String) -> Result<()> {
             s.waiting.to_string(),
             s.completed.to_string(),
             s.exited.to_string(),
+            s.failed.to_string(),
         ]);
     }
     let mut sends = Table::new(&["SEND", "SENT", "FAILED", "DEAD-LETTERED"]);
@@ -630,20 +684,78 @@ async fn stats(global: &Global, c: &mut Clients, id: String) -> Result<()> {
             .filter(|o| o.step_key == b.step_key)
             .map(|o| o.taken)
             .sum();
+        let name = if b.timed_out {
+            "(timeout)".to_owned()
+        } else if b.everyone_else {
+            "(everyone else)".to_owned()
+        } else {
+            b.branch_name.clone()
+        };
         branches.row(vec![
             b.step_key.clone(),
-            b.branch_name.clone(),
+            name,
             b.taken.to_string(),
             share(b.taken, of_step),
         ]);
     }
-    out(&format!(
-        "{}\n{}\n{}",
+    let mut text = format!(
+        "ENTRIES {}\n{}\n{}\n{}\n{}",
+        stats.entries,
         steps.render(),
         sends.render(),
-        branches.render()
-    ));
+        branches.render(),
+        ends_table(&stats).render()
+    );
+    if !stats.hours.is_empty() {
+        text.push('\n');
+        text.push_str(&hours_table(&stats).render());
+    }
+    out(&text);
     Ok(())
+}
+
+/// Exits by rule and reason, entries skipped by reason.
+fn ends_table(stats: &pb::GetJourneyStatsResponse) -> Table {
+    let mut ends = Table::new(&["EXIT OR SKIP", "COUNT"]);
+    for e in &stats.exits {
+        let what = if e.reason == "exit_rule" {
+            format!("exit rule {} ({})", e.exit_rule_index, e.event)
+        } else {
+            format!("exit: {}", e.reason)
+        };
+        ends.row(vec![what, e.count.to_string()]);
+    }
+    for s in &stats.skipped {
+        ends.row(vec![format!("skipped: {}", s.reason), s.count.to_string()]);
+    }
+    ends
+}
+
+/// Entries and deliveries of each hour.
+fn hours_table(stats: &pb::GetJourneyStatsResponse) -> Table {
+    let mut hours = Table::new(&["HOUR", "ENTRIES", "SENT", "FAILED", "DEAD-LETTERED"]);
+    for h in &stats.hours {
+        let start = h
+            .start_time
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map_or_else(
+                || "-".to_owned(),
+                |t| t.format("%Y-%m-%dT%H:00Z").to_string(),
+            );
+        hours.row(vec![
+            start,
+            h.entries.to_string(),
+            h.sends.iter().map(|s| s.sent).sum::<i64>().to_string(),
+            h.sends.iter().map(|s| s.failed).sum::<i64>().to_string(),
+            h.sends
+                .iter()
+                .map(|s| s.dead_lettered)
+                .sum::<i64>()
+                .to_string(),
+        ]);
+    }
+    hours
 }
 
 /// `part` of `whole` as a whole percentage, `-` when nothing was counted.

@@ -12,7 +12,8 @@
 //! migrate → the outbox dispatcher (delivery role; a control plane also keeps one for test
 //! sends) → the engine, given the dispatcher's wake-up at construction → the fairness watermark
 //! → the scheduler → the servers: one gRPC port with health and reflection for every role's
-//! services, and one HTTP port (the Segment API, the demo sink), both through the shared
+//! services, and one HTTP port (the Segment API, the demo sink, and the web console when the
+//! node has the control-plane role as well), both through the shared
 //! server settings of `journeys_runtime` (`TCP_NODELAY`, bounded drain).
 //!
 //! **Fairness watermark**: with both the data plane and the scheduler in this process, the
@@ -463,6 +464,11 @@ impl Running {
         }
         if node.demo_sink {
             router = router.merge(crate::sink::router());
+        }
+        if roles.contains(Role::ControlPlane) && http.is_some() {
+            // The web console, a client of this node's own gRPC API.
+            let grpc_addr = grpc.local_addr().map_err(ServeError::from)?;
+            router = router.merge(crate::console::router(grpc_addr, admin_token.clone()));
         }
         let mut server =
             GrpcServer::new(routes.routes()).descriptor_set(journeys_proto::FILE_DESCRIPTOR_SET);

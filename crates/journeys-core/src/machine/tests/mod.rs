@@ -29,6 +29,7 @@ pub(crate) fn event(name: &str, properties: Json) -> Event {
         traits: json!({}),
         context: json!({}),
         timestamp: t0(),
+        source_id: None,
     }
 }
 

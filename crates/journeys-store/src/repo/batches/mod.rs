@@ -4,7 +4,8 @@
 mod commit;
 mod stats;
 
-pub use stats::{CounterKey, CounterKind};
+pub use stats::{CounterKey, CounterKind, StatsRange, hour_start};
+pub(crate) use stats::{count_deliveries, upsert as upsert_counters};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -146,13 +147,15 @@ pub struct StepCounts {
     /// Instances that reached the step (the `step` counter; entering the journey is counted
     /// apart, in [`JourneyStats::entries`]).
     pub entered: i64,
-    /// Active instances currently at the step.
+    /// Active instances currently at the step (always as of now, whatever the range; 0 in
+    /// hourly buckets).
     pub waiting: i64,
-    /// Reached the step and moved on or ended there: `entered - waiting - exited`, never
-    /// negative.
+    /// Instances that left the step onward, or completed the journey at it.
     pub completed: i64,
     /// Instances that exited while at the step.
     pub exited: i64,
+    /// Instances that failed while at the step.
+    pub failed: i64,
 }
 
 /// Per-step delivery counts of one journey.
@@ -169,8 +172,32 @@ pub struct SendCounts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BranchCounts {
     pub step_key: String,
+    /// Empty for a data split's "everyone else" and a hold-until's timeout.
     pub branch_name: String,
     pub taken: i64,
+    /// The data split's "everyone else" branch.
+    pub everyone_else: bool,
+    /// The hold-until's timeout branch (its maximum duration passed).
+    pub timed_out: bool,
+}
+
+/// The statistics of one hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourStats {
+    /// The start of the hour (the Unix epoch for counts older than hourly counting).
+    pub start: DateTime<Utc>,
+    pub stats: JourneyStats,
+}
+
+/// The delivery counts of one destination in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryHour {
+    /// The start of the hour (the Unix epoch for counts older than hourly counting).
+    pub start: DateTime<Utc>,
+    pub sent: i64,
+    /// Failed delivery attempts.
+    pub failed: i64,
+    pub dead_lettered: i64,
 }
 
 /// Statistics of one journey, each list sorted by step key (then branch name).
@@ -183,6 +210,11 @@ pub struct JourneyStats {
     pub entries: i64,
     /// Entries not made, by skip reason.
     pub entries_skipped: BTreeMap<String, i64>,
+    /// Exits by reason: `exit_rule:<index>`, `journey_archived`, `operator`,
+    /// `lifetime_reached`.
+    pub exits: BTreeMap<String, i64>,
+    /// One bucket per hour with counts, earliest first, when asked for.
+    pub hours: Vec<HourStats>,
 }
 
 /// The evaluator's batch repository; obtained from [`crate::Store::batches`].
@@ -496,13 +528,39 @@ impl<'a> Batches<'a> {
             .collect()
     }
 
-    /// Step, send and branch counts of a journey (see [`JourneyStats`]), from its counters,
-    /// its active instances and its outbox rows. Purging finished instances changes nothing.
+    /// Step, send and branch counts of a journey over all time (see [`JourneyStats`]), from
+    /// its counters and its active instances. Purging finished instances changes nothing.
     ///
     /// # Errors
     /// Database errors.
     pub async fn journey_stats(&self, journey_id: &str) -> Result<JourneyStats, StoreError> {
-        stats::journey_stats(self.db, journey_id).await
+        stats::journey_stats(self.db, journey_id, &StatsRange::default(), false).await
+    }
+
+    /// [`Batches::journey_stats`] over the hours of `range`, with a bucket per hour in
+    /// [`JourneyStats::hours`] when `hourly`. Waiting counts are as of now.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn journey_stats_in(
+        &self,
+        journey_id: &str,
+        range: &StatsRange,
+        hourly: bool,
+    ) -> Result<JourneyStats, StoreError> {
+        stats::journey_stats(self.db, journey_id, range, hourly).await
+    }
+
+    /// Delivery counts of a destination over the hours of `range`, per hour, earliest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn destination_stats(
+        &self,
+        destination_id: &str,
+        range: &StatsRange,
+    ) -> Result<Vec<DeliveryHour>, StoreError> {
+        stats::destination_stats(self.db, destination_id, range).await
     }
 
     /// Deletes dedupe keys seen before `before`, in small transactions; returns how many.

@@ -1,14 +1,16 @@
 //! Journey counters and [`Batches::journey_stats`](super::Batches::journey_stats).
 //!
-//! Counters (`counters` table) hold what must survive purges: how often each step was reached,
-//! each branch taken, each send queued, each exit made, each entry made or skipped. The engine
-//! sums them per batch and [`upsert`] adds one row per key in the batch's transaction. The
-//! statistics read them, plus the active instances (waiting) and the outbox (delivery), which
-//! purging finished instances does not touch.
+//! Counters (`journey_counters` table, one row per key and UTC hour) hold what must survive
+//! purges: how often each step was reached, completed, exited or failed at, each branch taken,
+//! each send queued and delivered, each exit made by reason, each entry made or skipped. The
+//! engine sums them per batch and [`upsert`] adds one row per key in the batch's transaction;
+//! the outbox counts deliveries as it marks them ([`count_deliveries`]). The statistics read
+//! them, plus the active instances (waiting, always as of now).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 
 use crate::error::StoreError;
@@ -17,23 +19,40 @@ use crate::repo::instances::InstanceState;
 use crate::repo::outbox::OutboxStatus;
 use crate::repo::{INSERT_CHUNK, placeholders};
 
-use super::{BranchCounts, JourneyStats, SendCounts, StepCounts};
+use super::{BranchCounts, DeliveryHour, HourStats, JourneyStats, SendCounts, StepCounts};
 
-/// What a counter counts. Stored by name; the names of the timeline kinds they mirror.
+/// What a counter counts. Stored by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CounterKind {
     /// Entries into the journey, at its start step.
     Entered,
     /// Instances that reached the step.
     Step,
-    /// Times the step's branch (`CounterKey::branch`) was taken.
+    /// Times the step's branch (`CounterKey::branch`) was taken; an empty branch is a data
+    /// split's "everyone else".
     Branch,
+    /// Times a hold-until's maximum duration passed (its timeout branch was taken).
+    TimedOut,
     /// Sends queued by the step (or exit send).
     Send,
+    /// Instances that left the step onward, or completed the journey at it.
+    Completed,
     /// Instances that exited the journey while at the step.
     Exited,
+    /// Exits by reason (`CounterKey::branch`: `exit_rule:<index>`, `journey_archived`,
+    /// `operator`, `lifetime_reached`; the step key is empty).
+    ExitReason,
+    /// Instances that failed while at the step.
+    Failed,
     /// Entries not made, by skip reason (`CounterKey::branch`; the step key is empty).
     Skipped,
+    /// Deliveries made by the send step (`CounterKey::branch`: the destination id).
+    Delivered,
+    /// Failed delivery attempts of the send step (`CounterKey::branch`: the destination id).
+    DeliveryFailed,
+    /// Sends of the step given up after their retry budget (`CounterKey::branch`: the
+    /// destination id).
+    DeadLettered,
 }
 
 impl CounterKind {
@@ -44,43 +63,68 @@ impl CounterKind {
             Self::Entered => "entered",
             Self::Step => "step",
             Self::Branch => "branch",
+            Self::TimedOut => "timed_out",
             Self::Send => "send",
+            Self::Completed => "completed",
             Self::Exited => "exited",
+            Self::ExitReason => "exit_reason",
+            Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Delivered => "delivered",
+            Self::DeliveryFailed => "delivery_failed",
+            Self::DeadLettered => "dead_lettered",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "entered" => Self::Entered,
             "step" => Self::Step,
             "branch" => Self::Branch,
+            "timed_out" => Self::TimedOut,
             "send" => Self::Send,
+            "completed" => Self::Completed,
             "exited" => Self::Exited,
+            "exit_reason" => Self::ExitReason,
+            "failed" => Self::Failed,
             "skipped" => Self::Skipped,
+            "delivered" => Self::Delivered,
+            "delivery_failed" => Self::DeliveryFailed,
+            "dead_lettered" => Self::DeadLettered,
             _ => return None,
         })
     }
+}
+
+/// The start of the UTC hour holding `at`, in Unix seconds: the `hour` of a counter.
+#[must_use]
+pub fn hour_start(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(3600) * 3600
 }
 
 /// The key of one counter row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CounterKey {
     pub journey_id: String,
-    /// The step; empty for [`CounterKind::Skipped`].
+    /// The start of the hour counted in ([`hour_start`]); 0 for counts older than hourly
+    /// counting.
+    pub hour: i64,
+    /// The step; empty for [`CounterKind::Skipped`] and [`CounterKind::ExitReason`].
     pub step_key: String,
     pub kind: CounterKind,
     /// The branch name of a [`CounterKind::Branch`] counter, the reason of a
-    /// [`CounterKind::Skipped`] one; empty otherwise. Stored cut to 128 characters.
+    /// [`CounterKind::Skipped`] or [`CounterKind::ExitReason`] one; empty otherwise. Stored
+    /// cut to 128 characters.
     pub branch: String,
 }
 
 impl CounterKey {
-    /// A counter of `kind` at `step_key` with no branch.
+    /// A counter of `kind` at `step_key` with no branch, in hour 0 (see [`CounterKey::at`]).
     #[must_use]
     pub fn new(journey_id: &str, step_key: &str, kind: CounterKind) -> Self {
         Self {
             journey_id: journey_id.to_owned(),
+            hour: 0,
             step_key: step_key.to_owned(),
             kind,
             branch: String::new(),
@@ -95,6 +139,13 @@ impl CounterKey {
             ..Self::new(journey_id, step_key, kind)
         }
     }
+
+    /// The same counter in the hour of `at`.
+    #[must_use]
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.hour = hour_start(at);
+        self
+    }
 }
 
 /// The stored form of a branch name: at most `BRANCH_LEN` characters.
@@ -105,20 +156,32 @@ fn stored_branch(branch: &str) -> &str {
     }
 }
 
+/// The upsert tail adding to an existing counter row.
+fn on_conflict(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::MySql => " ON DUPLICATE KEY UPDATE n = n + VALUES(n)",
+        _ => {
+            " ON CONFLICT (journey_id, hour, step_key, kind, branch) \
+             DO UPDATE SET n = journey_counters.n + excluded.n"
+        }
+    }
+}
+
 /// Adds `counters` to the stored counts: one multi-row upsert per 500 keys, in key order (so
 /// concurrent batches lock the rows in the same order). Zero increments are skipped.
-pub(super) async fn upsert<C: ConnectionTrait>(
+pub(crate) async fn upsert<C: ConnectionTrait>(
     db: &C,
     counters: &BTreeMap<CounterKey, i64>,
 ) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
     // Keys that differ only past the stored branch length add up into one row (a statement
     // must not name a row twice).
-    let mut rows: BTreeMap<(&str, &str, &str, &str), i64> = BTreeMap::new();
+    let mut rows: BTreeMap<(&str, i64, &str, &str, &str), i64> = BTreeMap::new();
     for (key, n) in counters.iter().filter(|(_, n)| **n != 0) {
         *rows
             .entry((
                 key.journey_id.as_str(),
+                key.hour,
                 key.step_key.as_str(),
                 key.kind.as_str(),
                 stored_branch(&key.branch),
@@ -126,150 +189,306 @@ pub(super) async fn upsert<C: ConnectionTrait>(
             .or_default() += n;
     }
     let rows: Vec<_> = rows.into_iter().collect();
-    let on_conflict = match backend {
-        DbBackend::MySql => " ON DUPLICATE KEY UPDATE n = n + VALUES(n)",
-        _ => {
-            " ON CONFLICT (journey_id, step_key, kind, branch) \
-             DO UPDATE SET n = counters.n + excluded.n"
-        }
-    };
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut sql =
-            String::from("INSERT INTO counters (journey_id, step_key, kind, branch, n) VALUES ");
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 5);
-        for (i, ((journey, step, kind, branch), n)) in chunk.iter().enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, n) VALUES ",
+        );
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 6);
+        for (i, ((journey, hour, step, kind, branch), n)) in chunk.iter().enumerate() {
             let _ = write!(
                 sql,
                 "{}({})",
                 if i > 0 { ", " } else { "" },
-                placeholders(5)
+                placeholders(6)
             );
             values.extend([
                 (*journey).into(),
+                (*hour).into(),
                 (*step).into(),
                 (*kind).into(),
                 (*branch).into(),
                 (*n).into(),
             ]);
         }
-        sql.push_str(on_conflict);
+        sql.push_str(on_conflict(backend));
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
     }
     Ok(())
 }
 
-/// Computes the statistics of `journey_id`.
+/// Counts the delivery outcome `kind` of the still-pending outbox rows `ids` in the hour of
+/// `now`, per journey, step and destination (`branch`): one `INSERT … SELECT` per 500 ids. Run
+/// before the rows are marked, in the same transaction, so a mark repeated for a row already
+/// sent or dead is not counted twice.
+pub(crate) async fn count_deliveries<C: ConnectionTrait>(
+    db: &C,
+    kind: CounterKind,
+    ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let backend = db.get_database_backend();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, n) \
+             SELECT journey_id, ?, step_key, ?, destination_id, COUNT(*) FROM outbox \
+             WHERE status = '{pending}' AND id IN ({ids}) \
+             GROUP BY journey_id, step_key, destination_id{tail}",
+            pending = OutboxStatus::Pending.as_str(),
+            ids = placeholders(chunk.len()),
+            tail = on_conflict(backend),
+        );
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() + 2);
+        values.push(hour_start(now).into());
+        values.push(kind.as_str().into());
+        values.extend(chunk.iter().map(|id| sea_orm::Value::from(*id)));
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+/// A time range of statistics: the hours that start at or after `start` (rounded down to its
+/// hour) and before `end` (rounded up). Unset bounds are open; counts older than hourly
+/// counting (hour 0) are in a range only when `start` is unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsRange {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl StatsRange {
+    /// The SQL condition on `hour` and its values.
+    fn condition(&self) -> (String, Vec<sea_orm::Value>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        if let Some(start) = self.start {
+            sql.push_str(" AND hour >= ?");
+            values.push(hour_start(start).into());
+        }
+        if let Some(end) = self.end {
+            // Hours starting before `end`: the hour holding `end` too, unless `end` is its
+            // very start.
+            sql.push_str(" AND hour < ?");
+            values.push(end.timestamp().into());
+        }
+        (sql, values)
+    }
+}
+
+/// Computes the statistics of `journey_id` over `range`, with a bucket per hour when `hourly`.
 pub(super) async fn journey_stats<C: ConnectionTrait>(
     db: &C,
     journey_id: &str,
+    range: &StatsRange,
+    hourly: bool,
 ) -> Result<JourneyStats, StoreError> {
     let backend = db.get_database_backend();
-    let query = |sql: String| {
-        let stmt = Statement::from_sql_and_values(backend, sql, [journey_id.into()]);
-        db.query_all_raw(stmt)
-    };
-    let counters =
-        query("SELECT step_key, kind, branch, n FROM counters WHERE journey_id = ?".to_owned())
-            .await?;
-    let waiting = query(format!(
-        "SELECT current_step AS step_key, COUNT(*) AS n FROM instances \
-         WHERE journey_id = ? AND state = '{active}' AND current_step IS NOT NULL \
-         GROUP BY current_step",
-        active = InstanceState::Active.as_str(),
-    ))
-    .await?;
-    let sends = query(format!(
-        "SELECT step_key, \
-         COUNT(CASE WHEN status = '{sent}' THEN 1 END) AS sent, \
-         CAST(COALESCE(SUM(attempts), 0) AS SIGNED) AS failed, \
-         COUNT(CASE WHEN status = '{dead}' THEN 1 END) AS dead \
-         FROM outbox WHERE journey_id = ? GROUP BY step_key",
-        sent = OutboxStatus::Sent.as_str(),
-        dead = OutboxStatus::Dead.as_str(),
-    ))
-    .await?;
+    let (condition, mut values) = range.condition();
+    values.insert(0, journey_id.into());
+    let counters = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT hour, step_key, kind, branch, n FROM journey_counters \
+                 WHERE journey_id = ?{condition}"
+            ),
+            values,
+        ))
+        .await?;
+    let waiting = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT current_step AS step_key, COUNT(*) AS n FROM instances \
+                 WHERE journey_id = ? AND state = '{active}' AND current_step IS NOT NULL \
+                 GROUP BY current_step",
+                active = InstanceState::Active.as_str(),
+            ),
+            [journey_id.into()],
+        ))
+        .await?;
 
-    let mut stats = from_counters(&counters)?;
+    let mut total = Gathered::default();
+    let mut hours: BTreeMap<i64, Gathered> = BTreeMap::new();
+    for row in &counters {
+        let counter = Counter::read(row)?;
+        total.add(&counter);
+        if hourly {
+            hours.entry(counter.hour).or_default().add(&counter);
+        }
+    }
     for row in &waiting {
         let key: String = get(row, "step_key")?;
-        stats.entry(key).waiting += get::<i64>(row, "n")?;
+        total.entry(key).waiting += get::<i64>(row, "n")?;
     }
-    let mut send_counts = sends
-        .iter()
-        .map(|row| {
-            Ok(SendCounts {
-                step_key: get(row, "step_key")?,
-                sent: get(row, "sent")?,
-                failed: get(row, "failed")?,
-                dead_lettered: get(row, "dead")?,
-            })
+    let mut stats = total.finish();
+    stats.hours = hours
+        .into_iter()
+        .map(|(hour, gathered)| HourStats {
+            start: DateTime::from_timestamp(hour, 0).unwrap_or_default(),
+            stats: gathered.finish(),
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    send_counts.sort_by(|a, b| a.step_key.cmp(&b.step_key));
-    Ok(stats.finish(send_counts))
+        .collect();
+    Ok(stats)
 }
 
-/// Statistics gathered from the counter rows, before the waiting and delivery counts.
+/// Delivery counts of `destination_id` over `range`, one bucket per hour with any (hour 0:
+/// counts older than hourly counting), earliest first.
+pub(super) async fn destination_stats<C: ConnectionTrait>(
+    db: &C,
+    destination_id: &str,
+    range: &StatsRange,
+) -> Result<Vec<DeliveryHour>, StoreError> {
+    let backend = db.get_database_backend();
+    let (condition, range_values) = range.condition();
+    let mut values: Vec<sea_orm::Value> = vec![destination_id.into()];
+    values.extend(range_values);
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT hour, kind, CAST(SUM(n) {int}) AS n FROM journey_counters \
+                 WHERE branch = ? AND kind IN ('{delivered}', '{failed}', '{dead}'){condition} \
+                 GROUP BY hour, kind",
+                int = signed(backend),
+                delivered = CounterKind::Delivered.as_str(),
+                failed = CounterKind::DeliveryFailed.as_str(),
+                dead = CounterKind::DeadLettered.as_str(),
+            ),
+            values,
+        ))
+        .await?;
+    let mut hours: BTreeMap<i64, DeliveryHour> = BTreeMap::new();
+    for row in &rows {
+        let hour: i64 = get(row, "hour")?;
+        let kind: String = get(row, "kind")?;
+        let n: i64 = get(row, "n")?;
+        let bucket = hours.entry(hour).or_insert_with(|| DeliveryHour {
+            start: DateTime::from_timestamp(hour, 0).unwrap_or_default(),
+            ..DeliveryHour::default()
+        });
+        match CounterKind::parse(&kind) {
+            Some(CounterKind::Delivered) => bucket.sent += n,
+            Some(CounterKind::DeliveryFailed) => bucket.failed += n,
+            Some(CounterKind::DeadLettered) => bucket.dead_lettered += n,
+            _ => {}
+        }
+    }
+    Ok(hours.into_values().collect())
+}
+
+/// The integer type a `CAST` names: `SIGNED` on MySQL, `INTEGER` on SQLite.
+fn signed(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::MySql => "AS SIGNED",
+        _ => "AS INTEGER",
+    }
+}
+
+/// One counter row as read.
+struct Counter {
+    hour: i64,
+    step_key: String,
+    kind: Option<CounterKind>,
+    branch: String,
+    n: i64,
+}
+
+impl Counter {
+    fn read(row: &QueryResult) -> Result<Self, StoreError> {
+        Ok(Self {
+            hour: get(row, "hour")?,
+            step_key: get(row, "step_key")?,
+            kind: CounterKind::parse(&get::<String>(row, "kind")?),
+            branch: get(row, "branch")?,
+            n: get(row, "n")?,
+        })
+    }
+}
+
+/// Statistics gathered from counter rows, before the waiting counts.
 #[derive(Default)]
 struct Gathered {
     steps: BTreeMap<String, StepCounts>,
-    branches: Vec<BranchCounts>,
+    branches: BTreeMap<(String, String, bool), i64>,
+    sends: BTreeMap<String, SendCounts>,
     entries: i64,
     skipped: BTreeMap<String, i64>,
+    exits: BTreeMap<String, i64>,
 }
 
 impl Gathered {
     fn entry(&mut self, key: String) -> &mut StepCounts {
-        entry(&mut self.steps, key)
+        self.steps.entry(key.clone()).or_insert_with(|| StepCounts {
+            step_key: key,
+            ..StepCounts::default()
+        })
     }
 
-    fn finish(mut self, sends: Vec<SendCounts>) -> JourneyStats {
-        for counts in self.steps.values_mut() {
-            counts.completed = (counts.entered - counts.waiting - counts.exited).max(0);
-        }
-        self.branches
-            .sort_by(|a, b| (&a.step_key, &a.branch_name).cmp(&(&b.step_key, &b.branch_name)));
-        JourneyStats {
-            steps: self.steps.into_values().collect(),
-            sends,
-            branches: self.branches,
-            entries: self.entries,
-            entries_skipped: self.skipped,
-        }
+    fn send(&mut self, key: &str) -> &mut SendCounts {
+        self.sends
+            .entry(key.to_owned())
+            .or_insert_with(|| SendCounts {
+                step_key: key.to_owned(),
+                ..SendCounts::default()
+            })
     }
-}
 
-fn from_counters(rows: &[QueryResult]) -> Result<Gathered, StoreError> {
-    let mut out = Gathered::default();
-    for row in rows {
-        let step_key: String = get(row, "step_key")?;
-        let kind: String = get(row, "kind")?;
-        let branch: String = get(row, "branch")?;
-        let n: i64 = get(row, "n")?;
-        match CounterKind::parse(&kind) {
-            Some(CounterKind::Entered) => out.entries += n,
-            Some(CounterKind::Step) => out.entry(step_key).entered += n,
-            Some(CounterKind::Exited) => out.entry(step_key).exited += n,
-            Some(CounterKind::Branch) => out.branches.push(BranchCounts {
-                step_key,
-                branch_name: branch,
-                taken: n,
-            }),
-            Some(CounterKind::Skipped) => *out.skipped.entry(branch).or_default() += n,
-            // Queued sends are not part of the statistics (delivery counts come from the
-            // outbox); unknown kinds come from a newer version.
+    fn add(&mut self, c: &Counter) {
+        let n = c.n;
+        match c.kind {
+            Some(CounterKind::Entered) => self.entries += n,
+            Some(CounterKind::Step) => self.entry(c.step_key.clone()).entered += n,
+            Some(CounterKind::Completed) => self.entry(c.step_key.clone()).completed += n,
+            Some(CounterKind::Exited) => self.entry(c.step_key.clone()).exited += n,
+            Some(CounterKind::Failed) => self.entry(c.step_key.clone()).failed += n,
+            Some(CounterKind::Branch) => {
+                *self
+                    .branches
+                    .entry((c.step_key.clone(), c.branch.clone(), false))
+                    .or_default() += n;
+            }
+            Some(CounterKind::TimedOut) => {
+                *self
+                    .branches
+                    .entry((c.step_key.clone(), String::new(), true))
+                    .or_default() += n;
+            }
+            Some(CounterKind::Skipped) => *self.skipped.entry(c.branch.clone()).or_default() += n,
+            Some(CounterKind::ExitReason) => {
+                *self.exits.entry(c.branch.clone()).or_default() += n;
+            }
+            Some(CounterKind::Delivered) => self.send(&c.step_key).sent += n,
+            Some(CounterKind::DeliveryFailed) => self.send(&c.step_key).failed += n,
+            Some(CounterKind::DeadLettered) => self.send(&c.step_key).dead_lettered += n,
+            // Queued sends are not part of the statistics (deliveries are); unknown kinds come
+            // from a newer version.
             Some(CounterKind::Send) | None => {}
         }
     }
-    Ok(out)
-}
 
-fn entry(steps: &mut BTreeMap<String, StepCounts>, key: String) -> &mut StepCounts {
-    steps.entry(key.clone()).or_insert_with(|| StepCounts {
-        step_key: key,
-        ..StepCounts::default()
-    })
+    fn finish(self) -> JourneyStats {
+        JourneyStats {
+            steps: self.steps.into_values().collect(),
+            sends: self.sends.into_values().collect(),
+            branches: self
+                .branches
+                .into_iter()
+                .map(|((step_key, branch_name, timed_out), taken)| BranchCounts {
+                    everyone_else: !timed_out && branch_name.is_empty(),
+                    timed_out,
+                    step_key,
+                    branch_name,
+                    taken,
+                })
+                .collect(),
+            entries: self.entries,
+            entries_skipped: self.skipped,
+            exits: self.exits,
+            hours: Vec::new(),
+        }
+    }
 }
 
 fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T, StoreError> {
