@@ -61,6 +61,27 @@ pub(crate) struct WebhookResponse {
     pub latency: Duration,
 }
 
+/// One request a destination function makes with `fetch`.
+pub(crate) struct FetchRequest {
+    pub method: String,
+    /// Absolute `http(s)` URL, already checked against the address policy's URL rules.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Whole exchange, body included.
+    pub timeout: Duration,
+    /// Longest response body accepted; a longer one fails the fetch.
+    pub body_limit: usize,
+}
+
+/// What a function's `fetch` got back.
+#[derive(Debug)]
+pub(crate) struct FetchResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
 /// Cheap to clone: clones share the connection pool.
 #[derive(Clone, Debug)]
 pub(crate) struct WebhookClient {
@@ -137,6 +158,77 @@ impl WebhookClient {
                 .map(str::to_owned),
             body,
             latency: started.elapsed(),
+        })
+    }
+}
+
+impl WebhookClient {
+    /// Makes one request of a destination function: through the same pool and address policy
+    /// as webhooks, with the function's own method, headers and body. A response body longer
+    /// than `body_limit` is an error ([`DeliveryError::ResponseTooLarge`]), not a cut-off body:
+    /// a function reading half a JSON document would act on garbage.
+    pub async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse, DeliveryError> {
+        let parsed = url::Url::parse(&req.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                DeliveryError::InvalidRequest(format!(
+                    "{:?} is not an absolute http:// or https:// URL",
+                    req.url
+                ))
+            })?;
+        // Literal IP hosts in any spelling (the URL parser normalises them) and loopback names
+        // are refused before connecting; other names are checked by the resolver.
+        self.policy
+            .check_url(&parsed)
+            .map_err(DeliveryError::AddressDenied)?;
+        let method = Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| DeliveryError::InvalidRequest(format!("method {:?}", req.method)))?;
+        let uri: http::Uri = parsed
+            .as_str()
+            .parse()
+            .map_err(|e| DeliveryError::InvalidRequest(format!("url {:?}: {e}", req.url)))?;
+        let mut request = http::Request::new(Full::new(req.body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        for (name, value) in &req.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                DeliveryError::InvalidRequest(format!("header name {name:?} is not valid"))
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                DeliveryError::InvalidRequest(format!("value of header {name} is not valid"))
+            })?;
+            headers.insert(name, value);
+        }
+        let limit = req.body_limit;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| transport_error(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = read_limited(body, limit.saturating_add(1)).await;
+            if body.len() > limit {
+                return Err(DeliveryError::ResponseTooLarge(limit));
+            }
+            Ok((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(req.timeout, exchange)
+            .await
+            .map_err(|_| DeliveryError::Timeout(req.timeout))??;
+        Ok(FetchResponse {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+            body,
         })
     }
 }

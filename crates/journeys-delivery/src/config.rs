@@ -5,6 +5,7 @@ use std::time::Duration;
 use journeys_store::WebhookSettings;
 
 use crate::address::AddressPolicy;
+use crate::function::FunctionLimits;
 use crate::retry::RetryPolicy;
 
 /// Settings of a [`crate::Dispatcher`].
@@ -61,6 +62,8 @@ pub struct DeliveryConfig {
     /// Which addresses webhooks may reach: global ones only unless the operator allows more
     /// (`journeys dev` and tests with local sinks allow loopback).
     pub address_policy: AddressPolicy,
+    /// Limits of destination functions and the size of their engine pool.
+    pub functions: FunctionLimits,
 }
 
 impl Default for DeliveryConfig {
@@ -81,6 +84,7 @@ impl Default for DeliveryConfig {
             max_timeout: WebhookSettings::MAX_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
             address_policy: AddressPolicy::default(),
+            functions: FunctionLimits::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Webhook destinations as the client needs them: stored settings parsed and checked once,
-//! then cached briefly so that a busy dispatcher does not read the store per send.
+//! Destinations as the dispatcher needs them (webhooks, destination functions): stored
+//! settings parsed and checked once, then cached briefly so that a busy dispatcher does not
+//! read the store per send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,68 @@ use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use tokio::time::Instant;
 
-use journeys_store::{DestinationRecord, Store, StoreError, WebhookSettings};
+use journeys_store::{
+    DestinationKind, DestinationRecord, FunctionSettings, Store, StoreError, WebhookSettings,
+};
+use serde_json::Value;
 
 use crate::error::DeliveryError;
+use crate::function::FunctionCode;
+
+/// A destination of either kind, ready to deliver to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Webhook(WebhookDestination),
+    Function(FunctionDestination),
+}
+
+impl Target {
+    fn from_record(
+        record: &DestinationRecord,
+        default_timeout: Duration,
+        max_timeout: Duration,
+    ) -> Result<Self, DeliveryError> {
+        match record.kind {
+            DestinationKind::Webhook => Ok(Self::Webhook(WebhookDestination::from_record(
+                record,
+                default_timeout,
+                max_timeout,
+            )?)),
+            DestinationKind::Function => {
+                Ok(Self::Function(FunctionDestination::from_record(record)?))
+            }
+        }
+    }
+}
+
+/// A destination function: its code (with the key its evaluated form is cached under), the
+/// `settings` its handlers get (secrets merged in) and its invocation timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct FunctionDestination {
+    pub id: String,
+    pub code: FunctionCode,
+    pub settings: Value,
+    pub timeout: Duration,
+}
+
+impl FunctionDestination {
+    fn from_record(record: &DestinationRecord) -> Result<Self, DeliveryError> {
+        let settings =
+            FunctionSettings::of(record).map_err(|e| DeliveryError::InvalidDestination {
+                id: record.id.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            id: record.id.clone(),
+            code: FunctionCode::new(&settings.code),
+            settings: settings.runtime_settings(),
+            timeout: settings.timeout(
+                FunctionSettings::DEFAULT_TIMEOUT,
+                FunctionSettings::MAX_TIMEOUT,
+            ),
+        })
+    }
+}
 
 /// Where and how to send a destination's requests.
 #[derive(Debug, Clone)]
@@ -183,7 +243,7 @@ pub(crate) struct DestinationCache {
     ttl: Duration,
     default_timeout: Duration,
     max_timeout: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<WebhookDestination>)>>,
+    entries: Mutex<HashMap<String, (Instant, Arc<Target>)>>,
 }
 
 impl DestinationCache {
@@ -200,11 +260,7 @@ impl DestinationCache {
     ///
     /// Only usable destinations are cached: a missing or broken one is read again next time, so
     /// that fixing it takes effect at once.
-    pub async fn get(
-        &self,
-        store: &Store,
-        id: &str,
-    ) -> Result<Arc<WebhookDestination>, DeliveryError> {
+    pub async fn get(&self, store: &Store, id: &str) -> Result<Arc<Target>, DeliveryError> {
         let now = Instant::now();
         if let Some((read_at, destination)) = self.lock().get(id)
             && now.duration_since(*read_at) < self.ttl
@@ -215,11 +271,7 @@ impl DestinationCache {
     }
 
     /// Reads the destination from the store, bypassing (and updating) the cache.
-    pub async fn refresh(
-        &self,
-        store: &Store,
-        id: &str,
-    ) -> Result<Arc<WebhookDestination>, DeliveryError> {
+    pub async fn refresh(&self, store: &Store, id: &str) -> Result<Arc<Target>, DeliveryError> {
         let record = match store.destinations().get(id).await {
             Ok(record) => record,
             Err(StoreError::NotFound { .. }) => {
@@ -228,11 +280,8 @@ impl DestinationCache {
             }
             Err(err) => return Err(err.into()),
         };
-        let destination = match WebhookDestination::from_record(
-            &record,
-            self.default_timeout,
-            self.max_timeout,
-        ) {
+        let destination = match Target::from_record(&record, self.default_timeout, self.max_timeout)
+        {
             Ok(destination) => Arc::new(destination),
             Err(err) => {
                 self.lock().remove(id);
@@ -249,9 +298,7 @@ impl DestinationCache {
         Ok(destination)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<WebhookDestination>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Target>)>> {
         // The map is valid whatever a panicking holder did to it: entries are replaced whole.
         self.entries
             .lock()

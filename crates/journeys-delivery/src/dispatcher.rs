@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,8 +43,9 @@ use journeys_telemetry::{metrics, trace_context};
 use crate::address::AddressPolicy;
 use crate::client::{WebhookClient, WebhookRequest, WebhookResponse};
 use crate::config::DeliveryConfig;
-use crate::destination::{DestinationCache, WebhookDestination};
+use crate::destination::{DestinationCache, FunctionDestination, Target, WebhookDestination};
 use crate::error::DeliveryError;
+use crate::function::{ErrorClass, FunctionRuntime, Invocation, InvocationReport};
 use crate::marker::{self, MarkSender};
 use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_after};
 
@@ -53,6 +54,10 @@ use crate::retry::{Decision, Failure, StatusClass, classify_status, parse_retry_
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// Response body characters quoted in a send's `last_error`.
 const ERROR_EXCERPT_CHARS: usize = 512;
+/// A function's last log lines kept in a send's `last_error` (and so with its dead letter).
+const ERROR_LOG_LINES: usize = 20;
+/// Longest `last_error` of a function invocation, logs included.
+const ERROR_TEXT_CHARS: usize = 8 * 1024;
 /// Pause after a failed claim, so that a store outage is not hammered.
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// Claimant leases that ran out this long ago are removed when a dispatcher starts.
@@ -69,6 +74,13 @@ pub struct DeliveryOutcome {
     pub truncated: bool,
     /// From sending the request to the end of the response.
     pub latency: Duration,
+}
+
+/// What a test send got: a webhook's response, or everything a function's run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestOutcome {
+    Webhook(DeliveryOutcome),
+    Function(InvocationReport),
 }
 
 /// Wakes the dispatcher: call [`Waker::wake`] right after committing outbox rows, so they are
@@ -99,6 +111,8 @@ struct Inner {
     store: Store,
     config: DeliveryConfig,
     client: WebhookClient,
+    /// Started on first use, on the Tokio runtime that first needs it.
+    functions: OnceLock<FunctionRuntime>,
     destinations: DestinationCache,
     notify: Arc<Notify>,
     claimant: Claimant,
@@ -233,6 +247,7 @@ impl Dispatcher {
                 store,
                 config,
                 client,
+                functions: OnceLock::new(),
                 destinations,
                 notify: Arc::new(Notify::new()),
                 claimant: Claimant {
@@ -249,6 +264,43 @@ impl Dispatcher {
     #[must_use]
     pub fn address_policy(&self) -> &AddressPolicy {
         self.inner.client.policy()
+    }
+
+    /// The engine pool that runs destination functions (started on first use; call inside a
+    /// Tokio runtime). The control plane checks new code with it.
+    #[must_use]
+    pub fn functions(&self) -> &FunctionRuntime {
+        self.inner.functions.get_or_init(|| {
+            FunctionRuntime::start(self.inner.config.functions.clone(), &self.inner.client)
+        })
+    }
+
+    /// Runs function `function` once on `payload`, and records the invocation's metrics.
+    async fn invoke(
+        &self,
+        function: &FunctionDestination,
+        payload: &Value,
+        message_id: &str,
+    ) -> InvocationReport {
+        let report = self
+            .functions()
+            .invoke(Invocation {
+                code: function.code.clone(),
+                payload: payload.clone(),
+                settings: function.settings.clone(),
+                message_id: message_id.to_owned(),
+                timeout: function.timeout,
+            })
+            .await;
+        let m = metrics::metrics();
+        let outcome = match &report.result {
+            Ok(_) => "ok",
+            Err(err) => err.name.as_str(),
+        };
+        m.function_invocations.add(&[&function.id, outcome], 1);
+        m.function_duration
+            .observe(&[&function.id], report.duration);
+        report
     }
 
     /// A handle that wakes [`Dispatcher::run`].
@@ -553,13 +605,49 @@ impl Dispatcher {
             }
         };
         let attempts = row.attempts.saturating_add(1);
-        let sent = self.attempt(&destination, &row).await;
+        let failed = match &*destination {
+            Target::Webhook(webhook) => self.deliver_webhook(webhook, &row, attempts, marks).await,
+            Target::Function(function) => {
+                self.deliver_function(function, &row, attempts, marks).await
+            }
+        };
+        let Some((failure, error)) = failed else {
+            return;
+        };
         let now = Utc::now();
-        let (failure, error) = match sent {
+        let decision = inner.config.retry.decide(
+            failure,
+            u32::try_from(attempts).unwrap_or(u32::MAX),
+            budget_start(&row, now),
+            now,
+            &mut rand::rng(),
+        );
+        match decision {
+            Decision::RetryAt(at) => schedule_retry(&row, attempts, at, error, marks).await,
+            Decision::DeadLetter => dead_letter(&row, attempts, error, marks).await,
+        }
+    }
+
+    /// One attempt to a webhook: `None` once delivered (and marked), else why it failed.
+    async fn deliver_webhook(
+        &self,
+        destination: &WebhookDestination,
+        row: &OutboxRecord,
+        attempts: i32,
+        marks: &MarkSender,
+    ) -> Option<(Failure, String)> {
+        let sent = self.attempt(destination, row).await;
+        let now = Utc::now();
+        Some(match sent {
             Ok(response) => match classify_status(response.status.as_u16()) {
                 StatusClass::Delivered => {
-                    mark_sent(&row, attempts, &response, marks).await;
-                    return;
+                    tracing::debug!(
+                        status = response.status.as_u16(),
+                        latency_ms = response.latency.as_secs_f64() * 1000.0,
+                        "webhook answered"
+                    );
+                    mark_sent(row, attempts, marks).await;
+                    return None;
                 }
                 StatusClass::Retryable => (
                     Failure::Transient {
@@ -576,18 +664,33 @@ impl Dispatcher {
                 (Failure::Transient { retry_after: None }, err.to_string())
             }
             Err(err) => (Failure::Permanent, err.to_string()),
+        })
+    }
+
+    /// One invocation of a function: `None` once it returned (and the row is marked sent),
+    /// else why it failed: a `RetryError` or a timeout is transient, anything else final.
+    async fn deliver_function(
+        &self,
+        function: &FunctionDestination,
+        row: &OutboxRecord,
+        attempts: i32,
+        marks: &MarkSender,
+    ) -> Option<(Failure, String)> {
+        let report = self.invoke(function, &row.payload, &row.message_id).await;
+        let Err(err) = &report.result else {
+            tracing::debug!(
+                duration_ms = report.duration.as_secs_f64() * 1000.0,
+                fetches = report.fetches.len(),
+                "function returned"
+            );
+            mark_sent(row, attempts, marks).await;
+            return None;
         };
-        let decision = inner.config.retry.decide(
-            failure,
-            u32::try_from(attempts).unwrap_or(u32::MAX),
-            budget_start(&row, now),
-            now,
-            &mut rand::rng(),
-        );
-        match decision {
-            Decision::RetryAt(at) => schedule_retry(&row, attempts, at, error, marks).await,
-            Decision::DeadLetter => dead_letter(&row, attempts, error, marks).await,
-        }
+        let failure = match err.class {
+            ErrorClass::Retry => Failure::Transient { retry_after: None },
+            ErrorClass::Final => Failure::Permanent,
+        };
+        Some((failure, describe_invocation(&report)))
     }
 
     /// Sends the row's request once and records its latency and status on the current span.
@@ -643,17 +746,52 @@ impl Dispatcher {
         payload: &Value,
         message_id: &str,
     ) -> Result<DeliveryOutcome, DeliveryError> {
+        match self
+            .send_test(destination_id, method, path, payload, message_id)
+            .await?
+        {
+            TestOutcome::Webhook(outcome) => Ok(outcome),
+            TestOutcome::Function(_) => Err(DeliveryError::InvalidRequest(format!(
+                "destination {destination_id} is a function, not a webhook"
+            ))),
+        }
+    }
+
+    /// Delivers `payload` to `destination_id` once, with no retries and no outbox row: a
+    /// webhook gets one request (any status is an answer), a function one invocation (its
+    /// result, error, logs and fetches). For "send test event".
+    ///
+    /// The destination is read fresh, so an edit just made is what gets tested.
+    ///
+    /// # Errors
+    /// As [`Dispatcher::deliver_once`]; a function's own failure is part of its report.
+    pub async fn send_test(
+        &self,
+        destination_id: &str,
+        method: &str,
+        path: &str,
+        payload: &Value,
+        message_id: &str,
+    ) -> Result<TestOutcome, DeliveryError> {
         let inner = &self.inner;
         let destination = inner
             .destinations
             .refresh(&inner.store, destination_id)
             .await?;
+        let destination = match &*destination {
+            Target::Webhook(webhook) => webhook,
+            Target::Function(function) => {
+                return Ok(TestOutcome::Function(
+                    self.invoke(function, payload, message_id).await,
+                ));
+            }
+        };
         let body = serde_json::to_vec(payload)
             .map_err(|e| DeliveryError::InvalidRequest(format!("payload: {e}")))?;
         let response = inner
             .client
             .send(WebhookRequest {
-                destination: &destination,
+                destination,
                 method,
                 path,
                 body: Bytes::from(body),
@@ -665,12 +803,12 @@ impl Dispatcher {
             .await?;
         let truncated = response.body.len() > MAX_RESPONSE_BODY;
         let kept = &response.body[..response.body.len().min(MAX_RESPONSE_BODY)];
-        Ok(DeliveryOutcome {
+        Ok(TestOutcome::Webhook(DeliveryOutcome {
             status: response.status.as_u16(),
             body: String::from_utf8_lossy(kept).into_owned(),
             truncated,
             latency: response.latency,
-        })
+        }))
     }
 }
 
@@ -702,20 +840,13 @@ async fn schedule_retry(
         .await;
 }
 
-async fn mark_sent(
-    row: &OutboxRecord,
-    attempts: i32,
-    response: &WebhookResponse,
-    marks: &MarkSender,
-) {
+async fn mark_sent(row: &OutboxRecord, attempts: i32, marks: &MarkSender) {
     metrics::metrics().deliveries.add(&["sent"], 1);
     tracing::Span::current().record("outcome", "sent");
     tracing::debug!(
         outbox_id = %row.id,
         destination_id = %row.destination_id,
         message_id = %row.message_id,
-        status = response.status.as_u16(),
-        latency_ms = response.latency.as_secs_f64() * 1000.0,
         attempts,
         "delivered"
     );
@@ -764,6 +895,42 @@ fn describe(response: &WebhookResponse) -> String {
     } else {
         format!("HTTP {}: {excerpt}", response.status.as_u16())
     }
+}
+
+/// A failed invocation for `last_error`: the error, the fetches made and the last log lines,
+/// at most [`ERROR_TEXT_CHARS`] characters.
+#[must_use]
+pub fn describe_invocation(report: &InvocationReport) -> String {
+    use std::fmt::Write as _;
+    let mut text = match &report.result {
+        Ok(_) => "returned".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    for fetch in &report.fetches {
+        let _ = match (&fetch.status, &fetch.error) {
+            (Some(status), _) => write!(text, "\nfetch {} {} -> {status}", fetch.method, fetch.url),
+            (None, Some(error)) => {
+                write!(text, "\nfetch {} {} -> {error}", fetch.method, fetch.url)
+            }
+            (None, None) => write!(text, "\nfetch {} {} -> no answer", fetch.method, fetch.url),
+        };
+    }
+    let skip = report.logs.len().saturating_sub(ERROR_LOG_LINES);
+    if !report.logs.is_empty() {
+        text.push_str("\nlogs:");
+        if skip > 0 {
+            let _ = write!(text, "\n({skip} earlier lines not shown)");
+        }
+        for line in &report.logs[skip..] {
+            text.push('\n');
+            text.push_str(line);
+        }
+    }
+    if text.chars().count() > ERROR_TEXT_CHARS {
+        text = text.chars().take(ERROR_TEXT_CHARS).collect();
+        text.push('…');
+    }
+    text
 }
 
 fn log_join(joined: Result<(), tokio::task::JoinError>) {

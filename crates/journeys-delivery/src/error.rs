@@ -32,6 +32,9 @@ pub enum DeliveryError {
     /// link-local…): no request was made. Final: the same address is refused next time.
     #[error("destination address refused: {0}")]
     AddressDenied(String),
+    /// The response body was longer than the limit (bytes) of a function's `fetch`.
+    #[error("response body larger than {0} bytes")]
+    ResponseTooLarge(usize),
     /// Connecting, sending or receiving failed (refused, reset, DNS, TLS).
     #[error("connection failed: {0}")]
     Transport(String),
@@ -50,7 +53,8 @@ impl DeliveryError {
             Self::UnknownDestination(_)
             | Self::InvalidDestination { .. }
             | Self::InvalidRequest(_)
-            | Self::AddressDenied(_) => false,
+            | Self::AddressDenied(_)
+            | Self::ResponseTooLarge(_) => false,
         }
     }
 }

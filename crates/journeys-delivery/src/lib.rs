@@ -1,4 +1,5 @@
-//! Delivery of queued sends: the outbox dispatcher and the webhook client.
+//! Delivery of queued sends: the outbox dispatcher, the webhook client and the engine of
+//! destination functions ([`function`]).
 //!
 //! The data plane and the scheduler commit outbox rows in the same transaction as the
 //! transition that made them, then call [`Waker::wake`]. The [`Dispatcher`] claims due rows
@@ -25,6 +26,7 @@ mod config;
 mod destination;
 mod dispatcher;
 mod error;
+pub mod function;
 mod marker;
 pub mod retry;
 pub mod signature;
@@ -32,6 +34,8 @@ pub mod signature;
 pub use address::{AddressDenied, AddressPolicy, LOOPBACK_ALLOW_LIST, ResolveError};
 pub use config::DeliveryConfig;
 pub use destination::{CREDENTIALS_MASK, mask_url_credentials};
-pub use dispatcher::{DeliveryOutcome, Dispatcher, MAX_RESPONSE_BODY, Waker};
+pub use dispatcher::{
+    DeliveryOutcome, Dispatcher, MAX_RESPONSE_BODY, TestOutcome, Waker, describe_invocation,
+};
 pub use error::DeliveryError;
 pub use retry::RetryPolicy;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use args::ConfigArgs;
 pub use layering::{ENV_VARS, load, load_with_env};
 pub use limits::{
+    DEFAULT_FUNCTION_CPU_MS, DEFAULT_FUNCTION_MEMORY_MB, DEFAULT_FUNCTION_WORKERS,
     DEFAULT_INSTANCE_RETENTION_DAYS, DEFAULT_MAX_ACTIVE_INSTANCES_PER_PROFILE,
     DEFAULT_MAX_CATALOG_EVENTS, DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC,
     DEFAULT_MAX_HOLD_SECS, DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
@@ -210,6 +211,19 @@ pub struct Config {
     /// keep flowing. Its further sends wait in the outbox.
     #[serde(default = "limits::default_max_sends_in_flight_per_destination")]
     pub max_sends_in_flight_per_destination: usize,
+    /// Threads running destination functions, each with its own engine; 0 means four per
+    /// core (a worker waits for its invocation's fetches). Invocations beyond them wait for a
+    /// free one.
+    #[serde(default = "limits::default_function_workers")]
+    pub function_workers: usize,
+    /// CPU time one function invocation may use running JavaScript, in milliseconds; past it
+    /// the function is stopped (`CpuLimitError`, dead letter).
+    #[serde(default = "limits::default_function_cpu_ms")]
+    pub function_cpu_ms: u64,
+    /// Memory of one function engine (all the functions its worker holds), in MiB; an
+    /// allocation past it throws (`MemoryLimitError`, dead letter).
+    #[serde(default = "limits::default_function_memory_mb")]
+    pub function_memory_mb: usize,
     /// Event names the event catalog records from events: a new name past it is not recorded
     /// (its events are still applied).
     #[serde(default = "limits::default_max_catalog_events")]
@@ -301,6 +315,9 @@ impl Config {
             retry_backoff_max_secs: DEFAULT_RETRY_BACKOFF_MAX_SECS,
             retry_after_max_secs: DEFAULT_RETRY_AFTER_MAX_SECS,
             max_sends_in_flight_per_destination: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION,
+            function_workers: DEFAULT_FUNCTION_WORKERS,
+            function_cpu_ms: DEFAULT_FUNCTION_CPU_MS,
+            function_memory_mb: DEFAULT_FUNCTION_MEMORY_MB,
             max_catalog_events: DEFAULT_MAX_CATALOG_EVENTS,
             max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
@@ -417,6 +434,9 @@ impl fmt::Debug for Config {
                 "max_sends_in_flight_per_destination",
                 &masked.max_sends_in_flight_per_destination,
             )
+            .field("function_workers", &masked.function_workers)
+            .field("function_cpu_ms", &masked.function_cpu_ms)
+            .field("function_memory_mb", &masked.function_memory_mb)
             .field("max_catalog_events", &masked.max_catalog_events)
             .field(
                 "max_return_to_start_passes",

@@ -30,6 +30,8 @@
 //! | `journeys_engine_fenced_commits_total` | counter | |
 //! | `journeys_engine_lease_lapses_total` | counter | |
 //! | `journeys_catalog_names_refused_total` | counter | |
+//! | `journeys_function_invocations_total` | counter | `destination`, `outcome` (`ok` or the error's name: `RetryError`, `ValidationError`, `TimeoutError`, `CpuLimitError`…) |
+//! | `journeys_function_duration_seconds` | histogram | `destination` |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +135,12 @@ impl CounterVec {
             .map_or(0, |(_, total)| *total)
     }
 
+    /// Every series: its label values and total.
+    #[must_use]
+    pub fn series(&self) -> Vec<(Vec<String>, u64)> {
+        self.snapshot()
+    }
+
     fn padded<'a>(&self, values: &[&'a str]) -> Vec<&'a str> {
         (0..self.labels.len())
             .map(|i| values.get(i).copied().unwrap_or(""))
@@ -219,6 +227,186 @@ impl Histogram {
     }
 }
 
+/// Bucket bounds (seconds) of [`Metrics::function_duration`]: 100 µs to 1 min (a warm
+/// function that fetches nothing takes well under a millisecond).
+pub const FUNCTION_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// One series of a [`HistogramVec`].
+#[derive(Debug, Clone)]
+struct HistogramSeries {
+    values: Vec<String>,
+    /// One per bound, plus `+Inf`; not cumulative.
+    buckets: Vec<u64>,
+    sum_nanos: u64,
+}
+
+/// A histogram of durations per label set, with fixed buckets. Recording takes a short mutex
+/// hold (once per function invocation).
+#[derive(Debug)]
+pub struct HistogramVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    bounds: &'static [f64],
+    series: Mutex<Vec<HistogramSeries>>,
+    otel: RwLock<Option<opentelemetry::metrics::Histogram<f64>>>,
+}
+
+impl HistogramVec {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        bounds: &'static [f64],
+    ) -> HistogramVec {
+        HistogramVec {
+            name,
+            help,
+            labels,
+            bounds,
+            series: Mutex::new(Vec::new()),
+            otel: RwLock::new(None),
+        }
+    }
+
+    /// Records one duration in the series with `values` (one per label name, in order).
+    pub fn observe(&self, values: &[&str], value: Duration) {
+        let seconds = value.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(self.bounds.len());
+        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        {
+            let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = match series.iter().position(|s| {
+                s.values
+                    .iter()
+                    .map(String::as_str)
+                    .eq(values.iter().copied())
+            }) {
+                Some(index) => index,
+                None => {
+                    series.push(HistogramSeries {
+                        values: values.iter().map(|v| (*v).to_owned()).collect(),
+                        buckets: vec![0; self.bounds.len() + 1],
+                        sum_nanos: 0,
+                    });
+                    series.len() - 1
+                }
+            };
+            let entry = &mut series[index];
+            entry.buckets[bucket] += 1;
+            entry.sum_nanos = entry.sum_nanos.saturating_add(nanos);
+        }
+        if let Some(otel) = self
+            .otel
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let attributes: Vec<KeyValue> = self
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(k, v)| KeyValue::new(*k, (*v).to_owned()))
+                .collect();
+            otel.record(seconds, &attributes);
+        }
+    }
+
+    /// How many durations the series with `values` holds.
+    #[must_use]
+    pub fn count(&self, values: &[&str]) -> u64 {
+        self.find(values)
+            .map_or(0, |s| s.buckets.iter().sum::<u64>())
+    }
+
+    /// The `q` quantile (0 < q ≤ 1) of the series with `values`, as the upper bound of the
+    /// bucket it falls in (`None` without observations; the largest bound when it falls past
+    /// it). Bucket precision, as Prometheus' `histogram_quantile` would give.
+    #[must_use]
+    pub fn quantile(&self, values: &[&str], q: f64) -> Option<Duration> {
+        let series = self.find(values)?;
+        let total: u64 = series.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0);
+        let mut seen = 0u64;
+        for (i, n) in series.buckets.iter().enumerate() {
+            seen += n;
+            #[allow(clippy::cast_precision_loss)]
+            if seen as f64 >= rank {
+                let bound = self.bounds.get(i).or(self.bounds.last()).copied()?;
+                return Some(Duration::from_secs_f64(bound));
+            }
+        }
+        self.bounds.last().map(|b| Duration::from_secs_f64(*b))
+    }
+
+    fn find(&self, values: &[&str]) -> Option<HistogramSeries> {
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|s| {
+                s.values
+                    .iter()
+                    .map(String::as_str)
+                    .eq(values.iter().copied())
+            })
+            .cloned()
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "histogram");
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for s in series {
+            let labels: Vec<(&str, &str)> = self
+                .labels
+                .iter()
+                .copied()
+                .zip(s.values.iter().map(String::as_str))
+                .collect();
+            let mut cumulative = 0;
+            for (i, n) in s.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = self
+                    .bounds
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+                let text = label_text(labels.iter().copied().chain([("le", le.as_str())]));
+                let _ = writeln!(out, "{}_bucket{text} {cumulative}", self.name);
+            }
+            let text = label_text(labels.iter().copied());
+            #[allow(clippy::cast_precision_loss)] // seconds as a float is what the format wants
+            let sum = s.sum_nanos as f64 / 1e9;
+            let _ = writeln!(out, "{}_sum{text} {sum}", self.name);
+            let _ = writeln!(out, "{}_count{text} {cumulative}", self.name);
+        }
+    }
+
+    fn export_to(&self, meter: &Meter) {
+        let instrument = meter
+            .f64_histogram(otel_name(self.name))
+            .with_description(self.help)
+            .with_unit("s")
+            .with_boundaries(self.bounds.to_vec())
+            .build();
+        *self.otel.write().unwrap_or_else(PoisonError::into_inner) = Some(instrument);
+    }
+}
+
 /// Every series of the process; see the module docs for names and labels.
 #[derive(Debug)]
 pub struct Metrics {
@@ -260,6 +448,11 @@ pub struct Metrics {
     pub engine_lease_lapses: Counter,
     /// New event names not recorded in the event catalog: it held `max_catalog_events` names.
     pub catalog_names_refused: Counter,
+    /// Labels `destination`, `outcome`: destination function invocations, by the error's name
+    /// when they failed (`ok` otherwise).
+    pub function_invocations: CounterVec,
+    /// Label `destination`: how long function invocations took, fetches included.
+    pub function_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -327,6 +520,17 @@ impl Metrics {
                 "journeys_catalog_names_refused_total",
                 "New event names not recorded: the event catalog held max_catalog_events names.",
             ),
+            function_invocations: CounterVec::new(
+                "journeys_function_invocations_total",
+                "Destination function invocations, by destination and outcome (ok or the error's name).",
+                &["destination", "outcome"],
+            ),
+            function_duration: HistogramVec::new(
+                "journeys_function_duration_seconds",
+                "Destination function invocation time, fetches included.",
+                &["destination"],
+                FUNCTION_BOUNDS,
+            ),
         }
     }
 
@@ -343,12 +547,13 @@ impl Metrics {
         ]
     }
 
-    fn counter_vecs(&self) -> [&CounterVec; 4] {
+    fn counter_vecs(&self) -> [&CounterVec; 5] {
         [
             &self.events,
             &self.entries_skipped,
             &self.timers_fired,
             &self.deliveries,
+            &self.function_invocations,
         ]
     }
 
@@ -413,6 +618,7 @@ pub fn render_prometheus() -> String {
         // The buckets were read one by one: report their total so count == +Inf bucket.
         let _ = writeln!(out, "{}_count {cumulative}", histogram.name);
     }
+    m.function_duration.render(&mut out);
     out
 }
 
@@ -475,6 +681,7 @@ pub fn export_to(provider: &SdkMeterProvider) {
     for histogram in m.histograms() {
         histogram.export_to(&meter);
     }
+    m.function_duration.export_to(&meter);
 }
 
 #[cfg(test)]
@@ -492,6 +699,41 @@ mod tests {
         assert_eq!(family.get(&["rejected", "rate_limited"]), 1);
         assert_eq!(family.get(&["rejected", "invalid"]), 0);
         assert_eq!(family.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn labelled_histograms_give_bucket_quantiles_per_series() {
+        let family = HistogramVec::new("t_seconds", "test", &["destination"], FUNCTION_BOUNDS);
+        for _ in 0..98 {
+            family.observe(&["a"], Duration::from_micros(400));
+        }
+        family.observe(&["a"], Duration::from_millis(40));
+        family.observe(&["a"], Duration::from_millis(40));
+        family.observe(&["b"], Duration::from_secs(2));
+        assert_eq!(family.count(&["a"]), 100);
+        assert_eq!(
+            family.quantile(&["a"], 0.5),
+            Some(Duration::from_secs_f64(0.0005))
+        );
+        assert_eq!(
+            family.quantile(&["a"], 0.99),
+            Some(Duration::from_secs_f64(0.05))
+        );
+        assert_eq!(
+            family.quantile(&["b"], 0.5),
+            Some(Duration::from_secs_f64(2.5))
+        );
+        assert_eq!(family.quantile(&["c"], 0.5), None);
+        let mut text = String::new();
+        family.render(&mut text);
+        assert!(
+            text.contains(r#"t_seconds_bucket{destination="a",le="0.0005"} 98"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"t_seconds_count{destination="a"} 100"#),
+            "{text}"
+        );
     }
 
     #[test]

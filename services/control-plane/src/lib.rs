@@ -76,11 +76,7 @@ pub fn add_services(builder: &mut RoutesBuilder, deps: &Deps, config: &Config) {
         validation_options(config),
     );
     let simulate = api::SimulateApi::new(deps.delivery.clone(), simulation_limits(config));
-    let destinations = api::DestinationApi::new(
-        store.clone(),
-        deps.delivery.waker(),
-        deps.delivery.address_policy().clone(),
-    );
+    let destinations = api::DestinationApi::new(store.clone(), deps.delivery.clone());
     builder
         .add_service(JourneyServiceServer::with_interceptor(
             grpc::JourneyGrpc::new(journeys, simulate),

@@ -123,6 +123,20 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_sends_in_flight_per_destination: Option<usize>,
 
+    /// Threads running destination functions, one engine each; 0 = four per core (0–256)
+    /// [env: JOURNEYS_FUNCTION_WORKERS]
+    #[arg(long, value_name = "N")]
+    pub function_workers: Option<usize>,
+
+    /// CPU time one function invocation may use, in milliseconds (1–60,000)
+    /// [env: JOURNEYS_FUNCTION_CPU_MS]
+    #[arg(long, value_name = "MS")]
+    pub function_cpu_ms: Option<u64>,
+
+    /// Memory of one function engine, in MiB (1–4096) [env: JOURNEYS_FUNCTION_MEMORY_MB]
+    #[arg(long, value_name = "MIB")]
+    pub function_memory_mb: Option<usize>,
+
     /// Event names the event catalog records from events (1–1,000,000)
     /// [env: JOURNEYS_MAX_CATALOG_EVENTS]
     #[arg(long, value_name = "N")]

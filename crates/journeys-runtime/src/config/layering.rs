@@ -38,6 +38,9 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_RETRY_BACKOFF_MAX_SECS",
     "JOURNEYS_RETRY_AFTER_MAX_SECS",
     "JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION",
+    "JOURNEYS_FUNCTION_WORKERS",
+    "JOURNEYS_FUNCTION_CPU_MS",
+    "JOURNEYS_FUNCTION_MEMORY_MB",
     "JOURNEYS_MAX_CATALOG_EVENTS",
     "JOURNEYS_MAX_RETURN_TO_START_PASSES",
     "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
@@ -219,6 +222,9 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         max_sends_in_flight_per_destination,
         "requests"
     ),
+    number_binding!("JOURNEYS_FUNCTION_WORKERS", function_workers, "threads"),
+    number_binding!("JOURNEYS_FUNCTION_CPU_MS", function_cpu_ms, "milliseconds"),
+    number_binding!("JOURNEYS_FUNCTION_MEMORY_MB", function_memory_mb, "MiB"),
     number_binding!(
         "JOURNEYS_MAX_CATALOG_EVENTS",
         max_catalog_events,
@@ -394,6 +400,9 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_max_secs,
         retry_after_max_secs,
         max_sends_in_flight_per_destination,
+        function_workers,
+        function_cpu_ms,
+        function_memory_mb,
         max_catalog_events,
         max_return_to_start_passes,
         max_unique_value_chars,
@@ -446,6 +455,9 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         retry_backoff_max_secs,
         retry_after_max_secs,
         max_sends_in_flight_per_destination,
+        function_workers,
+        function_cpu_ms,
+        function_memory_mb,
         max_catalog_events,
         max_return_to_start_passes,
         max_unique_value_chars,
@@ -607,6 +619,9 @@ mod tests {
             ("JOURNEYS_RETRY_BACKOFF_MAX_SECS", "5"),
             ("JOURNEYS_RETRY_AFTER_MAX_SECS", "30"),
             ("JOURNEYS_MAX_SENDS_IN_FLIGHT_PER_DESTINATION", "16"),
+            ("JOURNEYS_FUNCTION_WORKERS", "3"),
+            ("JOURNEYS_FUNCTION_CPU_MS", "250"),
+            ("JOURNEYS_FUNCTION_MEMORY_MB", "16"),
             ("JOURNEYS_MAX_RETURN_TO_START_PASSES", "4"),
             ("JOURNEYS_MIN_DELAY_SECS", "30"),
             ("JOURNEYS_MIN_HOLD_SECS", "60"),
@@ -636,6 +651,14 @@ mod tests {
         assert_eq!(config.retry_backoff_max_secs, 5);
         assert_eq!(config.retry_after_max_secs, 30);
         assert_eq!(config.max_sends_in_flight_per_destination, 16);
+        assert_eq!(
+            (
+                config.function_workers,
+                config.function_cpu_ms,
+                config.function_memory_mb
+            ),
+            (3, 250, 16)
+        );
         assert_eq!(config.max_return_to_start_passes, 4);
         assert_eq!(config.min_delay_secs, 30);
         assert_eq!(config.min_hold_secs, 60);

@@ -26,6 +26,12 @@ pub const DEFAULT_RETRY_AFTER_MAX_SECS: u64 = 60 * 60;
 pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION: usize = 192;
 /// The dispatcher's sends in flight across destinations (256): the most one destination may have.
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+/// Threads running destination functions: 0 means four per core.
+pub const DEFAULT_FUNCTION_WORKERS: usize = 0;
+/// CPU time of one function invocation: one second.
+pub const DEFAULT_FUNCTION_CPU_MS: u64 = 1000;
+/// Memory of one function engine: 64 MiB.
+pub const DEFAULT_FUNCTION_MEMORY_MB: usize = 64;
 /// Event names the catalog records from events.
 pub const DEFAULT_MAX_CATALOG_EVENTS: usize = 10_000;
 /// Return-to-start passes of one hold-until step per instance.
@@ -71,6 +77,15 @@ pub(super) fn default_retry_after_max_secs() -> u64 {
 }
 pub(super) fn default_max_sends_in_flight_per_destination() -> usize {
     DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION
+}
+pub(super) fn default_function_workers() -> usize {
+    DEFAULT_FUNCTION_WORKERS
+}
+pub(super) fn default_function_cpu_ms() -> u64 {
+    DEFAULT_FUNCTION_CPU_MS
+}
+pub(super) fn default_function_memory_mb() -> usize {
+    DEFAULT_FUNCTION_MEMORY_MB
 }
 pub(super) fn default_max_catalog_events() -> usize {
     DEFAULT_MAX_CATALOG_EVENTS
@@ -196,6 +211,9 @@ fn check_delivery(c: &Config) -> Result<(), ConfigError> {
         1,
         MAX_SENDS_IN_FLIGHT,
     )?;
+    in_range("function_workers", c.function_workers, 0, 256)?;
+    in_range("function_cpu_ms", c.function_cpu_ms, 1, 60_000)?;
+    in_range("function_memory_mb", c.function_memory_mb, 1, 4096)?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Destinations: where send steps deliver (webhooks today).
+//! Destinations: where send steps deliver (webhooks and destination functions).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,20 +25,24 @@ const ENTITY: &str = "destination";
 pub enum DestinationKind {
     /// An HTTP endpoint ("Actions"-style webhook).
     Webhook,
+    /// User JavaScript run in the delivery's sandbox (a "destination function").
+    Function,
 }
 
 impl DestinationKind {
-    /// The stored form (`webhook`).
+    /// The stored form (`webhook`, `function`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
+            Self::Function => "function",
         }
     }
 
     fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "webhook" => Ok(Self::Webhook),
+            "function" => Ok(Self::Function),
             other => Err(StoreError::Internal(format!(
                 "unknown destination kind {other:?}"
             ))),
@@ -91,6 +95,66 @@ impl WebhookSettings {
     }
 
     /// The timeout to use: `default` when none is set, never more than `max`.
+    #[must_use]
+    pub fn timeout(&self, default: Duration, max: Duration) -> Duration {
+        match self.timeout_ms {
+            0 => default,
+            ms => Duration::from_millis(ms),
+        }
+        .min(max)
+    }
+}
+
+/// The `settings` JSON of a destination function: written by the control plane, read by the
+/// function runtime of the delivery.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionSettings {
+    /// JavaScript source defining one or more handlers (`onTrack`, `onIdentify`…).
+    pub code: String,
+    /// Settings the handlers receive as their second argument, shown back to clients.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, Value>,
+    /// Write-only settings (API keys): merged into `settings` at run time, never shown back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Time limit of one invocation in milliseconds, fetches included; 0 (or absent) means
+    /// [`FunctionSettings::DEFAULT_TIMEOUT`].
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+impl FunctionSettings {
+    /// Invocation time limit of a function that sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Longest invocation time limit a function may set.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The settings stored in `record`.
+    ///
+    /// # Errors
+    /// The JSON does not have the settings' shape (a corrupt row or a foreign writer).
+    pub fn of(record: &DestinationRecord) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(record.settings.clone())
+    }
+
+    /// The settings as the `settings` column stores them.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        // Strings, a JSON object, a string map and an integer always serialise.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// What the handlers receive as `settings`: the plain settings with the secrets over them.
+    #[must_use]
+    pub fn runtime_settings(&self) -> Value {
+        let mut merged = self.settings.clone();
+        for (name, value) in &self.secrets {
+            merged.insert(name.clone(), Value::String(value.clone()));
+        }
+        Value::Object(merged)
+    }
+
+    /// The time limit to use: `default` when none is set, never more than `max`.
     #[must_use]
     pub fn timeout(&self, default: Duration, max: Duration) -> Duration {
         match self.timeout_ms {
@@ -275,6 +339,39 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn function_settings_round_trip_and_merge_secrets_over_settings() {
+        let settings = FunctionSettings {
+            code: "async function onTrack(e, s) {}".to_owned(),
+            settings: json!({"url": "https://h/in", "apiKey": "plain"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            secrets: BTreeMap::from([("apiKey".to_owned(), "s3cret".to_owned())]),
+            timeout_ms: 0,
+        };
+        let record = DestinationRecord::new(
+            "f",
+            DestinationKind::Function,
+            settings.to_json(),
+            Utc::now(),
+        );
+        assert_eq!(FunctionSettings::of(&record).unwrap(), settings);
+        assert_eq!(
+            settings.runtime_settings(),
+            json!({"url": "https://h/in", "apiKey": "s3cret"})
+        );
+        let (default, max) = (
+            FunctionSettings::DEFAULT_TIMEOUT,
+            FunctionSettings::MAX_TIMEOUT,
+        );
+        assert_eq!(settings.timeout(default, max), default);
+        assert_eq!(
+            DestinationKind::parse("function").unwrap(),
+            DestinationKind::Function
+        );
+    }
 
     #[test]
     fn webhook_settings_round_trip_and_default() {

@@ -28,7 +28,9 @@ pub use batches::{
     ProfileDeletion, ProfileState, SendCounts, StatsRange, StepCounts, Tombstone, hour_start,
 };
 pub use catalog::{Catalog, CatalogEventRecord};
-pub use destinations::{DestinationKind, DestinationRecord, Destinations, WebhookSettings};
+pub use destinations::{
+    DestinationKind, DestinationRecord, Destinations, FunctionSettings, WebhookSettings,
+};
 pub use instances::{
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, TimelineEntry,
     TimelineRecord, TransitionEntry,

@@ -1,4 +1,10 @@
-//! [`DestinationApi`]: webhook destinations and their dead letters.
+//! [`DestinationApi`]: webhook destinations, destination functions and their dead letters.
+//!
+//! A function's code is checked on create and update by the delivery's own engine: it must
+//! compile, its top level must run within the limits and it must define a handler. Its secret
+//! settings are write-only like a webhook's signing secret (masked on read; the mask on update
+//! keeps the stored value). Destinations are shared by reference: an update applies to every
+//! journey that sends to it, published ones included, from the next delivery attempt.
 //!
 //! The signing secret is write-only: responses carry it masked, and sending the mask back on
 //! update keeps the stored secret. Credentials in the URL (`https://user:password@host/`) are
@@ -14,11 +20,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use journeys_core::Problem;
-use journeys_delivery::{AddressPolicy, CREDENTIALS_MASK, Waker, mask_url_credentials};
+use journeys_delivery::{AddressPolicy, CREDENTIALS_MASK, Dispatcher, Waker, mask_url_credentials};
 use journeys_store::{
-    DeliveryHour, DestinationKind, DestinationRecord, JourneyState, OutboxRecord, Page, StatsRange,
-    Store, StoreError, WebhookSettings,
+    DeliveryHour, DestinationKind, DestinationRecord, FunctionSettings, JourneyState, OutboxRecord,
+    Page, StatsRange, Store, StoreError, WebhookSettings,
 };
+
+use super::functions::{FunctionInput, function_settings};
 
 use crate::error::{Result, ServiceError};
 use crate::{fields, references};
@@ -37,22 +45,68 @@ pub struct WebhookInput {
     pub timeout: Option<Result<Duration, &'static str>>,
 }
 
+/// A destination's settings, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settings {
+    Webhook(WebhookSettings),
+    Function(FunctionSettings),
+}
+
+impl Settings {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Webhook(s) => s.to_json(),
+            Self::Function(s) => s.to_json(),
+        }
+    }
+
+    fn kind(&self) -> DestinationKind {
+        match self {
+            Self::Webhook(_) => DestinationKind::Webhook,
+            Self::Function(_) => DestinationKind::Function,
+        }
+    }
+}
+
+/// What a create or update request gives, before the rules are applied.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationInput {
+    pub webhook: Option<WebhookInput>,
+    pub function: Option<FunctionInput>,
+}
+
 /// A stored destination with its decoded settings.
 #[derive(Debug, Clone)]
 pub struct StoredDestination {
     pub record: DestinationRecord,
-    pub settings: WebhookSettings,
+    pub settings: Settings,
 }
 
 impl StoredDestination {
     fn decode(record: DestinationRecord) -> Result<Self> {
-        let settings = WebhookSettings::of(&record).map_err(|e| {
+        let unreadable = |e: serde_json::Error| {
             ServiceError::Internal(format!(
                 "destination {} has unreadable settings: {e}",
                 record.id
             ))
-        })?;
+        };
+        let settings = match record.kind {
+            DestinationKind::Webhook => {
+                Settings::Webhook(WebhookSettings::of(&record).map_err(unreadable)?)
+            }
+            DestinationKind::Function => {
+                Settings::Function(FunctionSettings::of(&record).map_err(unreadable)?)
+            }
+        };
         Ok(Self { record, settings })
+    }
+
+    /// The function settings, when this is a function.
+    pub fn function(&self) -> Option<&FunctionSettings> {
+        match &self.settings {
+            Settings::Function(f) => Some(f),
+            Settings::Webhook(_) => None,
+        }
     }
 }
 
@@ -64,14 +118,69 @@ pub struct DestinationApi {
     delivery: Waker,
     /// Where destinations may point (the delivery's own policy).
     policy: AddressPolicy,
+    /// Runs destination functions: checks their code, and `TestFunction`.
+    pub(crate) functions: Dispatcher,
 }
 
 impl DestinationApi {
-    pub fn new(store: Store, delivery: Waker, policy: AddressPolicy) -> Self {
+    pub fn new(store: Store, delivery: Dispatcher) -> Self {
         Self {
             store,
-            delivery,
-            policy,
+            delivery: delivery.waker(),
+            policy: delivery.address_policy().clone(),
+            functions: delivery,
+        }
+    }
+
+    /// The settings `input` gives, checked (a function's code compiled): exactly one kind,
+    /// the same as `current`'s on update.
+    async fn settings(
+        &self,
+        input: DestinationInput,
+        current: Option<&Settings>,
+        problems: &mut Vec<Problem>,
+    ) -> Settings {
+        match (input.webhook, input.function, current) {
+            (Some(_), Some(_), _) => {
+                problems.push(Problem::new(
+                    "destination",
+                    "set one of webhook and function, not both",
+                ));
+                Settings::Webhook(WebhookSettings::default())
+            }
+            (None, Some(_), Some(Settings::Webhook(_))) => {
+                problems.push(Problem::new(
+                    "destination.function",
+                    "this destination is a webhook; the kind is fixed at creation",
+                ));
+                Settings::Webhook(WebhookSettings::default())
+            }
+            (Some(_), None, Some(Settings::Function(_))) => {
+                problems.push(Problem::new(
+                    "destination.webhook",
+                    "this destination is a function; the kind is fixed at creation",
+                ));
+                Settings::Webhook(WebhookSettings::default())
+            }
+            (None, None, Some(Settings::Function(_))) => {
+                problems.push(Problem::new("destination.function", "required"));
+                Settings::Webhook(WebhookSettings::default())
+            }
+            (None, Some(function), current) => {
+                let current = match current {
+                    Some(Settings::Function(f)) => Some(f),
+                    _ => None,
+                };
+                let runtime = self.functions.functions();
+                Settings::Function(function_settings(function, current, runtime, problems).await)
+            }
+            (webhook, None, current) => {
+                let current = match current {
+                    Some(Settings::Webhook(w)) => Some(w),
+                    _ => None,
+                };
+                Settings::Webhook(webhook_settings(webhook, current, &self.policy, problems))
+            }
         }
     }
 
@@ -80,21 +189,17 @@ impl DestinationApi {
         &self,
         id: &str,
         name: &str,
-        webhook: Option<WebhookInput>,
+        input: DestinationInput,
     ) -> Result<StoredDestination> {
         let mut problems = Vec::new();
         if !id.is_empty() {
             fields::check_id("destination.id", id, &mut problems);
         }
         fields::check_name("destination.name", name, &mut problems);
-        let settings = webhook_settings(webhook, None, &self.policy, &mut problems);
+        let settings = self.settings(input, None, &mut problems).await;
         ServiceError::check("destination", problems)?;
-        let mut record = DestinationRecord::new(
-            name,
-            DestinationKind::Webhook,
-            settings.to_json(),
-            Utc::now(),
-        );
+        let mut record =
+            DestinationRecord::new(name, settings.kind(), settings.to_json(), Utc::now());
         if !id.is_empty() {
             id.clone_into(&mut record.id);
         }
@@ -149,7 +254,7 @@ impl DestinationApi {
         &self,
         id: &str,
         name: &str,
-        webhook: Option<WebhookInput>,
+        input: DestinationInput,
     ) -> Result<StoredDestination> {
         let current = self
             .get(id)
@@ -157,12 +262,9 @@ impl DestinationApi {
             .map_err(|e| e.renaming_field("destination.id"))?;
         let mut problems = Vec::new();
         fields::check_name("destination.name", name, &mut problems);
-        let settings = webhook_settings(
-            webhook,
-            Some(&current.settings),
-            &self.policy,
-            &mut problems,
-        );
+        let settings = self
+            .settings(input, Some(&current.settings), &mut problems)
+            .await;
         ServiceError::check("destination", problems)?;
         match self
             .store

@@ -9,6 +9,7 @@ pub mod audiences;
 pub mod catalog;
 pub mod cluster;
 pub mod destinations;
+pub mod functions;
 pub mod instances;
 pub mod journeys;
 pub mod profiles;

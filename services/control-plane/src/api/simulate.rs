@@ -8,7 +8,7 @@ use journeys_core::machine::{InstanceLimits, Journey, SendRequest};
 use journeys_core::model::{Event, Json};
 use journeys_core::payload::{PreviewError, preview_send};
 use journeys_core::simulate::{Simulation, SimulationResult, simulate};
-use journeys_delivery::{DeliveryOutcome, Dispatcher};
+use journeys_delivery::{Dispatcher, TestOutcome};
 
 use crate::error::{Result, ServiceError};
 
@@ -66,13 +66,13 @@ impl SimulateApi {
         })
     }
 
-    /// Sends a rendered request once, under a fresh message id: a test send must not be
-    /// dropped as a repeat of a real one.
-    pub async fn send_test(&self, request: &SendRequest) -> Result<DeliveryOutcome> {
+    /// Sends a rendered request once (a function destination: runs it once), under a fresh
+    /// message id: a test send must not be dropped as a repeat of a real one.
+    pub async fn send_test(&self, request: &SendRequest) -> Result<TestOutcome> {
         let message_id = format!("test-{}", uuid::Uuid::now_v7());
         Ok(self
             .delivery
-            .deliver_once(
+            .send_test(
                 &request.destination_id,
                 &request.method,
                 &request.path,

@@ -4,6 +4,7 @@ use chrono::Utc;
 use journeys_core::Problem;
 use journeys_core::machine::Journey;
 use journeys_core::model::JourneyMeta;
+use journeys_delivery::TestOutcome;
 use journeys_proto::convert::json::{duration, json_to_struct, opt_timestamp, timestamp};
 use journeys_proto::convert::{journey_in, journey_out};
 use journeys_proto::v1 as pb;
@@ -272,12 +273,26 @@ impl JourneyService for JourneyGrpc {
                 req.traits.as_ref(),
             )
             .await?;
-        let outcome = self.simulate.send_test(&request).await?;
-        Ok(Response::new(pb::SendTestEventResponse {
-            status_code: i32::from(outcome.status),
-            body: outcome.body,
-            latency: Some(duration(outcome.latency)),
-        }))
+        Ok(Response::new(
+            match self.simulate.send_test(&request).await? {
+                TestOutcome::Webhook(outcome) => pb::SendTestEventResponse {
+                    status_code: i32::from(outcome.status),
+                    body: outcome.body,
+                    latency: Some(duration(outcome.latency)),
+                    function: None,
+                },
+                TestOutcome::Function(report) => pb::SendTestEventResponse {
+                    status_code: 0,
+                    body: match &report.result {
+                        Ok(Some(value)) => value.to_string(),
+                        Ok(None) => String::new(),
+                        Err(err) => err.to_string(),
+                    },
+                    latency: Some(duration(report.duration)),
+                    function: Some(super::destinations::test_function_response(&report)),
+                },
+            },
+        ))
     }
 
     async fn simulate_journey(

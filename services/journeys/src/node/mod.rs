@@ -39,6 +39,7 @@ use std::time::Duration;
 use journeys_control_plane::Deps;
 use journeys_data_plane::{DataPlane, Heartbeat};
 
+use journeys_delivery::function::FunctionLimits;
 use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher, RetryPolicy};
 use journeys_engine::{
     Engine, EngineConfig, FrontConfig, InstanceLimits, LogConfig, LogFront, OnCommit, OwnerConfig,
@@ -205,6 +206,7 @@ impl Node {
             node_id: self.node_id(),
             retry: retry_policy(&self.config),
             max_in_flight_per_destination: self.config.max_sends_in_flight_per_destination,
+            functions: function_limits(&self.config),
             ..DeliveryConfig::default()
         })
     }
@@ -554,6 +556,20 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 async fn close(store: Store) {
     if let Err(error) = store.close().await {
         tracing::warn!(%error, "closing the store failed");
+    }
+}
+
+/// The configured limits of destination functions (`function_*` settings).
+fn function_limits(config: &Config) -> FunctionLimits {
+    let defaults = FunctionLimits::default();
+    FunctionLimits {
+        workers: match config.function_workers {
+            0 => defaults.workers,
+            n => n,
+        },
+        cpu_time: Duration::from_millis(config.function_cpu_ms),
+        memory_bytes: config.function_memory_mb.saturating_mul(1024 * 1024),
+        ..defaults
     }
 }
 
