@@ -156,6 +156,30 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
             first.body
         );
         assert!(letter.dead_lettered_at.is_some());
+        // The instance shows the send with its payload and how its delivery went.
+        let sends = |c: &mut journeys_tests::StackClients| {
+            let id = instance.id.clone();
+            let mut c = c.clone();
+            async move {
+                Ok::<_, anyhow::Error>(
+                    c.instances
+                        .get_instance(pb::GetInstanceRequest { id })
+                        .await?
+                        .into_inner()
+                        .sends,
+                )
+            }
+        };
+        let before = sends(&mut c).await?;
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(
+            (before[0].status.as_str(), before[0].message_id.as_str()),
+            ("DEAD", letter.message_id.as_str())
+        );
+        assert_eq!(
+            journeys_control_plane::convert::json::opt_struct_to_json(before[0].payload.as_ref()),
+            first.body
+        );
         assert_eq!(sink.settle(Duration::from_millis(1500)).await.len(), 1);
         let stats = send_stats(&mut c, "strict-orders").await?;
         assert_eq!((stats.sent, stats.dead_lettered), (0, 1), "{stats:?}");
@@ -189,6 +213,9 @@ async fn a_rejected_send_is_dead_lettered_and_replay_delivers_it() -> anyhow::Re
         )
         .await;
         assert_eq!(after.dead_lettered, 0, "{after:?}");
+        let delivered = sends(&mut c).await?;
+        assert_eq!(delivered[0].status, "SENT", "{delivered:?}");
+        assert!(delivered[0].sent_at.is_some());
         assert!(c.dead_letters("strict").await?.is_empty());
         // Replaying it again does nothing: it is no longer a dead letter.
         let again = c

@@ -380,6 +380,9 @@ fn stood_in(row: &timeline::Model, journey_id: &str) -> InstanceRecord {
 pub struct InstanceDetail {
     pub instance: InstanceRecord,
     pub timeline: Vec<TimelineRecord>,
+    /// The instance's sends the outbox still holds (pending, dead, and delivered ones until
+    /// they are purged past retention), oldest first, with their payloads.
+    pub sends: Vec<crate::repo::outbox::OutboxRecord>,
 }
 
 /// Which instances [`Instances::list`] returns; unset fields match everything.
@@ -451,7 +454,22 @@ impl<'a> Instances<'a> {
         for row in rows {
             expand(TimelineRecord::from(row), &mut timeline);
         }
-        Ok(InstanceDetail { instance, timeline })
+        // By profile first: the outbox is indexed by profile, not by instance.
+        let sends = crate::entity::outbox::Entity::find()
+            .filter(crate::entity::outbox::Column::ProfileId.eq(instance.profile_id.as_str()))
+            .filter(crate::entity::outbox::Column::InstanceId.eq(id))
+            .order_by_asc(crate::entity::outbox::Column::CreatedAt)
+            .order_by_asc(crate::entity::outbox::Column::Id)
+            .all(self.db)
+            .await?
+            .into_iter()
+            .map(crate::repo::outbox::OutboxRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InstanceDetail {
+            instance,
+            timeline,
+            sends,
+        })
     }
 
     /// Instances matching `filter`, in id order: stored ones and those whose stand-in timeline

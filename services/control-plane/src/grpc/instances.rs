@@ -4,7 +4,7 @@ use journeys_proto::convert::json::{json_to_struct, opt_timestamp, timestamp};
 use journeys_proto::v1 as pb;
 use journeys_proto::v1::instance_service_server::InstanceService;
 use journeys_store::{
-    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, TimelineRecord,
+    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, OutboxRecord, TimelineRecord,
 };
 use tonic::{Request, Response};
 
@@ -63,6 +63,21 @@ pub fn instance(i: &InstanceRecord) -> pb::Instance {
         updated_at: Some(timestamp(i.updated_at)),
         ended_at: opt_timestamp(i.ended_at),
         timeline: Vec::new(),
+        sends: Vec::new(),
+    }
+}
+
+fn send(r: &OutboxRecord) -> pb::InstanceSend {
+    pb::InstanceSend {
+        id: r.id.clone(),
+        step_key: r.step_key.clone(),
+        destination_id: r.destination_id.clone(),
+        message_id: r.message_id.clone(),
+        status: r.status.as_str().to_owned(),
+        attempts: r.attempts,
+        payload: Some(json_to_struct(&r.payload)),
+        last_error: r.last_error.clone().unwrap_or_default(),
+        sent_at: opt_timestamp(r.sent_at),
     }
 }
 
@@ -79,6 +94,7 @@ fn timeline_entry(t: &TimelineRecord) -> pb::TimelineEntry {
 fn detail(d: &InstanceDetail) -> pb::Instance {
     let mut out = instance(&d.instance);
     out.timeline = d.timeline.iter().map(timeline_entry).collect();
+    out.sends = d.sends.iter().map(send).collect();
     out
 }
 

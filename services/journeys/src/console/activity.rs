@@ -21,8 +21,6 @@ const INSTANCE_PAGE: i32 = 25;
 const DESTINATION_PAGE: i32 = 50;
 /// Dead letters per page of a destination.
 const DEAD_LETTER_PAGE: i32 = 25;
-/// Dead letters read (in pages of 100) per destination when looking for an instance's.
-const DEAD_LETTERS_SEARCHED: usize = 500;
 /// The span of the hourly delivery table, in seconds.
 const HOURLY_WINDOW: i64 = 24 * 3600;
 
@@ -140,8 +138,7 @@ pub async fn instance(
             })
             .await
             .map_or_else(|_| i.journey_id.clone(), |j| j.into_inner().name);
-        let letters = instance_dead_letters(&mut c, &i).await?;
-        let rows = timeline_rows(&i, &letters);
+        let rows = timeline_rows(&i);
         let body = format!(
             "<h1>Instance <code>{id}</code></h1><dl class=\"facts\">\
              <dt>Journey</dt><dd><a href=\"/console/journeys/{jid_q}\">{jname}</a> (revision {rev})</dd>\
@@ -426,66 +423,26 @@ fn dead_letter_rows(letters: &[pb::DeadLetter]) -> String {
     rows
 }
 
-/// Dead letters of `instance` (their payloads are the payloads the API keeps), looked up by
-/// the destinations its sends went to, at most [`DEAD_LETTERS_SEARCHED`] per destination.
-async fn instance_dead_letters(
-    c: &mut super::Clients,
-    instance: &pb::Instance,
-) -> Result<Vec<pb::DeadLetter>, PageError> {
-    let mut destinations: Vec<String> = instance
-        .timeline
-        .iter()
-        .filter(|t| t.kind == "send")
-        .filter_map(|t| {
-            let detail = journeys_proto::convert::json::response_struct_to_json(t.detail.as_ref());
-            detail["destination_id"].as_str().map(str::to_owned)
-        })
-        .collect();
-    destinations.sort();
-    destinations.dedup();
-    let mut found = Vec::new();
-    for destination_id in destinations {
-        let mut page_token = String::new();
-        let mut read = 0;
-        loop {
-            let page = c
-                .destinations
-                .list_dead_letters(pb::ListDeadLettersRequest {
-                    destination_id: destination_id.clone(),
-                    journey_id: instance.journey_id.clone(),
-                    page_size: 100,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            read += page.dead_letters.len();
-            found.extend(
-                page.dead_letters
-                    .into_iter()
-                    .filter(|l| l.instance_id == instance.id),
-            );
-            if page.next_page_token.is_empty() || read >= DEAD_LETTERS_SEARCHED {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-    }
-    Ok(found)
-}
-
-/// The timeline as table rows; a send that was dead-lettered shows the payload it carried.
-fn timeline_rows(instance: &pb::Instance, letters: &[pb::DeadLetter]) -> String {
+/// The timeline as table rows; a send shows the payload it carried and how its delivery went,
+/// while the outbox holds it.
+fn timeline_rows(instance: &pb::Instance) -> String {
     let mut rows = String::new();
     for t in &instance.timeline {
         let detail = journeys_proto::convert::json::response_struct_to_json(t.detail.as_ref());
-        let letter = detail["message_id"]
+        let send = detail["message_id"]
             .as_str()
-            .and_then(|id| letters.iter().find(|l| l.message_id == id));
-        let payload = letter.map_or_else(String::new, |l| {
+            .and_then(|id| instance.sends.iter().find(|s| s.message_id == id));
+        let payload = send.map_or_else(String::new, |s| {
+            let how = match s.status.as_str() {
+                "DEAD" => format!("dead-lettered: {}", s.last_error),
+                "SENT" => "delivered".to_owned(),
+                _ if s.attempts > 0 => format!("pending after {} failed attempts", s.attempts),
+                _ => "pending".to_owned(),
+            };
             format!(
-                "<details><summary>Payload (dead-lettered: {})</summary><pre>{}</pre></details>",
-                esc(&l.last_error),
-                esc(&pretty(l.payload.as_ref()))
+                "<details><summary>Payload ({})</summary><pre>{}</pre></details>",
+                esc(&how),
+                esc(&pretty(s.payload.as_ref()))
             )
         });
         let _ = write!(
