@@ -37,7 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use journeys_store::{OutboxMark, OutboxRecord, Store};
+use journeys_store::{OutboxMark, OutboxRecord, SendOf, Store};
 use journeys_telemetry::{metrics, trace_context};
 
 use crate::address::AddressPolicy;
@@ -833,6 +833,7 @@ async fn schedule_retry(
     marks
         .send(OutboxMark::Retry {
             id: row.id.clone(),
+            send: Some(SendOf::of(row)),
             attempts,
             next_attempt_at: at,
             last_error: error,
@@ -850,7 +851,12 @@ async fn mark_sent(row: &OutboxRecord, attempts: i32, marks: &MarkSender) {
         attempts,
         "delivered"
     );
-    marks.send(OutboxMark::Sent { id: row.id.clone() }).await;
+    marks
+        .send(OutboxMark::Sent {
+            id: row.id.clone(),
+            send: Some(SendOf::of(row)),
+        })
+        .await;
 }
 
 async fn dead_letter(row: &OutboxRecord, attempts: i32, error: String, marks: &MarkSender) {
@@ -867,6 +873,7 @@ async fn dead_letter(row: &OutboxRecord, attempts: i32, error: String, marks: &M
     marks
         .send(OutboxMark::Dead {
             id: row.id.clone(),
+            send: Some(SendOf::of(row)),
             attempts,
             last_error: error,
         })

@@ -834,6 +834,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
         // is not counted again.
         let retry = |id: &str, attempts| OutboxMark::Retry {
             id: id.to_owned(),
+            send: None,
             attempts,
             next_attempt_at: t,
             last_error: "HTTP 500".into(),
@@ -860,6 +861,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
                     retry(&dead_id, 3),
                     OutboxMark::Sent {
                         id: sent_id.clone(),
+                        send: None,
                     },
                 ],
                 t,
@@ -872,6 +874,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
                     retry(&dead_id, 4),
                     OutboxMark::Sent {
                         id: sent_id.clone(),
+                        send: None,
                     },
                 ],
                 t,
@@ -882,6 +885,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
             .record(
                 &[OutboxMark::Dead {
                     id: dead_id.clone(),
+                    send: None,
                     attempts: 5,
                     last_error: "HTTP 500".into(),
                 }],

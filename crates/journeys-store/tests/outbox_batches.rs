@@ -168,23 +168,28 @@ async fn record_writes_sent_retry_and_dead_marks_together() {
         let marks = vec![
             OutboxMark::Sent {
                 id: rows[0].id.clone(),
+                send: None,
             },
             OutboxMark::Retry {
                 id: rows[1].id.clone(),
+                send: None,
                 attempts: 1,
                 next_attempt_at: retry_at,
                 last_error: "HTTP 503".into(),
             },
             OutboxMark::Sent {
                 id: rows[2].id.clone(),
+                send: None,
             },
             OutboxMark::Dead {
                 id: rows[3].id.clone(),
+                send: None,
                 attempts: 2,
                 last_error: "HTTP 400: bad field".into(),
             },
             OutboxMark::Sent {
                 id: "missing".into(),
+                send: None,
             },
         ];
         assert_eq!(marks[3].id(), rows[3].id, "{b}");
@@ -238,6 +243,7 @@ async fn record_writes_sent_retry_and_dead_marks_together() {
         // Only sends: the same marks as mark_sent_many; none at all: nothing happens.
         let only_sent = [OutboxMark::Sent {
             id: rows[4].id.clone(),
+            send: None,
         }];
         assert_eq!(db.outbox().record(&only_sent, at).await.unwrap(), 1, "{b}");
         assert_eq!(

@@ -36,7 +36,7 @@ pub use instances::{
     TimelineRecord, TransitionEntry,
 };
 pub use journeys::{JourneyChanges, JourneyRecord, JourneyState, Journeys};
-pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus};
+pub use outbox::{Outbox, OutboxMark, OutboxRecord, OutboxStatus, SendOf};
 pub(crate) use partitions::fence;
 pub use partitions::{Held, NodeRecord, PartitionRecord, Partitions};
 pub use profiles::{ProfileRecord, Profiles};

@@ -9,7 +9,7 @@
 //! queued sends go out within seconds instead of after the claim's lease. A live claimant's
 //! claims are never taken.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::entity::outbox::{self, Column, Entity};
 use crate::error::StoreError;
 use crate::page::{self, Page};
-use crate::repo::batches::{count_deliveries, upsert_counters};
+use crate::repo::batches::upsert_counters;
 use crate::repo::partitions::{db_now, micros_of};
 use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, begin_claim, finish, micros};
 
@@ -127,19 +127,44 @@ impl TryFrom<outbox::Model> for OutboxRecord {
     }
 }
 
+/// The send an outcome belongs to: the counters it feeds (`journey_counters`, the destination
+/// id as the branch). A dispatcher has it from the claimed row; a mark without it is looked up.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendOf {
+    pub journey_id: String,
+    pub step_key: String,
+    pub destination_id: String,
+}
+
+impl SendOf {
+    /// The send of `row`.
+    #[must_use]
+    pub fn of(row: &OutboxRecord) -> Self {
+        Self {
+            journey_id: row.journey_id.clone(),
+            step_key: row.step_key.clone(),
+            destination_id: row.destination_id.clone(),
+        }
+    }
+}
+
 /// The outcome of one delivery attempt, recorded with others in one transaction by
 /// [`Outbox::record`]. Each form does what its one-row method does, claim cleared included.
+/// `send` names the row's journey, step and destination for the delivery counters; `None`
+/// makes [`Outbox::record`] read them from the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboxMark {
     /// Delivered: as [`Outbox::mark_sent`].
     Sent {
         /// The row.
         id: String,
+        send: Option<SendOf>,
     },
     /// Failed, to be tried again: as [`Outbox::schedule_retry`].
     Retry {
         /// The row.
         id: String,
+        send: Option<SendOf>,
         /// Attempts made so far.
         attempts: i32,
         /// When the row is due again.
@@ -151,6 +176,7 @@ pub enum OutboxMark {
     Dead {
         /// The row.
         id: String,
+        send: Option<SendOf>,
         /// Attempts made.
         attempts: i32,
         /// What went wrong last.
@@ -163,7 +189,17 @@ impl OutboxMark {
     #[must_use]
     pub fn id(&self) -> &str {
         match self {
-            Self::Sent { id } | Self::Retry { id, .. } | Self::Dead { id, .. } => id,
+            Self::Sent { id, .. } | Self::Retry { id, .. } | Self::Dead { id, .. } => id,
+        }
+    }
+
+    /// The send the mark is for, when the mark names it.
+    #[must_use]
+    pub fn send(&self) -> Option<&SendOf> {
+        match self {
+            Self::Sent { send, .. } | Self::Retry { send, .. } | Self::Dead { send, .. } => {
+                send.as_ref()
+            }
         }
     }
 }
@@ -408,8 +444,11 @@ impl<'a> Outbox<'a> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn mark_sent(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.record_one(OutboxMark::Sent { id: id.to_owned() }, now)
-            .await
+        let mark = OutboxMark::Sent {
+            id: id.to_owned(),
+            send: None,
+        };
+        self.record_one(mark, now).await
     }
 
     /// Marks the rows `ids` delivered at `now` and clears their claims, as [`Outbox::record`].
@@ -424,17 +463,24 @@ impl<'a> Outbox<'a> {
     ) -> Result<u64, StoreError> {
         let marks: Vec<OutboxMark> = ids
             .iter()
-            .map(|id| OutboxMark::Sent { id: id.clone() })
+            .map(|id| OutboxMark::Sent {
+                id: id.clone(),
+                send: None,
+            })
             .collect();
         self.record(&marks, now).await
     }
 
-    /// Records the outcomes of many delivery attempts in one transaction: the outcomes of the
-    /// rows still pending are counted into the journey counters (one `INSERT … SELECT` per
-    /// outcome), the delivered rows are marked with one `UPDATE … WHERE id IN (…)` per 500,
-    /// retries and dead letters one statement each (they carry values of their own and are
-    /// rare next to sends). `now` is the `sent_at` and `dead_at` stamp and the counters' hour.
-    /// Marks of missing rows are ignored. Returns how many rows changed.
+    /// Records the outcomes of many delivery attempts in one transaction: the delivered rows
+    /// are marked with one `UPDATE … WHERE id IN (…)` per send (journey, step, destination)
+    /// and 500 rows, retries and dead letters one statement each (they carry values of their
+    /// own and are rare next to sends); then the rows each statement changed are added to the
+    /// delivery counters in one upsert. A delivered mark changes a row not yet delivered; a
+    /// retry or dead letter, a row still pending (one delivered meanwhile by a dispatcher whose
+    /// claim had lapsed stays delivered), so a repeated mark is neither applied nor counted
+    /// twice. No outbox row is read with a lock: marks that name their send
+    /// ([`OutboxMark::send`]) read nothing. `now` is the `sent_at` and `dead_at` stamp and the
+    /// counters' hour. Marks of missing rows are ignored. Returns how many rows changed.
     ///
     /// # Errors
     /// Database errors; then no mark of the call is recorded.
@@ -465,6 +511,7 @@ impl<'a> Outbox<'a> {
     ) -> Result<(), StoreError> {
         let mark = OutboxMark::Retry {
             id: id.to_owned(),
+            send: None,
             attempts,
             next_attempt_at,
             last_error: last_error.to_owned(),
@@ -485,6 +532,7 @@ impl<'a> Outbox<'a> {
     ) -> Result<(), StoreError> {
         let mark = OutboxMark::Dead {
             id: id.to_owned(),
+            send: None,
             attempts,
             last_error: last_error.to_owned(),
         };
@@ -494,7 +542,8 @@ impl<'a> Outbox<'a> {
     /// [`Outbox::record`] of one mark; [`StoreError::NotFound`] when its row is missing.
     async fn record_one(&self, mark: OutboxMark, now: DateTime<Utc>) -> Result<(), StoreError> {
         if self.record(std::slice::from_ref(&mark), now).await? == 0 {
-            return Err(StoreError::not_found(ENTITY, mark.id()));
+            // Unchanged: missing, or already in the state the mark asks for.
+            self.get(mark.id()).await?;
         }
         Ok(())
     }
@@ -679,61 +728,114 @@ async fn replay_rows<C: ConnectionTrait>(
     Ok(changed)
 }
 
-/// [`Outbox::record`] inside a transaction: counts the outcomes of the rows still pending
-/// (delivered, failed attempts, dead-lettered; `journey_counters`), then marks them.
-async fn record_marks<C: ConnectionTrait>(
+/// [`Outbox::record`] inside a transaction.
+async fn record_marks<'m, C: ConnectionTrait>(
     db: &C,
-    marks: &[OutboxMark],
+    marks: &'m [OutboxMark],
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let ids_of = |pick: fn(&OutboxMark) -> bool| -> Vec<&str> {
-        marks
-            .iter()
-            .filter(|mark| pick(mark))
-            .map(OutboxMark::id)
-            .collect()
-    };
-    let sent = ids_of(|mark| matches!(mark, OutboxMark::Sent { .. }));
-    let failed = ids_of(|mark| !matches!(mark, OutboxMark::Sent { .. }));
-    let dead = ids_of(|mark| matches!(mark, OutboxMark::Dead { .. }));
-    count_deliveries(db, CounterKind::Delivered, &sent, now).await?;
-    count_deliveries(db, CounterKind::DeliveryFailed, &failed, now).await?;
-    count_deliveries(db, CounterKind::DeadLettered, &dead, now).await?;
-    let sent: Vec<String> = sent.into_iter().map(str::to_owned).collect();
-    let mut changed = exec_sent(db, &sent, now).await?;
+    let looked_up = sends_of_unnamed(db, marks).await?;
+    let send_of = |mark: &'m OutboxMark| mark.send().or_else(|| looked_up.get(mark.id()));
+    let mut delivered: BTreeMap<&SendOf, Vec<&str>> = BTreeMap::new();
     for mark in marks {
-        let (id, update) = match mark {
+        if let (OutboxMark::Sent { id, .. }, Some(send)) = (mark, send_of(mark)) {
+            delivered.entry(send).or_default().push(id);
+        }
+    }
+    let mut counts: BTreeMap<CounterKey, i64> = BTreeMap::new();
+    let mut count = |send: &SendOf, kind, n: u64| {
+        let key =
+            CounterKey::with_branch(&send.journey_id, &send.step_key, kind, &send.destination_id);
+        *counts.entry(key.at(now)).or_default() += i64::try_from(n).unwrap_or(i64::MAX);
+    };
+    let mut changed = 0;
+    for (send, ids) in delivered {
+        let n = exec_sent(db, &ids, now).await?;
+        count(send, CounterKind::Delivered, n);
+        changed += n;
+    }
+    for mark in marks {
+        let (update, dead) = match mark {
             OutboxMark::Sent { .. } => continue,
             OutboxMark::Retry {
-                id,
                 attempts,
                 next_attempt_at,
                 last_error,
-            } => (id, retry_update(*attempts, *next_attempt_at, last_error)),
+                ..
+            } => (retry_update(*attempts, *next_attempt_at, last_error), false),
             OutboxMark::Dead {
-                id,
                 attempts,
                 last_error,
-            } => (id, dead_update(*attempts, last_error, now)),
+                ..
+            } => (dead_update(*attempts, last_error, now), true),
         };
-        changed += update
-            .filter(Column::Id.eq(id.as_str()))
+        let n = update
+            .filter(Column::Id.eq(mark.id()))
+            .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
             .exec(db)
             .await?
             .rows_affected;
+        if let Some(send) = send_of(mark) {
+            count(send, CounterKind::DeliveryFailed, n);
+            if dead {
+                count(send, CounterKind::DeadLettered, n);
+            }
+        }
+        changed += n;
     }
+    upsert_counters(db, &counts).await?;
     Ok(changed)
 }
 
+/// The sends of the marks that do not name theirs, read from their rows (plain reads, no
+/// locks); missing rows are left out.
+async fn sends_of_unnamed<C: ConnectionTrait>(
+    db: &C,
+    marks: &[OutboxMark],
+) -> Result<HashMap<String, SendOf>, StoreError> {
+    let unnamed: Vec<&str> = marks
+        .iter()
+        .filter(|mark| mark.send().is_none())
+        .map(OutboxMark::id)
+        .collect();
+    let mut sends = HashMap::with_capacity(unnamed.len());
+    for chunk in unnamed.chunks(INSERT_CHUNK) {
+        let rows = Entity::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::JourneyId,
+                Column::StepKey,
+                Column::DestinationId,
+            ])
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple::<(String, String, String, String)>()
+            .all(db)
+            .await?;
+        for (id, journey_id, step_key, destination_id) in rows {
+            let send = SendOf {
+                journey_id,
+                step_key,
+                destination_id,
+            };
+            sends.insert(id, send);
+        }
+    }
+    Ok(sends)
+}
+
+/// Marks the rows `ids` not yet delivered as delivered at `now`, 500 ids per statement;
+/// returns how many changed.
 async fn exec_sent<C: ConnectionTrait>(
     db: &C,
-    ids: &[String],
+    ids: &[&str],
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let mut changed = 0;
     for chunk in ids.chunks(INSERT_CHUNK) {
         changed += sent_update(now)
-            .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .filter(Column::Status.ne(OutboxStatus::Sent.as_str()))
             .exec(db)
             .await?
             .rows_affected;

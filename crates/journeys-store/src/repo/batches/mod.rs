@@ -4,8 +4,8 @@
 mod commit;
 mod stats;
 
+pub(crate) use stats::upsert as upsert_counters;
 pub use stats::{CounterKey, CounterKind, StatsRange, hour_start};
-pub(crate) use stats::{count_deliveries, upsert as upsert_counters};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

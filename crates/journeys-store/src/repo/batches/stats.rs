@@ -4,7 +4,7 @@
 //! purges: how often each step was reached, completed, exited or failed at, each branch taken,
 //! each send queued and delivered, each exit made by reason, each entry made or skipped. The
 //! engine sums them per batch and [`upsert`] adds one row per key in the batch's transaction;
-//! the outbox counts deliveries as it marks them ([`count_deliveries`]). The statistics read
+//! the outbox counts deliveries as it marks them (`Outbox::record`). The statistics read
 //! them, plus the active instances (waiting, always as of now).
 
 use std::collections::BTreeMap;
@@ -16,7 +16,6 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 use crate::error::StoreError;
 use crate::migration::BRANCH_LEN;
 use crate::repo::instances::InstanceState;
-use crate::repo::outbox::OutboxStatus;
 use crate::repo::{INSERT_CHUNK, placeholders};
 
 use super::{BranchCounts, DeliveryHour, HourStats, JourneyStats, SendCounts, StepCounts};
@@ -211,37 +210,6 @@ pub(crate) async fn upsert<C: ConnectionTrait>(
             ]);
         }
         sql.push_str(on_conflict(backend));
-        db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Counts the delivery outcome `kind` of the still-pending outbox rows `ids` in the hour of
-/// `now`, per journey, step and destination (`branch`): one `INSERT … SELECT` per 500 ids. Run
-/// before the rows are marked, in the same transaction, so a mark repeated for a row already
-/// sent or dead is not counted twice.
-pub(crate) async fn count_deliveries<C: ConnectionTrait>(
-    db: &C,
-    kind: CounterKind,
-    ids: &[&str],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let backend = db.get_database_backend();
-    for chunk in ids.chunks(INSERT_CHUNK) {
-        let sql = format!(
-            "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, n) \
-             SELECT journey_id, ?, step_key, ?, destination_id, COUNT(*) FROM outbox \
-             WHERE status = '{pending}' AND id IN ({ids}) \
-             GROUP BY journey_id, step_key, destination_id{tail}",
-            pending = OutboxStatus::Pending.as_str(),
-            ids = placeholders(chunk.len()),
-            tail = on_conflict(backend),
-        );
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() + 2);
-        values.push(hour_start(now).into());
-        values.push(kind.as_str().into());
-        values.extend(chunk.iter().map(|id| sea_orm::Value::from(*id)));
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
     }
