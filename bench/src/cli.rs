@@ -158,6 +158,12 @@ pub struct Args {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Instead of a load run: fill the abandonment journey (an hour's hold) with `--events`
+    /// checkouts over `--profiles` users (default: two per user), every other one bought, then
+    /// request each web console page this many times and print how fast it answered.
+    #[arg(long, conflicts_with_all = ["workload", "transport", "rate"])]
+    pub console_pages: Option<usize>,
 }
 
 /// The options of a run with the workload's defaults filled in.
@@ -185,7 +191,14 @@ impl Args {
             WorkloadKind::Abandonment => (10_000, 1_000, 100, (64, 64), 5, 1000),
             WorkloadKind::Burst => (300, 37, 300, (64, 64), 3, 500),
         };
-        let events = self.events.unwrap_or(events);
+        // The console measurement: 20,000 instances, two per user by default.
+        let (events, profiles) = match self.console_pages {
+            Some(_) => {
+                let events = self.events.unwrap_or(20_000);
+                (events, (events / 2).max(1))
+            }
+            None => (self.events.unwrap_or(events), profiles),
+        };
         let batch = if kind == WorkloadKind::Burst {
             anyhow::ensure!(
                 self.batch.is_none() && self.rate.is_none(),

@@ -16,6 +16,7 @@
 //! ```
 
 mod cli;
+mod console;
 mod grpc_load;
 mod http_load;
 mod nudges;
@@ -99,7 +100,15 @@ async fn run(args: Args, settings: Settings) -> anyhow::Result<()> {
     };
 
     let outcome = tokio::select! {
-        outcome = measure(&args, &settings, grpc, http, target) => outcome,
+        outcome = async {
+            match args.console_pages {
+                Some(pages) => {
+                    console::measure(&settings, pages, args.admin_token.as_deref(), grpc, http)
+                        .await
+                }
+                None => measure(&args, &settings, grpc, http, target).await,
+            }
+        } => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
 
