@@ -44,7 +44,11 @@ pub async fn measure(
     http: SocketAddr,
 ) -> anyhow::Result<String> {
     let channel = crate::grpc_load::connect(grpc).await?;
-    let workload = Workload::new(WorkloadKind::Abandonment, settings.events, settings.profiles);
+    let workload = Workload::new(
+        WorkloadKind::Abandonment,
+        settings.events,
+        settings.profiles,
+    );
     let control = ControlPlane::new(channel.clone(), admin_token)?;
     // Nothing is ever sent: the hold outlasts the run.
     let prepared = control
@@ -68,7 +72,10 @@ pub async fn measure(
             let (times, bytes) = time_page(&client, http, &path, requests).await?;
             #[allow(clippy::cast_precision_loss, reason = "kilobytes for display")]
             let kb = bytes as f64 / 1024.0;
-            out.push_str(&format!("  {name:<20} {}, {kb:.1} KB\n", latency_line(&times)));
+            out.push_str(&format!(
+                "  {name:<20} {}, {kb:.1} KB\n",
+                latency_line(&times)
+            ));
             let p99 = quantile(&times, 0.99).unwrap_or_default() / 1000;
             out.push_str(&format!(
                 "RESULT console_page={name} instances={instances} waiting={waiting} \
@@ -83,11 +90,7 @@ pub async fn measure(
 }
 
 /// Sends every checkout, then the purchases of the sessions that buy; returns how many events.
-async fn enter(
-    channel: &Channel,
-    prepared: &Prepared,
-    workload: &Workload,
-) -> anyhow::Result<u64> {
+async fn enter(channel: &Channel, prepared: &Prepared, workload: &Workload) -> anyhow::Result<u64> {
     let mut client = IngestServiceClient::new(channel.clone());
     let key = MetadataValue::try_from(prepared.write_key.as_str()).context("write key")?;
     let purchases = (0..workload.events)
@@ -180,9 +183,15 @@ async fn pages(
             "profile search",
             format!("/console/profiles?user_id={}", workload.user_id(0)),
         ),
-        ("instance timeline", format!("/console/instances/{}", instance.id)),
+        (
+            "instance timeline",
+            format!("/console/instances/{}", instance.id),
+        ),
         ("destinations", "/console/destinations".to_owned()),
-        ("destination", format!("/console/destinations/{destination}")),
+        (
+            "destination",
+            format!("/console/destinations/{destination}"),
+        ),
     ])
 }
 
