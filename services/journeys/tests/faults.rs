@@ -1,7 +1,11 @@
-//! Faults with real processes (issue 15), on MariaDB: a private `mariadbd` on its own port and
-//! data directory is killed while a client streams events and started again; ingest answers
-//! UNAVAILABLE (gRPC) and 503 (HTTP) during the outage, resumes after it, and every
-//! acknowledged event is in the store afterwards.
+//! Faults with real processes (issue 15), on MariaDB:
+//!
+//! - a private `mariadbd` on its own port and data directory is killed while a client streams
+//!   events and started again; ingest answers UNAVAILABLE (gRPC) and 503 (HTTP) during the
+//!   outage, resumes after it, and every acknowledged event is in the store afterwards;
+//! - a destination flaps between 500s, answers after its timeout and 200s, while another
+//!   destination gets its sends before the flapping one recovers; every send succeeds once
+//!   per Idempotency-Key and none is sent again after its success.
 //!
 //! Skipped, saying so, unless `JOURNEYS_TEST_MYSQL_URL` is set and `/usr/sbin/mariadbd` (and
 //! `mariadb-install-db`) are installed. Every process and directory is removed on drop, also
@@ -22,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use journeys_proto::v1 as pb;
+use journeys_testkit::sink::Received;
 use journeys_tests::ingest::{IngestStream, identify};
 use journeys_tests::{Stack, StackOptions};
 use serde_json::json;
@@ -332,5 +337,157 @@ async fn mariadb_killed_mid_stream_answers_unavailable_then_resumes_and_loses_no
     );
     drop(stream);
     stack.stop().await?;
+    Ok(())
+}
+
+/// The webhook destination `id` at `url`, giving up on an attempt after `timeout`.
+async fn webhook(
+    c: &mut journeys_tests::StackClients,
+    id: &str,
+    url: &str,
+    timeout: &str,
+) -> anyhow::Result<()> {
+    let request: pb::CreateDestinationRequest = journeys_tests::request_from_json(
+        &json!({"destination": {"id": id, "name": format!("Webhook {id}"),
+            "webhook": {"url": url, "timeout": timeout}}}),
+        "journeys.v1.CreateDestinationRequest",
+    )?;
+    c.destinations.create_destination(request).await?;
+    Ok(())
+}
+
+fn fast_retries(config: &mut journeys_runtime::config::Config) {
+    config.retry_backoff_base_ms = 100;
+    config.retry_backoff_max_secs = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_destination_delays_no_other_loses_nothing_and_succeeds_once_per_key()
+-> anyhow::Result<()> {
+    use journeys_testkit::sink::{Reply, Sink};
+    const USERS: usize = 20;
+    let Some(db) = journeys_testkit::TestDb::mysql().await? else {
+        eprintln!("skipped: JOURNEYS_TEST_MYSQL_URL is not set (the fault tests run on MariaDB)");
+        return Ok(());
+    };
+    let flappy = Sink::start().await;
+    let healthy = Sink::start().await;
+    // The first attempts fail: a 500, then an answer that comes after the 1 s timeout, in
+    // turn; every attempt after those succeeds.
+    flappy.script((0..USERS).flat_map(|_| {
+        [
+            Reply::status(500),
+            Reply::status(202).delay(Duration::from_secs(4)),
+        ]
+    }));
+    let stack = Stack::start(
+        db.url(),
+        StackOptions {
+            allow_short_durations: true,
+            configure: Some(fast_retries),
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let mut c = stack.clients().await?;
+    let key = c.create_source("orders").await?;
+    webhook(&mut c, "flappy", &flappy.url(), "1s").await?;
+    webhook(&mut c, "healthy", &healthy.url(), "5s").await?;
+    c.register_events(&["order"]).await?;
+    for destination in ["flappy", "healthy"] {
+        c.publish(&json!({"journey": {
+            "id": format!("to-{destination}"), "name": format!("Orders to {destination}"),
+            "entry": {"event": "order"}, "entry_rule": "ENTER_ONCE", "start_step": "send",
+            "steps": [{"key": "send", "name": "Send", "send": {"destination_id": destination}}]
+        }}))
+        .await?;
+    }
+    let http = stack.http();
+    for i in 0..USERS {
+        let reply = http
+            .post_json(
+                "/v1/track",
+                Some(&key),
+                &json!({"userId": format!("o-{i}"), "messageId": format!("o-{i}"), "event": "order"}),
+            )
+            .await?;
+        anyhow::ensure!(reply.status == 200, "order {i}: {:?}", reply.body);
+    }
+
+    // The healthy destination gets every send while the flapping one is still failing.
+    let got = healthy.wait_for(USERS, Duration::from_secs(60)).await;
+    anyhow::ensure!(
+        got.len() == USERS,
+        "the healthy destination got {} of {USERS}",
+        got.len()
+    );
+    let succeeded_at_flappy = flappy
+        .requests()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .count();
+    anyhow::ensure!(
+        succeeded_at_flappy < USERS,
+        "the healthy destination waited for the flapping one ({succeeded_at_flappy} of its sends had succeeded)"
+    );
+
+    // The flapping destination gets every send in the end, each succeeding once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let requests = flappy.requests();
+        let done: std::collections::BTreeSet<&str> = requests
+            .iter()
+            .filter(|r| r.answered == 200)
+            .map(Received::idempotency_key)
+            .collect();
+        if done.len() == USERS {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {USERS} sends succeeded at the flapping destination within 120 s",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut by_key: std::collections::BTreeMap<String, Vec<Received>> =
+        std::collections::BTreeMap::new();
+    for request in flappy.requests() {
+        by_key
+            .entry(request.idempotency_key().to_owned())
+            .or_default()
+            .push(request);
+    }
+    anyhow::ensure!(
+        by_key.len() == USERS,
+        "{} keys at the flapping destination",
+        by_key.len()
+    );
+    for (key, mut attempts) in by_key {
+        anyhow::ensure!(!key.is_empty(), "a send without an Idempotency-Key");
+        attempts.sort_by_key(|r| r.at);
+        let successes = attempts.iter().filter(|r| r.answered == 200).count();
+        anyhow::ensure!(successes == 1, "{key}: {successes} successful deliveries");
+        anyhow::ensure!(
+            attempts.last().is_some_and(|r| r.answered == 200),
+            "{key}: sent again after it succeeded: {:?}",
+            attempts.iter().map(|r| r.answered).collect::<Vec<_>>()
+        );
+    }
+    let healthy_keys: std::collections::BTreeSet<String> = healthy
+        .requests()
+        .iter()
+        .map(|r| r.idempotency_key().to_owned())
+        .collect();
+    anyhow::ensure!(
+        healthy_keys.len() == USERS,
+        "healthy: {} distinct keys",
+        healthy_keys.len()
+    );
+    stack.stop().await?;
+    flappy.stop().await;
+    healthy.stop().await;
+    db.close().await?;
     Ok(())
 }
