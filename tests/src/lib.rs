@@ -146,6 +146,15 @@ pub fn journey_request_from_json(
 
 mod json_codec;
 
+/// Decodes grpcurl-style JSON (the proto3 JSON mapping) as the message `full_name`, e.g.
+/// `journeys.v1.CreateDestinationRequest`, through the descriptor set.
+pub fn request_from_json<T: prost::Message + Default>(
+    json: &serde_json::Value,
+    full_name: &str,
+) -> anyhow::Result<T> {
+    json_codec::decode(json, full_name)
+}
+
 pub mod http;
 pub mod ingest;
 pub mod stack;

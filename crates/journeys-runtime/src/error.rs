@@ -114,6 +114,31 @@ fn invalid_argument_message(message: &str, violations: &[FieldViolation]) -> Str
     }
 }
 
+/// The longest message a status carries. Messages travel in HTTP/2 trailers, which clients
+/// cap (8-16 KB is common): a message that echoes a huge input would make the whole answer
+/// unreadable ("h2 protocol error") instead of naming the field.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 4 * 1024;
+/// The longest description of one field violation in the `BadRequest` details.
+const MAX_VIOLATION_BYTES: usize = 512;
+/// The most violations listed in the `BadRequest` details (the message says how many more).
+const MAX_VIOLATIONS: usize = 50;
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying how long it was.
+#[must_use]
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut end = max.saturating_sub(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("… ({total} bytes in all)"));
+    text
+}
+
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         let code = error.code();
@@ -122,11 +147,20 @@ impl From<ApiError> for Status {
                 message,
                 violations,
             } => {
-                let text = invalid_argument_message(&message, &violations);
+                let text = bounded(
+                    invalid_argument_message(&message, &violations),
+                    MAX_STATUS_MESSAGE_BYTES,
+                );
                 let details = ErrorDetails::with_bad_request(
                     violations
                         .into_iter()
-                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .take(MAX_VIOLATIONS)
+                        .map(|v| {
+                            tonic_types::FieldViolation::new(
+                                bounded(v.field, MAX_VIOLATION_BYTES),
+                                bounded(v.description, MAX_VIOLATION_BYTES),
+                            )
+                        })
                         .collect::<Vec<_>>(),
                 );
                 Status::with_error_details(code, text, details)
@@ -140,7 +174,9 @@ impl From<ApiError> for Status {
             | ApiError::FailedPrecondition(message)
             | ApiError::Unauthenticated(message)
             | ApiError::ResourceExhausted(message)
-            | ApiError::Unavailable(message) => Status::new(code, message),
+            | ApiError::Unavailable(message) => {
+                Status::new(code, bounded(message, MAX_STATUS_MESSAGE_BYTES))
+            }
         }
     }
 }
@@ -183,6 +219,36 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_message_echoing_a_huge_input_is_cut_to_fit_in_a_trailer() {
+        let url = format!("https://hooks.example.com/{}", "p".repeat(100 * 1024));
+        let status = Status::from(ApiError::invalid_field(
+            "destination.webhook.url",
+            format!("'{url}' is not a valid URL"),
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
+        assert!(
+            status
+                .message()
+                .starts_with("destination.webhook.url: 'https://hooks")
+        );
+        assert!(
+            status.message().ends_with("bytes in all)"),
+            "{}",
+            status.message()
+        );
+        let details = status
+            .get_details_bad_request()
+            .expect("BadRequest details");
+        assert!(details.field_violations[0].description.len() <= MAX_VIOLATION_BYTES);
+        let status = Status::from(ApiError::NotFound(format!(
+            "profile '{}' not found",
+            "é".repeat(9000)
+        )));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
     }
 
     #[test]

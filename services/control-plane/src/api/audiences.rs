@@ -131,6 +131,9 @@ fn check_key(key: &str, problems: &mut Vec<Problem>) {
     }
 }
 
+/// How many member-id problems one answer lists.
+const MAX_LISTED_PROBLEMS: usize = 20;
+
 fn check_user_ids(user_ids: &[String]) -> Result<()> {
     let mut problems = Vec::new();
     if user_ids.is_empty() {
@@ -142,9 +145,24 @@ fn check_user_ids(user_ids: &[String]) -> Result<()> {
             format!("at most {MAX_MEMBERS_PER_CALL} per call"),
         ));
     }
+    // Each id is checked; the first few problems are listed.
     for (i, id) in user_ids.iter().enumerate() {
+        if problems.len() >= MAX_LISTED_PROBLEMS {
+            break;
+        }
         if id.is_empty() {
             problems.push(Problem::new(format!("user_ids[{i}]"), "must not be empty"));
+        }
+        let chars = id.chars().count();
+        if chars > journeys_store::MAX_KEY_CHARS {
+            // Ingestion refuses such a user id: the member could never match a profile.
+            problems.push(Problem::new(
+                format!("user_ids[{i}]"),
+                format!(
+                    "is {chars} characters long, at most {} allowed",
+                    journeys_store::MAX_KEY_CHARS
+                ),
+            ));
         }
     }
     ServiceError::check("request", problems)
@@ -157,6 +175,13 @@ mod tests {
     #[test]
     fn member_lists_are_bounded_and_non_empty() {
         assert!(check_user_ids(&["u1".to_owned()]).is_ok());
+        let long = "m".repeat(journeys_store::MAX_KEY_CHARS + 1);
+        let err = check_user_ids(&["u1".to_owned(), long]).expect_err("too long");
+        assert!(
+            err.to_string()
+                .contains("user_ids[1]: is 192 characters long, at most 191"),
+            "{err}"
+        );
         let Err(ServiceError::Invalid { problems, .. }) = check_user_ids(&[]) else {
             panic!("an empty list must be refused");
         };
