@@ -420,7 +420,10 @@ async fn resources_instances_profiles_and_dead_letters() {
         let out = cli(addr, &["destination", "create", "-f", &file]).await;
         assert_eq!(out.ok(), "destination/other created\n");
         let list = cli(addr, &["destination", "list"]).await;
-        assert_eq!(row(list.ok(), "other")[..3], ["other", "Other", &format!("{url}/other")]);
+        assert_eq!(
+            row(list.ok(), "other")[..4],
+            ["other", "Other", "webhook", &format!("{url}/other")]
+        );
         let got = cli(addr, &["destination", "get", "webhook", "-o", "json"]).await.json();
         assert_eq!(got["webhook"]["headers"]["X-Team"], "growth", "{got}");
         assert_ne!(got["webhook"]["signingSecret"], "s3cret", "masked: {got}");
@@ -498,6 +501,19 @@ async fn resources_instances_profiles_and_dead_letters() {
         assert_eq!(out.ok(), "1 dead letter queued for delivery again\n");
         let delivered = sink.wait_for(2, SETTLE).await;
         assert_eq!(delivered[0].idempotency_key(), delivered[1].idempotency_key());
+        // Delivery health: the refused attempt, then the replay's delivery; the replayed dead
+        // letter is no longer counted as dead.
+        let health = eventually("the delivery counted", SETTLE, || async {
+            let stats = cli(addr, &["destination", "stats", "webhook", "-o", "json"]).await.json();
+            (stats["sent"] == "1").then_some(stats)
+        })
+        .await;
+        assert_eq!(health["failed"], "1", "{health}");
+        assert_eq!(health["deadLettered"], Value::Null, "0 is left out: {health}");
+        let table = cli(addr, &["destination", "stats", "webhook"]).await;
+        assert!(table.ok().contains("DEAD-LETTERED") && table.stdout.contains("HOUR"), "{table:#?}");
+        let out = cli(addr, &["destination", "stats", "webhook", "--from", "yesterday"]).await;
+        assert!(out.failed(2).contains("--from"), "{out:#?}");
         let out = cli(addr, &["dead-letters", "replay"]).await;
         assert_eq!(out.code, 2, "ids or --all: {out:#?}");
 
@@ -730,4 +746,151 @@ async fn events_send_streams_100000_events_with_progress_and_a_summary() {
 
     stack.stop().await.expect("journeys dev stops");
     db.close().await.expect("remove the database");
+}
+
+/// Segment's `onTrack`, as users paste it.
+const CRM_FUNCTION: &str = r#"
+async function onTrack(event, settings) {
+  const res = await fetch(settings.url, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${settings.apiKey}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user: event.userId, event: event.event })
+  })
+  console.log(`crm answered ${res.status}`)
+  if (res.status >= 500) throw new RetryError(`upstream ${res.status}`)
+  if (!res.ok) throw new ValidationError(`rejected ${res.status}`)
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_destinations_are_created_shown_and_tried_from_the_command_line() {
+    let db = journeys_testkit::db::TestDb::sqlite()
+        .await
+        .expect("SQLite");
+    let stack = Stack::start(db.url(), StackOptions::default())
+        .await
+        .expect("journeys dev starts");
+    let addr = stack.grpc_addr();
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let code = write(dir.path(), "crm.js", CRM_FUNCTION);
+    let crm = format!("{}/crm", sink.url());
+
+    let out = cli(
+        addr,
+        &[
+            "destination",
+            "create",
+            "--id",
+            "crm",
+            "--name",
+            "CRM",
+            "--function",
+            &code,
+            "--setting",
+            &format!("url={crm}"),
+            "--setting",
+            "retries=3",
+            "--secret",
+            "apiKey=k3y",
+            "--timeout",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(out.ok(), "destination/crm created\n");
+    let list = cli(addr, &["destination", "list"]).await;
+    assert_eq!(row(list.ok(), "crm")[..4], ["crm", "CRM", "function", "-"]);
+    let got = cli(addr, &["destination", "get", "crm"]).await;
+    let text = got.ok();
+    assert_eq!(row(text, "Kind:"), ["Kind:", "function"]);
+    assert!(text.contains("handlers: onTrack"), "{text}");
+    assert_eq!(row(text, "Secrets:"), ["Secrets:", "apiKey"]);
+    assert!(!text.contains("k3y"), "a secret is never shown: {text}");
+    let got = cli(addr, &["destination", "get", "crm", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        got["function"]["settings"]["retries"], 3.0,
+        "JSON values: {got}"
+    );
+    assert_eq!(got["function"]["settings"]["url"], crm.as_str(), "{got}");
+
+    // The stored function on the sample event: one fetch, with the secret merged in.
+    let out = cli(
+        addr,
+        &["destination", "test-function", "--destination", "crm"],
+    )
+    .await;
+    let text = out.ok();
+    assert!(text.starts_with("returned"), "{text}");
+    assert!(text.contains("crm answered 200"), "the logs: {text}");
+    assert_eq!(row(text, "POST")[1..], [crm.as_str(), "200"]);
+    let received = sink.wait_for(1, SETTLE).await;
+    assert_eq!(received[0].header("authorization"), Some("Bearer k3y"));
+    assert_eq!(received[0].str_field("user"), "test-user");
+
+    // Other code on a given event: a thrown ValidationError is the command's failure.
+    sink.answer_by_default(422);
+    let event = write(
+        dir.path(),
+        "event.json",
+        r#"{"type":"track","event":"order_placed","userId":"u9","properties":{}}"#,
+    );
+    let out = cli(
+        addr,
+        &[
+            "destination",
+            "test-function",
+            "--code",
+            &code,
+            "--payload",
+            &event,
+            "--setting",
+            &format!("url={crm}"),
+            "--secret",
+            "apiKey=other",
+        ],
+    )
+    .await;
+    assert!(
+        out.failed(1).contains("ValidationError: rejected 422"),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("dead-lettered"), "{out:#?}");
+    assert_eq!(
+        sink.wait_for(2, SETTLE).await[1].str_field("event"),
+        "order_placed"
+    );
+    let out = cli(
+        addr,
+        &[
+            "destination",
+            "create",
+            "--name",
+            "X",
+            "--function",
+            &code,
+            "--url",
+            &crm,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "a function has no URL: {out:#?}");
+    let out = cli(
+        addr,
+        &[
+            "destination",
+            "test-function",
+            "--code",
+            &code,
+            "--setting",
+            "url",
+        ],
+    )
+    .await;
+    assert!(out.failed(2).contains("NAME=VALUE"), "{out:#?}");
+
+    sink.stop().await;
+    stack.stop().await.expect("journeys dev stops");
 }

@@ -623,7 +623,7 @@ fn step_summary(step: &pb::Step) -> (&'static str, String) {
 }
 
 /// The timestamp of an RFC 3339 time flag.
-fn time_flag(flag: &str, value: Option<&str>) -> Result<Option<prost_types::Timestamp>> {
+pub(super) fn time_flag(flag: &str, value: Option<&str>) -> Result<Option<prost_types::Timestamp>> {
     value
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v)

@@ -17,6 +17,7 @@ pub mod output;
 
 mod activity;
 mod events;
+mod functions;
 mod journey;
 mod resources;
 

@@ -46,6 +46,8 @@ named!(
     SimulateJourneyResponse,
     Destination,
     ListDestinationsResponse,
+    GetDestinationStatsResponse,
+    TestFunctionResponse,
     ListDeadLettersResponse,
     ReplayDeadLettersResponse,
     Source,

@@ -7,7 +7,9 @@ use journeys_proto::v1 as pb;
 
 use super::client::{Clients, Global};
 use super::error::{Error, Result};
+use super::functions::{self, FunctionFlags};
 use super::input;
+use super::journey::time_flag;
 use super::output::{Table, duration, or_dash, out, print_message, time};
 
 pub const DESTINATION_EXAMPLES: &str = "\
@@ -45,10 +47,16 @@ pub enum DestinationVerb {
     List,
     /// Show a destination (its signing secret masked)
     Get { id: String },
-    /// Create a webhook destination from flags or from a file
+    /// Create a webhook destination (--url) or a destination function (--function) from
+    /// flags, or either from a file
+    #[command(after_help = "\
+Examples:
+  journeys destination create --id webhook --name Sink --url https://example.com/hooks --signing-secret s3cret
+  journeys destination create --id crm --name CRM --function crm.js --setting url=https://crm.example.com/api --secret apiKey=k3y
+  journeys destination create -f destination.yaml")]
     Create {
         /// A Destination (or `{"destination": {…}}`), JSON or YAML, instead of the flags
-        #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = ["id", "name", "url"])]
+        #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = ["id", "name", "url", "function"])]
         file: Option<PathBuf>,
         /// The id send steps name (default: assigned by the server)
         #[arg(long)]
@@ -57,15 +65,66 @@ pub enum DestinationVerb {
         #[arg(long, required_unless_present = "file")]
         name: Option<String>,
         /// Webhook base URL
-        #[arg(long, required_unless_present = "file")]
+        #[arg(long, required_unless_present_any = ["file", "function"], conflicts_with = "function")]
         url: Option<String>,
         /// Extra request header, `Name=value` (repeatable)
-        #[arg(long = "header", value_name = "NAME=VALUE")]
+        #[arg(
+            long = "header",
+            value_name = "NAME=VALUE",
+            conflicts_with = "function"
+        )]
         headers: Vec<String>,
         /// HMAC-SHA256 key of the `Journeys-Signature` header
-        #[arg(long)]
+        #[arg(long, conflicts_with = "function")]
         signing_secret: Option<String>,
-        /// Per-request timeout in seconds (default: the server's)
+        /// Per-request (webhook) or per-invocation (function) timeout in seconds (default:
+        /// the server's)
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+        #[command(flatten)]
+        function: FunctionFlags,
+    },
+    /// Delivery health: sends delivered, failed attempts and sends dead-lettered, in all and
+    /// per hour
+    #[command(after_help = "\
+Examples:
+  journeys destination stats webhook
+  journeys destination stats webhook --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z")]
+    Stats {
+        id: String,
+        /// Only the hours from this time on (RFC 3339; rounded down to its hour)
+        #[arg(long)]
+        from: Option<String>,
+        /// Only the hours before this time (RFC 3339)
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Run a function's code once on an event and show what it did (result or error, logs,
+    /// fetches); nothing is stored and no send is queued. Exits 1 when the function threw
+    #[command(after_help = "\
+Examples:
+  journeys destination test-function --code crm.js --setting url=https://crm.example.com/api --payload event.json
+  journeys destination test-function --destination crm")]
+    TestFunction {
+        /// A function destination whose stored code, settings, secrets and timeout stand in
+        /// for what the flags leave out
+        #[arg(long, required_unless_present = "code")]
+        destination: Option<String>,
+        /// The JavaScript to run
+        #[arg(long, value_name = "FILE")]
+        code: Option<PathBuf>,
+        /// The event the handler gets (a Segment call as JSON or YAML; its `type` picks the
+        /// handler); default: a sample `track` call
+        #[arg(long, value_name = "FILE")]
+        payload: Option<PathBuf>,
+        /// A setting, `NAME=VALUE` (VALUE read as JSON when it is JSON, else as text;
+        /// repeatable)
+        #[arg(long = "setting", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
+        /// A secret setting, `NAME=VALUE` (repeatable)
+        #[arg(long = "secret", value_name = "NAME=VALUE")]
+        secrets: Vec<String>,
+        /// Time limit in seconds (default: the destination's, else the server's)
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
     },
@@ -136,34 +195,7 @@ pub enum CatalogVerb {
 }
 
 pub async fn destination(global: &Global, verb: DestinationVerb) -> Result<()> {
-    let wanted = match &verb {
-        DestinationVerb::Create {
-            file: Some(file), ..
-        } => Some(destination_file(file)?),
-        DestinationVerb::Create {
-            id,
-            name,
-            url,
-            headers,
-            signing_secret,
-            timeout,
-            ..
-        } => Some(pb::Destination {
-            id: id.clone().unwrap_or_default(),
-            name: name.clone().unwrap_or_default(),
-            webhook: Some(pb::WebhookSettings {
-                url: url.clone().unwrap_or_default(),
-                headers: header_map(headers)?,
-                signing_secret: signing_secret.clone().unwrap_or_default(),
-                timeout: timeout.map(|s| prost_types::Duration {
-                    seconds: i64::from(s),
-                    nanos: 0,
-                }),
-            }),
-            ..Default::default()
-        }),
-        _ => None,
-    };
+    let wanted = wanted_destination(&verb)?;
     let c = &mut global.clients().await?;
     match verb {
         DestinationVerb::List => list_destinations(global, c).await,
@@ -191,6 +223,32 @@ pub async fn destination(global: &Global, verb: DestinationVerb) -> Result<()> {
             }
             Ok(())
         }
+        DestinationVerb::Stats { id, from, to } => {
+            let request = pb::GetDestinationStatsRequest {
+                id,
+                from: time_flag("--from", from.as_deref())?,
+                to: time_flag("--to", to.as_deref())?,
+            };
+            functions::stats(global, c, request).await
+        }
+        DestinationVerb::TestFunction {
+            destination,
+            code,
+            payload,
+            settings,
+            secrets,
+            timeout,
+        } => {
+            let test = functions::TestFunction {
+                destination,
+                code,
+                payload,
+                settings,
+                secrets,
+                timeout,
+            };
+            functions::test_function(global, c, test).await
+        }
         DestinationVerb::Delete { id } => {
             c.destinations
                 .delete_destination(pb::DeleteDestinationRequest { id: id.clone() })
@@ -199,6 +257,44 @@ pub async fn destination(global: &Global, verb: DestinationVerb) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The destination `create` asks for (from its file or its flags); `None` for other verbs.
+fn wanted_destination(verb: &DestinationVerb) -> Result<Option<pb::Destination>> {
+    Ok(match verb {
+        DestinationVerb::Create {
+            file: Some(file), ..
+        } => Some(destination_file(file)?),
+        DestinationVerb::Create {
+            id,
+            name,
+            url,
+            headers,
+            signing_secret,
+            timeout,
+            function,
+            ..
+        } => Some(pb::Destination {
+            id: id.clone().unwrap_or_default(),
+            name: name.clone().unwrap_or_default(),
+            webhook: match &function.function {
+                Some(_) => None,
+                None => Some(pb::WebhookSettings {
+                    url: url.clone().unwrap_or_default(),
+                    headers: header_map(headers)?,
+                    signing_secret: signing_secret.clone().unwrap_or_default(),
+                    timeout: functions::seconds(*timeout),
+                }),
+            },
+            function: function
+                .function
+                .as_deref()
+                .map(|code| functions::function_settings(code, function, *timeout))
+                .transpose()?,
+            ..Default::default()
+        }),
+        _ => None,
+    })
 }
 
 fn destination_file(path: &std::path::Path) -> Result<pb::Destination> {
@@ -247,15 +343,18 @@ async fn list_destinations(global: &Global, c: &mut Clients) -> Result<()> {
     if print_message(global.output, &response)? {
         return Ok(());
     }
-    let mut table = Table::new(&["ID", "NAME", "URL", "CREATED"]);
+    let mut table = Table::new(&["ID", "NAME", "KIND", "URL", "CREATED"]);
     for d in &response.destinations {
+        let (kind, url) = match (&d.webhook, &d.function) {
+            (Some(w), _) => ("webhook", w.url.clone()),
+            (None, Some(_)) => ("function", "-".to_owned()),
+            (None, None) => ("-", "-".to_owned()),
+        };
         table.row(vec![
             d.id.clone(),
             d.name.clone(),
-            d.webhook
-                .as_ref()
-                .map(|w| w.url.clone())
-                .unwrap_or_default(),
+            kind.to_owned(),
+            url,
             time(d.created_at.as_ref()),
         ]);
     }
@@ -264,26 +363,34 @@ async fn list_destinations(global: &Global, c: &mut Clients) -> Result<()> {
 }
 
 fn describe_destination(d: &pb::Destination) -> String {
-    let webhook = d.webhook.clone().unwrap_or_default();
+    let mut rows = vec![("Name:", d.name.clone())];
+    match &d.function {
+        Some(function) => rows.extend(functions::function_rows(function)),
+        None => rows.extend(webhook_rows(&d.webhook.clone().unwrap_or_default())),
+    }
+    rows.push(("Created:", time(d.created_at.as_ref())));
+    rows.push(("Updated:", time(d.updated_at.as_ref())));
+    let mut table = Table::new(&["ID:", &d.id]);
+    for (key, value) in rows {
+        table.row(vec![key.to_owned(), value]);
+    }
+    table.render()
+}
+
+fn webhook_rows(webhook: &pb::WebhookSettings) -> Vec<(&'static str, String)> {
     let mut headers: Vec<String> = webhook
         .headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     headers.sort();
-    let mut table = Table::new(&["ID:", &d.id]);
-    for (key, value) in [
-        ("Name:", d.name.clone()),
+    vec![
+        ("Kind:", "webhook".to_owned()),
         ("URL:", webhook.url.clone()),
         ("Headers:", or_dash(&headers.join(", "))),
         ("Signing secret:", or_dash(&webhook.signing_secret)),
         ("Timeout:", duration(webhook.timeout.as_ref())),
-        ("Created:", time(d.created_at.as_ref())),
-        ("Updated:", time(d.updated_at.as_ref())),
-    ] {
-        table.row(vec![key.to_owned(), value]);
-    }
-    table.render()
+    ]
 }
 
 pub async fn source(global: &Global, verb: SourceVerb) -> Result<()> {
