@@ -24,6 +24,7 @@
 
 mod worker;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::client::WebhookClient;
 
@@ -83,6 +84,24 @@ pub struct FunctionLimits {
     pub max_log_line_chars: usize,
     /// Functions whose evaluated code a worker keeps.
     pub cached_functions: usize,
+    /// Workers one function (one code) may occupy at once; its further invocations wait
+    /// without taking a worker, so a function whose fetches hang cannot hold up the others.
+    /// 0 is the default: all but a quarter of the workers (at least one left to the others
+    /// when there are two or more).
+    pub worker_share: usize,
+}
+
+impl FunctionLimits {
+    /// [`FunctionLimits::worker_share`] with its default applied, at least 1.
+    #[must_use]
+    pub fn share(&self) -> usize {
+        let workers = self.workers.max(1);
+        match self.worker_share {
+            0 => workers - (workers / 4).max(usize::from(workers > 1)),
+            n => n.min(workers),
+        }
+        .max(1)
+    }
 }
 
 impl Default for FunctionLimits {
@@ -97,6 +116,7 @@ impl Default for FunctionLimits {
             max_log_lines: 100,
             max_log_line_chars: 1000,
             cached_functions: 32,
+            worker_share: 0,
         }
     }
 }
@@ -210,6 +230,51 @@ enum Job {
 pub struct FunctionRuntime {
     jobs: mpsc::Sender<Job>,
     limits: Arc<FunctionLimits>,
+    shares: Arc<Shares>,
+}
+
+/// Each function's share of the workers: a semaphore of [`FunctionLimits::share`] permits per
+/// code, held from before an invocation is queued until it ends. Kept only while in use.
+#[derive(Debug)]
+struct Shares {
+    permits: usize,
+    by_code: Mutex<HashMap<[u8; 32], Arc<Semaphore>>>,
+}
+
+impl Shares {
+    /// Waits for a worker of `code`'s share; the permit is given back by [`Shares::release`].
+    async fn acquire(&self, code: &FunctionCode) -> (Arc<Semaphore>, Option<OwnedSemaphorePermit>) {
+        let semaphore = Arc::clone(
+            self.lock()
+                .entry(code.key)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.permits))),
+        );
+        // The semaphore is never closed: an error cannot happen, and would only mean no wait.
+        let permit = Arc::clone(&semaphore).acquire_owned().await.ok();
+        (semaphore, permit)
+    }
+
+    /// Gives the permit back and forgets `code`'s semaphore once nobody else holds it.
+    fn release(
+        &self,
+        code: &FunctionCode,
+        semaphore: &Arc<Semaphore>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        drop(permit);
+        let mut by_code = self.lock();
+        // Clones are made under this lock only: the map's and ours mean no one else waits.
+        if Arc::strong_count(semaphore) == 2 {
+            by_code.remove(&code.key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Semaphore>>> {
+        // The map is valid whatever a panicking holder did: entries are whole.
+        self.by_code
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl fmt::Debug for FunctionRuntime {
@@ -242,7 +307,15 @@ impl FunctionRuntime {
                 tracing::error!(error = %err, "could not start a function worker thread");
             }
         }
-        Self { jobs, limits }
+        let shares = Arc::new(Shares {
+            permits: limits.share(),
+            by_code: Mutex::new(HashMap::new()),
+        });
+        Self {
+            jobs,
+            limits,
+            shares,
+        }
     }
 
     /// The limits the workers apply.
@@ -251,8 +324,17 @@ impl FunctionRuntime {
         &self.limits
     }
 
-    /// Runs one invocation on a free worker.
+    /// Runs one invocation on a free worker, once its function has one of its share
+    /// ([`FunctionLimits::worker_share`]) free.
     pub async fn invoke(&self, invocation: Invocation) -> InvocationReport {
+        let code = invocation.code.clone();
+        let (semaphore, permit) = self.shares.acquire(&code).await;
+        let report = self.run(invocation).await;
+        self.shares.release(&code, &semaphore, permit);
+        report
+    }
+
+    async fn run(&self, invocation: Invocation) -> InvocationReport {
         let (reply, answer) = oneshot::channel();
         let unavailable = || InvocationReport {
             result: Err(FunctionError::new(

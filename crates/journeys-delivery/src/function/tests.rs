@@ -311,3 +311,42 @@ fn handlers_follow_the_event_type() {
     assert_eq!(handler_for(&json!({"type": "Page"})), "onPage");
     assert_eq!(handler_for(&json!({"event": "x"})), "onTrack");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_whose_fetches_hang_leaves_workers_to_the_others() {
+    let slow = Sink::start().await;
+    slow.answer_by_default(Reply::status(200).delay(Duration::from_secs(3)));
+    let limits = FunctionLimits {
+        workers: 4,
+        ..limits()
+    };
+    assert_eq!(limits.share(), 3, "all but a quarter of the workers");
+    let pool = FunctionRuntime::start(
+        limits,
+        &WebhookClient::new(16, AddressPolicy::allow_loopback()),
+    );
+    let hanging = "async function onTrack(e, s) { await fetch(s.url) }";
+    let settings = json!({"url": slow.url()});
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let pool = pool.clone();
+            let call = invocation(hanging, settings.clone());
+            tokio::spawn(async move { pool.invoke(call).await })
+        })
+        .collect();
+    // Its share of the workers is busy waiting for the slow sink.
+    slow.wait_for(3, Duration::from_secs(10)).await;
+
+    // Another function still finds a worker while every hanging call is still waiting.
+    still_healthy(&pool).await;
+    assert!(
+        calls.iter().all(|call| !call.is_finished()),
+        "the other function ran before any hanging call ended"
+    );
+    for call in calls {
+        let report = call.await.expect("joined");
+        assert!(report.result.is_ok(), "{report:?}");
+    }
+    assert_eq!(slow.peak_concurrency(), 3, "never more than its share at once");
+    slow.stop().await;
+}
