@@ -5,6 +5,7 @@
 //! code here is generated from them at build time. Domain types live in
 //! `journeys-core`; [`convert`] is the one place that converts between the two.
 
+pub mod codec;
 pub mod convert;
 
 /// Generated messages, enums, clients (`*_client`) and servers (`*_server`)

@@ -4,6 +4,11 @@
 //!
 //! It lets the README walk-through show a payload arriving with nothing else installed: point
 //! a destination at `http://127.0.0.1:8088/dev/sink`. It exists only in `journeys dev`.
+//!
+//! The list shows what was delivered, so it is guarded like the admin API: when an admin token
+//! is configured, `GET /dev/sink` needs `Authorization: Bearer <admin token>` (401 otherwise);
+//! without one the node refuses to serve the sink on anything but loopback (`check_bind`).
+//! Deliveries (`POST`) need no token: they come from the engine's own dispatcher.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,23 +16,32 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri, header};
-use axum::response::{IntoResponse, Json};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
+use journeys_runtime::auth::AdminAuth;
 use serde_json::{Value, json};
 
 /// How many deliveries `GET /dev/sink` shows.
 pub const KEPT: usize = 100;
 
+/// The deliveries kept, and who may list them.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<VecDeque<Value>>>);
+struct Received {
+    kept: Arc<Mutex<VecDeque<Value>>>,
+    auth: AdminAuth,
+}
 
-/// The sink's routes, to merge into the HTTP router.
-pub fn router() -> Router {
+/// The sink's routes, to merge into the HTTP router; `admin_token` is the node's (listing
+/// requires it when set).
+pub fn router(admin_token: Option<String>) -> Router {
     Router::new()
         .route("/dev/sink", get(list).post(receive))
         .route("/dev/sink/{*path}", any(receive))
-        .with_state(Received::default())
+        .with_state(Received {
+            kept: Arc::default(),
+            auth: AdminAuth::new(admin_token),
+        })
 }
 
 async fn receive(
@@ -54,7 +68,7 @@ async fn receive(
         "body": body,
     });
     tracing::info!(target: "journeys::dev_sink", delivery = %entry, "webhook received");
-    let mut kept = received.0.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut kept = received.kept.lock().unwrap_or_else(PoisonError::into_inner);
     if kept.len() == KEPT {
         kept.pop_front();
     }
@@ -62,10 +76,25 @@ async fn receive(
     Json(json!({"ok": true}))
 }
 
-async fn list(State(received): State<Received>) -> impl IntoResponse {
+async fn list(State(received): State<Received>, headers: HeaderMap) -> Response {
+    // The admin API's own check, on the same `authorization` header.
+    if let Err(status) = received
+        .auth
+        .check(&tonic::metadata::MetadataMap::from_headers(headers))
+    {
+        let body = json!({"code": "unauthenticated", "message": format!(
+            "listing the dev sink needs the admin token: {}", status.message()
+        )});
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+            Json(body),
+        )
+            .into_response();
+    }
     let kept = Value::Array(
         received
-            .0
+            .kept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
@@ -75,5 +104,5 @@ async fn list(State(received): State<Received>) -> impl IntoResponse {
     // Serialising a `Value` cannot fail; the fallback only keeps the handler panic-free.
     let mut text = serde_json::to_string_pretty(&kept).unwrap_or_else(|_| "[]".to_owned());
     text.push('\n');
-    ([(header::CONTENT_TYPE, "application/json")], text)
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }

@@ -5,10 +5,15 @@
 //!   outage, resumes after it, and every acknowledged event is in the store afterwards;
 //! - a destination flaps between 500s, answers after its timeout and 200s, while another
 //!   destination gets its sends before the flapping one recovers; every send succeeds once
-//!   per Idempotency-Key and none is sent again after its success.
+//!   per Idempotency-Key and none is sent again after its success;
+//! - the stand-alone scheduler (real `journeys serve` processes: a data-plane node and a
+//!   scheduler) is SIGKILLed while abandoned-checkout timeouts are coming due and restarted;
+//!   every non-buyer is nudged exactly once (one Idempotency-Key each; an at-least-once resend
+//!   under the same key counts once), no buyer is. Over the store alone, and, when
+//!   `JOURNEYS_TEST_NATS_URL` is set, through the NATS partition log.
 //!
-//! Skipped, saying so, unless `JOURNEYS_TEST_MYSQL_URL` is set and `/usr/sbin/mariadbd` (and
-//! `mariadb-install-db`) are installed. Every process and directory is removed on drop, also
+//! Skipped, saying so, unless `JOURNEYS_TEST_MYSQL_URL` is set (and, for the first,
+//! `/usr/sbin/mariadbd` and `mariadb-install-db` are installed). Every process and directory is removed on drop, also
 //! when the test fails.
 
 // Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
@@ -490,4 +495,427 @@ async fn a_flapping_destination_delays_no_other_loses_nothing_and_succeeds_once_
     healthy.stop().await;
     db.close().await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scheduler SIGKILLed during an abandonment run.
+//
+// Which process fires timers in a split deployment (`journeys::node`): the data-plane node is a
+// partition owner, and a stand-alone scheduler (`--roles scheduler,delivery`, what
+// `journeys-scheduler` runs) claims due timers with a lease. Without a NATS log the scheduler
+// fires each one itself, through its own engine, committing the transition and deleting the
+// timer in one transaction (and its dispatcher sends the nudge at once); with a log
+// (`--nats-url`) it publishes each due timer into its profile's partition (message id
+// `timer:<id>:<due>`) and the partition's owner, the data-plane node, applies it. Either way the
+// scheduler is the process that claims timers, and the one killed here.
+
+/// How long a checkout waits for its purchase.
+const HOLD_SECS: u64 = 3;
+/// Checkouts, sent in waves so that their timeouts come due over a few seconds.
+const CHECKOUTS: usize = 300;
+const WAVES: usize = 6;
+/// Every third customer buys (in the same batch, right after their checkout).
+fn buys(u: usize) -> bool {
+    u.is_multiple_of(3)
+}
+/// The whole scenario, processes included, ends within this or fails.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(110);
+
+/// A `journeys serve` child process, killed (SIGKILL) and reaped when dropped.
+struct Serve {
+    child: Child,
+    grpc: SocketAddr,
+    log: PathBuf,
+}
+
+impl Serve {
+    /// Starts `journeys serve` with `args` on `grpc` and waits until it reports SERVING (or
+    /// fails at once with its log when it exits during start-up).
+    async fn start(name: &str, grpc: SocketAddr, args: &[String]) -> anyhow::Result<Serve> {
+        let log = std::env::temp_dir().join(format!(
+            "journeys-faults-{}-{name}-{}.log",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_journeys"))
+            .arg("serve")
+            .args(args)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .env_remove("JOURNEYS_ADMIN_TOKEN")
+            .env_remove("JOURNEYS_CONFIG")
+            .env_remove("JOURNEYS_NATS_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        let mut serve = Serve { child, grpc, log };
+        let child = &mut serve.child;
+        let started = journeys_tests::stack::wait_serving(grpc, || {
+            child.try_wait().map_or(true, |s| s.is_some())
+        })
+        .await;
+        if let Err(err) = started {
+            anyhow::bail!("{name}: {err}; log:\n{}", serve.log_text());
+        }
+        Ok(serve)
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Fails, with the log, when the process has exited.
+    fn ensure_running(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!("{name} exited with {status}; log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The flags every process of the deployment shares: the store, the NATS log when there is one.
+fn shared_args(database_url: &str, log: Option<&(String, String)>) -> Vec<String> {
+    let mut args = vec![
+        "--database-url".to_owned(),
+        database_url.to_owned(),
+        "--destination-allow".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--allow-short-durations".to_owned(),
+        "--partitions".to_owned(),
+        "4".to_owned(),
+    ];
+    if let Some((url, stream)) = log {
+        args.extend(["--nats-url".to_owned(), url.clone()]);
+        args.extend(["--nats-stream".to_owned(), stream.clone()]);
+    }
+    args
+}
+
+/// The stand-alone scheduler (with delivery, as `journeys-scheduler` runs), node id `sched`.
+async fn start_scheduler(
+    grpc: SocketAddr,
+    database_url: &str,
+    log: Option<&(String, String)>,
+) -> anyhow::Result<Serve> {
+    let mut args = vec![
+        "--roles".to_owned(),
+        "scheduler,delivery".to_owned(),
+        "--node-id".to_owned(),
+        "sched".to_owned(),
+        "--housekeeping-schedule".to_owned(),
+        String::new(),
+    ];
+    args.extend(shared_args(database_url, log));
+    Serve::start("scheduler", grpc, &args).await
+}
+
+fn checkout(u: usize) -> pb::Event {
+    journeys_tests::ingest::track(
+        &format!("c{u}"),
+        "checkout_started",
+        &format!("c{u}-checkout"),
+        &json!({"session_id": format!("s{u}")}),
+    )
+}
+
+fn purchase(u: usize) -> pb::Event {
+    journeys_tests::ingest::track(
+        &format!("c{u}"),
+        "purchase_completed",
+        &format!("c{u}-buy"),
+        &json!({"session_id": format!("s{u}")}),
+    )
+}
+
+/// Sends `events` in one `Batch` until each is acknowledged (accepted or duplicate); a
+/// retryable refusal is sent again.
+async fn deliver_all(
+    client: &mut journeys_proto::v1::ingest_service_client::IngestServiceClient<
+        tonic::transport::Channel,
+    >,
+    key: &str,
+    mut events: Vec<pb::Event>,
+) -> anyhow::Result<()> {
+    while !events.is_empty() {
+        let request = journeys_tests::ingest::keyed(
+            pb::BatchRequest {
+                events: events.clone(),
+            },
+            key,
+        )?;
+        let results = client.batch(request).await?.into_inner().results;
+        let mut retry = Vec::new();
+        for (event, ack) in events.into_iter().zip(results) {
+            match pb::AckStatus::try_from(ack.status)? {
+                pb::AckStatus::Accepted | pb::AckStatus::Duplicate => {}
+                _ if ack.code == "unavailable" || ack.code == "overloaded" => retry.push(event),
+                _ => anyhow::bail!("event {} refused: {ack:?}", event.message_id),
+            }
+        }
+        events = retry;
+        if !events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The checkout journey: hold for the purchase, nudge on the timeout.
+fn checkout_journey() -> serde_json::Value {
+    json!({"journey": {
+        "id": "checkout",
+        "name": "Checkout nudge",
+        "entry": {"event": "checkout_started"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "session_id",
+        "start_step": "wait",
+        "steps": [
+            {"key": "wait", "name": "Wait for purchase", "hold_until": {
+                "branches": [{"name": "Bought", "event": "purchase_completed", "next": "bought"}],
+                "max_duration": format!("{HOLD_SECS}s"),
+                "timeout_next": "nudge"
+            }},
+            {"key": "nudge", "name": "Nudge", "send": {
+                "destination_id": "hook",
+                "mapping": {"kind": "nudge", "user": {"@path": "$.userId"}},
+                "next": "done"
+            }},
+            {"key": "bought", "name": "Bought", "end": {}},
+            {"key": "done", "name": "Nudged", "end": {}}
+        ]
+    }})
+}
+
+/// The nudges the sink received, by user: the distinct Idempotency-Keys and the requests.
+fn nudges_by_user(
+    sink: &journeys_testkit::Sink,
+) -> std::collections::BTreeMap<String, (std::collections::BTreeSet<String>, usize)> {
+    let mut by_user: std::collections::BTreeMap<_, (std::collections::BTreeSet<String>, usize)> =
+        std::collections::BTreeMap::new();
+    for request in sink.requests() {
+        let entry = by_user
+            .entry(request.str_field("user").to_owned())
+            .or_default();
+        entry.0.insert(request.idempotency_key().to_owned());
+        entry.1 += 1;
+    }
+    by_user
+}
+
+/// Waits (bounded) until `sink` holds a nudge for every user in `expected`.
+async fn wait_for_nudges(
+    sink: &journeys_testkit::Sink,
+    expected: &std::collections::BTreeSet<String>,
+    within: Duration,
+    scheduler: &mut Serve,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let nudged = nudges_by_user(sink);
+        if expected.iter().all(|u| nudged.contains_key(u)) {
+            return Ok(());
+        }
+        scheduler.ensure_running("the restarted scheduler")?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} non-buyers were nudged within {within:?} of the restart",
+            expected.iter().filter(|u| nudged.contains_key(*u)).count(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_sigkilled_mid_abandonment_run_loses_and_doubles_no_nudge() -> anyhow::Result<()>
+{
+    let Some(db) = journeys_testkit::TestDb::mysql().await? else {
+        eprintln!("skipped: JOURNEYS_TEST_MYSQL_URL is not set (the fault tests run on MariaDB)");
+        return Ok(());
+    };
+    let outcome = tokio::time::timeout(SCENARIO_LIMIT, scheduler_kill_scenario(db.url(), None))
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the scheduler-kill scenario did not finish within {SCENARIO_LIMIT:?}"
+            ))
+        });
+    db.close().await?;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_sigkilled_mid_abandonment_run_through_the_partition_log_loses_and_doubles_no_nudge()
+-> anyhow::Result<()> {
+    let Ok(nats_url) = std::env::var("JOURNEYS_TEST_NATS_URL") else {
+        eprintln!("skipped: JOURNEYS_TEST_NATS_URL is not set (this variant uses the NATS log)");
+        return Ok(());
+    };
+    let Some(db) = journeys_testkit::TestDb::mysql().await? else {
+        eprintln!("skipped: JOURNEYS_TEST_MYSQL_URL is not set (the fault tests run on MariaDB)");
+        return Ok(());
+    };
+    let stream = format!("jf_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let log = (nats_url.clone(), stream.clone());
+    let outcome = tokio::time::timeout(
+        SCENARIO_LIMIT,
+        scheduler_kill_scenario(db.url(), Some(&log)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "the scheduler-kill scenario did not finish within {SCENARIO_LIMIT:?}"
+        ))
+    });
+    let partitions = journeys_engine::PartitionLog::connect(&nats_url, &stream, 4).await?;
+    partitions.delete_stream().await?;
+    db.close().await?;
+    outcome
+}
+
+/// A data-plane node (`control-plane,data-plane,delivery`) and a stand-alone scheduler over one
+/// MariaDB (and NATS log, when given); checkouts in waves, a third of them bought at once; the
+/// scheduler is SIGKILLed once the first nudges arrived and timers are still pending, and
+/// started again (same node id). Every non-buyer gets exactly one nudge, under one
+/// Idempotency-Key; no buyer gets any.
+async fn scheduler_kill_scenario(
+    database_url: &str,
+    log: Option<&(String, String)>,
+) -> anyhow::Result<()> {
+    let sink = journeys_testkit::Sink::start().await;
+    let (front_grpc, front_http, sched_grpc) = (free_addr()?, free_addr()?, free_addr()?);
+    let mut front_args = vec![
+        "--roles".to_owned(),
+        "control-plane,data-plane,delivery".to_owned(),
+        "--node-id".to_owned(),
+        "front".to_owned(),
+        "--http-addr".to_owned(),
+        front_http.to_string(),
+    ];
+    front_args.extend(shared_args(database_url, log));
+    let mut front = Serve::start("data plane", front_grpc, &front_args).await?;
+    let mut scheduler = start_scheduler(sched_grpc, database_url, log).await?;
+
+    let mut c = journeys_tests::StackClients::connect(front.grpc, None).await?;
+    let key = c.create_source("checkouts").await?;
+    c.webhook("hook", &sink.url(), None).await?;
+    c.register_events(&["checkout_started", "purchase_completed"])
+        .await?;
+    c.publish(&checkout_journey()).await?;
+
+    // Checkouts in waves half a second apart; each buyer's purchase follows their checkout in
+    // the same batch, so it is applied before the hold could run out.
+    let mut ingest = c.ingest.clone();
+    let per_wave = CHECKOUTS / WAVES;
+    for wave in 0..WAVES {
+        let mut events = Vec::new();
+        for u in wave * per_wave..(wave + 1) * per_wave {
+            events.push(checkout(u));
+            if buys(u) {
+                events.push(purchase(u));
+            }
+        }
+        deliver_all(&mut ingest, &key, events).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Mid-run: the first nudges arrived and timers are still pending. SIGKILL the scheduler.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.count() == 0 {
+        scheduler.ensure_running("the scheduler")?;
+        front.ensure_running("the data-plane node")?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no nudge arrived within 30 s of the last checkout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pending = pending_timers(scheduler.grpc).await?;
+    scheduler.kill()?;
+    let before_kill = sink.count();
+    anyhow::ensure!(
+        pending > 0,
+        "the kill came after every timer fired ({before_kill} nudges); nothing was tested"
+    );
+
+    // Started again under the same node id: claims the dead one held lapse after their lease
+    // and are claimed again.
+    let mut scheduler = start_scheduler(sched_grpc, database_url, log).await?;
+    let expected: std::collections::BTreeSet<String> = (0..CHECKOUTS)
+        .filter(|u| !buys(*u))
+        .map(|u| format!("c{u}"))
+        .collect();
+    wait_for_nudges(&sink, &expected, Duration::from_secs(60), &mut scheduler).await?;
+    // Late repeats (a doubled timer would show up here) have a moment to arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let nudged = nudges_by_user(&sink);
+    let buyers: Vec<&String> = nudged.keys().filter(|u| !expected.contains(*u)).collect();
+    anyhow::ensure!(buyers.is_empty(), "buyers were nudged: {buyers:?}");
+    let doubled: Vec<(&String, usize)> = nudged
+        .iter()
+        .filter(|(_, (keys, _))| keys.len() != 1)
+        .map(|(u, (keys, _))| (u, keys.len()))
+        .collect();
+    anyhow::ensure!(
+        doubled.is_empty(),
+        "customers nudged under more than one Idempotency-Key (a timer fired twice): {doubled:?}"
+    );
+    // At-least-once delivery: a send in flight when the scheduler died is sent again under
+    // the same key, which a receiver deduplicates; it counts once here.
+    let repeats: usize = nudged.values().map(|(_, n)| n - 1).sum();
+    let pending_after = pending_timers(scheduler.grpc).await?;
+    anyhow::ensure!(
+        pending_after == 0,
+        "{pending_after} timers still pending after every nudge arrived"
+    );
+    eprintln!(
+        "scheduler kill ({}): {pending} timers pending and {before_kill} nudges in at the kill; \
+         {} customers nudged once each, {repeats} repeated sends under the same key",
+        if log.is_some() {
+            "NATS log"
+        } else {
+            "store only"
+        },
+        nudged.len()
+    );
+    drop(scheduler);
+    drop(front);
+    sink.stop().await;
+    Ok(())
+}
+
+/// The scheduler's pending timers (`SchedulerService/GetSchedulerStats` on `addr`).
+async fn pending_timers(addr: SocketAddr) -> anyhow::Result<i64> {
+    let c = journeys_tests::StackClients::connect(addr, None).await?;
+    let stats = c
+        .scheduler
+        .clone()
+        .get_scheduler_stats(pb::GetSchedulerStatsRequest {})
+        .await?
+        .into_inner();
+    Ok(stats.pending_timers)
 }

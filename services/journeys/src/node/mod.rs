@@ -463,7 +463,7 @@ impl Running {
             names.extend(journeys_scheduler::SERVICE_NAMES);
         }
         if node.demo_sink {
-            router = router.merge(crate::sink::router());
+            router = router.merge(crate::sink::router(admin_token.clone()));
         }
         if roles.contains(Role::ControlPlane) && http.is_some() {
             // The web console, a client of this node's own gRPC API.

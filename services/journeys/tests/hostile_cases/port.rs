@@ -48,14 +48,46 @@ pub fn cases() -> Vec<Case> {
             "/console/login",
         ),
         get(
-            "the dev sink lists deliveries (journeys dev on loopback)",
+            "the dev sink's list without the admin token (one is set)",
             "/dev/sink",
-            "200",
-            "[",
+            "401",
+            "listing the dev sink needs the admin token: missing bearer token",
+        ),
+        request(
+            "the dev sink's list with a wrong admin token",
+            "401",
+            "listing the dev sink needs the admin token: invalid bearer token",
+            |_| get_request("/dev/sink", &[("authorization", "Bearer nope".to_owned())]),
+        ),
+        request(
+            "the dev sink's list with the admin token as Basic auth",
+            "401",
+            "listing the dev sink needs the admin token",
+            |_| {
+                get_request(
+                    "/dev/sink",
+                    &[("authorization", "Basic aG9zdGlsZTo=".to_owned())],
+                )
+            },
         ),
         request("the dev sink with the admin token", "200", "[", move |_| {
             get_request("/dev/sink", &bearer())
         }),
+        request(
+            "a delivery to the dev sink needs no token",
+            "200",
+            "{\"ok\":true}",
+            |_| {
+                let body = br#"{"hello":"sink"}"#;
+                let mut r = format!(
+                    "POST /dev/sink HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(body);
+                r
+            },
+        ),
         get("the console without a session", "/console/", "303", "login"),
         get("the console's login form", "/console/login", "200", "<form"),
         request("a wrong console token", "403", "", |_| {
