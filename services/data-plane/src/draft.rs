@@ -9,6 +9,13 @@ use crate::error::{ErrorCode, EventError};
 /// Longest id or event name accepted: what the store can index.
 pub const MAX_ID_CHARS: usize = journeys_store::MAX_KEY_CHARS;
 
+/// Deepest nesting of objects and arrays accepted in `properties`, `traits` and `context`
+/// (an object holding a value is two levels). Every read of what an event leaves behind (a
+/// profile's traits, an instance's journey context, a send's payload) must decode in any gRPC
+/// client, whose protobuf decoders stop at 100 nested messages; each JSON level costs up to
+/// three of them (`Struct`, its map entry, `Value`).
+pub const MAX_JSON_DEPTH: usize = 24;
+
 /// How the fields are spelled in the caller's dialect, so errors name what the client sent.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FieldNames {
@@ -109,6 +116,13 @@ impl Draft {
         } else {
             type_name(self.kind).to_owned()
         };
+        for (name, value) in [
+            ("properties", &self.properties),
+            ("traits", &self.traits),
+            ("context", &self.context),
+        ] {
+            check_depth(value, &field(name))?;
+        }
         Ok(Event {
             kind: self.kind,
             message_id,
@@ -132,6 +146,31 @@ pub(crate) fn new_message_id() -> String {
 
 /// The Segment name of a call type (`track`, `identify`, …): the one the wire contract uses.
 pub(crate) use journeys_proto::convert::event::type_name;
+
+fn check_depth(object: &Map<String, Json>, field: &str) -> Result<(), EventError> {
+    let depth = 1 + object.values().map(depth_of).max().unwrap_or(0);
+    if depth > MAX_JSON_DEPTH {
+        return Err(EventError::new(
+            ErrorCode::InvalidValue,
+            field,
+            format!(
+                "is nested {depth} levels deep (objects and arrays); at most {MAX_JSON_DEPTH} are \
+                 accepted"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Levels of objects and arrays in `value` (0 for a scalar). The parsers bound the nesting
+/// before this runs, so the recursion is bounded.
+fn depth_of(value: &Json) -> usize {
+    match value {
+        Json::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        Json::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 
 fn check_len(value: &str, field: &str) -> Result<(), EventError> {
     if value.chars().count() > MAX_ID_CHARS {
@@ -174,6 +213,63 @@ mod tests {
         assert_eq!(
             err.message(),
             "events[1].user_id: user_id or anonymous_id is required"
+        );
+    }
+
+    /// `levels` nested objects: `{"a": {"a": … {"a": 1}}}`.
+    fn nested(levels: usize) -> Json {
+        let mut value = Json::from(1);
+        for _ in 0..levels {
+            value = serde_json::json!({ "a": value });
+        }
+        value
+    }
+
+    #[test]
+    fn nesting_past_the_depth_limit_is_refused_and_what_is_kept_decodes_everywhere() {
+        use journeys_proto::convert::json::json_to_struct;
+        use prost::Message as _;
+
+        let mut draft = Draft::new(EventType::Identify);
+        draft.user_id = Some("u1".into());
+        let Json::Object(deepest) = nested(MAX_JSON_DEPTH) else {
+            unreachable!()
+        };
+        draft.traits = deepest.clone();
+        draft.properties = deepest.clone();
+        let event = draft.clone().finish(&SEGMENT_NAMES, "", now()).unwrap();
+
+        // The deepest accepted traits, as GetProfile returns them, and the journey context
+        // an instance keeps (entry event name → properties), decode in a prost client.
+        let profile = journeys_proto::v1::Profile {
+            traits: Some(json_to_struct(&event.traits)),
+            ..Default::default()
+        };
+        journeys_proto::v1::Profile::decode(profile.encode_to_vec().as_slice())
+            .expect("the deepest traits decode");
+        let context = serde_json::json!({ "checkout_started": { "properties": event.properties } });
+        let instance = journeys_proto::v1::Instance {
+            context: Some(json_to_struct(&context)),
+            ..Default::default()
+        };
+        journeys_proto::v1::Instance::decode(instance.encode_to_vec().as_slice())
+            .expect("the deepest journey context decodes");
+
+        let Json::Object(deeper) = nested(MAX_JSON_DEPTH + 1) else {
+            unreachable!()
+        };
+        draft.traits = deeper;
+        let err = draft
+            .finish(&SEGMENT_NAMES, "batch[0].", now())
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidValue);
+        assert_eq!(
+            err.message(),
+            format!(
+                "batch[0].traits: is nested {} levels deep (objects and arrays); at most \
+                 {MAX_JSON_DEPTH} are accepted",
+                MAX_JSON_DEPTH + 1
+            )
         );
     }
 

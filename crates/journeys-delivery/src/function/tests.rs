@@ -347,6 +347,10 @@ async fn a_function_whose_fetches_hang_leaves_workers_to_the_others() {
         let report = call.await.expect("joined");
         assert!(report.result.is_ok(), "{report:?}");
     }
-    assert_eq!(slow.peak_concurrency(), 3, "never more than its share at once");
+    assert_eq!(
+        slow.peak_concurrency(),
+        3,
+        "never more than its share at once"
+    );
     slow.stop().await;
 }

@@ -163,8 +163,12 @@ fn too_deep_cases() -> Vec<Case> {
 }
 
 fn unary_cases() -> Vec<Case> {
-    let mut deep = track("deep", "probe", "", &json!({}));
-    deep.properties = Some(deep_struct(25));
+    // `deep_struct(n)` is n + 1 levels: the properties object holds the nest.
+    let deep = |nest: usize| {
+        let mut event = track(&format!("deep-{nest}"), "probe", "", &json!({}));
+        event.properties = Some(deep_struct(nest));
+        event
+    };
     let mut typeless = track("typeless", "probe", "", &json!({}));
     typeless.r#type = 0;
     let mut unknown_type = track("unknown-type", "signup", "", &json!({}));
@@ -269,7 +273,13 @@ fn unary_cases() -> Vec<Case> {
             "at most 32768 are accepted",
             oversize_context,
         ),
-        unary("properties nested 25 deep", "ACCEPTED", "", deep),
+        unary("properties nested 24 deep", "ACCEPTED", "", deep(23)),
+        unary(
+            "properties nested 25 deep, past the stored depth",
+            "InvalidArgument",
+            "properties: is nested 25 levels deep (objects and arrays); at most 24 are accepted",
+            deep(24),
+        ),
         unary(
             "a NaN property",
             "InvalidArgument",

@@ -215,13 +215,20 @@ fn malformed_bodies() -> Vec<Case> {
             "recursion limit",
         ),
         segment(
-            "properties nested 100 deep are within the parser's depth",
+            "properties nested 100 deep are parsed, then refused past the stored depth",
             "/v1/track",
             format!(
                 "{{\"userId\":\"u1\",\"event\":\"signup\",\"properties\":{}}}",
                 nested(100)
             )
             .into_bytes(),
+            "400",
+            "properties: is nested 100 levels deep (objects and arrays); at most 24 are accepted",
+        ),
+        segment(
+            "traits nested 24 deep, the most that is kept",
+            "/v1/identify",
+            format!("{{\"userId\":\"deep-traits\",\"traits\":{}}}", nested(24)).into_bytes(),
             "200",
             "success",
         ),
