@@ -236,7 +236,7 @@ mod tests {
             unreachable!()
         };
         draft.traits = deepest.clone();
-        draft.properties = deepest.clone();
+        draft.properties = deepest;
         let event = draft.clone().finish(&SEGMENT_NAMES, "", now()).unwrap();
 
         // The deepest accepted traits, as GetProfile returns them, and the journey context
