@@ -66,6 +66,12 @@ pub(crate) struct Shared {
     pub logged: bool,
     /// The bound on the event catalog's names.
     pub catalog: crate::catalog::CatalogNames,
+    /// Every lane's mailbox (set once the lanes started): items handed on from a linked id to
+    /// its profile go there.
+    /// Weak, so that the lanes still stop when the engine is dropped.
+    pub lanes: std::sync::OnceLock<Vec<tokio::sync::mpsc::WeakUnboundedSender<LaneMessage>>>,
+    /// Links this engine made or saw (a routing shortcut).
+    pub links: crate::links::LinkCache,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -100,7 +106,13 @@ struct Slot {
     /// Its partition-log sequence and its reader's epoch (items read from the NATS log).
     seq: Option<u64>,
     epoch: Option<i64>,
+    /// How many times it was handed on already.
+    hops: u8,
 }
+
+/// How many times an item may be handed on from a linked id to its profile (a chain of links
+/// longer than this is a loop).
+const MAX_HOPS: u8 = 4;
 
 pub(crate) struct Lane {
     shared: Arc<Shared>,
@@ -211,6 +223,7 @@ impl Lane {
                     partition,
                     item,
                     seq,
+                    hops,
                 } = routed;
                 let (span, traceparent) = match &trace {
                     Some(parent) => item_span(&item, parent),
@@ -228,6 +241,7 @@ impl Lane {
                     traceparent,
                     seq,
                     epoch,
+                    hops,
                 });
             }
         }
@@ -262,7 +276,7 @@ impl Lane {
             }
             Err(err) => self.fail(&mut slots, &all, &err),
         }
-        reply(jobs, slots);
+        reply(&self.shared, jobs, slots);
         metrics::metrics()
             .engine_batch_duration
             .observe(started.elapsed());
@@ -379,6 +393,7 @@ impl Lane {
                 .unwrap_or(chrono::TimeDelta::MAX),
             trait_limits: shared.config.trait_limits,
             existing: &none,
+            identities: !shared.logged,
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
         shared
@@ -405,6 +420,20 @@ impl Lane {
         }
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
+        }
+        for link in &plan.changes.links {
+            shared
+                .links
+                .insert(link.identity.clone(), link.profile_id.clone());
+        }
+        if !plan.changes.deletions.is_empty() {
+            let deleted: Vec<&str> = plan
+                .changes
+                .deletions
+                .iter()
+                .map(|d| d.profile_id.as_str())
+                .collect();
+            shared.links.forget(&deleted);
         }
         self.recent.remember(plan.changes.dedupe.iter());
         self.settle(plan.profiles, &partial, &fence);
@@ -449,14 +478,25 @@ impl Lane {
         let mut wanted: Vec<(&str, u32)> = which
             .iter()
             .zip(gates)
-            .filter(|(_, gate)| **gate == Gate::Pass)
+            .filter(|(i, gate)| {
+                **gate == Gate::Pass && !matches!(slots[**i].item, Item::Relay { .. })
+            })
             .map(|(&i, _)| (slots[i].profile_id.as_str(), slots[i].partition))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
+        // A profile told to merge is read from the store, with the merges waiting for it.
+        let merging: HashSet<&str> = which
+            .iter()
+            .filter(|&&i| matches!(slots[i].item, Item::Merge))
+            .map(|&i| slots[i].profile_id.as_str())
+            .collect();
         let mut profiles = HashMap::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for (profile_id, partition) in wanted {
+            if merging.contains(profile_id) {
+                self.cache.forget(profile_id);
+            }
             let cached = fence
                 .iter()
                 .find(|h| h.partition == partition)
@@ -500,18 +540,55 @@ impl Lane {
         let batches = self.shared.store.batches();
         let mut loaded = batches.load_profiles(&whole).await?;
         if !timer_only.is_empty() {
-            loaded.extend(
-                batches
-                    .load_timer_profiles(&timer_only, &instance_ids)
-                    .await?,
-            );
+            let part = batches
+                .load_timer_profiles(&timer_only, &instance_ids)
+                .await?;
+            // A profile with merges waiting is read whole: the merge needs all of it.
+            let redo: Vec<String> = part
+                .iter()
+                .filter(|(_, state)| !state.pending_merges.is_empty())
+                .map(|(id, _)| id.clone())
+                .collect();
+            loaded.extend(part);
+            if !redo.is_empty() && !self.shared.logged {
+                loaded.extend(batches.load_profiles(&redo).await?);
+                for id in &redo {
+                    partial.remove(id);
+                }
+            }
         }
+        let merged = self.pending_merges(&loaded).await?;
         for profile_id in whole.into_iter().chain(timer_only) {
             let state = loaded.remove(&profile_id).unwrap_or_default();
-            let work = ProfileWork::from_state(&profile_id, &state);
+            let mut work = ProfileWork::from_state(&profile_id, &state);
+            work.pending = state
+                .pending_merges
+                .iter()
+                .filter_map(|from| merged.get(from).map(|s| (from.clone(), s.clone())))
+                .collect();
             profiles.insert(profile_id, work);
         }
         Ok((profiles, partial))
+    }
+
+    /// The states of the linked profiles waiting to be merged into the `loaded` ones (read
+    /// whole; none on the NATS log, where links are not made).
+    async fn pending_merges(
+        &self,
+        loaded: &HashMap<String, journeys_store::ProfileState>,
+    ) -> Result<HashMap<String, journeys_store::ProfileState>, StoreError> {
+        if self.shared.logged {
+            return Ok(HashMap::new());
+        }
+        let froms: Vec<String> = loaded
+            .values()
+            .filter(|state| state.linked_to.is_none())
+            .flat_map(|state| state.pending_merges.iter().cloned())
+            .collect();
+        if froms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.shared.store.batches().load_profiles(&froms).await
     }
 
     /// Dedupes the events among `which` against the batch and the recent `messageId`s, and
@@ -572,7 +649,12 @@ impl Lane {
                         ))
                     }
                 }
-                Item::Timer(_) | Item::Terminate { .. } | Item::Delete { .. } => Gate::Pass,
+                Item::Timer(_)
+                | Item::Terminate { .. }
+                | Item::Delete { .. }
+                | Item::Link(_)
+                | Item::Relay { .. }
+                | Item::Merge => Gate::Pass,
             };
             gates.push(gate);
         }
@@ -600,7 +682,7 @@ impl Lane {
         let elsewhere = matches!(err, StoreError::Fenced(_));
         for &i in which {
             let slot = &mut slots[i];
-            if matches!(slot.item, Item::Event(_)) {
+            if slot.item.is_event() {
                 delta.reject(code);
             }
             slot.outcome = Some(match slot.item {
@@ -732,6 +814,14 @@ fn item_span(item: &Item, parent: &str) -> (Option<tracing::Span>, Option<String
             item = "delete_profile",
             suppress,
         ),
+        Item::Link(event) | Item::Relay { event, .. } => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "link",
+            message_id = %event.message_id,
+            event = %event.event,
+        ),
+        Item::Merge => tracing::info_span!(parent: None, "engine.evaluate", item = "merge"),
     };
     trace_context::set_parent_traceparent(&span, parent);
     let own = trace_context::span_traceparent(&span).unwrap_or_else(|| parent.to_owned());
@@ -742,18 +832,109 @@ fn internal(err: &serde_json::Error) -> StoreError {
     StoreError::Internal(format!("instance does not serialize: {err}"))
 }
 
-/// Sends each job its outcomes (dropping the job releases its watermark hold).
-fn reply(jobs: Vec<Job>, slots: Vec<Slot>) {
+/// Sends each job its outcomes (dropping the job releases its watermark hold). Items that
+/// belong to another profile (a linked id's) are handed on to that profile's lane, in order, and
+/// their job is answered once those answered too.
+fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
     let mut answers: Vec<Vec<(usize, Outcome)>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut handed: Vec<Vec<Routed>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut traces: Vec<Option<String>> = jobs.iter().map(|_| None).collect();
     for slot in slots {
-        if let (Some(outcome), Some(list)) = (slot.outcome, answers.get_mut(slot.job)) {
+        let (Some(outcome), Some(list)) = (slot.outcome, answers.get_mut(slot.job)) else {
+            continue;
+        };
+        let Outcome::Forward { to, merge } = outcome else {
             list.push((slot.position, outcome));
+            continue;
+        };
+        if slot.hops >= MAX_HOPS {
+            tracing::error!(profile_id = %slot.profile_id, to = %to, "item handed on too often: the ids are linked in a loop");
+            let failed = Outcome::failed(
+                &slot.item,
+                crate::ack::INTERNAL,
+                "the ids are linked in a loop",
+            );
+            list.push((slot.position, failed));
+            continue;
+        }
+        let partition = partition_of(&to, shared.config.partitions);
+        let on = &mut handed[slot.job];
+        if merge {
+            on.push(Routed {
+                position: usize::MAX,
+                profile_id: to.clone(),
+                partition,
+                item: Item::Merge,
+                seq: None,
+                hops: slot.hops + 1,
+            });
+        }
+        on.push(Routed {
+            position: slot.position,
+            profile_id: to,
+            partition,
+            item: slot.item.handed_on(),
+            seq: None,
+            hops: slot.hops + 1,
+        });
+        if traces[slot.job].is_none() {
+            traces[slot.job] = slot.traceparent;
         }
     }
-    for (job, list) in jobs.into_iter().zip(answers) {
-        // The caller may have gone away; its items are committed regardless.
-        let _ = job.reply.send(list);
+    let jobs = jobs.into_iter().zip(answers).zip(handed).zip(traces);
+    for (((job, mut list), items), trace) in jobs {
+        if items.is_empty() {
+            // The caller may have gone away; its items are committed regardless.
+            let _ = job.reply.send(list);
+            continue;
+        }
+        let receivers = hand_on(shared, items, trace.as_deref());
+        tokio::spawn(async move {
+            for rx in receivers {
+                if let Ok(more) = rx.await {
+                    list.extend(more.into_iter().filter(|(p, _)| *p != usize::MAX));
+                }
+            }
+            let _ = job.reply.send(list);
+        });
     }
+}
+
+/// Sends `items` to their profiles' lanes (one job per lane, in order); a lane that is gone
+/// leaves its items unanswered.
+fn hand_on(
+    shared: &Shared,
+    items: Vec<Routed>,
+    trace: Option<&str>,
+) -> Vec<tokio::sync::oneshot::Receiver<Vec<(usize, Outcome)>>> {
+    let Some(lanes) = shared.lanes.get() else {
+        return Vec::new();
+    };
+    let mut parts: Vec<Vec<Routed>> = lanes.iter().map(|_| Vec::new()).collect();
+    for item in items {
+        let lane = lane_of_partition(item.partition, parts.len());
+        parts[lane].push(item);
+    }
+    let mut receivers = Vec::new();
+    for (lane, items) in parts.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            items,
+            reply,
+            trace: trace.map(str::to_owned),
+            in_flight: None,
+            epoch: None,
+        };
+        if let Some(sender) = lanes[lane].upgrade()
+            && sender.send(LaneMessage::Work(job)).is_ok()
+        {
+            receivers.push(rx);
+        }
+    }
+    receivers
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! replayed entries; the archived-journey gate; trait merge and audience sync; timer firing)
 //! live in the core, shared with `SimulateJourney`.
 
+mod identity;
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -46,6 +48,9 @@ pub(crate) struct PlanContext<'a> {
     pub trait_limits: TraitLimits,
     /// Ids of instances known to exist already (checked on retries only).
     pub existing: &'a HashSet<String>,
+    /// Whether identities are resolved (links made, linked ids handed on, merges applied):
+    /// on the in-process path, not yet on the NATS log.
+    pub identities: bool,
 }
 
 /// The result of evaluating a batch.
@@ -88,21 +93,7 @@ pub(crate) fn evaluate(
                 }
                 outcome.clone()
             }
-            Gate::Pass => {
-                planner.load(profile_id, profiles);
-                match item {
-                    Item::Event(event) => planner.event(profile_id, event),
-                    Item::Timer(timer) => Outcome::Timer(planner.timer(profile_id, timer)),
-                    Item::Terminate {
-                        instance_id,
-                        reason,
-                    } => Outcome::Terminate(planner.terminate(profile_id, instance_id, reason)),
-                    Item::Delete { suppress } => {
-                        planner.delete(profile_id, *suppress);
-                        Outcome::Delete(Ok(()))
-                    }
-                }
-            }
+            Gate::Pass => planner.pass(profile_id, item, profiles),
         };
         if let Some(trace) = trace {
             for row in &mut planner.out.changes.outbox_new[queued..] {
@@ -112,6 +103,45 @@ pub(crate) fn evaluate(
         outcomes.push(outcome);
     }
     planner.finish(outcomes)
+}
+
+impl Planner<'_> {
+    /// Evaluates one item that passed its gate.
+    fn pass(
+        &mut self,
+        profile_id: &str,
+        item: &Item,
+        profiles: &HashMap<String, ProfileWork>,
+    ) -> Outcome {
+        if let Item::Relay { to, .. } = item {
+            return Outcome::Forward {
+                to: to.clone(),
+                merge: false,
+            };
+        }
+        self.load(profile_id, profiles);
+        if let Some(to) = self.redirect(profile_id, item) {
+            return Outcome::Forward { to, merge: false };
+        }
+        match item {
+            Item::Event(event) => self.event(profile_id, event),
+            Item::Link(event) => self.link(profile_id, event),
+            Item::Relay { to, .. } => Outcome::Forward {
+                to: to.clone(),
+                merge: false,
+            },
+            Item::Merge => Outcome::Merged,
+            Item::Timer(timer) => Outcome::Timer(self.timer(profile_id, timer)),
+            Item::Terminate {
+                instance_id,
+                reason,
+            } => Outcome::Terminate(self.terminate(profile_id, instance_id, reason)),
+            Item::Delete { suppress } => {
+                self.delete(profile_id, *suppress);
+                Outcome::Delete(Ok(()))
+            }
+        }
+    }
 }
 
 struct Planner<'a> {
@@ -142,6 +172,7 @@ impl Planner<'_> {
         };
         self.profiles.insert(profile_id.to_owned(), work);
         self.order.push(profile_id.to_owned());
+        self.merge_pending(profile_id);
     }
 
     /// Applies `input` to the loaded profile and records what it did; `None` when the profile
@@ -165,6 +196,13 @@ impl Planner<'_> {
             self.out.delete_timer(timer.id.clone());
         }
         work.absorb(&applied.effects);
+        if applied
+            .effects
+            .iter()
+            .any(|e| matches!(e, ProfileEffect::TraitsMerged(_)))
+        {
+            work.traits_at = Some(ctx.now);
+        }
         record(
             ctx,
             &mut self.out,

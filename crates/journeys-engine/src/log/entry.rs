@@ -134,7 +134,8 @@ impl Answer {
             Some(
                 Outcome::Terminate(Ok(TerminateOutcome::Exited))
                 | Outcome::Timer(TimerStatus::Fired)
-                | Outcome::Delete(Ok(())),
+                | Outcome::Delete(Ok(()))
+                | Outcome::Merged,
             ) => Ok(None),
             Some(Outcome::Terminate(Ok(other))) => Ok(Some(Self::Terminated(other))),
             Some(Outcome::Terminate(Err(failure)) | Outcome::Delete(Err(failure))) => Err(failure
@@ -144,7 +145,8 @@ impl Answer {
                 .to_owned()),
             Some(Outcome::Timer(TimerStatus::Discarded)) => Ok(Some(Self::Discarded)),
             Some(Outcome::Timer(TimerStatus::Retry { code, .. })) => Err(code),
-            Some(Outcome::Timer(TimerStatus::Elsewhere)) | None => {
+            // Owners reading the log hand nothing on (identity links are not made there).
+            Some(Outcome::Timer(TimerStatus::Elsewhere) | Outcome::Forward { .. }) | None => {
                 Err(crate::ack::UNAVAILABLE.to_owned())
             }
         }

@@ -396,6 +396,7 @@ impl PartitionReader {
                         partition,
                         item,
                         seq: Some(log_entry.seq),
+                        hops: 0,
                     });
                 }
                 _ => {

@@ -75,6 +75,16 @@ pub struct Changes {
     /// Profiles deleted (`DeleteProfile`): applied after every other change of the batch, so
     /// rows the batch wrote for them before their deletion go too.
     pub deletions: Vec<ProfileDeletion>,
+    /// Ids linked to a profile (identity resolution); an id linked already is a conflict.
+    pub links: Vec<crate::repo::IdentityLink>,
+    /// Links refused because the id belongs to another profile (upserted, counted).
+    pub refusals: Vec<crate::repo::IdentityRefusal>,
+    /// Linked profiles' states moved into their new profile; a merge no longer pending is a
+    /// conflict.
+    pub merges: Vec<crate::repo::ProfileMerge>,
+    /// `(journey id, profile id)` enter-once records carried over by a merge: inserted unless
+    /// present.
+    pub enter_once_merged: Vec<(String, String)>,
 }
 
 /// A profile deletion: its traits, memberships, enter-once records, instances with their
@@ -122,6 +132,10 @@ impl Changes {
             && self.outbox_new.is_empty()
             && self.counters.is_empty()
             && self.deletions.is_empty()
+            && self.links.is_empty()
+            && self.refusals.is_empty()
+            && self.merges.is_empty()
+            && self.enter_once_merged.is_empty()
     }
 }
 
@@ -138,6 +152,15 @@ pub struct ProfileState {
     pub entered_once: Vec<String>,
     /// Set when the profile was deleted.
     pub tombstone: Option<Tombstone>,
+    /// The profile this id is linked to (identity resolution): everything reaching the id
+    /// belongs there.
+    pub linked_to: Option<String>,
+    /// Ids linked to this profile.
+    pub identities: Vec<String>,
+    /// Ids linked to this profile whose former state is not merged into it yet.
+    pub pending_merges: Vec<String>,
+    /// When the profile's traits were last written (`None`: no profile row).
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// Per-step counts of one journey.
@@ -368,10 +391,22 @@ impl<'a> Batches<'a> {
             for p in profiles {
                 if let Some(state) = states.get_mut(&p.user_id) {
                     state.traits = into_object(p.traits);
+                    state.updated_at = Some(p.updated_at);
                     state.tombstone = p.deleted_at.map(|deleted_at| Tombstone {
                         deleted_at,
                         suppressed: p.suppressed,
                     });
+                }
+            }
+            for link in crate::repo::identities::load_links(self.db, chunk).await? {
+                if let Some(state) = states.get_mut(&link.identity) {
+                    state.linked_to = Some(link.profile_id.clone());
+                }
+                if let Some(state) = states.get_mut(&link.profile_id) {
+                    if link.merged_at.is_none() {
+                        state.pending_merges.push(link.identity.clone());
+                    }
+                    state.identities.push(link.identity);
                 }
             }
             memberships.extend(
@@ -428,6 +463,8 @@ impl<'a> Batches<'a> {
         for state in states.values_mut() {
             state.audiences.sort();
             state.entered_once.sort();
+            state.identities.sort();
+            state.pending_merges.sort();
         }
         Ok(states)
     }
