@@ -581,6 +581,7 @@ impl Engine {
         event: Event,
     ) -> (String, Item) {
         let links = &self.inner.shared.links;
+        let mut event = event;
         if let Some(identity) = event.linked_identity() {
             if links.get(identity).as_deref() != Some(profile_id.as_str()) {
                 let identity = identity.to_owned();
@@ -590,6 +591,7 @@ impl Engine {
         } else if event.user_id.as_deref().is_none_or(str::is_empty)
             && let Some(owner) = links.get(&profile_id)
         {
+            event = crate::job::addressed_to(event, &owner);
             profile_id = owner;
         }
         match relays.get(&profile_id) {

@@ -77,11 +77,12 @@ pub(crate) enum Item {
 }
 
 impl Item {
-    /// The item as handed on to another profile's lane.
-    pub fn handed_on(&self) -> Self {
+    /// The item as handed on to profile `to`'s lane. An event of another id is re-addressed
+    /// to `to` ([`addressed_to`]).
+    pub fn handed_on(&self, to: &str) -> Self {
         match self {
             Self::Event(event) | Self::Link(event) | Self::Relay { event, .. } => {
-                Self::Event(event.clone())
+                Self::Event(addressed_to(event.clone(), to))
             }
             Self::Timer(timer) => Self::Timer(timer.clone()),
             Self::Terminate {
@@ -102,6 +103,15 @@ impl Item {
     pub fn is_event(&self) -> bool {
         matches!(self, Self::Event(_) | Self::Link(_) | Self::Relay { .. })
     }
+}
+
+/// `event` as applied to profile `to` (the profile its id is linked to): its `userId` becomes
+/// `to`, so that what it starts is keyed to that profile; its `anonymousId` stays.
+pub(crate) fn addressed_to(mut event: Event, to: &str) -> Event {
+    if event.profile_id() != Some(to) {
+        event.user_id = Some(to.to_owned());
+    }
+    event
 }
 
 /// The answer for one item.

@@ -871,9 +871,9 @@ fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
         }
         on.push(Routed {
             position: slot.position,
+            item: slot.item.handed_on(&to),
             profile_id: to,
             partition,
-            item: slot.item.handed_on(),
             seq: None,
             hops: slot.hops + 1,
         });

@@ -283,6 +283,7 @@ pub async fn profile(global: &Global, verb: ProfileVerb) -> Result<()> {
         .profiles
         .get_profile(pb::GetProfileRequest {
             user_id: user.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();
