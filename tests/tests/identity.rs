@@ -348,6 +348,8 @@ async fn alias_links_over_http_and_a_linked_id_stays_with_its_user() -> anyhow::
         };
         post("/v1/identify", json!({"anonymousId": anon, "messageId": "h-1", "traits": {"email": "bo@example.com"}})).await?;
         post("/v1/track", json!({"anonymousId": anon, "messageId": "h-2", "event": "checkout_started", "properties": {"session_id": "s1"}})).await?;
+        // A second checkout, never bought: its hold times out on the user's profile.
+        post("/v1/track", json!({"anonymousId": anon, "messageId": "h-2b", "event": "checkout_started", "properties": {"session_id": "s2"}})).await?;
         sink.wait_for(1, Duration::from_secs(20)).await;
         post("/v1/alias", json!({"userId": user, "previousId": anon, "messageId": "h-3"})).await?;
         post("/v1/track", json!({"userId": user, "messageId": "h-4", "event": "purchase_completed", "properties": {"session_id": "s1"}})).await?;
@@ -355,6 +357,11 @@ async fn alias_links_over_http_and_a_linked_id_stays_with_its_user() -> anyhow::
         let thanks = received.iter().find(|r| r.path == "/thanks").expect("the thanks send");
         assert_eq!(thanks.str_field("userId"), user);
         assert!(thanks.body.to_string().contains("bo@example.com"));
+        // The moved instance's timer fires into the user's profile.
+        let received = sink.wait_for(3, Duration::from_secs(20)).await;
+        let nudge = received.iter().find(|r| r.path == "/nudge").expect("the s2 nudge");
+        assert_eq!(nudge.str_field("userId"), user);
+        assert_eq!(nudge.str_field("anonymousId"), anon);
 
         // A second user's event carrying the linked anonymous id: the id stays put.
         post("/v1/identify", json!({"userId": other, "anonymousId": anon, "messageId": "h-5", "traits": {"name": "Cy"}})).await?;

@@ -561,6 +561,10 @@ impl Lane {
         for profile_id in whole.into_iter().chain(timer_only) {
             let state = loaded.remove(&profile_id).unwrap_or_default();
             let mut work = ProfileWork::from_state(&profile_id, &state);
+            if self.shared.logged {
+                // Links are not followed on the NATS log: each id stays its own profile there.
+                work.linked_to = None;
+            }
             work.pending = state
                 .pending_merges
                 .iter()
