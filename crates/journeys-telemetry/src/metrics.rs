@@ -30,6 +30,7 @@
 //! | `journeys_engine_fenced_commits_total` | counter | |
 //! | `journeys_engine_lease_lapses_total` | counter | |
 //! | `journeys_catalog_names_refused_total` | counter | |
+//! | `journeys_identity_links_total` | counter | `outcome` (`linked`, `merged`, `refused`) |
 //! | `journeys_function_invocations_total` | counter | `destination`, `outcome` (`ok` or the error's name: `RetryError`, `ValidationError`, `TimeoutError`, `CpuLimitError`…) |
 //! | `journeys_function_duration_seconds` | histogram | `destination` |
 
