@@ -537,11 +537,29 @@ impl Lane {
         }
         let (timer_only, whole): (Vec<String>, Vec<String>) =
             missing.into_iter().partition(|p| partial.contains(p));
+        let read = self
+            .read_profiles(whole, timer_only, &instance_ids, &mut partial)
+            .await?;
+        profiles.extend(read);
+        Ok((profiles, partial))
+    }
+
+    /// Reads the profiles `whole` whole, and `timer_only` partially (their traits, audiences and
+    /// the instances `instance_ids`), from the store; a partial one with merges waiting is read
+    /// whole after all (and taken out of `partial`).
+    async fn read_profiles(
+        &self,
+        whole: Vec<String>,
+        timer_only: Vec<String>,
+        instance_ids: &[String],
+        partial: &mut HashSet<String>,
+    ) -> Result<HashMap<String, ProfileWork>, StoreError> {
         let batches = self.shared.store.batches();
+        let mut profiles = HashMap::with_capacity(whole.len() + timer_only.len());
         let mut loaded = batches.load_profiles(&whole).await?;
         if !timer_only.is_empty() {
             let part = batches
-                .load_timer_profiles(&timer_only, &instance_ids)
+                .load_timer_profiles(&timer_only, instance_ids)
                 .await?;
             // A profile with merges waiting is read whole: the merge needs all of it.
             let redo: Vec<String> = part
@@ -572,7 +590,7 @@ impl Lane {
                 .collect();
             profiles.insert(profile_id, work);
         }
-        Ok((profiles, partial))
+        Ok(profiles)
     }
 
     /// The states of the linked profiles waiting to be merged into the `loaded` ones (read

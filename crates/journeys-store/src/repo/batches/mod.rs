@@ -163,6 +163,16 @@ pub struct ProfileState {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+impl ProfileState {
+    /// Puts the lists in their documented (sorted) order.
+    fn sort(&mut self) {
+        self.audiences.sort();
+        self.entered_once.sort();
+        self.identities.sort();
+        self.pending_merges.sort();
+    }
+}
+
 /// Per-step counts of one journey.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepCounts {
@@ -398,17 +408,7 @@ impl<'a> Batches<'a> {
                     });
                 }
             }
-            for link in crate::repo::identities::load_links(self.db, chunk).await? {
-                if let Some(state) = states.get_mut(&link.identity) {
-                    state.linked_to = Some(link.profile_id.clone());
-                }
-                if let Some(state) = states.get_mut(&link.profile_id) {
-                    if link.merged_at.is_none() {
-                        state.pending_merges.push(link.identity.clone());
-                    }
-                    state.identities.push(link.identity);
-                }
-            }
+            self.load_links(chunk, &mut states).await?;
             memberships.extend(
                 audience_member::Entity::find()
                     .select_only()
@@ -460,13 +460,29 @@ impl<'a> Batches<'a> {
                 state.audiences.push(key);
             }
         }
-        for state in states.values_mut() {
-            state.audiences.sort();
-            state.entered_once.sort();
-            state.identities.sort();
-            state.pending_merges.sort();
-        }
+        states.values_mut().for_each(ProfileState::sort);
         Ok(states)
+    }
+
+    /// Adds the links of the profiles `ids` to their `states`: where each id is linked to, the
+    /// ids linked to it, and which of those wait to be merged.
+    async fn load_links(
+        &self,
+        ids: &[&str],
+        states: &mut HashMap<String, ProfileState>,
+    ) -> Result<(), StoreError> {
+        for link in crate::repo::identities::load_links(self.db, ids).await? {
+            if let Some(state) = states.get_mut(&link.identity) {
+                state.linked_to = Some(link.profile_id.clone());
+            }
+            if let Some(state) = states.get_mut(&link.profile_id) {
+                if link.merged_at.is_none() {
+                    state.pending_merges.push(link.identity.clone());
+                }
+                state.identities.push(link.identity);
+            }
+        }
+        Ok(())
     }
 
     /// Adds the active ones among the instances `ids` to their profiles in `states`, in id
