@@ -123,6 +123,7 @@ impl Engine {
             on_commit,
             ownership,
             logged: log.is_some(),
+            log: log.clone(),
             catalog: crate::catalog::CatalogNames::new(config.max_catalog_events),
             lanes: std::sync::OnceLock::new(),
             links: crate::links::LinkCache::default(),

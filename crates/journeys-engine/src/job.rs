@@ -71,9 +71,11 @@ pub(crate) enum Item {
         to: String,
         event: Event,
     },
-    /// Merge the pending linked profiles into the item's profile (sent by the owner of a
-    /// linked id after it committed the link, ahead of the items it hands on).
-    Merge,
+    /// Merge the pending linked profiles into the item's profile (sent by the owner of the
+    /// linked id `from` with the link, ahead of the items it hands on).
+    Merge {
+        from: String,
+    },
 }
 
 impl Item {
@@ -84,7 +86,10 @@ impl Item {
             Self::Event(event) | Self::Link(event) | Self::Relay { event, .. } => {
                 Self::Event(addressed_to(event.clone(), to))
             }
-            Self::Timer(timer) => Self::Timer(timer.clone()),
+            Self::Timer(timer) => Self::Timer(journeys_store::TimerRecord {
+                profile_id: to.to_owned(),
+                ..timer.clone()
+            }),
             Self::Terminate {
                 instance_id,
                 reason,
@@ -95,7 +100,7 @@ impl Item {
             Self::Delete { suppress } => Self::Delete {
                 suppress: *suppress,
             },
-            Self::Merge => Self::Merge,
+            Self::Merge { from } => Self::Merge { from: from.clone() },
         }
     }
 
@@ -146,7 +151,7 @@ impl Outcome {
     pub fn failed(item: &Item, code: &str, message: &str) -> Self {
         match item {
             Item::Event(_) | Item::Link(_) | Item::Relay { .. } => Self::rejected(code, message),
-            Item::Merge => Self::Merged,
+            Item::Merge { .. } => Self::Merged,
             Item::Timer(_) => Self::Timer(TimerStatus::Retry {
                 code: code.to_owned(),
                 message: message.to_owned(),

@@ -31,6 +31,7 @@ use crate::cache::JourneyCache;
 use crate::cache::Snapshot;
 use crate::config::EngineConfig;
 use crate::job::{Item, Job, LaneMessage, Outcome, Routed, TimerStatus};
+use crate::log::handed::HandOver;
 use crate::owner_cache::{ProfileCache, RecentIds};
 use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
@@ -64,6 +65,9 @@ pub(crate) struct Shared {
     /// Whether the owner reads its partitions from the NATS log: commits then also record the
     /// log sequences they applied as `log_seq` (where the next owner resumes).
     pub logged: bool,
+    /// The NATS partition log an owner reads (`None` in-process): items handed on to another
+    /// profile are published into its partition.
+    pub log: Option<journeys_log::PartitionLog>,
     /// The bound on the event catalog's names.
     pub catalog: crate::catalog::CatalogNames,
     /// Every lane's mailbox (set once the lanes started): items handed on from a linked id to
@@ -393,7 +397,6 @@ impl Lane {
                 .unwrap_or(chrono::TimeDelta::MAX),
             trait_limits: shared.config.trait_limits,
             existing: &none,
-            identities: !shared.logged,
         };
         let mut plan = plan(&shared, &ctx, &profiles, &items, check_existing).await?;
         shared
@@ -407,6 +410,25 @@ impl Lane {
                 .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
+        // On the log, what the batch hands on is published before it commits.
+        if let Some(log) = &shared.log {
+            let hand_overs: Vec<HandOver<'_>> = which
+                .iter()
+                .zip(&plan.outcomes)
+                .filter_map(|(&i, outcome)| match outcome {
+                    Outcome::Forward { to, merge } => Some(HandOver {
+                        partition: slots[i].partition,
+                        seq: slots[i].seq.unwrap_or_default(),
+                        item: &slots[i].item,
+                        from: &slots[i].profile_id,
+                        to,
+                        merge: *merge,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            crate::log::handed::publish(log, shared.config.partitions, &hand_overs).await?;
+        }
         // (e) commit, with the log sequences applied.
         let seqs = log_progress(slots, which);
         if let Err(err) = commit(&shared, &plan, &fence, &seqs).await {
@@ -488,7 +510,7 @@ impl Lane {
         // A profile told to merge is read from the store, with the merges waiting for it.
         let merging: HashSet<&str> = which
             .iter()
-            .filter(|&&i| matches!(slots[i].item, Item::Merge))
+            .filter(|&&i| matches!(slots[i].item, Item::Merge { .. }))
             .map(|&i| slots[i].profile_id.as_str())
             .collect();
         let mut profiles = HashMap::with_capacity(wanted.len());
@@ -568,7 +590,7 @@ impl Lane {
                 .map(|(id, _)| id.clone())
                 .collect();
             loaded.extend(part);
-            if !redo.is_empty() && !self.shared.logged {
+            if !redo.is_empty() {
                 loaded.extend(batches.load_profiles(&redo).await?);
                 for id in &redo {
                     partial.remove(id);
@@ -579,10 +601,6 @@ impl Lane {
         for profile_id in whole.into_iter().chain(timer_only) {
             let state = loaded.remove(&profile_id).unwrap_or_default();
             let mut work = ProfileWork::from_state(&profile_id, &state);
-            if self.shared.logged {
-                // Links are not followed on the NATS log: each id stays its own profile there.
-                work.linked_to = None;
-            }
             work.pending = state
                 .pending_merges
                 .iter()
@@ -594,14 +612,11 @@ impl Lane {
     }
 
     /// The states of the linked profiles waiting to be merged into the `loaded` ones (read
-    /// whole; none on the NATS log, where links are not made).
+    /// whole).
     async fn pending_merges(
         &self,
         loaded: &HashMap<String, journeys_store::ProfileState>,
     ) -> Result<HashMap<String, journeys_store::ProfileState>, StoreError> {
-        if self.shared.logged {
-            return Ok(HashMap::new());
-        }
         let froms: Vec<String> = loaded
             .values()
             .filter(|state| state.linked_to.is_none())
@@ -676,7 +691,7 @@ impl Lane {
                 | Item::Delete { .. }
                 | Item::Link(_)
                 | Item::Relay { .. }
-                | Item::Merge => Gate::Pass,
+                | Item::Merge { .. } => Gate::Pass,
             };
             gates.push(gate);
         }
@@ -843,7 +858,9 @@ fn item_span(item: &Item, parent: &str) -> (Option<tracing::Span>, Option<String
             message_id = %event.message_id,
             event = %event.event,
         ),
-        Item::Merge => tracing::info_span!(parent: None, "engine.evaluate", item = "merge"),
+        Item::Merge { from } => {
+            tracing::info_span!(parent: None, "engine.evaluate", item = "merge", from = %from)
+        }
     };
     trace_context::set_parent_traceparent(&span, parent);
     let own = trace_context::span_traceparent(&span).unwrap_or_else(|| parent.to_owned());
@@ -869,6 +886,11 @@ fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
             list.push((slot.position, outcome));
             continue;
         };
+        if shared.log.is_some() {
+            // Published into `to`'s partition before the commit: applied there, in its order.
+            list.push((slot.position, Outcome::Merged));
+            continue;
+        }
         if slot.hops >= MAX_HOPS {
             tracing::error!(profile_id = %slot.profile_id, to = %to, "item handed on too often: the ids are linked in a loop");
             let failed = Outcome::failed(
@@ -886,7 +908,9 @@ fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
                 position: usize::MAX,
                 profile_id: to.clone(),
                 partition,
-                item: Item::Merge,
+                item: Item::Merge {
+                    from: slot.profile_id.clone(),
+                },
                 seq: None,
                 hops: slot.hops + 1,
             });

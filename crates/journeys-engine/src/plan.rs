@@ -48,9 +48,6 @@ pub(crate) struct PlanContext<'a> {
     pub trait_limits: TraitLimits,
     /// Ids of instances known to exist already (checked on retries only).
     pub existing: &'a HashSet<String>,
-    /// Whether identities are resolved (links made, linked ids handed on, merges applied):
-    /// on the in-process path, not yet on the NATS log.
-    pub identities: bool,
 }
 
 /// The result of evaluating a batch.
@@ -130,7 +127,7 @@ impl Planner<'_> {
                 to: to.clone(),
                 merge: false,
             },
-            Item::Merge => Outcome::Merged,
+            Item::Merge { from } => self.merge_item(profile_id, from),
             Item::Timer(timer) => Outcome::Timer(self.timer(profile_id, timer)),
             Item::Terminate {
                 instance_id,

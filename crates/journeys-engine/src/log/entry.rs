@@ -32,6 +32,13 @@ pub(crate) enum Entry {
     /// `DeleteProfile`: applied by the owner after every event published into the partition
     /// before it.
     Delete { profile_id: String, suppress: bool },
+    /// An event linking an id (its `anonymousId`, or an `alias`'s `previousId`) to its user,
+    /// published into the id's partition: the id's owner links it and hands the event on to
+    /// the user's partition.
+    Link(Event),
+    /// Merge the linked profiles waiting for `profile_id` (published by the owner of a linked
+    /// id, ahead of what it hands on).
+    Merge { profile_id: String, from: String },
 }
 
 /// A timer on the log (the store's [`TimerRecord`]).

@@ -374,7 +374,9 @@ impl Inner {
         let mut records = Vec::with_capacity(events.len());
         let mut positions = Vec::with_capacity(events.len());
         for (position, event) in events.into_iter().enumerate() {
-            let partition = match event.profile_id() {
+            // An event linking an id to its user goes to the id's owner first.
+            let routed = event.linked_identity().or(event.profile_id());
+            let partition = match routed {
                 Some(profile) if !event.message_id.is_empty() => {
                     partition_of(profile, self.config.partitions)
                 }
@@ -388,7 +390,12 @@ impl Inner {
             };
             // Scoped per source, as the engine's own dedupe is.
             let msg_id = event.dedupe_key().into_owned();
-            match Entry::Event(event).encode() {
+            let entry = if event.linked_identity().is_some() {
+                Entry::Link(event)
+            } else {
+                Entry::Event(event)
+            };
+            match entry.encode() {
                 Ok(payload) => {
                     records.push(Record {
                         partition,

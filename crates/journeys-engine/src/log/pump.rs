@@ -374,6 +374,11 @@ impl PartitionReader {
                     profile_id,
                     suppress,
                 }) => (Some(profile_id), Item::Delete { suppress }),
+                Ok(Entry::Link(event)) => (
+                    event.linked_identity().map(str::to_owned),
+                    Item::Link(event),
+                ),
+                Ok(Entry::Merge { profile_id, from }) => (Some(profile_id), Item::Merge { from }),
                 Ok(Entry::Forget { profile_ids }) => {
                     forget.extend(profile_ids);
                     answered.insert(position, None);

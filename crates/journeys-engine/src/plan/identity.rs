@@ -18,7 +18,7 @@ use crate::job::{Item, Outcome};
 impl Planner<'_> {
     /// Where an item of `profile_id` belongs when the id is linked to another profile.
     pub(super) fn redirect(&self, profile_id: &str, item: &Item) -> Option<String> {
-        if !self.ctx.identities || matches!(item, Item::Link(_)) {
+        if matches!(item, Item::Link(_)) {
             return None;
         }
         self.profiles.get(profile_id)?.linked_to.clone()
@@ -30,12 +30,6 @@ impl Planner<'_> {
         let Some(user) = event.user_id.clone().filter(|u| !u.is_empty()) else {
             return self.event(identity, event);
         };
-        if !self.ctx.identities {
-            return Outcome::Forward {
-                to: user,
-                merge: false,
-            };
-        }
         let now = self.ctx.now;
         let Some(work) = self.profiles.get_mut(identity) else {
             return Outcome::Forward {
@@ -74,6 +68,23 @@ impl Planner<'_> {
         }
     }
 
+    /// A merge told by the owner of `from`: the merges waiting for the profile were applied
+    /// when it was loaded; `from`'s link must be among its ids by now. On the log the owner of
+    /// `from` publishes the merge before it commits the link, so a merge read first is refused
+    /// (`internal`: read again after a pause, and skipped after a few attempts, the merge then
+    /// waiting for the profile's next load from the store).
+    pub(super) fn merge_item(&mut self, profile_id: &str, from: &str) -> Outcome {
+        let linked = self
+            .profiles
+            .get(profile_id)
+            .is_some_and(|work| work.identities.iter().any(|id| id == from));
+        if linked {
+            return Outcome::Merged;
+        }
+        tracing::debug!(profile_id, from, "merge before its link is committed");
+        Outcome::rejected(crate::ack::INTERNAL, "the link is not committed yet")
+    }
+
     fn refuse(&mut self, identity: &str, user: &str, owner: &str) {
         tracing::warn!(
             identity,
@@ -92,9 +103,6 @@ impl Planner<'_> {
 
     /// Merges the linked profiles waiting for `profile_id` (loaded with it) into it.
     pub(super) fn merge_pending(&mut self, profile_id: &str) {
-        if !self.ctx.identities {
-            return;
-        }
         let now = self.ctx.now;
         let Some(work) = self.profiles.get_mut(profile_id) else {
             return;
