@@ -306,6 +306,33 @@ async fn an_anonymous_checkout_takes_the_thanks_branch_on_the_purchase_of_the_li
             "the timeline records the merge: {:?}",
             detail.timeline
         );
+
+        // Deleting the profile by its anonymous id deletes the user's profile and its links:
+        // the anonymous id is on its own again.
+        c.profiles
+            .delete_profile(pb::DeleteProfileRequest {
+                anonymous_id: anon.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let gone = profile_by(&mut c, user, "").await.unwrap_err();
+        assert_eq!(
+            gone.downcast_ref::<tonic::Status>()
+                .map(tonic::Status::code),
+            Some(tonic::Code::NotFound)
+        );
+        send_accepted(
+            &mut c.ingest,
+            &key,
+            vec![anonymous(
+                journeys_tests::ingest::identify("", "a-4", &json!({"email": "new@example.com"})),
+                &anon,
+            )],
+        )
+        .await?;
+        let again = profile_by(&mut c, "", &anon).await?;
+        assert_eq!(again.user_id, anon);
+        assert_eq!(traits(&again), json!({"email": "new@example.com"}));
         stack.stop().await?;
         sink.stop().await;
         Ok(())
@@ -383,6 +410,19 @@ async fn alias_links_over_http_and_a_linked_id_stays_with_its_user() -> anyhow::
         assert_eq!(traits(&o), json!({"name": "Cy"}));
         assert_eq!(o.refused_links.len(), 1, "visible on the refused user too");
         assert_eq!(o.active_instances.len(), 1, "the second user's own checkout");
+        // Logging in and buying in one batch: the purchase is applied after the merge.
+        let (late, later) = (on_another_lane("anon-c", "user-4"), "user-4");
+        post("/v1/track", json!({"anonymousId": late, "messageId": "h-7", "event": "checkout_started", "properties": {"session_id": "s7"}})).await?;
+        post("/v1/batch", json!({"batch": [
+            {"type": "identify", "userId": later, "anonymousId": late, "messageId": "h-8", "traits": {"name": "Di"}},
+            {"type": "track", "userId": later, "messageId": "h-9", "event": "purchase_completed", "properties": {"session_id": "s7"}},
+        ]})).await?;
+        let received = sink.wait_for(6, Duration::from_secs(20)).await;
+        assert!(
+            received.iter().any(|r| r.path == "/thanks" && r.str_field("userId") == later),
+            "{:?}",
+            paths(&sink)
+        );
         let text = metrics(&stack).await?;
         assert!(
             text.lines().any(|l| l.starts_with("journeys_identity_links_total{outcome=\"refused\"}")),

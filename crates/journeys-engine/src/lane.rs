@@ -456,10 +456,40 @@ impl Lane {
                 .map(|d| d.profile_id.as_str())
                 .collect();
             shared.links.forget(&deleted);
+            self.unlink(&plan.unlinked).await;
         }
         self.recent.remember(plan.changes.dedupe.iter());
         self.settle(plan.profiles, &partial, &fence);
         Ok(())
+    }
+
+    /// Makes the owners of `ids` (ids linked to a profile just deleted) forget them: in memory
+    /// they still hand their items on to the deleted profile. Best effort on the log (the
+    /// links are gone from the store: an owner that reads the id again sees it alone).
+    async fn unlink(&mut self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let partitions = self.shared.config.partitions;
+        if let Some(log) = &self.shared.log {
+            if let Err(err) = crate::log::handed::forget(log, partitions, ids).await {
+                tracing::warn!(error = %err, ids = ids.len(), "owners of unlinked ids not told");
+            }
+            return;
+        }
+        let Some(lanes) = self.shared.lanes.get() else {
+            return;
+        };
+        let mut parts: Vec<Vec<String>> = lanes.iter().map(|_| Vec::new()).collect();
+        for id in ids {
+            self.cache.forget(id);
+            parts[lane_of(id, partitions, lanes.len())].push(id.clone());
+        }
+        for (lane, ids) in lanes.iter().zip(parts) {
+            if let (false, Some(sender)) = (ids.is_empty(), lane.upgrade()) {
+                let _ = sender.send(LaneMessage::Forget(ids));
+            }
+        }
     }
 
     /// Keeps the committed profiles in memory (owners only), except the `partial` ones.

@@ -61,6 +61,9 @@ pub(crate) struct Plan {
     pub new_instance_ids: Vec<String>,
     /// Every profile the plan evaluated, as it is once the plan is committed (to settle).
     pub profiles: Vec<(String, ProfileWork)>,
+    /// Ids that were linked to the profiles the plan deletes: their owners must forget them
+    /// (they would hand their items on to the deleted profile).
+    pub unlinked: Vec<String>,
 }
 
 /// Evaluates `items` (`(profile id, item, gate, trace context)`) in order against `profiles`.
@@ -79,6 +82,7 @@ pub(crate) fn evaluate(
         order: Vec::new(),
         out: ChangeSet::default(),
         delta: StatsDelta::default(),
+        unlinked: Vec::new(),
     };
     let mut outcomes = Vec::with_capacity(items.len());
     for (profile_id, item, gate, trace) in items {
@@ -148,6 +152,8 @@ struct Planner<'a> {
     order: Vec<String>,
     out: ChangeSet,
     delta: StatsDelta,
+    /// Ids that were linked to the profiles deleted in the batch.
+    unlinked: Vec<String>,
 }
 
 impl Planner<'_> {
@@ -219,6 +225,9 @@ impl Planner<'_> {
             deleted_at: self.ctx.now,
             suppressed: suppress,
         };
+        if let Some(work) = self.profiles.get(profile_id) {
+            self.unlinked.extend(work.identities.iter().cloned());
+        }
         self.profiles
             .insert(profile_id.to_owned(), ProfileWork::deleted(tombstone));
         self.out
@@ -406,6 +415,7 @@ impl Planner<'_> {
             delta: self.delta,
             new_instance_ids,
             profiles,
+            unlinked: self.unlinked,
         })
     }
 }

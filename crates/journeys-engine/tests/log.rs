@@ -616,19 +616,17 @@ async fn a_link_moves_the_anonymous_checkout_to_the_owner_of_the_users_partition
                 ])
                 .await,
         );
+        // Logs in and buys in one call: the purchase follows the link through the anonymous
+        // id's owner, so it is applied after the merge.
         let mut login = identify(&user, "u-1", json!({"name": "Ann"}));
         login.anonymous_id = Some(anon.clone());
-        accepted(front_b.submit(vec![login]).await);
-        accepted(
-            front_a
-                .submit(vec![track(
-                    &user,
-                    "purchase_completed",
-                    "u-2",
-                    json!({"session_id": "s1"}),
-                )])
-                .await,
+        let purchase = track(
+            &user,
+            "purchase_completed",
+            "u-2",
+            json!({"session_id": "s1"}),
         );
+        accepted(front_b.submit(vec![login, purchase]).await);
         eventually("the thanks send of the user", WAIT, async || {
             (sent_steps(db, &user).await == ["thanks"]).then_some(())
         })

@@ -36,6 +36,14 @@ pub(crate) enum Entry {
     /// published into the id's partition: the id's owner links it and hands the event on to
     /// the user's partition.
     Link(Event),
+    /// An event of profile `to` published into the partition of `via`, a linked id whose
+    /// linking event the same call published before it: the id's owner hands it on after that
+    /// one, so the user's events stay in order.
+    Relay {
+        via: String,
+        to: String,
+        event: Event,
+    },
     /// Merge the linked profiles waiting for `profile_id` (published by the owner of a linked
     /// id, ahead of what it hands on).
     Merge { profile_id: String, from: String },

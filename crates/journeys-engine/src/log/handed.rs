@@ -53,6 +53,32 @@ pub(crate) async fn publish(
     Ok(())
 }
 
+/// Tells the owners of `ids` to drop them from memory (ids whose links were deleted).
+pub(crate) async fn forget(
+    log: &PartitionLog,
+    partitions: u32,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for id in ids {
+        by_partition
+            .entry(partition_of(id, partitions))
+            .or_default()
+            .push(id.clone());
+    }
+    let request = uuid::Uuid::new_v4().simple().to_string();
+    let mut records = Vec::with_capacity(by_partition.len());
+    for (partition, profile_ids) in by_partition {
+        let msg_id = format!("unlink:{request}:{partition}");
+        records.push(record(partition, msg_id, &Entry::Forget { profile_ids })?);
+    }
+    log.publish_batch(&records)
+        .await
+        .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+    Ok(())
+}
+
 fn record(partition: u32, msg_id: String, entry: &Entry) -> Result<Record, StoreError> {
     let payload = entry
         .encode()

@@ -378,6 +378,7 @@ impl PartitionReader {
                     event.linked_identity().map(str::to_owned),
                     Item::Link(event),
                 ),
+                Ok(Entry::Relay { via, to, event }) => (Some(via), Item::Relay { to, event }),
                 Ok(Entry::Merge { profile_id, from }) => (Some(profile_id), Item::Merge { from }),
                 Ok(Entry::Forget { profile_ids }) => {
                     forget.extend(profile_ids);
