@@ -410,25 +410,7 @@ impl Lane {
                 .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
-        // On the log, what the batch hands on is published before it commits.
-        if let Some(log) = &shared.log {
-            let hand_overs: Vec<HandOver<'_>> = which
-                .iter()
-                .zip(&plan.outcomes)
-                .filter_map(|(&i, outcome)| match outcome {
-                    Outcome::Forward { to, merge } => Some(HandOver {
-                        partition: slots[i].partition,
-                        seq: slots[i].seq.unwrap_or_default(),
-                        item: &slots[i].item,
-                        from: &slots[i].profile_id,
-                        to,
-                        merge: *merge,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            crate::log::handed::publish(log, shared.config.partitions, &hand_overs).await?;
-        }
+        hand_over_through_log(&shared, slots, which, &plan).await?;
         // (e) commit, with the log sequences applied.
         let seqs = log_progress(slots, which);
         if let Err(err) = commit(&shared, &plan, &fence, &seqs).await {
@@ -440,27 +422,33 @@ impl Lane {
             }
             return Err(err);
         }
+        self.note_links(&plan).await;
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
-        }
-        for link in &plan.changes.links {
-            shared
-                .links
-                .insert(link.identity.clone(), link.profile_id.clone());
-        }
-        if !plan.changes.deletions.is_empty() {
-            let deleted: Vec<&str> = plan
-                .changes
-                .deletions
-                .iter()
-                .map(|d| d.profile_id.as_str())
-                .collect();
-            shared.links.forget(&deleted);
-            self.unlink(&plan.unlinked).await;
         }
         self.recent.remember(plan.changes.dedupe.iter());
         self.settle(plan.profiles, &partial, &fence);
         Ok(())
+    }
+
+    /// Remembers the links the committed `plan` made, and forgets those of the profiles it
+    /// deleted.
+    async fn note_links(&mut self, plan: &Plan) {
+        let links = &self.shared.links;
+        for link in &plan.changes.links {
+            links.insert(link.identity.clone(), link.profile_id.clone());
+        }
+        if plan.changes.deletions.is_empty() {
+            return;
+        }
+        let deleted: Vec<&str> = plan
+            .changes
+            .deletions
+            .iter()
+            .map(|d| d.profile_id.as_str())
+            .collect();
+        links.forget(&deleted);
+        self.unlink(&plan.unlinked).await;
     }
 
     /// Makes the owners of `ids` (ids linked to a profile just deleted) forget them: in memory
@@ -832,6 +820,35 @@ async fn commit(
         wake();
     }
     Ok(())
+}
+
+/// On the NATS log, publishes what the batch hands on to other profiles into their partitions,
+/// before the batch commits (see [`crate::log::handed`]).
+async fn hand_over_through_log(
+    shared: &Shared,
+    slots: &[Slot],
+    which: &[usize],
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    let Some(log) = &shared.log else {
+        return Ok(());
+    };
+    let hand_overs: Vec<HandOver<'_>> = which
+        .iter()
+        .zip(&plan.outcomes)
+        .filter_map(|(&i, outcome)| match outcome {
+            Outcome::Forward { to, merge } => Some(HandOver {
+                partition: slots[i].partition,
+                seq: slots[i].seq.unwrap_or_default(),
+                item: &slots[i].item,
+                from: &slots[i].profile_id,
+                to,
+                merge: *merge,
+            }),
+            _ => None,
+        })
+        .collect();
+    crate::log::handed::publish(log, shared.config.partitions, &hand_overs).await
 }
 
 /// The highest log sequence among the items `which`, per partition (items read from the log).
