@@ -423,6 +423,26 @@ async fn alias_links_over_http_and_a_linked_id_stays_with_its_user() -> anyhow::
             "{:?}",
             paths(&sink)
         );
+        // An alias of one user id into another, then an anonymous id linked to the old one:
+        // the anonymous checkout ends up with the user the old id moved to.
+        let (old, new) = ("user-6", "user-5");
+        let shopper = on_another_lane("anon-d", new);
+        post("/v1/alias", json!({"userId": new, "previousId": old, "messageId": "h-10"})).await?;
+        post("/v1/track", json!({"anonymousId": shopper, "messageId": "h-11", "event": "checkout_started", "properties": {"session_id": "s8"}})).await?;
+        post("/v1/identify", json!({"userId": old, "anonymousId": shopper, "messageId": "h-12", "traits": {"email": "ed@example.com"}})).await?;
+        post("/v1/track", json!({"userId": new, "messageId": "h-13", "event": "purchase_completed", "properties": {"session_id": "s8"}})).await?;
+        let received = sink.wait_for(8, Duration::from_secs(20)).await;
+        assert!(
+            received.iter().any(|r| r.path == "/thanks" && r.str_field("userId") == new),
+            "{:?}",
+            paths(&sink)
+        );
+        let p = profile_by(&mut c, "", &shopper).await?;
+        assert_eq!(p.user_id, new);
+        let mut ids: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [shopper.as_str(), old]);
+        assert_eq!(traits(&p), json!({"email": "ed@example.com"}));
         let text = metrics(&stack).await?;
         assert!(
             text.lines().any(|l| l.starts_with("journeys_identity_links_total{outcome=\"refused\"}")),

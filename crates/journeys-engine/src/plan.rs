@@ -122,6 +122,9 @@ impl Planner<'_> {
         }
         self.load(profile_id, profiles);
         if let Some(to) = self.redirect(profile_id, item) {
+            if let Item::Merge { from } = item {
+                self.relink(profile_id, from, &to);
+            }
             return Outcome::Forward { to, merge: false };
         }
         match item {

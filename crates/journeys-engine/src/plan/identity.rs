@@ -85,6 +85,29 @@ impl Planner<'_> {
         Outcome::rejected(crate::ack::INTERNAL, "the link is not committed yet")
     }
 
+    /// A merge of `from` told to `profile_id`, which is itself linked to `to` by now: the
+    /// pending link of `from` moves on to `to`, where the merge goes next.
+    pub(super) fn relink(&mut self, profile_id: &str, from: &str, to: &str) {
+        let pending = self
+            .profiles
+            .get(profile_id)
+            .is_some_and(|work| work.identities.iter().any(|id| id == from));
+        if !pending {
+            return;
+        }
+        tracing::info!(
+            identity = from,
+            from = profile_id,
+            to,
+            "pending link moved on"
+        );
+        self.out.changes.relinks.push(IdentityLink {
+            identity: from.to_owned(),
+            profile_id: to.to_owned(),
+            linked_at: self.ctx.now,
+        });
+    }
+
     fn refuse(&mut self, identity: &str, user: &str, owner: &str) {
         tracing::warn!(
             identity,

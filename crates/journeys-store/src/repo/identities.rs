@@ -233,6 +233,27 @@ pub(crate) async fn write_links<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Moves pending links on to their new profile (see [`crate::Changes::relinks`]); a link
+/// merged meanwhile stays.
+pub(crate) async fn relink<C: ConnectionTrait>(
+    db: &C,
+    relinks: &[IdentityLink],
+) -> Result<(), StoreError> {
+    for l in relinks {
+        identity::Entity::update_many()
+            .col_expr(
+                identity::Column::ProfileId,
+                Expr::value(l.profile_id.as_str()),
+            )
+            .col_expr(identity::Column::LinkedAt, Expr::value(micros(l.linked_at)))
+            .filter(identity::Column::Identity.eq(l.identity.as_str()))
+            .filter(identity::Column::MergedAt.is_null())
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Applies the merges (see [`ProfileMerge`]). A merge whose link is not pending any more (done
 /// by another writer) is a conflict: the batch is redone with fresh state.
 pub(crate) async fn apply_merges<C: ConnectionTrait>(

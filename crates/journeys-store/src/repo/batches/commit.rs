@@ -57,6 +57,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     insert_dedupe(db, &changes.dedupe, changes.dedupe_expired_before).await?;
     insert_enter_once(db, &changes.enter_once, now).await?;
     crate::repo::identities::write_links(db, &changes.links, &changes.refusals).await?;
+    crate::repo::identities::relink(db, &changes.relinks).await?;
     crate::repo::identities::apply_merges(
         db,
         &changes.merges,

@@ -85,6 +85,9 @@ pub struct Changes {
     /// `(journey id, profile id)` enter-once records carried over by a merge: inserted unless
     /// present.
     pub enter_once_merged: Vec<(String, String)>,
+    /// Links whose merge is still pending moved on to another profile (the profile they were
+    /// linked to was itself linked since): `identity` now belongs to `profile_id`.
+    pub relinks: Vec<crate::repo::IdentityLink>,
 }
 
 /// A profile deletion: its traits, memberships, enter-once records, instances with their
@@ -136,6 +139,7 @@ impl Changes {
             && self.refusals.is_empty()
             && self.merges.is_empty()
             && self.enter_once_merged.is_empty()
+            && self.relinks.is_empty()
     }
 }
 
