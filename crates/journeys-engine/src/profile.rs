@@ -307,4 +307,49 @@ mod tests {
         );
         assert_eq!(work.trait_changes.len(), 4);
     }
+
+    fn stored(traits: &Json, at: i64, audiences: &[&str], once: &[&str]) -> ProfileState {
+        ProfileState {
+            traits: traits.as_object().cloned().unwrap_or_default(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            entered_once: once.iter().map(|j| (*j).to_owned()).collect(),
+            updated_at: chrono::DateTime::from_timestamp(at, 0),
+            ..ProfileState::default()
+        }
+    }
+
+    #[test]
+    fn a_merged_profile_adds_its_keys_and_wins_where_its_traits_are_newer() {
+        let user = stored(
+            &json!({"plan": "free", "name": "Ann"}),
+            100,
+            &["vip"],
+            &["j1"],
+        );
+        let newer = stored(
+            &json!({"plan": "pro", "email": "a@x"}),
+            200,
+            &["beta"],
+            &["j1", "j2"],
+        );
+        let mut work = ProfileWork::from_state("u1", &user);
+        let merged = work.merge_from("u1", "a1", &newer);
+        assert_eq!(
+            work.state.traits,
+            json!({"plan": "pro", "name": "Ann", "email": "a@x"})
+        );
+        assert_eq!(work.trait_changes.len(), 2, "plan and email are written");
+        assert_eq!(merged.entered_once, ["j2"], "j1 was entered already");
+        assert_eq!(work.audience_changes(), (vec!["beta".to_owned()], vec![]));
+
+        let older = stored(&json!({"plan": "trial", "email": "a@x"}), 50, &[], &[]);
+        let mut work = ProfileWork::from_state("u1", &user);
+        work.merge_from("u1", "a1", &older);
+        assert_eq!(
+            work.state.traits,
+            json!({"plan": "free", "name": "Ann", "email": "a@x"}),
+            "the user's newer value stays"
+        );
+        assert_eq!(work.trait_changes.len(), 1);
+    }
 }
