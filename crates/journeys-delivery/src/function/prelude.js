@@ -101,9 +101,9 @@
       const url = String(input);
       const method = String(init.method || 'GET').toUpperCase();
       const headers = [];
-      new Headers(init.headers).forEach((v, k) => headers.push([k, v]));
+      new Headers(init.headers).forEach((v, k) => headers.push(k, v));
       const body = init.body === undefined || init.body === null ? '' : String(init.body);
-      const id = native.fetch(url, method, JSON.stringify(headers), body);
+      const id = native.fetch(url, method, headers, body);
       pending.set(id, { resolve, reject, url });
     });
   };
@@ -179,17 +179,21 @@
     return [state.done, state.result === undefined ? null : state.result,
       state.error ? state.error.name : null, state.error ? state.error.message : null];
   });
-  // Ends a fetch: a response as JSON ({status, headers, body}) or an error message.
-  hidden('__journeys_settle', function (id, responseJson, error) {
+  // Ends a fetch with its response (headers: name, value, name, value…).
+  hidden('__journeys_resolve', function (id, status, headers, body) {
     const p = pending.get(id);
     if (!p) return;
     pending.delete(id);
-    if (responseJson === null || responseJson === undefined) {
-      p.reject(new TypeError(`fetch ${p.url}: ${error}`));
-      return;
-    }
-    const r = JSON.parse(responseJson);
-    p.resolve(new Response(r.body, { status: r.status, headers: r.headers, url: p.url }));
+    const response = new Response(body, { status, url: p.url });
+    for (let i = 0; i + 1 < headers.length; i += 2) response.headers.append(headers[i], headers[i + 1]);
+    p.resolve(response);
+  });
+  // Ends a fetch that got no response.
+  hidden('__journeys_reject', function (id, error) {
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    p.reject(new TypeError(`fetch ${p.url}: ${error}`));
   });
   // The handlers the user's code defined (`function`, `const`, `let` or `var`), captured by a
   // script the worker runs right after it; returns their names.

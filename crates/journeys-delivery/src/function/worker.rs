@@ -93,6 +93,17 @@ struct Interrupt {
     fired: Cell<bool>,
 }
 
+/// How a fetch's promise settles: with a response (headers as name, value, name, value…),
+/// or rejected with the reason.
+enum Settlement {
+    Answered {
+        status: u16,
+        headers: Vec<String>,
+        body: String,
+    },
+    Failed(String),
+}
+
 /// What the native `log` and `fetch` of every context of the engine see: the invocation in
 /// progress, if any.
 struct Call {
@@ -254,27 +265,36 @@ impl Engine {
                 self.record_fetch(index, fetched);
                 return Err(self.timed_out(invocation.timeout));
             }
-            let (response, error) = self.record_fetch(index, fetched);
+            let settled = self.record_fetch(index, fetched);
             let id = u32::try_from(index).unwrap_or(u32::MAX);
             self.run_js(&mut cpu, deadline, || {
-                within(&context, |ctx| {
-                    let settle: Function = ctx.globals().get("__journeys_settle")?;
-                    settle.call::<_, ()>((id, response, error))
+                within(&context, |ctx| match settled {
+                    Settlement::Answered {
+                        status,
+                        headers,
+                        body,
+                    } => {
+                        let resolve: Function = ctx.globals().get("__journeys_resolve")?;
+                        resolve.call::<_, ()>((id, status, headers, body))
+                    }
+                    Settlement::Failed(error) => {
+                        let reject: Function = ctx.globals().get("__journeys_reject")?;
+                        reject.call::<_, ()>((id, error))
+                    }
                 })
             })?;
         }
     }
 
-    /// Notes a fetch's outcome and returns what `__journeys_settle` takes: the response as JSON,
-    /// or the error.
+    /// Notes a fetch's outcome and returns how its promise settles.
     fn record_fetch(
         &self,
         index: usize,
         fetched: Result<FetchResponse, DeliveryError>,
-    ) -> (Option<String>, Option<String>) {
+    ) -> Settlement {
         let mut slot = self.slot.borrow_mut();
         let Some(call) = slot.as_mut() else {
-            return (None, Some("the invocation ended".to_owned()));
+            return Settlement::Failed("the invocation ended".to_owned());
         };
         call.in_flight = call.in_flight.saturating_sub(1);
         let record = call.fetches.get_mut(index);
@@ -283,12 +303,15 @@ impl Engine {
                 if let Some(record) = record {
                     record.status = Some(response.status);
                 }
-                let json = serde_json::json!({
-                    "status": response.status,
-                    "headers": response.headers,
-                    "body": String::from_utf8_lossy(&response.body),
-                });
-                (Some(json.to_string()), None)
+                Settlement::Answered {
+                    status: response.status,
+                    headers: response
+                        .headers
+                        .into_iter()
+                        .flat_map(|(name, value)| [name, value])
+                        .collect(),
+                    body: String::from_utf8_lossy(&response.body).into_owned(),
+                }
             }
             Err(err) => {
                 let text = match err {
@@ -301,7 +324,7 @@ impl Engine {
                 if let Some(record) = record {
                     record.error = Some(text.clone());
                 }
-                (None, Some(text))
+                Settlement::Failed(text)
             }
         }
     }
@@ -602,7 +625,7 @@ fn install_natives(
     Ok(())
 }
 
-/// `__journeys_native.fetch(url, method, headersJson, body)`: starts the request on the Tokio
+/// `__journeys_native.fetch(url, method, headers, body)` (headers: name, value, name, value…): starts the request on the Tokio
 /// runtime and returns its id; the worker settles the promise when the answer comes back.
 fn fetch_native<'js>(
     ctx: &Ctx<'js>,
@@ -617,7 +640,7 @@ fn fetch_native<'js>(
         move |ctx: Ctx<'_>,
               url: String,
               method: String,
-              headers: String,
+              headers: Vec<String>,
               body: String|
               -> rquickjs::Result<u32> {
             let mut slot = slot.borrow_mut();
@@ -633,8 +656,10 @@ fn fetch_native<'js>(
                     &format!("at most {max_fetches} fetches per invocation"),
                 ));
             }
-            let mut headers: Vec<(String, String)> =
-                serde_json::from_str(&headers).unwrap_or_default();
+            let mut headers: Vec<(String, String)> = headers
+                .chunks_exact(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect();
             if !headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case("idempotency-key"))
