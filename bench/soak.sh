@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Soak: one `journeys serve` node (every role) over a fresh MariaDB database, driven for
 # --minutes by two journeys-load processes at once, forwarding-half and abandonment, each paced
-# at a fixed rate (--forwarding-rate, --abandonment-rate; `--max` measures the maxima). Every 10 s it samples into a
-# CSV the node's RSS and open fds, each generator's p99 over its last 10 s (forwarding-half:
-# event -> webhook; abandonment: nudge lateness after checkout sent + hold), the backlog (outbox
-# rows still PENDING, timers overdue) and the database's size. At the end it prints the averages
-# of the first, middle and last 5 minutes of each series, the relative change first -> last,
-# and both generators' reports.
+# at a fixed rate (--forwarding-rate, --abandonment-rate; `--max` measures the maxima). Every
+# 10 s it appends to a CSV the node's RSS, open fds and CPU, each generator's acknowledged rate
+# and p99 over its last 10 s (forwarding-half: event -> webhook; abandonment: nudge lateness
+# after checkout sent + hold), the backlog (outbox rows still PENDING, timers past due, timers
+# in all) and the database's size. At the end it prints the averages of the first, middle and
+# last 5 minutes of each series, the relative change first -> last, and both generators'
+# reports; it exits 1 if either saw a duplicate, a missing webhook or a nudged buyer.
 #
 #   cargo build --release -p journeys -p journeys-bench
 #   bench/soak.sh                        # 30 minutes at the default rates
@@ -45,7 +46,10 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option $1 (see the head of $0)" >&2; exit 2 ;;
     esac
 done
-[[ "$minutes" =~ ^[0-9]+$ ]] && [ "$minutes" -ge 1 ] || { echo "--minutes must be >= 1" >&2; exit 2; }
+if ! [[ "$minutes" =~ ^[0-9]+$ ]] || [ "$minutes" -lt 1 ]; then
+    echo "--minutes must be a whole number >= 1" >&2
+    exit 2
+fi
 
 mysql_url="${MYSQL:-mysql://root@127.0.0.1:3306}"
 run="soak_$$_$(date +%s)"
@@ -75,7 +79,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
 # Starts the node over a fresh database; sets node_pid, grpc, http.
 start_node() {
@@ -169,8 +175,8 @@ p99_of() {
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks=$(getconf CLK_TCK)
 
-echo "elapsed_s,rss_mb,fds,node_cpu_pct,fwd_acked_per_s,fwd_p99_ms,ab_acked_per_s,ab_p99_ms,outbox_pending,timers_overdue,timers_total,db_mb,load1" \
-    >"$csv"
+columns="elapsed_s,rss_mb,fds,node_cpu_pct,fwd_acked_per_s,fwd_p99_ms,ab_acked_per_s,ab_p99_ms"
+echo "$columns,outbox_pending,timers_overdue,timers_total,db_mb,load1" >"$csv"
 start=$(date +%s)
 next=$((start + interval))
 prev_cpu=$(cpu "$node_pid")
@@ -179,7 +185,8 @@ prev_ab=0
 while kill -0 "$fwd_pid" 2>/dev/null || kill -0 "$ab_pid" 2>/dev/null; do
     now=$(date +%s)
     if [ "$now" -lt "$next" ]; then sleep 1; continue; fi
-    next=$((next + interval))
+    # After a stall (a slow query), the next sample is the next 10 s mark, not a catch-up burst.
+    while [ "$next" -le "$now" ]; do next=$((next + interval)); done
     elapsed=$((now - start))
     kill -0 "$node_pid" 2>/dev/null || { echo "the node died; see $work/node.log" >&2; exit 1; }
     rss_kb=$(awk '/^VmRSS:/{print $2}' "/proc/$node_pid/status")
@@ -192,7 +199,14 @@ while kill -0 "$fwd_pid" 2>/dev/null || kill -0 "$ab_pid" 2>/dev/null; do
         (SELECT COUNT(*) FROM $run.timers),
         (SELECT ROUND(SUM(data_length + index_length) / 1048576) FROM information_schema.tables
          WHERE table_schema = '$run')" | tr '\t' ',')
-    echo "$elapsed,$((rss_kb / 1024)),$fds,$(awk -v d=$((node_cpu - prev_cpu)) -v k="$ticks" -v i="$interval" 'BEGIN{printf "%.0f", d/k/i*100}'),$(((fwd - prev_fwd) / interval)),$(p99_of "$work/forwarding.log"),$(((ab - prev_ab) / interval)),$(p99_of "$work/abandonment.log"),$backlog,$(cut -d' ' -f1 /proc/loadavg)" \
+    cpu_pct=$(awk -v d=$((node_cpu - prev_cpu)) -v k="$ticks" -v i="$interval" \
+        'BEGIN{printf "%.0f", d / k / i * 100}')
+    fwd_rate=$(((fwd - prev_fwd) / interval))
+    ab_rate=$(((ab - prev_ab) / interval))
+    fwd_p99=$(p99_of "$work/forwarding.log")
+    ab_p99=$(p99_of "$work/abandonment.log")
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    echo "$elapsed,$((rss_kb / 1024)),$fds,$cpu_pct,$fwd_rate,$fwd_p99,$ab_rate,$ab_p99,$backlog,$load1" \
         >>"$csv"
     tail -1 "$csv" >&2
     prev_cpu=$node_cpu
