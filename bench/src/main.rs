@@ -144,8 +144,15 @@ async fn measure(
     let workload = Arc::new(Workload::new(kind, settings.events, settings.profiles));
     let recorder = {
         let workload = Arc::clone(&workload);
+        // The progress lines' latency: a nudge's lateness after its checkout + the hold.
+        let offset = if kind.sessions() {
+            Duration::from_secs(settings.hold_secs)
+        } else {
+            Duration::ZERO
+        };
         Recorder::new(workload.slots(), args.max_retries)
             .expecting(move |seq| workload.forwarded(seq))
+            .latency_offset(offset)
     };
     let recorder = Arc::new(recorder);
     let hold = Duration::from_secs(settings.hold_secs);

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const UNSET: u64 = 0;
 
@@ -80,6 +80,11 @@ pub struct Recorder {
     unknown: AtomicU64,
     last_ack: AtomicU64,
     last_arrival: AtomicU64,
+    /// Subtracted from an arrival's latency for [`Recorder::take_recent`]: a session
+    /// workload's hold, so that a nudge's figure is its lateness after its checkout's send.
+    latency_offset: u64,
+    /// Latencies of the first arrivals since the last [`Recorder::take_recent`], nanoseconds.
+    recent: Mutex<Vec<u64>>,
 }
 
 impl Recorder {
@@ -108,7 +113,28 @@ impl Recorder {
             unknown: AtomicU64::new(0),
             last_ack: AtomicU64::new(UNSET),
             last_arrival: AtomicU64::new(UNSET),
+            latency_offset: 0,
+            recent: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The latencies [`Recorder::take_recent`] returns are counted from send + `offset` (a
+    /// session workload's hold) instead of from the send.
+    #[must_use]
+    pub fn latency_offset(mut self, offset: Duration) -> Recorder {
+        self.latency_offset = u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The latencies (arrival − send − offset, nanoseconds) of the events whose first webhook
+    /// arrived since the previous call, in arrival order.
+    pub fn take_recent(&self) -> Vec<u64> {
+        std::mem::take(
+            &mut *self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Only events for which `expect` holds should cause a webhook once accepted (by default
@@ -231,6 +257,14 @@ impl Recorder {
             key.store(key_hash, Ordering::Release);
             self.delivered.fetch_add(1, Ordering::AcqRel);
             self.last_arrival.fetch_max(at, Ordering::AcqRel);
+            let sent = self.sent[index].load(Ordering::Acquire);
+            if sent != UNSET {
+                let latency = at.saturating_sub(sent).saturating_sub(self.latency_offset);
+                self.recent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(latency);
+            }
         } else if key.load(Ordering::Acquire) == key_hash {
             self.repeats_same_key.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -439,6 +473,21 @@ mod tests {
         assert_eq!(s.unknown, 2);
         assert_eq!(s.missing, 0);
         assert_eq!(s.latency.len(), 1);
+    }
+
+    #[test]
+    fn recent_latencies_are_taken_once_and_count_from_send_plus_the_offset() {
+        let r = Recorder::new(3, 0).latency_offset(Duration::from_nanos(5));
+        r.handed_out(3);
+        r.sent(&[0, 1], 1);
+        r.arrived(Some(0), 1);
+        r.arrived(Some(0), 1);
+        r.arrived(Some(2), 1);
+        let recent = r.take_recent();
+        assert_eq!(recent.len(), 1, "a repeat and an unsent event add nothing");
+        assert!(r.take_recent().is_empty());
+        r.arrived(Some(1), 1);
+        assert_eq!(r.take_recent().len(), 1);
     }
 
     #[test]

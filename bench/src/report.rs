@@ -1,5 +1,6 @@
 //! Turning a [`Summary`] into the printed report, and the per-second progress lines.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,17 +220,32 @@ fn result_line(
     );
 }
 
-/// Prints acknowledged and delivered counts and rates to stderr once a second until aborted.
+/// Seconds of arrivals the progress line's p99 covers.
+const PROGRESS_WINDOW: usize = 10;
+
+/// Prints acknowledged and delivered counts and rates to stderr once a second until aborted,
+/// with the p99 latency of the webhooks that arrived in the last ten seconds (session
+/// workloads: the nudges' lateness after their checkout's send + the hold).
 pub async fn progress(recorder: Arc<Recorder>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.tick().await;
     let (mut acked, mut delivered, mut second) = (0, 0, 0);
+    let mut window: VecDeque<Vec<u64>> = VecDeque::with_capacity(PROGRESS_WINDOW + 1);
     loop {
         ticks.tick().await;
         second += 1;
         let (a, d) = (recorder.accepted(), recorder.delivered());
+        window.push_back(recorder.take_recent());
+        if window.len() > PROGRESS_WINDOW {
+            window.pop_front();
+        }
+        let mut recent: Vec<u64> = window.iter().flatten().copied().collect();
+        recent.sort_unstable();
+        let p99 =
+            quantile(&recent, 0.99).map_or_else(|| "-".to_owned(), |v| format!("{:.1}", ms(v)));
         eprintln!(
-            "{second:>4}s  acked {a:>9} (+{:>6}/s)  delivered {d:>9} (+{:>6}/s)  backlog {:>7}",
+            "{second:>4}s  acked {a:>9} (+{:>6}/s)  delivered {d:>9} (+{:>6}/s)  backlog {:>7}  \
+             p99(10s) {p99} ms",
             a - acked,
             d.saturating_sub(delivered),
             a.saturating_sub(d)
