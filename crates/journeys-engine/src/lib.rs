@@ -52,7 +52,6 @@ mod engine;
 mod error;
 mod job;
 mod lane;
-mod links;
 mod log;
 mod owner_cache;
 mod ownership;

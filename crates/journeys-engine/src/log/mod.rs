@@ -16,7 +16,6 @@
 
 mod entry;
 mod front;
-pub(crate) mod handed;
 mod pump;
 
 pub use front::{FrontConfig, LogFront};

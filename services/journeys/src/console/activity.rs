@@ -55,7 +55,6 @@ pub async fn profiles(
                 .profiles
                 .get_profile(pb::GetProfileRequest {
                     user_id: user_id.clone(),
-                    ..Default::default()
                 })
                 .await
             {

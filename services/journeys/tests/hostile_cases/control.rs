@@ -693,7 +693,6 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: String::new(),
-                            ..Default::default()
                         })
                         .await,
                 ))
@@ -709,7 +708,6 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: "nobody".to_owned(),
-                            ..Default::default()
                         })
                         .await,
                 ))
@@ -725,7 +723,6 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: "p".repeat(10_000),
-                            ..Default::default()
                         })
                         .await,
                 ))
