@@ -80,6 +80,7 @@ async fn assert_nothing_stored(
             .profiles
             .get_profile(pb::GetProfileRequest {
                 user_id: (*user).to_owned(),
+                ..Default::default()
             })
             .await
             .expect_err("no profile may exist");

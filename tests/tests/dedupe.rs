@@ -163,6 +163,7 @@ async fn a_resent_message_id_is_acknowledged_duplicate_and_causes_nothing() -> a
             .profiles
             .get_profile(pb::GetProfileRequest {
                 user_id: "u1".to_owned(),
+..Default::default()
             })
             .await?
             .into_inner();

@@ -58,6 +58,7 @@ async fn profile(c: &mut StackClients, user: &str) -> Result<pb::Profile, tonic:
     c.profiles
         .get_profile(pb::GetProfileRequest {
             user_id: user.to_owned(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

@@ -5,6 +5,7 @@
 //! first polled), so the order of `submit` calls is the order in which a profile's events are
 //! applied, whatever order the returned futures are awaited in.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -122,7 +123,10 @@ impl Engine {
             on_commit,
             ownership,
             logged: log.is_some(),
+            log: log.clone(),
             catalog: crate::catalog::CatalogNames::new(config.max_catalog_events),
+            lanes: std::sync::OnceLock::new(),
+            links: crate::links::LinkCache::default(),
             config,
             #[cfg(test)]
             before_commit: Mutex::new(None),
@@ -134,6 +138,9 @@ impl Engine {
             lanes.push(tx);
             tasks.push(tokio::spawn(Lane::new(Arc::clone(&shared), rx).run()));
         }
+        let _ = shared
+            .lanes
+            .set(lanes.iter().map(mpsc::UnboundedSender::downgrade).collect());
         let (stop_tx, stop_rx) = oneshot::channel();
         tasks.push(tokio::spawn(poll_journeys(Arc::clone(&shared), stop_rx)));
         let mut ownership_task = None;
@@ -189,11 +196,13 @@ impl Engine {
         } else {
             let in_flight = Arc::new(self.inner.watermark.enter(events.len()));
             let mut parts = self.parts();
+            let mut relays = HashMap::new();
             for (position, event) in events.into_iter().enumerate() {
                 let profile_id = event.profile_id().map(str::to_owned);
                 match profile_id {
                     Some(profile_id) if !event.message_id.is_empty() => {
-                        self.route(&mut parts, position, profile_id, Item::Event(event));
+                        let (lane_profile, item) = self.placement(&mut relays, profile_id, event);
+                        self.route(&mut parts, position, lane_profile, item);
                     }
                     _ => {
                         delta.reject("invalid");
@@ -560,6 +569,44 @@ impl Engine {
         }
     }
 
+    /// Where an event of `profile_id` is applied first, as what (identity resolution): an event
+    /// linking an id to its user goes to the id's lane ([`Item::Link`]), unless the link is
+    /// known already; an event carrying only a linked id goes to its profile when the link is
+    /// known (else the id's lane hands it on); a later event of a user whose link this call
+    /// started goes the same way as the link ([`Item::Relay`]), so the user's events stay in
+    /// order. `relays` holds, per user, the id its link went through.
+    fn placement(
+        &self,
+        relays: &mut HashMap<String, String>,
+        mut profile_id: String,
+        event: Event,
+    ) -> (String, Item) {
+        let links = &self.inner.shared.links;
+        let mut event = event;
+        if let Some(identity) = event.linked_identity() {
+            if links.get(identity).as_deref() != Some(profile_id.as_str()) {
+                let identity = identity.to_owned();
+                relays.entry(profile_id).or_insert_with(|| identity.clone());
+                return (identity, Item::Link(event));
+            }
+        } else if event.user_id.as_deref().is_none_or(str::is_empty)
+            && let Some(owner) = links.get(&profile_id)
+        {
+            event = crate::job::addressed_to(event, &owner);
+            profile_id = owner;
+        }
+        match relays.get(&profile_id) {
+            Some(via) => (
+                via.clone(),
+                Item::Relay {
+                    to: profile_id,
+                    event,
+                },
+            ),
+            None => (profile_id, Item::Event(event)),
+        }
+    }
+
     /// One empty part per lane.
     fn parts(&self) -> Vec<Vec<Routed>> {
         self.inner.lanes.iter().map(|_| Vec::new()).collect()
@@ -575,6 +622,7 @@ impl Engine {
             partition,
             item,
             seq: None,
+            hops: 0,
         });
     }
 

@@ -61,6 +61,62 @@ pub(crate) enum Item {
     Delete {
         suppress: bool,
     },
+    /// An event that links the item's profile (its `anonymousId`, or an `alias`'s
+    /// `previousId`) to the event's user: applied first by the owner of the linked id, which
+    /// links it (or refuses) and hands the event on to the user's profile.
+    Link(Event),
+    /// An event of another profile handed on through this item's lane, after the items queued
+    /// before it (it follows a [`Item::Link`] of the same call to its profile).
+    Relay {
+        to: String,
+        event: Event,
+    },
+    /// Merge the pending linked profiles into the item's profile (sent by the owner of the
+    /// linked id `from` with the link, ahead of the items it hands on).
+    Merge {
+        from: String,
+    },
+}
+
+impl Item {
+    /// The item as handed on to profile `to`'s lane. An event of another id is re-addressed
+    /// to `to` ([`addressed_to`]).
+    pub fn handed_on(&self, to: &str) -> Self {
+        match self {
+            Self::Event(event) | Self::Link(event) | Self::Relay { event, .. } => {
+                Self::Event(addressed_to(event.clone(), to))
+            }
+            Self::Timer(timer) => Self::Timer(journeys_store::TimerRecord {
+                profile_id: to.to_owned(),
+                ..timer.clone()
+            }),
+            Self::Terminate {
+                instance_id,
+                reason,
+            } => Self::Terminate {
+                instance_id: instance_id.clone(),
+                reason: reason.clone(),
+            },
+            Self::Delete { suppress } => Self::Delete {
+                suppress: *suppress,
+            },
+            Self::Merge { from } => Self::Merge { from: from.clone() },
+        }
+    }
+
+    /// Whether the item is an event (counted as one).
+    pub fn is_event(&self) -> bool {
+        matches!(self, Self::Event(_) | Self::Link(_) | Self::Relay { .. })
+    }
+}
+
+/// `event` as applied to profile `to` (the profile its id is linked to): its `userId` becomes
+/// `to`, so that what it starts is keyed to that profile; its `anonymousId` stays.
+pub(crate) fn addressed_to(mut event: Event, to: &str) -> Event {
+    if event.profile_id() != Some(to) {
+        event.user_id = Some(to.to_owned());
+    }
+    event
 }
 
 /// The answer for one item.
@@ -71,6 +127,15 @@ pub(crate) enum Outcome {
     Terminate(Result<TerminateOutcome, String>),
     /// A deletion applied (`Err`: "code: message" when it could not be committed).
     Delete(Result<(), String>),
+    /// Merges applied, or nothing to merge (an internal item: nobody waits for its answer).
+    Merged,
+    /// The item belongs to profile `to` (a linked id's redirect, a link's user): the lane
+    /// hands it on to `to`'s lane once its batch committed, preceded by an [`Item::Merge`]
+    /// when `merge` (the batch linked the id).
+    Forward {
+        to: String,
+        merge: bool,
+    },
 }
 
 impl Outcome {
@@ -85,7 +150,8 @@ impl Outcome {
     /// The outcome of an item that could not be committed, by failure code.
     pub fn failed(item: &Item, code: &str, message: &str) -> Self {
         match item {
-            Item::Event(_) => Self::rejected(code, message),
+            Item::Event(_) | Item::Link(_) | Item::Relay { .. } => Self::rejected(code, message),
+            Item::Merge { .. } => Self::Merged,
             Item::Timer(_) => Self::Timer(TimerStatus::Retry {
                 code: code.to_owned(),
                 message: message.to_owned(),
@@ -108,6 +174,8 @@ pub(crate) struct Routed {
     /// The item's partition-log sequence, when an owner read it from the NATS log: the
     /// commit that applies it records it as the partition's `log_seq`.
     pub seq: Option<u64>,
+    /// How many times the item was handed on from one profile's lane to another's.
+    pub hops: u8,
 }
 
 /// A part of one call, for one lane.

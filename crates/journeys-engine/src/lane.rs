@@ -31,6 +31,7 @@ use crate::cache::JourneyCache;
 use crate::cache::Snapshot;
 use crate::config::EngineConfig;
 use crate::job::{Item, Job, LaneMessage, Outcome, Routed, TimerStatus};
+use crate::log::handed::HandOver;
 use crate::owner_cache::{ProfileCache, RecentIds};
 use crate::ownership::Ownership;
 use crate::plan::{Gate, Plan, PlanContext, evaluate};
@@ -64,8 +65,17 @@ pub(crate) struct Shared {
     /// Whether the owner reads its partitions from the NATS log: commits then also record the
     /// log sequences they applied as `log_seq` (where the next owner resumes).
     pub logged: bool,
+    /// The NATS partition log an owner reads (`None` in-process): items handed on to another
+    /// profile are published into its partition.
+    pub log: Option<journeys_log::PartitionLog>,
     /// The bound on the event catalog's names.
     pub catalog: crate::catalog::CatalogNames,
+    /// Every lane's mailbox (set once the lanes started): items handed on from a linked id to
+    /// its profile go there.
+    /// Weak, so that the lanes still stop when the engine is dropped.
+    pub lanes: std::sync::OnceLock<Vec<tokio::sync::mpsc::WeakUnboundedSender<LaneMessage>>>,
+    /// Links this engine made or saw (a routing shortcut).
+    pub links: crate::links::LinkCache,
     #[cfg(test)]
     pub before_commit: std::sync::Mutex<Option<BeforeCommit>>,
 }
@@ -100,7 +110,13 @@ struct Slot {
     /// Its partition-log sequence and its reader's epoch (items read from the NATS log).
     seq: Option<u64>,
     epoch: Option<i64>,
+    /// How many times it was handed on already.
+    hops: u8,
 }
+
+/// How many times an item may be handed on from a linked id to its profile (a chain of links
+/// longer than this is a loop).
+const MAX_HOPS: u8 = 4;
 
 pub(crate) struct Lane {
     shared: Arc<Shared>,
@@ -211,6 +227,7 @@ impl Lane {
                     partition,
                     item,
                     seq,
+                    hops,
                 } = routed;
                 let (span, traceparent) = match &trace {
                     Some(parent) => item_span(&item, parent),
@@ -228,6 +245,7 @@ impl Lane {
                     traceparent,
                     seq,
                     epoch,
+                    hops,
                 });
             }
         }
@@ -262,7 +280,7 @@ impl Lane {
             }
             Err(err) => self.fail(&mut slots, &all, &err),
         }
-        reply(jobs, slots);
+        reply(&self.shared, jobs, slots);
         metrics::metrics()
             .engine_batch_duration
             .observe(started.elapsed());
@@ -392,6 +410,7 @@ impl Lane {
                 .and_then(|window| now.checked_sub_signed(window));
         drop(items);
         drop(profiles);
+        hand_over_through_log(&shared, slots, which, &plan).await?;
         // (e) commit, with the log sequences applied.
         let seqs = log_progress(slots, which);
         if let Err(err) = commit(&shared, &plan, &fence, &seqs).await {
@@ -403,12 +422,62 @@ impl Lane {
             }
             return Err(err);
         }
+        self.note_links(&plan).await;
         for (&i, outcome) in which.iter().zip(plan.outcomes) {
             slots[i].outcome = Some(outcome);
         }
         self.recent.remember(plan.changes.dedupe.iter());
         self.settle(plan.profiles, &partial, &fence);
         Ok(())
+    }
+
+    /// Remembers the links the committed `plan` made, and forgets those of the profiles it
+    /// deleted.
+    async fn note_links(&mut self, plan: &Plan) {
+        let links = &self.shared.links;
+        for link in &plan.changes.links {
+            links.insert(link.identity.clone(), link.profile_id.clone());
+        }
+        if plan.changes.deletions.is_empty() {
+            return;
+        }
+        let deleted: Vec<&str> = plan
+            .changes
+            .deletions
+            .iter()
+            .map(|d| d.profile_id.as_str())
+            .collect();
+        links.forget(&deleted);
+        self.unlink(&plan.unlinked).await;
+    }
+
+    /// Makes the owners of `ids` (ids linked to a profile just deleted) forget them: in memory
+    /// they still hand their items on to the deleted profile. Best effort on the log (the
+    /// links are gone from the store: an owner that reads the id again sees it alone).
+    async fn unlink(&mut self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let partitions = self.shared.config.partitions;
+        if let Some(log) = &self.shared.log {
+            if let Err(err) = crate::log::handed::forget(log, partitions, ids).await {
+                tracing::warn!(error = %err, ids = ids.len(), "owners of unlinked ids not told");
+            }
+            return;
+        }
+        let Some(lanes) = self.shared.lanes.get() else {
+            return;
+        };
+        let mut parts: Vec<Vec<String>> = lanes.iter().map(|_| Vec::new()).collect();
+        for id in ids {
+            self.cache.forget(id);
+            parts[lane_of(id, partitions, lanes.len())].push(id.clone());
+        }
+        for (lane, ids) in lanes.iter().zip(parts) {
+            if let (false, Some(sender)) = (ids.is_empty(), lane.upgrade()) {
+                let _ = sender.send(LaneMessage::Forget(ids));
+            }
+        }
     }
 
     /// Keeps the committed profiles in memory (owners only), except the `partial` ones.
@@ -449,14 +518,25 @@ impl Lane {
         let mut wanted: Vec<(&str, u32)> = which
             .iter()
             .zip(gates)
-            .filter(|(_, gate)| **gate == Gate::Pass)
+            .filter(|(i, gate)| {
+                **gate == Gate::Pass && !matches!(slots[**i].item, Item::Relay { .. })
+            })
             .map(|(&i, _)| (slots[i].profile_id.as_str(), slots[i].partition))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
+        // A profile told to merge is read from the store, with the merges waiting for it.
+        let merging: HashSet<&str> = which
+            .iter()
+            .filter(|&&i| matches!(slots[i].item, Item::Merge { .. }))
+            .map(|&i| slots[i].profile_id.as_str())
+            .collect();
         let mut profiles = HashMap::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for (profile_id, partition) in wanted {
+            if merging.contains(profile_id) {
+                self.cache.forget(profile_id);
+            }
             let cached = fence
                 .iter()
                 .find(|h| h.partition == partition)
@@ -497,21 +577,73 @@ impl Lane {
         }
         let (timer_only, whole): (Vec<String>, Vec<String>) =
             missing.into_iter().partition(|p| partial.contains(p));
+        let read = self
+            .read_profiles(whole, timer_only, &instance_ids, &mut partial)
+            .await?;
+        profiles.extend(read);
+        Ok((profiles, partial))
+    }
+
+    /// Reads the profiles `whole` whole, and `timer_only` partially (their traits, audiences and
+    /// the instances `instance_ids`), from the store; a partial one with merges waiting is read
+    /// whole after all (and taken out of `partial`).
+    async fn read_profiles(
+        &self,
+        whole: Vec<String>,
+        timer_only: Vec<String>,
+        instance_ids: &[String],
+        partial: &mut HashSet<String>,
+    ) -> Result<HashMap<String, ProfileWork>, StoreError> {
         let batches = self.shared.store.batches();
+        let mut profiles = HashMap::with_capacity(whole.len() + timer_only.len());
         let mut loaded = batches.load_profiles(&whole).await?;
         if !timer_only.is_empty() {
-            loaded.extend(
-                batches
-                    .load_timer_profiles(&timer_only, &instance_ids)
-                    .await?,
-            );
+            let part = batches
+                .load_timer_profiles(&timer_only, instance_ids)
+                .await?;
+            // A profile with merges waiting is read whole: the merge needs all of it.
+            let redo: Vec<String> = part
+                .iter()
+                .filter(|(_, state)| !state.pending_merges.is_empty())
+                .map(|(id, _)| id.clone())
+                .collect();
+            loaded.extend(part);
+            if !redo.is_empty() {
+                loaded.extend(batches.load_profiles(&redo).await?);
+                for id in &redo {
+                    partial.remove(id);
+                }
+            }
         }
+        let merged = self.pending_merges(&loaded).await?;
         for profile_id in whole.into_iter().chain(timer_only) {
             let state = loaded.remove(&profile_id).unwrap_or_default();
-            let work = ProfileWork::from_state(&profile_id, &state);
+            let mut work = ProfileWork::from_state(&profile_id, &state);
+            work.pending = state
+                .pending_merges
+                .iter()
+                .filter_map(|from| merged.get(from).map(|s| (from.clone(), s.clone())))
+                .collect();
             profiles.insert(profile_id, work);
         }
-        Ok((profiles, partial))
+        Ok(profiles)
+    }
+
+    /// The states of the linked profiles waiting to be merged into the `loaded` ones (read
+    /// whole).
+    async fn pending_merges(
+        &self,
+        loaded: &HashMap<String, journeys_store::ProfileState>,
+    ) -> Result<HashMap<String, journeys_store::ProfileState>, StoreError> {
+        let froms: Vec<String> = loaded
+            .values()
+            .filter(|state| state.linked_to.is_none())
+            .flat_map(|state| state.pending_merges.iter().cloned())
+            .collect();
+        if froms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.shared.store.batches().load_profiles(&froms).await
     }
 
     /// Dedupes the events among `which` against the batch and the recent `messageId`s, and
@@ -572,7 +704,12 @@ impl Lane {
                         ))
                     }
                 }
-                Item::Timer(_) | Item::Terminate { .. } | Item::Delete { .. } => Gate::Pass,
+                Item::Timer(_)
+                | Item::Terminate { .. }
+                | Item::Delete { .. }
+                | Item::Link(_)
+                | Item::Relay { .. }
+                | Item::Merge { .. } => Gate::Pass,
             };
             gates.push(gate);
         }
@@ -600,7 +737,7 @@ impl Lane {
         let elsewhere = matches!(err, StoreError::Fenced(_));
         for &i in which {
             let slot = &mut slots[i];
-            if matches!(slot.item, Item::Event(_)) {
+            if slot.item.is_event() {
                 delta.reject(code);
             }
             slot.outcome = Some(match slot.item {
@@ -685,6 +822,35 @@ async fn commit(
     Ok(())
 }
 
+/// On the NATS log, publishes what the batch hands on to other profiles into their partitions,
+/// before the batch commits (see [`crate::log::handed`]).
+async fn hand_over_through_log(
+    shared: &Shared,
+    slots: &[Slot],
+    which: &[usize],
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    let Some(log) = &shared.log else {
+        return Ok(());
+    };
+    let hand_overs: Vec<HandOver<'_>> = which
+        .iter()
+        .zip(&plan.outcomes)
+        .filter_map(|(&i, outcome)| match outcome {
+            Outcome::Forward { to, merge } => Some(HandOver {
+                partition: slots[i].partition,
+                seq: slots[i].seq.unwrap_or_default(),
+                item: &slots[i].item,
+                from: &slots[i].profile_id,
+                to,
+                merge: *merge,
+            }),
+            _ => None,
+        })
+        .collect();
+    crate::log::handed::publish(log, shared.config.partitions, &hand_overs).await
+}
+
 /// The highest log sequence among the items `which`, per partition (items read from the log).
 fn log_progress(slots: &[Slot], which: &[usize]) -> Vec<(u32, i64)> {
     let mut seqs: Vec<(u32, i64)> = Vec::new();
@@ -732,6 +898,16 @@ fn item_span(item: &Item, parent: &str) -> (Option<tracing::Span>, Option<String
             item = "delete_profile",
             suppress,
         ),
+        Item::Link(event) | Item::Relay { event, .. } => tracing::info_span!(
+            parent: None,
+            "engine.evaluate",
+            item = "link",
+            message_id = %event.message_id,
+            event = %event.event,
+        ),
+        Item::Merge { from } => {
+            tracing::info_span!(parent: None, "engine.evaluate", item = "merge", from = %from)
+        }
     };
     trace_context::set_parent_traceparent(&span, parent);
     let own = trace_context::span_traceparent(&span).unwrap_or_else(|| parent.to_owned());
@@ -742,18 +918,116 @@ fn internal(err: &serde_json::Error) -> StoreError {
     StoreError::Internal(format!("instance does not serialize: {err}"))
 }
 
-/// Sends each job its outcomes (dropping the job releases its watermark hold).
-fn reply(jobs: Vec<Job>, slots: Vec<Slot>) {
+/// Sends each job its outcomes (dropping the job releases its watermark hold). Items that
+/// belong to another profile (a linked id's) are handed on to that profile's lane, in order, and
+/// their job is answered once those answered too.
+fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
     let mut answers: Vec<Vec<(usize, Outcome)>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut handed: Vec<Vec<Routed>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut traces: Vec<Option<String>> = jobs.iter().map(|_| None).collect();
     for slot in slots {
-        if let (Some(outcome), Some(list)) = (slot.outcome, answers.get_mut(slot.job)) {
+        let (Some(outcome), Some(list)) = (slot.outcome, answers.get_mut(slot.job)) else {
+            continue;
+        };
+        let Outcome::Forward { to, merge } = outcome else {
             list.push((slot.position, outcome));
+            continue;
+        };
+        if shared.log.is_some() {
+            // Published into `to`'s partition before the commit: applied there, in its order.
+            list.push((slot.position, Outcome::Merged));
+            continue;
+        }
+        if slot.hops >= MAX_HOPS {
+            tracing::error!(profile_id = %slot.profile_id, to = %to, "item handed on too often: the ids are linked in a loop");
+            let failed = Outcome::failed(
+                &slot.item,
+                crate::ack::INTERNAL,
+                "the ids are linked in a loop",
+            );
+            list.push((slot.position, failed));
+            continue;
+        }
+        let partition = partition_of(&to, shared.config.partitions);
+        let on = &mut handed[slot.job];
+        if merge {
+            on.push(Routed {
+                position: usize::MAX,
+                profile_id: to.clone(),
+                partition,
+                item: Item::Merge {
+                    from: slot.profile_id.clone(),
+                },
+                seq: None,
+                hops: slot.hops + 1,
+            });
+        }
+        on.push(Routed {
+            position: slot.position,
+            item: slot.item.handed_on(&to),
+            profile_id: to,
+            partition,
+            seq: None,
+            hops: slot.hops + 1,
+        });
+        if traces[slot.job].is_none() {
+            traces[slot.job] = slot.traceparent;
         }
     }
-    for (job, list) in jobs.into_iter().zip(answers) {
-        // The caller may have gone away; its items are committed regardless.
-        let _ = job.reply.send(list);
+    let jobs = jobs.into_iter().zip(answers).zip(handed).zip(traces);
+    for (((job, mut list), items), trace) in jobs {
+        if items.is_empty() {
+            // The caller may have gone away; its items are committed regardless.
+            let _ = job.reply.send(list);
+            continue;
+        }
+        let receivers = hand_on(shared, items, trace.as_deref());
+        tokio::spawn(async move {
+            for rx in receivers {
+                if let Ok(more) = rx.await {
+                    list.extend(more.into_iter().filter(|(p, _)| *p != usize::MAX));
+                }
+            }
+            let _ = job.reply.send(list);
+        });
     }
+}
+
+/// Sends `items` to their profiles' lanes (one job per lane, in order); a lane that is gone
+/// leaves its items unanswered.
+fn hand_on(
+    shared: &Shared,
+    items: Vec<Routed>,
+    trace: Option<&str>,
+) -> Vec<tokio::sync::oneshot::Receiver<Vec<(usize, Outcome)>>> {
+    let Some(lanes) = shared.lanes.get() else {
+        return Vec::new();
+    };
+    let mut parts: Vec<Vec<Routed>> = lanes.iter().map(|_| Vec::new()).collect();
+    for item in items {
+        let lane = lane_of_partition(item.partition, parts.len());
+        parts[lane].push(item);
+    }
+    let mut receivers = Vec::new();
+    for (lane, items) in parts.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            items,
+            reply,
+            trace: trace.map(str::to_owned),
+            in_flight: None,
+            epoch: None,
+        };
+        if let Some(sender) = lanes[lane].upgrade()
+            && sender.send(LaneMessage::Work(job)).is_ok()
+        {
+            receivers.push(rx);
+        }
+    }
+    receivers
 }
 
 #[cfg(test)]

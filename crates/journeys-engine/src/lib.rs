@@ -52,6 +52,7 @@ mod engine;
 mod error;
 mod job;
 mod lane;
+mod links;
 mod log;
 mod owner_cache;
 mod ownership;

@@ -5,6 +5,8 @@
 //! replayed entries; the archived-journey gate; trait merge and audience sync; timer firing)
 //! live in the core, shared with `SimulateJourney`.
 
+mod identity;
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -59,6 +61,9 @@ pub(crate) struct Plan {
     pub new_instance_ids: Vec<String>,
     /// Every profile the plan evaluated, as it is once the plan is committed (to settle).
     pub profiles: Vec<(String, ProfileWork)>,
+    /// Ids that were linked to the profiles the plan deletes: their owners must forget them
+    /// (they would hand their items on to the deleted profile).
+    pub unlinked: Vec<String>,
 }
 
 /// Evaluates `items` (`(profile id, item, gate, trace context)`) in order against `profiles`.
@@ -77,6 +82,7 @@ pub(crate) fn evaluate(
         order: Vec::new(),
         out: ChangeSet::default(),
         delta: StatsDelta::default(),
+        unlinked: Vec::new(),
     };
     let mut outcomes = Vec::with_capacity(items.len());
     for (profile_id, item, gate, trace) in items {
@@ -88,21 +94,7 @@ pub(crate) fn evaluate(
                 }
                 outcome.clone()
             }
-            Gate::Pass => {
-                planner.load(profile_id, profiles);
-                match item {
-                    Item::Event(event) => planner.event(profile_id, event),
-                    Item::Timer(timer) => Outcome::Timer(planner.timer(profile_id, timer)),
-                    Item::Terminate {
-                        instance_id,
-                        reason,
-                    } => Outcome::Terminate(planner.terminate(profile_id, instance_id, reason)),
-                    Item::Delete { suppress } => {
-                        planner.delete(profile_id, *suppress);
-                        Outcome::Delete(Ok(()))
-                    }
-                }
-            }
+            Gate::Pass => planner.pass(profile_id, item, profiles),
         };
         if let Some(trace) = trace {
             for row in &mut planner.out.changes.outbox_new[queued..] {
@@ -114,6 +106,48 @@ pub(crate) fn evaluate(
     planner.finish(outcomes)
 }
 
+impl Planner<'_> {
+    /// Evaluates one item that passed its gate.
+    fn pass(
+        &mut self,
+        profile_id: &str,
+        item: &Item,
+        profiles: &HashMap<String, ProfileWork>,
+    ) -> Outcome {
+        if let Item::Relay { to, .. } = item {
+            return Outcome::Forward {
+                to: to.clone(),
+                merge: false,
+            };
+        }
+        self.load(profile_id, profiles);
+        if let Some(to) = self.redirect(profile_id, item) {
+            if let Item::Merge { from } = item {
+                self.relink(profile_id, from, &to);
+            }
+            return Outcome::Forward { to, merge: false };
+        }
+        match item {
+            Item::Event(event) => self.event(profile_id, event),
+            Item::Link(event) => self.link(profile_id, event),
+            Item::Relay { to, .. } => Outcome::Forward {
+                to: to.clone(),
+                merge: false,
+            },
+            Item::Merge { from } => self.merge_item(profile_id, from),
+            Item::Timer(timer) => Outcome::Timer(self.timer(profile_id, timer)),
+            Item::Terminate {
+                instance_id,
+                reason,
+            } => Outcome::Terminate(self.terminate(profile_id, instance_id, reason)),
+            Item::Delete { suppress } => {
+                self.delete(profile_id, *suppress);
+                Outcome::Delete(Ok(()))
+            }
+        }
+    }
+}
+
 struct Planner<'a> {
     ctx: &'a PlanContext<'a>,
     profiles: HashMap<String, ProfileWork>,
@@ -121,6 +155,8 @@ struct Planner<'a> {
     order: Vec<String>,
     out: ChangeSet,
     delta: StatsDelta,
+    /// Ids that were linked to the profiles deleted in the batch.
+    unlinked: Vec<String>,
 }
 
 impl Planner<'_> {
@@ -142,6 +178,7 @@ impl Planner<'_> {
         };
         self.profiles.insert(profile_id.to_owned(), work);
         self.order.push(profile_id.to_owned());
+        self.merge_pending(profile_id);
     }
 
     /// Applies `input` to the loaded profile and records what it did; `None` when the profile
@@ -165,6 +202,13 @@ impl Planner<'_> {
             self.out.delete_timer(timer.id.clone());
         }
         work.absorb(&applied.effects);
+        if applied
+            .effects
+            .iter()
+            .any(|e| matches!(e, ProfileEffect::TraitsMerged(_)))
+        {
+            work.traits_at = Some(ctx.now);
+        }
         record(
             ctx,
             &mut self.out,
@@ -184,6 +228,9 @@ impl Planner<'_> {
             deleted_at: self.ctx.now,
             suppressed: suppress,
         };
+        if let Some(work) = self.profiles.get(profile_id) {
+            self.unlinked.extend(work.identities.iter().cloned());
+        }
         self.profiles
             .insert(profile_id.to_owned(), ProfileWork::deleted(tombstone));
         self.out
@@ -371,6 +418,7 @@ impl Planner<'_> {
             delta: self.delta,
             new_instance_ids,
             profiles,
+            unlinked: self.unlinked,
         })
     }
 }

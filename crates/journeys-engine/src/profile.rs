@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use journeys_core::machine::Instance;
 use journeys_core::model::Json;
 use journeys_core::profile::{ChangeCause, ProfileEffect, ProfileState as CoreProfile};
@@ -28,6 +29,25 @@ pub(crate) struct ProfileWork {
     /// Set once the profile was deleted: its events are then dropped (see
     /// [`Tombstone::drops`]).
     pub tombstone: Option<Tombstone>,
+    /// The profile this id is linked to: everything reaching it is handed on there.
+    pub linked_to: Option<String>,
+    /// Ids linked to this profile.
+    pub identities: Vec<String>,
+    /// States of linked profiles waiting to be merged into this one (loaded from the store
+    /// with it), merged when the batch first touches the profile.
+    pub pending: Vec<(String, ProfileState)>,
+    /// When the traits were last written (`None`: never), to decide which value of a trait
+    /// both merged profiles hold wins.
+    pub traits_at: Option<DateTime<Utc>>,
+}
+
+/// What merging a linked profile into a profile did ([`ProfileWork::merge_from`]).
+#[derive(Debug, Default)]
+pub(crate) struct MergedState {
+    /// Enter-once journeys the profile gained.
+    pub entered_once: Vec<String>,
+    /// Positions of the instances moved in.
+    pub moved: Vec<usize>,
 }
 
 impl ProfileWork {
@@ -63,7 +83,66 @@ impl ProfileWork {
             trait_changes: Map::new(),
             loaded_audiences: state.audiences.iter().cloned().collect(),
             tombstone: state.tombstone,
+            linked_to: state.linked_to.clone(),
+            identities: state.identities.clone(),
+            pending: Vec::new(),
+            traits_at: state.updated_at,
         }
+    }
+
+    /// Merges the state of the linked profile `from` into this profile `into`: traits (on a
+    /// key both hold, the value of the profile whose traits were written last wins), audience
+    /// memberships and enter-once journeys (unions), and the active instances, which keep
+    /// waiting here. A moved instance is re-keyed to `into` (its timers follow), unless this
+    /// profile already has an active instance of the same journey for the same unique value:
+    /// then both are kept and the moved one keeps its key.
+    pub fn merge_from(&mut self, into: &str, from: &str, state: &ProfileState) -> MergedState {
+        let mut merged = MergedState::default();
+        let theirs_newer = match (state.updated_at, self.traits_at) {
+            (Some(theirs), Some(ours)) => theirs > ours,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !self.state.traits.is_object() {
+            self.state.traits = Json::Object(Map::new());
+        }
+        if let Json::Object(traits) = &mut self.state.traits {
+            for (key, value) in &state.traits {
+                if theirs_newer || !traits.contains_key(key) {
+                    traits.insert(key.clone(), value.clone());
+                    self.trait_changes.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if theirs_newer {
+            self.traits_at = state.updated_at;
+        }
+        self.state.audiences.extend(state.audiences.iter().cloned());
+        for journey_id in &state.entered_once {
+            if self.state.entered_once.insert(journey_id.clone()) {
+                merged.entered_once.push(journey_id.clone());
+            }
+        }
+        let other = ProfileWork::from_state(from, state);
+        for (mut inst, version) in other.state.instances.into_iter().zip(other.stored_versions) {
+            let taken = inst.unique_value.is_some()
+                && self.state.instances.iter().any(|mine| {
+                    mine.is_active()
+                        && mine.journey_id == inst.journey_id
+                        && mine.unique_value == inst.unique_value
+                });
+            if !taken {
+                inst.profile_id = into.to_owned();
+            }
+            if inst.user_id.is_none() {
+                inst.user_id = Some(into.to_owned());
+            }
+            merged.moved.push(self.state.instances.len());
+            self.state.instances.push(inst);
+            self.stored_versions.push(version);
+            self.dirty.push(true);
+        }
+        merged
     }
 
     /// What is left of a profile deleted at `tombstone`: nothing but the tombstone.
@@ -125,6 +204,14 @@ impl ProfileWork {
         self.stored_versions = versions;
         self.trait_changes = Map::new();
         self.loaded_audiences = self.state.audiences.iter().cloned().collect();
+        self.pending = Vec::new();
+        if self.linked_to.is_some() {
+            // Its state moved to the profile it is linked to: nothing of it is read again.
+            self.state = CoreProfile::default();
+            self.stored_versions = Vec::new();
+            self.dirty = Vec::new();
+            self.loaded_audiences = BTreeSet::new();
+        }
         self
     }
 
@@ -219,5 +306,50 @@ mod tests {
             (vec!["beta".to_owned()], vec!["vip".to_owned()])
         );
         assert_eq!(work.trait_changes.len(), 4);
+    }
+
+    fn stored(traits: &Json, at: i64, audiences: &[&str], once: &[&str]) -> ProfileState {
+        ProfileState {
+            traits: traits.as_object().cloned().unwrap_or_default(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            entered_once: once.iter().map(|j| (*j).to_owned()).collect(),
+            updated_at: chrono::DateTime::from_timestamp(at, 0),
+            ..ProfileState::default()
+        }
+    }
+
+    #[test]
+    fn a_merged_profile_adds_its_keys_and_wins_where_its_traits_are_newer() {
+        let user = stored(
+            &json!({"plan": "free", "name": "Ann"}),
+            100,
+            &["vip"],
+            &["j1"],
+        );
+        let newer = stored(
+            &json!({"plan": "pro", "email": "a@x"}),
+            200,
+            &["beta"],
+            &["j1", "j2"],
+        );
+        let mut work = ProfileWork::from_state("u1", &user);
+        let merged = work.merge_from("u1", "a1", &newer);
+        assert_eq!(
+            work.state.traits,
+            json!({"plan": "pro", "name": "Ann", "email": "a@x"})
+        );
+        assert_eq!(work.trait_changes.len(), 2, "plan and email are written");
+        assert_eq!(merged.entered_once, ["j2"], "j1 was entered already");
+        assert_eq!(work.audience_changes(), (vec!["beta".to_owned()], vec![]));
+
+        let older = stored(&json!({"plan": "trial", "email": "a@x"}), 50, &[], &[]);
+        let mut work = ProfileWork::from_state("u1", &user);
+        work.merge_from("u1", "a1", &older);
+        assert_eq!(
+            work.state.traits,
+            json!({"plan": "free", "name": "Ann", "email": "a@x"}),
+            "the user's newer value stays"
+        );
+        assert_eq!(work.trait_changes.len(), 1);
     }
 }

@@ -43,6 +43,12 @@ pub struct EngineStats {
     pub conflicts: u64,
     /// Batches refused by the epoch fence (the partition had moved to another node).
     pub fenced: u64,
+    /// Ids linked to a user's profile (identity resolution).
+    pub identities_linked: u64,
+    /// Linked profiles whose state was moved into the user's profile.
+    pub profiles_merged: u64,
+    /// Links refused: the id already belonged to another profile.
+    pub links_refused: u64,
 }
 
 /// What one batch adds to the counters, applied after its commit.
@@ -61,6 +67,9 @@ pub(crate) struct StatsDelta {
     pub instances_completed: u64,
     pub instances_failed: u64,
     pub sends_queued: u64,
+    pub identities_linked: u64,
+    pub profiles_merged: u64,
+    pub links_refused: u64,
 }
 
 impl StatsDelta {
@@ -95,6 +104,9 @@ pub(crate) struct Counters {
     commits: AtomicU64,
     conflicts: AtomicU64,
     fenced: AtomicU64,
+    identities_linked: AtomicU64,
+    profiles_merged: AtomicU64,
+    links_refused: AtomicU64,
     by_reason: Mutex<ByReason>,
 }
 
@@ -125,6 +137,9 @@ fn export(delta: &StatsDelta) {
     m.hold_matches.add(delta.hold_matches);
     m.exits.add(delta.exits);
     m.sends_queued.add(delta.sends_queued);
+    m.identity_links.add(&["linked"], delta.identities_linked);
+    m.identity_links.add(&["merged"], delta.profiles_merged);
+    m.identity_links.add(&["refused"], delta.links_refused);
 }
 
 impl Counters {
@@ -141,6 +156,9 @@ impl Counters {
         add(&self.instances_completed, delta.instances_completed);
         add(&self.instances_failed, delta.instances_failed);
         add(&self.sends_queued, delta.sends_queued);
+        add(&self.identities_linked, delta.identities_linked);
+        add(&self.profiles_merged, delta.profiles_merged);
+        add(&self.links_refused, delta.links_refused);
         if delta.events_rejected.is_empty() && delta.entries_skipped.is_empty() {
             return;
         }
@@ -197,6 +215,9 @@ impl Counters {
             commits: get(&self.commits),
             conflicts: get(&self.conflicts),
             fenced: get(&self.fenced),
+            identities_linked: get(&self.identities_linked),
+            profiles_merged: get(&self.profiles_merged),
+            links_refused: get(&self.links_refused),
         }
     }
 }

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{checkout, owner, sends};
+use common::{checkout, owner, sends, sent_steps};
 use journeys_core::machine::ExitReason;
 use journeys_core::model::{EntryRule, Event, StepKind};
 use journeys_core::partition::partition_of;
@@ -22,7 +22,7 @@ use journeys_engine::{
 };
 use journeys_store::{InstanceState, Store};
 use journeys_testkit::journeys::{journey, publish, send_spec, step};
-use journeys_testkit::{each_backend, eventually, track};
+use journeys_testkit::{each_backend, eventually, identify, track};
 use serde_json::json;
 
 const PARTITIONS: u32 = 8;
@@ -568,6 +568,106 @@ async fn audience_changes_reach_the_owner_of_the_profile_whichever_node_is_told(
             "{b}: every owner saw the new members"
         );
 
+        stop(vec![(a, front_a), (other, front_b)], log).await;
+    })
+    .await;
+}
+
+/// The first `<prefix><n>` whose partition node `a` holds (`held`) or not.
+fn id_on(held_by_a: &[u32], held: bool, prefix: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|id| held_by_a.contains(&partition_of(id, PARTITIONS)) == held)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_link_moves_the_anonymous_checkout_to_the_owner_of_the_users_partition() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        publish(db, &checkout()).await;
+        let ((a, front_a), (other, front_b)) = two_nodes(db, &log).await;
+        let held_by_a = a.held_partition_ids().unwrap_or_default();
+        // The anonymous id's partition on node-a, the user's on node-b.
+        let anon = id_on(&held_by_a, true, "anon-");
+        let user = id_on(&held_by_a, false, "user-");
+        let anonymous = |mut event: Event| {
+            event.user_id = None;
+            event.anonymous_id = Some(anon.clone());
+            event
+        };
+        let accepted = |acks: Vec<journeys_engine::Ack>| {
+            for ack in acks {
+                assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+            }
+        };
+        accepted(
+            front_b
+                .submit(vec![
+                    anonymous(identify("x", "a-1", json!({"email": "ann@example.com"}))),
+                    anonymous(track(
+                        "x",
+                        "checkout_started",
+                        "a-2",
+                        json!({"session_id": "s1"}),
+                    )),
+                ])
+                .await,
+        );
+        // Logs in and buys in one call: the purchase follows the link through the anonymous
+        // id's owner, so it is applied after the merge.
+        let mut login = identify(&user, "u-1", json!({"name": "Ann"}));
+        login.anonymous_id = Some(anon.clone());
+        let purchase = track(
+            &user,
+            "purchase_completed",
+            "u-2",
+            json!({"session_id": "s1"}),
+        );
+        accepted(front_b.submit(vec![login, purchase]).await);
+        eventually("the thanks send of the user", WAIT, async || {
+            (sent_steps(db, &user).await == ["thanks"]).then_some(())
+        })
+        .await;
+        let links = db.identities().of_profile(&user).await.unwrap();
+        assert_eq!(links.len(), 1, "{b}: {links:?}");
+        assert_eq!(links[0].identity, anon, "{b}");
+        assert!(links[0].merged_at.is_some(), "{b}: merged");
+        let traits = db.profiles().get(&user).await.unwrap().traits;
+        assert_eq!(
+            serde_json::Value::Object(traits),
+            json!({"email": "ann@example.com", "name": "Ann"}),
+            "{b}"
+        );
+        // An event with the anonymous id alone, through either front, reaches the user.
+        accepted(
+            front_a
+                .submit(vec![anonymous(track(
+                    "x",
+                    "checkout_started",
+                    "a-3",
+                    json!({"session_id": "s2"}),
+                ))])
+                .await,
+        );
+        eventually(
+            "the second checkout on the user's profile",
+            WAIT,
+            async || {
+                let active = db
+                    .batches()
+                    .load_profiles(std::slice::from_ref(&user))
+                    .await
+                    .unwrap()
+                    .remove(&user)
+                    .unwrap_or_default()
+                    .active_instances;
+                (active.len() == 1).then_some(())
+            },
+        )
+        .await;
         stop(vec![(a, front_a), (other, front_b)], log).await;
     })
     .await;

@@ -25,10 +25,11 @@ pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
 pub use repo::{
     AudienceRecord, Audiences, Batches, BranchCounts, Catalog, CatalogEventRecord, Changes,
     CounterKey, CounterKind, DeliveryHour, DestinationKind, DestinationRecord, Destinations,
-    FunctionSettings, Held, HourStats, InstanceDetail, InstanceFilter, InstanceRecord,
-    InstanceState, Instances, JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Journeys,
-    NodeRecord, Outbox, OutboxMark, OutboxRecord, OutboxStatus, PartitionRecord, Partitions,
-    ProfileDeletion, ProfileRecord, ProfileState, Profiles, SendCounts, SendOf, SourceRecord,
+    FunctionSettings, Held, HourStats, Identities, IdentityLink, IdentityRecord, IdentityRefusal,
+    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
+    JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox, OutboxMark,
+    OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion, ProfileMerge,
+    ProfileRecord, ProfileState, Profiles, RefusalRecord, SendCounts, SendOf, SourceRecord,
     Sources, StatsRange, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
     Timers, Tombstone, TransitionEntry, Watermarks, WebhookSettings, hash_write_key, hour_start,
 };

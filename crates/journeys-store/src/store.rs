@@ -394,6 +394,12 @@ impl Store {
         Batches::new(&self.db)
     }
 
+    /// Identities linked to profiles, and refused links.
+    #[must_use]
+    pub fn identities(&self) -> crate::repo::Identities<'_> {
+        crate::repo::Identities::new(&self.db)
+    }
+
     /// Durable timers (scheduler).
     #[must_use]
     pub fn timers(&self) -> Timers<'_> {

@@ -180,6 +180,7 @@ async fn commit_writes_everything_in_one_go() {
             outbox_new: vec![out.clone()],
             counters: BTreeMap::from([(CounterKey::new("j1", "wait", CounterKind::Entered), 1)]),
             deletions: vec![],
+            ..Changes::default()
         };
         db.batches().commit(&changes).await.unwrap();
         assert_eq!(

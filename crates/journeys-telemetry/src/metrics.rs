@@ -30,6 +30,7 @@
 //! | `journeys_engine_fenced_commits_total` | counter | |
 //! | `journeys_engine_lease_lapses_total` | counter | |
 //! | `journeys_catalog_names_refused_total` | counter | |
+//! | `journeys_identity_links_total` | counter | `outcome` (`linked`, `merged`, `refused`) |
 //! | `journeys_function_invocations_total` | counter | `destination`, `outcome` (`ok` or the error's name: `RetryError`, `ValidationError`, `TimeoutError`, `CpuLimitError`…) |
 //! | `journeys_function_duration_seconds` | histogram | `destination` |
 
@@ -448,6 +449,10 @@ pub struct Metrics {
     pub engine_lease_lapses: Counter,
     /// New event names not recorded in the event catalog: it held `max_catalog_events` names.
     pub catalog_names_refused: Counter,
+    /// Label `outcome` (`linked`, `merged`, `refused`): identity resolution. `linked`: an id
+    /// linked to a user's profile; `merged`: a linked profile's state moved into it;
+    /// `refused`: a link not made because the id already belongs to another profile.
+    pub identity_links: CounterVec,
     /// Labels `destination`, `outcome`: destination function invocations, by the error's name
     /// when they failed (`ok` otherwise).
     pub function_invocations: CounterVec,
@@ -520,6 +525,11 @@ impl Metrics {
                 "journeys_catalog_names_refused_total",
                 "New event names not recorded: the event catalog held max_catalog_events names.",
             ),
+            identity_links: CounterVec::new(
+                "journeys_identity_links_total",
+                "Identity resolution, by outcome: linked, merged, refused (the id belongs to another profile).",
+                &["outcome"],
+            ),
             function_invocations: CounterVec::new(
                 "journeys_function_invocations_total",
                 "Destination function invocations, by destination and outcome (ok or the error's name).",
@@ -547,9 +557,10 @@ impl Metrics {
         ]
     }
 
-    fn counter_vecs(&self) -> [&CounterVec; 5] {
+    fn counter_vecs(&self) -> [&CounterVec; 6] {
         [
             &self.events,
+            &self.identity_links,
             &self.entries_skipped,
             &self.timers_fired,
             &self.deliveries,

@@ -329,6 +329,7 @@ async fn mariadb_killed_mid_stream_answers_unavailable_then_resumes_and_loses_no
             .profiles
             .get_profile(pb::GetProfileRequest {
                 user_id: format!("f-{i}"),
+                ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("acknowledged event f-{i} is lost: {e}"))?

@@ -1026,3 +1026,201 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
     })
     .await
 }
+
+/// The first `<prefix>-<n>` whose partition `node` owns in `rows`.
+fn id_owned_by(rows: &[journeys_store::PartitionRecord], node: &str, prefix: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| {
+            let p = journeys_core::partition::partition_of(id, PARTITIONS);
+            rows.iter()
+                .any(|r| r.partition == p && r.owner.as_deref() == Some(node))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_anonymous_checkout_linked_on_another_replica_takes_the_users_purchase()
+-> anyhow::Result<()> {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let Ok(nats_url) = std::env::var("JOURNEYS_TEST_NATS_URL") else {
+        eprintln!("JOURNEYS_TEST_NATS_URL unset: replica test skipped");
+        return Ok(());
+    };
+    on_each_backend(|database_url| {
+        let nats_url = nats_url.clone();
+        async move {
+            if !database_url.starts_with("mysql") {
+                eprintln!("replicas share a MariaDB/MySQL store: skipped on {database_url}");
+                return Ok(());
+            }
+            let cluster = Cluster {
+                database_url,
+                nats_url,
+                stream: format!("ji_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            };
+            let outcome = link_across_replicas(&cluster).await;
+            let log = journeys_engine::PartitionLog::connect(
+                &cluster.nats_url,
+                &cluster.stream,
+                PARTITIONS,
+            )
+            .await?;
+            log.delete_stream().await?;
+            outcome
+        }
+    })
+    .await
+}
+
+/// Two replicas: the anonymous id's partition on node-0, the user's on node-1. The shopper
+/// checks out anonymously through node-1, logs in and buys through node-0: the hold takes the
+/// purchase (no nudge), and either replica's `GetProfile` finds the user by the anonymous id.
+async fn link_across_replicas(cluster: &Cluster) -> anyhow::Result<()> {
+    let sink = Sink::start().await;
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..2)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let mut replicas: Vec<Replica> = addrs
+        .iter()
+        .enumerate()
+        .map(|(node, (grpc, http))| cluster.spawn(node, *grpc, *http))
+        .collect::<anyhow::Result<_>>()?;
+    for replica in &mut replicas {
+        replica.serving().await?;
+    }
+    let mut c = StackClients::connect(replicas[0].grpc, None).await?;
+    let key = c.create_source("identities").await?;
+    c.webhook("hook", &sink.url(), None).await?;
+    c.register_events(&["checkout_started", "purchase_completed"])
+        .await?;
+    c.publish(&json!({"journey": {
+        "id": "checkout",
+        "name": "Checkout nudge",
+        "entry": {"event": "checkout_started"},
+        "entry_rule": "REENTER_EVERY_TIME",
+        "unique_identifier": "session_id",
+        "start_step": "wait",
+        "steps": [
+            {"key": "wait", "name": "Wait for purchase", "hold_until": {
+                "branches": [{"name": "Bought", "event": "purchase_completed", "next": "thanks"}],
+                "max_duration": "4s",
+                "timeout_next": "nudge"
+            }},
+            {"key": "nudge", "name": "Nudge", "send": {
+                "destination_id": "hook",
+                "mapping": {"kind": "nudge", "user": {"@path": "$.userId"}}
+            }},
+            {"key": "thanks", "name": "Thanks", "send": {
+                "destination_id": "hook",
+                "traits": ["email"],
+                "mapping": {"kind": "thanks", "user": {"@path": "$.userId"}, "email": {"@path": "$.properties.email"}}
+            }}
+        ]
+    }}))
+    .await?;
+    let store = journeys_store::Store::connect(&cluster.database_url).await?;
+    let rows = eventually(
+        "both replicas to hold partitions",
+        Duration::from_secs(30),
+        || {
+            let store = &store;
+            async move {
+                let rows = store.partitions().all().await?;
+                let owners: BTreeSet<String> =
+                    rows.iter().filter_map(|r| r.owner.clone()).collect();
+                let spread = owners.len() == 2 && rows.iter().all(|r| r.owner.is_some());
+                Ok::<_, anyhow::Error>(spread.then_some(rows))
+            }
+        },
+    )
+    .await;
+    let anon = id_owned_by(&rows, "node-0", "anon");
+    let user = id_owned_by(&rows, "node-1", "user");
+    let mut fronts: Vec<IngestServiceClient<Channel>> = Vec::new();
+    for replica in &replicas {
+        fronts.push(IngestServiceClient::new(
+            Channel::from_shared(format!("http://{}", replica.grpc))?.connect_lazy(),
+        ));
+    }
+    let accepted = |ack: pb::Ack| {
+        anyhow::ensure!(ack.status == pb::AckStatus::Accepted as i32, "{ack:?}");
+        Ok(())
+    };
+    let anonymous = |event: pb::Event| pb::Event {
+        user_id: String::new(),
+        anonymous_id: anon.clone(),
+        ..event
+    };
+    let identify = pb::Event {
+        r#type: pb::EventType::Identify as i32,
+        message_id: "a-1".into(),
+        traits: Some(journeys_control_plane::convert::json::json_to_struct(
+            &json!({"email": "ann@example.com"}),
+        )),
+        ..Default::default()
+    };
+    accepted(
+        fronts[1]
+            .identify(keyed(anonymous(identify.clone()), &key)?)
+            .await?
+            .into_inner(),
+    )?;
+    let started = track("", "checkout_started", "a-2", &json!({"session_id": "s1"}));
+    accepted(
+        fronts[1]
+            .track(keyed(anonymous(started), &key)?)
+            .await?
+            .into_inner(),
+    )?;
+    let login = pb::Event {
+        user_id: user.clone(),
+        anonymous_id: anon.clone(),
+        message_id: "u-1".into(),
+        traits: None,
+        ..identify
+    };
+    accepted(fronts[0].identify(keyed(login, &key)?).await?.into_inner())?;
+    let bought = track(
+        &user,
+        "purchase_completed",
+        "u-2",
+        &json!({"session_id": "s1"}),
+    );
+    accepted(fronts[0].track(keyed(bought, &key)?).await?.into_inner())?;
+
+    let received = sink.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        received[0].str_field("kind"),
+        "thanks",
+        "{:?}",
+        received[0].body
+    );
+    assert_eq!(received[0].str_field("user"), user);
+    assert_eq!(received[0].str_field("email"), "ann@example.com");
+    // Past the hold: no nudge.
+    let all = sink.settle(Duration::from_secs(6)).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "{:?}",
+        all.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    for replica in &replicas {
+        let mut c = StackClients::connect(replica.grpc, None).await?;
+        let p = c
+            .profiles
+            .get_profile(pb::GetProfileRequest {
+                anonymous_id: anon.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(p.user_id, user);
+        let ids: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, [anon.as_str()]);
+    }
+    drop(replicas);
+    sink.stop().await;
+    Ok(())
+}

@@ -85,6 +85,22 @@ impl Event {
             .or(self.anonymous_id.as_deref().filter(|s| !s.is_empty()))
     }
 
+    /// The id this event links to its `userId`'s profile (identity resolution): an `alias`'s
+    /// `previousId` (in `properties`), else the `anonymousId` of an event that also carries a
+    /// `userId`. `None` without a `userId`, or when the id is the `userId` itself.
+    pub fn linked_identity(&self) -> Option<&str> {
+        let user = self.user_id.as_deref().filter(|s| !s.is_empty())?;
+        let linked = match self.kind {
+            EventType::Alias => self
+                .properties
+                .get("previousId")
+                .and_then(Json::as_str)
+                .or(self.anonymous_id.as_deref()),
+            _ => self.anonymous_id.as_deref(),
+        };
+        linked.filter(|id| !id.is_empty() && *id != user)
+    }
+
     /// The value at a dot path into `properties` (`cart.total`, `items[0].sku`).
     pub fn property(&self, path: &str) -> Option<&Json> {
         crate::path::lookup(&self.properties, path)

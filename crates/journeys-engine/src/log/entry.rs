@@ -32,6 +32,21 @@ pub(crate) enum Entry {
     /// `DeleteProfile`: applied by the owner after every event published into the partition
     /// before it.
     Delete { profile_id: String, suppress: bool },
+    /// An event linking an id (its `anonymousId`, or an `alias`'s `previousId`) to its user,
+    /// published into the id's partition: the id's owner links it and hands the event on to
+    /// the user's partition.
+    Link(Event),
+    /// An event of profile `to` published into the partition of `via`, a linked id whose
+    /// linking event the same call published before it: the id's owner hands it on after that
+    /// one, so the user's events stay in order.
+    Relay {
+        via: String,
+        to: String,
+        event: Event,
+    },
+    /// Merge the linked profiles waiting for `profile_id` (published by the owner of a linked
+    /// id, ahead of what it hands on).
+    Merge { profile_id: String, from: String },
 }
 
 /// A timer on the log (the store's [`TimerRecord`]).
@@ -134,7 +149,8 @@ impl Answer {
             Some(
                 Outcome::Terminate(Ok(TerminateOutcome::Exited))
                 | Outcome::Timer(TimerStatus::Fired)
-                | Outcome::Delete(Ok(())),
+                | Outcome::Delete(Ok(()))
+                | Outcome::Merged,
             ) => Ok(None),
             Some(Outcome::Terminate(Ok(other))) => Ok(Some(Self::Terminated(other))),
             Some(Outcome::Terminate(Err(failure)) | Outcome::Delete(Err(failure))) => Err(failure
@@ -144,7 +160,8 @@ impl Answer {
                 .to_owned()),
             Some(Outcome::Timer(TimerStatus::Discarded)) => Ok(Some(Self::Discarded)),
             Some(Outcome::Timer(TimerStatus::Retry { code, .. })) => Err(code),
-            Some(Outcome::Timer(TimerStatus::Elsewhere)) | None => {
+            // Owners reading the log hand nothing on (identity links are not made there).
+            Some(Outcome::Timer(TimerStatus::Elsewhere) | Outcome::Forward { .. }) | None => {
                 Err(crate::ack::UNAVAILABLE.to_owned())
             }
         }

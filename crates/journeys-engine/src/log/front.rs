@@ -373,11 +373,11 @@ impl Inner {
         let mut answers: Vec<Option<AckStatus>> = vec![None; events.len()];
         let mut records = Vec::with_capacity(events.len());
         let mut positions = Vec::with_capacity(events.len());
+        // Per user whose linking event this call published: the linked id it went through.
+        let mut relays: HashMap<String, String> = HashMap::new();
         for (position, event) in events.into_iter().enumerate() {
-            let partition = match event.profile_id() {
-                Some(profile) if !event.message_id.is_empty() => {
-                    partition_of(profile, self.config.partitions)
-                }
+            let profile = match event.profile_id() {
+                Some(profile) if !event.message_id.is_empty() => profile.to_owned(),
                 _ => {
                     answers[position] = Some(rejected(
                         "invalid",
@@ -388,7 +388,9 @@ impl Inner {
             };
             // Scoped per source, as the engine's own dedupe is.
             let msg_id = event.dedupe_key().into_owned();
-            match Entry::Event(event).encode() {
+            let (via, entry) = Self::route(&mut relays, &profile, event);
+            let partition = partition_of(&via, self.config.partitions);
+            match entry.encode() {
                 Ok(payload) => {
                     records.push(Record {
                         partition,
@@ -414,6 +416,30 @@ impl Inner {
                 status: status.unwrap_or_else(|| rejected(INTERNAL, "no answer")),
             })
             .collect()
+    }
+
+    /// Where an event of `profile` goes, as what: an event linking an id to its user goes to
+    /// the id's partition first ([`Entry::Link`]); a later event of that user in the same call
+    /// follows it there ([`Entry::Relay`]); any other to its profile's partition.
+    fn route(relays: &mut HashMap<String, String>, profile: &str, event: Event) -> (String, Entry) {
+        if let Some(identity) = event.linked_identity() {
+            let identity = identity.to_owned();
+            relays
+                .entry(profile.to_owned())
+                .or_insert_with(|| identity.clone());
+            return (identity, Entry::Link(event));
+        }
+        match relays.get(profile) {
+            Some(via) => (
+                via.clone(),
+                Entry::Relay {
+                    via: via.clone(),
+                    to: profile.to_owned(),
+                    event,
+                },
+            ),
+            None => (profile.to_owned(), Entry::Event(event)),
+        }
     }
 
     /// Publishes `records` (of the events at `positions`) and waits for their commits.

@@ -16,6 +16,7 @@
 
 mod entry;
 mod front;
+pub(crate) mod handed;
 mod pump;
 
 pub use front::{FrontConfig, LogFront};

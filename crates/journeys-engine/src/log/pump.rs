@@ -374,6 +374,12 @@ impl PartitionReader {
                     profile_id,
                     suppress,
                 }) => (Some(profile_id), Item::Delete { suppress }),
+                Ok(Entry::Link(event)) => (
+                    event.linked_identity().map(str::to_owned),
+                    Item::Link(event),
+                ),
+                Ok(Entry::Relay { via, to, event }) => (Some(via), Item::Relay { to, event }),
+                Ok(Entry::Merge { profile_id, from }) => (Some(profile_id), Item::Merge { from }),
                 Ok(Entry::Forget { profile_ids }) => {
                     forget.extend(profile_ids);
                     answered.insert(position, None);
@@ -396,6 +402,7 @@ impl PartitionReader {
                         partition,
                         item,
                         seq: Some(log_entry.seq),
+                        hops: 0,
                     });
                 }
                 _ => {

@@ -7,6 +7,8 @@ pub(crate) mod catalog_event;
 pub(crate) mod dedupe;
 pub(crate) mod destination;
 pub(crate) mod enter_once;
+pub(crate) mod identity;
+pub(crate) mod identity_refusal;
 pub(crate) mod instance;
 pub(crate) mod journey;
 pub(crate) mod outbox;

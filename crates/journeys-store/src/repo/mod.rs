@@ -5,6 +5,7 @@ mod audiences;
 mod batches;
 mod catalog;
 mod destinations;
+pub(crate) mod identities;
 mod instances;
 mod journeys;
 mod outbox;
@@ -30,6 +31,9 @@ pub use batches::{
 pub use catalog::{Catalog, CatalogEventRecord};
 pub use destinations::{
     DestinationKind, DestinationRecord, Destinations, FunctionSettings, WebhookSettings,
+};
+pub use identities::{
+    Identities, IdentityLink, IdentityRecord, IdentityRefusal, ProfileMerge, RefusalRecord,
 };
 pub use instances::{
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, TimelineEntry,

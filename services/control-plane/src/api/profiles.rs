@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use journeys_engine::Engine;
-use journeys_store::{InstanceFilter, InstanceRecord, InstanceState, Store, StoreError};
+use journeys_store::{
+    IdentityRecord, InstanceFilter, InstanceRecord, InstanceState, RefusalRecord, Store, StoreError,
+};
 use serde_json::{Map, Value};
 
 use crate::error::{Result, ServiceError};
@@ -18,6 +20,10 @@ pub struct ProfileView {
     pub traits: Option<Map<String, Value>>,
     pub audiences: Vec<String>,
     pub active_instances: Vec<InstanceRecord>,
+    /// Ids linked to the profile.
+    pub identities: Vec<IdentityRecord>,
+    /// Links refused because the id belonged to another profile.
+    pub refused_links: Vec<RefusalRecord>,
 }
 
 /// A deletion as applied.
@@ -74,8 +80,10 @@ impl ProfileApi {
                 ),
             ));
         }
-        self.engine.delete_profile(id, suppress).await?;
-        let record = self.store.profiles().get(id).await?;
+        // An id linked to a profile deletes that profile.
+        let id = self.store.identities().resolve(id).await?;
+        self.engine.delete_profile(&id, suppress).await?;
+        let record = self.store.profiles().get(&id).await?;
         Ok(Deleted {
             user_id: record.user_id,
             deleted_at: record.deleted_at.unwrap_or_else(Utc::now),
@@ -83,11 +91,20 @@ impl ProfileApi {
         })
     }
 
-    /// The profile `user_id`; not found when the store knows nothing about it.
-    pub async fn get(&self, user_id: String) -> Result<ProfileView> {
-        if user_id.is_empty() {
-            return Err(ServiceError::invalid_field("user_id", "required"));
-        }
+    /// The profile of `user_id` (else `anonymous_id`), or of the profile that id is linked
+    /// to; not found when the store knows nothing about it.
+    pub async fn get(&self, user_id: &str, anonymous_id: &str) -> Result<ProfileView> {
+        let id = match (user_id.is_empty(), anonymous_id.is_empty()) {
+            (false, _) => user_id,
+            (true, false) => anonymous_id,
+            (true, true) => {
+                return Err(ServiceError::invalid_field(
+                    "user_id",
+                    "required: a user id or an anonymous id (anonymous_id)",
+                ));
+            }
+        };
+        let user_id = self.store.identities().resolve(id).await?;
         let traits = match self.store.profiles().get(&user_id).await {
             Ok(p) if p.deleted_at.is_some() && p.traits.is_empty() => {
                 return Err(ServiceError::NotFound(format!(
@@ -109,7 +126,14 @@ impl ProfileApi {
             .instances()
             .list(&filter, MAX_ACTIVE_LISTED, None)
             .await?;
-        if traits.is_none() && audiences.is_empty() && active.items.is_empty() {
+        let identities = self.store.identities().of_profile(&user_id).await?;
+        let refused_links = self.store.identities().refusals_of(&user_id).await?;
+        if traits.is_none()
+            && audiences.is_empty()
+            && active.items.is_empty()
+            && identities.is_empty()
+            && refused_links.is_empty()
+        {
             return Err(ServiceError::NotFound(format!(
                 "profile '{user_id}' not found"
             )));
@@ -119,6 +143,8 @@ impl ProfileApi {
             traits,
             audiences,
             active_instances: active.items,
+            identities,
+            refused_links,
         })
     }
 }

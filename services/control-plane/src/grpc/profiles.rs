@@ -24,7 +24,8 @@ impl ProfileGrpc {
 #[tonic::async_trait]
 impl ProfileService for ProfileGrpc {
     async fn get_profile(&self, req: Request<pb::GetProfileRequest>) -> Reply<pb::Profile> {
-        let view = self.api.get(req.into_inner().user_id).await?;
+        let req = req.into_inner();
+        let view = self.api.get(&req.user_id, &req.anonymous_id).await?;
         Ok(Response::new(pb::Profile {
             user_id: view.user_id,
             traits: view
@@ -32,6 +33,26 @@ impl ProfileService for ProfileGrpc {
                 .map(|t| json_to_struct(&serde_json::Value::Object(t))),
             audiences: view.audiences,
             active_instances: view.active_instances.iter().map(instance).collect(),
+            identities: view
+                .identities
+                .into_iter()
+                .map(|i| pb::LinkedIdentity {
+                    id: i.identity,
+                    linked_at: Some(timestamp(i.linked_at)),
+                    merged_at: i.merged_at.map(timestamp),
+                })
+                .collect(),
+            refused_links: view
+                .refused_links
+                .into_iter()
+                .map(|r| pb::RefusedLink {
+                    id: r.identity,
+                    profile_id: r.profile_id,
+                    refused_profile_id: r.refused_profile_id,
+                    refusals: r.refusals,
+                    last_refused_at: Some(timestamp(r.refused_at)),
+                })
+                .collect(),
         }))
     }
 

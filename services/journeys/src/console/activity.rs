@@ -55,6 +55,7 @@ pub async fn profiles(
                 .profiles
                 .get_profile(pb::GetProfileRequest {
                     user_id: user_id.clone(),
+                    ..Default::default()
                 })
                 .await
             {

@@ -283,6 +283,7 @@ pub async fn profile(global: &Global, verb: ProfileVerb) -> Result<()> {
         .profiles
         .get_profile(pb::GetProfileRequest {
             user_id: user.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -329,6 +330,19 @@ fn describe_profile(profile: &pb::Profile, instances: &[pb::Instance]) -> String
         "Active instances:".to_owned(),
         profile.active_instances.len().to_string(),
     ]);
+    if !profile.identities.is_empty() {
+        let ids: Vec<&str> = profile.identities.iter().map(|i| i.id.as_str()).collect();
+        facts.row(vec!["Linked ids:".to_owned(), ids.join(", ")]);
+    }
+    for refused in &profile.refused_links {
+        facts.row(vec![
+            "Refused link:".to_owned(),
+            format!(
+                "{} (of {}) for {}, {} time(s)",
+                refused.id, refused.profile_id, refused.refused_profile_id, refused.refusals
+            ),
+        ]);
+    }
     let mut traits = Table::new(&["TRAIT", "VALUE"]);
     if let Some(t) = &profile.traits {
         let mut keys: Vec<&String> = t.fields.keys().collect();

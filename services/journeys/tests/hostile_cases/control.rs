@@ -693,6 +693,7 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: String::new(),
+                            ..Default::default()
                         })
                         .await,
                 ))
@@ -708,6 +709,7 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: "nobody".to_owned(),
+                            ..Default::default()
                         })
                         .await,
                 ))
@@ -723,6 +725,7 @@ fn profiles_instances_scheduler() -> Vec<Case> {
                         .profiles
                         .get_profile(pb::GetProfileRequest {
                             user_id: "p".repeat(10_000),
+                            ..Default::default()
                         })
                         .await,
                 ))

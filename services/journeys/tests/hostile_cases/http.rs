@@ -847,6 +847,7 @@ pub async fn profile_traits(ctx: &Ctx, user_id: &str) -> anyhow::Result<String> 
         .profiles
         .get_profile(pb::GetProfileRequest {
             user_id: user_id.to_owned(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -430,6 +430,7 @@ async fn nothing_acked_is_lost(ctx: &Ctx, sink: &Sink, probes: usize) -> anyhow:
         c.profiles
             .get_profile(pb::GetProfileRequest {
                 user_id: user.clone(),
+                ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("profile {user:?} of an acknowledged event: {e}"))?;

@@ -56,6 +56,16 @@ pub(super) async fn apply<C: ConnectionTrait>(
 ) -> Result<(), Failure> {
     insert_dedupe(db, &changes.dedupe, changes.dedupe_expired_before).await?;
     insert_enter_once(db, &changes.enter_once, now).await?;
+    crate::repo::identities::write_links(db, &changes.links, &changes.refusals).await?;
+    crate::repo::identities::relink(db, &changes.relinks).await?;
+    crate::repo::identities::apply_merges(
+        db,
+        &changes.merges,
+        &changes.enter_once_merged,
+        changes.partitions,
+        now,
+    )
+    .await?;
     // Updates first: an event may end an instance (freeing its `active_key`) and start a new
     // one with the same unique value in the same batch.
     update_instances(db, &changes.instances_updated).await?;
@@ -444,6 +454,7 @@ async fn delete_profiles<C: ConnectionTrait>(
             .filter(audience_member::Column::UserId.is_in(of_profiles()))
             .exec(db)
             .await?;
+        crate::repo::identities::delete_links(db, chunk).await?;
     }
     let tombstones = deletions.iter().map(|d| profile::ActiveModel {
         user_id: Set(d.profile_id.clone()),

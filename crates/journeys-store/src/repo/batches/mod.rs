@@ -75,6 +75,19 @@ pub struct Changes {
     /// Profiles deleted (`DeleteProfile`): applied after every other change of the batch, so
     /// rows the batch wrote for them before their deletion go too.
     pub deletions: Vec<ProfileDeletion>,
+    /// Ids linked to a profile (identity resolution); an id linked already is a conflict.
+    pub links: Vec<crate::repo::IdentityLink>,
+    /// Links refused because the id belongs to another profile (upserted, counted).
+    pub refusals: Vec<crate::repo::IdentityRefusal>,
+    /// Linked profiles' states moved into their new profile; a merge no longer pending is a
+    /// conflict.
+    pub merges: Vec<crate::repo::ProfileMerge>,
+    /// `(journey id, profile id)` enter-once records carried over by a merge: inserted unless
+    /// present.
+    pub enter_once_merged: Vec<(String, String)>,
+    /// Links whose merge is still pending moved on to another profile (the profile they were
+    /// linked to was itself linked since): `identity` now belongs to `profile_id`.
+    pub relinks: Vec<crate::repo::IdentityLink>,
 }
 
 /// A profile deletion: its traits, memberships, enter-once records, instances with their
@@ -122,6 +135,11 @@ impl Changes {
             && self.outbox_new.is_empty()
             && self.counters.is_empty()
             && self.deletions.is_empty()
+            && self.links.is_empty()
+            && self.refusals.is_empty()
+            && self.merges.is_empty()
+            && self.enter_once_merged.is_empty()
+            && self.relinks.is_empty()
     }
 }
 
@@ -138,6 +156,25 @@ pub struct ProfileState {
     pub entered_once: Vec<String>,
     /// Set when the profile was deleted.
     pub tombstone: Option<Tombstone>,
+    /// The profile this id is linked to (identity resolution): everything reaching the id
+    /// belongs there.
+    pub linked_to: Option<String>,
+    /// Ids linked to this profile.
+    pub identities: Vec<String>,
+    /// Ids linked to this profile whose former state is not merged into it yet.
+    pub pending_merges: Vec<String>,
+    /// When the profile's traits were last written (`None`: no profile row).
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl ProfileState {
+    /// Puts the lists in their documented (sorted) order.
+    fn sort(&mut self) {
+        self.audiences.sort();
+        self.entered_once.sort();
+        self.identities.sort();
+        self.pending_merges.sort();
+    }
 }
 
 /// Per-step counts of one journey.
@@ -368,12 +405,14 @@ impl<'a> Batches<'a> {
             for p in profiles {
                 if let Some(state) = states.get_mut(&p.user_id) {
                     state.traits = into_object(p.traits);
+                    state.updated_at = Some(p.updated_at);
                     state.tombstone = p.deleted_at.map(|deleted_at| Tombstone {
                         deleted_at,
                         suppressed: p.suppressed,
                     });
                 }
             }
+            self.load_links(chunk, &mut states).await?;
             memberships.extend(
                 audience_member::Entity::find()
                     .select_only()
@@ -425,11 +464,29 @@ impl<'a> Batches<'a> {
                 state.audiences.push(key);
             }
         }
-        for state in states.values_mut() {
-            state.audiences.sort();
-            state.entered_once.sort();
-        }
+        states.values_mut().for_each(ProfileState::sort);
         Ok(states)
+    }
+
+    /// Adds the links of the profiles `ids` to their `states`: where each id is linked to, the
+    /// ids linked to it, and which of those wait to be merged.
+    async fn load_links(
+        &self,
+        ids: &[&str],
+        states: &mut HashMap<String, ProfileState>,
+    ) -> Result<(), StoreError> {
+        for link in crate::repo::identities::load_links(self.db, ids).await? {
+            if let Some(state) = states.get_mut(&link.identity) {
+                state.linked_to = Some(link.profile_id.clone());
+            }
+            if let Some(state) = states.get_mut(&link.profile_id) {
+                if link.merged_at.is_none() {
+                    state.pending_merges.push(link.identity.clone());
+                }
+                state.identities.push(link.identity);
+            }
+        }
+        Ok(())
     }
 
     /// Adds the active ones among the instances `ids` to their profiles in `states`, in id
