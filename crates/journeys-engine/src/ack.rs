@@ -12,6 +12,10 @@ pub const RATE_LIMITED: &str = "rate_limited";
 pub const UNAVAILABLE: &str = "unavailable";
 /// Ack code of events lost to a bug (a change that could not be written, a missing ack).
 pub const INTERNAL: &str = "internal";
+/// A merge read before the link that sent it is committed (on a log, the linking owner
+/// publishes the merge first): not a fault of the entry, so it is read again for longer than
+/// an `internal` failure before it is skipped ([`crate::log`]'s pump).
+pub const LINK_PENDING: &str = "link_pending";
 /// Ack code of events refused because the engine has too many events in flight. Retryable:
 /// the fronts answer HTTP 503 with `Retry-After`, and clients resend after a pause.
 pub const OVERLOADED: &str = "overloaded";

@@ -141,8 +141,11 @@ impl Answer {
     /// What a lane's outcome announces: `Ok(None)` accepted, `Ok(Some(answer))` settled
     /// otherwise, `Err(code)` not applied (the entry is read again).
     pub fn settle(outcome: Option<Outcome>) -> Result<Option<Self>, String> {
-        let retryable =
-            |code: &str| code == crate::ack::UNAVAILABLE || code == crate::ack::INTERNAL;
+        let retryable = |code: &str| {
+            code == crate::ack::UNAVAILABLE
+                || code == crate::ack::INTERNAL
+                || code == crate::ack::LINK_PENDING
+        };
         match outcome {
             Some(Outcome::Ack(AckStatus::Rejected { code, .. })) if retryable(&code) => Err(code),
             Some(Outcome::Ack(status)) => Ok(Self::of(&status)),

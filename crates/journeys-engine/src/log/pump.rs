@@ -13,7 +13,8 @@
 //! 4. when an entry was not applied (the store is down, the partition's lease ran out), reads
 //!    again from the entry after the committed prefix, after a pause that grows; an entry that
 //!    fails as `internal` [`MAX_ATTEMPTS`] times is skipped (its progress committed alone, the
-//!    failure announced), so one bad entry cannot stall its partition.
+//!    failure announced), so one bad entry cannot stall its partition; a merge read before its
+//!    link is committed (`link_pending`) is tried for longer ([`MAX_LINK_ATTEMPTS`]).
 //!
 //! The partition counts as caught up once it committed the tail seen at start: only then does
 //! the scheduler fire its timers (a timer must not overtake events published before it was due).
@@ -30,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::entry::{Answer, Entry, Notice};
-use crate::ack::INTERNAL;
+use crate::ack::{INTERNAL, LINK_PENDING};
 use crate::job::{Item, Job, LaneMessage, Outcome, Routed};
 use crate::lane::{Shared, lane_of_partition};
 
@@ -38,6 +39,9 @@ use crate::lane::{Shared, lane_of_partition};
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Attempts at an entry failing as `internal` before it is skipped.
 const MAX_ATTEMPTS: u32 = 5;
+/// Tries of a merge whose link is not committed yet (`link_pending`) before it is skipped:
+/// with the growing pause (at most 3.2 s), about 30 s, longer than a partition's hand-over.
+const MAX_LINK_ATTEMPTS: u32 = 14;
 /// How often a reader trims what its partition committed.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
@@ -231,7 +235,9 @@ impl PartitionReader {
                 } else {
                     (seq, 1)
                 };
-                if code == INTERNAL && failures.1 >= MAX_ATTEMPTS && self.skip(seq).await {
+                let give_up = (code == INTERNAL && failures.1 >= MAX_ATTEMPTS)
+                    || (code == LINK_PENDING && failures.1 >= MAX_LINK_ATTEMPTS);
+                if give_up && self.skip(seq).await {
                     committed = seq;
                 } else {
                     let pause = Duration::from_millis(50u64 << failures.1.min(6));

@@ -71,7 +71,8 @@ impl Planner<'_> {
     /// A merge told by the owner of `from`: the merges waiting for the profile were applied
     /// when it was loaded; `from`'s link must be among its ids by now. On the log the owner of
     /// `from` publishes the merge before it commits the link, so a merge read first is refused
-    /// (`internal`: read again after a pause, and skipped after a few attempts, the merge then
+    /// (`link_pending`: read again after a pause, for up to about half a minute, the time for
+    /// the linking partition to commit or change owners; skipped after that, the merge then
     /// waiting for the profile's next load from the store).
     pub(super) fn merge_item(&mut self, profile_id: &str, from: &str) -> Outcome {
         let linked = self
@@ -82,7 +83,7 @@ impl Planner<'_> {
             return Outcome::Merged;
         }
         tracing::debug!(profile_id, from, "merge before its link is committed");
-        Outcome::rejected(crate::ack::INTERNAL, "the link is not committed yet")
+        Outcome::rejected(crate::ack::LINK_PENDING, "the link is not committed yet")
     }
 
     /// A merge of `from` told to `profile_id`, which is itself linked to `to` by now: the
