@@ -89,6 +89,23 @@ impl JourneyCache {
         self.rebuild().await
     }
 
+    /// Rebuilds when the journeys changed since the last load (one cheap read of the store's
+    /// stamp otherwise), and returns the current snapshot: for a batch that met an instance of a
+    /// journey this node has not loaded yet (published through another node since its last
+    /// poll).
+    pub async fn refresh(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let _guard = self.load.lock().await;
+        let stamp = self.store.journeys().published_stamp().await?;
+        let (known, current) = {
+            let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+            (loaded.stamp, loaded.snapshot.clone())
+        };
+        match current {
+            Some(current) if known == Some(stamp) => Ok(current),
+            _ => self.rebuild().await,
+        }
+    }
+
     /// One poll: rebuilds when the journeys changed since the last load; reloads only the
     /// audiences every [`AUDIENCE_REFRESH_EVERY`] polls otherwise.
     pub async fn poll(&self) -> Result<(), StoreError> {

@@ -370,13 +370,24 @@ impl Lane {
     ) -> Result<(), StoreError> {
         let shared = Arc::clone(&self.shared);
         let now = shared.config.clock.now();
-        let snapshot = shared.cache.get().await?;
+        let mut snapshot = shared.cache.get().await?;
         let fence = self.fence(slots, which)?;
         // (a) dedupe, (b) rate limit, (c) load the profiles once.
         let gates = self.gates(slots, which, now, check_existing).await?;
         let (profiles, partial) = self
             .load_profiles(slots, which, &gates, &snapshot, &fence)
             .await?;
+        // An instance of a journey this node has not loaded yet (published through another
+        // node since the last poll, then started there): the newer journeys first.
+        let unknown = |snapshot: &Snapshot| {
+            profiles
+                .values()
+                .flat_map(ProfileWork::journey_ids)
+                .any(|id| snapshot.index.by_id(id).is_none())
+        };
+        if unknown(&snapshot) {
+            snapshot = shared.cache.refresh().await?;
+        }
         // (d) evaluate.
         let items: Vec<(&str, &Item, &Gate, Option<&str>)> = which
             .iter()

@@ -51,6 +51,17 @@ pub(crate) struct MergedState {
 }
 
 impl ProfileWork {
+    /// The journeys of the profile's active instances, and of those waiting to be merged in.
+    pub fn journey_ids(&self) -> impl Iterator<Item = &str> {
+        let own = self.state.instances.iter().map(|i| i.journey_id.as_str());
+        let pending = self
+            .pending
+            .iter()
+            .flat_map(|(_, state)| state.active_instances.iter())
+            .map(|i| i.journey_id.as_str());
+        own.chain(pending)
+    }
+
     /// The working copy of a loaded profile. An instance whose stored blob does not decode is
     /// left out (and logged): it cannot be stepped, and it must not block the profile.
     pub fn from_state(profile_id: &str, state: &ProfileState) -> Self {

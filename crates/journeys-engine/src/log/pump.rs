@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::entry::{Answer, Entry, Notice};
-use crate::ack::{INTERNAL, LINK_PENDING};
+use crate::ack::{AckStatus, INTERNAL, LINK_PENDING};
 use crate::job::{Item, Job, LaneMessage, Outcome, Routed};
 use crate::lane::{Shared, lane_of_partition};
 
@@ -171,6 +171,23 @@ struct PartitionReader {
     caught_up: Arc<CaughtUp>,
 }
 
+/// The batch's items cut after each merge, to be applied one group after the other: a merge
+/// and what follows it in its partition must not commit out of order.
+fn merge_groups(items: Vec<Routed>) -> Vec<Vec<Routed>> {
+    let mut groups = vec![Vec::new()];
+    for routed in items {
+        let merge = matches!(routed.item, Item::Merge { .. });
+        if let Some(group) = groups.last_mut() {
+            group.push(routed);
+        }
+        if merge {
+            groups.push(Vec::new());
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
 /// Answers of entries settled without the lane, by position (`None`: applied).
 type Answered = HashMap<usize, Option<Answer>>;
 
@@ -300,10 +317,11 @@ impl PartitionReader {
             self.lane.send(LaneMessage::Forget(forget)).ok()?;
         }
         let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
-        if !items.is_empty() {
+        for group in merge_groups(items) {
+            let positions: Vec<usize> = group.iter().map(|r| r.position).collect();
             let (reply, answers) = oneshot::channel();
             let job = Job {
-                items,
+                items: group,
                 reply,
                 trace: None,
                 in_flight: None,
@@ -311,6 +329,18 @@ impl PartitionReader {
             };
             self.lane.send(LaneMessage::Work(job)).ok()?;
             outcomes.extend(answers.await.ok()?);
+            // A merge not applied yet (its link still uncommitted) holds back everything after
+            // it: those entries are read again after it, so none of them may take effect
+            // before it (a purchase must find the merged hold waiting).
+            let held_back = positions.iter().any(|p| {
+                matches!(
+                    outcomes.get(p),
+                    Some(Outcome::Ack(AckStatus::Rejected { code, .. })) if code == LINK_PENDING
+                )
+            });
+            if held_back {
+                break;
+            }
         }
         let mut applied = Applied {
             committed,
