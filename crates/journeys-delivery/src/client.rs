@@ -113,13 +113,6 @@ impl WebhookClient {
         Self { http, policy }
     }
 
-    /// A client with the same address policy and a pool of its own, for use from another
-    /// Tokio runtime: a pooled connection is driven by a task of the runtime that opened it, so
-    /// a pool must not be shared with a runtime that is not always running.
-    pub fn with_own_pool(&self, max_idle_per_host: usize) -> Self {
-        Self::new(max_idle_per_host, self.policy.clone())
-    }
-
     /// The policy this client connects under.
     pub fn policy(&self) -> &AddressPolicy {
         &self.policy

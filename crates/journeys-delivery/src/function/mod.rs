@@ -16,8 +16,8 @@
 //!
 //! **Sandbox.** The contexts have the ECMAScript built-ins only: no module loader, no
 //! `require`, no file system, no `process`, no timers. The one way out is `fetch`, which goes
-//! through the webhooks' HTTP client (a connection pool per worker) and address policy and
-//! adds `Idempotency-Key: <message id>` unless the function sets it.
+//! through the webhooks' HTTP client and address policy and adds `Idempotency-Key: <message
+//! id>` unless the function sets it.
 //!
 //! **Errors.** A thrown `RetryError` and a timeout are retried under the destination's retry
 //! policy; every other error is final (dead letter with the error and the logs).
@@ -286,8 +286,7 @@ impl fmt::Debug for FunctionRuntime {
 }
 
 impl FunctionRuntime {
-    /// Starts the workers. Fetches run on each worker's own runtime; one the handler never
-    /// waited for runs on the Tokio runtime current at this call.
+    /// Starts the workers. Fetches run on the Tokio runtime current at this call.
     ///
     /// # Panics
     /// Outside a Tokio runtime.

@@ -354,37 +354,3 @@ async fn a_function_whose_fetches_hang_leaves_workers_to_the_others() {
     );
     slow.stop().await;
 }
-
-#[tokio::test]
-async fn fetches_run_together_and_those_not_waited_for_still_go_out() {
-    let sink = Sink::start().await;
-    sink.answer_by_default(Reply::status(200).delay(Duration::from_millis(100)));
-    let pool = pool(AddressPolicy::allow_loopback());
-    let both = "async function onTrack(e, s) {
-        const rs = await Promise.all([fetch(s.url + '/a'), fetch(s.url + '/b')]);
-        return rs.map(r => r.status)
-    }";
-    let report = pool
-        .invoke(invocation(both, json!({"url": sink.url()})))
-        .await;
-    assert_eq!(report.result, Ok(Some(json!([200, 200]))), "{report:?}");
-    assert_eq!(sink.peak_concurrency(), 2, "both at once");
-
-    // `/c` is made and never waited for; `/d` runs while the handler waits for `/e`.
-    let forgotten = "async function onTrack(e, s) {
-        fetch(s.url + '/d'); await fetch(s.url + '/e'); fetch(s.url + '/c'); return 1
-    }";
-    let report = pool
-        .invoke(invocation(forgotten, json!({"url": sink.url()})))
-        .await;
-    assert_eq!(report.result, Ok(Some(json!(1))), "{report:?}");
-    let mut paths: Vec<String> = sink
-        .wait_for(5, Duration::from_secs(5))
-        .await
-        .into_iter()
-        .map(|r| r.path)
-        .collect();
-    paths.sort();
-    assert_eq!(paths, ["/a", "/b", "/c", "/d", "/e"]);
-    still_healthy(&pool).await;
-}

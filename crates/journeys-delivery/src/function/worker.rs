@@ -2,15 +2,12 @@
 //! functions it ran last, and the event loop of one invocation (run JavaScript jobs, wait for
 //! fetches, settle them) under the CPU, memory and time limits.
 //!
-//! JavaScript only ever runs on this thread, so a function that loops never holds up an I/O
-//! thread. The fetches run on this thread too, on a current-thread Tokio runtime of the worker's
-//! own (with a connection pool of its own) that the worker drives while the script waits for
-//! them: no hand-off to the shared runtime and back per fetch. A worker waits for its fetches
-//! either way, so this takes no more workers than before.
+//! JavaScript only ever runs on this thread; fetches run on the Tokio runtime and come back
+//! over a channel, so a function that loops never holds up an I/O thread.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +15,6 @@ use bytes::Bytes;
 use rquickjs::context::EvalOptions;
 use rquickjs::{Array, Context, Ctx, Function, Object, Runtime, Value};
 use tokio::runtime::Handle;
-use tokio::task::JoinSet;
 
 use super::{
     ErrorClass, FetchRecord, FunctionCode, FunctionError, FunctionLimits, HANDLERS, Invocation,
@@ -39,23 +35,6 @@ pub(super) fn run(
     client: &WebhookClient,
     handle: &Handle,
 ) {
-    let io = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(io) => io,
-        Err(err) => {
-            // Like a thread that could not start: the other workers take the jobs.
-            tracing::error!(error = %err, "could not start a function worker's I/O runtime");
-            return;
-        }
-    };
-    let net = Rc::new(Net {
-        io,
-        client: client.with_own_pool(limits.max_fetches.max(1)),
-        shared: client.clone(),
-        handle: handle.clone(),
-    });
     let mut engine: Option<Engine> = None;
     loop {
         let job = receiver
@@ -64,7 +43,7 @@ pub(super) fn run(
             .recv();
         let Ok(job) = job else { return };
         if engine.is_none() {
-            match Engine::new(limits, Rc::clone(&net)) {
+            match Engine::new(limits, client.clone(), handle.clone()) {
                 Ok(fresh) => engine = Some(fresh),
                 Err(err) => tracing::error!(error = %err, "could not start a function engine"),
             }
@@ -133,25 +112,8 @@ struct Call {
     logs: Vec<String>,
     logs_dropped: usize,
     fetches: Vec<FetchRecord>,
-    /// Fetches made and not started yet (with their index in `fetches`): the worker starts
-    /// them when the script has nothing else to run.
-    queued: Vec<(usize, FetchRequest)>,
-}
-
-/// A fetch's index in [`Call::fetches`] and its outcome.
-type Fetched = (usize, Result<FetchResponse, DeliveryError>);
-
-/// Where a worker's fetches run.
-struct Net {
-    /// The worker's own runtime, driven only while the worker waits for fetches.
-    io: tokio::runtime::Runtime,
-    /// Connections of `io`: the shared pool's are driven by the shared runtime's tasks, and
-    /// `io`'s must not be used where `io` is not driven.
-    client: WebhookClient,
-    /// The shared client and runtime, for a fetch that was never started when its invocation
-    /// ended (the handler did not wait for it): it still goes out, as it always did.
-    shared: WebhookClient,
-    handle: Handle,
+    in_flight: usize,
+    done: Sender<(usize, Result<FetchResponse, DeliveryError>)>,
 }
 
 type Slot = Rc<RefCell<Option<Call>>>;
@@ -174,14 +136,19 @@ struct Engine {
     interrupt: Rc<Interrupt>,
     slot: Slot,
     limits: FunctionLimits,
-    net: Rc<Net>,
+    client: WebhookClient,
+    handle: Handle,
     /// A limit was hit or an invocation cut off: drop this engine after the job.
     spoiled: bool,
     runtime: Runtime,
 }
 
 impl Engine {
-    fn new(limits: &FunctionLimits, net: Rc<Net>) -> Result<Self, rquickjs::Error> {
+    fn new(
+        limits: &FunctionLimits,
+        client: WebhookClient,
+        handle: Handle,
+    ) -> Result<Self, rquickjs::Error> {
         let runtime = Runtime::new()?;
         runtime.set_memory_limit(limits.memory_bytes);
         runtime.set_max_stack_size(limits.stack_bytes);
@@ -201,7 +168,8 @@ impl Engine {
             interrupt,
             slot: Rc::new(RefCell::new(None)),
             limits: limits.clone(),
-            net,
+            client,
+            handle,
             spoiled: false,
             runtime,
         })
@@ -220,17 +188,17 @@ impl Engine {
     fn invoke(&mut self, invocation: &Invocation) -> InvocationReport {
         let started = Instant::now();
         let deadline = started + invocation.timeout;
+        let (done, results) = mpsc::channel();
         *self.slot.borrow_mut() = Some(Call {
             message_id: invocation.message_id.clone(),
             deadline,
             logs: Vec::new(),
             logs_dropped: 0,
             fetches: Vec::new(),
-            queued: Vec::new(),
+            in_flight: 0,
+            done,
         });
-        let mut running = JoinSet::new();
-        let result = self.call(invocation, deadline, &mut running);
-        self.finish_fetches(&mut running, deadline);
+        let result = self.call(invocation, deadline, &results);
         let call = self.slot.borrow_mut().take();
         let (mut logs, fetches) = call.map_or_else(Default::default, |c| {
             let mut logs = c.logs;
@@ -252,7 +220,7 @@ impl Engine {
         &mut self,
         invocation: &Invocation,
         deadline: Instant,
-        running: &mut JoinSet<Fetched>,
+        results: &Receiver<(usize, Result<FetchResponse, DeliveryError>)>,
     ) -> Result<Option<serde_json::Value>, FunctionError> {
         let mut cpu = Cpu {
             used: Duration::ZERO,
@@ -275,36 +243,20 @@ impl Engine {
             if let Some(outcome) = state {
                 return outcome.map_err(|(name, message)| self.classify(&name, message));
             }
-            self.start_fetches(running, deadline);
-            let never_settled = || {
-                FunctionError::new(
+            let in_flight = self.slot.borrow().as_ref().map_or(0, |c| c.in_flight);
+            if in_flight == 0 {
+                return Err(FunctionError::new(
                     "Error",
                     "the handler's promise never settled (it waits for nothing this runtime \
                      provides: there are no timers)",
                     ErrorClass::Final,
-                )
-            };
-            if running.is_empty() {
-                return Err(never_settled());
+                ));
             }
-            let net = Rc::clone(&self.net);
-            // The timer is made inside: it belongs to the runtime that drives it.
-            let next = net.io.block_on(async {
-                tokio::time::timeout_at(deadline.into(), running.join_next()).await
-            });
-            let Ok(next) = next else {
-                return Err(self.timed_out(invocation.timeout));
-            };
-            let (index, fetched) = match next {
-                Some(Ok(done)) => done,
-                None => return Err(never_settled()),
-                Some(Err(err)) => {
-                    // The fetch's task panicked: which promise it was is not known.
-                    return Err(FunctionError::new(
-                        "InternalError",
-                        format!("a fetch stopped unexpectedly: {err}"),
-                        ErrorClass::Retry,
-                    ));
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let (index, fetched) = match results.recv_timeout(wait) {
+                Ok(done) => done,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    return Err(self.timed_out(invocation.timeout));
                 }
             };
             if let Err(DeliveryError::Timeout(_)) = &fetched {
@@ -334,59 +286,6 @@ impl Engine {
         }
     }
 
-    /// Starts the fetches the script made since the worker last waited, on the worker's runtime.
-    fn start_fetches(&self, running: &mut JoinSet<Fetched>, deadline: Instant) {
-        let queued = self
-            .slot
-            .borrow_mut()
-            .as_mut()
-            .map(|call| std::mem::take(&mut call.queued))
-            .unwrap_or_default();
-        for (index, mut request) in queued {
-            // A fetch is given the invocation's remaining time: its timeout is the invocation's.
-            request.timeout = remaining(deadline);
-            let client = self.net.client.clone();
-            running.spawn_on(
-                async move { (index, client.fetch(request).await) },
-                self.net.io.handle(),
-            );
-        }
-    }
-
-    /// Lets the fetches of an ended invocation end, as they did when they ran on the shared
-    /// runtime: those started run on (the worker waits, until the invocation's deadline at
-    /// most) and are recorded; those never started go to the shared runtime, unrecorded.
-    fn finish_fetches(&self, running: &mut JoinSet<Fetched>, deadline: Instant) {
-        let queued = self
-            .slot
-            .borrow_mut()
-            .as_mut()
-            .map(|call| std::mem::take(&mut call.queued))
-            .unwrap_or_default();
-        for (_, mut request) in queued {
-            request.timeout = remaining(deadline);
-            let client = self.net.shared.clone();
-            self.net.handle.spawn(async move {
-                let _ = client.fetch(request).await;
-            });
-        }
-        if running.is_empty() {
-            return;
-        }
-        self.net.io.block_on(async {
-            let all = async {
-                while let Some(joined) = running.join_next().await {
-                    if let Ok((index, fetched)) = joined {
-                        self.record_fetch(index, fetched);
-                    }
-                }
-            };
-            let _ = tokio::time::timeout_at(deadline.into(), all).await;
-        });
-        // Past the deadline: their own timeouts have run out too.
-        running.abort_all();
-    }
-
     /// Notes a fetch's outcome and returns how its promise settles.
     fn record_fetch(
         &self,
@@ -397,6 +296,7 @@ impl Engine {
         let Some(call) = slot.as_mut() else {
             return Settlement::Failed("the invocation ended".to_owned());
         };
+        call.in_flight = call.in_flight.saturating_sub(1);
         let record = call.fetches.get_mut(index);
         match fetched {
             Ok(response) => {
@@ -544,10 +444,11 @@ impl Engine {
         }
         let context = Context::full(&self.runtime).map_err(|e| self.engine_error(&e))?;
         let slot = Rc::clone(&self.slot);
+        let (client, handle) = (self.client.clone(), self.handle.clone());
         let limits = self.limits.clone();
         self.run_js(cpu, deadline, || {
             within(&context, |ctx| {
-                install_natives(ctx, slot, &limits)?;
+                install_natives(ctx, slot, client, handle, &limits)?;
                 ctx.eval::<(), _>(PRELUDE)
             })
         })?;
@@ -684,13 +585,6 @@ fn describe_value(value: &Value<'_>) -> Thrown {
     Thrown::Js("Error".to_owned(), text)
 }
 
-/// What is left of the invocation's time, at least a millisecond.
-fn remaining(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1))
-}
-
 fn invalid_payload(err: &serde_json::Error) -> FunctionError {
     FunctionError::new(
         "InvalidEventPayload",
@@ -700,7 +594,13 @@ fn invalid_payload(err: &serde_json::Error) -> FunctionError {
 }
 
 /// `__journeys_native.log` and `.fetch`, reading the invocation in progress from `slot`.
-fn install_natives(ctx: &Ctx<'_>, slot: Slot, limits: &FunctionLimits) -> rquickjs::Result<()> {
+fn install_natives(
+    ctx: &Ctx<'_>,
+    slot: Slot,
+    client: WebhookClient,
+    handle: Handle,
+    limits: &FunctionLimits,
+) -> rquickjs::Result<()> {
     let native = Object::new(ctx.clone())?;
     let log_slot = Rc::clone(&slot);
     let (max_lines, max_chars) = (limits.max_log_lines, limits.max_log_line_chars);
@@ -720,17 +620,18 @@ fn install_natives(ctx: &Ctx<'_>, slot: Slot, limits: &FunctionLimits) -> rquick
             }
         })?,
     )?;
-    native.set("fetch", fetch_native(ctx, slot, limits)?)?;
+    native.set("fetch", fetch_native(ctx, slot, client, handle, limits)?)?;
     ctx.globals().set("__journeys_native", native)?;
     Ok(())
 }
 
-/// `__journeys_native.fetch(url, method, headers, body)` (headers: name, value, name, value…):
-/// queues the request and returns its id; the worker starts it when the script has nothing
-/// else to run, and settles the promise when the answer comes back.
+/// `__journeys_native.fetch(url, method, headers, body)` (headers: name, value, name, value…): starts the request on the Tokio
+/// runtime and returns its id; the worker settles the promise when the answer comes back.
 fn fetch_native<'js>(
     ctx: &Ctx<'js>,
     slot: Slot,
+    client: WebhookClient,
+    handle: Handle,
     limits: &FunctionLimits,
 ) -> rquickjs::Result<Function<'js>> {
     let (max_fetches, body_limit) = (limits.max_fetches, limits.fetch_body_bytes);
@@ -773,16 +674,25 @@ fn fetch_native<'js>(
                 status: None,
                 error: None,
             });
+            call.in_flight += 1;
             let request = FetchRequest {
                 method,
                 url,
                 headers,
                 body: Bytes::from(body),
-                // Set again when the request starts.
-                timeout: remaining(call.deadline),
+                timeout: call
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
                 body_limit,
             };
-            call.queued.push((index, request));
+            let done = call.done.clone();
+            let client = client.clone();
+            handle.spawn(async move {
+                let fetched = client.fetch(request).await;
+                // The invocation may have ended (timed out) meanwhile: nobody to tell.
+                let _ = done.send((index, fetched));
+            });
             Ok(id)
         },
     )
