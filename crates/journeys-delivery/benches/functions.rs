@@ -1,6 +1,8 @@
 //! Destination functions next to webhooks, through the real dispatcher: `N` queued sends to a
 //! webhook destination, then `N` to a function destination whose `onTrack` does one `fetch` to
-//! the same sink, each drained by a fresh dispatcher (SQLite store, default function workers).
+//! the same sink, then `N` to a function that only validates the event (no `fetch`: the
+//! function's own cost apart from its round trip), each drained by a fresh dispatcher (SQLite
+//! store, default function workers).
 //! Prints sends per second of wall time and per second of process CPU time (user + system of
 //! the whole process, the in-process sink included): the second is the per-core figure. The
 //! sink only counts (a recording sink's bookkeeping would dominate the profile).
@@ -42,6 +44,14 @@ async function onTrack(event, settings) {
   })
   if (res.status >= 500) throw new RetryError(`upstream ${res.status}`)
   if (!res.ok) throw new ValidationError(`rejected ${res.status}`)
+}
+";
+
+/// Validates and returns: a send whose only work is the invocation.
+const FUNCTION_NO_FETCH: &str = r"
+async function onTrack(event, settings) {
+  if (!event.userId) throw new ValidationError('userId is required')
+  if (!event.properties || !event.properties.plan) throw new ValidationError('plan is required')
 }
 ";
 
@@ -162,9 +172,39 @@ async fn enqueue(store: &Store, destination_id: &str, n: usize) {
     }
 }
 
+/// How a drain knows it is over.
+#[derive(Clone, Copy)]
+enum Until {
+    /// The sink has seen one more request per send.
+    Requests,
+    /// No row is pending any more (a send that makes no request).
+    Marked,
+}
+
+/// Waits until no outbox row is pending.
+async fn wait_marked(store: &Store, within: Duration) {
+    let deadline = Instant::now() + within;
+    while store
+        .outbox()
+        .next_due_at()
+        .await
+        .expect("pending rows")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "sends still pending");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Drains `n` queued sends to `destination_id` with a fresh dispatcher; the sink has seen
 /// `before` requests already. Returns (wall, CPU) time.
-async fn drain(store: &Store, sink: &Sink, destination_id: &str, n: usize) -> (Duration, Duration) {
+async fn drain(
+    store: &Store,
+    sink: &Sink,
+    destination_id: &str,
+    n: usize,
+    until: Until,
+) -> (Duration, Duration) {
     let before = sink.count();
     enqueue(store, destination_id, n).await;
     let config = DeliveryConfig {
@@ -181,11 +221,37 @@ async fn drain(store: &Store, sink: &Sink, destination_id: &str, n: usize) -> (D
     let running = tokio::spawn(dispatcher.run(async {
         let _ = stopped.await;
     }));
-    sink.wait_for(before + n, Duration::from_secs(600)).await;
+    match until {
+        Until::Requests => sink.wait_for(before + n, Duration::from_secs(600)).await,
+        Until::Marked => wait_marked(store, Duration::from_secs(600)).await,
+    }
     let measured = (wall.elapsed(), cpu_time().saturating_sub(cpu));
     let _ = stop.send(());
     running.await.expect("dispatcher");
     measured
+}
+
+/// A function destination `name` running `code` with `settings.url` = `url`.
+async fn function_destination(store: &Store, name: &str, code: &str, url: &str) -> String {
+    let settings = FunctionSettings {
+        code: code.to_owned(),
+        settings: json!({ "url": url })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        ..FunctionSettings::default()
+    };
+    store
+        .destinations()
+        .insert(&DestinationRecord::new(
+            name,
+            DestinationKind::Function,
+            settings.to_json(),
+            Utc::now(),
+        ))
+        .await
+        .expect("function destination")
+        .id
 }
 
 fn main() {
@@ -207,41 +273,35 @@ fn main() {
             json!({"url": sink.url_at("/hook"), "headers": {}, "timeout_ms": 5000}),
         )
         .await;
-        let settings = FunctionSettings {
-            code: FUNCTION.to_owned(),
-            settings: json!({"url": sink.url_at("/fn")})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            ..FunctionSettings::default()
-        };
-        let function = store
-            .destinations()
-            .insert(&DestinationRecord::new(
-                "bench function",
-                DestinationKind::Function,
-                settings.to_json(),
-                Utc::now(),
-            ))
-            .await
-            .expect("function destination")
-            .id;
+        let url = sink.url_at("/fn");
+        let function = function_destination(&store, "bench function", FUNCTION, &url).await;
+        let no_fetch =
+            function_destination(&store, "bench function, no fetch", FUNCTION_NO_FETCH, &url).await;
+        let runs = [
+            ("webhook", &webhook, Until::Requests),
+            ("function", &function, Until::Requests),
+            ("fn-nofetch", &no_fetch, Until::Marked),
+        ];
         // A short warm-up of each path, then the measured runs.
-        drain(&store, &sink, &webhook, 500).await;
-        drain(&store, &sink, &function, 500).await;
+        for (_, id, until) in runs {
+            drain(&store, &sink, id, 500, until).await;
+        }
         println!(
             "sends: {n} per destination, SQLite outbox, {} function workers",
             FunctionLimits::default().workers
         );
-        println!("kind      wall s   sends/s (wall)   CPU s   sends per CPU-second");
-        for (kind, id) in [("webhook", &webhook), ("function", &function)] {
-            let (wall, cpu) = drain(&store, &sink, id, n).await;
+        println!(
+            "kind        wall s   sends/s (wall)   CPU s   sends per CPU-second   CPU per send"
+        );
+        for (kind, id, until) in runs {
+            let (wall, cpu) = drain(&store, &sink, id, n, until).await;
             println!(
-                "{kind:<9} {:>6.2}   {:>14.0}   {:>5.2}   {:>20.0}",
+                "{kind:<11} {:>6.2}   {:>14.0}   {:>5.2}   {:>20.0}   {:>9.0} µs",
                 wall.as_secs_f64(),
                 n as f64 / wall.as_secs_f64(),
                 cpu.as_secs_f64(),
                 n as f64 / cpu.as_secs_f64().max(0.01),
+                cpu.as_secs_f64() * 1e6 / n as f64,
             );
         }
         let failed = store
