@@ -45,6 +45,22 @@ async fn log(url: &str) -> PartitionLog {
 
 /// A node: an owner reading the log, and a front publishing into it.
 async fn node(store: &Store, log: &PartitionLog, node_id: &str) -> (Engine, LogFront) {
+    node_polling(
+        store,
+        log,
+        node_id,
+        EngineConfig::default().refresh_interval,
+    )
+    .await
+}
+
+/// A node whose journey cache polls the store every `refresh_interval`.
+async fn node_polling(
+    store: &Store,
+    log: &PartitionLog,
+    node_id: &str,
+    refresh_interval: Duration,
+) -> (Engine, LogFront) {
     let engine = Engine::start_logged(
         store.clone(),
         EngineConfig {
@@ -52,6 +68,7 @@ async fn node(store: &Store, log: &PartitionLog, node_id: &str) -> (Engine, LogF
             partitions: PARTITIONS,
             max_events_per_profile_per_sec: 25,
             owner: Some(owner(node_id)),
+            refresh_interval,
             ..EngineConfig::default()
         },
         None,
@@ -68,8 +85,17 @@ async fn node(store: &Store, log: &PartitionLog, node_id: &str) -> (Engine, LogF
 /// Two nodes on `log`, each routing its timers and exits through its own front, once both
 /// hold partitions.
 async fn two_nodes(store: &Store, log: &PartitionLog) -> ((Engine, LogFront), (Engine, LogFront)) {
-    let (a, front_a) = node(store, log, "node-a").await;
-    let (b, front_b) = node(store, log, "node-b").await;
+    two_nodes_polling(store, log, EngineConfig::default().refresh_interval).await
+}
+
+/// [`two_nodes`], their journey caches polling every `refresh_interval`.
+async fn two_nodes_polling(
+    store: &Store,
+    log: &PartitionLog,
+    refresh_interval: Duration,
+) -> ((Engine, LogFront), (Engine, LogFront)) {
+    let (a, front_a) = node_polling(store, log, "node-a", refresh_interval).await;
+    let (b, front_b) = node_polling(store, log, "node-b", refresh_interval).await;
     a.route_through_log(front_a.clone());
     b.route_through_log(front_b.clone());
     eventually("both nodes to hold partitions", WAIT, async || {
@@ -667,6 +693,52 @@ async fn a_link_moves_the_anonymous_checkout_to_the_owner_of_the_users_partition
                 (active.len() == 1).then_some(())
             },
         )
+        .await;
+        stop(vec![(a, front_a), (other, front_b)], log).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_merged_instance_of_a_journey_published_since_the_owners_last_poll_takes_its_branch() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        // Neither node polls during the test: node-b loads its journeys once, before the
+        // journey exists; node-a is told of the publish (as the node whose API published it).
+        let ((a, front_a), (other, front_b)) =
+            two_nodes_polling(db, &log, Duration::from_secs(3600)).await;
+        publish(db, &checkout()).await;
+        a.refresh_now().await.unwrap();
+        let held_by_a = a.held_partition_ids().unwrap_or_default();
+        let anon = id_on(&held_by_a, true, "anon-");
+        let user = id_on(&held_by_a, false, "user-");
+        let mut started = track("x", "checkout_started", "a-1", json!({"session_id": "s1"}));
+        started.user_id = None;
+        started.anonymous_id = Some(anon.clone());
+        for ack in front_a.submit(vec![started]).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+        }
+        // The checkout waits on node-a; the login moves it to the user's owner, node-b, whose
+        // cache has never seen its journey: the purchase must still take the branch.
+        let mut login = identify(&user, "u-1", json!({}));
+        login.anonymous_id = Some(anon.clone());
+        for ack in front_a.submit(vec![login]).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+        }
+        let purchase = track(
+            &user,
+            "purchase_completed",
+            "u-2",
+            json!({"session_id": "s1"}),
+        );
+        for ack in front_b.submit(vec![purchase]).await {
+            assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+        }
+        eventually("the thanks send of the user", WAIT, async || {
+            (sent_steps(db, &user).await == ["thanks"]).then_some(())
+        })
         .await;
         stop(vec![(a, front_a), (other, front_b)], log).await;
     })
