@@ -172,6 +172,7 @@ pub(crate) async fn load_links<C: ConnectionTrait>(
     db: &C,
     ids: &[&str],
 ) -> Result<Vec<IdentityRecord>, StoreError> {
+    let ids = crate::repo::padded(ids);
     Ok(identity::Entity::find()
         .filter(
             identity::Column::Identity

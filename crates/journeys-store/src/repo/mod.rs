@@ -51,6 +51,17 @@ pub use watermarks::Watermarks;
 /// Rows per multi-row `INSERT`, well below the placeholder limits of both backends.
 pub(crate) const INSERT_CHUNK: usize = 500;
 
+/// `ids` for an `IN (…)` list, its length rounded up to a power of two (at least 8) by
+/// repeating the last id: reads whose lists vary in length with every batch then share a few
+/// statement texts, which the driver keeps prepared, instead of preparing a new one each time.
+pub(crate) fn padded<'a>(ids: &[&'a str]) -> Vec<&'a str> {
+    let mut list = ids.to_vec();
+    if let Some(&last) = ids.last() {
+        list.resize(ids.len().next_power_of_two().max(8), last);
+    }
+    list
+}
+
 /// Timestamps are stored with microsecond precision (MySQL `DATETIME(6)`); truncating before
 /// writing makes a record read back equal to the one written, on both backends.
 pub(crate) fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -127,4 +138,21 @@ pub(crate) fn placeholders(n: usize) -> String {
         s.push('?');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded;
+
+    #[test]
+    fn in_lists_are_padded_to_a_few_lengths_with_the_same_ids() {
+        assert!(padded(&[]).is_empty());
+        assert_eq!(padded(&["a"]), ["a"; 8]);
+        let ids: Vec<String> = (0..130).map(|i| i.to_string()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let list = padded(&ids);
+        assert_eq!(list.len(), 256);
+        assert_eq!(&list[..130], &ids[..]);
+        assert!(list[130..].iter().all(|id| *id == "129"));
+    }
 }

@@ -398,8 +398,9 @@ impl<'a> Batches<'a> {
             .collect();
         let mut memberships: Vec<(String, String)> = Vec::new();
         for chunk in ids.chunks(INSERT_CHUNK) {
+            let listed = crate::repo::padded(chunk);
             let profiles = profile::Entity::find()
-                .filter(profile::Column::UserId.is_in(chunk.iter().copied()))
+                .filter(profile::Column::UserId.is_in(listed.iter().copied()))
                 .all(self.db)
                 .await?;
             for p in profiles {
@@ -418,7 +419,7 @@ impl<'a> Batches<'a> {
                     .select_only()
                     .column(audience_member::Column::AudienceKey)
                     .column(audience_member::Column::UserId)
-                    .filter(audience_member::Column::UserId.is_in(chunk.iter().copied()))
+                    .filter(audience_member::Column::UserId.is_in(listed.iter().copied()))
                     .into_tuple::<(String, String)>()
                     .all(self.db)
                     .await?,
@@ -500,7 +501,7 @@ impl<'a> Batches<'a> {
         let ids: Vec<&str> = ids.into_iter().collect();
         for chunk in ids.chunks(INSERT_CHUNK) {
             let active = instance::Entity::find()
-                .filter(instance::Column::Id.is_in(chunk.iter().copied()))
+                .filter(instance::Column::Id.is_in(crate::repo::padded(chunk)))
                 .filter(instance::Column::State.eq(InstanceState::Active.as_str()))
                 .all(self.db)
                 .await?;
