@@ -95,15 +95,22 @@ impl JourneyCache {
     /// poll).
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, StoreError> {
         let _guard = self.load.lock().await;
-        let stamp = self.store.journeys().published_stamp().await?;
-        let (known, current) = {
-            let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
-            (loaded.stamp, loaded.snapshot.clone())
-        };
-        match current {
-            Some(current) if known == Some(stamp) => Ok(current),
-            _ => self.rebuild().await,
+        match self.unchanged().await? {
+            Some(current) => Ok(current),
+            None => self.rebuild().await,
         }
+    }
+
+    /// The loaded snapshot when the store's journeys have not changed since it was loaded (one
+    /// read of the stamp); `None` when nothing is loaded or they changed. The caller holds the
+    /// load lock.
+    async fn unchanged(&self) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        let stamp = self.store.journeys().published_stamp().await?;
+        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(loaded
+            .snapshot
+            .clone()
+            .filter(|_| loaded.stamp == Some(stamp)))
     }
 
     /// One poll: rebuilds when the journeys changed since the last load; reloads only the
@@ -111,13 +118,8 @@ impl JourneyCache {
     pub async fn poll(&self) -> Result<(), StoreError> {
         let mut polls = self.load.lock().await;
         *polls = polls.wrapping_add(1);
-        let stamp = self.store.journeys().published_stamp().await?;
-        let (known, previous) = {
-            let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
-            (loaded.stamp, loaded.snapshot.clone())
-        };
-        match previous {
-            Some(previous) if known == Some(stamp) => {
+        match self.unchanged().await? {
+            Some(previous) => {
                 if *polls % AUDIENCE_REFRESH_EVERY == 0 {
                     let audiences = self.active_audiences().await?;
                     if audiences != previous.audiences {
@@ -134,7 +136,7 @@ impl JourneyCache {
                 }
                 Ok(())
             }
-            _ => self.rebuild().await.map(drop),
+            None => self.rebuild().await.map(drop),
         }
     }
 
