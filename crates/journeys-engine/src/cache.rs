@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use journeys_core::index::JourneyIndex;
@@ -42,6 +43,9 @@ type Stamp = (i64, Option<DateTime<Utc>>);
 struct Loaded {
     snapshot: Option<Arc<Snapshot>>,
     stamp: Option<Stamp>,
+    /// When the newest read of the stamp that found the snapshot current (or rebuilt it)
+    /// started: whatever the store had committed by then is in the snapshot.
+    checked: Option<Instant>,
 }
 
 /// The cache shared by the lanes and its poller.
@@ -101,16 +105,46 @@ impl JourneyCache {
         }
     }
 
+    /// A snapshot holding every journey published, archived or changed before `since`
+    /// (through any node): the current one when a check of the store's stamp started after
+    /// `since`, otherwise after one more check (and a rebuild when the stamp changed). For
+    /// entries read from the partition log at `since`: acknowledged after a publish returned,
+    /// they must meet the published journey.
+    pub async fn fresh_since(&self, since: Instant) -> Result<Arc<Snapshot>, StoreError> {
+        if let Some(current) = self.checked_since(since) {
+            return Ok(current);
+        }
+        let _guard = self.load.lock().await;
+        // Another caller may have checked while this one waited for the lock.
+        if let Some(current) = self.checked_since(since) {
+            return Ok(current);
+        }
+        match self.unchanged().await? {
+            Some(current) => Ok(current),
+            None => self.rebuild().await,
+        }
+    }
+
+    fn checked_since(&self, since: Instant) -> Option<Arc<Snapshot>> {
+        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+        loaded
+            .snapshot
+            .clone()
+            .filter(|_| loaded.checked.is_some_and(|checked| checked >= since))
+    }
+
     /// The loaded snapshot when the store's journeys have not changed since it was loaded (one
     /// read of the stamp); `None` when nothing is loaded or they changed. The caller holds the
     /// load lock.
     async fn unchanged(&self) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        let started = Instant::now();
         let stamp = self.store.journeys().published_stamp().await?;
-        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(loaded
-            .snapshot
-            .clone()
-            .filter(|_| loaded.stamp == Some(stamp)))
+        let mut loaded = self.loaded.write().unwrap_or_else(PoisonError::into_inner);
+        if loaded.snapshot.is_none() || loaded.stamp != Some(stamp) {
+            return Ok(None);
+        }
+        loaded.checked = Some(started);
+        Ok(loaded.snapshot.clone())
     }
 
     /// One poll: rebuilds when the journeys changed since the last load; reloads only the
@@ -144,6 +178,7 @@ impl JourneyCache {
     async fn rebuild(&self) -> Result<Arc<Snapshot>, StoreError> {
         // The stamp is read before the journeys: a change in between shows up as a newer
         // stamp at the next poll, never as a missed change.
+        let started = Instant::now();
         let stamp = self.store.journeys().published_stamp().await?;
         let mut journeys = Vec::new();
         let mut archived = HashSet::new();
@@ -178,6 +213,7 @@ impl JourneyCache {
         let mut loaded = self.loaded.write().unwrap_or_else(PoisonError::into_inner);
         loaded.snapshot = Some(Arc::clone(&snapshot));
         loaded.stamp = Some(stamp);
+        loaded.checked = Some(started);
         Ok(snapshot)
     }
 

@@ -744,3 +744,40 @@ async fn a_merged_instance_of_a_journey_published_since_the_owners_last_poll_tak
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_event_acknowledged_after_a_publish_through_another_node_enters_the_journey() {
+    let Some(url) = nats_url() else { return };
+    each_backend(async |db| {
+        let b = db.backend();
+        let log = log(&url).await;
+        // Neither node polls during the test; both loaded their journeys before the publish,
+        // and only node-a (whose API published) is told of it.
+        let ((a, front_a), (other, front_b)) =
+            two_nodes_polling(db, &log, Duration::from_secs(3600)).await;
+        publish(db, &forwarding()).await;
+        a.refresh_now().await.unwrap();
+        let held_by_a = a.held_partition_ids().unwrap_or_default();
+        // Orders of profiles node-b applies, sent through either front once the publish
+        // returned: each enters the journey.
+        let users: Vec<String> = (0..)
+            .map(|n| format!("u{n}"))
+            .filter(|id| !held_by_a.contains(&partition_of(id, PARTITIONS)))
+            .take(4)
+            .collect();
+        for (n, user) in users.iter().enumerate() {
+            let front = if n % 2 == 0 { &front_a } else { &front_b };
+            for ack in front.submit(vec![order(user, 0)]).await {
+                assert_eq!(ack.status, AckStatus::Accepted, "{b}: {ack:?}");
+            }
+        }
+        for user in &users {
+            eventually("the order forwarded", WAIT, async || {
+                (sent_steps(db, user).await == ["forward"]).then_some(())
+            })
+            .await;
+        }
+        stop(vec![(a, front_a), (other, front_b)], log).await;
+    })
+    .await;
+}

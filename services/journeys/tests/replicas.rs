@@ -96,7 +96,10 @@ impl Cluster {
             .arg("--allow-short-durations")
             .env_remove("JOURNEYS_ADMIN_TOKEN")
             .env_remove("JOURNEYS_CONFIG")
-            .env("RUST_LOG", "warn,journeys_engine::log=info")
+            .env(
+                "RUST_LOG",
+                "warn,journeys_engine::log=debug,journeys_engine::ownership=info,journeys_log=debug",
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -122,6 +125,14 @@ impl Replica {
         Ok(())
     }
 
+    /// Fails, with its exit status and log, when the process has ended.
+    fn alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!("the replica exited ({status}); log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
     fn log_text(&self) -> String {
         let mut text = String::new();
         if let Ok(mut file) = File::open(&self.log) {
@@ -136,6 +147,34 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Prints the acknowledged orders (`u<n>-e<seq>`) a wait about to time out still lacks, with
+/// their profiles' partitions: what to look for in the replica logs.
+fn report_missing<'a>(missing: impl Iterator<Item = &'a String>, replicas: &[Replica]) {
+    for (node, replica) in replicas.iter().enumerate() {
+        let text = replica.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("reading the"))
+            .collect();
+        eprintln!(
+            "node-{node}'s log ({}), its last warnings and readers:\n{}",
+            replica.log.display(),
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        );
+    }
+    let missing: Vec<(&String, u32)> = missing
+        .map(|id| {
+            let user = id.split("-e").next().unwrap_or_default();
+            (id, journeys_core::partition::partition_of(user, PARTITIONS))
+        })
+        .collect();
+    eprintln!(
+        "still not forwarded: {} acknowledged orders, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(30)]
+    );
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -483,8 +522,11 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
 
     // No buyer whose purchase was acknowledged before the deadline was nudged.
     tokio::time::sleep(HOLD).await;
+    let waiting = Instant::now();
+    let reported = std::cell::Cell::new(false);
     let nudged: BTreeSet<String> = eventually("every nudge", Duration::from_secs(60), || {
         let sink = &sink;
+        let (waiting, reported, replicas) = (&waiting, &reported, &replicas);
         async move {
             let nudged: BTreeSet<String> = sink
                 .requests()
@@ -492,6 +534,15 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
                 .filter(|r| r.str_field("kind") == "nudge")
                 .map(|r| r.str_field("user").to_owned())
                 .collect();
+            if waiting.elapsed() > Duration::from_secs(50) && !reported.replace(true) {
+                let missing: Vec<String> = (1..PROFILES)
+                    .step_by(2)
+                    .map(|u| format!("u{u}"))
+                    .filter(|u| !nudged.contains(u))
+                    .map(|u| format!("{u}-nudge"))
+                    .collect();
+                report_missing(missing.iter(), replicas);
+            }
             // The non-buyers (odd profiles) are all nudged.
             Ok::<_, anyhow::Error>((nudged.len() >= PROFILES / 2).then_some(nudged))
         }
@@ -926,22 +977,29 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
         })
         .await;
         signal(&replicas[1], "CONT")?;
+        replicas[1].alive()?;
         let resumed = Instant::now();
         while resumed.elapsed() < Duration::from_secs(2) {
             acked.insert(order_at(only_first, &key, 0, n).await?);
             n += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Its work in hand was refused by the fence (nothing it applied after losing the lease
-        // is visible: the checks at the end, each order once, all of them forwarded). Whether
-        // it also counts its leases as lapsed depends on which it noticed first: a refused
-        // commit already drops the partitions it covered.
-        let fenced = eventually("node-1's next commit to be fenced", Duration::from_secs(15), || async {
-            let fenced = counter(addrs[1].1, "journeys_engine_fenced_commits_total").await?;
-            Ok::<_, anyhow::Error>((fenced > 0.0).then_some(fenced))
-        })
+        // Its work in hand was refused by the fence, or failed with the connections the
+        // server closed while it was paused (nothing it applied after losing the lease is
+        // visible: the checks at the end, each order once, all of them forwarded). Which it
+        // notices first, a refused commit or its leases lapsed, depends on timing: a refused
+        // commit drops the partitions it covered, a lapse drops the work in hand.
+        replicas[1].alive()?;
+        let (fenced, lapsed) = eventually(
+            "node-1 to stop applying (a fenced commit or lapsed leases)",
+            Duration::from_secs(15),
+            || async {
+                let fenced = counter(addrs[1].1, "journeys_engine_fenced_commits_total").await?;
+                let lapsed = counter(addrs[1].1, "journeys_engine_lease_lapses_total").await?;
+                Ok::<_, anyhow::Error>((fenced + lapsed > 0.0).then_some((fenced, lapsed)))
+            },
+        )
         .await;
-        let lapsed = counter(addrs[1].1, "journeys_engine_lease_lapses_total").await?;
         acked.extend(burst.await??);
         // node-1 takes its share back at new epochs, and both fronts work again.
         eventually("node-1 to rejoin", Duration::from_secs(30), || async {
@@ -991,9 +1049,12 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
             n += 1;
         }
 
+        let waiting = Instant::now();
+        let reported = std::cell::Cell::new(false);
         let forwarded = eventually("every acknowledged order forwarded", Duration::from_secs(120), || {
             let sink = &sink;
             let acked = &acked;
+            let (waiting, reported, replicas) = (&waiting, &reported, &replicas);
             async move {
                 let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                 for r in sink.requests() {
@@ -1002,6 +1063,9 @@ async fn a_paused_replica_stops_applying_a_stopped_one_hands_over_and_nats_can_r
                         .insert(r.idempotency_key().to_owned());
                 }
                 let forwarded: BTreeSet<String> = keys.keys().cloned().collect();
+                if waiting.elapsed() > Duration::from_secs(100) && !reported.replace(true) {
+                    report_missing(acked.difference(&forwarded), replicas);
+                }
                 Ok::<_, anyhow::Error>(forwarded.is_superset(acked).then_some(keys))
             }
         })

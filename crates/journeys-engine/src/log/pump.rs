@@ -310,6 +310,11 @@ impl PartitionReader {
     /// Hands `entries` to the lane, waits for the answers and announces the committed prefix.
     /// `None` when the lane is gone.
     async fn apply(&self, entries: &[LogEntry], committed: u64) -> Option<Applied> {
+        // Each entry was acknowledged after whatever a client had published before it, through
+        // any node: the lane must meet those journeys, whatever its cache's last poll saw.
+        if let Err(err) = self.shared.cache.fresh_since(Instant::now()).await {
+            tracing::debug!(error = %err, "could not check the journeys before a batch");
+        }
         let (items, mut answered, forget) = self.decode(entries);
         if !forget.is_empty() {
             // Before the batch: its items read those profiles from the store (at least as new
