@@ -33,7 +33,7 @@ use crate::entity::instance::{self, Column};
 use crate::entity::timeline;
 use crate::error::StoreError;
 use crate::page::{self, Page};
-use crate::repo::{INSERT_CHUNK, micros};
+use crate::repo::{micros, sized_chunks};
 
 const ENTITY: &str = "instance";
 
@@ -606,7 +606,7 @@ pub(crate) async fn insert_timeline<C: ConnectionTrait>(
     db: &C,
     entries: &[TimelineEntry],
 ) -> Result<(), StoreError> {
-    for chunk in entries.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(entries) {
         let models = chunk.iter().map(|e| timeline::ActiveModel {
             id: NotSet,
             instance_id: Set(e.instance_id.clone()),

@@ -51,6 +51,33 @@ pub use watermarks::Watermarks;
 /// Rows per multi-row `INSERT`, well below the placeholder limits of both backends.
 pub(crate) const INSERT_CHUNK: usize = 500;
 
+/// Most rows per statement of [`sized_chunks`]: the largest power of two within
+/// [`INSERT_CHUNK`].
+const SIZED_CHUNK: usize = 256;
+
+/// Below this many rows, [`sized_chunks`] writes what is left in one statement.
+const SIZED_TAIL: usize = 8;
+
+/// `rows` cut for multi-row writes whose statement texts repeat: runs of a power-of-two length
+/// (8 to 256 rows), longest first, then the rest (under 8 rows) in one run. A table's inserts
+/// then use about a dozen texts, which the driver keeps prepared, instead of a new text (and a
+/// prepare) for every row count a batch happens to have.
+pub(crate) fn sized_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = match rest.len() {
+            n if n < SIZED_TAIL => n,
+            n => 1 << n.min(SIZED_CHUNK).ilog2(),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// `ids` for an `IN (…)` list, its length rounded up to a power of two (at least 8) by
 /// repeating the last id: reads whose lists vary in length with every batch then share a few
 /// statement texts, which the driver keeps prepared, instead of preparing a new one each time.
@@ -142,7 +169,22 @@ pub(crate) fn placeholders(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::padded;
+    use super::{padded, sized_chunks};
+
+    #[test]
+    fn writes_are_cut_into_runs_of_a_few_lengths_in_order() {
+        let lengths = |n: usize| -> Vec<usize> {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = sized_chunks(&rows).collect();
+            assert_eq!(chunks.concat(), rows, "every row once, in order");
+            chunks.iter().map(|c| c.len()).collect()
+        };
+        assert!(lengths(0).is_empty());
+        assert_eq!(lengths(5), [5]);
+        assert_eq!(lengths(8), [8]);
+        assert_eq!(lengths(250), [128, 64, 32, 16, 8, 2]);
+        assert_eq!(lengths(700), [256, 256, 128, 32, 16, 8, 4]);
+    }
 
     #[test]
     fn in_lists_are_padded_to_a_few_lengths_with_the_same_ids() {

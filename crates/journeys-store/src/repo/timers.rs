@@ -10,7 +10,7 @@ use sea_orm::{
 
 use crate::entity::timer::{self, Column};
 use crate::error::StoreError;
-use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros};
+use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros, padded};
 
 /// A stored timer. Created and deleted through [`crate::Changes`]; claimed through
 /// [`Timers::claim_due`].
@@ -228,7 +228,7 @@ async fn set_claim<C: ConnectionTrait>(
     for chunk in ids.chunks(INSERT_CHUNK) {
         timer::Entity::update_many()
             .col_expr(Column::ClaimedUntil, Expr::value(claimed_until))
-            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .filter(Column::Id.is_in(padded(chunk)))
             .exec(db)
             .await?;
     }

@@ -26,7 +26,8 @@ use crate::error::StoreError;
 use crate::repo::instances::{InstanceRecord, to_active_model, truncated};
 use crate::repo::profiles::into_object;
 use crate::repo::{
-    INSERT_CHUNK, catalog, conflict_on_unique, instances, micros, placeholders, quoted,
+    INSERT_CHUNK, catalog, conflict_on_unique, instances, micros, padded, placeholders, quoted,
+    sized_chunks,
 };
 
 use super::Changes;
@@ -100,7 +101,7 @@ async fn insert_dedupe<C: ConnectionTrait>(
         });
         dedupe::Entity::insert_many(models).exec_without_returning(db)
     };
-    for chunk in seen.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(seen) {
         let Err(err) = insert(chunk).await else {
             continue;
         };
@@ -126,7 +127,7 @@ async fn insert_enter_once<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let now = micros(now);
-    for chunk in entries.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(entries) {
         let models = chunk
             .iter()
             .map(|(journey_id, profile_id)| enter_once::ActiveModel {
@@ -146,7 +147,7 @@ async fn insert_instances<C: ConnectionTrait>(
     db: &C,
     new: &[InstanceRecord],
 ) -> Result<(), StoreError> {
-    for chunk in new.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(new) {
         let models = chunk.iter().map(|r| to_active_model(&truncated(r)));
         instance::Entity::insert_many(models)
             .exec_without_returning(db)
@@ -222,8 +223,19 @@ async fn update_instances<C: ConnectionTrait>(
 
 async fn update_group<C: ConnectionTrait>(
     db: &C,
-    group: &[&(InstanceRecord, i64)],
+    rows: &[&(InstanceRecord, i64)],
 ) -> Result<(), Failure> {
+    // Padded to a power of two by repeating the last row (its `WHEN` arms and `IN` entry
+    // again, which change nothing), so the statement's text repeats across batches.
+    let group: Vec<&(InstanceRecord, i64)> = match rows.last() {
+        Some(&last) => {
+            let mut group = rows.to_vec();
+            group.resize(rows.len().next_power_of_two().max(8), last);
+            group
+        }
+        None => return Ok(()),
+    };
+    let group = group.as_slice();
     let backend = db.get_database_backend();
     let id = quoted(backend, "id");
     let mut sql = format!("UPDATE {} SET ", quoted(backend, "instances"));
@@ -262,12 +274,11 @@ async fn update_group<C: ConnectionTrait>(
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await
         .map_err(|e| conflict_on_unique("instance active key taken", e))?;
-    if result.rows_affected() == group.len() as u64 {
+    if result.rows_affected() == rows.len() as u64 {
         return Ok(());
     }
     Err(Failure::Versions(
-        group
-            .iter()
+        rows.iter()
             .map(|(record, expected)| (record.id.clone(), *expected))
             .collect(),
     ))
@@ -306,8 +317,9 @@ pub(super) async fn version_conflict<C: ConnectionTrait>(
 
 async fn delete_timers<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<(), StoreError> {
     for chunk in ids.chunks(INSERT_CHUNK) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         timer::Entity::delete_many()
-            .filter(timer::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .filter(timer::Column::Id.is_in(padded(&chunk)))
             .exec(db)
             .await?;
     }
@@ -315,7 +327,7 @@ async fn delete_timers<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<(),
 }
 
 async fn insert_timers<C: ConnectionTrait>(db: &C, changes: &Changes) -> Result<(), StoreError> {
-    for chunk in changes.timers_new.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(&changes.timers_new) {
         let models = chunk.iter().map(|timer| {
             let mut model = crate::repo::timers::to_active_model(timer);
             if changes.partitions > 0 {
@@ -333,7 +345,7 @@ async fn insert_timers<C: ConnectionTrait>(db: &C, changes: &Changes) -> Result<
 }
 
 async fn insert_outbox<C: ConnectionTrait>(db: &C, changes: &Changes) -> Result<(), StoreError> {
-    for chunk in changes.outbox_new.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(&changes.outbox_new) {
         let models = chunk.iter().map(crate::repo::outbox::to_active_model);
         outbox::Entity::insert_many(models)
             .exec_without_returning(db)

@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 use crate::error::StoreError;
 use crate::migration::BRANCH_LEN;
 use crate::repo::instances::InstanceState;
-use crate::repo::{INSERT_CHUNK, placeholders};
+use crate::repo::{placeholders, sized_chunks};
 
 use super::{BranchCounts, DeliveryHour, HourStats, JourneyStats, SendCounts, StepCounts};
 
@@ -188,7 +188,7 @@ pub(crate) async fn upsert<C: ConnectionTrait>(
             .or_default() += n;
     }
     let rows: Vec<_> = rows.into_iter().collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for chunk in sized_chunks(&rows) {
         let mut sql = String::from(
             "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, n) VALUES ",
         );
