@@ -16,12 +16,14 @@
 #   bench/soak.sh --max                  # instead: the maxima, one short unpaced run each
 #
 # Options: --minutes N (30), --quick (= --minutes 3), --forwarding-rate EVENTS_PER_S,
-# --abandonment-rate CHECKOUTS_PER_S, --csv PATH (default bench/soak/soak-<date>.csv), --max.
+# --abandonment-rate CHECKOUTS_PER_S, --retention-days N (0), --csv PATH (default
+# bench/soak/soak-<date>.csv), --max.
 #
-# The node keeps its store as bounded as its settings allow: dedupe window 120 s (purged by the
-# minutely housekeeping) and finished-instance retention 1 day, the smallest there is: finished
-# instances and delivered sends are not purged within a run, so the database grows by the rows
-# of every forwarded event and every session; the CSV's db_mb column shows by how much.
+# The node keeps its store bounded, as a deployment does once its retention has passed: dedupe
+# window 120 s and finished-instance retention 0 days (finished instances and delivered sends go
+# at the next run of the minutely housekeeping), so a run measures the steady state.
+# `--retention-days 1` keeps them a day instead: the database then grows by the rows of every
+# forwarded event and every session for the whole run (the CSV's db_mb column).
 #
 # Needs MariaDB/MySQL at $MYSQL (default mysql://root@127.0.0.1:3306), which it leaves running;
 # it creates database soak_<pid>_<time> and drops it at the end, and kills only what it started.
@@ -33,11 +35,13 @@ minutes=30
 # and BENCHMARKS.md, "Soak (issue 15)", for the maxima and why not half of each alone.
 forwarding_rate="${FORWARDING_RATE:-1000}"
 abandonment_rate="${ABANDONMENT_RATE:-500}"
+retention_days=0
 csv=""
 measure_max=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) minutes="$2"; shift 2 ;;
+        --retention-days) retention_days="$2"; shift 2 ;;
         --quick) minutes=3; shift ;;
         --forwarding-rate) forwarding_rate="$2"; shift 2 ;;
         --abandonment-rate) abandonment_rate="$2"; shift 2 ;;
@@ -93,7 +97,7 @@ start_node() {
     RUST_LOG=warn "$bin/journeys" serve --roles control-plane,data-plane,scheduler,delivery \
         --database-url "$mysql_url/$run" --node-id soak \
         --grpc-addr "$grpc" --http-addr "$http" --destination-allow 127.0.0.1 \
-        --allow-short-durations --dedupe-window-secs 120 --instance-retention-days 1 \
+        --allow-short-durations --dedupe-window-secs 120 --instance-retention-days "$retention_days" \
         >"$work/node.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")

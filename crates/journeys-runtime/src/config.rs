@@ -253,8 +253,8 @@ pub struct Config {
     /// Days an instance lives at most: housekeeping ends it (exited) afterwards.
     #[serde(default = "limits::default_max_instance_lifetime_days")]
     pub max_instance_lifetime_days: u64,
-    /// Days a finished instance (with its timeline) is kept before housekeeping purges it;
-    /// journey statistics are counters and survive the purge.
+    /// Days a finished instance (with its timeline) is kept before housekeeping purges it (0:
+    /// until the next housekeeping run); journey statistics are counters and survive the purge.
     #[serde(default = "limits::default_instance_retention_days")]
     pub instance_retention_days: u64,
 }

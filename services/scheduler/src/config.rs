@@ -148,6 +148,9 @@ mod tests {
             config.housekeeping.instance_retention,
             Duration::from_secs(7 * 86_400)
         );
+        process.instance_retention_days = 0;
+        let config = SchedulerConfig::from_config(&process);
+        assert_eq!(config.housekeeping.instance_retention, Duration::ZERO);
     }
 
     #[test]

@@ -173,8 +173,8 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "DAYS")]
     pub max_instance_lifetime_days: Option<u64>,
 
-    /// Days a finished instance is kept before housekeeping deletes it with its timeline
-    /// [env: JOURNEYS_INSTANCE_RETENTION_DAYS]
+    /// Days a finished instance is kept before housekeeping deletes it with its timeline (0:
+    /// at the next housekeeping run) [env: JOURNEYS_INSTANCE_RETENTION_DAYS]
     #[arg(long, value_name = "DAYS")]
     pub instance_retention_days: Option<u64>,
 }

@@ -171,10 +171,11 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
         1,
         MAX_DAYS,
     )?;
+    // 0 keeps nothing: finished instances and delivered sends go at the next housekeeping run.
     in_range(
         "instance_retention_days",
         c.instance_retention_days,
-        1,
+        0,
         MAX_DAYS,
     )?;
     let lifetime_secs = c.max_instance_lifetime_days * DAY_SECS;
@@ -330,8 +331,8 @@ mod tests {
             "retry_budget_secs: 0 is out of range (1 to 2592000)"
         );
         assert_eq!(
-            refused(|c| c.instance_retention_days = 0),
-            "instance_retention_days: 0 is out of range (1 to 3650)"
+            refused(|c| c.instance_retention_days = 3651),
+            "instance_retention_days: 3651 is out of range (0 to 3650)"
         );
         assert_eq!(
             refused(|c| c.min_delay_secs = 0),
@@ -340,6 +341,10 @@ mod tests {
         // Zero events per second is "no limit", as documented.
         let mut config = Config::defaults_for(Service::Dev);
         config.max_events_per_profile_per_sec = 0;
+        assert!(check(&config).is_ok());
+        // Zero days of retention keeps finished instances until the next housekeeping run.
+        let mut config = Config::defaults_for(Service::Dev);
+        config.instance_retention_days = 0;
         assert!(check(&config).is_ok());
     }
 
