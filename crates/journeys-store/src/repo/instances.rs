@@ -33,7 +33,7 @@ use crate::entity::instance::{self, Column};
 use crate::entity::timeline;
 use crate::error::StoreError;
 use crate::page::{self, Page};
-use crate::repo::{micros, sized_chunks};
+use crate::repo::{begin_claim, finish, micros, pace_purge, sized_chunks};
 
 const ENTITY: &str = "instance";
 
@@ -636,6 +636,7 @@ pub(crate) async fn purge_unstored(
     let ended_before = micros(ended_before);
     let mut purged = 0;
     loop {
+        let started = std::time::Instant::now();
         let ids = timeline::Entity::find()
             .select_only()
             .column(timeline::Column::InstanceId)
@@ -648,13 +649,18 @@ pub(crate) async fn purge_unstored(
         if ids.is_empty() {
             return Ok(purged);
         }
-        timeline::Entity::delete_many()
+        let txn = begin_claim(db).await?;
+        let result = timeline::Entity::delete_many()
             .filter(timeline::Column::InstanceId.is_in(ids.iter().map(String::as_str)))
-            .exec(db)
-            .await?;
+            .exec(&txn)
+            .await
+            .map(drop)
+            .map_err(StoreError::from);
+        finish(txn, result).await?;
         purged += ids.len() as u64;
         if (ids.len() as u64) < CHUNK {
             return Ok(purged);
         }
+        pace_purge(started).await;
     }
 }

@@ -26,7 +26,7 @@ use crate::error::StoreError;
 use crate::page::{self, Page};
 use crate::repo::batches::upsert_counters;
 use crate::repo::partitions::{db_now, micros_of};
-use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, begin_claim, finish, micros};
+use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, begin_claim, finish, micros, pace_purge};
 
 const ENTITY: &str = "outbox row";
 
@@ -624,6 +624,7 @@ impl<'a> Outbox<'a> {
         let before = micros(before);
         let mut purged = 0;
         loop {
+            let started = std::time::Instant::now();
             let ids = Entity::find()
                 .select_only()
                 .column(Column::Id)
@@ -636,15 +637,19 @@ impl<'a> Outbox<'a> {
             if ids.is_empty() {
                 return Ok(purged);
             }
-            let deleted = Entity::delete_many()
+            let txn = begin_claim(self.db).await?;
+            let result = Entity::delete_many()
                 .filter(Column::Id.is_in(ids.iter().map(String::as_str)))
                 .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
-                .exec(self.db)
-                .await?;
-            purged += deleted.rows_affected;
+                .exec(&txn)
+                .await
+                .map(|deleted| deleted.rows_affected)
+                .map_err(StoreError::from);
+            purged += finish(txn, result).await?;
             if (ids.len() as u64) < CHUNK {
                 return Ok(purged);
             }
+            pace_purge(started).await;
         }
     }
 

@@ -25,7 +25,7 @@ use crate::repo::outbox::OutboxRecord;
 use crate::repo::partitions::Held;
 use crate::repo::profiles::into_object;
 use crate::repo::timers::TimerRecord;
-use crate::repo::{INSERT_CHUNK, finish, micros, rollback};
+use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros, pace_purge, rollback};
 
 /// Rows deleted per statement (and per transaction) by the purge jobs: big enough to be cheap,
 /// small enough that no lock is held for long.
@@ -629,6 +629,7 @@ impl<'a> Batches<'a> {
         let before = micros(before);
         let mut purged = 0;
         loop {
+            let started = std::time::Instant::now();
             let ids = dedupe::Entity::find()
                 .select_only()
                 .column(dedupe::Column::MessageId)
@@ -640,15 +641,21 @@ impl<'a> Batches<'a> {
             if ids.is_empty() {
                 return Ok(purged);
             }
-            purged += dedupe::Entity::delete_many()
+            // READ COMMITTED on MySQL, as every purge: no gap locks, so the batches inserting
+            // next to the purged rows neither wait for it nor deadlock with it.
+            let txn = begin_claim(self.db).await?;
+            let result = dedupe::Entity::delete_many()
                 .filter(dedupe::Column::MessageId.is_in(ids.iter().map(String::as_str)))
                 .filter(dedupe::Column::SeenAt.lt(before))
-                .exec(self.db)
-                .await?
-                .rows_affected;
+                .exec(&txn)
+                .await
+                .map(|deleted| deleted.rows_affected)
+                .map_err(StoreError::from);
+            purged += finish(txn, result).await?;
             if ids.len() < PURGE_CHUNK {
                 return Ok(purged);
             }
+            pace_purge(started).await;
         }
     }
 
@@ -670,6 +677,7 @@ impl<'a> Batches<'a> {
         ];
         let mut purged = crate::repo::instances::purge_unstored(self.db, ended_before).await?;
         loop {
+            let started = std::time::Instant::now();
             let ids = instance::Entity::find()
                 .select_only()
                 .column(instance::Column::Id)
@@ -682,7 +690,7 @@ impl<'a> Batches<'a> {
             if ids.is_empty() {
                 return Ok(purged);
             }
-            let txn = self.db.begin().await?;
+            let txn = begin_claim(self.db).await?;
             let result = async {
                 let ids = || ids.iter().map(String::as_str);
                 timeline::Entity::delete_many()
@@ -705,6 +713,7 @@ impl<'a> Batches<'a> {
             if ids.len() < PURGE_CHUNK {
                 return Ok(purged);
             }
+            pace_purge(started).await;
         }
     }
 
