@@ -94,7 +94,7 @@ start_node() {
     created=true
     grpc="127.0.0.1:$(port)"
     http="127.0.0.1:$(port)"
-    RUST_LOG=warn "$bin/journeys" serve --roles control-plane,data-plane,scheduler,delivery \
+    RUST_LOG="${SOAK_LOG:-warn,journeys_scheduler::housekeeping=info}" "$bin/journeys" serve --roles control-plane,data-plane,scheduler,delivery \
         --database-url "$mysql_url/$run" --node-id soak \
         --grpc-addr "$grpc" --http-addr "$http" --destination-allow 127.0.0.1 \
         --allow-short-durations --dedupe-window-secs 120 --instance-retention-days "$retention_days" \

@@ -20,7 +20,7 @@ use chrono::{TimeDelta, Utc};
 use common::{checkout, engine, forwarding, instances};
 use journeys_core::machine::instance_id;
 use journeys_engine::{Ack, AckStatus};
-use journeys_store::{InstanceFilter, InstanceState, StepCounts};
+use journeys_store::{InstanceFilter, InstanceState, PurgePace, StepCounts};
 use journeys_testkit::journeys::publish;
 use journeys_testkit::{each_backend, identify, track};
 use serde_json::json;
@@ -124,7 +124,7 @@ async fn a_forwarded_event_is_one_timeline_row_and_no_instance_row() {
         let now = Utc::now();
         assert_eq!(
             batches
-                .purge_finished_instances(now - TimeDelta::days(1))
+                .purge_finished_instances(now - TimeDelta::days(1), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             0,
@@ -133,7 +133,7 @@ async fn a_forwarded_event_is_one_timeline_row_and_no_instance_row() {
         assert!(db.instances().get(&id).await.is_ok(), "{b}");
         assert_eq!(
             batches
-                .purge_finished_instances(now + TimeDelta::days(1))
+                .purge_finished_instances(now + TimeDelta::days(1), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             1,
@@ -216,7 +216,7 @@ async fn journey_stats_survive_a_purge_of_finished_instances() {
         assert_eq!(bought, 2, "{b}: {before:?}");
         assert_eq!(
             db.batches()
-                .purge_finished_instances(Utc::now() + TimeDelta::days(1))
+                .purge_finished_instances(Utc::now() + TimeDelta::days(1), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             3,

@@ -29,9 +29,10 @@ pub use repo::{
     InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
     JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox, OutboxMark,
     OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion, ProfileMerge,
-    ProfileRecord, ProfileState, Profiles, RefusalRecord, SendCounts, SendOf, SourceRecord,
-    Sources, StatsRange, StepCounts, TimelineEntry, TimelineRecord, TimerRecord, TimerStats,
-    Timers, Tombstone, TransitionEntry, Watermarks, WebhookSettings, hash_write_key, hour_start,
+    ProfileRecord, ProfileState, Profiles, PurgePace, RefusalRecord, SendCounts, SendOf,
+    SourceRecord, Sources, StatsRange, StepCounts, TimelineEntry, TimelineRecord, TimerRecord,
+    TimerStats, Timers, Tombstone, TransitionEntry, Watermarks, WebhookSettings, hash_write_key,
+    hour_start,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, MIGRATE_LOCK_TIMEOUT, Store};

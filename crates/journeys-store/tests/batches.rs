@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use journeys_store::{
     BranchCounts, Changes, CounterKey, CounterKind, InstanceRecord, InstanceState, JourneyRecord,
-    JourneyState, OutboxMark, OutboxRecord, OutboxStatus, SendCounts, StatsRange, StepCounts,
-    StoreError, TimelineEntry, TimerRecord, hour_start,
+    JourneyState, OutboxMark, OutboxRecord, OutboxStatus, PurgePace, SendCounts, StatsRange,
+    StepCounts, StoreError, TimelineEntry, TimerRecord, hour_start,
 };
 use journeys_testkit::each_backend;
 
@@ -510,6 +510,52 @@ async fn a_dedupe_key_past_the_window_is_replaced_not_a_conflict() {
 }
 
 #[tokio::test]
+async fn a_paced_purge_deletes_everything_due_in_small_chunks_and_nothing_newer() {
+    each_backend(async |db| {
+        let b = db.backend();
+        let t = now();
+        let old: Vec<(String, DateTime<Utc>)> = (0..7)
+            .map(|i| (format!("old-{i}"), t - Duration::hours(30)))
+            .collect();
+        let fresh = vec![("fresh".to_owned(), t)];
+        let changes = Changes {
+            dedupe: old.into_iter().chain(fresh).collect(),
+            ..Changes::default()
+        };
+        db.batches().commit(&changes).await.unwrap();
+        // 7 due keys in chunks of 2 (the last chunk holds one): every one goes, in four
+        // transactions with a rest after each but the last.
+        let pace = PurgePace { chunk: 2, rest: 1 };
+        let purged = db
+            .batches()
+            .purge_dedupe(t - Duration::hours(24), pace)
+            .await
+            .unwrap();
+        assert_eq!(purged, 7, "{b}");
+        let ids: Vec<String> = (0..7)
+            .map(|i| format!("old-{i}"))
+            .chain(["fresh".to_owned()])
+            .collect();
+        let left = db
+            .batches()
+            .seen_message_ids(&ids, t - Duration::days(3))
+            .await
+            .unwrap();
+        assert_eq!(left.into_iter().collect::<Vec<_>>(), ["fresh"], "{b}");
+        // A chunk exactly as long as what is left ends with one more (empty) look.
+        assert_eq!(
+            db.batches()
+                .purge_dedupe(t + Duration::hours(1), PurgePace { chunk: 1, rest: 0 })
+                .await
+                .unwrap(),
+            1,
+            "{b}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn dedupe_and_enter_once_conflict() {
     each_backend(async |db| {
         let b = db.backend();
@@ -563,7 +609,7 @@ async fn dedupe_and_enter_once_conflict() {
 
         assert_eq!(
             db.batches()
-                .purge_dedupe(t - Duration::hours(24))
+                .purge_dedupe(t - Duration::hours(24), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             2,
@@ -571,7 +617,7 @@ async fn dedupe_and_enter_once_conflict() {
         );
         assert_eq!(
             db.batches()
-                .purge_dedupe(t - Duration::hours(24))
+                .purge_dedupe(t - Duration::hours(24), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             0,
@@ -737,7 +783,7 @@ async fn journey_instance_queries_and_purge() {
 
         let purged = db
             .batches()
-            .purge_finished_instances(t - Duration::days(90))
+            .purge_finished_instances(t - Duration::days(90), PurgePace::UNPACED)
             .await
             .unwrap();
         assert_eq!(purged, 1, "{b}");
@@ -1003,7 +1049,7 @@ async fn journey_stats_count_steps_sends_and_branches() {
         // counters stay, and the waiting instance is still active.
         let purged = db
             .batches()
-            .purge_finished_instances(t + Duration::days(1))
+            .purge_finished_instances(t + Duration::days(1), PurgePace::UNPACED)
             .await
             .unwrap();
         assert_eq!(purged, 2, "{b}");

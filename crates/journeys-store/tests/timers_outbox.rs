@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 
 use journeys_store::{
-    Backend, Changes, OutboxRecord, OutboxStatus, Store, StoreError, TimerRecord,
+    Backend, Changes, OutboxRecord, OutboxStatus, PurgePace, Store, StoreError, TimerRecord,
 };
 use journeys_testkit::each_backend;
 
@@ -651,11 +651,15 @@ async fn delivered_sends_are_purged_past_retention_with_the_stats_unchanged() {
         assert_eq!(counts(&stats), [(1, 1, 1)], "{b}");
 
         // Not yet past the boundary: nothing goes.
-        assert_eq!(db.outbox().purge_sent(t).await.unwrap(), 0, "{b}");
+        assert_eq!(
+            db.outbox().purge_sent(t, PurgePace::UNPACED).await.unwrap(),
+            0,
+            "{b}"
+        );
         // Past it: the delivered row only; the dead letter and the pending send stay.
         assert_eq!(
             db.outbox()
-                .purge_sent(t + Duration::seconds(1))
+                .purge_sent(t + Duration::seconds(1), PurgePace::UNPACED)
                 .await
                 .unwrap(),
             1,

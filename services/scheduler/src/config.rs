@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use journeys_runtime::config::Config;
+use journeys_store::PurgePace;
 
 /// Finished instances are kept this long before housekeeping purges them (SPEC §7).
 pub const DEFAULT_INSTANCE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
-/// Every housekeeping job runs at second 0 of every minute (`sec min hour dom month dow`).
+/// Housekeeping runs at second 0 of every minute (`sec min hour dom month dow`), its jobs one
+/// after another.
 pub const DEFAULT_HOUSEKEEPING_SCHEDULE: &str = "0 * * * * *";
 
 /// Settings of a [`crate::Scheduler`]. [`Default`] gives the documented defaults.
@@ -100,6 +102,9 @@ pub struct HousekeepingConfig {
     /// Instances ended per store round trip by the max-lifetime job (each run goes on until
     /// none are left).
     pub batch: u32,
+    /// How the purges delete: rows per transaction and the rest after each (by default 250
+    /// rows, then a rest as long as the chunk took).
+    pub purge: PurgePace,
 }
 
 impl Default for HousekeepingConfig {
@@ -111,6 +116,7 @@ impl Default for HousekeepingConfig {
             ),
             instance_retention: DEFAULT_INSTANCE_RETENTION,
             batch: 500,
+            purge: PurgePace::default(),
         }
     }
 }

@@ -9,9 +9,14 @@
 //!   `expires_at` when an instance is created): each is ended through the engine, so the exit
 //!   is one committed transition with its timeline row and its timer removed, like any other.
 //!
+//! On each tick the jobs run one after another, never side by side: each purge deletes in
+//! small chunks with a rest after each ([`HousekeepingConfig::purge`]), so a minute's worth of
+//! finished rows goes without holding up the event path's commits (three purges at once, or
+//! large chunks back to back, made them wait for a second or more).
+//!
 //! Claims need no job of their own: a timer or outbox row whose lease ran out is claimable
 //! again by the next claim round. Every job is idempotent, so several scheduler replicas may
-//! run them on the same schedule; within one process a job that is still running when its next
+//! run them on the same schedule; within one process a run that is still going when the next
 //! tick comes skips that tick.
 
 use std::sync::Arc;
@@ -76,7 +81,10 @@ impl Housekeeping {
     /// Store errors.
     pub async fn purge_dedupe(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let before = before(now, self.config.dedupe_window);
-        self.store.batches().purge_dedupe(before).await
+        self.store
+            .batches()
+            .purge_dedupe(before, self.config.purge)
+            .await
     }
 
     /// Deletes instances that ended before `now` − retention, with their timelines; returns
@@ -88,7 +96,7 @@ impl Housekeeping {
         let ended_before = before(now, self.config.instance_retention);
         self.store
             .batches()
-            .purge_finished_instances(ended_before)
+            .purge_finished_instances(ended_before, self.config.purge)
             .await
     }
 
@@ -99,7 +107,10 @@ impl Housekeeping {
     /// Store errors.
     pub async fn purge_sent(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let due_before = before(now, self.config.instance_retention);
-        self.store.outbox().purge_sent(due_before).await
+        self.store
+            .outbox()
+            .purge_sent(due_before, self.config.purge)
+            .await
     }
 
     /// Ends every active instance whose maximum lifetime has passed at `now`; returns how many
@@ -164,9 +175,11 @@ impl Housekeeping {
     }
 
     async fn logged_purge_dedupe(&self, now: DateTime<Utc>) -> u64 {
+        let started = std::time::Instant::now();
         match self.purge_dedupe(now).await {
             Ok(purged) => {
-                tracing::info!(job = "purge_dedupe", purged, window = ?self.config.dedupe_window, "housekeeping: purged expired dedupe keys");
+                let elapsed_ms = started.elapsed().as_millis();
+                tracing::info!(job = "purge_dedupe", purged, elapsed_ms, window = ?self.config.dedupe_window, "housekeeping: purged expired dedupe keys");
                 purged
             }
             Err(error) => {
@@ -177,9 +190,11 @@ impl Housekeeping {
     }
 
     async fn logged_purge_finished(&self, now: DateTime<Utc>) -> u64 {
+        let started = std::time::Instant::now();
         match self.purge_finished_instances(now).await {
             Ok(purged) => {
-                tracing::info!(job = "purge_finished_instances", purged, retention = ?self.config.instance_retention, "housekeeping: purged finished instances past retention");
+                let elapsed_ms = started.elapsed().as_millis();
+                tracing::info!(job = "purge_finished_instances", purged, elapsed_ms, retention = ?self.config.instance_retention, "housekeeping: purged finished instances past retention");
                 purged
             }
             Err(error) => {
@@ -190,9 +205,11 @@ impl Housekeeping {
     }
 
     async fn logged_purge_sent(&self, now: DateTime<Utc>) -> u64 {
+        let started = std::time::Instant::now();
         match self.purge_sent(now).await {
             Ok(purged) => {
-                tracing::info!(job = "purge_sent", purged, retention = ?self.config.instance_retention, "housekeeping: purged delivered sends past retention");
+                let elapsed_ms = started.elapsed().as_millis();
+                tracing::info!(job = "purge_sent", purged, elapsed_ms, retention = ?self.config.instance_retention, "housekeeping: purged delivered sends past retention");
                 purged
             }
             Err(error) => {
@@ -203,11 +220,14 @@ impl Housekeeping {
     }
 
     async fn logged_expire(&self, now: DateTime<Utc>) -> u64 {
+        let started = std::time::Instant::now();
         match self.expire_instances(now).await {
             Ok(expired) => {
+                let elapsed_ms = started.elapsed().as_millis();
                 tracing::info!(
                     job = "expire_instances",
                     expired,
+                    elapsed_ms,
                     "housekeeping: ended instances past their maximum lifetime"
                 );
                 expired
@@ -237,40 +257,14 @@ pub(crate) struct CronJobs {
 }
 
 impl CronJobs {
-    /// Registers every job on `schedule` and starts ticking.
+    /// Runs every job, one after another, on `schedule` and starts ticking.
     pub(crate) async fn start(
         housekeeping: Housekeeping,
         schedule: &str,
     ) -> Result<Self, JobSchedulerError> {
         let scheduler = JobScheduler::new().await?;
-        let housekeeping = Arc::new(housekeeping);
         scheduler
-            .add(job(schedule, &housekeeping, |h, now| {
-                Box::pin(async move {
-                    h.logged_purge_dedupe(now).await;
-                })
-            })?)
-            .await?;
-        scheduler
-            .add(job(schedule, &housekeeping, |h, now| {
-                Box::pin(async move {
-                    h.logged_purge_finished(now).await;
-                })
-            })?)
-            .await?;
-        scheduler
-            .add(job(schedule, &housekeeping, |h, now| {
-                Box::pin(async move {
-                    h.logged_purge_sent(now).await;
-                })
-            })?)
-            .await?;
-        scheduler
-            .add(job(schedule, &housekeeping, |h, now| {
-                Box::pin(async move {
-                    h.logged_expire(now).await;
-                })
-            })?)
+            .add(job(schedule, Arc::new(housekeeping))?)
             .await?;
         scheduler.start().await?;
         tracing::info!(schedule, "housekeeping jobs scheduled");
@@ -285,25 +279,19 @@ impl CronJobs {
     }
 }
 
-type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// A cron job running `run`, skipping a tick while the previous run is still going.
-fn job(
-    schedule: &str,
-    housekeeping: &Arc<Housekeeping>,
-    run: fn(Arc<Housekeeping>, DateTime<Utc>) -> JobFuture,
-) -> Result<Job, JobSchedulerError> {
-    let housekeeping = Arc::clone(housekeeping);
+/// A cron job running every housekeeping job in turn, skipping a tick while the previous run
+/// is still going.
+fn job(schedule: &str, housekeeping: Arc<Housekeeping>) -> Result<Job, JobSchedulerError> {
     let running = Arc::new(Mutex::new(()));
     Job::new_async(schedule, move |_id, _scheduler| {
         let housekeeping = Arc::clone(&housekeeping);
         let running = Arc::clone(&running);
         Box::pin(async move {
             let Ok(_guard) = running.try_lock() else {
-                tracing::debug!("housekeeping job still running; skipping this tick");
+                tracing::debug!("housekeeping still running; skipping this tick");
                 return;
             };
-            run(housekeeping, Utc::now()).await;
+            housekeeping.run_all(Utc::now()).await;
         })
     })
 }

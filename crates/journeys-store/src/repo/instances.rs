@@ -33,7 +33,7 @@ use crate::entity::instance::{self, Column};
 use crate::entity::timeline;
 use crate::error::StoreError;
 use crate::page::{self, Page};
-use crate::repo::{begin_claim, finish, micros, pace_purge, sized_chunks};
+use crate::repo::{PurgePace, begin_claim, finish, micros, sized_chunks};
 
 const ENTITY: &str = "instance";
 
@@ -626,13 +626,13 @@ pub(crate) async fn insert_timeline<C: ConnectionTrait>(
 }
 
 /// Deletes the timelines of instances never stored whose stand-in row is older than
-/// `ended_before` (the retention purge of finished instances), in small transactions; returns
-/// how many instances.
+/// `ended_before` (the retention purge of finished instances), in small transactions at
+/// `pace`; returns how many instances.
 pub(crate) async fn purge_unstored(
     db: &DatabaseConnection,
     ended_before: DateTime<Utc>,
+    pace: PurgePace,
 ) -> Result<u64, StoreError> {
-    const CHUNK: u64 = 1000;
     let ended_before = micros(ended_before);
     let mut purged = 0;
     loop {
@@ -642,7 +642,7 @@ pub(crate) async fn purge_unstored(
             .column(timeline::Column::InstanceId)
             .filter(timeline::Column::At.lt(ended_before))
             .filter(timeline::Column::JourneyId.is_not_null())
-            .limit(CHUNK)
+            .limit(pace.limit())
             .into_tuple::<String>()
             .all(db)
             .await?;
@@ -658,9 +658,9 @@ pub(crate) async fn purge_unstored(
             .map_err(StoreError::from);
         finish(txn, result).await?;
         purged += ids.len() as u64;
-        if (ids.len() as u64) < CHUNK {
+        if pace.last(ids.len()) {
             return Ok(purged);
         }
-        pace_purge(started).await;
+        pace.rest_after(started).await;
     }
 }

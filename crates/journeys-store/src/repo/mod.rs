@@ -89,12 +89,51 @@ pub(crate) fn padded<'a>(ids: &[&'a str]) -> Vec<&'a str> {
     list
 }
 
-/// Waits, after a chunk of a purge that started at `started`, as long as the chunk took: a
-/// purge then takes at most half of the store's time, and the event path keeps the rest while
-/// a minute's worth of finished rows goes (back to back, the deletes held every commit up for
-/// seconds).
-pub(crate) async fn pace_purge(started: std::time::Instant) {
-    tokio::time::sleep(started.elapsed()).await;
+/// How a purge deletes: at most `chunk` rows (instances, outbox rows, dedupe keys) per
+/// transaction, and after each chunk a rest of `rest` times as long as the chunk took. Resting
+/// as long as the chunk took (`rest` 1) leaves the store to the event path at least half of the
+/// time while a minute's worth of finished rows goes; back to back (`rest` 0), large deletes held
+/// every commit up. The caller (housekeeping) picks the pace; tests purge unpaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePace {
+    /// Rows per delete transaction (at least 1).
+    pub chunk: usize,
+    /// Rest after each chunk, as a multiple of the chunk's own duration.
+    pub rest: u32,
+}
+
+impl PurgePace {
+    /// Chunks of 1,000, back to back: for tests and one-off runs on an idle store.
+    pub const UNPACED: Self = Self {
+        chunk: 1000,
+        rest: 0,
+    };
+
+    pub(crate) fn limit(self) -> u64 {
+        self.chunk.max(1) as u64
+    }
+
+    /// Whether a chunk that found `found` rows was the last.
+    pub(crate) fn last(self, found: usize) -> bool {
+        (found as u64) < self.limit()
+    }
+
+    /// Rests after a chunk that started at `started`.
+    pub(crate) async fn rest_after(self, started: std::time::Instant) {
+        if self.rest > 0 {
+            tokio::time::sleep(started.elapsed() * self.rest).await;
+        }
+    }
+}
+
+impl Default for PurgePace {
+    /// Chunks of 250 rows, each followed by a rest as long as it took.
+    fn default() -> Self {
+        Self {
+            chunk: 250,
+            rest: 1,
+        }
+    }
 }
 
 /// Timestamps are stored with microsecond precision (MySQL `DATETIME(6)`); truncating before

@@ -26,7 +26,7 @@ use crate::error::StoreError;
 use crate::page::{self, Page};
 use crate::repo::batches::upsert_counters;
 use crate::repo::partitions::{db_now, micros_of};
-use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, begin_claim, finish, micros, pace_purge};
+use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, PurgePace, begin_claim, finish, micros};
 
 const ENTITY: &str = "outbox row";
 
@@ -614,13 +614,16 @@ impl<'a> Outbox<'a> {
     }
 
     /// Deletes delivered rows last due before `before` (their delivery came after), in chunks
-    /// of 1,000, each its own statement; returns how many. Dead letters and pending rows stay.
+    /// at `pace`, each its own statement; returns how many. Dead letters and pending rows stay.
     /// The journey and destination statistics are counters and do not change.
     ///
     /// # Errors
     /// Database errors; rows deleted before the error stay deleted.
-    pub async fn purge_sent(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        const CHUNK: u64 = 1000;
+    pub async fn purge_sent(
+        &self,
+        before: DateTime<Utc>,
+        pace: PurgePace,
+    ) -> Result<u64, StoreError> {
         let before = micros(before);
         let mut purged = 0;
         loop {
@@ -630,7 +633,7 @@ impl<'a> Outbox<'a> {
                 .column(Column::Id)
                 .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
                 .filter(Column::NextAttemptAt.lt(before))
-                .limit(CHUNK)
+                .limit(pace.limit())
                 .into_tuple::<String>()
                 .all(self.db)
                 .await?;
@@ -646,10 +649,10 @@ impl<'a> Outbox<'a> {
                 .map(|deleted| deleted.rows_affected)
                 .map_err(StoreError::from);
             purged += finish(txn, result).await?;
-            if (ids.len() as u64) < CHUNK {
+            if pace.last(ids.len()) {
                 return Ok(purged);
             }
-            pace_purge(started).await;
+            pace.rest_after(started).await;
         }
     }
 

@@ -25,11 +25,7 @@ use crate::repo::outbox::OutboxRecord;
 use crate::repo::partitions::Held;
 use crate::repo::profiles::into_object;
 use crate::repo::timers::TimerRecord;
-use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros, pace_purge, rollback};
-
-/// Rows deleted per statement (and per transaction) by the purge jobs: big enough to be cheap,
-/// small enough that no lock is held for long.
-const PURGE_CHUNK: usize = 1000;
+use crate::repo::{INSERT_CHUNK, PurgePace, begin_claim, finish, micros, rollback};
 
 /// Everything one micro-batch (or one timer firing) changes, committed by [`Batches::commit`]
 /// in one transaction with multi-row statements.
@@ -621,11 +617,16 @@ impl<'a> Batches<'a> {
         stats::destination_stats(self.db, destination_id, range).await
     }
 
-    /// Deletes dedupe keys seen before `before`, in small transactions; returns how many.
+    /// Deletes dedupe keys seen before `before`, in small transactions at `pace`; returns how
+    /// many.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn purge_dedupe(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn purge_dedupe(
+        &self,
+        before: DateTime<Utc>,
+        pace: PurgePace,
+    ) -> Result<u64, StoreError> {
         let before = micros(before);
         let mut purged = 0;
         loop {
@@ -634,7 +635,7 @@ impl<'a> Batches<'a> {
                 .select_only()
                 .column(dedupe::Column::MessageId)
                 .filter(dedupe::Column::SeenAt.lt(before))
-                .limit(PURGE_CHUNK as u64)
+                .limit(pace.limit())
                 .into_tuple::<String>()
                 .all(self.db)
                 .await?;
@@ -652,22 +653,24 @@ impl<'a> Batches<'a> {
                 .map(|deleted| deleted.rows_affected)
                 .map_err(StoreError::from);
             purged += finish(txn, result).await?;
-            if ids.len() < PURGE_CHUNK {
+            if pace.last(ids.len()) {
                 return Ok(purged);
             }
-            pace_purge(started).await;
+            pace.rest_after(started).await;
         }
     }
 
     /// Deletes finished (completed, exited or failed) instances that ended before
     /// `ended_before`, with their timeline and any leftover timers, one small transaction per
-    /// chunk; returns how many instances. Outbox rows stay (dead letters remain visible).
+    /// chunk, at `pace`; returns how many instances. Outbox rows stay (dead letters remain
+    /// visible).
     ///
     /// # Errors
     /// Database errors.
     pub async fn purge_finished_instances(
         &self,
         ended_before: DateTime<Utc>,
+        pace: PurgePace,
     ) -> Result<u64, StoreError> {
         let ended_before = micros(ended_before);
         let finished = [
@@ -675,7 +678,8 @@ impl<'a> Batches<'a> {
             InstanceState::Exited.as_str(),
             InstanceState::Failed.as_str(),
         ];
-        let mut purged = crate::repo::instances::purge_unstored(self.db, ended_before).await?;
+        let mut purged =
+            crate::repo::instances::purge_unstored(self.db, ended_before, pace).await?;
         loop {
             let started = std::time::Instant::now();
             let ids = instance::Entity::find()
@@ -683,7 +687,7 @@ impl<'a> Batches<'a> {
                 .column(instance::Column::Id)
                 .filter(instance::Column::State.is_in(finished))
                 .filter(instance::Column::EndedAt.lt(ended_before))
-                .limit(PURGE_CHUNK as u64)
+                .limit(pace.limit())
                 .into_tuple::<String>()
                 .all(self.db)
                 .await?;
@@ -710,10 +714,10 @@ impl<'a> Batches<'a> {
             }
             .await;
             purged += finish(txn, result).await?;
-            if ids.len() < PURGE_CHUNK {
+            if pace.last(ids.len()) {
                 return Ok(purged);
             }
-            pace_purge(started).await;
+            pace.rest_after(started).await;
         }
     }
 
