@@ -678,8 +678,7 @@ impl<'a> Batches<'a> {
             InstanceState::Exited.as_str(),
             InstanceState::Failed.as_str(),
         ];
-        let mut purged =
-            crate::repo::instances::purge_unstored(self.db, ended_before, pace).await?;
+        let mut purged = 0;
         loop {
             let started = std::time::Instant::now();
             let ids = instance::Entity::find()
@@ -692,7 +691,7 @@ impl<'a> Batches<'a> {
                 .all(self.db)
                 .await?;
             if ids.is_empty() {
-                return Ok(purged);
+                break;
             }
             let txn = begin_claim(self.db).await?;
             let result = async {
@@ -715,10 +714,14 @@ impl<'a> Batches<'a> {
             .await;
             purged += finish(txn, result).await?;
             if pace.last(ids.len()) {
-                return Ok(purged);
+                break;
             }
             pace.rest_after(started).await;
         }
+        // The never-stored instances' timelines last: that purge walks the timeline by time,
+        // and the rows of the stored instances purged above are then out of its way.
+        purged += crate::repo::instances::purge_unstored(self.db, ended_before, pace).await?;
+        Ok(purged)
     }
 
     /// Up to `limit` active instances whose `expires_at` is at or before `now`, earliest first
