@@ -71,47 +71,21 @@ impl TimerQueue {
         self.known.len()
     }
 
-    /// Removes and returns up to `max` timers that may fire now, earliest due first: delays due
-    /// at or before `now`, hold timeouts due at or before both `now` and `watermark`. They stay
+    /// Removes and returns every timer that may fire now, earliest due first: delays due at or
+    /// before `now`, hold timeouts due at or before both `now` and `watermark`. They stay
     /// known until [`TimerQueue::finish`] or [`TimerQueue::requeue`].
     pub(crate) fn take_ready(
         &mut self,
         now: DateTime<Utc>,
         watermark: DateTime<Utc>,
-        max: usize,
     ) -> Vec<TimerRecord> {
-        let holds_until = now.min(watermark);
-        let mut ready = Vec::new();
-        while ready.len() < max {
-            let delay = self.delays.first_key_value().map(|(key, _)| key);
-            let delay = delay.filter(|(due, _)| *due <= now);
-            let hold = self.holds.first_key_value().map(|(key, _)| key);
-            let hold = hold.filter(|(due, _)| *due <= holds_until);
-            let from_delays = match (delay, hold) {
-                (Some(delay), Some(hold)) => delay <= hold,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let lane = if from_delays {
-                &mut self.delays
-            } else {
-                &mut self.holds
-            };
-            if let Some((_, timer)) = lane.pop_first() {
-                ready.push(timer);
-            }
+        let mut ready = take_due(&mut self.delays, now);
+        let holds = take_due(&mut self.holds, now.min(watermark));
+        if !holds.is_empty() {
+            ready.extend(holds);
+            ready.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
         }
         ready
-    }
-
-    /// Whether [`TimerQueue::take_ready`] at `now` and `watermark` would return anything.
-    pub(crate) fn has_ready(&self, now: DateTime<Utc>, watermark: DateTime<Utc>) -> bool {
-        let due = |lane: &BTreeMap<Key, TimerRecord>, until: DateTime<Utc>| {
-            lane.first_key_value()
-                .is_some_and(|((due, _), _)| *due <= until)
-        };
-        due(&self.delays, now) || due(&self.holds, now.min(watermark))
     }
 
     /// What to wait for after [`TimerQueue::take_ready`] at the same `now`.
@@ -142,6 +116,22 @@ impl TimerQueue {
 /// Whether the watermark gates this timer.
 pub(crate) fn is_hold_timeout(timer: &TimerRecord) -> bool {
     timer.kind == TimerKind::HoldTimeout.as_str()
+}
+
+/// Splits off and returns the entries due at or before `until`.
+fn take_due(lane: &mut BTreeMap<Key, TimerRecord>, until: DateTime<Utc>) -> Vec<TimerRecord> {
+    let Some(((first_due, _), _)) = lane.first_key_value() else {
+        return Vec::new();
+    };
+    if *first_due > until {
+        return Vec::new();
+    }
+    // Everything strictly after `until` stays: split at the smallest key with a later time.
+    let Some(after) = until.checked_add_signed(chrono::TimeDelta::nanoseconds(1)) else {
+        return std::mem::take(lane).into_values().collect();
+    };
+    let later = lane.split_off(&(after, String::new()));
+    std::mem::replace(lane, later).into_values().collect()
 }
 
 #[cfg(test)]
@@ -176,8 +166,8 @@ mod tests {
         q.insert(timer("c", at(3), TimerKind::Delay));
         q.insert(timer("a", at(1), TimerKind::Delay));
         q.insert(timer("b", at(2), TimerKind::Delay));
-        assert!(q.take_ready(at(0), at(0), usize::MAX).is_empty());
-        let fired = q.take_ready(at(2), at(0), usize::MAX);
+        assert!(q.take_ready(at(0), at(0)).is_empty());
+        let fired = q.take_ready(at(2), at(0));
         assert_eq!(ids(&fired), ["a", "b"]);
         q.finish(ids(&fired));
         assert_eq!(q.len(), 1);
@@ -197,7 +187,7 @@ mod tests {
         q.insert(timer("delay", at(1), TimerKind::Delay));
         // Due, but events received before the deadline may still be in flight.
         let lagging = at(1) - TimeDelta::milliseconds(1);
-        assert_eq!(ids(&q.take_ready(at(5), lagging, usize::MAX)), ["delay"]);
+        assert_eq!(ids(&q.take_ready(at(5), lagging)), ["delay"]);
         assert_eq!(
             q.next_wake(at(5)),
             NextWake {
@@ -206,41 +196,15 @@ mod tests {
             }
         );
         // The watermark reaching the deadline releases it.
-        assert_eq!(ids(&q.take_ready(at(5), at(1), usize::MAX)), ["hold"]);
+        assert_eq!(ids(&q.take_ready(at(5), at(1))), ["hold"]);
         assert!(q.next_wake(at(5)).at.is_none());
-    }
-
-    #[test]
-    fn at_most_max_are_taken_earliest_first_and_the_rest_stay_ready() {
-        let mut q = TimerQueue::default();
-        q.insert(timer("d3", at(3), TimerKind::Delay));
-        q.insert(timer("h1", at(1), TimerKind::HoldTimeout));
-        q.insert(timer("d2", at(2), TimerKind::Delay));
-        assert_eq!(ids(&q.take_ready(at(5), at(5), 2)), ["h1", "d2"]);
-        assert!(q.has_ready(at(5), at(5)));
-        assert_eq!(ids(&q.take_ready(at(5), at(5), 2)), ["d3"]);
-        assert!(q.take_ready(at(5), at(5), 2).is_empty());
-    }
-
-    #[test]
-    fn has_ready_agrees_with_take_ready() {
-        let mut q = TimerQueue::default();
-        assert!(!q.has_ready(at(5), at(5)));
-        q.insert(timer("hold", at(1), TimerKind::HoldTimeout));
-        assert!(!q.has_ready(at(0), at(5)), "not due yet");
-        assert!(!q.has_ready(at(5), at(0)), "held back by the watermark");
-        assert!(q.has_ready(at(5), at(1)));
-        q.insert(timer("delay", at(2), TimerKind::Delay));
-        assert!(q.has_ready(at(2), at(0)), "a delay ignores the watermark");
-        assert_eq!(ids(&q.take_ready(at(2), at(0), usize::MAX)), ["delay"]);
-        assert!(!q.has_ready(at(2), at(0)));
     }
 
     #[test]
     fn a_watermark_ahead_of_now_does_not_fire_early() {
         let mut q = TimerQueue::default();
         q.insert(timer("hold", at(10), TimerKind::HoldTimeout));
-        assert!(q.take_ready(at(5), at(20), usize::MAX).is_empty());
+        assert!(q.take_ready(at(5), at(20)).is_empty());
         assert_eq!(
             q.next_wake(at(5)),
             NextWake {
@@ -256,11 +220,11 @@ mod tests {
         assert!(q.insert(timer("a", at(1), TimerKind::Delay)));
         assert!(!q.insert(timer("a", at(1), TimerKind::Delay)));
         assert_eq!(q.len(), 1);
-        let firing = q.take_ready(at(1), at(1), usize::MAX);
+        let firing = q.take_ready(at(1), at(1));
         assert_eq!(ids(&firing), ["a"]);
         // Its lease ran out while the engine applied it, and it was claimed again.
         assert!(!q.insert(timer("a", at(1), TimerKind::Delay)));
-        assert!(q.take_ready(at(1), at(1), usize::MAX).is_empty());
+        assert!(q.take_ready(at(1), at(1)).is_empty());
         q.finish(["a"]);
         assert_eq!(q.len(), 0);
     }
@@ -269,12 +233,12 @@ mod tests {
     fn a_failed_timer_is_fired_again_after_requeueing() {
         let mut q = TimerQueue::default();
         q.insert(timer("a", at(1), TimerKind::HoldTimeout));
-        let firing = q.take_ready(at(1), at(1), usize::MAX);
+        let firing = q.take_ready(at(1), at(1));
         for timer in firing {
             q.requeue(timer);
         }
         assert_eq!(q.len(), 1);
-        assert_eq!(ids(&q.take_ready(at(1), at(1), usize::MAX)), ["a"]);
+        assert_eq!(ids(&q.take_ready(at(1), at(1))), ["a"]);
     }
 
     #[test]
@@ -284,10 +248,7 @@ mod tests {
         q.insert(timer("h1", at(1), TimerKind::HoldTimeout));
         q.insert(timer("h3", at(3), TimerKind::HoldTimeout));
         q.insert(timer("d4", at(4), TimerKind::Delay));
-        assert_eq!(
-            ids(&q.take_ready(at(3), at(3), usize::MAX)),
-            ["h1", "d2", "h3"]
-        );
+        assert_eq!(ids(&q.take_ready(at(3), at(3))), ["h1", "d2", "h3"]);
         assert_eq!(ids(&q.drain()), ["d4"]);
         assert_eq!(q.len(), 0);
     }
@@ -304,7 +265,7 @@ mod tests {
             due + TimeDelta::microseconds(1),
             TimerKind::Delay,
         ));
-        assert_eq!(ids(&q.take_ready(due, due, usize::MAX)), ["x", "y", "z"]);
+        assert_eq!(ids(&q.take_ready(due, due)), ["x", "y", "z"]);
         assert_eq!(q.next_wake(due).at, Some(due + TimeDelta::microseconds(1)));
     }
 }

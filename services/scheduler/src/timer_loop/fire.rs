@@ -36,34 +36,35 @@ pub(super) async fn fire_loop(
         while let Ok(message) = receiver.try_recv() {
             enqueue(&shared, &mut queue, message);
         }
-        if queue.has_ready(Utc::now(), shared.watermark.watermark()) {
-            // A permit first, then what is ready by then: timers that come due while every
-            // call is in flight join the next call, rather than wait behind a batch formed
-            // before the wait (which made them wait for one more call).
+        let now = Utc::now();
+        let ready = queue.take_ready(now, shared.watermark.watermark());
+        if !ready.is_empty() {
+            tracing::trace!(count = ready.len(), "firing timers");
+        }
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let batch: Vec<TimerRecord> = ready.by_ref().take(config.fire_batch).collect();
             let permit = tokio::select! {
                 biased;
                 permit = Arc::clone(&permits).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break 'run,
                 },
-                _ = stop.changed() => break 'run,
+                _ = stop.changed() => {
+                    // Not fired: put back so the shutdown below releases them.
+                    for timer in batch.into_iter().chain(ready) {
+                        queue.requeue(timer);
+                    }
+                    break 'run;
+                }
             };
-            while let Ok(message) = receiver.try_recv() {
-                enqueue(&shared, &mut queue, message);
-            }
-            let batch =
-                queue.take_ready(Utc::now(), shared.watermark.watermark(), config.fire_batch);
-            if !batch.is_empty() {
-                tracing::trace!(count = batch.len(), "firing timers");
-                tokio::spawn(fire(
-                    Arc::clone(&shared),
-                    batch,
-                    permit,
-                    sender.clone(),
-                    stop.clone(),
-                ));
-            }
-            continue;
+            tokio::spawn(fire(
+                Arc::clone(&shared),
+                batch,
+                permit,
+                sender.clone(),
+                stop.clone(),
+            ));
         }
 
         let now = Utc::now();
