@@ -25,6 +25,9 @@
 # `--retention-days 1` keeps them a day instead: the database then grows by the rows of every
 # forwarded event and every session for the whole run (the CSV's db_mb column).
 #
+# The node logs at RUST_LOG=warn plus the housekeeping jobs' runs (each with its elapsed_ms) in
+# node.log of the kept log directory; SOAK_LOG=<filter> replaces that filter.
+#
 # Needs MariaDB/MySQL at $MYSQL (default mysql://root@127.0.0.1:3306), which it leaves running;
 # it creates database soak_<pid>_<time> and drops it at the end, and kills only what it started.
 set -euo pipefail
