@@ -33,7 +33,7 @@ use crate::entity::instance::{self, Column};
 use crate::entity::timeline;
 use crate::error::StoreError;
 use crate::page::{self, Page};
-use crate::repo::{PurgePace, begin_claim, finish, micros, sized_chunks};
+use crate::repo::{PurgePace, micros, sized_chunks};
 
 const ENTITY: &str = "instance";
 
@@ -634,36 +634,31 @@ pub(crate) async fn purge_unstored(
     pace: PurgePace,
 ) -> Result<u64, StoreError> {
     let ended_before = micros(ended_before);
-    let mut purged = 0;
-    loop {
-        let started = std::time::Instant::now();
-        let ids = timeline::Entity::find()
-            .select_only()
-            .column(timeline::Column::InstanceId)
-            .filter(timeline::Column::At.lt(ended_before))
-            .filter(timeline::Column::JourneyId.is_not_null())
-            // Oldest first, by the time index: without the order the server walked the
-            // journey index, reading most of the table for every chunk.
-            .order_by_asc(timeline::Column::At)
-            .limit(pace.limit())
-            .into_tuple::<String>()
-            .all(db)
-            .await?;
-        if ids.is_empty() {
-            return Ok(purged);
-        }
-        let txn = begin_claim(db).await?;
-        let result = timeline::Entity::delete_many()
-            .filter(timeline::Column::InstanceId.is_in(ids.iter().map(String::as_str)))
-            .exec(&txn)
-            .await
-            .map(drop)
-            .map_err(StoreError::from);
-        finish(txn, result).await?;
-        purged += ids.len() as u64;
-        if pace.last(ids.len()) {
-            return Ok(purged);
-        }
-        pace.rest_after(started).await;
-    }
+    pace.drain(
+        db,
+        |limit| {
+            timeline::Entity::find()
+                .select_only()
+                .column(timeline::Column::InstanceId)
+                .filter(timeline::Column::At.lt(ended_before))
+                .filter(timeline::Column::JourneyId.is_not_null())
+                // Oldest first, by the time index: without the order the server walked the
+                // journey index, reading most of the table for every chunk.
+                .order_by_asc(timeline::Column::At)
+                .limit(limit)
+                .into_tuple::<String>()
+                .all(db)
+        },
+        |txn, ids| {
+            Box::pin(async move {
+                let instances = ids.len() as u64;
+                timeline::Entity::delete_many()
+                    .filter(timeline::Column::InstanceId.is_in(ids))
+                    .exec(txn)
+                    .await?;
+                Ok(instances)
+            })
+        },
+    )
+    .await
 }

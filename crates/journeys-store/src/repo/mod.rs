@@ -118,13 +118,48 @@ impl PurgePace {
         (found as u64) < self.limit()
     }
 
-    /// Rests after a chunk that started at `started`.
-    pub(crate) async fn rest_after(self, started: std::time::Instant) {
-        if self.rest > 0 {
-            tokio::time::sleep(started.elapsed() * self.rest).await;
+    /// Runs a purge at this pace: `select(limit)` reads the ids of up to `limit` rows due,
+    /// `delete(txn, ids)` deletes them in `txn` (READ COMMITTED on MySQL, so the batches
+    /// inserting next to the purged rows neither wait for it nor deadlock with it) and returns
+    /// what it counts; the transaction is then committed, or rolled back on an error. Chunk
+    /// after chunk, with a rest after each, until one finds fewer rows than the limit. Returns
+    /// the sum of the counts; chunks deleted before an error stay deleted.
+    pub(crate) async fn drain<S, SF, D>(
+        self,
+        db: &DatabaseConnection,
+        mut select: S,
+        mut delete: D,
+    ) -> Result<u64, StoreError>
+    where
+        S: FnMut(u64) -> SF,
+        SF: Future<Output = Result<Vec<String>, DbErr>>,
+        D: for<'t> FnMut(&'t DatabaseTransaction, Vec<String>) -> PurgeChunk<'t>,
+    {
+        let mut purged = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let ids = select(self.limit()).await?;
+            let found = ids.len();
+            if found == 0 {
+                return Ok(purged);
+            }
+            let txn = begin_claim(db).await?;
+            let result = delete(&txn, ids).await.map_err(StoreError::from);
+            purged += finish(txn, result).await?;
+            if self.last(found) {
+                return Ok(purged);
+            }
+            if self.rest > 0 {
+                tokio::time::sleep(started.elapsed() * self.rest).await;
+            }
         }
     }
 }
+
+/// One chunk's deletes in a purge's transaction ([`PurgePace::drain`]), counting what they
+/// removed.
+pub(crate) type PurgeChunk<'t> =
+    std::pin::Pin<Box<dyn Future<Output = Result<u64, DbErr>> + Send + 't>>;
 
 impl Default for PurgePace {
     /// Chunks of 250 rows, each followed by a rest as long as it took.

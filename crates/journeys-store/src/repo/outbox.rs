@@ -625,35 +625,30 @@ impl<'a> Outbox<'a> {
         pace: PurgePace,
     ) -> Result<u64, StoreError> {
         let before = micros(before);
-        let mut purged = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let ids = Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
-                .filter(Column::NextAttemptAt.lt(before))
-                .limit(pace.limit())
-                .into_tuple::<String>()
-                .all(self.db)
-                .await?;
-            if ids.is_empty() {
-                return Ok(purged);
-            }
-            let txn = begin_claim(self.db).await?;
-            let result = Entity::delete_many()
-                .filter(Column::Id.is_in(ids.iter().map(String::as_str)))
-                .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
-                .exec(&txn)
-                .await
-                .map(|deleted| deleted.rows_affected)
-                .map_err(StoreError::from);
-            purged += finish(txn, result).await?;
-            if pace.last(ids.len()) {
-                return Ok(purged);
-            }
-            pace.rest_after(started).await;
-        }
+        pace.drain(
+            self.db,
+            |limit| {
+                Entity::find()
+                    .select_only()
+                    .column(Column::Id)
+                    .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
+                    .filter(Column::NextAttemptAt.lt(before))
+                    .limit(limit)
+                    .into_tuple::<String>()
+                    .all(self.db)
+            },
+            |txn, ids| {
+                Box::pin(async move {
+                    let deleted = Entity::delete_many()
+                        .filter(Column::Id.is_in(ids))
+                        .filter(Column::Status.eq(OutboxStatus::Sent.as_str()))
+                        .exec(txn)
+                        .await?;
+                    Ok(deleted.rows_affected)
+                })
+            },
+        )
+        .await
     }
 
     /// The row with `id`.

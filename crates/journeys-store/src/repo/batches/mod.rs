@@ -25,7 +25,7 @@ use crate::repo::outbox::OutboxRecord;
 use crate::repo::partitions::Held;
 use crate::repo::profiles::into_object;
 use crate::repo::timers::TimerRecord;
-use crate::repo::{INSERT_CHUNK, PurgePace, begin_claim, finish, micros, rollback};
+use crate::repo::{INSERT_CHUNK, PurgePace, finish, micros, rollback};
 
 /// Everything one micro-batch (or one timer firing) changes, committed by [`Batches::commit`]
 /// in one transaction with multi-row statements.
@@ -628,36 +628,29 @@ impl<'a> Batches<'a> {
         pace: PurgePace,
     ) -> Result<u64, StoreError> {
         let before = micros(before);
-        let mut purged = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let ids = dedupe::Entity::find()
-                .select_only()
-                .column(dedupe::Column::MessageId)
-                .filter(dedupe::Column::SeenAt.lt(before))
-                .limit(pace.limit())
-                .into_tuple::<String>()
-                .all(self.db)
-                .await?;
-            if ids.is_empty() {
-                return Ok(purged);
-            }
-            // READ COMMITTED on MySQL, as every purge: no gap locks, so the batches inserting
-            // next to the purged rows neither wait for it nor deadlock with it.
-            let txn = begin_claim(self.db).await?;
-            let result = dedupe::Entity::delete_many()
-                .filter(dedupe::Column::MessageId.is_in(ids.iter().map(String::as_str)))
-                .filter(dedupe::Column::SeenAt.lt(before))
-                .exec(&txn)
-                .await
-                .map(|deleted| deleted.rows_affected)
-                .map_err(StoreError::from);
-            purged += finish(txn, result).await?;
-            if pace.last(ids.len()) {
-                return Ok(purged);
-            }
-            pace.rest_after(started).await;
-        }
+        pace.drain(
+            self.db,
+            |limit| {
+                dedupe::Entity::find()
+                    .select_only()
+                    .column(dedupe::Column::MessageId)
+                    .filter(dedupe::Column::SeenAt.lt(before))
+                    .limit(limit)
+                    .into_tuple::<String>()
+                    .all(self.db)
+            },
+            |txn, ids| {
+                Box::pin(async move {
+                    let deleted = dedupe::Entity::delete_many()
+                        .filter(dedupe::Column::MessageId.is_in(ids))
+                        .filter(dedupe::Column::SeenAt.lt(before))
+                        .exec(txn)
+                        .await?;
+                    Ok(deleted.rows_affected)
+                })
+            },
+        )
+        .await
     }
 
     /// Deletes finished (completed, exited or failed) instances that ended before
@@ -678,46 +671,40 @@ impl<'a> Batches<'a> {
             InstanceState::Exited.as_str(),
             InstanceState::Failed.as_str(),
         ];
-        let mut purged = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let ids = instance::Entity::find()
-                .select_only()
-                .column(instance::Column::Id)
-                .filter(instance::Column::State.is_in(finished))
-                .filter(instance::Column::EndedAt.lt(ended_before))
-                .limit(pace.limit())
-                .into_tuple::<String>()
-                .all(self.db)
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            let txn = begin_claim(self.db).await?;
-            let result = async {
-                let ids = || ids.iter().map(String::as_str);
-                timeline::Entity::delete_many()
-                    .filter(timeline::Column::InstanceId.is_in(ids()))
-                    .exec(&txn)
-                    .await?;
-                timer::Entity::delete_many()
-                    .filter(timer::Column::InstanceId.is_in(ids()))
-                    .exec(&txn)
-                    .await?;
-                let deleted = instance::Entity::delete_many()
-                    .filter(instance::Column::Id.is_in(ids()))
-                    .filter(instance::Column::State.is_in(finished))
-                    .exec(&txn)
-                    .await?;
-                Ok(deleted.rows_affected)
-            }
-            .await;
-            purged += finish(txn, result).await?;
-            if pace.last(ids.len()) {
-                break;
-            }
-            pace.rest_after(started).await;
-        }
+        let mut purged = pace
+            .drain(
+                self.db,
+                |limit| {
+                    instance::Entity::find()
+                        .select_only()
+                        .column(instance::Column::Id)
+                        .filter(instance::Column::State.is_in(finished))
+                        .filter(instance::Column::EndedAt.lt(ended_before))
+                        .limit(limit)
+                        .into_tuple::<String>()
+                        .all(self.db)
+                },
+                |txn, ids| {
+                    Box::pin(async move {
+                        let ids = || ids.iter().map(String::as_str);
+                        timeline::Entity::delete_many()
+                            .filter(timeline::Column::InstanceId.is_in(ids()))
+                            .exec(txn)
+                            .await?;
+                        timer::Entity::delete_many()
+                            .filter(timer::Column::InstanceId.is_in(ids()))
+                            .exec(txn)
+                            .await?;
+                        let deleted = instance::Entity::delete_many()
+                            .filter(instance::Column::Id.is_in(ids()))
+                            .filter(instance::Column::State.is_in(finished))
+                            .exec(txn)
+                            .await?;
+                        Ok(deleted.rows_affected)
+                    })
+                },
+            )
+            .await?;
         // The never-stored instances' timelines last: that purge walks the timeline by time,
         // and the rows of the stored instances purged above are then out of its way.
         purged += crate::repo::instances::purge_unstored(self.db, ended_before, pace).await?;
