@@ -106,6 +106,22 @@ async fn two_nodes_polling(
     ((a, front_a), (b, front_b))
 }
 
+/// Two nodes whose journey caches do not poll during the test, with `journey` published
+/// after both loaded their journeys and only node-a (whose API published it) told of it; and
+/// the partitions node-a holds.
+async fn two_nodes_told_of_a_publish(
+    store: &Store,
+    log: &PartitionLog,
+    journey: &journeys_core::model::JourneyDefinition,
+) -> ((Engine, LogFront), (Engine, LogFront), Vec<u32>) {
+    let ((a, front_a), (b, front_b)) =
+        two_nodes_polling(store, log, Duration::from_secs(3600)).await;
+    publish(store, journey).await;
+    a.refresh_now().await.unwrap();
+    let held_by_a = a.held_partition_ids().unwrap_or_default();
+    ((a, front_a), (b, front_b), held_by_a)
+}
+
 /// Stops the fronts, then the engines (which release their partitions), and deletes the
 /// test's stream.
 async fn stop(nodes: Vec<(Engine, LogFront)>, log: PartitionLog) {
@@ -707,11 +723,8 @@ async fn a_merged_instance_of_a_journey_published_since_the_owners_last_poll_tak
         let log = log(&url).await;
         // Neither node polls during the test: node-b loads its journeys once, before the
         // journey exists; node-a is told of the publish (as the node whose API published it).
-        let ((a, front_a), (other, front_b)) =
-            two_nodes_polling(db, &log, Duration::from_secs(3600)).await;
-        publish(db, &checkout()).await;
-        a.refresh_now().await.unwrap();
-        let held_by_a = a.held_partition_ids().unwrap_or_default();
+        let ((a, front_a), (other, front_b), held_by_a) =
+            two_nodes_told_of_a_publish(db, &log, &checkout()).await;
         let anon = id_on(&held_by_a, true, "anon-");
         let user = id_on(&held_by_a, false, "user-");
         let mut started = track("x", "checkout_started", "a-1", json!({"session_id": "s1"}));
@@ -751,13 +764,8 @@ async fn an_event_acknowledged_after_a_publish_through_another_node_enters_the_j
     each_backend(async |db| {
         let b = db.backend();
         let log = log(&url).await;
-        // Neither node polls during the test; both loaded their journeys before the publish,
-        // and only node-a (whose API published) is told of it.
-        let ((a, front_a), (other, front_b)) =
-            two_nodes_polling(db, &log, Duration::from_secs(3600)).await;
-        publish(db, &forwarding()).await;
-        a.refresh_now().await.unwrap();
-        let held_by_a = a.held_partition_ids().unwrap_or_default();
+        let ((a, front_a), (other, front_b), held_by_a) =
+            two_nodes_told_of_a_publish(db, &log, &forwarding()).await;
         // Orders of profiles node-b applies, sent through either front once the publish
         // returned: each enters the journey.
         let users: Vec<String> = (0..)
