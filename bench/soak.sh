@@ -28,6 +28,9 @@
 # The node logs at RUST_LOG=warn plus the housekeeping jobs' runs (each with its elapsed_ms) in
 # node.log of the kept log directory; SOAK_LOG=<filter> replaces that filter.
 #
+# SOAK_NODE=<path> runs another build of the node (default target/release/journeys), e.g. one
+# built with --no-default-features (the system allocator) for a heap profiler to attach to.
+#
 # Needs MariaDB/MySQL at $MYSQL (default mysql://root@127.0.0.1:3306), which it leaves running;
 # it creates database soak_<pid>_<time> and drops it at the end, and kills only what it started.
 set -euo pipefail
@@ -93,11 +96,18 @@ port() {
 # Starts the node over a fresh database; sets node_pid, grpc, http.
 start_node() {
     sql -e "SET GLOBAL innodb_buffer_pool_size = 2147483648"
+    # A redo log of 1 GB (MariaDB >= 10.9; MySQL >= 8.0.30 names it innodb_redo_log_capacity):
+    # with the server default of 96-128 MB the checkpoint age sat at its limit, InnoDB flushed
+    # furiously, and the purge of finished instances fell behind (BENCHMARKS.md, "Soak: the
+    # node's memory, and a redo log too small").
+    sql -e "SET GLOBAL innodb_log_file_size = 1073741824" 2>/dev/null \
+        || sql -e "SET GLOBAL innodb_redo_log_capacity = 1073741824" 2>/dev/null \
+        || echo "warning: could not resize the redo log; the purge may fall behind" >&2
     sql -e "CREATE DATABASE $run"
     created=true
     grpc="127.0.0.1:$(port)"
     http="127.0.0.1:$(port)"
-    RUST_LOG="${SOAK_LOG:-warn,journeys_scheduler::housekeeping=info}" "$bin/journeys" serve --roles control-plane,data-plane,scheduler,delivery \
+    RUST_LOG="${SOAK_LOG:-warn,journeys_scheduler::housekeeping=info}" "${SOAK_NODE:-$bin/journeys}" serve --roles control-plane,data-plane,scheduler,delivery \
         --database-url "$mysql_url/$run" --node-id soak \
         --grpc-addr "$grpc" --http-addr "$http" --destination-allow 127.0.0.1 \
         --allow-short-durations --dedupe-window-secs 120 --instance-retention-days "$retention_days" \

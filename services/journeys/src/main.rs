@@ -69,6 +69,7 @@ enum Command {
     Client(journeys::ctl::Command),
 }
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

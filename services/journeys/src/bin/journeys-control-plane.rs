@@ -12,6 +12,7 @@ struct Cli {
     config: ConfigArgs,
 }
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -15,6 +15,7 @@ struct Cli {
     config: ConfigArgs,
 }
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

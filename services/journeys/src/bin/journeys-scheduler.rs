@@ -17,6 +17,7 @@ struct Cli {
     scheduler: SchedulerArgs,
 }
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
