@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, Statement,
 };
 use serde_json::{Map, Value};
 
@@ -157,9 +157,9 @@ async fn insert_instances<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Rows per instance `UPDATE`. Each row's values are picked by `CASE id WHEN ...` with one arm
-/// per row, so a statement costs rows² comparisons; past about a hundred rows that outweighs
-/// the round trips saved.
+/// Rows per instance `UPDATE`. On SQLite each row's values are picked by `CASE id WHEN ...`
+/// with one arm per row, so a statement costs rows² comparisons; past about a hundred rows that
+/// outweighs the round trips saved.
 const UPDATE_CHUNK: usize = 100;
 
 /// Columns an instance update writes; the others (journey, revision, profile, unique value,
@@ -195,8 +195,8 @@ fn updated_value(r: &InstanceRecord, column: usize) -> sea_orm::Value {
     }
 }
 
-/// Optimistic updates, many rows per statement: a single `UPDATE` whose values are
-/// `CASE id WHEN ... END` and whose `WHERE` demands each row's expected version. Fewer rows
+/// Optimistic updates, many rows per statement: a single `UPDATE` that matches each row by its
+/// id and expected version ([`joined_update`] on MySQL, [`case_update`] on SQLite). Fewer rows
 /// changed than given means some version did not match, and the batch conflicts.
 ///
 /// An instance updated twice in one batch goes into two statements, in order.
@@ -225,8 +225,8 @@ async fn update_group<C: ConnectionTrait>(
     db: &C,
     rows: &[&(InstanceRecord, i64)],
 ) -> Result<(), Failure> {
-    // Padded to a power of two by repeating the last row (its `WHEN` arms and `IN` entry
-    // again, which change nothing), so the statement's text repeats across batches.
+    // Padded to a power of two by repeating the last row (which changes nothing: a row is
+    // updated once however often it matches), so the statement's text repeats across batches.
     let group: Vec<&(InstanceRecord, i64)> = match rows.last() {
         Some(&last) => {
             let mut group = rows.to_vec();
@@ -237,6 +237,63 @@ async fn update_group<C: ConnectionTrait>(
     };
     let group = group.as_slice();
     let backend = db.get_database_backend();
+    let (sql, values) = if backend == DbBackend::MySql {
+        joined_update(group)
+    } else {
+        case_update(backend, group)
+    };
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map_err(|e| conflict_on_unique("instance active key taken", e))?;
+    if result.rows_affected() == rows.len() as u64 {
+        return Ok(());
+    }
+    Err(Failure::Versions(
+        rows.iter()
+            .map(|(record, expected)| (record.id.clone(), *expected))
+            .collect(),
+    ))
+}
+
+/// MySQL: the group's rows as a derived table joined by primary key, so each row is found
+/// once by its id. (The `CASE id WHEN …` form searched every column's arms for every row:
+/// rows² comparisons per column, the top of the server's profile while timers fired.)
+fn joined_update(group: &[&(InstanceRecord, i64)]) -> (String, Vec<sea_orm::Value>) {
+    let backend = DbBackend::MySql;
+    let mut sql = format!("UPDATE {} AS i JOIN (", quoted(backend, "instances"));
+    let mut values: Vec<sea_orm::Value> =
+        Vec::with_capacity(group.len() * (UPDATED_COLUMNS.len() + 2));
+    for (n, (record, expected)) in group.iter().enumerate() {
+        if n == 0 {
+            sql.push_str("SELECT ? AS id, ? AS expected");
+            for c in 0..UPDATED_COLUMNS.len() {
+                let _ = write!(sql, ", ? AS c{c}");
+            }
+        } else {
+            sql.push_str(" UNION ALL SELECT ?, ?");
+            sql.push_str(&", ?".repeat(UPDATED_COLUMNS.len()));
+        }
+        values.push(record.id.as_str().into());
+        values.push((*expected).into());
+        values.extend((0..UPDATED_COLUMNS.len()).map(|c| updated_value(record, c)));
+    }
+    sql.push_str(") AS v ON i.id = v.id AND i.version = v.expected SET ");
+    for (c, column) in UPDATED_COLUMNS.iter().enumerate() {
+        if c > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "i.{} = v.c{c}", quoted(backend, column));
+    }
+    (sql, values)
+}
+
+/// SQLite: one `UPDATE` whose values are `CASE id WHEN … END` and whose `WHERE` demands each
+/// row's expected version.
+fn case_update(
+    backend: DbBackend,
+    group: &[&(InstanceRecord, i64)],
+) -> (String, Vec<sea_orm::Value>) {
     let id = quoted(backend, "id");
     let mut sql = format!("UPDATE {} SET ", quoted(backend, "instances"));
     let mut values: Vec<sea_orm::Value> =
@@ -270,18 +327,7 @@ async fn update_group<C: ConnectionTrait>(
         values.push((*expected).into());
     }
     sql.push_str(" END");
-    let result = db
-        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await
-        .map_err(|e| conflict_on_unique("instance active key taken", e))?;
-    if result.rows_affected() == rows.len() as u64 {
-        return Ok(());
-    }
-    Err(Failure::Versions(
-        rows.iter()
-            .map(|(record, expected)| (record.id.clone(), *expected))
-            .collect(),
-    ))
+    (sql, values)
 }
 
 /// The conflict for a version mismatch among `candidates`, read after the rollback.
