@@ -11,7 +11,7 @@
 //! timer due at the same instant, which measures the fastest drain), `--lanes N` (engine lanes,
 //! default 4), `--pending N` (more timers due a day later, which stay pending and never fire:
 //! `--timers 300000 --spread-secs 60 --pending 700000` fires 5,000/s for a minute with a
-//! million pending).
+//! million pending), `--in-flight N` (engine calls in flight, default the scheduler's 4).
 //!
 //! The instances of a "delay, then send" journey and their timers are written straight to the
 //! store with `Batches::commit` in large batches, exactly as the engine would have written
@@ -67,6 +67,7 @@ struct Args {
     spread: Duration,
     lanes: usize,
     pending: usize,
+    in_flight: usize,
 }
 
 fn args() -> Args {
@@ -76,6 +77,7 @@ fn args() -> Args {
         spread: Duration::from_secs(60),
         lanes: EngineConfig::default().lanes,
         pending: 0,
+        in_flight: SchedulerConfig::default().max_in_flight,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -88,6 +90,7 @@ fn args() -> Args {
             }
             "--lanes" => parsed.lanes = value().parse().unwrap_or(parsed.lanes),
             "--pending" => parsed.pending = value().parse().unwrap_or(parsed.pending),
+            "--in-flight" => parsed.in_flight = value().parse().unwrap_or(parsed.in_flight),
             // `cargo bench` passes `--bench`; anything else is ignored as well.
             _ => {}
         }
@@ -203,6 +206,7 @@ async fn run(args: Args) {
             schedule: String::new(),
             ..HousekeepingConfig::default()
         },
+        max_in_flight: args.in_flight,
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(store.clone(), engine.clone(), WallClock, config)
@@ -261,7 +265,7 @@ async fn run(args: Args) {
         "engine calls: {} (up to {} timers each, {} in flight), p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         a.count(),
         SchedulerConfig::default().fire_batch,
-        SchedulerConfig::default().max_in_flight,
+        args.in_flight,
         ms(a.quantile(0.5)),
         ms(a.quantile(0.99)),
         ms(a.max())
