@@ -29,7 +29,8 @@
 # node.log of the kept log directory; SOAK_LOG=<filter> replaces that filter.
 #
 # SOAK_NODE=<path> runs another build of the node (default target/release/journeys), e.g. one
-# built with --no-default-features (the system allocator) for a heap profiler to attach to.
+# built with --no-default-features (the system allocator) run under jemalloc's heap profiling
+# (BENCHMARKS.md, "A heap profile of the soak's node").
 #
 # Needs MariaDB/MySQL at $MYSQL (default mysql://root@127.0.0.1:3306), which it leaves running;
 # it creates database soak_<pid>_<time> and drops it at the end, and kills only what it started.
@@ -98,8 +99,8 @@ start_node() {
     sql -e "SET GLOBAL innodb_buffer_pool_size = 2147483648"
     # A redo log of 1 GB (MariaDB >= 10.9; MySQL >= 8.0.30 names it innodb_redo_log_capacity):
     # with the server default of 96-128 MB the checkpoint age sat at its limit, InnoDB flushed
-    # furiously, and the purge of finished instances fell behind (BENCHMARKS.md, "Soak: the
-    # node's memory, and a redo log too small").
+    # furiously, and the purge of finished instances fell behind (BENCHMARKS.md, "The redo log
+    # was the limit on this box").
     sql -e "SET GLOBAL innodb_log_file_size = 1073741824" 2>/dev/null \
         || sql -e "SET GLOBAL innodb_redo_log_capacity = 1073741824" 2>/dev/null \
         || echo "warning: could not resize the redo log; the purge may fall behind" >&2
