@@ -23,16 +23,16 @@ mod store;
 pub use error::StoreError;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page};
 pub use repo::{
-    AudienceRecord, Audiences, Batches, BranchCounts, Catalog, CatalogEventRecord, Changes,
-    CounterKey, CounterKind, DeliveryHour, DestinationKind, DestinationRecord, Destinations,
-    FunctionSettings, Held, HourStats, Identities, IdentityLink, IdentityRecord, IdentityRefusal,
-    InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances, JourneyChanges,
-    JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox, OutboxMark,
-    OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion, ProfileMerge,
-    ProfileRecord, ProfileState, Profiles, PurgePace, RefusalRecord, SendCounts, SendOf,
-    SourceRecord, Sources, StatsRange, StepCounts, TimelineEntry, TimelineRecord, TimerRecord,
-    TimerStats, Timers, Tombstone, TransitionEntry, Watermarks, WebhookSettings, hash_write_key,
-    hour_start,
+    AudienceRecord, Audiences, Batches, BranchCounts, COUNTER_SHARDS, Catalog, CatalogEventRecord,
+    Changes, CounterKey, CounterKind, DeliveryHour, DestinationKind, DestinationRecord,
+    Destinations, FunctionSettings, Held, HourStats, Identities, IdentityLink, IdentityRecord,
+    IdentityRefusal, InstanceDetail, InstanceFilter, InstanceRecord, InstanceState, Instances,
+    JourneyChanges, JourneyRecord, JourneyState, JourneyStats, Journeys, NodeRecord, Outbox,
+    OutboxMark, OutboxRecord, OutboxStatus, PartitionRecord, Partitions, ProfileDeletion,
+    ProfileMerge, ProfileRecord, ProfileState, Profiles, PurgePace, RefusalRecord, SendCounts,
+    SendOf, SourceRecord, Sources, StatsRange, StepCounts, TimelineEntry, TimelineRecord,
+    TimerRecord, TimerStats, Timers, Tombstone, TransitionEntry, Watermarks, WebhookSettings,
+    hash_write_key, hour_start,
 };
 pub use scratch::{create_database, database_url, drop_database, remove_sqlite_files};
 pub use store::{Backend, MIGRATE_LOCK_TIMEOUT, Store};

@@ -1222,3 +1222,91 @@ async fn many_instance_updates_span_statements_and_stay_atomic() {
     })
     .await;
 }
+
+/// Lanes fenced on different partitions add to their own shard rows of a counter and of an
+/// event catalog entry (so they do not queue on one row); every read adds the shards up, and
+/// housekeeping folds the shards of past hours into one row per key and hour without changing
+/// a count.
+#[tokio::test]
+async fn lanes_count_in_their_own_shards_and_past_hours_fold_into_one_row() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    each_backend(async |db| {
+        let b = db.backend();
+        let parts = db.partitions();
+        parts.ensure(32).await.unwrap();
+        parts
+            .acquire("n", &[1, 2, 17], std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let held = parts.held_by("n").await.unwrap();
+        assert_eq!(held.len(), 3, "{b}");
+        let old = now() - Duration::hours(3);
+        let current = now();
+        let batch = |n: i64| Changes {
+            counters: BTreeMap::from([
+                (
+                    CounterKey::new("j1", "start", CounterKind::Entered).at(old),
+                    n,
+                ),
+                (
+                    CounterKey::new("j1", "start", CounterKind::Entered).at(current),
+                    n,
+                ),
+            ]),
+            catalog_seen: vec![("Order Completed".to_owned(), current)],
+            ..Changes::default()
+        };
+        // Partitions 1 and 17 share shard 1; partition 2 writes shard 2.
+        for (held, n) in held.iter().zip([1, 2, 4]) {
+            db.batches()
+                .commit_fenced(&batch(n), &[*held])
+                .await
+                .unwrap();
+        }
+        let raw = Database::connect(db.url()).await.unwrap();
+        let rows_in = async |hour: i64| -> Vec<(i64, i64)> {
+            raw.query_all_raw(Statement::from_sql_and_values(
+                raw.get_database_backend(),
+                "SELECT shard, n FROM journey_counters WHERE hour = ? ORDER BY shard",
+                [hour.into()],
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    i64::from(row.try_get::<i16>("", "shard").unwrap()),
+                    row.try_get::<i64>("", "n").unwrap(),
+                )
+            })
+            .collect()
+        };
+        assert_eq!(rows_in(hour_start(old)).await, [(1, 5), (2, 2)], "{b}");
+        assert_eq!(db.batches().journey_stats("j1").await.unwrap().entries, 14);
+        let entry = db.catalog().get("Order Completed").await.unwrap();
+        assert_eq!((entry.count, entry.registered), (3, false), "{b}");
+        assert_eq!(entry.first_seen, Some(current), "{b}");
+        db.catalog().register("Order Completed").await.unwrap();
+        let listed = db.catalog().list().await.unwrap();
+        assert_eq!(listed.len(), 1, "{b}: one entry per name");
+        assert_eq!((listed[0].count, listed[0].registered), (3, true), "{b}");
+
+        let folded = db
+            .batches()
+            .fold_counter_shards(current - Duration::hours(1), PurgePace::UNPACED)
+            .await
+            .unwrap();
+        assert_eq!(folded, 2, "{b}: the old hour's two shard rows");
+        assert_eq!(rows_in(hour_start(old)).await, [(0, 7)], "{b}");
+        assert_eq!(rows_in(hour_start(current)).await.len(), 2, "{b}");
+        assert_eq!(db.batches().journey_stats("j1").await.unwrap().entries, 14);
+        let again = db
+            .batches()
+            .fold_counter_shards(current - Duration::hours(1), PurgePace::UNPACED)
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "{b}");
+        raw.close().await.unwrap();
+    })
+    .await;
+}

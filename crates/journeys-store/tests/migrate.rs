@@ -276,3 +276,82 @@ async fn counters_from_before_hourly_counting_are_kept() {
         fresh.remove().await;
     }
 }
+
+/// A store from before counter shards keeps its counts and catalog entries in shard 0, also
+/// when the rebuild was interrupted after the old table was dropped.
+#[tokio::test]
+async fn counters_and_catalog_from_before_shards_are_kept() {
+    for fresh in fresh_databases().await {
+        let url = fresh.url();
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let db = Database::connect(url.as_str()).await.unwrap();
+        let backend = db.get_database_backend();
+        let run = async |sql: &str| {
+            db.execute_raw(Statement::from_string(backend, sql.to_owned()))
+                .await
+                .unwrap();
+        };
+        // The tables as the earlier version left them, with their rows.
+        for sql in [
+            "DROP TABLE journey_counters",
+            "CREATE TABLE journey_counters (journey_id varchar(36) NOT NULL, hour bigint NOT NULL, \
+             step_key varchar(64) NOT NULL, kind varchar(32) NOT NULL, branch varchar(128) NOT NULL, \
+             n bigint NOT NULL, PRIMARY KEY (journey_id, hour, step_key, kind, branch))",
+            "INSERT INTO journey_counters VALUES ('j1', 0, 'start', 'entered', '', 5), \
+             ('j1', 3600, 'start', 'entered', '', 2)",
+            // Interrupted after the old catalog was dropped: only its sharded copy is left.
+            "DROP TABLE event_catalog",
+            "CREATE TABLE event_catalog_sharded (name varchar(191) NOT NULL, \
+             shard smallint NOT NULL DEFAULT 0, first_seen datetime(6) NULL, \
+             last_seen datetime(6) NULL, count bigint NOT NULL, registered boolean NOT NULL, \
+             PRIMARY KEY (name, shard))",
+            "INSERT INTO event_catalog_sharded VALUES ('Signed Up', 0, NULL, NULL, 7, 1)",
+            "DELETE FROM seaql_migrations WHERE version LIKE '%counter_shards'",
+        ] {
+            let sql = if backend == sea_orm::DbBackend::Sqlite {
+                sql.replace("datetime(6)", "text")
+            } else {
+                sql.to_owned()
+            };
+            run(&sql).await;
+        }
+        store.migrate().await.unwrap();
+        run("DELETE FROM seaql_migrations WHERE version LIKE '%counter_shards'").await;
+        store.migrate().await.unwrap();
+
+        assert_eq!(
+            store.batches().journey_stats("j1").await.unwrap().entries,
+            7,
+            "{url}"
+        );
+        let entry = store.catalog().get("Signed Up").await.unwrap();
+        assert_eq!((entry.count, entry.registered), (7, true), "{url}");
+        // Both tables take sharded writes now.
+        store
+            .batches()
+            .commit(&journeys_store::Changes {
+                catalog_seen: vec![("Signed Up".to_owned(), chrono::Utc::now())],
+                counters: std::collections::BTreeMap::from([(
+                    journeys_store::CounterKey::new(
+                        "j1",
+                        "start",
+                        journeys_store::CounterKind::Entered,
+                    ),
+                    1,
+                )]),
+                ..journeys_store::Changes::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.catalog().get("Signed Up").await.unwrap().count, 8);
+        assert_eq!(
+            store.batches().journey_stats("j1").await.unwrap().entries,
+            8,
+            "{url}"
+        );
+        db.close().await.unwrap();
+        store.close().await.unwrap();
+        fresh.remove().await;
+    }
+}

@@ -7,7 +7,10 @@
 //!   until replayed; statistics are counters and keep their figures);
 //! - **expire instances** past their maximum lifetime (365 days; the store stamps
 //!   `expires_at` when an instance is created): each is ended through the engine, so the exit
-//!   is one committed transition with its timeline row and its timer removed, like any other.
+//!   is one committed transition with its timeline row and its timer removed, like any other;
+//! - **fold counter shards** of hours before the last into one row per counter and hour (the
+//!   lanes write separate shards so they do not queue on each other's rows; see
+//!   `journeys_store::COUNTER_SHARDS`): the statistics then read one row per key and hour.
 //!
 //! On each tick the jobs run one after another, never side by side: each purge deletes in
 //! small chunks with a rest after each ([`HousekeepingConfig::purge`]), so a minute's worth of
@@ -45,6 +48,8 @@ pub struct HousekeepingReport {
     pub sends_purged: u64,
     /// Active instances ended for being past their maximum lifetime.
     pub instances_expired: u64,
+    /// Counter shard rows folded into shard 0.
+    pub counter_rows_folded: u64,
 }
 
 /// The housekeeping jobs, callable directly (tests, an operator's one-off run) or on a cron
@@ -113,6 +118,19 @@ impl Housekeeping {
             .await
     }
 
+    /// Folds the counter shards of hours before the one before `now`'s; returns how many shard
+    /// rows. The last hour stays sharded: batches planned just before the hour turned may still
+    /// add to it.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn fold_counter_shards(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.store
+            .batches()
+            .fold_counter_shards(now - TimeDelta::hours(1), self.config.purge)
+            .await
+    }
+
     /// Ends every active instance whose maximum lifetime has passed at `now`; returns how many
     /// were ended (instances that finished meanwhile are skipped).
     ///
@@ -171,6 +189,27 @@ impl Housekeeping {
             instances_purged: self.logged_purge_finished(now).await,
             sends_purged: self.logged_purge_sent(now).await,
             instances_expired: self.logged_expire(now).await,
+            counter_rows_folded: self.logged_fold(now).await,
+        }
+    }
+
+    async fn logged_fold(&self, now: DateTime<Utc>) -> u64 {
+        let started = std::time::Instant::now();
+        match self.fold_counter_shards(now).await {
+            Ok(folded) => {
+                let elapsed_ms = started.elapsed().as_millis();
+                tracing::info!(
+                    job = "fold_counter_shards",
+                    folded,
+                    elapsed_ms,
+                    "housekeeping: folded past hours' counter shards"
+                );
+                folded
+            }
+            Err(error) => {
+                tracing::warn!(job = "fold_counter_shards", %error, "housekeeping job failed");
+                0
+            }
         }
     }
 

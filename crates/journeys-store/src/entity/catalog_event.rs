@@ -9,6 +9,8 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub name: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub shard: i16,
     pub first_seen: Option<DateTimeUtc>,
     pub last_seen: Option<DateTimeUtc>,
     pub count: i64,

@@ -22,6 +22,7 @@ mod m20261210_000015_journey_replaces;
 mod m20261210_000016_profile_deletion;
 mod m20261211_000018_hourly_counters;
 mod m20261212_000019_identities;
+mod m20261213_000020_counter_shards;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::sea_query::{
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261210_000016_profile_deletion::Migration),
             Box::new(m20261211_000018_hourly_counters::Migration),
             Box::new(m20261212_000019_identities::Migration),
+            Box::new(m20261213_000020_counter_shards::Migration),
         ]
     }
 }

@@ -41,6 +41,32 @@ impl From<catalog_event::Model> for CatalogEventRecord {
     }
 }
 
+impl CatalogEventRecord {
+    /// Adds another shard's row of the same name (`event_catalog` has a row per name and
+    /// shard: batches of different lanes write different rows).
+    fn merge(&mut self, other: &catalog_event::Model) {
+        self.first_seen = match (self.first_seen, other.first_seen) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.count += other.count;
+        self.registered |= other.registered;
+    }
+}
+
+/// One record per name from shard rows ordered by name.
+fn merged(rows: Vec<catalog_event::Model>) -> Vec<CatalogEventRecord> {
+    let mut out: Vec<CatalogEventRecord> = Vec::new();
+    for row in rows {
+        match out.last_mut() {
+            Some(last) if last.name == row.name => last.merge(&row),
+            _ => out.push(row.into()),
+        }
+    }
+    out
+}
+
 /// Repository of the event catalog; obtained from [`crate::Store::catalog`].
 #[derive(Debug, Clone, Copy)]
 pub struct Catalog<'a> {
@@ -61,7 +87,7 @@ impl<'a> Catalog<'a> {
             .order_by_asc(Column::Name)
             .all(self.db)
             .await?;
-        Ok(rows.into_iter().map(CatalogEventRecord::from).collect())
+        Ok(merged(rows))
     }
 
     /// The entry for `name`.
@@ -69,10 +95,12 @@ impl<'a> Catalog<'a> {
     /// # Errors
     /// [`StoreError::NotFound`].
     pub async fn get(&self, name: &str) -> Result<CatalogEventRecord, StoreError> {
-        catalog_event::Entity::find_by_id(name)
-            .one(self.db)
-            .await?
-            .map(CatalogEventRecord::from)
+        let rows = catalog_event::Entity::find()
+            .filter(Column::Name.eq(name))
+            .all(self.db)
+            .await?;
+        merged(rows)
+            .pop()
             .ok_or_else(|| StoreError::not_found(ENTITY, name))
     }
 
@@ -84,13 +112,14 @@ impl<'a> Catalog<'a> {
     pub async fn register(&self, name: &str) -> Result<CatalogEventRecord, StoreError> {
         catalog_event::Entity::insert(catalog_event::ActiveModel {
             name: Set(name.to_owned()),
+            shard: Set(0),
             first_seen: Set(None),
             last_seen: Set(None),
             count: Set(0),
             registered: Set(true),
         })
         .on_conflict(
-            OnConflict::column(Column::Name)
+            OnConflict::columns([Column::Name, Column::Shard])
                 .update_column(Column::Registered)
                 .to_owned(),
         )
@@ -107,7 +136,7 @@ impl<'a> Catalog<'a> {
     /// # Errors
     /// Database errors.
     pub async fn record_seen(&self, seen: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
-        record_seen(self.db, seen).await
+        record_seen(self.db, seen, 0).await
     }
 
     /// Whether `name` is in the catalog (seen or registered).
@@ -149,10 +178,11 @@ impl<'a> Catalog<'a> {
     }
 }
 
-/// [`Catalog::record_seen`] on `db` (a connection or a transaction).
+/// [`Catalog::record_seen`] on `db` (a connection or a transaction), in the rows of `shard`.
 pub(crate) async fn record_seen<C: ConnectionTrait>(
     db: &C,
     seen: &[(String, DateTime<Utc>)],
+    shard: i16,
 ) -> Result<(), StoreError> {
     // name -> (first, last, count) within this batch
     let mut batch: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
@@ -174,6 +204,7 @@ pub(crate) async fn record_seen<C: ConnectionTrait>(
             .iter()
             .map(|(name, (first, last, count))| catalog_event::ActiveModel {
                 name: Set((*name).to_owned()),
+                shard: Set(shard),
                 first_seen: Set(Some(*first)),
                 last_seen: Set(Some(*last)),
                 count: Set(*count),
@@ -198,7 +229,7 @@ fn upsert_counts(backend: DbBackend) -> OnConflict {
     let new = |col: &str| new.replace("{}", col);
     let widen =
         |f: &str, col: &str| format!("{f}(COALESCE({q}{col}{q}, {new}), {new})", new = new(col));
-    OnConflict::column(Column::Name)
+    OnConflict::columns([Column::Name, Column::Shard])
         .value(Column::FirstSeen, Expr::cust(widen(least, "first_seen")))
         .value(Column::LastSeen, Expr::cust(widen(greatest, "last_seen")))
         .value(

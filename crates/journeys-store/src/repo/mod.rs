@@ -25,8 +25,9 @@ use crate::error::StoreError;
 
 pub use audiences::{AudienceRecord, Audiences};
 pub use batches::{
-    Batches, BranchCounts, Changes, CounterKey, CounterKind, DeliveryHour, HourStats, JourneyStats,
-    ProfileDeletion, ProfileState, SendCounts, StatsRange, StepCounts, Tombstone, hour_start,
+    Batches, BranchCounts, COUNTER_SHARDS, Changes, CounterKey, CounterKind, DeliveryHour,
+    HourStats, JourneyStats, ProfileDeletion, ProfileState, SendCounts, StatsRange, StepCounts,
+    Tombstone, hour_start,
 };
 pub use catalog::{Catalog, CatalogEventRecord};
 pub use destinations::{

@@ -712,7 +712,7 @@ async fn replay_rows<C: ConnectionTrait>(
         if dead.is_empty() {
             continue;
         }
-        upsert_counters(db, &undone).await?;
+        upsert_counters(db, &undone, 0).await?;
         let result = Entity::update_many()
             .col_expr(Column::Status, Expr::value(OutboxStatus::Pending.as_str()))
             .col_expr(Column::Attempts, Expr::value(0))
@@ -786,7 +786,7 @@ async fn record_marks<'m, C: ConnectionTrait>(
         }
         changed += n;
     }
-    upsert_counters(db, &counts).await?;
+    upsert_counters(db, &counts, 0).await?;
     Ok(changed)
 }
 

@@ -54,6 +54,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     db: &C,
     changes: &Changes,
     now: DateTime<Utc>,
+    shard: i16,
 ) -> Result<(), Failure> {
     insert_dedupe(db, &changes.dedupe, changes.dedupe_expired_before).await?;
     insert_enter_once(db, &changes.enter_once, now).await?;
@@ -81,8 +82,9 @@ pub(super) async fn apply<C: ConnectionTrait>(
     // Counters and the catalog are rows every batch touches: last, so their locks are held
     // the shortest; counters first in every batch, each in key order, so no two batches wait
     // on each other in opposite orders.
-    super::stats::upsert(db, &changes.counters).await?;
-    catalog::record_seen(db, &changes.catalog_seen).await?;
+    // Both in the batch's shard, so the lanes do not queue on each other's rows.
+    super::stats::upsert(db, &changes.counters, shard).await?;
+    catalog::record_seen(db, &changes.catalog_seen, shard).await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ mod commit;
 mod stats;
 
 pub(crate) use stats::upsert as upsert_counters;
-pub use stats::{CounterKey, CounterKind, StatsRange, hour_start};
+pub use stats::{COUNTER_SHARDS, CounterKey, CounterKind, StatsRange, hour_start};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -317,7 +317,8 @@ impl<'a> Batches<'a> {
         if let Err(err) = crate::repo::fence(&txn, held, seqs).await {
             return finish(txn, Err(err)).await;
         }
-        match commit::apply(&txn, changes, Utc::now()).await {
+        let shard = stats::shard_of(held);
+        match commit::apply(&txn, changes, Utc::now(), shard).await {
             Ok(()) => finish(txn, Ok(())).await,
             Err(commit::Failure::Store(err)) => finish(txn, Err(err)).await,
             Err(commit::Failure::Versions(candidates)) => {
@@ -615,6 +616,20 @@ impl<'a> Batches<'a> {
         range: &StatsRange,
     ) -> Result<Vec<DeliveryHour>, StoreError> {
         stats::destination_stats(self.db, destination_id, range).await
+    }
+
+    /// Merges the counter shards of hours before `before` into one row per key and hour (see
+    /// [`COUNTER_SHARDS`]), in small transactions at `pace`; returns how many shard rows went.
+    /// Counts do not change.
+    ///
+    /// # Errors
+    /// Database errors; chunks folded before the error stay folded.
+    pub async fn fold_counter_shards(
+        &self,
+        before: DateTime<Utc>,
+        pace: PurgePace,
+    ) -> Result<u64, StoreError> {
+        stats::fold_shards(self.db, hour_start(before), pace).await
     }
 
     /// Deletes dedupe keys seen before `before`, in small transactions at `pace`; returns how

@@ -11,12 +11,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult, Statement,
+};
 
 use crate::error::StoreError;
 use crate::migration::BRANCH_LEN;
 use crate::repo::instances::InstanceState;
-use crate::repo::{placeholders, sized_chunks};
+use crate::repo::partitions::Held;
+use crate::repo::{INSERT_CHUNK, PurgePace, begin_claim, finish, placeholders, sized_chunks};
 
 use super::{BranchCounts, DeliveryHour, HourStats, JourneyStats, SendCounts, StepCounts};
 
@@ -147,6 +150,115 @@ impl CounterKey {
     }
 }
 
+/// Shards of a counter (and of an event catalog entry): each key has up to this many rows per
+/// hour, one per shard, which readers add up. A batch writes the shard of its first fenced
+/// partition (`partition % COUNTER_SHARDS`), so the lanes of a node (`partition % lanes`, with
+/// `lanes` dividing 16) never queue on each other's counter rows; unfenced writes (tests, the
+/// delivery's counts) use shard 0. [`fold_shards`] merges past hours back into shard 0.
+pub const COUNTER_SHARDS: u32 = 16;
+
+/// The shard a batch fenced over `held` writes its counters and catalog rows in.
+pub(crate) fn shard_of(held: &[Held]) -> i16 {
+    held.first().map_or(0, |h| {
+        i16::try_from(h.partition % COUNTER_SHARDS).unwrap_or(0)
+    })
+}
+
+/// Moves the counts of shards other than 0 in hours before `before_hour` into shard 0, in
+/// transactions of at most `pace.chunk` rows at `pace`; returns how many rows were folded.
+///
+/// Each chunk locks the rows it reads (`FOR UPDATE` on MySQL; SQLite has one writer), adds
+/// their sums to shard 0 and deletes exactly those rows, so an increment committed meanwhile
+/// is never lost: it is in a row the chunk did not read, folded by a later run.
+pub(super) async fn fold_shards(
+    db: &DatabaseConnection,
+    before_hour: i64,
+    pace: PurgePace,
+) -> Result<u64, StoreError> {
+    let backend = db.get_database_backend();
+    let lock = if backend == DbBackend::MySql {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut folded = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let txn = begin_claim(db).await?;
+        let result = fold_chunk(&txn, backend, before_hour, pace.limit(), lock).await;
+        let found = finish(txn, result).await?;
+        folded += found as u64;
+        if pace.last(found) {
+            return Ok(folded);
+        }
+        if pace.rest > 0 {
+            tokio::time::sleep(started.elapsed() * pace.rest).await;
+        }
+    }
+}
+
+/// One chunk of [`fold_shards`] in `txn`; returns how many shard rows it folded.
+async fn fold_chunk(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    before_hour: i64,
+    limit: u64,
+    lock: &str,
+) -> Result<usize, StoreError> {
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT journey_id, hour, step_key, kind, branch, shard, n FROM journey_counters \
+                 WHERE hour < ? AND shard > 0 \
+                 ORDER BY journey_id, hour, step_key, kind, branch, shard LIMIT {limit}{lock}"
+            ),
+            [before_hour.into()],
+        ))
+        .await?;
+    let mut sums: BTreeMap<CounterKey, i64> = BTreeMap::new();
+    let mut keys: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 6);
+    for row in &rows {
+        let journey_id: String = get(row, "journey_id")?;
+        let hour: i64 = get(row, "hour")?;
+        let step_key: String = get(row, "step_key")?;
+        let kind: String = get(row, "kind")?;
+        let branch: String = get(row, "branch")?;
+        let shard: i16 = get(row, "shard")?;
+        let n: i64 = get(row, "n")?;
+        let Some(parsed) = CounterKind::parse(&kind) else {
+            return Err(StoreError::Internal(format!(
+                "unknown counter kind {kind:?}"
+            )));
+        };
+        let mut key = CounterKey::with_branch(&journey_id, &step_key, parsed, &branch);
+        key.hour = hour;
+        *sums.entry(key).or_default() += n;
+        keys.extend([
+            journey_id.into(),
+            hour.into(),
+            step_key.into(),
+            kind.into(),
+            branch.into(),
+            shard.into(),
+        ]);
+    }
+    upsert(txn, &sums, 0).await?;
+    for chunk in keys.chunks(6 * INSERT_CHUNK) {
+        let tuples = vec![format!("({})", placeholders(6)); chunk.len() / 6].join(", ");
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "DELETE FROM journey_counters \
+                 WHERE (journey_id, hour, step_key, kind, branch, shard) IN ({tuples})"
+            ),
+            chunk.to_vec(),
+        ))
+        .await?;
+    }
+    Ok(rows.len())
+}
+
 /// The stored form of a branch name: at most `BRANCH_LEN` characters.
 fn stored_branch(branch: &str) -> &str {
     match branch.char_indices().nth(BRANCH_LEN as usize) {
@@ -160,17 +272,19 @@ fn on_conflict(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::MySql => " ON DUPLICATE KEY UPDATE n = n + VALUES(n)",
         _ => {
-            " ON CONFLICT (journey_id, hour, step_key, kind, branch) \
+            " ON CONFLICT (journey_id, hour, step_key, kind, branch, shard) \
              DO UPDATE SET n = journey_counters.n + excluded.n"
         }
     }
 }
 
-/// Adds `counters` to the stored counts: one multi-row upsert per 500 keys, in key order (so
-/// concurrent batches lock the rows in the same order). Zero increments are skipped.
+/// Adds `counters` to the stored counts in the rows of `shard` (see [`COUNTER_SHARDS`]): one
+/// multi-row upsert per 500 keys, in key order (so concurrent batches lock the rows in the same
+/// order). Zero increments are skipped.
 pub(crate) async fn upsert<C: ConnectionTrait>(
     db: &C,
     counters: &BTreeMap<CounterKey, i64>,
+    shard: i16,
 ) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
     // Keys that differ only past the stored branch length add up into one row (a statement
@@ -190,15 +304,16 @@ pub(crate) async fn upsert<C: ConnectionTrait>(
     let rows: Vec<_> = rows.into_iter().collect();
     for chunk in sized_chunks(&rows) {
         let mut sql = String::from(
-            "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, n) VALUES ",
+            "INSERT INTO journey_counters (journey_id, hour, step_key, kind, branch, shard, n) \
+             VALUES ",
         );
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 6);
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7);
         for (i, ((journey, hour, step, kind, branch), n)) in chunk.iter().enumerate() {
             let _ = write!(
                 sql,
                 "{}({})",
                 if i > 0 { ", " } else { "" },
-                placeholders(6)
+                placeholders(7)
             );
             values.extend([
                 (*journey).into(),
@@ -206,6 +321,7 @@ pub(crate) async fn upsert<C: ConnectionTrait>(
                 (*step).into(),
                 (*kind).into(),
                 (*branch).into(),
+                shard.into(),
                 (*n).into(),
             ]);
         }
