@@ -114,9 +114,17 @@ impl PurgePace {
         self.chunk.max(1) as u64
     }
 
-    /// Whether a chunk that found `found` rows was the last.
-    pub(crate) fn last(self, found: usize) -> bool {
-        (found as u64) < self.limit()
+    /// After a chunk that began at `started` and found `found` rows: `false` when it was the
+    /// last (fewer rows than the limit), otherwise rests as this pace says and returns `true`.
+    /// The loop of every paced purge ([`PurgePace::drain`], the counter shards' fold).
+    pub(crate) async fn go_on(self, started: std::time::Instant, found: usize) -> bool {
+        if (found as u64) < self.limit() {
+            return false;
+        }
+        if self.rest > 0 {
+            tokio::time::sleep(started.elapsed() * self.rest).await;
+        }
+        true
     }
 
     /// Runs a purge at this pace: `select(limit)` reads the ids of up to `limit` rows due,
@@ -147,11 +155,8 @@ impl PurgePace {
             let txn = begin_claim(db).await?;
             let result = delete(&txn, ids).await.map_err(StoreError::from);
             purged += finish(txn, result).await?;
-            if self.last(found) {
+            if !self.go_on(started, found).await {
                 return Ok(purged);
-            }
-            if self.rest > 0 {
-                tokio::time::sleep(started.elapsed() * self.rest).await;
             }
         }
     }

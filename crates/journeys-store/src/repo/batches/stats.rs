@@ -188,11 +188,8 @@ pub(super) async fn fold_shards(
         let result = fold_chunk(&txn, backend, before_hour, pace.limit(), lock).await;
         let found = finish(txn, result).await?;
         folded += found as u64;
-        if pace.last(found) {
+        if !pace.go_on(started, found).await {
             return Ok(folded);
-        }
-        if pace.rest > 0 {
-            tokio::time::sleep(started.elapsed() * pace.rest).await;
         }
     }
 }
