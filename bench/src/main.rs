@@ -180,6 +180,11 @@ async fn measure(
         &recorder,
     )
     .await;
+    let timers = if kind.sessions() {
+        control.timer_stats().await
+    } else {
+        None
+    };
     control.clean_up(&prepared).await;
     driven?;
     drop(sink);
@@ -203,7 +208,8 @@ async fn measure(
     };
     let summary = recorder.summary();
     if kind.sessions() {
-        let nudges = Nudges::collect(&workload, &recorder, hold);
+        let mut nudges = Nudges::collect(&workload, &recorder, hold);
+        nudges.timers = timers;
         Ok(nudges::render(&info, &summary, &nudges))
     } else {
         Ok(report::render(&info, &summary))

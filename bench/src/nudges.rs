@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::record::{Recorder, Status, Summary};
 use crate::report::{self, RunInfo, quantile};
+use crate::setup::TimerStats;
 use crate::workload::Workload;
 
 /// How long after the last checkout's deadline the run keeps listening for nudges that should
@@ -36,6 +37,9 @@ pub struct Nudges {
     pub lateness: Vec<i64>,
     /// The same after its checkout's send (or due time) + the hold.
     pub lateness_from_send: Vec<i64>,
+    /// The node's own figures for its timers (due → firing committed), when it serves a
+    /// scheduler: what of a nudge's lateness is before the webhook's outbox row exists.
+    pub timers: Option<TimerStats>,
 }
 
 impl Nudges {
@@ -144,6 +148,16 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
         "                 {} (arrival - (checkout sent + hold))",
         lateness_line(&n.lateness_from_send)
     );
+    if let Some(t) = n.timers {
+        let _ = writeln!(
+            out,
+            "  timers (node)  {} fired, due -> committed p50 {:.1} / p99 {:.1} ms (the rest of a \
+             nudge's lateness is outbox -> webhook)",
+            t.fired,
+            t.p50.as_secs_f64() * 1e3,
+            t.p99.as_secs_f64() * 1e3
+        );
+    }
     let _ = writeln!(
         out,
         "  send -> ack    {}",
@@ -159,7 +173,7 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
          checkouts={} purchases={} nudges_expected={} nudges_received={} wrongly_nudged={} \
          missing={} late_p50_ms={:.1} late_p99_ms={:.1} late_max_ms={:.1} \
          late_from_send_p50_ms={:.1} late_from_send_p99_ms={:.1} late_from_send_max_ms={:.1} \
-         duplicates={} refused={}",
+         duplicates={} refused={}{}",
         info.workload.name(),
         info.target.replace(' ', "_"),
         info.transport,
@@ -180,6 +194,11 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
         sent(1.0),
         s.repeats_same_key + s.repeats_other_key,
         s.rejected.values().sum::<u64>(),
+        n.timers.map_or_else(String::new, |t| format!(
+            " timer_p50_ms={:.1} timer_p99_ms={:.1}",
+            t.p50.as_secs_f64() * 1e3,
+            t.p99.as_secs_f64() * 1e3
+        )),
     );
     out
 }

@@ -21,6 +21,7 @@ use journeys_proto::v1 as pb;
 use journeys_proto::v1::catalog_service_client::CatalogServiceClient;
 use journeys_proto::v1::destination_service_client::DestinationServiceClient;
 use journeys_proto::v1::journey_service_client::JourneyServiceClient;
+use journeys_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use journeys_proto::v1::source_service_client::SourceServiceClient;
 use prost_types::value::Kind;
 use serde_json::{Value, json};
@@ -40,6 +41,16 @@ const END_STEP: &str = "done";
 pub struct ControlPlane {
     channel: Channel,
     bearer: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// The target's own timer figures (`GetSchedulerStats`), since its scheduler started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimerStats {
+    /// Timers fired (applied or discarded).
+    pub fired: i64,
+    /// Lateness from the due time to the firing's commit: median and 99th percentile.
+    pub p50: Duration,
+    pub p99: Duration,
 }
 
 /// What [`ControlPlane::prepare`] created.
@@ -137,6 +148,25 @@ impl ControlPlane {
     }
 
     /// Archives the journey (ending any instance left) and revokes the source; best effort.
+    /// The target's timer figures, or `None` when it serves no scheduler (a stand-alone data
+    /// plane) or the call fails: the report then goes without them.
+    pub async fn timer_stats(&self) -> Option<TimerStats> {
+        let stats = SchedulerServiceClient::new(self.channel.clone())
+            .get_scheduler_stats(self.request(pb::GetSchedulerStatsRequest {}))
+            .await
+            .ok()?
+            .into_inner();
+        let duration = |d: Option<prost_types::Duration>| {
+            d.and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default()
+        };
+        Some(TimerStats {
+            fired: stats.fired_total,
+            p50: duration(stats.lateness_p50),
+            p99: duration(stats.lateness_p99),
+        })
+    }
+
     pub async fn clean_up(&self, prepared: &Prepared) {
         let archived = JourneyServiceClient::new(self.channel.clone())
             .archive_journey(self.request(pb::ArchiveJourneyRequest {
