@@ -109,6 +109,10 @@ fn ms(nanos: i64) -> f64 {
     nanos as f64 / 1e6
 }
 
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// The lateness quantiles as text, in milliseconds.
 fn lateness_line(sorted: &[i64]) -> String {
     let q = |p| quantile(sorted, p).map_or_else(|| "-".to_owned(), |v| format!("{:.1}", ms(v)));
@@ -154,8 +158,8 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
             "  timers (node)  {} fired, due -> committed p50 {:.1} / p99 {:.1} ms (the rest of a \
              nudge's lateness is outbox -> webhook)",
             t.fired,
-            t.p50.as_secs_f64() * 1e3,
-            t.p99.as_secs_f64() * 1e3
+            duration_ms(t.p50),
+            duration_ms(t.p99)
         );
     }
     let _ = writeln!(
@@ -196,8 +200,8 @@ pub fn render(info: &RunInfo, s: &Summary, n: &Nudges) -> String {
         s.rejected.values().sum::<u64>(),
         n.timers.map_or_else(String::new, |t| format!(
             " timer_p50_ms={:.1} timer_p99_ms={:.1}",
-            t.p50.as_secs_f64() * 1e3,
-            t.p99.as_secs_f64() * 1e3
+            duration_ms(t.p50),
+            duration_ms(t.p99)
         )),
     );
     out

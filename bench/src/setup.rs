@@ -147,7 +147,6 @@ impl ControlPlane {
         })
     }
 
-    /// Archives the journey (ending any instance left) and revokes the source; best effort.
     /// The target's timer figures, or `None` when it serves no scheduler (a stand-alone data
     /// plane) or the call fails: the report then goes without them.
     pub async fn timer_stats(&self) -> Option<TimerStats> {
@@ -167,6 +166,7 @@ impl ControlPlane {
         })
     }
 
+    /// Archives the journey (ending any instance left) and revokes the source; best effort.
     pub async fn clean_up(&self, prepared: &Prepared) {
         let archived = JourneyServiceClient::new(self.channel.clone())
             .archive_journey(self.request(pb::ArchiveJourneyRequest {
