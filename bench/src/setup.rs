@@ -51,6 +51,10 @@ pub struct TimerStats {
     /// Lateness from the due time to the firing's commit: median and 99th percentile.
     pub p50: Duration,
     pub p99: Duration,
+    /// Due time -> handed to the engine, 99th percentile: the watermark wait.
+    pub wait_p99: Duration,
+    /// One engine call firing a batch, 99th percentile.
+    pub apply_p99: Duration,
 }
 
 /// What [`ControlPlane::prepare`] created.
@@ -163,6 +167,8 @@ impl ControlPlane {
             fired: stats.fired_total,
             p50: duration(stats.lateness_p50),
             p99: duration(stats.lateness_p99),
+            wait_p99: duration(stats.wait_p99),
+            apply_p99: duration(stats.apply_p99),
         })
     }
 

@@ -36,6 +36,16 @@ const SQLITE_LOCKED_RETRY: Duration = Duration::from_secs(30);
 /// take over. Our transactions never wait between statements this long.
 const IDLE_WRITE_TRANSACTION_TIMEOUT: &str = "SET SESSION idle_write_transaction_timeout = 10";
 
+/// Prepared statements each MySQL/MariaDB connection keeps (sqlx's default is 100). A store
+/// connection prepares about 60–80 distinct statements under load (one per table, statement and
+/// row count), and more with housekeeping: at 100 the cache evicts, and an eviction sends
+/// `COM_STMT_CLOSE`, which the server does not answer. sqlx does not set `TCP_NODELAY`, so the
+/// connection's next statement then waits for the server's delayed ACK (about 40 ms on Linux),
+/// a stall that reached every lane at once: nudge lateness p99 went from 100–500 ms to 16–35 ms
+/// with this bound (BENCHMARKS.md, "The 40 ms stalls"). 512 per connection stays far below the
+/// server's `max_prepared_stmt_count` (16,382) for a pool of 10 on a few nodes.
+const STATEMENT_CACHE_CAPACITY: usize = 512;
+
 /// How long [`Store::migrate`] waits for another process's migrations of the same database:
 /// a long schema change on a big table may hold the lock for minutes.
 pub const MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -134,6 +144,7 @@ impl Store {
                 });
         }
         if backend == Backend::MySql {
+            options.map_sqlx_mysql_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE_CAPACITY));
             options.map_sqlx_mysql_pool_opts(|pool| {
                 pool.after_connect(|conn, _| {
                     Box::pin(async move {

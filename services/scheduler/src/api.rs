@@ -49,6 +49,8 @@ impl SchedulerService for SchedulerApi {
             fired_total: i64::try_from(fired.fired_total).unwrap_or(i64::MAX),
             lateness_p50: Some(duration(fired.lateness_p50())),
             lateness_p99: Some(duration(fired.lateness_p99())),
+            wait_p99: Some(duration(fired.wait.quantile(0.99))),
+            apply_p99: Some(duration(fired.apply_time.quantile(0.99))),
         }))
     }
 

@@ -133,6 +133,11 @@ async fn scheduler_stats_and_timers_over_grpc() {
         let p50 = fired.lateness_p50.expect("p50");
         let p99 = fired.lateness_p99.expect("p99");
         assert!((p50.seconds, p50.nanos) <= (p99.seconds, p99.nanos));
+        // The two parts of the lateness: before the engine call, and the call itself. The
+        // delays were fired, so both were recorded (a call takes time).
+        fired.wait_p99.expect("wait p99");
+        let apply = fired.apply_p99.expect("apply p99");
+        assert!(apply.seconds > 0 || apply.nanos > 0, "apply p99 {apply:?}");
 
         let instance = instance_of(&held, "start");
         let timers = client

@@ -151,6 +151,17 @@ async fn fire(
     let count = batch.len();
     let ids: Vec<String> = batch.iter().map(|t| t.id.clone()).collect();
     let called = std::time::Instant::now();
+    {
+        let handed_at = Utc::now();
+        let mut wait = shared
+            .counters
+            .wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for timer in &batch {
+            wait.record((handed_at - timer.due_at).to_std().unwrap_or_default());
+        }
+    }
     let span = tracing::info_span!("scheduler.fire", timers = count);
     let result = shared
         .engine

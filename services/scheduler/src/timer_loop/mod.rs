@@ -70,6 +70,10 @@ pub struct TimerLoopStats {
     /// How long each [`Engine::apply_timers`] call took (evaluation and commit), to tell the
     /// engine's share of the lateness from the queue's.
     pub apply_time: LatenessHistogram,
+    /// Handed to the engine at − due at, of every timer handed over (retries count again): the
+    /// part of the lateness spent before the engine call, waiting for the watermark or a free
+    /// call slot.
+    pub wait: LatenessHistogram,
 }
 
 impl TimerLoopStats {
@@ -97,6 +101,7 @@ struct Counters {
     held: AtomicUsize,
     lateness: Mutex<LatenessHistogram>,
     apply_time: Mutex<LatenessHistogram>,
+    wait: Mutex<LatenessHistogram>,
 }
 
 /// Everything the tasks share.
@@ -210,7 +215,15 @@ impl TimerLoop {
         if let Err(error) = self.firer.await {
             tracing::error!(%error, "timer firer ended abnormally");
         }
-        tracing::info!("timer loop stopped");
+        let stats = stats_of(&self.shared.counters);
+        tracing::info!(
+            fired = stats.fired_total,
+            lateness_p50 = ?stats.lateness_p50(),
+            lateness_p99 = ?stats.lateness_p99(),
+            wait_p99 = ?stats.wait.quantile(0.99),
+            apply_p99 = ?stats.apply_time.quantile(0.99),
+            "timer loop stopped"
+        );
     }
 }
 
@@ -241,6 +254,11 @@ fn stats_of(counters: &Counters) -> TimerLoopStats {
             .clone(),
         apply_time: counters
             .apply_time
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+        wait: counters
+            .wait
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone(),
