@@ -213,11 +213,20 @@ impl Engine {
                     }
                 }
             }
+            // Placed once queued when no event of this call can be handed on to another lane.
+            let final_lanes = self.inner.shared.links.unlinked()
+                && parts
+                    .iter()
+                    .flatten()
+                    .all(|routed| matches!(routed.item, Item::Event(_)));
             receivers = self.dispatch(
                 parts,
                 Some(&in_flight),
                 trace_context::current_traceparent().as_deref(),
             );
+            if final_lanes {
+                in_flight.place();
+            }
         }
         self.inner.shared.counters.apply(&delta);
         async move {
@@ -482,6 +491,15 @@ impl Engine {
         self.inner.watermark.current()
     }
 
+    /// The receive time of the oldest event submitted but not yet queued in the lane that
+    /// applies it, or now. A timer handed to the engine once this passed its due time is
+    /// applied after every event of its profile received before then: the scheduler of the
+    /// same process waits for this rather than for [`Engine::watermark`].
+    #[must_use]
+    pub fn placed_watermark(&self) -> DateTime<Utc> {
+        self.inner.watermark.placed()
+    }
+
     /// The counters since start.
     #[must_use]
     pub fn stats(&self) -> EngineStats {
@@ -585,6 +603,7 @@ impl Engine {
         let mut event = event;
         if let Some(identity) = event.linked_identity() {
             if links.get(identity).as_deref() != Some(profile_id.as_str()) {
+                links.linking();
                 let identity = identity.to_owned();
                 relays.entry(profile_id).or_insert_with(|| identity.clone());
                 return (identity, Item::Link(event));
@@ -717,12 +736,28 @@ async fn collect(
 async fn poll_journeys(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval(shared.config.refresh_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until the store says whether any id is linked, every event counts as unplaced until it
+    // committed (see `LinkCache::unlinked`).
+    let mut links_read = false;
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = ticks.tick() => {
                 if let Err(err) = shared.cache.poll().await {
                     tracing::warn!(error = %err, "journey cache refresh failed");
+                }
+                if !links_read {
+                    match shared.store.identities().any().await {
+                        Ok(any) => {
+                            links_read = true;
+                            if any {
+                                shared.links.linking();
+                            } else {
+                                shared.links.none_stored();
+                            }
+                        }
+                        Err(err) => tracing::debug!(error = %err, "reading whether ids are linked failed"),
+                    }
                 }
             }
         }

@@ -944,6 +944,7 @@ fn reply(shared: &Shared, jobs: Vec<Job>, slots: Vec<Slot>) {
             list.push((slot.position, outcome));
             continue;
         };
+        shared.links.linking();
         if shared.log.is_some() {
             // Published into `to`'s partition before the commit: applied there, in its order.
             list.push((slot.position, Outcome::Merged));

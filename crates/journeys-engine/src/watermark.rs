@@ -7,7 +7,7 @@
 //! never observe "idle, now ≥ D" while an event stamped before `D` is about to be registered.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -15,34 +15,71 @@ use chrono::{DateTime, Utc};
 /// Submissions in flight, by receive time.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
-    /// Receive time → number of live [`InFlight`] guards stamped with it.
-    pending: Mutex<BTreeMap<DateTime<Utc>, usize>>,
+    pending: Mutex<Pending>,
     /// Events covered by live guards (for the overload limit).
     events: AtomicUsize,
 }
 
+/// Receive time → number of live [`InFlight`] guards stamped with it: all of them, and those
+/// not yet placed ([`InFlight::place`]).
+#[derive(Debug, Default)]
+struct Pending {
+    received: BTreeMap<DateTime<Utc>, usize>,
+    unplaced: BTreeMap<DateTime<Utc>, usize>,
+}
+
+fn release(map: &mut BTreeMap<DateTime<Utc>, usize>, at: DateTime<Utc>) {
+    if let Some(n) = map.get_mut(&at) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&at);
+        }
+    }
+}
+
 impl Watermark {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<DateTime<Utc>, usize>> {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `events` events received now; they count until the guard is dropped.
+    /// Registers `events` events received now; they count until the guard is dropped, and as
+    /// unplaced until [`InFlight::place`] (or the drop).
     pub fn enter(self: &Arc<Self>, events: usize) -> InFlight {
         let mut pending = self.lock();
         let received_at = Utc::now();
-        *pending.entry(received_at).or_default() += 1;
+        *pending.received.entry(received_at).or_default() += 1;
+        *pending.unplaced.entry(received_at).or_default() += 1;
         self.events.fetch_add(events, Ordering::Relaxed);
         InFlight {
             watermark: Arc::clone(self),
             received_at,
             events,
+            placed: AtomicBool::new(false),
         }
     }
 
     /// The receive time of the oldest event in flight, or now.
     pub fn current(&self) -> DateTime<Utc> {
         let pending = self.lock();
-        pending.keys().next().copied().unwrap_or_else(Utc::now)
+        pending
+            .received
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or_else(Utc::now)
+    }
+
+    /// The receive time of the oldest event not yet placed in the lane that applies it, or
+    /// now: a timer handed to its lane after this passed its due time is applied after every
+    /// event of its profile received before then (a lane applies its queue in order).
+    pub fn placed(&self) -> DateTime<Utc> {
+        let pending = self.lock();
+        pending
+            .unplaced
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or_else(Utc::now)
     }
 
     /// Events submitted and not yet answered.
@@ -58,9 +95,18 @@ pub(crate) struct InFlight {
     watermark: Arc<Watermark>,
     received_at: DateTime<Utc>,
     events: usize,
+    placed: AtomicBool,
 }
 
 impl InFlight {
+    /// Marks the submission's events as queued in the lanes that apply them: from now on only
+    /// [`Watermark::current`] waits for them. Idempotent.
+    pub fn place(&self) {
+        if !self.placed.swap(true, Ordering::AcqRel) {
+            release(&mut self.watermark.lock().unplaced, self.received_at);
+        }
+    }
+
     #[cfg(test)]
     pub fn received_at(&self) -> DateTime<Utc> {
         self.received_at
@@ -70,12 +116,11 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut pending = self.watermark.lock();
-        if let Some(n) = pending.get_mut(&self.received_at) {
-            *n -= 1;
-            if *n == 0 {
-                pending.remove(&self.received_at);
-            }
+        release(&mut pending.received, self.received_at);
+        if !*self.placed.get_mut() {
+            release(&mut pending.unplaced, self.received_at);
         }
+        drop(pending);
         self.watermark
             .events
             .fetch_sub(self.events, Ordering::Relaxed);
@@ -85,6 +130,25 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placed_guard_holds_only_the_commit_watermark_back() {
+        let wm = Arc::new(Watermark::default());
+        let first = wm.enter(1);
+        let second = wm.enter(1);
+        assert_eq!(wm.placed(), first.received_at());
+        first.place();
+        first.place();
+        assert_eq!(wm.placed(), second.received_at());
+        assert_eq!(wm.current(), first.received_at());
+        drop(second);
+        let before = Utc::now();
+        assert!(wm.placed() >= before, "nothing unplaced: now");
+        assert_eq!(wm.current(), first.received_at());
+        drop(first);
+        assert!(wm.current() >= before);
+        assert_eq!(wm.in_flight_events(), 0);
+    }
 
     #[test]
     fn oldest_guard_holds_the_watermark_back() {

@@ -316,18 +316,22 @@ async fn operators_end_one_instance_or_all_of_a_journey() {
     .await;
 }
 
+/// An engine whose long batch delay keeps each event queued (uncommitted) for 400 ms.
+async fn slow_batches(store: &journeys_store::Store) -> journeys_engine::Engine {
+    engine_with(
+        store,
+        EngineConfig {
+            max_batch_delay: Duration::from_millis(400),
+            ..EngineConfig::default()
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
     each_backend(async |db| {
-        // A long batch delay keeps the event queued (uncommitted) for a while.
-        let engine = engine_with(
-            db,
-            EngineConfig {
-                max_batch_delay: Duration::from_millis(400),
-                ..EngineConfig::default()
-            },
-        )
-        .await;
+        let engine = slow_batches(db).await;
         let received = Utc::now();
         let pending = engine.submit(vec![track("u1", "page_viewed", "w1", json!({}))]);
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -343,6 +347,69 @@ async fn the_watermark_holds_at_the_oldest_uncommitted_event() {
         assert!(
             idle >= Utc::now() - TimeDelta::milliseconds(50),
             "idle watermark is now"
+        );
+        engine.shutdown().await;
+    })
+    .await;
+}
+
+/// The scheduler of the same process waits only until the events received before a deadline
+/// are queued in their lanes (a lane applies its queue in order, so a timer handed to it later
+/// comes after them), not until they committed. Once ids are linked, an event may be handed
+/// on to another lane after its first one evaluated it: then it counts until it committed.
+#[tokio::test]
+async fn the_placed_watermark_passes_a_queued_event_unless_ids_are_linked() {
+    each_backend(async |db| {
+        let engine = slow_batches(db).await;
+        // The first batch also lets the engine read that the store holds no link.
+        let acks = engine
+            .submit(vec![track("u0", "page_viewed", "w0", json!({}))])
+            .await;
+        assert_eq!(acks[0].status, AckStatus::Accepted);
+
+        let received = Utc::now();
+        let pending = engine.submit(vec![track("u1", "page_viewed", "w1", json!({}))]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let committed = engine.watermark();
+        let placed = engine.placed_watermark();
+        assert!(
+            committed <= Utc::now() - TimeDelta::milliseconds(100),
+            "the commit watermark moved on while the event was uncommitted"
+        );
+        assert!(
+            placed >= received + TimeDelta::milliseconds(100),
+            "the placed watermark {placed} waited for the queued event received at {received}"
+        );
+        assert_eq!(pending.await[0].status, AckStatus::Accepted);
+
+        // An event linking an anonymous id to its user: from now on events may be handed on.
+        let mut linking = track("u2", "page_viewed", "w2", json!({}));
+        linking.anonymous_id = Some("anon-2".to_owned());
+        let received = Utc::now();
+        let pending = engine.submit(vec![linking]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let placed = engine.placed_watermark();
+        assert!(
+            placed <= received + TimeDelta::milliseconds(50),
+            "the placed watermark {placed} passed a linking event received at {received}"
+        );
+        assert_eq!(pending.await[0].status, AckStatus::Accepted);
+        let mut anonymous = track("anon-2", "page_viewed", "w3", json!({}));
+        anonymous.user_id = None;
+        anonymous.anonymous_id = Some("anon-2".to_owned());
+        let received = Utc::now();
+        let pending = engine.submit(vec![anonymous]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let placed = engine.placed_watermark();
+        assert!(
+            placed <= received + TimeDelta::milliseconds(50),
+            "the placed watermark {placed} passed an event of a linked id received at {received}"
+        );
+        assert_eq!(pending.await[0].status, AckStatus::Accepted);
+        let idle = engine.placed_watermark();
+        assert!(
+            idle >= Utc::now() - TimeDelta::milliseconds(50),
+            "idle: now"
         );
         engine.shutdown().await;
     })

@@ -45,10 +45,13 @@ pub trait WatermarkSource: Send + Sync + 'static {
     fn watermark(&self) -> DateTime<Utc>;
 }
 
-/// The engine's own in-process watermark.
+/// The engine's own in-process watermark, for a scheduler that fires through the same engine
+/// that takes the events: a timer waits only until every event received before its deadline
+/// is queued in its lane ([`Engine::placed_watermark`]), not until it committed, because the
+/// lane applies its queue in order.
 impl WatermarkSource for Engine {
     fn watermark(&self) -> DateTime<Utc> {
-        Engine::watermark(self)
+        Engine::placed_watermark(self)
     }
 }
 

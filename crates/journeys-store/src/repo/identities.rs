@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use serde_json::{Map, Value};
 
@@ -117,6 +117,20 @@ impl<'a> Identities<'a> {
             .one(self.db)
             .await?
             .map_or_else(|| id.to_owned(), |m| m.profile_id))
+    }
+
+    /// Whether any id is linked to a profile at all.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn any(&self) -> Result<bool, StoreError> {
+        Ok(identity::Entity::find()
+            .select_only()
+            .column(identity::Column::Identity)
+            .into_tuple::<String>()
+            .one(self.db)
+            .await?
+            .is_some())
     }
 
     /// The ids linked to `profile_id`, in link order.
