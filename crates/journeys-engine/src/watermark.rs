@@ -28,6 +28,12 @@ struct Pending {
     unplaced: BTreeMap<DateTime<Utc>, usize>,
 }
 
+/// The earliest receive time in `map`, or now when it is empty. Read under the lock `enter`
+/// stamps under, so "empty, now" never passes a submission about to be registered.
+fn oldest(map: &BTreeMap<DateTime<Utc>, usize>) -> DateTime<Utc> {
+    map.keys().next().copied().unwrap_or_else(Utc::now)
+}
+
 fn release(map: &mut BTreeMap<DateTime<Utc>, usize>, at: DateTime<Utc>) {
     if let Some(n) = map.get_mut(&at) {
         *n -= 1;
@@ -60,26 +66,14 @@ impl Watermark {
 
     /// The receive time of the oldest event in flight, or now.
     pub fn current(&self) -> DateTime<Utc> {
-        let pending = self.lock();
-        pending
-            .received
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or_else(Utc::now)
+        oldest(&self.lock().received)
     }
 
     /// The receive time of the oldest event not yet placed in the lane that applies it, or
     /// now: a timer handed to its lane after this passed its due time is applied after every
     /// event of its profile received before then (a lane applies its queue in order).
     pub fn placed(&self) -> DateTime<Utc> {
-        let pending = self.lock();
-        pending
-            .unplaced
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or_else(Utc::now)
+        oldest(&self.lock().unplaced)
     }
 
     /// Events submitted and not yet answered.
