@@ -60,6 +60,9 @@ const ERROR_LOG_LINES: usize = 20;
 const ERROR_TEXT_CHARS: usize = 8 * 1024;
 /// Pause after a failed claim, so that a store outage is not hammered.
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// How soon a claim is tried again after it passed over a free, due row that another
+/// transaction held locked (`SKIP LOCKED`): about as long as a batch of marks takes to commit.
+const SKIPPED_RECHECK: Duration = Duration::from_millis(10);
 /// Claimant leases that ran out this long ago are removed when a dispatcher starts.
 const CLAIMANT_PURGE_AFTER: Duration = Duration::from_secs(3600);
 
@@ -552,17 +555,20 @@ impl Dispatcher {
             return Instant::now();
         }
         let idle = Instant::now() + config.max_idle_wait;
-        match outbox.next_due_at().await {
+        match outbox.next_claimable_at(now, claimant, &saturated).await {
             // Due after the claim looked: sleep until then.
             Ok(Some(due)) if due > now => {
                 let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 idle.min(Instant::now() + wait)
             }
-            // Due but not claimed: leased (in flight here or elsewhere). Its delivery ends in a
-            // mark or a retry (which wakes us); an expired lease is found by the idle poll.
-            Ok(_) => idle,
+            // Free and due, yet the claim passed over it: a write in progress (a mark, a
+            // purge) held its lock. Look again once that write has ended.
+            Ok(Some(_)) => Instant::now() + SKIPPED_RECHECK,
+            // Nothing free: the rest is claimed (in flight here or elsewhere). A delivery ends
+            // in a mark or a retry (which wakes us); a lapsed claim is found by the idle poll.
+            Ok(None) => idle,
             Err(err) => {
-                tracing::warn!(error = %err, "could not read the next due outbox row");
+                tracing::warn!(error = %err, "could not read the next claimable outbox row");
                 idle
             }
         }

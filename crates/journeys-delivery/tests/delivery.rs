@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use journeys_delivery::{AddressPolicy, DeliveryConfig, DeliveryError, Dispatcher};
 use journeys_store::OutboxStatus;
 use journeys_testkit::{Reply, Sink, each_backend};
+use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 
 use support::{destination, enqueue, fast_config, outbox_row, spawn, wait_row};
 
@@ -482,6 +483,60 @@ async fn wake_delivers_without_waiting_for_a_poll() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
+        drop(stop);
+        task.await.unwrap();
+    })
+    .await;
+}
+
+/// A due row that another transaction held locked while the claim looked (a batch of marks
+/// scanning past it, a purge) is sent as soon as that lock goes, not at the next idle poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_locked_while_the_claim_looked_is_sent_when_the_lock_goes_not_at_the_poll() {
+    each_backend(async |db| {
+        if !db.url().starts_with("mysql") {
+            // SQLite has one writer: a claim never passes over a locked row.
+            return;
+        }
+        let sink = Sink::start().await;
+        let dest = destination(db, &sink.url_at("/hooks"), json!({})).await;
+        let config = DeliveryConfig {
+            max_idle_wait: Duration::from_secs(60),
+            ..fast_config()
+        };
+        let dispatcher = Dispatcher::new(db.store().clone(), config);
+        let waker = dispatcher.waker();
+        let (stop, task) = spawn(dispatcher);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let row = outbox_row(&dest);
+        enqueue(db, vec![row.clone()]).await;
+        let other = Database::connect(db.url()).await.unwrap();
+        let open = other.begin().await.unwrap();
+        open.execute_unprepared(&format!(
+            "SELECT id FROM outbox WHERE id = '{}' FOR UPDATE",
+            row.id
+        ))
+        .await
+        .unwrap();
+        waker.wake();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            sink.requests().is_empty(),
+            "sent while another held its row"
+        );
+
+        let released = Instant::now();
+        open.rollback().await.unwrap();
+        let received = sink.wait_for(1, PATIENCE).await;
+        let latency = received[0].at - released;
+        assert!(
+            latency < Duration::from_secs(5),
+            "sent {latency:?} after the lock went"
+        );
+        wait_row(db, &row.id, PATIENCE, |r| r.status == OutboxStatus::Sent).await;
+
+        other.close().await.unwrap();
         drop(stop);
         task.await.unwrap();
     })

@@ -152,7 +152,7 @@ impl PurgePace {
             if found == 0 {
                 return Ok(purged);
             }
-            let txn = begin_claim(db).await?;
+            let txn = begin_read_committed(db).await?;
             let result = delete(&txn, ids).await.map_err(StoreError::from);
             purged += finish(txn, result).await?;
             if !self.go_on(started, found).await {
@@ -210,12 +210,17 @@ pub(crate) async fn rollback(txn: DatabaseTransaction) {
     }
 }
 
-/// Begins a transaction for claiming rows with `FOR UPDATE SKIP LOCKED`.
+/// Begins a transaction for claiming rows with `FOR UPDATE SKIP LOCKED`, or for updating rows
+/// that others claim and mark at the same time (the delivery marks).
 ///
 /// On MySQL it runs at `READ COMMITTED`: no gap locks (which would block concurrent inserts of
 /// new timers and sends into the scanned range) and locks on scanned rows that do not match are
-/// released at once. SQLite has one writer anyway.
-pub(crate) async fn begin_claim(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+/// released at once. At `REPEATABLE READ`, an `UPDATE … WHERE id IN (…)` that the optimizer runs
+/// as a scan keeps every scanned row locked until it commits: a claim then skips due rows it
+/// does not change, or deadlocks with it. SQLite has one writer anyway.
+pub(crate) async fn begin_read_committed(
+    db: &DatabaseConnection,
+) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() == DbBackend::MySql {
         db.begin_with_config(Some(IsolationLevel::ReadCommitted), None)
             .await

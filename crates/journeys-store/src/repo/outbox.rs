@@ -26,7 +26,9 @@ use crate::error::StoreError;
 use crate::page::{self, Page};
 use crate::repo::batches::upsert_counters;
 use crate::repo::partitions::{db_now, micros_of};
-use crate::repo::{CounterKey, CounterKind, INSERT_CHUNK, PurgePace, begin_claim, finish, micros};
+use crate::repo::{
+    CounterKey, CounterKind, INSERT_CHUNK, PurgePace, begin_read_committed, finish, micros,
+};
 
 const ENTITY: &str = "outbox row";
 
@@ -295,30 +297,16 @@ impl<'a> Outbox<'a> {
         let now = micros(now);
         let lease_until = micros(lease_until);
         let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
-        let txn = begin_claim(self.db).await?;
+        let txn = begin_read_committed(self.db).await?;
         let result = async {
             // Read first, not as a subquery of the locking read: `SKIP LOCKED` must never pass
             // over a claimant row being renewed and take a live claimant for a dead one.
-            let mut live = live_claimants(&txn).await?;
-            live.extend(claimant.map(str::to_owned));
-            let mut orphaned = Condition::all().add(Column::ClaimedBy.is_not_null());
-            if !live.is_empty() {
-                orphaned = orphaned.add(Column::ClaimedBy.is_not_in(live));
-            }
+            let live = live_claimants(&txn).await?;
             let mut query = Entity::find()
-                .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+                .filter(claimable(now, live, claimant, excluding))
                 .filter(Column::NextAttemptAt.lte(now))
-                .filter(
-                    Condition::any()
-                        .add(Column::ClaimedUntil.is_null())
-                        .add(Column::ClaimedUntil.lt(now))
-                        .add(orphaned),
-                )
                 .order_by_asc(Column::NextAttemptAt)
                 .limit(u64::from(limit));
-            if !excluding.is_empty() {
-                query = query.filter(Column::DestinationId.is_not_in(excluding.iter().cloned()));
-            }
             if skip_locked {
                 query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             }
@@ -492,7 +480,7 @@ impl<'a> Outbox<'a> {
         if marks.is_empty() {
             return Ok(0);
         }
-        let txn = self.db.begin().await?;
+        let txn = begin_read_committed(self.db).await?;
         let result = record_marks(&txn, marks, now).await;
         finish(txn, result).await
     }
@@ -558,6 +546,30 @@ impl<'a> Outbox<'a> {
             .select_only()
             .column(Column::NextAttemptAt)
             .filter(Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .order_by_asc(Column::NextAttemptAt)
+            .into_tuple::<DateTime<Utc>>()
+            .one(self.db)
+            .await?)
+    }
+
+    /// The earliest `next_attempt_at` of the rows a claim by `claimant` (leaving out the
+    /// destinations in `excluding`) could take, due or not, read without locks. A due row here
+    /// that the claim passed over was locked by a write in progress (`SKIP LOCKED`): worth
+    /// claiming again shortly rather than at the next poll.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn next_claimable_at(
+        &self,
+        now: DateTime<Utc>,
+        claimant: &str,
+        excluding: &[String],
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let live = live_claimants(self.db).await?;
+        Ok(Entity::find()
+            .select_only()
+            .column(Column::NextAttemptAt)
+            .filter(claimable(micros(now), live, Some(claimant), excluding))
             .order_by_asc(Column::NextAttemptAt)
             .into_tuple::<DateTime<Utc>>()
             .one(self.db)
@@ -665,6 +677,34 @@ impl<'a> Outbox<'a> {
 }
 
 /// Claimants whose lease runs now, on the database's clock.
+/// Pending rows free to claim at `now` for `claimant`, given the `live` claimants: unclaimed,
+/// their claim lapsed, or claimed by a claimant no longer live (`claimant` counts as live); not
+/// of the destinations in `excluding`.
+fn claimable(
+    now: DateTime<Utc>,
+    mut live: Vec<String>,
+    claimant: Option<&str>,
+    excluding: &[String],
+) -> Condition {
+    live.extend(claimant.map(str::to_owned));
+    let mut orphaned = Condition::all().add(Column::ClaimedBy.is_not_null());
+    if !live.is_empty() {
+        orphaned = orphaned.add(Column::ClaimedBy.is_not_in(live));
+    }
+    let mut free = Condition::all()
+        .add(Column::Status.eq(OutboxStatus::Pending.as_str()))
+        .add(
+            Condition::any()
+                .add(Column::ClaimedUntil.is_null())
+                .add(Column::ClaimedUntil.lt(now))
+                .add(orphaned),
+        );
+    if !excluding.is_empty() {
+        free = free.add(Column::DestinationId.is_not_in(excluding.iter().cloned()));
+    }
+    free
+}
+
 async fn live_claimants<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, StoreError> {
     let backend = db.get_database_backend();
     let sql = format!(

@@ -10,7 +10,7 @@ use sea_orm::{
 
 use crate::entity::timer::{self, Column};
 use crate::error::StoreError;
-use crate::repo::{INSERT_CHUNK, begin_claim, finish, micros, padded};
+use crate::repo::{INSERT_CHUNK, begin_read_committed, finish, micros, padded};
 
 /// A stored timer. Created and deleted through [`crate::Changes`]; claimed through
 /// [`Timers::claim_due`].
@@ -102,7 +102,7 @@ impl<'a> Timers<'a> {
         }
         let now = micros(Utc::now());
         let skip_locked = self.db.get_database_backend() == DbBackend::MySql;
-        let txn = begin_claim(self.db).await?;
+        let txn = begin_read_committed(self.db).await?;
         let result = async {
             // Free timers first, then those whose claim lapsed (a replica that died holding
             // them). Both passes read the `(claimed_until, due_at)` index from where their

@@ -19,7 +19,9 @@ use crate::error::StoreError;
 use crate::migration::BRANCH_LEN;
 use crate::repo::instances::InstanceState;
 use crate::repo::partitions::Held;
-use crate::repo::{INSERT_CHUNK, PurgePace, begin_claim, finish, placeholders, sized_chunks};
+use crate::repo::{
+    INSERT_CHUNK, PurgePace, begin_read_committed, finish, placeholders, sized_chunks,
+};
 
 use super::{BranchCounts, DeliveryHour, HourStats, JourneyStats, SendCounts, StepCounts};
 
@@ -184,7 +186,7 @@ pub(super) async fn fold_shards(
     let mut folded = 0;
     loop {
         let started = std::time::Instant::now();
-        let txn = begin_claim(db).await?;
+        let txn = begin_read_committed(db).await?;
         let result = fold_chunk(&txn, backend, before_hour, pace.limit(), lock).await;
         let found = finish(txn, result).await?;
         folded += found as u64;
