@@ -26,7 +26,7 @@ pub use limits::{
     DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION, DEFAULT_MAX_UNIQUE_VALUE_CHARS,
     DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS, DEFAULT_RETRY_AFTER_MAX_SECS,
     DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS, DEFAULT_RETRY_BUDGET_SECS,
-    MAX_SENDS_IN_FLIGHT,
+    DEFAULT_WRITE_KEY_CACHE_SIZE, MAX_SENDS_IN_FLIGHT,
 };
 
 /// Database used when nothing else is configured: a SQLite file in the working directory, created
@@ -228,6 +228,10 @@ pub struct Config {
     /// (its events are still applied).
     #[serde(default = "limits::default_max_catalog_events")]
     pub max_catalog_events: usize,
+    /// Write keys the data plane keeps resolved in memory, and as many unknown keys; past it
+    /// the least recently used one is asked of the store again.
+    #[serde(default = "limits::default_write_key_cache_size")]
+    pub write_key_cache_size: usize,
     /// Return-to-start passes one hold-until step allows per instance; the next match of a
     /// return-to-start branch continues onward.
     #[serde(default = "limits::default_max_return_to_start_passes")]
@@ -319,6 +323,7 @@ impl Config {
             function_cpu_ms: DEFAULT_FUNCTION_CPU_MS,
             function_memory_mb: DEFAULT_FUNCTION_MEMORY_MB,
             max_catalog_events: DEFAULT_MAX_CATALOG_EVENTS,
+            write_key_cache_size: DEFAULT_WRITE_KEY_CACHE_SIZE,
             max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
             min_delay_secs: DEFAULT_MIN_DELAY_SECS,
@@ -438,6 +443,7 @@ impl fmt::Debug for Config {
             .field("function_cpu_ms", &masked.function_cpu_ms)
             .field("function_memory_mb", &masked.function_memory_mb)
             .field("max_catalog_events", &masked.max_catalog_events)
+            .field("write_key_cache_size", &masked.write_key_cache_size)
             .field(
                 "max_return_to_start_passes",
                 &masked.max_return_to_start_passes,

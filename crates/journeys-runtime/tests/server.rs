@@ -373,3 +373,94 @@ async fn a_bad_descriptor_set_is_reported() {
     let err = result.expect_err("must fail");
     assert!(err.to_string().starts_with("server reflection"), "{err}");
 }
+
+/// One HTTP/2 frame as read off the wire: its type, flags and payload.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// The next frame, or `None` once the server closed the connection.
+async fn read_frame(tcp: &mut tokio::net::TcpStream) -> Option<Frame> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = [0_u8; 9];
+    tcp.read_exact(&mut head).await.ok()?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0_u8; len];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some(Frame {
+        kind: head[3],
+        flags: head[4],
+        payload,
+    })
+}
+
+/// A client that opens an HTTP/2 connection and then goes silent (a parked or dead peer): the
+/// server announces its stream limit, pings it once the connection is idle, and closes it when
+/// the ping goes unanswered, within the keep-alive interval and timeout.
+#[tokio::test]
+async fn a_grpc_connection_gets_a_stream_limit_and_is_closed_when_its_peer_goes_silent() {
+    use journeys_runtime::grpc::{
+        GRPC_KEEPALIVE_INTERVAL, GRPC_KEEPALIVE_TIMEOUT, GRPC_MAX_CONCURRENT_STREAMS,
+    };
+    use tokio::io::AsyncWriteExt as _;
+
+    let server = start(Duration::from_secs(1)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let opened = tokio::time::Instant::now();
+
+    let settings = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tcp))
+        .await
+        .expect("the server's settings in time")
+        .expect("a frame");
+    assert_eq!((settings.kind, settings.flags), (SETTINGS, 0));
+    let streams = settings.payload.chunks_exact(6).find_map(|setting| {
+        (u16::from_be_bytes([setting[0], setting[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
+            .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+    });
+    assert_eq!(streams, Some(GRPC_MAX_CONCURRENT_STREAMS));
+    // Acknowledge the settings, then answer nothing more.
+    tcp.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+
+    let bound = GRPC_KEEPALIVE_INTERVAL + GRPC_KEEPALIVE_TIMEOUT + Duration::from_secs(10);
+    let mut pinged = None;
+    let closed = tokio::time::timeout(bound, async {
+        while let Some(frame) = read_frame(&mut tcp).await {
+            if frame.kind == PING && frame.flags & 0x1 == 0 && pinged.is_none() {
+                pinged = Some(opened.elapsed());
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open after {bound:?}"
+    );
+    let pinged = pinged.expect("a keep-alive ping before the close");
+    assert!(
+        pinged >= GRPC_KEEPALIVE_INTERVAL - Duration::from_secs(1),
+        "pinged after {pinged:?}"
+    );
+    let closed_after = opened.elapsed();
+    assert!(
+        closed_after >= pinged + GRPC_KEEPALIVE_TIMEOUT - Duration::from_secs(1),
+        "closed {closed_after:?} after opening, pinged at {pinged:?}"
+    );
+
+    // The server itself is fine.
+    let channel = connect(server.addr).await;
+    assert_eq!(
+        health_status(channel, "").await.expect("check"),
+        ServingStatus::Serving
+    );
+    server.shutdown.trigger();
+}

@@ -26,7 +26,8 @@ pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(5);
 /// can be refused after a failed attempt with its key.
 pub const DEFAULT_NEGATIVE_KEY_TTL: Duration = Duration::from_secs(1);
 
-/// Entries per cache (known keys, unknown keys); past it the least recently used entry of that
+/// Entries per cache (known keys, unknown keys) unless configured otherwise (`write_key_cache_size`,
+/// [`WriteKeys::with_capacity`]); past it the least recently used entry of that
 /// cache makes room, so a flood of random keys cannot grow memory without bound and the keys
 /// in use stay cached. Known and unknown keys are cached apart: a flood of unknown keys never
 /// evicts the sources that are really sending.

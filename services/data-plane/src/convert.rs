@@ -78,6 +78,9 @@ pub(crate) fn ack_to_proto(ack: Ack) -> pb::Ack {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
     use prost_types::value::Kind;

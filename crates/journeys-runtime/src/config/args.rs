@@ -142,6 +142,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_catalog_events: Option<usize>,
 
+    /// Write keys the data plane keeps resolved in memory, and as many unknown keys
+    /// (1–10,000,000) [env: JOURNEYS_WRITE_KEY_CACHE_SIZE]
+    #[arg(long, value_name = "N")]
+    pub write_key_cache_size: Option<usize>,
+
     /// Return-to-start passes one hold-until step allows per instance
     /// [env: JOURNEYS_MAX_RETURN_TO_START_PASSES]
     #[arg(long, value_name = "N")]

@@ -42,6 +42,7 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_FUNCTION_CPU_MS",
     "JOURNEYS_FUNCTION_MEMORY_MB",
     "JOURNEYS_MAX_CATALOG_EVENTS",
+    "JOURNEYS_WRITE_KEY_CACHE_SIZE",
     "JOURNEYS_MAX_RETURN_TO_START_PASSES",
     "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
     "JOURNEYS_MIN_DELAY_SECS",
@@ -231,6 +232,11 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         "event names"
     ),
     number_binding!(
+        "JOURNEYS_WRITE_KEY_CACHE_SIZE",
+        write_key_cache_size,
+        "write keys"
+    ),
+    number_binding!(
         "JOURNEYS_MAX_RETURN_TO_START_PASSES",
         max_return_to_start_passes,
         "passes"
@@ -404,6 +410,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         function_cpu_ms,
         function_memory_mb,
         max_catalog_events,
+        write_key_cache_size,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,
@@ -459,6 +466,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         function_cpu_ms,
         function_memory_mb,
         max_catalog_events,
+        write_key_cache_size,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,

@@ -34,6 +34,8 @@ pub const DEFAULT_FUNCTION_CPU_MS: u64 = 1000;
 pub const DEFAULT_FUNCTION_MEMORY_MB: usize = 64;
 /// Event names the catalog records from events.
 pub const DEFAULT_MAX_CATALOG_EVENTS: usize = 10_000;
+/// Write keys kept resolved in memory (and as many unknown ones).
+pub const DEFAULT_WRITE_KEY_CACHE_SIZE: usize = 10_000;
 /// Return-to-start passes of one hold-until step per instance.
 pub const DEFAULT_MAX_RETURN_TO_START_PASSES: u32 = 100;
 /// Characters of a unique-identifier value (Segment's limit).
@@ -89,6 +91,9 @@ pub(super) fn default_function_memory_mb() -> usize {
 }
 pub(super) fn default_max_catalog_events() -> usize {
     DEFAULT_MAX_CATALOG_EVENTS
+}
+pub(super) fn default_write_key_cache_size() -> usize {
+    DEFAULT_WRITE_KEY_CACHE_SIZE
 }
 pub(super) fn default_max_return_to_start_passes() -> u32 {
     DEFAULT_MAX_RETURN_TO_START_PASSES
@@ -152,6 +157,12 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     )?;
     check_delivery(c)?;
     in_range("max_catalog_events", c.max_catalog_events, 1, 1_000_000)?;
+    in_range(
+        "write_key_cache_size",
+        c.write_key_cache_size,
+        1,
+        10_000_000,
+    )?;
     in_range(
         "max_return_to_start_passes",
         c.max_return_to_start_passes,

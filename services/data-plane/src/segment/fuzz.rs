@@ -27,7 +27,7 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-fn config() -> ProptestConfig {
+pub(crate) fn config() -> ProptestConfig {
     ProptestConfig {
         cases: cases(),
         // Failures are shrunk and reported; no regression files are written into the tree.
@@ -36,7 +36,7 @@ fn config() -> ProptestConfig {
     }
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     chrono::Utc
         .with_ymd_and_hms(2026, 3, 4, 5, 6, 7)
         .single()
@@ -187,22 +187,38 @@ proptest! {
     }
 }
 
-/// Every input of the corpus, plain and gzip-wrapped: `ok-*` files give events on the batch
-/// endpoint, `err-*` files are refused; none panics.
-#[test]
-fn the_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+/// The files of the corpus in `dir` (relative to the crate), with their names, in name order;
+/// at least `at_least` of them.
+pub(crate) fn corpus(dir: &str, at_least: usize) -> Vec<(String, std::path::PathBuf)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    assert!(files.len() >= 10, "the corpus is at {}", dir.display());
-    for path in files {
+    assert!(
+        files.len() >= at_least,
+        "the corpus is at {}",
+        dir.display()
+    );
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            (name.to_owned(), path)
+        })
+        .collect()
+}
+
+/// Every input of the corpus, plain and gzip-wrapped: `ok-*` files give events on the batch
+/// endpoint, `err-*` files are refused; none panics.
+#[test]
+fn the_corpus_replays() {
+    for (name, path) in corpus("fuzz/corpus", 10) {
+        let name = name.as_str();
         let bytes = std::fs::read(&path).unwrap_or_default();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
         if let Err(e) = check(&bytes) {
             panic!("{name}: {e}");
         }

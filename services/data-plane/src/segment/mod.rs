@@ -413,6 +413,6 @@ fn json_len(value: &Json) -> usize {
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use journeys_control_plane::Deps;
-use journeys_data_plane::{DataPlane, Heartbeat};
+use journeys_data_plane::{DataPlane, Heartbeat, WriteKeys};
 
 use journeys_delivery::function::FunctionLimits;
 use journeys_delivery::{AddressPolicy, DeliveryConfig, Dispatcher, RetryPolicy};
@@ -447,13 +447,14 @@ impl Running {
             names.extend(journeys_control_plane::SERVICE_NAMES);
         }
         let mut router = axum::Router::new();
+        let write_keys = || write_keys(store, &node.config);
         if let (true, Some(front)) = (roles.contains(Role::DataPlane), &self.front) {
-            let plane = DataPlane::new(front.clone(), store.clone());
+            let plane = DataPlane::with_write_keys(front.clone(), write_keys());
             routes.add_service(plane.ingest_service());
             names.push(journeys_data_plane::SERVICE_NAME);
             router = router.merge(plane.http_router());
         } else if let (true, Some(engine)) = (roles.contains(Role::DataPlane), &self.engine) {
-            let plane = DataPlane::new(engine.clone(), store.clone());
+            let plane = DataPlane::with_write_keys(engine.clone(), write_keys());
             routes.add_service(plane.ingest_service());
             names.push(journeys_data_plane::SERVICE_NAME);
             router = router.merge(plane.http_router());
@@ -571,6 +572,16 @@ fn function_limits(config: &Config) -> FunctionLimits {
         memory_bytes: config.function_memory_mb.saturating_mul(1024 * 1024),
         ..defaults
     }
+}
+
+/// The data plane's write-key resolver over `store`, caching as many keys as configured.
+fn write_keys(store: &Store, config: &Config) -> WriteKeys {
+    WriteKeys::with_capacity(
+        store.clone(),
+        journeys_data_plane::auth::DEFAULT_KEY_TTL,
+        journeys_data_plane::auth::DEFAULT_NEGATIVE_KEY_TTL,
+        config.write_key_cache_size,
+    )
 }
 
 #[cfg(test)]
