@@ -555,7 +555,7 @@ impl Dispatcher {
             return Instant::now();
         }
         let idle = Instant::now() + config.max_idle_wait;
-        match outbox.next_claimable_at(now, claimant, &saturated).await {
+        match outbox.next_claimable_at(now, &saturated).await {
             // Due after the claim looked: sleep until then.
             Ok(Some(due)) if due > now => {
                 let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);

@@ -303,7 +303,7 @@ impl<'a> Outbox<'a> {
             // over a claimant row being renewed and take a live claimant for a dead one.
             let live = live_claimants(&txn).await?;
             let mut query = Entity::find()
-                .filter(claimable(now, live, claimant, excluding))
+                .filter(claimable(now, Some(live), claimant, excluding))
                 .filter(Column::NextAttemptAt.lte(now))
                 .order_by_asc(Column::NextAttemptAt)
                 .limit(u64::from(limit));
@@ -552,24 +552,23 @@ impl<'a> Outbox<'a> {
             .await?)
     }
 
-    /// The earliest `next_attempt_at` of the rows a claim by `claimant` (leaving out the
-    /// destinations in `excluding`) could take, due or not, read without locks. A due row here
-    /// that the claim passed over was locked by a write in progress (`SKIP LOCKED`): worth
-    /// claiming again shortly rather than at the next poll.
+    /// The earliest `next_attempt_at` of the rows unclaimed at `now` or whose claim lapsed
+    /// (leaving out the destinations in `excluding`), due or not, read without locks. A due row
+    /// here that a claim just passed over was locked by a write in progress (`SKIP LOCKED`):
+    /// worth claiming again shortly rather than at the next poll. Rows of claimants no longer
+    /// live are not counted: the next poll finds them.
     ///
     /// # Errors
     /// Database errors.
     pub async fn next_claimable_at(
         &self,
         now: DateTime<Utc>,
-        claimant: &str,
         excluding: &[String],
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let live = live_claimants(self.db).await?;
         Ok(Entity::find()
             .select_only()
             .column(Column::NextAttemptAt)
-            .filter(claimable(micros(now), live, Some(claimant), excluding))
+            .filter(claimable(micros(now), None, None, excluding))
             .order_by_asc(Column::NextAttemptAt)
             .into_tuple::<DateTime<Utc>>()
             .one(self.db)
@@ -676,35 +675,36 @@ impl<'a> Outbox<'a> {
     }
 }
 
-/// Claimants whose lease runs now, on the database's clock.
-/// Pending rows free to claim at `now` for `claimant`, given the `live` claimants: unclaimed,
-/// their claim lapsed, or claimed by a claimant no longer live (`claimant` counts as live); not
-/// of the destinations in `excluding`.
+/// Pending rows free to claim at `now`: unclaimed or their claim lapsed; with the `live`
+/// claimants known, also those claimed by a claimant no longer live (`claimant` counts as
+/// live); not of the destinations in `excluding`.
 fn claimable(
     now: DateTime<Utc>,
-    mut live: Vec<String>,
+    live: Option<Vec<String>>,
     claimant: Option<&str>,
     excluding: &[String],
 ) -> Condition {
-    live.extend(claimant.map(str::to_owned));
-    let mut orphaned = Condition::all().add(Column::ClaimedBy.is_not_null());
-    if !live.is_empty() {
-        orphaned = orphaned.add(Column::ClaimedBy.is_not_in(live));
+    let mut unclaimed = Condition::any()
+        .add(Column::ClaimedUntil.is_null())
+        .add(Column::ClaimedUntil.lt(now));
+    if let Some(mut live) = live {
+        live.extend(claimant.map(str::to_owned));
+        let mut orphaned = Condition::all().add(Column::ClaimedBy.is_not_null());
+        if !live.is_empty() {
+            orphaned = orphaned.add(Column::ClaimedBy.is_not_in(live));
+        }
+        unclaimed = unclaimed.add(orphaned);
     }
     let mut free = Condition::all()
         .add(Column::Status.eq(OutboxStatus::Pending.as_str()))
-        .add(
-            Condition::any()
-                .add(Column::ClaimedUntil.is_null())
-                .add(Column::ClaimedUntil.lt(now))
-                .add(orphaned),
-        );
+        .add(unclaimed);
     if !excluding.is_empty() {
         free = free.add(Column::DestinationId.is_not_in(excluding.iter().cloned()));
     }
     free
 }
 
+/// Claimants whose lease runs now, on the database's clock.
 async fn live_claimants<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, StoreError> {
     let backend = db.get_database_backend();
     let sql = format!(

@@ -447,14 +447,13 @@ impl Running {
             names.extend(journeys_control_plane::SERVICE_NAMES);
         }
         let mut router = axum::Router::new();
-        let write_keys = || write_keys(store, &node.config);
         if let (true, Some(front)) = (roles.contains(Role::DataPlane), &self.front) {
-            let plane = DataPlane::with_write_keys(front.clone(), write_keys());
+            let plane = DataPlane::with_write_keys(front.clone(), write_keys(store, &node.config));
             routes.add_service(plane.ingest_service());
             names.push(journeys_data_plane::SERVICE_NAME);
             router = router.merge(plane.http_router());
         } else if let (true, Some(engine)) = (roles.contains(Role::DataPlane), &self.engine) {
-            let plane = DataPlane::with_write_keys(engine.clone(), write_keys());
+            let plane = DataPlane::with_write_keys(engine.clone(), write_keys(store, &node.config));
             routes.add_service(plane.ingest_service());
             names.push(journeys_data_plane::SERVICE_NAME);
             router = router.merge(plane.http_router());
