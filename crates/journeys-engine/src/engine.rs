@@ -266,18 +266,24 @@ impl Engine {
             self.route(&mut parts, position, profile_id, Item::Timer(timer));
         }
         let trace = trace_context::current_traceparent();
-        let answers = collect(self.dispatch(parts, None, trace.as_deref()), ids.len()).await;
+        let answers =
+            collect_stamped(self.dispatch(parts, None, trace.as_deref()), ids.len()).await;
         Ok(ids
             .into_iter()
             .zip(answers)
-            .map(|(timer_id, outcome)| TimerOutcome {
-                timer_id,
-                status: match outcome {
-                    Some(Outcome::Timer(status)) => status,
-                    _ => TimerStatus::Retry {
+            .map(|(timer_id, answer)| match answer {
+                Some((Outcome::Timer(status), answered_at)) => TimerOutcome {
+                    timer_id,
+                    status,
+                    answered_at,
+                },
+                _ => TimerOutcome {
+                    timer_id,
+                    status: TimerStatus::Retry {
                         code: crate::ack::UNAVAILABLE.into(),
                         message: "the engine is shutting down".into(),
                     },
+                    answered_at: Utc::now(),
                 },
             })
             .collect())
@@ -726,6 +732,26 @@ async fn collect(
                 if let Some(slot) = outcomes.get_mut(position) {
                     *slot = Some(outcome);
                 }
+            }
+        }
+    }
+    outcomes
+}
+
+/// [`collect`], with the time each lane answered: the lanes of one call commit at different
+/// times, and a caller measuring when its items took effect needs each one's.
+async fn collect_stamped(
+    receivers: Vec<oneshot::Receiver<Vec<(usize, Outcome)>>>,
+    count: usize,
+) -> Vec<Option<(Outcome, DateTime<Utc>)>> {
+    let mut outcomes: Vec<Option<(Outcome, DateTime<Utc>)>> = vec![None; count];
+    let mut answers: futures::stream::FuturesUnordered<_> = receivers.into_iter().collect();
+    while let Some(answer) = futures::StreamExt::next(&mut answers).await {
+        let Ok(answer) = answer else { continue };
+        let at = Utc::now();
+        for (position, outcome) in answer {
+            if let Some(slot) = outcomes.get_mut(position) {
+                *slot = Some((outcome, at));
             }
         }
     }

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use journeys_core::machine::ExitReason;
 use journeys_core::model::Event;
 use journeys_store::TimerRecord;
@@ -19,6 +21,10 @@ use crate::watermark::InFlight;
 pub struct TimerOutcome {
     pub timer_id: String,
     pub status: TimerStatus,
+    /// When the engine answered for this timer: for a fired or discarded one, just after the
+    /// commit of its lane's batch (one call's lanes commit at different times), which is when
+    /// its effects (the sends it queued) exist.
+    pub answered_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,10 +46,16 @@ async fn a_delay_fires_once_and_continues() {
         let in_an_hour = (due[0].due_at - instance.entered_at).num_seconds();
         assert!((3599..=3601).contains(&in_an_hour), "{in_an_hour}");
 
+        let called = Utc::now();
         let outcomes = engine.apply_timers(due.clone()).await.unwrap();
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].timer_id, due[0].id);
         assert_eq!(outcomes[0].status, TimerStatus::Fired);
+        // Answered once its commit was done: the scheduler's lateness is measured there.
+        assert!(
+            (called..=Utc::now()).contains(&outcomes[0].answered_at),
+            "{outcomes:?}"
+        );
         let done = instances(db, &journey, "u1").await.remove(0);
         assert_eq!(done.state, InstanceState::Completed);
         assert_eq!(sent_steps(db, "u1").await, ["welcome"]);

@@ -19,8 +19,8 @@
 //! times spread evenly over the window. The window starts once every row is in, so all of them
 //! are pending when the scheduler starts. A small calibration batch (due a day later, so it
 //! stays pending and never fires) predicts how long the load takes. The scheduler then runs
-//! with its defaults and an in-process engine; lateness is fired-at (after the commit) minus
-//! due-at. No dispatcher runs: the sends stay queued in the outbox.
+//! with its defaults and an in-process engine; lateness is fired-at (after the commit of the
+//! timer's lane batch) minus due-at. No dispatcher runs: the sends stay queued in the outbox.
 
 // Test code: a failed unwrap is a failed test with its message, and a scenario reads best as
 // one function.

@@ -286,6 +286,7 @@ impl LogFront {
                 .map(|t| TimerOutcome {
                     timer_id: t.id,
                     status: retry("the node is shutting down".to_owned()),
+                    answered_at: Utc::now(),
                 })
                 .collect();
         }
@@ -307,6 +308,7 @@ impl LogFront {
                         .map(|t| TimerOutcome {
                             timer_id: t.id,
                             status: retry(format!("the timer does not encode: {err}")),
+                            answered_at: Utc::now(),
                         })
                         .collect();
                 }
@@ -319,11 +321,13 @@ impl LogFront {
                 vec![None; timers.len()]
             }
         };
+        let answered_at = Utc::now();
         timers
             .into_iter()
             .zip(settled)
             .map(|(timer, answer)| TimerOutcome {
                 timer_id: timer.id,
+                answered_at,
                 status: match answer {
                     Some(None) => TimerStatus::Fired,
                     Some(Some(Answer::Discarded)) => TimerStatus::Discarded,

@@ -168,7 +168,6 @@ async fn fire(
         .apply_timers(batch.clone())
         .instrument(span)
         .await;
-    let fired_at = Utc::now();
     shared
         .counters
         .apply_time
@@ -176,7 +175,7 @@ async fn fire(
         .unwrap_or_else(PoisonError::into_inner)
         .record(called.elapsed());
     let (retry, elsewhere) = match result {
-        Ok(outcomes) => record(&shared, batch, &outcomes, fired_at),
+        Ok(outcomes) => record(&shared, batch, &outcomes),
         Err(error) => {
             if matches!(error, EngineError::ShuttingDown) {
                 tracing::debug!("engine shutting down; timers go back to the store");
@@ -226,40 +225,41 @@ fn record(
     shared: &Shared,
     batch: Vec<TimerRecord>,
     outcomes: &[TimerOutcome],
-    fired_at: DateTime<Utc>,
 ) -> (Vec<TimerRecord>, Vec<TimerRecord>) {
     let mut applied = 0u64;
     let mut discarded = 0u64;
     let mut retry = Vec::new();
     let mut elsewhere = Vec::new();
     let mut lateness = LatenessHistogram::new();
-    let mut by_id: std::collections::HashMap<&str, &TimerStatus> = outcomes
-        .iter()
-        .map(|o| (o.timer_id.as_str(), &o.status))
-        .collect();
+    let mut by_id: std::collections::HashMap<&str, &TimerOutcome> =
+        outcomes.iter().map(|o| (o.timer_id.as_str(), o)).collect();
     let mut unanswered = Vec::new();
     let exported = metrics::metrics();
-    let mut late = |timer: &TimerRecord| {
+    // Fired at its lane's commit, which may come before the call's other lanes commit.
+    let mut late = |timer: &TimerRecord, fired_at: DateTime<Utc>| {
         let value = (fired_at - timer.due_at).to_std().unwrap_or_default();
         lateness.record(value);
         exported.timer_lateness.observe(value);
     };
     for timer in batch {
-        match by_id.remove(timer.id.as_str()) {
-            Some(TimerStatus::Fired) => {
+        let Some(outcome) = by_id.remove(timer.id.as_str()) else {
+            unanswered.push(timer);
+            continue;
+        };
+        match &outcome.status {
+            TimerStatus::Fired => {
                 applied += 1;
-                late(&timer);
+                late(&timer, outcome.answered_at);
             }
-            Some(TimerStatus::Discarded) => {
+            TimerStatus::Discarded => {
                 discarded += 1;
-                late(&timer);
+                late(&timer, outcome.answered_at);
             }
-            Some(TimerStatus::Retry { code, message }) => {
+            TimerStatus::Retry { code, message } => {
                 tracing::debug!(timer = %timer.id, %code, %message, "timer not applied; retrying");
                 retry.push(timer);
             }
-            Some(TimerStatus::Elsewhere) => elsewhere.push(timer),
-            None => unanswered.push(timer),
+            TimerStatus::Elsewhere => elsewhere.push(timer),
         }
     }
     if !unanswered.is_empty() {

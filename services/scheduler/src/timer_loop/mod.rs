@@ -65,7 +65,8 @@ pub struct TimerLoopStats {
     pub claimed: u64,
     /// Claimed timers in memory or being fired right now.
     pub held: u64,
-    /// Fired at − due at, of every fired timer (waiting for the watermark included).
+    /// Fired at − due at, of every fired timer (waiting for the watermark included). Fired at
+    /// is when the engine answered for the timer, just after its lane's commit.
     pub lateness: LatenessHistogram,
     /// How long each [`Engine::apply_timers`] call took (evaluation and commit), to tell the
     /// engine's share of the lateness from the queue's.
