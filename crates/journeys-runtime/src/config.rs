@@ -24,9 +24,9 @@ pub use limits::{
     DEFAULT_MAX_CATALOG_EVENTS, DEFAULT_MAX_DELAY_SECS, DEFAULT_MAX_EVENTS_PER_PROFILE_PER_SEC,
     DEFAULT_MAX_HOLD_SECS, DEFAULT_MAX_INSTANCE_LIFETIME_DAYS, DEFAULT_MAX_RETURN_TO_START_PASSES,
     DEFAULT_MAX_SENDS_IN_FLIGHT_PER_DESTINATION, DEFAULT_MAX_UNIQUE_VALUE_CHARS,
-    DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS, DEFAULT_RETRY_AFTER_MAX_SECS,
-    DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS, DEFAULT_RETRY_BUDGET_SECS,
-    DEFAULT_WRITE_KEY_CACHE_SIZE, MAX_SENDS_IN_FLIGHT,
+    DEFAULT_MIN_DELAY_SECS, DEFAULT_MIN_HOLD_SECS, DEFAULT_PROFILE_CACHE_SIZE,
+    DEFAULT_RETRY_AFTER_MAX_SECS, DEFAULT_RETRY_BACKOFF_BASE_MS, DEFAULT_RETRY_BACKOFF_MAX_SECS,
+    DEFAULT_RETRY_BUDGET_SECS, DEFAULT_WRITE_KEY_CACHE_SIZE, MAX_SENDS_IN_FLIGHT,
 };
 
 /// Database used when nothing else is configured: a SQLite file in the working directory, created
@@ -232,6 +232,11 @@ pub struct Config {
     /// the least recently used one is asked of the store again.
     #[serde(default = "limits::default_write_key_cache_size")]
     pub write_key_cache_size: usize,
+    /// Profiles a partition owner keeps in memory (with their waiting instances), least
+    /// recently used out; `0` keeps none and reads every profile from the store. Bounds the
+    /// owner's memory whatever the number of waiting instances.
+    #[serde(default = "limits::default_profile_cache_size")]
+    pub profile_cache_size: usize,
     /// Return-to-start passes one hold-until step allows per instance; the next match of a
     /// return-to-start branch continues onward.
     #[serde(default = "limits::default_max_return_to_start_passes")]
@@ -324,6 +329,7 @@ impl Config {
             function_memory_mb: DEFAULT_FUNCTION_MEMORY_MB,
             max_catalog_events: DEFAULT_MAX_CATALOG_EVENTS,
             write_key_cache_size: DEFAULT_WRITE_KEY_CACHE_SIZE,
+            profile_cache_size: DEFAULT_PROFILE_CACHE_SIZE,
             max_return_to_start_passes: DEFAULT_MAX_RETURN_TO_START_PASSES,
             max_unique_value_chars: DEFAULT_MAX_UNIQUE_VALUE_CHARS,
             min_delay_secs: DEFAULT_MIN_DELAY_SECS,
@@ -444,6 +450,7 @@ impl fmt::Debug for Config {
             .field("function_memory_mb", &masked.function_memory_mb)
             .field("max_catalog_events", &masked.max_catalog_events)
             .field("write_key_cache_size", &masked.write_key_cache_size)
+            .field("profile_cache_size", &masked.profile_cache_size)
             .field(
                 "max_return_to_start_passes",
                 &masked.max_return_to_start_passes,

@@ -147,6 +147,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub write_key_cache_size: Option<usize>,
 
+    /// Profiles a partition owner keeps in memory, least recently used out; 0 keeps none
+    /// (0–10,000,000) [env: JOURNEYS_PROFILE_CACHE_SIZE]
+    #[arg(long, value_name = "N")]
+    pub profile_cache_size: Option<usize>,
+
     /// Return-to-start passes one hold-until step allows per instance
     /// [env: JOURNEYS_MAX_RETURN_TO_START_PASSES]
     #[arg(long, value_name = "N")]

@@ -43,6 +43,7 @@ pub const ENV_VARS: &[&str] = &[
     "JOURNEYS_FUNCTION_MEMORY_MB",
     "JOURNEYS_MAX_CATALOG_EVENTS",
     "JOURNEYS_WRITE_KEY_CACHE_SIZE",
+    "JOURNEYS_PROFILE_CACHE_SIZE",
     "JOURNEYS_MAX_RETURN_TO_START_PASSES",
     "JOURNEYS_MAX_UNIQUE_VALUE_CHARS",
     "JOURNEYS_MIN_DELAY_SECS",
@@ -237,6 +238,11 @@ const ENV_BINDINGS: &[EnvBinding] = &[
         "write keys"
     ),
     number_binding!(
+        "JOURNEYS_PROFILE_CACHE_SIZE",
+        profile_cache_size,
+        "profiles"
+    ),
+    number_binding!(
         "JOURNEYS_MAX_RETURN_TO_START_PASSES",
         max_return_to_start_passes,
         "passes"
@@ -411,6 +417,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         function_memory_mb,
         max_catalog_events,
         write_key_cache_size,
+        profile_cache_size,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,
@@ -467,6 +474,7 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) {
         function_memory_mb,
         max_catalog_events,
         write_key_cache_size,
+        profile_cache_size,
         max_return_to_start_passes,
         max_unique_value_chars,
         min_delay_secs,

@@ -36,6 +36,8 @@ pub const DEFAULT_FUNCTION_MEMORY_MB: usize = 64;
 pub const DEFAULT_MAX_CATALOG_EVENTS: usize = 10_000;
 /// Write keys kept resolved in memory (and as many unknown ones).
 pub const DEFAULT_WRITE_KEY_CACHE_SIZE: usize = 10_000;
+/// Profiles a partition owner keeps in memory.
+pub const DEFAULT_PROFILE_CACHE_SIZE: usize = 100_000;
 /// Return-to-start passes of one hold-until step per instance.
 pub const DEFAULT_MAX_RETURN_TO_START_PASSES: u32 = 100;
 /// Characters of a unique-identifier value (Segment's limit).
@@ -94,6 +96,9 @@ pub(super) fn default_max_catalog_events() -> usize {
 }
 pub(super) fn default_write_key_cache_size() -> usize {
     DEFAULT_WRITE_KEY_CACHE_SIZE
+}
+pub(super) fn default_profile_cache_size() -> usize {
+    DEFAULT_PROFILE_CACHE_SIZE
 }
 pub(super) fn default_max_return_to_start_passes() -> u32 {
     DEFAULT_MAX_RETURN_TO_START_PASSES
@@ -163,6 +168,7 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
         1,
         10_000_000,
     )?;
+    in_range("profile_cache_size", c.profile_cache_size, 0, 10_000_000)?;
     in_range(
         "max_return_to_start_passes",
         c.max_return_to_start_passes,

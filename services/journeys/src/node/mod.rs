@@ -233,7 +233,7 @@ impl Node {
             OwnerConfig {
                 node_id: self.node_id(),
                 profile_cache: if all_writers {
-                    OwnerConfig::default().profile_cache
+                    self.config.profile_cache_size
                 } else {
                     0
                 },
@@ -610,6 +610,10 @@ mod tests {
         assert_eq!(engine.instance_limits, InstanceLimits::DEFAULT);
         assert_eq!(engine.max_instance_lifetime, defaults.max_instance_lifetime);
         assert_eq!(engine.trait_limits, defaults.trait_limits);
+        assert_eq!(
+            engine.owner.map(|owner| owner.profile_cache),
+            Some(OwnerConfig::default().profile_cache)
+        );
         assert_eq!(retry_policy(&config), RetryPolicy::default());
         assert_eq!(
             SchedulerConfig::from_config(&config),
@@ -629,8 +633,14 @@ mod tests {
         config.retry_backoff_base_ms = 20;
         config.retry_backoff_max_secs = 2;
         config.retry_after_max_secs = 5;
-        let node = Node::new(config, Roles::ALL);
+        config.profile_cache_size = 7;
+        let node = Node::new(config.clone(), Roles::ALL);
         let engine = node.engine_config();
+        assert_eq!(engine.owner.map(|owner| owner.profile_cache), Some(7));
+        // A data plane beside stand-alone writers keeps no profile: its memory would not be
+        // authoritative.
+        let alone = Node::new(config, Roles::of_service(Service::DataPlane)).engine_config();
+        assert_eq!(alone.owner.map(|owner| owner.profile_cache), Some(0));
         assert_eq!(engine.max_active_instances_per_profile, 3);
         assert_eq!(engine.max_events_per_profile_per_sec, 2);
         assert_eq!(
