@@ -725,17 +725,11 @@ async fn collect(
     receivers: Vec<oneshot::Receiver<Vec<(usize, Outcome)>>>,
     count: usize,
 ) -> Vec<Option<Outcome>> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
-    for rx in receivers {
-        if let Ok(answers) = rx.await {
-            for (position, outcome) in answers {
-                if let Some(slot) = outcomes.get_mut(position) {
-                    *slot = Some(outcome);
-                }
-            }
-        }
-    }
-    outcomes
+    collect_stamped(receivers, count)
+        .await
+        .into_iter()
+        .map(|answer| answer.map(|(outcome, _)| outcome))
+        .collect()
 }
 
 /// [`collect`], with the time each lane answered: the lanes of one call commit at different
